@@ -1,0 +1,205 @@
+"""One context: a pycrdt Doc holding a grow-only Array of records, plus an index and a Merkle tree.
+
+The Doc is the replication format (Yjs state vectors and updates move exactly what a peer
+lacks); the index is the read model (id → entry, causal order, per-origin seqs); the Merkle tree
+over entry ids says in 32 bytes whether two copies hold the same set. This is the only module
+that touches pycrdt.
+
+Every update from outside (a peer, a snapshot) passes the grow-only gate (``yupdate``) and record
+verification *before* it is applied: pycrdt observers run after the fact and cannot veto.
+Entries are indexed from what the Array observer reports was actually inserted, so the index never
+disagrees with the Doc (Yjs ignores a struct it has already seen, whatever its content).
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+from collections.abc import Iterable, Sequence
+
+from pycrdt import Array, ArrayEvent, Doc
+
+from .cursor import Cursor
+from .entry import DEFAULT_LIMITS, ID_SIZE, Entry, Limits, decode_body, decode_record
+from .errors import ForbiddenUpdate, IntegrityError, RemoteProtocolError
+from .merkle import MerkleTree
+from .yupdate import appended_values
+
+ARRAY_NAME = "entries"
+# pycrdt commit cost grows with the square of the inserts in one transaction: keep them small.
+TRANSACTION_CHUNK = 100
+
+
+def client_id_for(instance: str, context: str) -> int:
+    """A Yjs client id per (node incarnation, context); < 2^53 so it survives JS numbers."""
+    digest = hashlib.sha256(f"{instance}\x00{context}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 11
+
+
+class ContextLog:
+    def __init__(self, name: str, client_id: int, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.name = name
+        self.limits = limits
+        self.doc = Doc(client_id=client_id)
+        self._array = self.doc.get(ARRAY_NAME, type=Array)
+        self._array.observe(self._on_insert)
+        self._inserted: list[bytes] = []
+        self.by_id: dict[str, Entry] = {}
+        self.ordered: list[Entry] = []
+        self._order_keys: list[tuple[int, str, int]] = []
+        self.by_origin: dict[str, dict[int, Entry]] = {}
+        # Highest seq per origin below which nothing is missing: reads deliver only up to it so
+        # that a cursor never jumps over an entry that arrives late.
+        self.contiguous: dict[str, int] = {}
+        self._max_seq: dict[str, int] = {}
+        self.tree = MerkleTree()
+        self.max_lamport = 0
+
+    def _on_insert(self, event: ArrayEvent) -> None:
+        # Runs inside pycrdt after the update is applied: only collect; indexing happens outside.
+        for op in event.delta:
+            inserted = op.get("insert")
+            if inserted:
+                self._inserted.extend(bytes(v) for v in inserted)
+
+    # ---- reads -------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    def root(self) -> bytes:
+        return self.tree.root()
+
+    def max_seq(self, origin: str) -> int:
+        return self._max_seq.get(origin, 0)
+
+    def state_vector(self) -> bytes:
+        return self.doc.get_state()
+
+    def diff(self, state_vector: bytes | None = None) -> bytes:
+        """The Yjs update holding everything a peer with ``state_vector`` lacks (all if None)."""
+        try:
+            return self.doc.get_update(state_vector) if state_vector else self.doc.get_update()
+        except Exception as exc:  # pycrdt raises plain exceptions for undecodable vectors
+            raise RemoteProtocolError(f"bad state vector for {self.name}: {exc}") from None
+
+    def get(
+        self, key: str | None = None, after: Cursor | None = None, limit: int | None = None
+    ) -> tuple[list[Entry], Cursor]:
+        """Entries not covered by ``after``, in causal order; returns them and the next cursor."""
+        after = after or Cursor()
+        out: list[Entry] = []
+        if limit is not None and limit <= 0:
+            return out, after
+        # Everything before the first uncovered entry of every origin is covered: start there.
+        starts = [
+            seqs[after.get(origin, 0) + 1].order_key
+            for origin, seqs in self.by_origin.items()
+            if after.get(origin, 0) + 1 in seqs
+        ]
+        if not starts:
+            return out, after
+        contiguous = self.contiguous
+        for entry in self.ordered[bisect.bisect_left(self._order_keys, min(starts)) :]:
+            if entry.seq > contiguous.get(entry.origin, 0) or after.covers(entry):
+                continue
+            if key is not None and entry.key != key:
+                continue
+            out.append(entry)
+            if limit is not None and len(out) >= limit:
+                break
+        return out, after.advanced(out)
+
+    # ---- writes ------------------------------------------------------------------------------
+
+    def append_local(self, entries: Sequence[Entry]) -> tuple[list[Entry], bytes]:
+        """Insert entries this node created; returns those indexed and the Yjs update to persist."""
+        before = self.doc.get_state()
+        for start in range(0, len(entries), TRANSACTION_CHUNK):
+            with self.doc.transaction():
+                self._array.extend([e.record for e in entries[start : start + TRANSACTION_CHUNK]])
+        known = {e.record: e for e in entries}
+        return self._index_inserted(known, trusted=True), self.doc.get_update(before)
+
+    def apply_remote(self, update: bytes) -> list[Entry]:
+        """Gate, verify and apply an update from a peer; returns the entries new to this node.
+
+        Raises ForbiddenUpdate / RemoteProtocolError / IntegrityError before touching the Doc.
+        """
+        known: dict[bytes, Entry] = {}
+        for record in appended_values(update, ARRAY_NAME):
+            entry = decode_record(record, self.limits)
+            if entry.context != self.name:
+                raise ForbiddenUpdate(
+                    f"entry {entry.id} belongs to context {entry.context!r}, not {self.name!r}"
+                )
+            known[record] = entry
+        self._apply(update)
+        return self._index_inserted(known, trusted=True)
+
+    def load_stored(self, update: bytes, verify: bool = False) -> list[Entry]:
+        """Re-apply an update this node persisted itself (rebuild on start)."""
+        self._apply(update)
+        return self._index_inserted({}, trusted=not verify)
+
+    def _apply(self, update: bytes) -> None:
+        try:
+            self.doc.apply_update(update)
+        except Exception as exc:  # the gate parsed it, so this is a pycrdt-level refusal
+            self._inserted.clear()
+            raise RemoteProtocolError(f"update refused by pycrdt for {self.name}: {exc}") from None
+
+    def _index_inserted(self, known: dict[bytes, Entry], trusted: bool) -> list[Entry]:
+        inserted, self._inserted = self._inserted, []
+        new: list[Entry] = []
+        for record in inserted:
+            entry = known.get(record)
+            if entry is None:
+                entry = decode_record(record, self.limits) if not trusted else _quick(record)
+                if entry.context != self.name:
+                    raise IntegrityError(f"entry {entry.id} is stored under context {self.name}")
+            if self._index(entry):
+                new.append(entry)
+        return new
+
+    def add_missing(self, entries: Iterable[Entry]) -> tuple[list[Entry], bytes | None]:
+        """Insert already verified entries that this node lacks (snapshot load)."""
+        missing = [e for e in entries if e.id not in self.by_id]
+        missing = list({e.id: e for e in missing}.values())
+        if not missing:
+            return [], None
+        return self.append_local(missing)
+
+    def _index(self, entry: Entry) -> bool:
+        if entry.id in self.by_id:
+            return False  # the same entry inserted twice (e.g. two snapshot loads): keep one
+        self.by_id[entry.id] = entry
+        key = entry.order_key
+        pos = bisect.bisect_left(self._order_keys, key)
+        self._order_keys.insert(pos, key)
+        self.ordered.insert(pos, entry)
+        seqs = self.by_origin.setdefault(entry.origin, {})
+        seqs[entry.seq] = entry
+        run = self.contiguous.get(entry.origin, 0)
+        while run + 1 in seqs:
+            run += 1
+        self.contiguous[entry.origin] = run
+        if entry.seq > self._max_seq.get(entry.origin, 0):
+            self._max_seq[entry.origin] = entry.seq
+        self.tree.set(bytes.fromhex(entry.id))
+        if entry.lamport > self.max_lamport:
+            self.max_lamport = entry.lamport
+        return True
+
+    def compacted_state(self) -> bytes:
+        """The whole Doc as one update: replaces the stored history without changing any read."""
+        return self.doc.get_update()
+
+
+def _quick(record: bytes) -> Entry:
+    # Own store: the content hash is still checked, field limits were checked on the way in.
+    claimed = record[:ID_SIZE].hex()
+    body = record[ID_SIZE:]
+    if hashlib.sha256(body).hexdigest() != claimed:
+        raise IntegrityError(f"entry {claimed} does not match its content")
+    return decode_body(body, claimed)

@@ -1,0 +1,90 @@
+"""One exception tree, split by who is at fault.
+
+LedgerError
+├── LocalInputError        the caller passed something invalid (bad name, too big, bad cursor)
+│   ├── InvalidContextName, KeyTooLarge, PayloadTooLarge, MetaTooLarge, InvalidMeta, InvalidCursor
+├── IntegrityError         stored or received bytes do not match their content address / root
+├── RemoteProtocolError    a peer or a file sent something malformed or forbidden
+│   └── ForbiddenUpdate    a Yjs update that would delete or rewrite (the ledger only grows)
+├── SnapshotError          InvalidSnapshot, UnsupportedVersion, AlreadyExists
+├── StoreLockedError       another process holds the data directory
+└── LinkClosed / LinkBroken  a peer link ended cleanly / failed (trio naming: Closed vs Broken)
+"""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Root of every error p2p-ledger raises on purpose."""
+
+
+class LocalInputError(LedgerError, ValueError):
+    """The local caller passed invalid input; nothing was changed."""
+
+
+class InvalidContextName(LocalInputError):
+    pass
+
+
+class KeyTooLarge(LocalInputError):
+    pass
+
+
+class PayloadTooLarge(LocalInputError):
+    pass
+
+
+class MetaTooLarge(LocalInputError):
+    pass
+
+
+class InvalidMeta(LocalInputError):
+    pass
+
+
+class InvalidCursor(LocalInputError):
+    pass
+
+
+class InvalidNodeId(LocalInputError):
+    pass
+
+
+class IntegrityError(LedgerError):
+    """Bytes do not match the content address (or Merkle root) they claim."""
+
+
+class RemoteProtocolError(LedgerError):
+    """A peer (or a file from elsewhere) sent something malformed or forbidden."""
+
+
+class ForbiddenUpdate(RemoteProtocolError):
+    """A Yjs update that deletes or rewrites; refused before it touches the document."""
+
+
+class SnapshotError(LedgerError):
+    pass
+
+
+class InvalidSnapshot(SnapshotError):
+    pass
+
+
+class UnsupportedVersion(SnapshotError):
+    pass
+
+
+class AlreadyExists(SnapshotError):
+    pass
+
+
+class StoreLockedError(LedgerError):
+    """Another process already has this data directory open."""
+
+
+class LinkClosed(LedgerError):
+    """A peer link was closed on purpose (by us or by the peer)."""
+
+
+class LinkBroken(LedgerError):
+    """A peer link failed (network error, timeout, protocol violation)."""

@@ -1,0 +1,531 @@
+"""Insertion-order-independent Merkle tree over 32-byte keys.
+
+Theory of operation
+-------------------
+Items are ``(key, value)`` pairs; keys are 32-byte sha256 digests, so they
+are spread uniformly and can be used directly as a path.  The tree is a
+16-ary trie on the key's nibbles (4-bit digits, high nibble of byte 0
+first).  Its *shape* is a pure function of the item set: the node at prefix
+``p`` is a leaf ("bucket") iff at most ``max_leaf`` keys start with ``p`` (or
+``p`` is all 64 nibbles), otherwise it is an inner node whose non-empty
+children are the nodes at ``p + (n,)``.  Because nothing depends on the
+order of insertion, two peers holding the same set compute the same root,
+and two peers holding different sets can find the difference by comparing
+child digests top-down, descending only where they differ.
+
+Digests are sha256 with a one-byte domain tag so that no value of one kind
+can be reinterpreted as another kind (an item as a bucket, a bucket as an
+inner node)::
+
+    item   = H(0x00 || key || len(value):u32be || value)
+    bucket = H(0x01 || item hashes of its items, sorted by key)
+    inner  = H(0x02 || 16 child digests, 32 zero bytes for an empty child)
+
+An empty tree is an empty bucket, so its root is ``H(0x01)``.
+
+Inserting walks one path (O(depth) = O(log16 n)) and clears the cached
+digest of every node on it; ``root()`` then rehashes only those dirty
+nodes.  A bucket that grows past ``max_leaf`` is split one nibble down
+(recursively, if all its keys still share the next nibble).  Items are never
+removed, so an inner node never has to turn back into a bucket.
+
+A :class:`Proof` is the whole bucket holding the key plus, for every inner
+node from the bucket's parent up to the root, all 16 child digests.  A
+verifier holding only the root rebuilds the path itself, taking the slot at
+each depth from the key's own nibbles, so a proof cannot move an item to a
+different place in the tree.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from hashlib import sha256
+
+from p2p_ledger.errors import LocalInputError, RemoteProtocolError
+
+__all__ = [
+    "DIGEST_SIZE",
+    "EMPTY_ROOT",
+    "MalformedProof",
+    "MerkleTree",
+    "NodeView",
+    "Proof",
+    "diff_children",
+    "verify_proof",
+]
+
+DIGEST_SIZE = 32
+KEY_NIBBLES = 2 * DIGEST_SIZE
+FANOUT = 16
+
+_TAG_ITEM = b"\x00"
+_TAG_BUCKET = b"\x01"
+_TAG_INNER = b"\x02"
+_ZERO = bytes(DIGEST_SIZE)
+_MAX_VALUE_LEN = 0xFFFFFFFF  # the length prefix in the item hash is a u32
+
+EMPTY_ROOT: bytes = sha256(_TAG_BUCKET).digest()
+
+_PROOF_VERSION = 1
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+
+
+class MalformedProof(RemoteProtocolError, ValueError):
+    """Encoded proof bytes (from a peer) are malformed.
+
+    Also a ValueError, so callers of :meth:`Proof.decode` need catch only that.
+    """
+
+
+def _nibble(key: bytes, depth: int) -> int:
+    byte = key[depth >> 1]
+    return byte >> 4 if depth & 1 == 0 else byte & 0x0F
+
+
+def _item_hash(key: bytes, value: bytes) -> bytes:
+    # The explicit length keeps (key, value) framing unambiguous even though
+    # keys are fixed-size: the tag + length make an item preimage impossible
+    # to confuse with a bucket or inner preimage.
+    return sha256(_TAG_ITEM + key + _U32.pack(len(value)) + value).digest()
+
+
+def _bucket_digest(items: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """Digest of a bucket; ``items`` must already be sorted by key."""
+    h = sha256(_TAG_BUCKET)
+    for key, value in items:
+        h.update(_item_hash(key, value))
+    return h.digest()
+
+
+def _inner_digest(children: Iterable[bytes | None]) -> bytes:
+    return sha256(_TAG_INNER + b"".join(_ZERO if c is None else c for c in children)).digest()
+
+
+def _has_prefix(key: bytes, prefix: tuple[int, ...]) -> bool:
+    return all(_nibble(key, i) == n for i, n in enumerate(prefix))
+
+
+def _check_key(key: bytes) -> bytes:
+    if not isinstance(key, bytes):
+        if not isinstance(key, (bytearray, memoryview)):
+            raise TypeError(f"key must be bytes, not {type(key).__name__}")
+        key = bytes(key)
+    if len(key) != DIGEST_SIZE:
+        raise LocalInputError(f"key must be {DIGEST_SIZE} bytes, got {len(key)}")
+    return key
+
+
+def _check_value(value: bytes) -> bytes:
+    if not isinstance(value, bytes):
+        if not isinstance(value, (bytearray, memoryview)):
+            raise TypeError(f"value must be bytes, not {type(value).__name__}")
+        value = bytes(value)
+    if len(value) > _MAX_VALUE_LEN:
+        raise LocalInputError("value too large for the u32 length prefix")
+    return value
+
+
+def _check_prefix(prefix: tuple[int, ...]) -> tuple[int, ...]:
+    prefix = tuple(prefix)
+    if len(prefix) > KEY_NIBBLES:
+        raise LocalInputError(f"prefix longer than {KEY_NIBBLES} nibbles")
+    for n in prefix:
+        if type(n) is not int or not 0 <= n < FANOUT:
+            raise LocalInputError(f"prefix nibbles must be ints in 0..15, got {n!r}")
+    return prefix
+
+
+class _Node:
+    """A bucket (``items`` set) or an inner node (``children`` set).
+
+    ``digest`` is ``None`` while the node is dirty.  Inner nodes need no item
+    count: counts only grow, so once a node is split it stays inner.
+    """
+
+    __slots__ = ("children", "digest", "items")
+
+    def __init__(self) -> None:
+        self.items: dict[bytes, bytes] | None = {}
+        self.children: list[_Node | None] | None = None
+        self.digest: bytes | None = None
+
+
+def _digest(node: _Node) -> bytes:
+    d = node.digest
+    if d is not None:
+        return d
+    items = node.items
+    if items is not None:
+        d = _bucket_digest((k, items[k]) for k in sorted(items))
+    else:
+        assert node.children is not None
+        d = _inner_digest(None if c is None else _digest(c) for c in node.children)
+    node.digest = d
+    return d
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """Read-only snapshot of one node, as exchanged during sync."""
+
+    prefix: tuple[int, ...]
+    digest: bytes
+    children: tuple[bytes | None, ...] | None
+    items: tuple[tuple[bytes, bytes], ...] | None
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.children is None
+
+
+class _Reader:
+    """Bounds-checked cursor; every short read becomes MalformedProof."""
+
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        end = self.pos + n
+        if end > len(self.data):
+            raise MalformedProof("truncated proof")
+        chunk = self.data[self.pos : end]
+        self.pos = end
+        return chunk
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u16(self) -> int:
+        return int(_U16.unpack(self.take(2))[0])
+
+    def u32(self) -> int:
+        return int(_U32.unpack(self.take(4))[0])
+
+
+@dataclass(frozen=True)
+class Proof:
+    """Membership proof: the key's whole bucket plus the inner nodes above it.
+
+    ``levels[0]`` is the bucket's parent, ``levels[-1]`` the root; each level
+    holds all 16 child digests (``None`` for an empty child), including the
+    one on the path, which the verifier recomputes and checks.
+    """
+
+    bucket: tuple[tuple[bytes, bytes], ...]
+    levels: tuple[tuple[bytes | None, ...], ...]
+
+    def encode(self) -> bytes:
+        """Binary form.
+
+        ``version:u8, n_items:u32, n_items * (key[32], len:u32, value),
+        n_levels:u8, n_levels * (present:u16 bitmap, bit i = nibble i,
+        one 32-byte digest per set bit in nibble order)``.
+        """
+        if len(self.levels) > KEY_NIBBLES:
+            raise LocalInputError("too many levels")
+        out = [bytes([_PROOF_VERSION]), _U32.pack(len(self.bucket))]
+        for key, value in self.bucket:
+            if len(key) != DIGEST_SIZE:
+                raise LocalInputError("bad key length in bucket")
+            out += (key, _U32.pack(len(value)), value)
+        out.append(bytes([len(self.levels)]))
+        for level in self.levels:
+            if len(level) != FANOUT:
+                raise LocalInputError("a level must have 16 slots")
+            present = 0
+            digests = []
+            for i, d in enumerate(level):
+                if d is not None:
+                    if len(d) != DIGEST_SIZE:
+                        raise LocalInputError("bad digest length in level")
+                    present |= 1 << i
+                    digests.append(d)
+            out.append(_U16.pack(present))
+            out += digests
+        return b"".join(out)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Proof:
+        """Parse :meth:`encode` output.
+
+        Any malformed input raises :class:`MalformedProof` (a ValueError) and
+        nothing else, since the bytes come from untrusted peers.
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            # Contract: decode raises only ValueError, even for a non-bytes.
+            raise MalformedProof("proof must be bytes")
+        r = _Reader(bytes(data))
+        if r.u8() != _PROOF_VERSION:
+            raise MalformedProof("unsupported proof version")
+        n_items = r.u32()
+        # Every item needs at least 36 bytes; refuse absurd counts up front
+        # instead of looping until the data runs out.
+        if n_items * (DIGEST_SIZE + 4) > len(r.data) - r.pos:
+            raise MalformedProof("truncated proof")
+        bucket = []
+        for _ in range(n_items):
+            key = r.take(DIGEST_SIZE)
+            bucket.append((key, r.take(r.u32())))
+        n_levels = r.u8()
+        if n_levels > KEY_NIBBLES:
+            raise MalformedProof("too many levels")
+        levels = []
+        for _ in range(n_levels):
+            present = r.u16()
+            levels.append(
+                tuple(
+                    r.take(DIGEST_SIZE) if present >> i & 1 else None
+                    for i in range(FANOUT)
+                )
+            )
+        if r.pos != len(r.data):
+            raise MalformedProof("trailing bytes after proof")
+        return cls(bucket=tuple(bucket), levels=tuple(levels))
+
+
+def _is_digest(x: object) -> bool:
+    return type(x) is bytes and len(x) == DIGEST_SIZE
+
+
+def verify_proof(root: bytes, key: bytes, value: bytes, proof: Proof) -> bool:
+    """True iff ``proof`` shows ``(key, value)`` is in the tree with ``root``.
+
+    Never raises: anything malformed (wrong types, lengths, shapes) is just a
+    failed proof, because proofs come from untrusted peers.  Every field is
+    type-checked before use rather than wrapped in a blanket ``except``, so a
+    bug here surfaces instead of being swallowed.
+    """
+    if not (_is_digest(root) and _is_digest(key) and type(value) is bytes):
+        return False
+    if not isinstance(proof, Proof):
+        return False
+    bucket, levels = proof.bucket, proof.levels
+    if type(bucket) is not tuple or type(levels) is not tuple:
+        return False
+    depth = len(levels)
+    if depth > KEY_NIBBLES:
+        return False
+    # The bucket sits at the key's own prefix of length `depth`; every bucket
+    # member must share it, and members must be strictly sorted (canonical,
+    # no duplicates) - otherwise this is not a bucket the tree could hold.
+    path = tuple(_nibble(key, i) for i in range(depth))
+    found = False
+    prev = b""
+    for item in bucket:
+        if type(item) is not tuple or len(item) != 2:
+            return False
+        k, v = item
+        if not (_is_digest(k) and type(v) is bytes) or k <= prev:
+            return False
+        if not _has_prefix(k, path):
+            return False
+        if k == key:
+            if v != value:
+                return False
+            found = True
+        prev = k
+    if not found:
+        return False
+    h = _bucket_digest(bucket)
+    # Walk up: levels[0] is at depth-1, levels[-1] at depth 0 (the root).
+    for i, level in enumerate(levels):
+        if type(level) is not tuple or len(level) != FANOUT:
+            return False
+        if not all(d is None or _is_digest(d) for d in level):
+            return False
+        if level[path[depth - 1 - i]] != h:
+            return False
+        h = _inner_digest(level)
+    return h == root
+
+
+def diff_children(a: NodeView, b: NodeView) -> list[int]:
+    """Nibbles whose child digests differ between two inner node views."""
+    if a.children is None or b.children is None:
+        raise LocalInputError("diff_children needs two inner nodes")
+    return [n for n in range(FANOUT) if a.children[n] != b.children[n]]
+
+
+class MerkleTree:
+    """Mutable, insertion-order-independent Merkle trie (see module doc)."""
+
+    def __init__(self, max_leaf: int = 16) -> None:
+        if type(max_leaf) is not int or max_leaf < 1:
+            raise LocalInputError("max_leaf must be a positive int")
+        self._max_leaf = max_leaf
+        self._root = _Node()
+        # Flat index: O(1) get/len/contains and an early "unchanged" answer
+        # that avoids dirtying a path for a no-op set.
+        self._all: dict[bytes, bytes] = {}
+
+    @property
+    def max_leaf(self) -> int:
+        return self._max_leaf
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, bytes) and key in self._all
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._all.get(key)
+
+    def set(self, key: bytes, value: bytes = b"") -> bool:
+        """Insert or replace; returns True if the tree changed."""
+        key = _check_key(key)
+        value = _check_value(value)
+        old = self._all.get(key)
+        if old == value:
+            return False
+        self._insert(key, value, old is None)
+        return True
+
+    def update(self, items: Iterable[tuple[bytes, bytes]]) -> int:
+        """Bulk :meth:`set`; returns how many items changed the tree."""
+        # Validate and collapse repeats first so a bad item leaves the tree
+        # untouched and a key given twice is inserted once (last one wins).
+        pending: dict[bytes, bytes] = {}
+        for key, value in items:
+            pending[_check_key(key)] = _check_value(value)
+        changed = 0
+        index = self._all
+        insert = self._insert
+        for key, value in pending.items():
+            old = index.get(key)
+            if old != value:
+                insert(key, value, old is None)
+                changed += 1
+        return changed
+
+    def _insert(self, key: bytes, value: bytes, new: bool) -> None:
+        self._all[key] = value
+        node = self._root
+        depth = 0
+        while True:
+            node.digest = None  # every node on the path is now dirty
+            children = node.children
+            if children is None:
+                break
+            byte = key[depth >> 1]
+            nib = byte >> 4 if depth & 1 == 0 else byte & 0x0F
+            child = children[nib]
+            if child is None:
+                child = children[nib] = _Node()
+            node = child
+            depth += 1
+        items = node.items
+        assert items is not None
+        items[key] = value
+        if new and len(items) > self._max_leaf and depth < KEY_NIBBLES:
+            self._split(node, depth)
+
+    def _split(self, node: _Node, depth: int) -> None:
+        items = node.items
+        assert items is not None
+        children: list[_Node | None] = [None] * FANOUT
+        for key, value in items.items():
+            byte = key[depth >> 1]
+            nib = byte >> 4 if depth & 1 == 0 else byte & 0x0F
+            child = children[nib]
+            if child is None:
+                child = children[nib] = _Node()
+            assert child.items is not None
+            child.items[key] = value
+        node.items = None
+        node.children = children
+        node.digest = None
+        if depth + 1 < KEY_NIBBLES:
+            # Keys sharing the next nibble too may still overflow one child.
+            for child in children:
+                if child is not None and child.items is not None and len(child.items) > self._max_leaf:
+                    self._split(child, depth + 1)
+
+    def root(self) -> bytes:
+        return _digest(self._root)
+
+    def _find(self, prefix: tuple[int, ...]) -> tuple[_Node, int] | None:
+        """Deepest existing node on ``prefix`` and its depth (None if empty)."""
+        node = self._root
+        depth = 0
+        for nib in prefix:
+            children = node.children
+            if children is None:
+                break  # prefix reaches below a bucket
+            child = children[nib]
+            if child is None:
+                return None
+            node = child
+            depth += 1
+        return node, depth
+
+    def node(self, prefix: tuple[int, ...] = ()) -> NodeView | None:
+        """View of the node at ``prefix``; None when no item has this prefix.
+
+        If ``prefix`` reaches below a bucket, the view is a virtual bucket of
+        the matching items (what that prefix would hash to as a bucket), so a
+        caller walking two differently shaped trees can still compare.
+        """
+        prefix = _check_prefix(prefix)
+        found = self._find(prefix)
+        if found is None:
+            return None
+        node, depth = found
+        if node.children is not None:
+            children = tuple(None if c is None else _digest(c) for c in node.children)
+            return NodeView(prefix, _digest(node), children, None)
+        assert node.items is not None
+        if depth == len(prefix):
+            if not node.items:
+                return None  # only the empty root bucket can be empty
+            items = tuple(sorted(node.items.items()))
+            return NodeView(prefix, _digest(node), None, items)
+        items = tuple(sorted(kv for kv in node.items.items() if _has_prefix(kv[0], prefix)))
+        if not items:
+            return None
+        return NodeView(prefix, _bucket_digest(items), None, items)
+
+    def items_under(self, prefix: tuple[int, ...] = ()) -> list[tuple[bytes, bytes]]:
+        """All items whose key starts with ``prefix``, sorted by key."""
+        prefix = _check_prefix(prefix)
+        found = self._find(prefix)
+        if found is None:
+            return []
+        node, depth = found
+        out: list[tuple[bytes, bytes]] = []
+        if depth < len(prefix):
+            assert node.items is not None
+            return sorted(kv for kv in node.items.items() if _has_prefix(kv[0], prefix))
+        # Children are visited in nibble order, so only buckets need sorting.
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            if n.items is not None:
+                out += sorted(n.items.items())
+            else:
+                assert n.children is not None
+                stack.extend(c for c in reversed(n.children) if c is not None)
+        return out
+
+    def prove(self, key: bytes) -> Proof:
+        """Membership proof for ``key``; KeyError if it is absent."""
+        if key not in self:
+            raise KeyError(key)
+        levels: list[tuple[bytes | None, ...]] = []
+        node = self._root
+        depth = 0
+        while node.children is not None:
+            levels.append(tuple(None if c is None else _digest(c) for c in node.children))
+            nxt = node.children[_nibble(key, depth)]
+            assert nxt is not None
+            node = nxt
+            depth += 1
+        assert node.items is not None
+        levels.reverse()  # proof order is bottom-up
+        return Proof(bucket=tuple(sorted(node.items.items())), levels=tuple(levels))

@@ -1,0 +1,372 @@
+"""A node's decisions, sans-I/O: which peers to dial, when to gossip, what to push, when to give up.
+
+Theory of operation
+-------------------
+The driver (trio runtime or simulator) owns sockets and time and reports what happened:
+``connection_accepted`` / ``connection_made`` / ``dial_failed`` / ``frame_received`` /
+``connection_lost``, plus ``tick(now)`` whenever ``next_deadline()`` passes. Local appends go
+through ``append``. After any call the driver drains ``take_actions()``: ``Send`` a frame on a
+connection, ``Close`` one, or ``Dial`` a URL under a connection id the core picked. Every
+connection runs one ``PeerSession``; this class adds the node-wide policy:
+
+* peer table: seeds and peers learned by peer exchange, each ``connecting``, ``connected``,
+  ``backoff`` (retry after base·2^failures with ±20% jitter, capped) or ``dropped`` (non-seed
+  peers failing for longer than ``drop_after``; seeds are retried forever);
+* one link per peer pair: when two links to the same node open, both ends keep the one dialed
+  by the smaller node id, so the race resolves the same way on both sides;
+* anti-entropy: every ``gossip_interval`` (±10%) and ``push_gossip_delay`` after a local append,
+  each open session sends its node root; a link silent for ``idle_timeout`` is closed;
+* live push: a committed local append's Yjs update goes to every open session at once.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .ledger import Appended, AppendRequest, Ledger
+from .protocol import (
+    Closed,
+    EntriesReceived,
+    Established,
+    LocalInfo,
+    PeerRoot,
+    PeerSession,
+    PeersLearned,
+)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    node_id: str
+    cluster: str = "default"
+    url: str = ""  # our advertised listen URL ("" = we accept no connections)
+    seeds: tuple[str, ...] = ()
+    key: bytes | None = None
+    gossip_interval: float = 1.0
+    push_gossip_delay: float = 0.05
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 10.0
+    backoff_base: float = 0.2
+    backoff_max: float = 30.0
+    drop_after: float = 300.0
+    max_update_bytes: int = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Send:
+    conn: int
+    frame: bytes
+
+
+@dataclass(frozen=True)
+class Close:
+    conn: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Dial:
+    conn: int
+    url: str
+
+
+Action = Send | Close | Dial
+
+
+@dataclass
+class PeerInfo:
+    url: str
+    seed: bool
+    node_id: str = ""
+    state: str = "new"  # new | connecting | connected | backoff | dropped
+    failures: int = 0
+    retry_at: float = 0.0
+    failing_since: float | None = None
+    last_error: str = ""
+
+
+@dataclass
+class Link:
+    session: PeerSession
+    url: str  # the URL we dialed, or "" for an accepted connection until the peer names one
+    dialed: bool
+    opened_at: float
+    last_heard: float
+    next_gossip: float = float("inf")
+    node_id: str = ""
+
+
+@dataclass
+class Counters:
+    messages_sent: int = 0
+    bytes_sent: int = 0
+    entries_received: int = 0
+    links_refused: dict[str, int] = field(default_factory=dict)
+
+
+class NodeCore:
+    def __init__(self, ledger: Ledger, config: NodeConfig, rng: random.Random) -> None:
+        self.ledger = ledger
+        self.config = config
+        self.rng = rng
+        self.local = LocalInfo(config.node_id, config.cluster, config.url, config.key)
+        self.peers: dict[str, PeerInfo] = {}
+        self.links: dict[int, Link] = {}
+        self.by_node: dict[str, int] = {}
+        self.counters = Counters()
+        self.log: list[str] = []  # info-level lines for the driver to print
+        self._actions: list[Action] = []
+        self._next_conn = 1
+        self._dialing: dict[int, str] = {}  # conn → URL, for dials not yet resolved
+        for url in config.seeds:
+            if url != config.url:
+                self.peers[url] = PeerInfo(url, seed=True)
+
+    # ---- driver → core -----------------------------------------------------------------------
+
+    def take_actions(self) -> list[Action]:
+        actions, self._actions = self._actions, []
+        return actions
+
+    def take_log(self) -> list[str]:
+        lines, self.log = self.log, []
+        return lines
+
+    def connection_accepted(self, now: float) -> int:
+        """A peer dialed us; returns the connection id to use from now on."""
+        conn = self._new_conn()
+        self._open_link(conn, "", dialed=False, now=now)
+        return conn
+
+    def connection_made(self, conn: int, now: float) -> None:
+        """A ``Dial`` succeeded."""
+        peer = self._peer_for_conn(conn)
+        self._open_link(conn, peer.url if peer else "", dialed=True, now=now)
+
+    def dial_failed(self, conn: int, now: float, reason: str) -> None:
+        peer = self._peer_for_conn(conn)
+        self._dialing.pop(conn, None)
+        if peer is not None:
+            self._backoff(peer, now, reason)
+
+    def frame_received(self, conn: int, frame: bytes, now: float) -> None:
+        link = self.links.get(conn)
+        if link is None:
+            return
+        link.last_heard = now
+        link.session.receive(frame)
+        self._drain(conn, link, now)
+
+    def connection_lost(self, conn: int, now: float, reason: str = "connection lost") -> None:
+        link = self.links.pop(conn, None)
+        if link is None:
+            return
+        self._forget_link(conn, link, now, reason)
+
+    def tick(self, now: float) -> None:
+        """Run every timer that is due; call again at ``next_deadline()``."""
+        for conn, link in list(self.links.items()):
+            session = link.session
+            if not session.is_open:
+                if now - link.opened_at >= self.config.handshake_timeout:
+                    self.close(conn, "handshake timed out", now)
+                continue
+            if now - link.last_heard >= self.config.idle_timeout:
+                self.close(conn, f"peer silent for {self.config.idle_timeout:g}s", now)
+                continue
+            if now >= link.next_gossip:
+                session.send_root()
+                link.next_gossip = now + self._jitter(self.config.gossip_interval, 0.1)
+                self._drain(conn, link, now)
+        for peer in self.peers.values():
+            due = peer.state in ("new", "backoff") and peer.retry_at <= now
+            if due and not self._connected(peer):
+                self._dial(peer)
+
+    def next_deadline(self) -> float:
+        deadlines = [float("inf")]
+        for link in self.links.values():
+            if link.session.is_open:
+                deadlines += [link.next_gossip, link.last_heard + self.config.idle_timeout]
+            else:
+                deadlines.append(link.opened_at + self.config.handshake_timeout)
+        deadlines += [p.retry_at for p in self.peers.values()
+                      if p.state in ("new", "backoff") and not self._connected(p)]
+        return min(deadlines)
+
+    def append(self, requests: Sequence[AppendRequest], now: float) -> Appended:
+        """Append durably, push to every open link, and schedule a gossip round soon after."""
+        appended = self.ledger.append(requests)
+        soon = now + self.config.push_gossip_delay
+        for conn, link in self.links.items():
+            if link.session.is_open:
+                for context, update in appended.updates:
+                    link.session.push(context, update)
+                link.next_gossip = min(link.next_gossip, soon)
+                self._drain(conn, link, now)
+        return appended
+
+    def close(self, conn: int, reason: str, now: float) -> None:
+        link = self.links.get(conn)
+        if link is not None:
+            link.session.close(reason)
+            self._drain(conn, link, now)
+
+    def shutdown(self, now: float) -> None:
+        for conn in list(self.links):
+            self.close(conn, "node shutting down", now)
+
+    # ---- status ------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, object]:
+        root = self.ledger.root()
+        peers = []
+        for peer in sorted(self.peers.values(), key=lambda p: p.url):
+            if peer.state == "self":
+                continue
+            conn = self.by_node.get(peer.node_id) if peer.node_id else None
+            link = self.links.get(conn) if conn is not None else None
+            agrees = None if link is None or link.session.peer_root is None else \
+                link.session.peer_root == root
+            peers.append({"node_id": peer.node_id, "url": peer.url, "state": peer.state,
+                          "root_agrees": agrees, "failures": peer.failures,
+                          "last_error": peer.last_error})
+        # Peers that dialed us without a listen URL still count.
+        for node_id, conn in sorted(self.by_node.items()):
+            link = self.links[conn]
+            if not link.url:
+                agrees = None if link.session.peer_root is None else link.session.peer_root == root
+                peers.append({"node_id": node_id, "url": "", "state": "connected",
+                              "root_agrees": agrees, "failures": 0, "last_error": ""})
+        return {
+            "node_id": self.config.node_id,
+            "url": self.config.url,
+            "root": root.hex(),
+            "contexts": len(self.ledger.contexts),
+            "entries": self.ledger.entry_count(),
+            "peers": peers,
+            "messages_sent": self.counters.messages_sent,
+            "bytes_sent": self.counters.bytes_sent,
+        }
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _new_conn(self) -> int:
+        conn, self._next_conn = self._next_conn, self._next_conn + 1
+        return conn
+
+    def _peer_for_conn(self, conn: int) -> PeerInfo | None:
+        url = self._dialing.get(conn)
+        return self.peers.get(url) if url else None
+
+    def _connected(self, peer: PeerInfo) -> bool:
+        return bool(peer.node_id) and peer.node_id in self.by_node
+
+    def _dial(self, peer: PeerInfo) -> None:
+        conn = self._new_conn()
+        peer.state = "connecting"
+        self._dialing[conn] = peer.url
+        self._actions.append(Dial(conn, peer.url))
+
+    def _open_link(self, conn: int, url: str, dialed: bool, now: float) -> None:
+        nonce = self.rng.getrandbits(128).to_bytes(16, "big")
+        session = PeerSession(self.local, self.ledger, nonce, self.config.max_update_bytes)
+        link = self.links[conn] = Link(session, url, dialed, now, now)
+        session.start()
+        self._drain(conn, link, now)
+
+    def _drain(self, conn: int, link: Link, now: float) -> None:
+        session = link.session
+        for event in session.take_events():
+            if isinstance(event, Established):
+                self._established(conn, link, event, now)
+            elif isinstance(event, PeersLearned):
+                self._learn(event.peers, now)
+            elif isinstance(event, EntriesReceived):
+                self.counters.entries_received += len(event.entries)
+            elif isinstance(event, PeerRoot):
+                pass  # kept on the session (peer_root) for status
+            elif isinstance(event, Closed):
+                who = "peer" if event.by_peer else "we"
+                self.log.append(f"link {link.node_id or link.url or conn} closed ({who}): "
+                                f"{event.reason}")
+        for frame in session.take_output():
+            self.counters.messages_sent += 1
+            self.counters.bytes_sent += len(frame)
+            self._actions.append(Send(conn, frame))
+        if session.close_reason is not None and conn in self.links:
+            del self.links[conn]
+            self._actions.append(Close(conn, session.close_reason))
+            self._forget_link(conn, link, now, session.close_reason)
+
+    def _established(self, conn: int, link: Link, event: Established, now: float) -> None:
+        link.node_id = event.node_id
+        if not link.url and event.url:
+            link.url = event.url
+        other = self.by_node.get(event.node_id)
+        if other is not None and other != conn:
+            # Two links to one peer: keep the one dialed by the smaller node id, on both ends.
+            if link.dialed != (self.config.node_id < event.node_id):
+                link.session.close("duplicate connection")  # the caller's _drain finishes it
+                return
+            self.by_node[event.node_id] = conn
+            old = self.links[other]
+            old.session.close("duplicate connection")
+            self._drain(other, old, now)
+        self.by_node[event.node_id] = conn
+        self.log.append(f"connected to {event.node_id} ({link.url or 'inbound'})")
+        if link.url:
+            peer = self.peers.get(link.url) or self.peers.setdefault(
+                link.url, PeerInfo(link.url, seed=False))
+            peer.node_id, peer.state, peer.failures = event.node_id, "connected", 0
+            peer.failing_since, peer.last_error = None, ""
+        link.next_gossip = now  # first round at once
+        known = [(p.node_id, p.url) for p in self.peers.values()
+                 if p.node_id and p.state not in ("dropped", "self")]
+        if self.config.url:
+            known.append((self.config.node_id, self.config.url))
+        link.session.send_peers(known)
+        link.session.send_root()
+
+    def _learn(self, peers: Sequence[tuple[str, str]], now: float) -> None:
+        for node_id, url in peers:
+            if node_id == self.config.node_id or url == self.config.url or not url:
+                continue
+            if url not in self.peers:
+                self.peers[url] = PeerInfo(url, seed=False, node_id=node_id, retry_at=now)
+
+    def _forget_link(self, conn: int, link: Link, now: float, reason: str) -> None:
+        if self.by_node.get(link.node_id) == conn:
+            del self.by_node[link.node_id]
+        self._dialing.pop(conn, None)
+        peer = self.peers.get(link.url) if link.url else None
+        if peer is None or peer.state == "dropped":
+            return
+        if link.node_id and self.by_node.get(link.node_id) is not None:
+            peer.state = "connected"  # the surviving duplicate
+            return
+        if "ourselves" in reason:
+            peer.state = "self"
+            return
+        if link.session.was_open:
+            peer.failures = 0  # it worked: retry soon
+        self._backoff(peer, now, reason)
+
+    def _backoff(self, peer: PeerInfo, now: float, reason: str) -> None:
+        peer.failures += 1
+        peer.last_error = reason
+        if peer.failing_since is None:
+            peer.failing_since = now
+        if not peer.seed and now - peer.failing_since >= self.config.drop_after:
+            peer.state = "dropped"
+            self.log.append(f"dropped peer {peer.url} after {now - peer.failing_since:.0f}s")
+            return
+        delay = min(self.config.backoff_max, self.config.backoff_base * 2 ** (peer.failures - 1))
+        peer.state = "backoff"
+        peer.retry_at = now + self._jitter(delay, 0.2)
+
+    def _jitter(self, value: float, spread: float) -> float:
+        return value * (1 + self.rng.uniform(-spread, spread))
+

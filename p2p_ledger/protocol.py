@@ -1,0 +1,406 @@
+"""The peer protocol between two nodes, as a sans-I/O state machine (one per connection).
+
+Theory of operation
+-------------------
+Feed every frame from the peer to ``receive()``; after each call, and after ``start()``,
+``send_root()``, ``push()`` or ``close()``, drain ``take_output()`` (frames to send, in order) and
+``take_events()`` (what the node should know). Nothing here reads a clock, awaits or touches a
+socket, so the same code runs over websockets and in the simulator.
+
+States (the table ``ALLOWED`` lists which messages each state accepts; anything else is a
+RemoteProtocolError that closes the link with a BYE and a reason):
+
+    HELLO_SENT --HELLO ok, no key--> OPEN
+    HELLO_SENT --HELLO ok, key-----> AUTH_WAIT --AUTH ok--> OPEN
+    any --BYE / violation / close()--> CLOSED
+
+Anti-entropy in OPEN is stateless ping-pong, so a lost, repeated or crossed message costs at
+most a wasted round, never a wrong answer:
+
+* ROOT(r): equal to ours → reply ROOT(is_reply); different → reply with our VIEW of the
+  node-level tree at the top.
+* VIEWS: for each view of theirs at prefix p, compare with ours at p. Both inner → send our views
+  of the children whose digests differ. Theirs inner, ours small → send our items at p.
+  Theirs a list of (context, root) items → SYNC1 each context whose root differs. Theirs EMPTY
+  → send the whole of each of our contexts under p (they have none of them).
+* SYNC1(ctx, state vector) → UPDATE with exactly what they lack (Yjs diff), and our own SYNC1
+  back when asked, so both directions move in 1.5 round trips.
+* UPDATE chunks are reassembled by offset (≤ CHUNK bytes each, for websockets.trio's sake) and
+  applied through the ledger's grow-only gate; a bad update closes the link, nothing is stored.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .entry import Entry, check_context, check_node_id
+from .errors import IntegrityError, LedgerError, LocalInputError, RemoteProtocolError
+from .ledger import Ledger
+from .wire import (
+    AUTH,
+    BYE,
+    CHUNK,
+    DIGEST_PREFIX,
+    EMPTY,
+    FLAG_AUTH,
+    HELLO,
+    INNER,
+    ITEMS,
+    NAMES,
+    PEERS,
+    PROTOCOL_VERSION,
+    ROOT,
+    SYNC1,
+    UPDATE,
+    VIEWS,
+    Auth,
+    Bye,
+    Hello,
+    Message,
+    Peers,
+    Root,
+    Sync1,
+    UpdateChunk,
+    View,
+    Views,
+    decode,
+    encode,
+)
+
+EMPTY_UPDATE = b"\x00\x00"  # a Yjs v1 update with no structs and no deletes
+EMPTY_STATE_VECTOR = b"\x00"
+ITEMS_PER_VIEW = 1000  # keeps a VIEWS frame of long context names under MAX_FRAME
+
+
+class State(enum.Enum):
+    HELLO_SENT = "hello-sent"
+    AUTH_WAIT = "auth-wait"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+ALLOWED: dict[State, frozenset[int]] = {
+    State.HELLO_SENT: frozenset({HELLO, BYE}),
+    State.AUTH_WAIT: frozenset({AUTH, BYE}),
+    State.OPEN: frozenset({PEERS, ROOT, VIEWS, SYNC1, UPDATE, BYE}),
+    State.CLOSED: frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class LocalInfo:
+    node_id: str
+    cluster: str = "default"
+    url: str = ""
+    key: bytes | None = None
+
+
+# ---- events --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Established:
+    node_id: str
+    url: str
+
+
+@dataclass(frozen=True)
+class PeersLearned:
+    peers: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class PeerRoot:
+    root: bytes
+    agrees: bool
+
+
+@dataclass(frozen=True)
+class EntriesReceived:
+    context: str
+    entries: tuple[Entry, ...]
+
+
+@dataclass(frozen=True)
+class Closed:
+    reason: str
+    by_peer: bool
+    error: bool
+
+
+Event = Established | PeersLearned | PeerRoot | EntriesReceived | Closed
+
+
+def auth_mac(key: bytes, nonce: bytes, node_id: str) -> bytes:
+    """Proof of the cluster key bound to the verifier's fresh nonce; the key never travels."""
+    return hmac.new(key, b"p2p-ledger-auth" + nonce + node_id.encode(), hashlib.sha256).digest()
+
+
+class PeerSession:
+    def __init__(
+        self,
+        local: LocalInfo,
+        ledger: Ledger,
+        nonce: bytes,
+        max_update_bytes: int = 256 * 1024 * 1024,
+    ) -> None:
+        self.local = local
+        self.ledger = ledger
+        self.nonce = nonce
+        self.max_update_bytes = max_update_bytes
+        self.state = State.HELLO_SENT
+        self.peer: Hello | None = None
+        self.peer_root: bytes | None = None
+        self.was_open = False
+        self.close_reason: str | None = None  # set once CLOSED
+        self._out: list[bytes] = []
+        self._events: list[Event] = []
+        self._assembly: dict[str, tuple[int, dict[int, bytes], int]] = {}
+        self._assembly_bytes = 0
+        self.sent_messages = 0
+        self.sent_bytes = 0
+        self.sent_by_type: dict[str, int] = {}
+        self.received_bytes = 0
+
+    # ---- driver API --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Queue our HELLO; then feed the peer's frames to ``receive``."""
+        flags = FLAG_AUTH if self.local.key else 0
+        self._send(Hello(PROTOCOL_VERSION, self.local.cluster, self.local.node_id,
+                         self.local.url, self.nonce, flags))
+
+    def take_output(self) -> list[bytes]:
+        out, self._out = self._out, []
+        return out
+
+    def take_events(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+    @property
+    def is_open(self) -> bool:
+        return self.state is State.OPEN
+
+    def receive(self, frame: bytes) -> None:
+        """Handle one frame. Violations close the session (a Closed event) and never raise."""
+        if self.state is State.CLOSED:
+            return
+        self.received_bytes += len(frame)
+        try:
+            msg = decode(frame)
+            kind = frame[1]
+            if kind not in ALLOWED[self.state]:
+                raise RemoteProtocolError(f"{NAMES[kind]} not allowed in state {self.state.value}")
+            self._handle(msg)
+        except (RemoteProtocolError, IntegrityError) as exc:
+            self._fail(f"{type(exc).__name__}: {exc}")
+
+    def send_root(self) -> None:
+        """Start an anti-entropy round (the gossip timer calls this)."""
+        if self.is_open:
+            self._send(Root(False, self.ledger.root()))
+
+    def send_peers(self, peers: Iterable[tuple[str, str]]) -> None:
+        if self.is_open:
+            known = tuple(peers)
+            for start in range(0, max(len(known), 1), 500):
+                self._send(Peers(known[start:start + 500]))
+
+    def push(self, context: str, update: bytes) -> None:
+        """Live push of a freshly committed local update."""
+        if self.is_open:
+            self._send_update(context, update)
+
+    def close(self, reason: str) -> None:
+        if self.state is not State.CLOSED:
+            self._send(Bye(reason))
+            self._closed(Closed(reason, by_peer=False, error=False))
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _send(self, msg: Message) -> None:
+        frame = encode(msg)
+        self._out.append(frame)
+        self.sent_messages += 1
+        self.sent_bytes += len(frame)
+        name = NAMES[frame[1]]
+        self.sent_by_type[name] = self.sent_by_type.get(name, 0) + len(frame)
+
+    def _fail(self, reason: str) -> None:
+        if self.state is not State.CLOSED:
+            self._send(Bye(reason))
+            self._closed(Closed(reason, by_peer=False, error=True))
+
+    def _closed(self, event: Closed) -> None:
+        self.state = State.CLOSED
+        self.close_reason = event.reason
+        self._events.append(event)
+
+    def _handle(self, msg: Message) -> None:
+        if isinstance(msg, Hello):
+            self._on_hello(msg)
+        elif isinstance(msg, Auth):
+            peer = self.peer
+            assert peer is not None and self.local.key is not None
+            expected = auth_mac(self.local.key, self.nonce, peer.node_id)
+            if not hmac.compare_digest(msg.mac, expected):
+                raise RemoteProtocolError("cluster key proof does not match")
+            self._open()
+        elif isinstance(msg, Bye):
+            self._closed(Closed(f"peer said: {msg.reason}", by_peer=True, error=False))
+        elif isinstance(msg, Peers):
+            self._events.append(PeersLearned(msg.peers))
+        elif isinstance(msg, Root):
+            self._on_root(msg)
+        elif isinstance(msg, Views):
+            for view in msg.views:
+                self._on_view(view)
+        elif isinstance(msg, Sync1):
+            self._on_sync1(msg)
+        elif isinstance(msg, UpdateChunk):
+            self._on_chunk(msg)
+
+    def _on_hello(self, hello: Hello) -> None:
+        if hello.protocol != PROTOCOL_VERSION:
+            raise RemoteProtocolError(
+                f"peer speaks protocol {hello.protocol}, we speak {PROTOCOL_VERSION}")
+        if hello.cluster != self.local.cluster:
+            raise RemoteProtocolError(
+                f"peer is in cluster {hello.cluster!r}, we are in {self.local.cluster!r}")
+        try:
+            check_node_id(hello.node_id)
+        except LocalInputError as exc:
+            raise RemoteProtocolError(str(exc)) from None
+        if hello.node_id == self.local.node_id:
+            raise RemoteProtocolError("connected to ourselves")
+        self.peer = hello
+        peer_has_key = bool(hello.flags & FLAG_AUTH)
+        if self.local.key is None:
+            if peer_has_key:
+                raise RemoteProtocolError("peer requires a cluster key and we have none")
+            self._open()
+        else:
+            if not peer_has_key:
+                raise RemoteProtocolError("peer has no cluster key and ours requires one")
+            self._send(Auth(auth_mac(self.local.key, hello.nonce, self.local.node_id)))
+            self.state = State.AUTH_WAIT
+
+    def _open(self) -> None:
+        assert self.peer is not None
+        self.state = State.OPEN
+        self.was_open = True
+        self._events.append(Established(self.peer.node_id, self.peer.url))
+
+    def _on_root(self, msg: Root) -> None:
+        mine = self.ledger.root()
+        self.peer_root = msg.root
+        self._events.append(PeerRoot(msg.root, msg.root == mine))
+        if msg.root == mine:
+            if not msg.is_reply:
+                self._send(Root(True, mine))
+        else:
+            self._send(Views((self._view(()),)))
+
+    def _view(self, prefix: tuple[int, ...]) -> View:
+        node = self.ledger.tree.node(prefix)
+        if node is None:
+            return View(prefix, EMPTY)
+        if node.children is not None:
+            return View(prefix, INNER, children=tuple(
+                None if d is None else d[:DIGEST_PREFIX] for d in node.children))
+        return View(prefix, ITEMS, items=self._items(prefix))
+
+    def _items(self, prefix: tuple[int, ...]) -> tuple[tuple[str, bytes], ...]:
+        names = self.ledger.names
+        return tuple((names[k], v[:DIGEST_PREFIX]) for k, v in self.ledger.tree.items_under(prefix))
+
+    def _on_view(self, theirs: View) -> None:
+        prefix = theirs.prefix
+        mine = self.ledger.tree.node(prefix)
+        if theirs.kind == INNER and mine is not None and mine.children is not None:
+            ours = [None if d is None else d[:DIGEST_PREFIX] for d in mine.children]
+            differing = [i for i in range(16) if ours[i] != theirs.children[i]]
+            if differing:
+                self._send(Views(tuple(self._view(prefix + (i,)) for i in differing)))
+        elif theirs.kind == INNER:
+            # Our side is small (or empty) here: show our items and let them compare.
+            items = self._items(prefix) if mine is not None else ()
+            for start in range(0, max(len(items), 1), ITEMS_PER_VIEW):
+                self._send(Views((View(prefix, ITEMS, items=items[start:start + ITEMS_PER_VIEW]),)))
+        elif theirs.kind == EMPTY:
+            for name, _ in self._items(prefix) if mine is not None else ():
+                self._send_update(name, self.ledger.contexts[name].diff(None))
+        else:
+            their_roots = dict(theirs.items)
+            our_roots = dict(self._items(prefix)) if mine is not None else {}
+            for name in sorted(their_roots.keys() | our_roots.keys()):
+                if their_roots.get(name) != our_roots.get(name):
+                    self._request(name)
+
+    def _request(self, name: str) -> None:
+        try:
+            check_context(name)
+        except LocalInputError as exc:
+            raise RemoteProtocolError(str(exc)) from None
+        ctx = self.ledger.contexts.get(name)
+        sv = ctx.state_vector() if ctx else EMPTY_STATE_VECTOR
+        self._send(Sync1(name, True, sv))
+
+    def _on_sync1(self, msg: Sync1) -> None:
+        try:
+            check_context(msg.context)
+        except LocalInputError as exc:
+            raise RemoteProtocolError(str(exc)) from None
+        ctx = self.ledger.contexts.get(msg.context)
+        if ctx is not None:
+            self._send_update(msg.context, ctx.diff(msg.state_vector))
+        if msg.want_reply:
+            sv = ctx.state_vector() if ctx else EMPTY_STATE_VECTOR
+            self._send(Sync1(msg.context, False, sv))
+
+    def _send_update(self, context: str, update: bytes) -> None:
+        if update == EMPTY_UPDATE:
+            return
+        total = len(update)
+        for offset in range(0, total, CHUNK):
+            self._send(UpdateChunk(context, total, offset, update[offset:offset + CHUNK]))
+
+    def _on_chunk(self, msg: UpdateChunk) -> None:
+        if msg.total > self.max_update_bytes:
+            raise RemoteProtocolError(
+                f"update of {msg.total} bytes for {msg.context} exceeds {self.max_update_bytes}")
+        total, chunks, received = self._assembly.get(msg.context, (msg.total, {}, 0))
+        if total != msg.total:  # a newer transfer replaces an unfinished one
+            self._assembly_bytes -= received
+            total, chunks, received = msg.total, {}, 0
+        if msg.offset in chunks:
+            return  # a duplicate
+        if self._assembly_bytes + len(msg.chunk) > self.max_update_bytes:
+            raise RemoteProtocolError("too many unfinished update bytes from this peer")
+        chunks[msg.offset] = msg.chunk
+        received += len(msg.chunk)
+        self._assembly_bytes += len(msg.chunk)
+        if received < total:
+            self._assembly[msg.context] = (total, chunks, received)
+            return
+        self._assembly.pop(msg.context, None)
+        self._assembly_bytes -= received
+        update = b"".join(chunks[o] for o in sorted(chunks))
+        if len(update) != total:
+            raise RemoteProtocolError(f"update chunks for {msg.context} overlap")
+        try:
+            check_context(msg.context)
+            new = self.ledger.apply_remote(msg.context, update)
+        except LocalInputError as exc:
+            raise RemoteProtocolError(str(exc)) from None
+        except LedgerError as exc:
+            if isinstance(exc, (RemoteProtocolError, IntegrityError)):
+                raise
+            raise RemoteProtocolError(f"{type(exc).__name__}: {exc}") from None
+        if new:
+            self._events.append(EntriesReceived(msg.context, tuple(new)))
+

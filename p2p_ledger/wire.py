@@ -1,0 +1,265 @@
+"""Peer-protocol messages and their binary codec.
+
+Every frame is ``u8 WIRE_VERSION | u8 type | body`` and at most ``MAX_FRAME`` bytes. Integers are
+big-endian; ``str`` is ``u16 len + UTF-8``; ``blob`` is ``u32 len + bytes``. Decoding is strict:
+anything malformed, truncated, oversized or with trailing bytes raises RemoteProtocolError.
+
+| type | name    | body                                                                      |
+|------|---------|---------------------------------------------------------------------------|
+| 1    | HELLO   | u16 protocol | str cluster | str node_id | str url | 16B nonce | u8 flags   |
+| 2    | AUTH    | 32B HMAC-SHA256(cluster key, "p2p-ledger-auth" + peer nonce + own node_id) |
+| 3    | PEERS   | u16 n × (str node_id, str url)                                            |
+| 4    | ROOT    | u8 is_reply | 32B node-level Merkle root                                  |
+| 5    | VIEWS   | u16 n × view (see below)                                                  |
+| 6    | SYNC1   | str context | u8 want_reply | blob Yjs state vector                       |
+| 7    | UPDATE  | str context | u32 total | u32 offset | blob chunk (≤ CHUNK bytes)         |
+| 8    | FLOW    | u64 bytes received so far (transport flow control, never reaches the core) |
+| 9    | BYE     | str reason                                                                |
+
+A view describes the node-level tree at a prefix: ``u8 depth | depth × u8 nibble | u8 kind``
+then kind 0 EMPTY: nothing; kind 1 INNER: u16 bitmap of present children + 16B truncated digest
+per present child; kind 2 ITEMS: u16 n × (str context, 16B truncated context root).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from .errors import RemoteProtocolError
+
+WIRE_VERSION = 1
+PROTOCOL_VERSION = 1
+MAX_FRAME = 64 * 1024
+CHUNK = 32 * 1024  # update bytes per frame: small frames keep websockets.trio out of its deadlock
+DIGEST_PREFIX = 16  # child digests travel truncated: the full 32-byte root is still compared
+NONCE_SIZE = 16
+FLAG_AUTH = 1
+
+HELLO, AUTH, PEERS, ROOT, VIEWS, SYNC1, UPDATE, FLOW, BYE = range(1, 10)
+NAMES = {HELLO: "HELLO", AUTH: "AUTH", PEERS: "PEERS", ROOT: "ROOT", VIEWS: "VIEWS",
+         SYNC1: "SYNC1", UPDATE: "UPDATE", FLOW: "FLOW", BYE: "BYE"}
+EMPTY, INNER, ITEMS = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Hello:
+    protocol: int
+    cluster: str
+    node_id: str
+    url: str
+    nonce: bytes
+    flags: int
+
+
+@dataclass(frozen=True)
+class Auth:
+    mac: bytes
+
+
+@dataclass(frozen=True)
+class Peers:
+    peers: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Root:
+    is_reply: bool
+    root: bytes
+
+
+@dataclass(frozen=True)
+class View:
+    prefix: tuple[int, ...]
+    kind: int
+    children: tuple[bytes | None, ...] = ()  # INNER: 16 slots, truncated digests
+    items: tuple[tuple[str, bytes], ...] = ()  # ITEMS: (context, truncated root)
+
+
+@dataclass(frozen=True)
+class Views:
+    views: tuple[View, ...]
+
+
+@dataclass(frozen=True)
+class Sync1:
+    context: str
+    want_reply: bool
+    state_vector: bytes
+
+
+@dataclass(frozen=True)
+class UpdateChunk:
+    context: str
+    total: int
+    offset: int
+    chunk: bytes
+
+
+@dataclass(frozen=True)
+class Flow:
+    received: int
+
+
+@dataclass(frozen=True)
+class Bye:
+    reason: str
+
+
+Message = Hello | Auth | Peers | Root | Views | Sync1 | UpdateChunk | Flow | Bye
+
+_U16, _U32, _U64 = struct.Struct(">H"), struct.Struct(">I"), struct.Struct(">Q")
+
+
+def _s(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    if len(raw) > 0xFFFF:
+        raise ValueError("string too long for the wire")
+    return _U16.pack(len(raw)) + raw
+
+
+def _blob(data: bytes) -> bytes:
+    return _U32.pack(len(data)) + data
+
+
+def _view(v: View) -> bytes:
+    out = [bytes([len(v.prefix)]), bytes(v.prefix), bytes([v.kind])]
+    if v.kind == INNER:
+        bitmap = sum(1 << i for i, d in enumerate(v.children) if d is not None)
+        out.append(_U16.pack(bitmap))
+        out += [d[:DIGEST_PREFIX] for d in v.children if d is not None]
+    elif v.kind == ITEMS:
+        out.append(_U16.pack(len(v.items)))
+        for name, root in v.items:
+            out += [_s(name), root[:DIGEST_PREFIX]]
+    return b"".join(out)
+
+
+def encode(msg: Message) -> bytes:
+    """One frame for one message."""
+    if isinstance(msg, Hello):
+        t, body = HELLO, b"".join([_U16.pack(msg.protocol), _s(msg.cluster), _s(msg.node_id),
+                                   _s(msg.url), msg.nonce, bytes([msg.flags])])
+    elif isinstance(msg, Auth):
+        t, body = AUTH, msg.mac
+    elif isinstance(msg, Peers):
+        t, body = PEERS, _U16.pack(len(msg.peers)) + b"".join(_s(n) + _s(u) for n, u in msg.peers)
+    elif isinstance(msg, Root):
+        t, body = ROOT, bytes([msg.is_reply]) + msg.root
+    elif isinstance(msg, Views):
+        t, body = VIEWS, _U16.pack(len(msg.views)) + b"".join(_view(v) for v in msg.views)
+    elif isinstance(msg, Sync1):
+        t, body = SYNC1, _s(msg.context) + bytes([msg.want_reply]) + _blob(msg.state_vector)
+    elif isinstance(msg, UpdateChunk):
+        t, body = UPDATE, _s(msg.context) + _U32.pack(msg.total) + _U32.pack(msg.offset) + \
+            _blob(msg.chunk)
+    elif isinstance(msg, Flow):
+        t, body = FLOW, _U64.pack(msg.received)
+    elif isinstance(msg, Bye):
+        t, body = BYE, _s(msg.reason[:1000])
+    else:  # pragma: no cover - the Union is closed
+        raise TypeError(msg)
+    frame = bytes([WIRE_VERSION, t]) + body
+    if len(frame) > MAX_FRAME:
+        raise ValueError(f"{NAMES[t]} frame of {len(frame)} bytes exceeds {MAX_FRAME}")
+    return frame
+
+
+class _Reader:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def take(self, n: int) -> bytes:
+        end = self.pos + n
+        if end > len(self.data):
+            raise RemoteProtocolError(f"truncated frame: wanted {n} bytes at {self.pos}")
+        out, self.pos = self.data[self.pos:end], end
+        return out
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u16(self) -> int:
+        return int(_U16.unpack(self.take(2))[0])
+
+    def u32(self) -> int:
+        return int(_U32.unpack(self.take(4))[0])
+
+    def s(self) -> str:
+        try:
+            return self.take(self.u16()).decode("utf-8")
+        except UnicodeDecodeError:
+            raise RemoteProtocolError("string is not UTF-8") from None
+
+    def blob(self) -> bytes:
+        return self.take(self.u32())
+
+    def flag(self) -> bool:
+        value = self.u8()
+        if value > 1:
+            raise RemoteProtocolError(f"flag byte {value} is not 0 or 1")
+        return value == 1
+
+
+def _read_view(r: _Reader) -> View:
+    depth = r.u8()
+    if depth > 64:
+        raise RemoteProtocolError(f"view depth {depth} exceeds 64 nibbles")
+    prefix = tuple(r.take(depth))
+    if any(n > 15 for n in prefix):
+        raise RemoteProtocolError("view prefix holds a value that is not a nibble")
+    kind = r.u8()
+    if kind == EMPTY:
+        return View(prefix, EMPTY)
+    if kind == INNER:
+        bitmap = r.u16()
+        children = tuple(r.take(DIGEST_PREFIX) if bitmap >> i & 1 else None for i in range(16))
+        return View(prefix, INNER, children=children)
+    if kind == ITEMS:
+        items = tuple((r.s(), r.take(DIGEST_PREFIX)) for _ in range(r.u16()))
+        return View(prefix, ITEMS, items=items)
+    raise RemoteProtocolError(f"unknown view kind {kind}")
+
+
+def decode(frame: bytes) -> Message:
+    """Parse one frame; RemoteProtocolError for anything that is not exactly one valid message."""
+    if not isinstance(frame, (bytes, bytearray)):
+        raise RemoteProtocolError("peer frames are binary")
+    if len(frame) > MAX_FRAME:
+        raise RemoteProtocolError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME}")
+    if len(frame) < 2:
+        raise RemoteProtocolError("frame shorter than its header")
+    if frame[0] != WIRE_VERSION:
+        raise RemoteProtocolError(f"unsupported wire version {frame[0]} (we speak {WIRE_VERSION})")
+    r = _Reader(bytes(frame))
+    r.pos = 2
+    t = frame[1]
+    msg: Message
+    if t == HELLO:
+        msg = Hello(r.u16(), r.s(), r.s(), r.s(), r.take(NONCE_SIZE), r.u8())
+    elif t == AUTH:
+        msg = Auth(r.take(32))
+    elif t == PEERS:
+        msg = Peers(tuple((r.s(), r.s()) for _ in range(r.u16())))
+    elif t == ROOT:
+        msg = Root(r.flag(), r.take(32))
+    elif t == VIEWS:
+        msg = Views(tuple(_read_view(r) for _ in range(r.u16())))
+    elif t == SYNC1:
+        msg = Sync1(r.s(), r.flag(), r.blob())
+    elif t == UPDATE:
+        context, total, offset, chunk = r.s(), r.u32(), r.u32(), r.blob()
+        if offset + len(chunk) > total or (not chunk and total):
+            raise RemoteProtocolError(f"update chunk {offset}+{len(chunk)} outside {total}")
+        msg = UpdateChunk(context, total, offset, chunk)
+    elif t == FLOW:
+        msg = Flow(int(_U64.unpack(r.take(8))[0]))
+    elif t == BYE:
+        msg = Bye(r.s())
+    else:
+        raise RemoteProtocolError(f"unknown message type {t}")
+    if r.pos != len(frame):
+        raise RemoteProtocolError(f"{len(frame) - r.pos} trailing bytes after {NAMES[t]}")
+    return msg
