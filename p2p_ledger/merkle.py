@@ -444,7 +444,7 @@ class MerkleTree:
         if depth + 1 < KEY_NIBBLES:
             # Keys sharing the next nibble too may still overflow one child.
             for child in children:
-                if child is not None and child.items is not None and len(child.items) > self._max_leaf:
+                if child is not None and len(child.items or ()) > self._max_leaf:
                     self._split(child, depth + 1)
 
     def root(self) -> bytes:

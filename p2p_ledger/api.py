@@ -1,0 +1,294 @@
+"""The client API over websockets: JSON text messages, one request → one response.
+
+Any websocket client can speak it. First message ``{"op": "hello"}``; the answer carries
+``node_id``, a ``nonce`` and ``auth_required``. With a cluster key the client then sends
+``{"op": "auth", "mac": hex(HMAC-SHA256(key, "p2p-ledger-api" + nonce))}``. Requests carry an
+``id`` echoed by the response, which is ``{"ok": true, ...}`` or
+``{"ok": false, "error": "<ErrorClass>", "message": "..."}``.
+
+| op          | request fields                              | response fields               |
+|-------------|---------------------------------------------|-------------------------------|
+| append      | context, payload or payload_b64, key, meta  | entry                         |
+| append_many | items: list of append requests              | entries                       |
+| get         | context, key, after, limit                  | entries, cursor               |
+| watch       | context, key, since                         | then a stream: entry, cursor  |
+| status      |                                             | the node's status object      |
+| snapshot    | context                                     | snapshot_b64                  |
+| load        | snapshot_b64, fail_if_exists                | context, added                |
+| verify      |                                             | problems                      |
+
+Entries travel as ``{"record": base64(id + canonical encoding)}``: the client re-checks each
+content id, so a reader trusts the bytes, not the server.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from . import errors
+from .cursor import Cursor
+from .entry import Entry, decode_record
+from .errors import LedgerError, LinkBroken, LocalInputError, RemoteProtocolError
+from .transport.websocket import Connection, ConnectionClosed, dial
+
+if TYPE_CHECKING:
+    from .runtime import Node
+
+log = logging.getLogger("p2p_ledger.api")
+
+
+def api_mac(key: bytes, nonce: bytes) -> str:
+    return hmac.new(key, b"p2p-ledger-api" + nonce, hashlib.sha256).hexdigest()
+
+
+def _entry_out(entry: Entry) -> dict[str, str]:
+    return {"record": base64.b64encode(entry.record).decode("ascii")}
+
+
+def _payload_in(req: Mapping[str, Any]) -> bytes | str:
+    if "payload_b64" in req:
+        try:
+            return base64.b64decode(req["payload_b64"], validate=True)
+        except (ValueError, TypeError):
+            raise LocalInputError("payload_b64 is not valid base64") from None
+    payload = req.get("payload", "")
+    if not isinstance(payload, str):
+        raise LocalInputError("payload must be a string (or use payload_b64)")
+    return payload
+
+
+def _append_item(req: Mapping[str, Any]) -> tuple[str, bytes | str, str, Mapping[str, str]]:
+    return (req.get("context"), _payload_in(req), req.get("key") or "", req.get("meta") or {})
+
+
+async def serve_client(node: Node, ws: Connection, first: str) -> None:
+    """Serve one API connection until the client leaves."""
+    nonce = secrets.token_bytes(16)
+    key = node.core.config.key
+    try:
+        hello = _parse(first)
+        if hello.get("op") != "hello":
+            await _reply(ws, hello, error=RemoteProtocolError("first message must be op=hello"))
+            return
+        await _reply(ws, hello, node_id=node.node_id, nonce=nonce.hex(),
+                     auth_required=key is not None)
+        if key is not None:
+            auth = _parse(await ws.recv())
+            if auth.get("op") != "auth" or not hmac.compare_digest(
+                    str(auth.get("mac", "")), api_mac(key, nonce)):
+                await _reply(ws, auth, error=RemoteProtocolError("bad or missing cluster key"))
+                return
+            await _reply(ws, auth)
+        while True:
+            req = _parse(await ws.recv())
+            if req.get("op") == "watch":
+                await _stream_watch(node, ws, req)
+                return
+            try:
+                result = await _dispatch(node, req)
+            except LedgerError as exc:
+                await _reply(ws, req, error=exc)
+            else:
+                await _reply(ws, req, **result)
+    except ConnectionClosed:
+        return
+    except RemoteProtocolError as exc:
+        log.info("API client sent garbage: %s", exc)
+        try:
+            await ws.send(json.dumps({"ok": False, "error": "RemoteProtocolError",
+                                      "message": str(exc)}))
+        except ConnectionClosed:
+            pass  # it left; nothing more to tell it
+
+
+def _parse(message: str | bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(message)
+    except (ValueError, UnicodeDecodeError):
+        raise RemoteProtocolError("API messages are JSON objects") from None
+    if not isinstance(obj, dict):
+        raise RemoteProtocolError("API messages are JSON objects")
+    return obj
+
+
+async def _reply(ws: Connection, req: Mapping[str, Any], error: BaseException | None = None,
+                 **fields: Any) -> None:
+    out: dict[str, Any] = {"id": req.get("id"), "ok": error is None}
+    if error is not None:
+        out.update(error=type(error).__name__, message=str(error))
+    out.update(fields)
+    await ws.send(json.dumps(out))
+
+
+async def _dispatch(node: Node, req: Mapping[str, Any]) -> dict[str, Any]:
+    op = req.get("op")
+    try:
+        if op == "append":
+            return {"entry": _entry_out((await node.append_many([_append_item(req)]))[0])}
+        if op == "append_many":
+            items = req.get("items")
+            if not isinstance(items, list):
+                raise LocalInputError("items must be a list")
+            entries = await node.append_many([_append_item(i) for i in items])
+            return {"entries": [_entry_out(e) for e in entries]}
+        if op == "get":
+            limit = req.get("limit")
+            if limit is not None and (not isinstance(limit, int) or limit < 0):
+                raise LocalInputError("limit must be a non-negative integer")
+            entries, cursor = node.get(req.get("context"), req.get("key"), req.get("after"), limit)
+            return {"entries": [_entry_out(e) for e in entries], "cursor": str(cursor)}
+        if op == "status":
+            return dict(node.status())
+        if op == "snapshot":
+            return {"snapshot_b64": base64.b64encode(node.snapshot(req.get("context"))).decode()}
+        if op == "load":
+            try:
+                blob = base64.b64decode(req.get("snapshot_b64", ""), validate=True)
+            except (ValueError, TypeError):
+                raise errors.InvalidSnapshot("snapshot_b64 is not valid base64") from None
+            context, added = await node.load(blob, bool(req.get("fail_if_exists")))
+            return {"context": context, "added": added}
+        if op == "verify":
+            return {"problems": node.verify()}
+    except (TypeError, AttributeError) as exc:  # a field of the wrong JSON type
+        raise LocalInputError(f"bad request for {op}: {exc}") from None
+    raise RemoteProtocolError(f"unknown op {op!r}")
+
+
+async def _stream_watch(node: Node, ws: Connection, req: Mapping[str, Any]) -> None:
+    try:
+        stream = node.watch(req.get("context"), req.get("key"), req.get("since"))
+        await _reply(ws, req, watching=True)
+        async for entry, cursor in stream:
+            await ws.send(json.dumps({"id": req.get("id"), "ok": True, **_entry_out(entry),
+                                      "cursor": str(cursor)}))
+    except LedgerError as exc:
+        await _reply(ws, req, error=exc)
+
+
+# ---- the client --------------------------------------------------------------------------------
+
+def _error_from(resp: Mapping[str, Any]) -> LedgerError:
+    cls = getattr(errors, str(resp.get("error")), None)
+    if not (isinstance(cls, type) and issubclass(cls, LedgerError)):
+        cls = LedgerError
+    return cls(resp.get("message", "request failed"))
+
+
+def _entry_in(obj: Mapping[str, Any]) -> Entry:
+    try:
+        return decode_record(base64.b64decode(obj["record"], validate=True))
+    except (KeyError, ValueError, TypeError):
+        raise RemoteProtocolError("node sent an entry without a valid record") from None
+
+
+class Client:
+    """Reach a running node over its websocket API with the calls an embedded Node offers."""
+
+    def __init__(self, ws: Connection, url: str, key: bytes | None) -> None:
+        self.ws = ws
+        self.url = url
+        self.key = key
+        self.node_id = ""
+        self._next_id = 1
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(cls, url: str, cluster_key: bytes | str | None = None,
+                      timeout: float = 10.0) -> AsyncIterator[Client]:
+        key = cluster_key.encode() if isinstance(cluster_key, str) else cluster_key
+        async with dial(url, api=True, timeout=timeout) as ws:
+            client = cls(ws, url, key)
+            await client._hello()
+            yield client
+
+    async def _hello(self) -> None:
+        resp = await self._call("hello")
+        self.node_id = str(resp.get("node_id", ""))
+        if resp.get("auth_required"):
+            if self.key is None:
+                raise LinkBroken(f"{self.url} requires a cluster key (--cluster-key)")
+            await self._call("auth", mac=api_mac(self.key, bytes.fromhex(resp["nonce"])))
+
+    async def _send(self, op: str, **fields: Any) -> int:
+        req_id = self._next_id
+        self._next_id += 1
+        try:
+            await self.ws.send(json.dumps({"id": req_id, "op": op, **fields}))
+        except ConnectionClosed as exc:
+            raise LinkBroken(f"connection to {self.url} lost: {exc}") from None
+        return req_id
+
+    async def _recv(self) -> dict[str, Any]:
+        try:
+            resp = _parse(await self.ws.recv())
+        except ConnectionClosed as exc:
+            raise LinkBroken(f"connection to {self.url} lost: {exc}") from None
+        if not resp.get("ok"):
+            raise _error_from(resp)
+        return resp
+
+    async def _call(self, op: str, **fields: Any) -> dict[str, Any]:
+        await self._send(op, **fields)
+        return await self._recv()
+
+    async def append(self, context: str, payload: bytes | str, key: str = "",
+                     meta: Mapping[str, str] | None = None) -> Entry:
+        resp = await self._call("append", context=context, key=key, meta=dict(meta or {}),
+                                **_payload_fields(payload))
+        return _entry_in(resp["entry"])
+
+    async def append_many(
+        self, items: Sequence[tuple[str, bytes | str, str, Mapping[str, str] | None]]
+    ) -> list[Entry]:
+        reqs = [{"context": c, "key": k, "meta": dict(m or {}), **_payload_fields(p)}
+                for c, p, k, m in items]
+        resp = await self._call("append_many", items=reqs)
+        return [_entry_in(e) for e in resp["entries"]]
+
+    async def get(self, context: str, key: str | None = None,
+                  after: Cursor | str | None = None, limit: int | None = None,
+                  ) -> tuple[list[Entry], Cursor]:
+        resp = await self._call("get", context=context, key=key,
+                                after=None if after is None else str(after), limit=limit)
+        return [_entry_in(e) for e in resp["entries"]], Cursor.parse(resp["cursor"])
+
+    async def watch(self, context: str, key: str | None = None,
+                    since: Cursor | str | None = None) -> AsyncIterator[tuple[Entry, Cursor]]:
+        """Stream entries on a connection of its own (the watch holds it)."""
+        async with Client.connect(self.url, self.key) as other:
+            await other._call("watch", context=context, key=key,
+                              since=None if since is None else str(since))
+            while True:
+                resp = await other._recv()
+                yield _entry_in(resp), Cursor.parse(resp["cursor"])
+
+    async def status(self) -> dict[str, Any]:
+        resp = await self._call("status")
+        return {k: v for k, v in resp.items() if k not in ("id", "ok")}
+
+    async def snapshot(self, context: str) -> bytes:
+        resp = await self._call("snapshot", context=context)
+        return base64.b64decode(resp["snapshot_b64"])
+
+    async def load(self, blob: bytes, fail_if_exists: bool = False) -> tuple[str, int]:
+        resp = await self._call("load", snapshot_b64=base64.b64encode(blob).decode(),
+                                fail_if_exists=fail_if_exists)
+        return str(resp["context"]), int(resp["added"])
+
+    async def verify(self) -> list[str]:
+        return list((await self._call("verify"))["problems"])
+
+
+def _payload_fields(payload: bytes | str) -> dict[str, str]:
+    if isinstance(payload, str):
+        return {"payload": payload}
+    return {"payload_b64": base64.b64encode(payload).decode("ascii")}

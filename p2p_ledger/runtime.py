@@ -1,0 +1,365 @@
+"""The trio driver: runs a NodeCore over websockets, SQLite and real time.
+
+Task tree (every task belongs to the nursery of ``open_node``'s ``async with``):
+
+    open_node
+    ├── server            websockets listener (when ``listen`` is set); one handler task per
+    │                     connection: a peer link, or an API client (api.serve_client)
+    ├── timer             calls core.tick() at core.next_deadline(), or sooner when woken
+    ├── committer         group commit: takes every pending append, commits them in one
+    │                     transaction (synchronously: no other task can see uncommitted entries)
+    └── dial <conn>       one per outgoing link, started on a Dial action
+        └── writer        drains the link's outbox into the flow-controlled websocket
+
+A failing link task ends its own link (the core hears ``connection_lost``) and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from random import Random
+from typing import Any
+
+import trio
+
+from .cursor import Cursor
+from .entry import DEFAULT_LIMITS, Entry, Limits, check_context, check_node_id
+from .errors import InvalidNodeId, LedgerError, LinkBroken, LinkClosed
+from .ledger import AppendRequest, Ledger
+from .node_core import Close, Dial, NodeConfig, NodeCore, Send
+from .storage import Storage
+from .store import SqliteStore
+from .transport.websocket import Connection, PeerLink, dial, port_of, serve_websockets
+
+log = logging.getLogger("p2p_ledger")
+
+MAX_QUEUE_BYTES = 512 * 1024 * 1024  # per link; beyond it the peer is too slow and is dropped
+WATCH_PAGE = 256
+
+
+@dataclass
+class _PendingAppend:
+    request: AppendRequest
+    done: trio.Event = field(default_factory=trio.Event)
+    entry: Entry | None = None
+    error: BaseException | None = None
+
+
+@dataclass
+class _Outbox:
+    send: trio.MemorySendChannel[bytes]
+    receive: trio.MemoryReceiveChannel[bytes]
+    queued: int = 0
+
+
+class Node:
+    """A running node. Get one from ``open_node``; every method runs on the trio thread."""
+
+    def __init__(self, ledger: Ledger, core: NodeCore, nursery: trio.Nursery) -> None:
+        self.ledger = ledger
+        self.core = core
+        self._nursery = nursery
+        self._pending: list[_PendingAppend] = []
+        self._pending_ready = trio.Event()
+        self._wake = trio.Event()
+        self._changed: dict[str, trio.Event] = {}
+        self._outboxes: dict[int, _Outbox] = {}
+        self._link_scopes: dict[int, trio.CancelScope] = {}
+        ledger.listeners.append(self._on_new_entries)
+
+    @property
+    def node_id(self) -> str:
+        return self.ledger.node_id
+
+    @property
+    def url(self) -> str:
+        return self.core.config.url
+
+    # ---- the API an embedding agent uses ------------------------------------------------------
+
+    async def append(
+        self, context: str, payload: bytes | str, key: str = "",
+        meta: Mapping[str, str] | None = None,
+    ) -> Entry:
+        """Append one entry; returns once it is durable here (and on its way to every peer)."""
+        return (await self.append_many([(context, payload, key, meta)]))[0]
+
+    async def append_many(
+        self, items: Sequence[tuple[str, bytes | str, str, Mapping[str, str] | None]]
+    ) -> list[Entry]:
+        """Validate all, then append all in one commit (concurrent callers share commits too)."""
+        pending = [_PendingAppend(self.ledger.prepare(c, k, p, m)) for c, p, k, m in items]
+        self._pending.extend(pending)
+        self._pending_ready.set()
+        for item in pending:
+            await item.done.wait()
+        for item in pending:
+            if item.error is not None:
+                raise item.error
+        return [item.entry for item in pending if item.entry is not None]
+
+    def get(
+        self, context: str, key: str | None = None, after: Cursor | str | None = None,
+        limit: int | None = None,
+    ) -> tuple[list[Entry], Cursor]:
+        return self.ledger.get(context, key, after, limit)
+
+    async def watch(
+        self, context: str, key: str | None = None, since: Cursor | str | None = None
+    ) -> AsyncIterator[tuple[Entry, Cursor]]:
+        """The backlog after ``since``, then every new entry, each once, with its resume cursor."""
+        check_context(context)
+        cursor = Cursor.parse(since)
+        while True:
+            changed = self._changed.setdefault(context, trio.Event())
+            entries, _ = self.ledger.get(context, key, cursor, WATCH_PAGE)
+            if not entries:
+                await changed.wait()
+                continue
+            for entry in entries:
+                cursor = cursor.advanced((entry,))
+                yield entry, cursor
+
+    def status(self) -> dict[str, Any]:
+        return self.core.status()
+
+    def verify(self) -> list[str]:
+        return self.ledger.verify()
+
+    def snapshot(self, context: str) -> bytes:
+        return self.ledger.snapshot(context)
+
+    async def load(self, blob: bytes, fail_if_exists: bool = False) -> tuple[str, int]:
+        result = self.ledger.load_snapshot(blob, fail_if_exists)
+        self._kick()
+        return result
+
+    def compact(self, context: str) -> None:
+        self.ledger.compact(context)
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return trio.current_time()
+
+    def _on_new_entries(self, context: str, entries: list[Entry]) -> None:
+        event = self._changed.pop(context, None)
+        if event is not None:
+            event.set()
+
+    def _kick(self) -> None:
+        self._wake.set()
+
+    def _flush(self) -> None:
+        """Carry out what the core decided."""
+        for line in self.core.take_log():
+            log.info("%s", line)
+        for action in self.core.take_actions():
+            if isinstance(action, Send):
+                self._enqueue(action.conn, action.frame)
+            elif isinstance(action, Close):
+                outbox = self._outboxes.pop(action.conn, None)
+                if outbox is not None:
+                    outbox.send.close()  # the writer sends what is queued (the BYE), then ends
+            elif isinstance(action, Dial):
+                self._nursery.start_soon(self._dial, action.conn, action.url)
+        self._kick()
+
+    def _enqueue(self, conn: int, frame: bytes) -> None:
+        outbox = self._outboxes.get(conn)
+        if outbox is None:
+            return
+        outbox.queued += len(frame)
+        if outbox.queued > MAX_QUEUE_BYTES:
+            log.warning("link %s: send queue over %d bytes, dropping the slow peer",
+                        conn, MAX_QUEUE_BYTES)
+            self._outboxes.pop(conn)
+            scope = self._link_scopes.get(conn)
+            if scope is not None:
+                scope.cancel()
+            return
+        outbox.send.send_nowait(frame)
+
+    async def _timer(self) -> None:
+        while True:
+            deadline = self.core.next_deadline()
+            with trio.move_on_at(deadline):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            self.core.tick(self._now())
+            self._flush()
+
+    async def _committer(self) -> None:
+        while True:
+            await self._pending_ready.wait()
+            self._pending_ready = trio.Event()
+            batch, self._pending = self._pending, []
+            try:
+                appended = self.core.append([p.request for p in batch], self._now())
+            except (LedgerError, OSError, Exception) as exc:  # noqa: B014 - storage can fail
+                log.error("append of %d entries failed: %s", len(batch), exc)
+                for item in batch:
+                    item.error = exc
+            else:
+                for item, entry in zip(batch, appended.entries, strict=True):
+                    item.entry = entry
+            for item in batch:
+                item.done.set()
+            self._flush()
+
+    async def _handle_connection(self, ws: Connection) -> None:
+        """Server side: a binary first frame is a peer, a text one an API client."""
+        from .api import serve_client
+
+        try:
+            with trio.fail_after(self.core.config.handshake_timeout):
+                first = await ws.recv()
+        except Exception as exc:  # a client that never speaks, or closes at once
+            log.info("connection from %s ended before its first message: %s",
+                     ws.remote_address, type(exc).__name__)
+            return
+        if isinstance(first, str):
+            await serve_client(self, ws, first)
+            return
+        conn = self.core.connection_accepted(self._now())
+        await self._run_link(conn, PeerLink(ws), first=bytes(first))
+
+    async def _dial(self, conn: int, url: str) -> None:
+        try:
+            async with dial(url) as ws:
+                link = PeerLink(ws)
+                self._open_outbox(conn)
+                self.core.connection_made(conn, self._now())
+                await self._run_link(conn, link)
+        except LinkBroken as exc:
+            if conn in self._outboxes or conn in self.core.links:
+                self._outboxes.pop(conn, None)
+                self.core.connection_lost(conn, self._now(), str(exc))
+            else:
+                self.core.dial_failed(conn, self._now(), str(exc))
+            self._flush()
+
+    def _open_outbox(self, conn: int) -> None:
+        send, receive = trio.open_memory_channel[bytes](float("inf"))
+        self._outboxes[conn] = _Outbox(send, receive)
+
+    async def _run_link(self, conn: int, link: PeerLink, first: bytes | None = None) -> None:
+        if conn not in self._outboxes:
+            self._open_outbox(conn)
+        outbox = self._outboxes[conn]
+        reason = "connection closed"
+        with trio.CancelScope() as scope:
+            self._link_scopes[conn] = scope
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._writer, link, outbox)
+                    if first is not None:
+                        self.core.frame_received(conn, first, self._now())
+                    self._flush()
+                    while conn in self.core.links:
+                        frame = await link.recv()
+                        self.core.frame_received(conn, frame, self._now())
+                        self._flush()
+                    # The core closed the link: let the writer finish the BYE, then stop.
+                    with trio.move_on_after(2):
+                        await self._writer_done(outbox)
+                    nursery.cancel_scope.cancel()
+            except (LinkClosed, LinkBroken) as exc:
+                reason = str(exc)
+        self._link_scopes.pop(conn, None)
+        self._outboxes.pop(conn, None)
+        if conn in self.core.links:
+            self.core.connection_lost(conn, self._now(), reason)
+            self._flush()
+        await link.aclose()
+
+    async def _writer_done(self, outbox: _Outbox) -> None:
+        while outbox.queued > 0:
+            await trio.sleep(0.005)
+
+    async def _writer(self, link: PeerLink, outbox: _Outbox) -> None:
+        async for frame in outbox.receive:
+            await link.send(frame)
+            outbox.queued -= len(frame)
+
+
+def _parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"--listen wants HOST:PORT, got {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+def _identity(storage: Storage, node_id: str | None) -> tuple[str, str]:
+    stored = storage.get_meta("node_id")
+    if node_id is not None:
+        check_node_id(node_id)
+        if stored is not None and stored != node_id:
+            raise InvalidNodeId(
+                f"this data directory belongs to node {stored!r}, not {node_id!r}")
+    node_id = stored or node_id or f"node-{secrets.token_hex(4)}"
+    instance = storage.get_meta("instance") or secrets.token_hex(16)
+    storage.set_meta("node_id", node_id)
+    storage.set_meta("instance", instance)
+    return node_id, instance
+
+
+@asynccontextmanager
+async def open_node(
+    data_dir: str | os.PathLike[str],
+    *,
+    listen: str | None = None,
+    peers: Sequence[str] = (),
+    node_id: str | None = None,
+    cluster: str = "default",
+    cluster_key: bytes | str | None = None,
+    gossip_interval: float = 1.0,
+    limits: Limits = DEFAULT_LIMITS,
+    synchronous: str = "FULL",
+) -> AsyncIterator[Node]:
+    """Run a node until the block exits: rebuilt from ``data_dir``, serving ``listen`` if given,
+    dialing ``peers``. Appends work with no peer reachable and sync when one comes back."""
+    store = SqliteStore(Path(data_dir), synchronous=synchronous)
+    try:
+        node_id, instance = _identity(store, node_id)
+        ledger = Ledger.open(store, node_id, instance, limits)
+        key = cluster_key.encode() if isinstance(cluster_key, str) else cluster_key
+        async with trio.open_nursery() as nursery:
+            url = ""
+            if listen is not None:
+                host, port = _parse_listen(listen)
+                holder: list[Node] = []
+
+                async def handler(ws: Connection) -> None:
+                    await holder[0]._handle_connection(ws)
+
+                server = await nursery.start(serve_websockets, handler, host, port)
+                shown = f"[{host}]" if ":" in host else host
+                url = f"ws://{shown}:{port_of(server)}"
+            config = NodeConfig(node_id=node_id, cluster=cluster, url=url, seeds=tuple(peers),
+                                key=key or None, gossip_interval=gossip_interval,
+                                idle_timeout=max(10.0, 5 * gossip_interval))
+            core = NodeCore(ledger, config, Random(secrets.randbits(64)))
+            node = Node(ledger, core, nursery)
+            if listen is not None:
+                holder.append(node)
+            nursery.start_soon(node._timer)
+            nursery.start_soon(node._committer)
+            try:
+                yield node
+            finally:
+                core.shutdown(trio.current_time())
+                node._flush()
+                with trio.move_on_after(1) as scope:
+                    scope.shield = True
+                    while node._outboxes and any(o.queued for o in node._outboxes.values()):
+                        await trio.sleep(0.01)
+                nursery.cancel_scope.cancel()
+    finally:
+        store.close()

@@ -1,0 +1,523 @@
+"""A strict pure-Python reader of Yjs **v1 updates**, and the ledger's grow-only gate.
+
+Why this exists: pycrdt exposes no delete set and its observers run only *after* an update is
+applied, so they cannot veto it. The ledger must refuse any update that would delete or rewrite
+anything *before* ``Doc.apply_update`` sees it, so we read the update ourselves.
+
+Format (v1: what ``pycrdt.Doc.get_update()``, yrs ``encode_v1`` and yjs ``encodeStateAsUpdate``
+write)::
+
+    update     = structs delete_set         (nothing may follow; yrs would ignore trailing bytes)
+    structs    = varuint n_clients, n_clients × client_section
+    client_section = varuint n_structs, varuint client, varuint clock, n_structs × struct
+    struct     = uint8 info, then by ``info``:
+        0      GC    : varuint len                    (garbage-collected range)
+        10     Skip  : varuint len                    (a hole, in merged updates)
+        other  Item  : low 5 bits = content ref, 0x80 origin, 0x40 right origin, 0x20 parentSub
+            [0x80] origin       = varuint client, varuint clock
+            [0x40] right origin = varuint client, varuint clock
+            if neither origin bit (parent cannot be copied from a neighbour):
+                varuint parent_info: 1 → varstring root type name, 0 → parent item id
+                [0x20] varstring parentSub (map key)
+            content, by ref:
+                1 Deleted: varuint len            2 JSON: varuint n, n × varstring (JSON text)
+                3 Binary: varuint8array           4 String: varstring (len = UTF-16 code units)
+                5 Embed: varstring JSON           6 Format: varstring key, varstring JSON
+                7 Type: uint8 type ref (+ varstring name for 3 XmlElement / 5 XmlHook)
+                8 Any: varuint n, n × any         9 Doc: varstring guid, any options
+        The clock of each struct is the previous clock + the previous length (1 for Binary, Embed,
+        Format, Type, Doc; the count for Deleted, JSON, Any; UTF-16 length for String).
+    delete_set = varuint n_clients, n × (varuint client, varuint n_ranges, n_ranges × (clock, len))
+    varuint    = little-endian base-128, high bit = "more"; varstring = varuint len + UTF-8;
+    varuint8array = varuint len + bytes
+    any (lib0) = uint8 tag: 127 undefined, 126 null, 125 varint, 124 float32 BE, 123 float64 BE,
+                 122 int64 BE, 121 false, 120 true, 119 varstring, 118 object (varuint n, n × (key
+                 varstring, any)), 117 array (varuint n, n × any), 116 varuint8array
+    varint (lib0) = first byte: 0x80 more, 0x40 sign, 6 value bits; then 7 bits per byte.
+
+pycrdt (yrs) encodes a Python ``bytes`` appended to an Array as **ContentAny** (ref 8) holding
+buffer values (tag 116); one transaction's appends are one item with n values. JS yjs writes a
+Uint8Array in an Array as **ContentBinary** (ref 3). pycrdt reads both back as ``bytearray``, so
+the gate admits both and returns ``bytes``.
+
+Strictness: where yjs and yrs disagree or are lenient, this reader refuses. It rejects
+varuints wider than their yrs type (yrs *wraps* oversized u32 varuints instead of failing), an
+``info`` whose low bits are 0/10 with flag bits set, content refs outside 1..9 (yrs masks the
+ref to 4 bits), parent_info other than 0/1, zero-length structs, empty delete ranges lists,
+clock overflow past 2**32 - 1, any claimed length beyond the remaining bytes, and trailing bytes.
+A stricter reader can only refuse more, never make the gate admit something yrs reads differently.
+
+Origins and parents: an item with an origin (or right origin) carries no parent; Yjs copies the
+parent (and parentSub) from the origin item. The gate accepts that: every item it ever admitted
+lives directly in the root array (no nested types, no map entries, no other root types, no
+deletes, hence no GC), so an origin can only resolve into that array. An origin that is not yet
+known leaves the item pending in yrs until the missing item arrives, and that one passes the
+gate too. This assumes the gated Doc holds nothing but the one root array.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import cast
+
+from .errors import ForbiddenUpdate, RemoteProtocolError
+
+__all__ = [
+    "UNDEFINED",
+    "InsertedItem",
+    "UpdateInfo",
+    "appended_values",
+    "parse_update",
+]
+
+# Content refs (low 5 bits of ``info``) and flag bits.
+GC_REF = 0
+DELETED_REF = 1
+JSON_REF = 2
+BINARY_REF = 3
+STRING_REF = 4
+EMBED_REF = 5
+FORMAT_REF = 6
+TYPE_REF = 7
+ANY_REF = 8
+DOC_REF = 9
+SKIP_REF = 10
+HAS_ORIGIN = 0x80
+HAS_RIGHT_ORIGIN = 0x40
+HAS_PARENT_SUB = 0x20
+
+_U32 = 0xFFFFFFFF
+_U64 = 0xFFFFFFFFFFFFFFFF
+_MAX_ANY_DEPTH = 64  # nested lib0 any values; deeper is refused rather than risking recursion
+# array, map, text, xml fragment, xml text, subdoc, undefined: no payload
+_TYPE_REFS_PLAIN = frozenset({0, 1, 2, 4, 6, 9, 15})
+_TYPE_REFS_NAMED = frozenset({3, 5})  # XmlElement node name / XmlHook name (yjs reads a key)
+
+_F32 = struct.Struct(">f").unpack_from
+_F64 = struct.Struct(">d").unpack_from
+_I64 = struct.Struct(">q").unpack_from
+
+
+class _Undefined:
+    """lib0/JSON ``undefined`` (distinct from ``null`` → ``None``)."""
+
+    _instance: _Undefined | None = None
+
+    def __new__(cls) -> _Undefined:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNDEFINED"
+
+
+UNDEFINED = _Undefined()
+
+
+@dataclass(frozen=True)
+class InsertedItem:
+    """One Item struct of an update.
+
+    ``values``: the decoded values for Any/JSON (one per element), String (the string), Binary
+    (the bytes); Embed → (json,), Format → (key, json), Type → (type_ref,) or (type_ref, name),
+    Doc → (guid, options), Deleted → ().
+    Extra fields beyond the brief: ``origin``/``right_origin`` ids and the raw ``info`` byte
+    (the gate needs it: an item with an origin may still carry the parentSub flag).
+    """
+
+    client: int
+    clock: int
+    length: int
+    parent: str | tuple[int, int] | None  # root type name, parent item id, or None (from origin)
+    parent_sub: str | None
+    content_ref: int
+    values: tuple[object, ...]
+    origin: tuple[int, int] | None = None
+    right_origin: tuple[int, int] | None = None
+    info: int = 0
+
+
+@dataclass(frozen=True)
+class UpdateInfo:
+    items: tuple[InsertedItem, ...]
+    deletes: tuple[tuple[int, int, int], ...]  # (client, clock, length)
+    gc_ranges: tuple[tuple[int, int, int], ...]  # GC structs (client, clock, length)
+
+
+def _bad(msg: str) -> RemoteProtocolError:
+    return RemoteProtocolError(f"malformed Yjs update: {msg}")
+
+
+# ---- primitive readers -------------------------------------------------------------------------
+# Each takes (data, pos) and returns (value, new_pos). Reading past the end raises IndexError,
+# which parse_update turns into RemoteProtocolError("truncated"); slices are bounds-checked
+# explicitly because Python slicing never raises.
+
+
+def _varuint(data: bytes, pos: int, max_bytes: int, limit: int) -> tuple[int, int]:
+    # Bounded both in bytes and value so yrs (which wraps oversized u32s) reads the same number.
+    result = 0
+    shift = 0
+    for _ in range(max_bytes):
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            if result > limit:
+                raise _bad("varuint out of range")
+            return result, pos
+        shift += 7
+    raise _bad("varuint too long")
+
+
+def _u32(data: bytes, pos: int) -> tuple[int, int]:
+    b = data[pos]
+    if b < 0x80:
+        return b, pos + 1
+    return _varuint(data, pos, 5, _U32)
+
+
+def _u64(data: bytes, pos: int) -> tuple[int, int]:
+    b = data[pos]
+    if b < 0x80:
+        return b, pos + 1
+    return _varuint(data, pos, 10, _U64)
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    # lib0 writeVarInt: sign in bit 6 of the first byte, 6 value bits, then 7 bits per byte.
+    b = data[pos]
+    pos += 1
+    result = b & 0x3F
+    negative = b & 0x40
+    shift = 6
+    n = 1
+    while b & 0x80:
+        if n >= 10:
+            raise _bad("varint too long")
+        b = data[pos]
+        pos += 1
+        n += 1
+        result |= (b & 0x7F) << shift
+        shift += 7
+    if result > 0x7FFFFFFFFFFFFFFF:
+        raise _bad("varint out of range")
+    return (-result if negative else result), pos
+
+
+def _buf(data: bytes, pos: int) -> tuple[bytes, int]:
+    n, pos = _u32(data, pos)
+    stop = pos + n
+    if stop > len(data):
+        raise _bad("byte string runs past the end")
+    return data[pos:stop], stop
+
+
+def _str(data: bytes, pos: int) -> tuple[str, int]:
+    raw, pos = _buf(data, pos)
+    try:
+        return raw.decode("utf-8"), pos
+    except UnicodeDecodeError:
+        raise _bad("string is not valid UTF-8") from None
+
+
+def _json(text: str) -> object:
+    if text == "undefined":  # yjs writes undefined this way in JSON content
+        return UNDEFINED
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise _bad("invalid JSON content") from None
+
+
+def _any(data: bytes, pos: int, depth: int) -> tuple[object, int]:
+    tag = data[pos]
+    pos += 1
+    if tag == 116:
+        return _buf(data, pos)
+    if tag == 119:
+        return _str(data, pos)
+    if tag == 125:
+        return _varint(data, pos)
+    if tag == 126:
+        return None, pos
+    if tag == 127:
+        return UNDEFINED, pos
+    if tag == 120:
+        return True, pos
+    if tag == 121:
+        return False, pos
+    if tag == 123:
+        if pos + 8 > len(data):
+            raise _bad("truncated float64")
+        return _F64(data, pos)[0], pos + 8
+    if tag == 124:
+        if pos + 4 > len(data):
+            raise _bad("truncated float32")
+        return _F32(data, pos)[0], pos + 4
+    if tag == 122:
+        if pos + 8 > len(data):
+            raise _bad("truncated bigint")
+        return _I64(data, pos)[0], pos + 8
+    if tag == 117 or tag == 118:
+        if depth >= _MAX_ANY_DEPTH:
+            raise _bad("any value nested too deeply")
+        n, pos = _u32(data, pos)
+        if n > len(data) - pos:  # every element takes at least one byte
+            raise _bad("any collection length exceeds the update")
+        if tag == 117:
+            arr: list[object] = []
+            for _ in range(n):
+                v, pos = _any(data, pos, depth + 1)
+                arr.append(v)
+            return arr, pos
+        obj: dict[str, object] = {}
+        for _ in range(n):
+            k, pos = _str(data, pos)
+            obj[k], pos = _any(data, pos, depth + 1)
+        return obj, pos
+    raise _bad(f"unknown any tag {tag}")
+
+
+def _utf16_len(s: str) -> int:
+    return len(s.encode("utf-16-le")) // 2
+
+
+# ---- the parser --------------------------------------------------------------------------------
+
+
+def parse_update(update: bytes, *, max_structs: int = 1_000_000) -> UpdateInfo:
+    """Decode a Yjs v1 update without applying it.
+
+    Raises RemoteProtocolError (and nothing else) for malformed, truncated or oversized input,
+    trailing bytes, or more than ``max_structs`` structs in total.
+    """
+    if not isinstance(update, bytes):
+        if not isinstance(update, (bytearray, memoryview)):
+            raise TypeError(f"update must be bytes-like, not {type(update).__name__}")
+        update = bytes(update)
+    try:
+        return _parse(update, max_structs)
+    except IndexError:
+        raise _bad("truncated") from None
+    except RecursionError:  # defensive: depth is bounded, but never leak it
+        raise _bad("nested too deeply") from None
+
+
+def _parse(data: bytes, max_structs: int) -> UpdateInfo:
+    end = len(data)
+    items: list[InsertedItem] = []
+    gcs: list[tuple[int, int, int]] = []
+    total_structs = 0
+
+    n_clients, pos = _u32(data, 0)
+    if n_clients > end - pos:
+        raise _bad("client count exceeds the update")
+    for _ in range(n_clients):
+        n_structs, pos = _u32(data, pos)
+        if n_structs > end - pos:  # every struct takes at least one byte
+            raise _bad("struct count exceeds the update")
+        total_structs += n_structs
+        if total_structs > max_structs:
+            raise _bad(f"more than {max_structs} structs")
+        client, pos = _u64(data, pos)
+        clock, pos = _u32(data, pos)
+        for _ in range(n_structs):
+            info = data[pos]
+            pos += 1
+            if info == GC_REF or info == SKIP_REF:
+                length, pos = _u32(data, pos)
+                if length == 0:
+                    raise _bad("zero-length GC/Skip")
+                if clock + length > _U32:
+                    raise _bad("clock overflow")
+                if info == GC_REF:
+                    gcs.append((client, clock, length))
+                clock += length
+                continue
+            ref = info & 0x1F
+            # yjs treats low bits 0/10 as GC/Skip whatever the flags; yrs only the exact byte.
+            if ref == GC_REF or ref > DOC_REF:
+                raise _bad(f"bad struct info 0x{info:02x}")
+            origin: tuple[int, int] | None = None
+            right_origin: tuple[int, int] | None = None
+            parent: str | tuple[int, int] | None = None
+            parent_sub: str | None = None
+            if info & HAS_ORIGIN:
+                oc, pos = _u64(data, pos)
+                ok, pos = _u32(data, pos)
+                origin = (oc, ok)
+            if info & HAS_RIGHT_ORIGIN:
+                rc, pos = _u64(data, pos)
+                rk, pos = _u32(data, pos)
+                right_origin = (rc, rk)
+            if not info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN):
+                parent_info, pos = _u32(data, pos)
+                if parent_info == 1:
+                    parent, pos = _str(data, pos)
+                elif parent_info == 0:
+                    pc, pos = _u64(data, pos)
+                    pk, pos = _u32(data, pos)
+                    parent = (pc, pk)
+                else:
+                    raise _bad(f"bad parent info {parent_info}")
+                if info & HAS_PARENT_SUB:
+                    parent_sub, pos = _str(data, pos)
+
+            values: tuple[object, ...]
+            if ref == ANY_REF:
+                n, pos = _u32(data, pos)
+                if n > end - pos:
+                    raise _bad("any count exceeds the update")
+                vals: list[object] = []
+                append = vals.append
+                for _ in range(n):
+                    # Hot path: a buffer (tag 116) with a one-byte length, inline.
+                    if data[pos] == 116:
+                        ln = data[pos + 1]
+                        if ln < 0x80:
+                            pos += 2
+                        else:
+                            ln, pos = _varuint(data, pos + 1, 5, _U32)
+                        stop = pos + ln
+                        if stop > end:
+                            raise _bad("buffer runs past the end")
+                        append(data[pos:stop])
+                        pos = stop
+                    else:
+                        v, pos = _any(data, pos, 0)
+                        append(v)
+                values = tuple(vals)
+                length = n
+            elif ref == BINARY_REF:
+                b, pos = _buf(data, pos)
+                values = (b,)
+                length = 1
+            elif ref == STRING_REF:
+                s, pos = _str(data, pos)
+                values = (s,)
+                length = _utf16_len(s)
+            elif ref == DELETED_REF:
+                length, pos = _u32(data, pos)
+                values = ()
+            elif ref == JSON_REF:
+                n, pos = _u32(data, pos)
+                if n > end - pos:
+                    raise _bad("JSON count exceeds the update")
+                jvals: list[object] = []
+                for _ in range(n):
+                    s, pos = _str(data, pos)
+                    jvals.append(_json(s))
+                values = tuple(jvals)
+                length = n
+            elif ref == EMBED_REF:
+                s, pos = _str(data, pos)
+                values = (_json(s),)
+                length = 1
+            elif ref == FORMAT_REF:
+                key, pos = _str(data, pos)
+                s, pos = _str(data, pos)
+                values = (key, _json(s))
+                length = 1
+            elif ref == TYPE_REF:
+                type_ref = data[pos]  # yrs reads one byte (yjs a varuint; same below 128)
+                pos += 1
+                if type_ref in _TYPE_REFS_PLAIN:
+                    values = (type_ref,)
+                elif type_ref in _TYPE_REFS_NAMED:
+                    name, pos = _str(data, pos)
+                    values = (type_ref, name)
+                else:  # 7 = yrs weak link (feature-gated), others unknown
+                    raise _bad(f"unsupported type ref {type_ref}")
+                length = 1
+            else:  # DOC_REF
+                guid, pos = _str(data, pos)
+                opts, pos = _any(data, pos, 0)
+                values = (guid, opts)
+                length = 1
+            if length == 0:
+                raise _bad("zero-length item")
+            if clock + length > _U32:
+                raise _bad("clock overflow")
+            items.append(
+                InsertedItem(
+                    client,
+                    clock,
+                    length,
+                    parent,
+                    parent_sub,
+                    ref,
+                    values,
+                    origin,
+                    right_origin,
+                    info,
+                )
+            )
+            clock += length
+
+    deletes: list[tuple[int, int, int]] = []
+    n_ds, pos = _u32(data, pos)
+    if n_ds > end - pos:
+        raise _bad("delete set client count exceeds the update")
+    for _ in range(n_ds):
+        client, pos = _u64(data, pos)
+        n_ranges, pos = _u32(data, pos)
+        if n_ranges == 0:
+            raise _bad("empty delete set entry")
+        if n_ranges > end - pos:
+            raise _bad("delete range count exceeds the update")
+        for _ in range(n_ranges):
+            dclock, pos = _u32(data, pos)
+            dlen, pos = _u32(data, pos)
+            deletes.append((client, dclock, dlen))
+    if pos != end:
+        raise _bad(f"{end - pos} trailing bytes")
+    return UpdateInfo(tuple(items), tuple(deletes), tuple(gcs))
+
+
+# ---- the gate ----------------------------------------------------------------------------------
+
+
+def appended_values(update: bytes, array_name: str = "entries") -> list[bytes]:
+    """The grow-only gate: every bytes value ``update`` inserts, in update order.
+
+    Update order is per client section as encoded (yrs writes higher client ids first), not
+    the order the values will have in the array.
+
+    Raises RemoteProtocolError when malformed, ForbiddenUpdate when the update is well formed
+    but is not a pure insertion of bytes values into the root Array ``array_name``: a delete
+    set, a GC struct, a map entry (parentSub, or the parentSub flag on an item with an origin),
+    an explicit parent that is not that root (parent item ids included: no nested types), or any
+    content other than bytes (Any buffers or Binary). Skip structs are allowed.
+    """
+    info = parse_update(update)
+    if info.deletes:
+        raise ForbiddenUpdate("update deletes (non-empty delete set)")
+    if info.gc_ranges:
+        raise ForbiddenUpdate("update carries garbage-collected (GC) structs")
+    out: list[bytes] = []
+    extend = out.extend
+    for item in info.items:
+        where = f"item ({item.client}, {item.clock})"
+        if item.parent_sub is not None or item.info & HAS_PARENT_SUB:
+            raise ForbiddenUpdate(f"{where} is a map entry (parentSub)")
+        parent = item.parent
+        if parent is not None and parent != array_name:
+            if isinstance(parent, tuple):
+                raise ForbiddenUpdate(f"{where} targets a nested type {parent}")
+            raise ForbiddenUpdate(f"{where} targets root type {parent!r}, not {array_name!r}")
+        ref = item.content_ref
+        if ref == ANY_REF:
+            values = item.values
+            for v in values:
+                if type(v) is not bytes:
+                    raise ForbiddenUpdate(f"{where} inserts a non-bytes value ({type(v).__name__})")
+            extend(cast("tuple[bytes, ...]", values))  # checked just above
+        elif ref == BINARY_REF:
+            extend(cast("tuple[bytes]", item.values))  # ContentBinary holds one bytes value
+        else:
+            raise ForbiddenUpdate(f"{where} has forbidden content ref {ref}")
+    return out
