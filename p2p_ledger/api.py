@@ -65,8 +65,15 @@ def _payload_in(req: Mapping[str, Any]) -> bytes | str:
     return payload
 
 
+def _context(req: Mapping[str, Any]) -> str:
+    context = req.get("context")
+    if not isinstance(context, str):
+        raise errors.InvalidContextName(f"context must be a string, got {context!r}")
+    return context
+
+
 def _append_item(req: Mapping[str, Any]) -> tuple[str, bytes | str, str, Mapping[str, str]]:
-    return (req.get("context"), _payload_in(req), req.get("key") or "", req.get("meta") or {})
+    return (_context(req), _payload_in(req), req.get("key") or "", req.get("meta") or {})
 
 
 async def serve_client(node: Node, ws: Connection, first: str) -> None:
@@ -143,12 +150,12 @@ async def _dispatch(node: Node, req: Mapping[str, Any]) -> dict[str, Any]:
             limit = req.get("limit")
             if limit is not None and (not isinstance(limit, int) or limit < 0):
                 raise LocalInputError("limit must be a non-negative integer")
-            entries, cursor = node.get(req.get("context"), req.get("key"), req.get("after"), limit)
+            entries, cursor = node.get(_context(req), req.get("key"), req.get("after"), limit)
             return {"entries": [_entry_out(e) for e in entries], "cursor": str(cursor)}
         if op == "status":
             return dict(node.status())
         if op == "snapshot":
-            return {"snapshot_b64": base64.b64encode(node.snapshot(req.get("context"))).decode()}
+            return {"snapshot_b64": base64.b64encode(node.snapshot(_context(req))).decode()}
         if op == "load":
             try:
                 blob = base64.b64decode(req.get("snapshot_b64", ""), validate=True)
@@ -165,7 +172,7 @@ async def _dispatch(node: Node, req: Mapping[str, Any]) -> dict[str, Any]:
 
 async def _stream_watch(node: Node, ws: Connection, req: Mapping[str, Any]) -> None:
     try:
-        stream = node.watch(req.get("context"), req.get("key"), req.get("since"))
+        stream = node.watch(_context(req), req.get("key"), req.get("since"))
         await _reply(ws, req, watching=True)
         async for entry, cursor in stream:
             await ws.send(json.dumps({"id": req.get("id"), "ok": True, **_entry_out(entry),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from pycrdt import Array, ArrayEvent, Doc
 
@@ -40,7 +41,7 @@ class ContextLog:
     def __init__(self, name: str, client_id: int, limits: Limits = DEFAULT_LIMITS) -> None:
         self.name = name
         self.limits = limits
-        self.doc = Doc(client_id=client_id)
+        self.doc: Doc[Any] = Doc(client_id=client_id)
         self._array = self.doc.get(ARRAY_NAME, type=Array)
         self._array.observe(self._on_insert)
         self._inserted: list[bytes] = []
@@ -57,7 +58,8 @@ class ContextLog:
 
     def _on_insert(self, event: ArrayEvent) -> None:
         # Runs inside pycrdt after the update is applied: only collect; indexing happens outside.
-        for op in event.delta:
+        delta: list[dict[str, Any]] = event.delta  # type: ignore[attr-defined]  # slot, no stub
+        for op in delta:
             inserted = op.get("insert")
             if inserted:
                 self._inserted.extend(bytes(v) for v in inserted)

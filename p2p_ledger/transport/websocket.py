@@ -88,7 +88,7 @@ class PeerLink:
 
     async def aclose(self, reason: str = "") -> None:
         with trio.move_on_after(2):
-            await self.ws.close(reason=reason[:120])
+            await self.ws.aclose(reason=reason[:120])
 
 
 @asynccontextmanager
