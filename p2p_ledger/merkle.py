@@ -314,6 +314,8 @@ def verify_proof(root: bytes, key: bytes, value: bytes, proof: Proof) -> bool:
     # The bucket sits at the key's own prefix of length `depth`; every bucket
     # member must share it, and members must be strictly sorted (canonical,
     # no duplicates) - otherwise this is not a bucket the tree could hold.
+    # The hash chain alone already implies both; checking them rejects junk
+    # before hashing and keeps accepted proofs canonical.
     path = tuple(_nibble(key, i) for i in range(depth))
     found = False
     prev = b""

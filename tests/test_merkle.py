@@ -1,0 +1,698 @@
+"""Tests for p2p_ledger.merkle.
+
+A naive reference implementation written straight from the spec (recursive,
+no caching) cross-checks the real tree; golden vectors in
+``tests/data/merkle_vectors.json`` pin the hashing so any change is caught.
+Random generators are seeded (``MERKLE_TEST_SEED``) and print their seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import os
+import random
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from p2p_ledger import merkle
+from p2p_ledger.merkle import (
+    DIGEST_SIZE,
+    EMPTY_ROOT,
+    MalformedProof,
+    MerkleTree,
+    NodeView,
+    Proof,
+    diff_children,
+    verify_proof,
+)
+
+VECTORS_PATH = Path(__file__).parent / "data" / "merkle_vectors.json"
+SEED = int(os.environ.get("MERKLE_TEST_SEED", "20261127"))
+HYP = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def rng(tag: str) -> random.Random:
+    print(f"MERKLE_TEST_SEED={SEED} ({tag})")
+    return random.Random(f"{SEED}-{tag}")
+
+
+def h(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def entry_keys(n: int, prefix: str = "entry-") -> list[bytes]:
+    return [h(f"{prefix}{i}".encode()) for i in range(n)]
+
+
+# --------------------------------------------------------------------------
+# Reference implementation, written from the spec only.
+
+
+def nibble(key: bytes, i: int) -> int:
+    return (key[i // 2] >> 4) if i % 2 == 0 else key[i // 2] & 0x0F
+
+
+def ref_item_hash(key: bytes, value: bytes) -> bytes:
+    return h(b"\x00" + key + len(value).to_bytes(4, "big") + value)
+
+
+def ref_bucket(items: Iterable[tuple[bytes, bytes]]) -> bytes:
+    return h(b"\x01" + b"".join(ref_item_hash(k, v) for k, v in sorted(items)))
+
+
+def ref_inner(children: Iterable[bytes | None]) -> bytes:
+    return h(b"\x02" + b"".join(bytes(32) if c is None else c for c in children))
+
+
+def ref_root(items: Mapping[bytes, bytes], max_leaf: int = 16) -> bytes:
+    def node(group: list[tuple[bytes, bytes]], depth: int) -> bytes:
+        if len(group) <= max_leaf or depth == 64:
+            return ref_bucket(group)
+        parts: list[list[tuple[bytes, bytes]]] = [[] for _ in range(16)]
+        for k, v in group:
+            parts[nibble(k, depth)].append((k, v))
+        return ref_inner(node(p, depth + 1) if p else None for p in parts)
+
+    return node(list(items.items()), 0)
+
+
+# --------------------------------------------------------------------------
+# Helpers
+
+
+def build(items: Mapping[bytes, bytes] | Iterable[bytes], max_leaf: int = 16) -> MerkleTree:
+    t = MerkleTree(max_leaf)
+    if isinstance(items, Mapping):
+        t.update(items.items())
+    else:
+        t.update((k, b"") for k in items)
+    return t
+
+
+def walk(t: MerkleTree) -> list[NodeView]:
+    """Every node of the tree, through the public view API only."""
+    out: list[NodeView] = []
+    stack: list[tuple[int, ...]] = [()]
+    while stack:
+        view = t.node(stack.pop())
+        if view is None:
+            continue
+        out.append(view)
+        if view.children is not None:
+            stack.extend(view.prefix + (n,) for n, c in enumerate(view.children) if c is not None)
+    return out
+
+
+def shape(t: MerkleTree) -> list[tuple[tuple[int, ...], bool, bytes]]:
+    return sorted((v.prefix, v.is_leaf, v.digest) for v in walk(t))
+
+
+# Keys with long shared prefixes exercise deep splits (down to 62 nibbles),
+# which uniformly random keys almost never reach.
+keys_st = st.one_of(
+    st.binary(min_size=32, max_size=32),
+    st.builds(
+        lambda head, tail: head + bytes(32 - len(head) - len(tail)) + tail,
+        st.binary(max_size=3),
+        st.binary(max_size=3),
+    ),
+)
+values_st = st.binary(max_size=40)
+max_leaf_st = st.sampled_from([1, 2, 3, 16])
+
+
+# --------------------------------------------------------------------------
+# Order independence
+
+
+@HYP
+@given(items=st.dictionaries(keys_st, values_st, max_size=80), max_leaf=max_leaf_st, data=st.data())
+def test_any_insertion_order_gives_same_root_and_shape(
+    items: dict[bytes, bytes], max_leaf: int, data: st.DataObject
+) -> None:
+    pairs = list(items.items())
+    perm = data.draw(st.permutations(pairs))
+    a = MerkleTree(max_leaf)
+    for k, v in pairs:
+        assert a.set(k, v)
+    b = MerkleTree(max_leaf)
+    for k, v in perm:
+        b.set(k, v)
+        if data.draw(st.booleans()):
+            b.root()  # interleaved roots must not leave stale cached digests
+    c = MerkleTree(max_leaf)
+    assert c.update(perm) == len(pairs)
+    expected = ref_root(items, max_leaf)
+    assert a.root() == b.root() == c.root() == expected
+    assert shape(a) == shape(b) == shape(c)
+    assert len(a) == len(b) == len(c) == len(items)
+
+
+@HYP
+@given(ops=st.lists(st.tuples(keys_st, values_st), max_size=120), max_leaf=max_leaf_st)
+def test_replacing_values_depends_only_on_final_mapping(
+    ops: list[tuple[bytes, bytes]], max_leaf: int
+) -> None:
+    final = dict(ops)
+    t = MerkleTree(max_leaf)
+    for i, (k, v) in enumerate(ops):
+        t.set(k, v)
+        if i % 7 == 0:
+            t.root()
+    assert t.root() == build(final, max_leaf).root() == ref_root(final, max_leaf)
+    assert {k: t.get(k) for k in final} == final
+
+
+def test_bulk_update_matches_one_by_one_large() -> None:
+    r = rng("bulk-vs-set")
+    keys = entry_keys(5000)
+    one = MerkleTree()
+    for k in keys:
+        one.set(k)
+    shuffled = keys[:]
+    r.shuffle(shuffled)
+    bulk = MerkleTree()
+    bulk.update((k, b"") for k in shuffled[:2500])
+    bulk.root()
+    bulk.update((k, b"") for k in shuffled[2500:])
+    assert one.root() == bulk.root() == ref_root(dict.fromkeys(keys, b""))
+
+
+# --------------------------------------------------------------------------
+# Shape and views
+
+
+@HYP
+@given(items=st.dictionaries(keys_st, values_st, max_size=60), max_leaf=max_leaf_st)
+def test_shape_rule_and_views_are_consistent(items: dict[bytes, bytes], max_leaf: int) -> None:
+    t = build(items, max_leaf)
+    views = walk(t)
+    if not items:
+        assert views == [] and t.root() == EMPTY_ROOT
+        return
+    assert views[0].prefix == () and views[0].digest == t.root()
+    for v in views:
+        under = t.items_under(v.prefix)
+        depth = len(v.prefix)
+        expected = sorted(
+            (k, x)
+            for k, x in items.items()
+            if tuple(nibble(k, i) for i in range(depth)) == v.prefix
+        )
+        assert under == expected
+        if v.is_leaf:
+            assert v.children is None and v.items is not None
+            assert len(v.items) <= max_leaf or len(v.prefix) == 64
+            assert list(v.items) == under
+            assert v.digest == ref_bucket(v.items)
+        else:
+            assert v.children is not None and v.items is None and len(v.children) == 16
+            assert len(under) > max_leaf
+            assert v.digest == ref_inner(v.children)
+
+
+def test_node_and_items_under_edge_cases() -> None:
+    t = MerkleTree()
+    assert t.node() is None and t.items_under() == [] and t.root() == EMPTY_ROOT
+    keys = entry_keys(3)
+    t.update((k, b"") for k in keys)
+    root = t.node()
+    assert root is not None and root.is_leaf and root.items is not None and len(root.items) == 3
+    k = keys[0]
+    # Below a bucket: a virtual bucket of just the matching items.
+    deep = tuple(nibble(k, i) for i in range(10))
+    view = t.node(deep)
+    assert view is not None and view.is_leaf and view.items == ((k, b""),)
+    assert view.digest == ref_bucket([(k, b"")])
+    assert t.items_under(deep) == [(k, b"")]
+    full = tuple(nibble(k, i) for i in range(64))
+    assert t.items_under(full) == [(k, b"")]
+    absent = next((n,) for n in range(16) if all(nibble(x, 0) != n for x in keys))
+    assert t.node(absent) is None and t.items_under(absent) == []
+    for bad in [(16,), (-1,), (0,) * 65, ("a",)]:
+        with pytest.raises(ValueError):
+            t.node(bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            t.items_under(bad)  # type: ignore[arg-type]
+
+
+def test_basic_mapping_api_and_input_validation() -> None:
+    t = MerkleTree(max_leaf=2)
+    k = h(b"k")
+    assert k not in t and t.get(k) is None and len(t) == 0
+    assert t.set(k, b"v1") is True
+    assert t.set(k, b"v1") is False  # no-op
+    assert t.set(k, b"v2") is True  # replace
+    assert t.get(k) == b"v2" and k in t and len(t) == 1
+    assert "x" not in t and 5 not in t
+    for bad in [b"", b"x" * 31, b"x" * 33]:
+        with pytest.raises(ValueError):
+            t.set(bad)
+    with pytest.raises(TypeError):
+        t.set("x" * 32)  # type: ignore[arg-type]
+    before = t.root()
+    with pytest.raises(ValueError):
+        t.update([(h(b"a"), b""), (b"short", b"")])
+    assert len(t) == 1 and t.root() == before  # a bad batch changes nothing
+    assert t.update([(h(b"a"), b""), (h(b"a"), b"z"), (k, b"v2")]) == 1
+    assert t.get(h(b"a")) == b"z"
+    for bad_leaf in [0, -1]:
+        with pytest.raises(ValueError):
+            MerkleTree(bad_leaf)
+    with pytest.raises(KeyError):
+        t.prove(h(b"absent"))
+
+
+def test_root_rehashes_only_dirty_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    t = build(entry_keys(3000))
+    t.root()
+    calls = 0
+    real = hashlib.sha256
+
+    def counting(data: bytes = b"") -> Any:
+        nonlocal calls
+        calls += 1
+        return real(data)
+
+    monkeypatch.setattr(merkle, "sha256", counting)
+    assert t.root() and calls == 0  # fully cached
+    t.set(entry_keys(3000)[5], b"")  # no change: nothing dirtied
+    t.root()
+    assert calls == 0
+    t.set(h(b"new"), b"x")
+    t.root()
+    depth = max(len(v.prefix) for v in walk(t))
+    # One bucket (its items + itself, possibly after a split) and its ancestors.
+    assert 0 < calls <= 2 * (t.max_leaf + 2) + depth + 1
+
+
+# --------------------------------------------------------------------------
+# Proofs
+
+
+@pytest.mark.parametrize("max_leaf", [2, 16])
+@pytest.mark.parametrize("n", [0, 1, 2, 17, 300, 2000])
+def test_every_proof_verifies(n: int, max_leaf: int) -> None:
+    r = rng(f"proofs-{n}-{max_leaf}")
+    items = {k: r.randbytes(r.randrange(0, 8)) for k in entry_keys(n)}
+    t = build(items, max_leaf)
+    root = t.root()
+    assert root == ref_root(items, max_leaf)
+    for k, v in items.items():
+        p = t.prove(k)
+        assert (k, v) in p.bucket
+        assert verify_proof(root, k, v, p)
+        q = Proof.decode(p.encode())
+        assert q == p and verify_proof(root, k, v, q)
+    if n == 0:
+        with pytest.raises(KeyError):
+            t.prove(h(b"x"))
+
+
+def test_changes_change_the_root() -> None:
+    keys = entry_keys(500)
+    items = dict.fromkeys(keys, b"")
+    base = build(items, 4).root()
+    changed = build({**items, keys[123]: b"x"}, 4).root()
+    missing = build({k: v for k, v in items.items() if k != keys[321]}, 4).root()
+    added = build({**items, h(b"extra"): b""}, 4).root()
+    assert len({base, changed, missing, added}) == 4
+    # And the live tree moves too, each time.
+    t = build(items, 4)
+    seen = {t.root()}
+    t.set(keys[0], b"y")
+    seen.add(t.root())
+    t.set(h(b"extra2"))
+    seen.add(t.root())
+    assert len(seen) == 3
+
+
+@pytest.fixture(scope="module")
+def forge_tree() -> MerkleTree:
+    return build(entry_keys(500), max_leaf=4)
+
+
+def sample_keys(t: MerkleTree, n: int, tag: str) -> list[bytes]:
+    keys = [k for k, _ in t.items_under()]
+    return rng(tag).sample(keys, n)
+
+
+def test_forged_bucket_fails(forge_tree: MerkleTree) -> None:
+    root = forge_tree.root()
+    for k in sample_keys(forge_tree, 20, "forge-bucket"):
+        p = forge_tree.prove(k)
+        assert verify_proof(root, k, b"", p)
+        assert not verify_proof(root, k, b"x", p)  # wrong value
+        i = next(j for j, (kk, _) in enumerate(p.bucket) if kk == k)
+        b = list(p.bucket)
+        forgeries = [
+            b[:i] + [(k, b"x")] + b[i + 1 :],  # value changed inside the proof
+            b[:i] + b[i + 1 :],  # the item itself missing
+            b + [(b"\xff" * 32, b"")],  # an extra item
+            b + [b[i]],  # duplicated
+            list(reversed(b)) if len(b) > 1 else [],  # not canonical order
+        ]
+        others = [j for j in range(len(b)) if j != i]
+        if others:
+            j = others[0]
+            forgeries.append(b[:j] + [(b[j][0], b"tampered")] + b[j + 1 :])  # neighbour value
+            forgeries.append(b[:j] + b[j + 1 :])  # neighbour dropped
+        for forged in forgeries:
+            assert not verify_proof(root, k, b"", Proof(tuple(forged), p.levels)), forged
+
+
+def test_forged_levels_fail(forge_tree: MerkleTree) -> None:
+    root = forge_tree.root()
+    for k in sample_keys(forge_tree, 10, "forge-levels"):
+        p = forge_tree.prove(k)
+        assert p.levels, "tree should be deep enough to have levels"
+        for li, level in enumerate(p.levels):
+            for slot in range(16):
+                d = level[slot]
+                alt: list[bytes | None] = list(level)
+                if d is None:
+                    alt[slot] = h(b"phantom")
+                else:
+                    alt[slot] = bytes([d[0] ^ 1]) + d[1:]
+                forged = p.levels[:li] + (tuple(alt),) + p.levels[li + 1 :]
+                assert not verify_proof(root, k, b"", Proof(p.bucket, forged))
+                if d is not None:
+                    alt[slot] = None
+                    forged = p.levels[:li] + (tuple(alt),) + p.levels[li + 1 :]
+                    assert not verify_proof(root, k, b"", Proof(p.bucket, forged))
+        # Dropping or adding a level moves the bucket to the wrong depth.
+        assert not verify_proof(root, k, b"", Proof(p.bucket, p.levels[1:]))
+        assert not verify_proof(root, k, b"", Proof(p.bucket, p.levels[:-1]))
+        assert not verify_proof(root, k, b"", Proof(p.bucket, (p.levels[0], *p.levels)))
+        assert not verify_proof(h(b"other root"), k, b"", p)
+        assert not verify_proof(EMPTY_ROOT, k, b"", p)
+
+
+def test_proof_for_another_key_fails(forge_tree: MerkleTree) -> None:
+    root = forge_tree.root()
+    keys = sample_keys(forge_tree, 30, "forge-other")
+    for a, b in itertools.pairwise(keys):
+        pa = forge_tree.prove(a)
+        same_bucket = any(k == b for k, _ in pa.bucket)
+        # A bucket proof proves every member of that bucket, by design.
+        assert verify_proof(root, b, b"", pa) is same_bucket
+    absent = h(b"not in tree")
+    for k in keys[:5]:
+        assert not verify_proof(root, absent, b"", forge_tree.prove(k))
+
+
+def test_truncated_and_bitflipped_encodings_fail(forge_tree: MerkleTree) -> None:
+    root = forge_tree.root()
+    k = sample_keys(forge_tree, 1, "forge-bytes")[0]
+    enc = forge_tree.prove(k).encode()
+
+    def rejected(data: bytes) -> bool:
+        try:
+            p = Proof.decode(data)
+        except ValueError:
+            return True
+        return not verify_proof(root, k, b"", p)
+
+    for cut in range(len(enc)):
+        assert rejected(enc[:cut]), cut
+    assert rejected(enc + b"\x00")
+    for i in range(len(enc)):
+        for bit in range(8):
+            flipped = enc[:i] + bytes([enc[i] ^ (1 << bit)]) + enc[i + 1 :]
+            assert rejected(flipped), (i, bit)
+
+
+def test_decode_errors_are_value_errors_and_remote_errors() -> None:
+    from p2p_ledger.errors import RemoteProtocolError
+
+    with pytest.raises(MalformedProof) as exc:
+        Proof.decode(b"")
+    assert isinstance(exc.value, ValueError) and isinstance(exc.value, RemoteProtocolError)
+    with pytest.raises(ValueError):
+        Proof.decode(b"\x02" + bytes(10))  # unknown version
+    with pytest.raises(ValueError):
+        Proof.decode(b"\x01\xff\xff\xff\xff")  # absurd item count
+    with pytest.raises(ValueError):
+        Proof.decode(b"\x01\x00\x00\x00\x00\x41")  # 65 levels
+    with pytest.raises(ValueError):
+        Proof.decode("not bytes")  # type: ignore[arg-type]
+
+
+@HYP
+@given(data=st.binary(max_size=600))
+def test_garbage_decode_only_raises_value_error(data: bytes) -> None:
+    try:
+        p = Proof.decode(data)
+    except ValueError:
+        return
+    assert p.encode() == data  # the encoding is canonical
+    assert verify_proof(EMPTY_ROOT, b"\x00" * 32, b"", p) in (True, False)
+
+
+@pytest.fixture(scope="module")
+def valid_encoding() -> tuple[bytes, bytes, bytes]:
+    t = build(entry_keys(300), max_leaf=3)
+    k = entry_keys(300)[42]
+    return t.root(), k, t.prove(k).encode()
+
+
+@HYP
+@given(
+    pos=st.integers(min_value=0, max_value=10_000),
+    cut=st.integers(min_value=0, max_value=40),
+    insert=st.binary(max_size=40),
+)
+def test_mutated_encoding_never_verifies(
+    valid_encoding: tuple[bytes, bytes, bytes], pos: int, cut: int, insert: bytes
+) -> None:
+    root, k, enc = valid_encoding
+    pos %= len(enc) + 1
+    mutated = enc[:pos] + insert + enc[pos + cut :]
+    if mutated == enc:
+        return
+    try:
+        p = Proof.decode(mutated)
+    except ValueError:
+        return
+    assert not verify_proof(root, k, b"", p)
+
+
+junk = st.one_of(
+    st.none(),
+    st.integers(),
+    st.text(max_size=3),
+    st.binary(max_size=40),
+    st.binary(min_size=32, max_size=32),
+)
+junk_items = st.one_of(
+    st.tuples(st.binary(min_size=32, max_size=32), st.binary(max_size=8)),
+    st.tuples(junk, junk),
+    st.tuples(junk),
+    junk,
+)
+junk_levels = st.one_of(
+    st.tuples(*[st.one_of(st.none(), st.binary(min_size=32, max_size=32))] * 16),
+    st.lists(junk, max_size=17).map(tuple),
+    st.lists(junk, max_size=17),
+    junk,
+)
+
+
+@HYP
+@given(
+    bucket=st.one_of(st.lists(junk_items, max_size=5).map(tuple), junk),
+    levels=st.one_of(st.lists(junk_levels, max_size=5).map(tuple), junk),
+    root=junk,
+    key=junk,
+    value=junk,
+)
+def test_verify_never_raises_on_junk(
+    bucket: Any, levels: Any, root: Any, key: Any, value: Any
+) -> None:
+    p = Proof(bucket, levels)
+    assert verify_proof(root, key, value, p) is False
+    assert verify_proof(EMPTY_ROOT, b"\x00" * 32, b"", p) is False
+    assert verify_proof(EMPTY_ROOT, b"\x00" * 32, b"", bucket) is False
+
+
+# --------------------------------------------------------------------------
+# Domain separation
+
+
+def test_domain_separation_blocks_node_type_confusion() -> None:
+    # 1. A full bucket (16 items) and an inner node both hash 512 bytes.
+    #    Untagged, a bucket would be indistinguishable from an inner node
+    #    whose 16 children are its item hashes; the tags keep them apart.
+    keys = entry_keys(16)
+    bucket_tree = build(keys)
+    root_view = bucket_tree.node()
+    assert root_view is not None and root_view.is_leaf
+    payload = b"".join(ref_item_hash(k, b"") for k in sorted(keys))
+    assert len(payload) == 16 * DIGEST_SIZE
+    fake_level = tuple(ref_item_hash(x, b"") for x in sorted(keys))
+    untagged_bucket, untagged_inner = h(payload), h(b"".join(fake_level))
+    assert untagged_bucket == untagged_inner  # the ambiguity tags remove
+    assert bucket_tree.root() == h(b"\x01" + payload)
+    assert bucket_tree.root() != h(b"\x02" + payload)
+    # A proof claiming the bucket is an inner node (its item hashes as the
+    # children) with the key in a one-item bucket one level down is refused.
+    k = min(keys)
+    assert not verify_proof(bucket_tree.root(), k, b"", Proof(((k, b""),), (fake_level,)))
+
+    # 2. An inner node with all 16 children present: a peer could pick the
+    #    item (key=c0, value=c1..c15), whose unframed, untagged preimage is
+    #    exactly the inner node's preimage. Tag + length framing prevent it.
+    inner_tree = build(entry_keys(400), max_leaf=1)
+    view = inner_tree.node()
+    assert view is not None and view.children is not None
+    children = [c for c in view.children if c is not None]
+    assert len(children) == 16
+    c0, rest = children[0], b"".join(children[1:])
+    assert h(c0 + rest) == h(b"".join(children))  # untagged: a collision
+    forged_item = (c0, rest)
+    assert ref_item_hash(*forged_item) != view.digest
+    assert ref_bucket([forged_item]) != view.digest
+    t = MerkleTree()
+    t.set(*forged_item)
+    assert t.root() != view.digest
+    # ... and an inner node's children can't pass as bucket content either.
+    assert h(b"\x01" + b"".join(children)) != view.digest
+
+    # 3. Presenting an inner node where a bucket belongs (proof cut short).
+    key = entry_keys(400)[7]
+    p = inner_tree.prove(key)
+    assert verify_proof(inner_tree.root(), key, b"", p)
+    assert not verify_proof(inner_tree.root(), key, b"", Proof(p.bucket, p.levels[1:]))
+
+
+# --------------------------------------------------------------------------
+# Golden vectors
+
+
+def vector_items(vec: dict[str, Any]) -> dict[bytes, bytes]:
+    if "items" in vec:
+        return {bytes.fromhex(k): bytes.fromhex(v) for k, v in vec["items"]}
+    keys = entry_keys(vec["count"], vec["key_prefix"])
+    if "value_prefix" in vec:
+        return {k: h(f"{vec['value_prefix']}{i}".encode()) for i, k in enumerate(keys)}
+    if "value_repeat" in vec:
+        fill = vec["value_repeat"].encode()
+        return {k: fill * i for i, k in enumerate(keys)}
+    return dict.fromkeys(keys, b"")
+
+
+def test_golden_vectors() -> None:
+    data = json.loads(VECTORS_PATH.read_text())
+    assert data["version"] == 1
+    assert bytes.fromhex(data["empty_root"]) == EMPTY_ROOT == h(b"\x01")
+    assert MerkleTree().root() == EMPTY_ROOT
+    by_name = {}
+    for vec in data["vectors"]:
+        items = vector_items(vec)
+        t = build(items, vec["max_leaf"])
+        assert t.root().hex() == vec["root"], vec["name"]
+        assert ref_root(items, vec["max_leaf"]).hex() == vec["root"], vec["name"]
+        by_name[vec["name"]] = (t, items)
+    for pv in data["proofs"]:
+        t, items = by_name[pv["vector"]]
+        key = bytes.fromhex(pv["key"])
+        enc = bytes.fromhex(pv["proof"])
+        assert t.prove(key).encode() == enc
+        assert verify_proof(t.root(), key, items[key], Proof.decode(enc))
+
+
+# --------------------------------------------------------------------------
+# Finding differences by descending only into differing children
+
+
+def find_differences(a: MerkleTree, b: MerkleTree) -> tuple[set[bytes], int, int]:
+    """Keys whose presence or value differs; plus node views and items fetched."""
+    diff: set[bytes] = set()
+    views = items_fetched = 0
+    stack: list[tuple[int, ...]] = [()]
+    while stack:
+        prefix = stack.pop()
+        va, vb = a.node(prefix), b.node(prefix)
+        views += 2
+        if va is not None and vb is not None:
+            if va.digest == vb.digest:
+                continue
+            if not va.is_leaf and not vb.is_leaf:
+                stack.extend(prefix + (n,) for n in diff_children(va, vb))
+                continue
+        # A bucket on either side (or nothing): compare the items directly.
+        ia = dict(va.items if va is not None and va.items is not None else a.items_under(prefix))
+        ib = dict(vb.items if vb is not None and vb.items is not None else b.items_under(prefix))
+        items_fetched += len(ia) + len(ib)
+        diff |= {k for k in ia.keys() | ib.keys() if ia.get(k) != ib.get(k)}
+    return diff, views, items_fetched
+
+
+def test_diff_children_basics() -> None:
+    a = build(entry_keys(200))
+    b = build(entry_keys(201))
+    va, vb = a.node(), b.node()
+    assert va is not None and vb is not None
+    changed = diff_children(va, vb)
+    assert changed == [nibble(entry_keys(201)[200], 0)]
+    assert diff_children(va, va) == []
+    gone = NodeView((), va.digest, (None,) * 16, None)
+    assert va.children is not None
+    assert diff_children(va, gone) == [n for n in range(16) if va.children[n] is not None]
+    leaf = build(entry_keys(3)).node()
+    assert leaf is not None
+    with pytest.raises(ValueError):
+        diff_children(va, leaf)
+
+
+@pytest.mark.parametrize("n", [1000, 20_000])
+@pytest.mark.parametrize("d", [0, 1, 5, 25])
+@pytest.mark.parametrize("max_leaf", [4, 16])
+def test_descent_finds_exactly_the_difference_cheaply(n: int, d: int, max_leaf: int) -> None:
+    r = rng(f"diff-{n}-{d}-{max_leaf}")
+    keys = entry_keys(n)
+    base = dict.fromkeys(keys, b"")
+    a_items, b_items = dict(base), dict(base)
+    expected: set[bytes] = set()
+    for i in range(d):
+        kind = r.randrange(3)
+        if kind == 0:
+            k = h(f"only-a-{i}".encode())
+            a_items[k] = b""
+        elif kind == 1:
+            k = h(f"only-b-{i}".encode())
+            b_items[k] = b""
+        else:
+            k = r.choice(keys)
+            b_items[k] = b"changed"
+        expected.add(k)
+    a, b = build(a_items, max_leaf), build(b_items, max_leaf)
+    found, views, items_fetched = find_differences(a, b)
+    assert found == expected
+    total_nodes = len(walk(a)) + len(walk(b))
+    depth = max(len(v.prefix) for v in walk(a) + walk(b)) + 1
+    assert depth <= math.log(n, 16) + 4  # uniform keys: a shallow trie
+    if d == 0:
+        assert views == 2 and a.root() == b.root()
+        return
+    # O(d log n): one root-to-bucket path per differing key, on both sides.
+    assert views <= 2 * (1 + d * depth), (views, d, depth)
+    assert views < total_nodes / 4
+    # Each differing key leads to at most one bucket comparison.
+    assert items_fetched <= d * 2 * (max_leaf + d)
+
+
+def test_descent_against_empty_and_identical_trees() -> None:
+    a = build(entry_keys(100), 4)
+    found, _, _ = find_differences(a, MerkleTree(4))
+    assert found == set(entry_keys(100))
+    found, views, _ = find_differences(a, build(entry_keys(100), 4))
+    assert found == set() and views == 2

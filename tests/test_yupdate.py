@@ -1,0 +1,790 @@
+"""Tests for the Yjs v1 update reader and the grow-only gate (p2p_ledger.yupdate)."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import pycrdt
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pycrdt import Array, Doc, Map, Text
+
+from p2p_ledger.errors import ForbiddenUpdate, LedgerError, RemoteProtocolError
+from p2p_ledger.yupdate import (
+    UNDEFINED,
+    InsertedItem,
+    UpdateInfo,
+    appended_values,
+    parse_update,
+)
+
+NAME = "entries"
+SETTINGS = settings(
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+
+def new_doc(client_id: int) -> tuple[Doc[Any], Array[Any]]:
+    doc: Doc[Any] = Doc(client_id=client_id)
+    return doc, doc.get(NAME, type=Array)
+
+
+def values_of(array: Array[Any]) -> list[bytes]:
+    # pycrdt reads buffers back as bytearray
+    return [bytes(v) for v in array]
+
+
+def fresh_apply(*updates: bytes) -> list[bytes]:
+    doc, array = new_doc(999_999)
+    for u in updates:
+        doc.apply_update(u)
+    return values_of(array)
+
+
+def gated_apply(doc: Doc[Any], update: bytes) -> list[bytes]:
+    """What the ledger does: gate first, apply only if the gate passes."""
+    values = appended_values(update, NAME)
+    doc.apply_update(update)
+    return values
+
+
+def diff(doc: Doc[Any], action: Callable[[], object]) -> bytes:
+    before = doc.get_state()
+    action()
+    return doc.get_update(before)
+
+
+def rand_values(rng: random.Random, n: int, size: int = 100) -> list[bytes]:
+    return [rng.randbytes(size) for _ in range(n)]
+
+
+def state_vector(sv: bytes) -> dict[int, int]:
+    out: dict[int, int] = {}
+    pos = 0
+
+    def vu() -> int:
+        nonlocal pos
+        r = shift = 0
+        while True:
+            b = sv[pos]
+            pos += 1
+            r |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                return r
+
+    for _ in range(vu()):
+        client = vu()
+        out[client] = vu()
+    return out
+
+
+# ---- a tiny v1 encoder for crafted updates -----------------------------------------------------
+
+
+def vu(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def vstr(s: str | bytes) -> bytes:
+    b = s.encode() if isinstance(s, str) else s
+    return vu(len(b)) + b
+
+
+def any_bytes(values: Iterable[bytes]) -> bytes:
+    vals = list(values)
+    return vu(len(vals)) + b"".join(b"\x74" + vstr(v) for v in vals)
+
+
+def root_item(ref: int, content: bytes, name: str = NAME, sub: str | None = None) -> bytes:
+    info = ref | (0x20 if sub is not None else 0)
+    return bytes([info]) + vu(1) + vstr(name) + (vstr(sub) if sub is not None else b"") + content
+
+
+def origin_item(ref: int, content: bytes, origin: tuple[int, int], flags: int = 0) -> bytes:
+    return bytes([ref | 0x80 | flags]) + vu(origin[0]) + vu(origin[1]) + content
+
+
+def build(
+    sections: Sequence[tuple[int, int, Sequence[bytes]]],
+    deletes: Sequence[tuple[int, Sequence[tuple[int, int]]]] = (),
+) -> bytes:
+    out = vu(len(sections))
+    for client, clock, structs in sections:
+        out += vu(len(structs)) + vu(client) + vu(clock) + b"".join(structs)
+    out += vu(len(deletes))
+    for client, ranges in deletes:
+        out += vu(client) + vu(len(ranges)) + b"".join(vu(c) + vu(n) for c, n in ranges)
+    return out
+
+
+def test_crafted_encoder_matches_pycrdt() -> None:
+    doc, array = new_doc(7)
+    with doc.transaction():
+        array.extend([b"hello", b"x"])
+    assert doc.get_update() == build([(7, 0, [root_item(8, any_bytes([b"hello", b"x"]))])])
+
+
+# ---- how pycrdt encodes bytes ------------------------------------------------------------------
+
+
+def test_pycrdt_encodes_bytes_as_content_any_buffers() -> None:
+    doc, array = new_doc(7)
+    array.append(b"hello")
+    update = doc.get_update()
+    # 1 client, 1 struct, client 7, clock 0, info 8 (ContentAny, no origin), parent "entries",
+    # 1 value, tag 116 (Uint8Array) + varuint8array, empty delete set
+    expected = "01010700080107" + b"entries".hex() + "017405" + b"hello".hex() + "00"
+    assert update.hex() == expected
+    info = parse_update(update)
+    assert info == UpdateInfo(
+        items=(InsertedItem(7, 0, 1, NAME, None, 8, (b"hello",), None, None, 8),),
+        deletes=(),
+        gc_ranges=(),
+    )
+    # and reads them back as bytearray
+    assert type(array[0]) is bytearray
+
+
+def test_content_binary_is_admitted_as_bytes() -> None:
+    # What JS yjs writes for a Uint8Array in an Array; pycrdt reads it back like an Any buffer.
+    update = build([(5, 0, [root_item(3, vstr(b"hi")), origin_item(3, vstr(b"yo"), (5, 0))])])
+    assert appended_values(update) == [b"hi", b"yo"]
+    assert all(type(v) is bytes for v in appended_values(update))
+    doc, array = new_doc(1)
+    gated_apply(doc, update)
+    assert values_of(array) == [b"hi", b"yo"]
+
+
+# ---- round trips with real pycrdt docs ---------------------------------------------------------
+
+
+def test_single_appends_and_incremental_diffs() -> None:
+    rng = random.Random(1)
+    doc, array = new_doc(11)
+    target, target_array = new_doc(12)
+    appended: list[bytes] = []
+    for _ in range(20):
+        value = rng.randbytes(rng.randrange(0, 300))
+        update = diff(doc, lambda v=value: array.append(v))  # type: ignore[misc]
+        assert gated_apply(target, update) == [value]
+        appended.append(value)
+        assert values_of(target_array) == appended
+    assert appended_values(doc.get_update()) == appended
+    assert fresh_apply(doc.get_update()) == appended
+
+
+def test_batched_transactions() -> None:
+    rng = random.Random(2)
+    doc, array = new_doc(21)
+    appended: list[bytes] = []
+    diffs: list[bytes] = []
+    for batch in range(5):
+        values = rand_values(rng, 10 + batch)
+
+        def run(values: list[bytes] = values) -> None:
+            with doc.transaction():
+                for v in values:
+                    array.append(v)
+
+        update = diff(doc, run)
+        assert appended_values(update) == values
+        appended += values
+        diffs.append(update)
+    assert appended_values(doc.get_update()) == appended
+    assert fresh_apply(doc.get_update()) == appended
+    assert fresh_apply(*diffs) == appended
+    # a diff against a partial state vector holds exactly what is missing
+    partial, _ = new_doc(22)
+    partial.apply_update(diffs[0])
+    rest = doc.get_update(partial.get_state())
+    assert appended_values(rest) == appended[len(appended_values(diffs[0])) :]
+
+
+def test_empty_update_and_empty_diff() -> None:
+    doc, array = new_doc(1)
+    assert appended_values(doc.get_update()) == []
+    array.append(b"a")
+    assert appended_values(doc.get_update(doc.get_state())) == []
+
+
+def test_concurrent_docs_merged() -> None:
+    rng = random.Random(3)
+    docs = [new_doc(cid) for cid in (101, 2**40 + 7, 5, 2**53 - 1)]
+    inserted: list[bytes] = []
+    for _round in range(4):
+        for doc, array in docs:  # concurrent appends, no sync in between
+            vals = rand_values(rng, rng.randrange(1, 4), size=rng.randrange(1, 120))
+            with doc.transaction():
+                array.extend(vals)
+            inserted += vals
+        # full mesh sync, every update through the gate
+        for src, _ in docs:
+            for dst, _ in docs:
+                if src is not dst:
+                    gated_apply(dst, src.get_update(dst.get_state()))
+    finals = [values_of(a) for _, a in docs]
+    assert all(f == finals[0] for f in finals)
+    assert Counter(finals[0]) == Counter(inserted)
+    full = docs[0][0].get_update()
+    assert Counter(appended_values(full)) == Counter(inserted)
+    assert fresh_apply(full) == finals[0]
+
+
+def test_inserts_in_the_middle_are_admitted() -> None:
+    # not a delete or rewrite: CRDT insert positions are the peers' business
+    doc, array = new_doc(31)
+    array.extend([b"a", b"c"])
+    update = diff(doc, lambda: array.insert(1, b"b"))
+    info = parse_update(update)
+    assert info.items[0].parent is None and info.items[0].origin == (31, 0)
+    assert info.items[0].right_origin == (31, 1)
+    assert appended_values(update) == [b"b"]
+
+
+@pytest.mark.skipif(not hasattr(pycrdt, "merge_updates"), reason="no pycrdt.merge_updates")
+def test_merge_updates_and_skip_structs() -> None:
+    rng = random.Random(4)
+    doc, array = new_doc(41)
+    other, other_array = new_doc(42)
+    diffs: list[bytes] = []
+    values: list[list[bytes]] = []
+    for i in range(5):
+        vals = rand_values(rng, 3)
+        values.append(vals)
+        target, target_array = (doc, array) if i % 2 == 0 else (other, other_array)
+        diffs.append(diff(target, lambda a=target_array, v=vals: a.extend(v)))  # type: ignore[misc]
+    merged = pycrdt.merge_updates(*diffs)
+    assert Counter(appended_values(merged)) == Counter(v for vs in values for v in vs)
+    assert Counter(fresh_apply(merged)) == Counter(fresh_apply(*diffs))
+    # a hole between two diffs of one client becomes a Skip struct, which the gate allows
+    d1 = diff(doc, lambda: array.append(b"first"))
+    diff(doc, lambda: array.append(b"gap"))
+    d3 = diff(doc, lambda: array.append(b"third"))
+    holed = pycrdt.merge_updates(d1, d3)
+    info = parse_update(holed)
+    clocks = [it.clock for it in info.items]
+    assert clocks[1] - clocks[0] == 2 and not info.gc_ranges
+    assert bytes([10]) in holed
+    assert appended_values(holed) == [b"first", b"third"]
+
+
+def test_parsed_clocks_match_pycrdt_state_vector() -> None:
+    # the clock bookkeeping (lengths per content kind, UTF-16 for strings) agrees with yrs
+    doc: Doc[Any] = Doc(client_id=77)
+    text = doc.get("t", type=Text)
+    amap = doc.get("m", type=Map)
+    arr = doc.get("a", type=Array)
+    text += "héllo 😀 wörld"
+    text.insert(3, "𝄞x", attrs={"bold": True})
+    amap["k"] = "v"
+    amap["n"] = {"deep": [1, 2, None]}
+    arr.extend([1, "two", 3.5, None, True, b"\x00", [1], {"a": "b"}])
+    arr.append(Map({"x": 1}))
+    arr.append(Text("nested"))
+    update = doc.get_update()
+    info = parse_update(update)
+    ends: dict[int, int] = {}
+    for item in info.items:
+        ends[item.client] = max(ends.get(item.client, 0), item.clock + item.length)
+    for client, clock, length in info.gc_ranges:
+        ends[client] = max(ends.get(client, 0), clock + length)
+    assert ends == state_vector(doc.get_state())
+    decoded = [v for it in info.items if it.content_ref == 8 for v in it.values]
+    assert 3.5 in decoded and "two" in decoded and {"a": "b"} in decoded and [1.0] in decoded
+
+
+# ---- the gate refuses, before anything is applied ----------------------------------------------
+
+
+def assert_refused_before_apply(update: bytes, exc: type[Exception] = ForbiddenUpdate) -> None:
+    target, target_array = new_doc(5000)
+    target_array.extend([b"keep-1", b"keep-2"])
+    before_state = target.get_update()
+    with pytest.raises(exc):
+        gated_apply(target, update)
+    assert target.get_update() == before_state
+    assert values_of(target_array) == [b"keep-1", b"keep-2"]
+
+
+def test_deleting_update_is_refused_and_target_unchanged() -> None:
+    doc, array = new_doc(51)
+    array.extend([b"a", b"b", b"c"])
+    target, target_array = new_doc(52)
+    gated_apply(target, doc.get_update())
+    before_state = target.get_update()
+
+    def delete() -> None:
+        del array[1]
+
+    deleting = diff(doc, delete)
+    assert parse_update(deleting).deletes == ((51, 1, 1),)
+    with pytest.raises(ForbiddenUpdate, match="delete"):
+        gated_apply(target, deleting)
+    assert target.get_update() == before_state
+    assert values_of(target_array) == [b"a", b"b", b"c"]
+    # the doc's full state after a delete carries both a delete set and Deleted content
+    with pytest.raises(ForbiddenUpdate):
+        appended_values(doc.get_update())
+    # sanity: without the gate pycrdt would have applied the delete
+    target.apply_update(deleting)
+    assert values_of(target_array) == [b"a", b"c"]
+
+
+def test_gc_structs_are_refused() -> None:
+    doc, array = new_doc(53)
+    array.append(Array([b"x", b"y"]))
+    del array[0]  # children of a deleted nested type become GC structs
+    info = parse_update(doc.get_update())
+    assert info.gc_ranges == ((53, 1, 2),)
+    assert_refused_before_apply(doc.get_update())
+    # a GC struct alone, without a delete set
+    assert_refused_before_apply(build([(53, 0, [bytes([0]) + vu(3)])]))
+
+
+def _map_update() -> bytes:
+    doc: Doc[Any] = Doc(client_id=61)
+    doc.get("meta", type=Map)["k"] = b"v"
+    return doc.get_update()
+
+
+def _text_update() -> bytes:
+    doc: Doc[Any] = Doc(client_id=62)
+    doc.get("notes", type=Text).insert(0, "hi")
+    return doc.get_update()
+
+
+def _other_array_update() -> bytes:
+    doc: Doc[Any] = Doc(client_id=63)
+    doc.get("entries2", type=Array).append(b"v")
+    return doc.get_update()
+
+
+def _nested_update() -> bytes:
+    doc, array = new_doc(64)
+    array.append(Array([b"inner"]))
+    return doc.get_update()
+
+
+def _nested_map_update() -> bytes:
+    doc, array = new_doc(65)
+    array.append(Map({"k": b"v"}))
+    return doc.get_update()
+
+
+def _nested_incremental_update() -> bytes:
+    doc, array = new_doc(66)
+    array.append(Array())
+    inner = array[0]
+    return diff(doc, lambda: inner.append(b"into-nested"))
+
+
+def _string_value_update() -> bytes:
+    doc, array = new_doc(67)
+    array.append(b"ok")
+    array.append("a string")
+    return doc.get_update()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        _map_update,
+        _text_update,
+        _other_array_update,
+        _nested_update,
+        _nested_map_update,
+        _nested_incremental_update,
+        _string_value_update,
+    ],
+)
+def test_forbidden_pycrdt_updates(make: Callable[[], bytes]) -> None:
+    update = make()
+    parse_update(update)  # well formed
+    assert_refused_before_apply(update)
+
+
+@pytest.mark.parametrize("value", [1, 2.5, None, True, False, "s", [b"x"], {"k": b"v"}])
+def test_non_bytes_any_values_are_refused(value: object) -> None:
+    doc, array = new_doc(68)
+    with doc.transaction():
+        array.append(b"fine")
+        array.append(value)
+    assert_refused_before_apply(doc.get_update())
+
+
+def test_map_entry_with_origin_but_no_delete_set_is_refused() -> None:
+    # The second write of a map key has an origin (the first write) and keeps the parentSub flag
+    # (0x20) without the key itself; strip its delete set and only the flag tells.
+    doc: Doc[Any] = Doc(client_id=69)
+    meta = doc.get("meta", type=Map)
+    meta["k"] = b"1"
+    second = diff(doc, lambda: meta.__setitem__("k", b"2"))
+    info = parse_update(second)
+    assert info.deletes and info.items[0].origin == (69, 0) and info.items[0].parent is None
+    assert info.items[0].info & 0x20
+    crafted = build([(69, 1, [origin_item(8, any_bytes([b"2"]), (69, 0), flags=0x20)])])
+    assert_refused_before_apply(crafted)
+
+
+@pytest.mark.parametrize(
+    "struct",
+    [
+        root_item(8, any_bytes([b"v"]), sub="key"),  # map entry in a root
+        bytes([8]) + vu(0) + vu(1) + vu(0) + any_bytes([b"v"]),  # explicit parent item id
+        root_item(4, vstr("text")),  # ContentString
+        root_item(1, vu(2)),  # ContentDeleted
+        root_item(2, vu(1) + vstr('"json"')),  # ContentJSON
+        root_item(5, vstr("{}")),  # ContentEmbed
+        root_item(6, vstr("bold") + vstr("true")),  # ContentFormat
+        root_item(7, bytes([0])),  # ContentType (nested Array)
+        root_item(9, vstr("guid") + b"\x76\x00"),  # ContentDoc (subdocument)
+        root_item(8, vu(2) + b"\x74" + vstr(b"ok") + b"\x7d\x01"),  # bytes, then an int
+    ],
+)
+def test_crafted_forbidden_structs(struct: bytes) -> None:
+    update = build([(70, 0, [struct])])
+    parse_update(update)
+    assert_refused_before_apply(update)
+
+
+def test_forbidden_anywhere_refuses_everything() -> None:
+    good = root_item(8, any_bytes([b"ok"]))
+    bad = origin_item(4, vstr("s"), (71, 0))
+    assert_refused_before_apply(build([(71, 0, [good, bad])]))
+    assert_refused_before_apply(build([(71, 0, [good])], deletes=[(9, [(0, 1)])]))
+
+
+def test_json_content_divergence_is_refused_either_way() -> None:
+    # yrs (pycrdt 0.14.13) reads n + 1 strings for ContentJSON of count n; yjs (and this reader)
+    # read n. Both shapes are refused by the gate, so the divergence cannot be exploited.
+    yjs_shape = build([(70, 0, [root_item(2, vu(1) + vstr('"a"'))])])
+    yrs_shape = build([(70, 0, [root_item(2, vu(1) + vstr('"a"') + vstr('"b"'))])])
+    assert parse_update(yjs_shape).items[0].values == ("a",)
+    with pytest.raises(ForbiddenUpdate):
+        appended_values(yjs_shape)
+    with pytest.raises(RemoteProtocolError):
+        appended_values(yrs_shape)
+    doc, array = new_doc(1)
+    doc.apply_update(yrs_shape)  # pycrdt accepts the n + 1 shape ...
+    assert list(array) == ['"a"', '"b"']
+    with pytest.raises(ValueError):
+        new_doc(2)[0].apply_update(yjs_shape)  # ... and refuses the yjs one
+
+
+def test_values_of_all_any_kinds_decode() -> None:
+    anys = (
+        b"\x7f"  # undefined
+        + b"\x7e"  # null
+        + b"\x7d\x41"  # varint -1
+        + b"\x7d\x80\x01"  # varint 64
+        + b"\x7c\x3f\x80\x00\x00"  # float32 1.0
+        + b"\x7b\x40\x09\x21\xfb\x54\x44\x2d\x18"  # float64 pi
+        + b"\x7a\xff\xff\xff\xff\xff\xff\xff\xfe"  # bigint -2
+        + b"\x79\x78"  # false, true
+        + b"\x77\x02hi"  # string
+        + b"\x76\x01\x01a\x75\x01\x74\x01z"  # {"a": [b"z"]}
+    )
+    update = build([(72, 0, [root_item(8, vu(11) + anys)])])
+    (item,) = parse_update(update).items
+    assert item.values == (
+        UNDEFINED,
+        None,
+        -1,
+        64,
+        1.0,
+        3.141592653589793,
+        -2,
+        False,
+        True,
+        "hi",
+        {"a": [b"z"]},
+    )
+    assert item.length == 11
+
+
+# ---- malformed input ---------------------------------------------------------------------------
+
+
+def _sample_updates() -> list[bytes]:
+    rng = random.Random(9)
+    out: list[bytes] = []
+    doc, array = new_doc(81)
+    other, other_array = new_doc(2**33 + 5)
+    for i in range(4):
+        out.append(diff(doc, lambda: array.extend(rand_values(rng, 3, 20))))
+        other_array.append(rng.randbytes(200))
+        if i == 2:
+            gated_apply(other, doc.get_update(other.get_state()))
+            out.append(diff(other, lambda: other_array.insert(1, b"mid")))
+    out.append(doc.get_update())
+    out.append(other.get_update())
+    out.append(_map_update())
+    out.append(_text_update())
+    out.append(_nested_update())
+    return out
+
+
+SAMPLES = _sample_updates()
+BASE_STATE = SAMPLES[-5]  # full state of the doc of client 81
+
+
+def test_every_truncation_is_malformed() -> None:
+    for update in SAMPLES:
+        for cut in range(len(update)):
+            with pytest.raises(RemoteProtocolError) as err:
+                parse_update(update[:cut])
+            assert type(err.value) is RemoteProtocolError
+
+
+def test_trailing_bytes_are_malformed() -> None:
+    update = SAMPLES[0]
+    for tail in (b"\x00", b"\x01", b"garbage"):
+        with pytest.raises(RemoteProtocolError, match="trailing"):
+            appended_values(update + tail)
+    # pycrdt itself would accept them, so the gate is stricter than the consumer here
+    doc, _ = new_doc(1)
+    doc.apply_update(update + b"\x00")
+
+
+def _ok_any(v: bytes = b"v") -> bytes:
+    return root_item(8, any_bytes([v]))
+
+
+BIG = vu(2**32 - 1)
+
+
+@pytest.mark.parametrize(
+    "update",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"\x00", id="no-delete-set"),
+        pytest.param(b"\xff" * 11, id="varuint-too-long"),
+        pytest.param(vu(2**32) + b"\x00", id="u32-overflow"),
+        pytest.param(b"\x80\x80\x80\x80\x80\x01\x00", id="u32-that-yrs-would-wrap"),
+        pytest.param(BIG + b"\x00", id="absurd-client-count"),
+        pytest.param(b"\x01" + BIG + b"\x01\x00", id="absurd-struct-count"),
+        pytest.param(
+            build([(1, 0, [root_item(8, b"\x01\x74" + BIG + b"ab")])]), id="absurd-buffer"
+        ),
+        pytest.param(build([(1, 0, [root_item(8, BIG + b"\x74\x00")])]), id="absurd-any-count"),
+        pytest.param(build([(1, 0, [root_item(8, b"\x01\x75" + BIG)])]), id="absurd-any-array"),
+        pytest.param(build([(1, 0, [root_item(8, b"\x01\x76" + BIG)])]), id="absurd-any-object"),
+        pytest.param(build([(1, 0, [root_item(2, BIG + b"\x00")])]), id="absurd-json-count"),
+        pytest.param(build([(1, 0, [root_item(4, BIG + b"x")])]), id="absurd-string"),
+        pytest.param(b"\x00" + BIG, id="absurd-delete-set"),
+        pytest.param(b"\x00\x01\x01" + BIG + b"\x00\x01", id="absurd-delete-ranges"),
+        pytest.param(b"\x00\x01\x01\x00", id="empty-delete-ranges"),
+        pytest.param(build([(1, 0, [bytes([0x8A]) + b"\x01"])]), id="skip-with-flags"),
+        pytest.param(build([(1, 0, [bytes([0x80]) + b"\x01\x00\x01"])]), id="gc-with-flags"),
+        pytest.param(build([(1, 0, [bytes([11]) + b"\x00"])]), id="content-ref-11-move"),
+        pytest.param(build([(1, 0, [root_item(24, any_bytes([b"v"]))])]), id="ref-24-yrs-masks"),
+        pytest.param(
+            build([(1, 0, [bytes([8, 2]) + vstr(NAME) + any_bytes([b"v"])])]), id="pinfo2"
+        ),
+        pytest.param(build([(1, 0, [root_item(8, b"\x01\x73")])]), id="unknown-any-tag"),
+        pytest.param(build([(1, 0, [root_item(8, b"\x01\x77\x02\xff\xfe")])]), id="bad-utf8"),
+        pytest.param(build([(1, 0, [root_item(8, b"\x01\x7b\x00")])]), id="short-float64"),
+        pytest.param(build([(1, 0, [root_item(8, b"\x01\x7d" + b"\xff" * 12)])]), id="long-varint"),
+        pytest.param(build([(1, 0, [root_item(8, b"\x00")])]), id="zero-length-any"),
+        pytest.param(build([(1, 0, [root_item(4, vstr(""))])]), id="zero-length-string"),
+        pytest.param(build([(1, 0, [bytes([10]) + b"\x00"])]), id="zero-length-skip"),
+        pytest.param(build([(1, 0, [root_item(7, b"\x08")])]), id="unknown-type-ref"),
+        pytest.param(build([(1, 0, [root_item(2, b"\x01" + vstr("{nope"))])]), id="bad-json"),
+        pytest.param(build([(1, 2**32 - 1, [_ok_any()])]), id="clock-overflow"),
+        pytest.param(
+            build([(1, 0, [root_item(8, b"\x01" + b"\x75\x01" * 100 + b"\x7e")])]), id="deep-any"
+        ),
+        pytest.param(
+            build([(1, 0, [root_item(2, b"\x01" + vstr("[" * 100_000))])]), id="deep-json"
+        ),
+    ],
+)
+def test_malformed(update: bytes) -> None:
+    with pytest.raises(RemoteProtocolError) as err:
+        appended_values(update)
+    assert type(err.value) is RemoteProtocolError
+
+
+def test_max_structs() -> None:
+    update = build([(1, 0, [_ok_any(b"a"), origin_item(8, any_bytes([b"b"]), (1, 0))])])
+    assert appended_values(update) == [b"a", b"b"]
+    parse_update(update, max_structs=2)
+    with pytest.raises(RemoteProtocolError, match="structs"):
+        parse_update(update, max_structs=1)
+
+
+def test_bytes_like_inputs() -> None:
+    update = SAMPLES[0]
+    assert appended_values(bytearray(update)) == appended_values(memoryview(update))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        parse_update("not bytes")  # type: ignore[arg-type]
+
+
+def test_u64_client_ids_and_noncanonical_varuints_within_range() -> None:
+    client = 2**64 - 1
+    update = build([(client, 0, [_ok_any(b"big")])])
+    assert parse_update(update).items[0].client == client
+    # 0x85 0x00 is a (non-minimal) 5: same value in yrs since it fits in 5 bytes
+    odd = b"\x01\x01\x01\x85\x00" + _ok_any(b"v") + b"\x00"
+    assert parse_update(odd).items[0].clock == 5
+
+
+def _check_gate_against_pycrdt(update: bytes) -> None:
+    """Gate the update; if admitted, pycrdt must only have added admitted bytes to the array."""
+    try:
+        admitted = appended_values(update)
+    except LedgerError:
+        return
+    doc, array = new_doc(424_242)
+    doc.apply_update(BASE_STATE)
+    before = Counter(values_of(array))
+    try:
+        doc.apply_update(update)
+    except ValueError:
+        return  # pycrdt refused it too (e.g. a missing parent); the ledger maps that to an error
+    after = Counter(values_of(array))
+    assert before <= after, "something was removed"
+    assert after - before <= Counter(admitted), "pycrdt inserted something the gate did not admit"
+    state = parse_update(doc.get_update())
+    assert not state.deletes and not state.gc_ranges
+    assert all(it.parent in (None, NAME) and it.parent_sub is None for it in state.items)
+
+
+@SETTINGS
+@given(st.binary(max_size=300))
+def test_random_bytes_never_raise_anything_else(data: bytes) -> None:
+    for prefix in (b"", b"\x01", b"\x01\x01\x07\x00", b"\x01\x01\x07\x00\x08\x01\x07entries"):
+        try:
+            appended_values(prefix + data)
+        except LedgerError:
+            pass
+
+
+@SETTINGS
+@given(
+    st.sampled_from(SAMPLES),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["flip", "set", "insert", "delete"]),
+            st.integers(0, 10**6),
+            st.integers(0, 255),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_mutated_real_updates(update: bytes, mutations: list[tuple[str, int, int]]) -> None:
+    buf = bytearray(update)
+    for op, where, byte in mutations:
+        if not buf:
+            break
+        i = where % len(buf)
+        if op == "flip":
+            buf[i] ^= 1 << (byte % 8)
+        elif op == "set":
+            buf[i] = byte
+        elif op == "insert":
+            buf.insert(i, byte)
+        else:
+            del buf[i]
+    _check_gate_against_pycrdt(bytes(buf))
+
+
+@SETTINGS
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2),
+            st.sampled_from(["append", "extend", "insert", "sync"]),
+            st.binary(max_size=40),
+        ),
+        max_size=25,
+    )
+)
+def test_random_histories_round_trip(ops: list[tuple[int, str, bytes]]) -> None:
+    docs = [new_doc(cid) for cid in (1, 2**32 + 1, 3)]
+    starts = [d.get_state() for d, _ in docs]
+    inserted: list[bytes] = []
+    for who, op, value in ops:
+        doc, array = docs[who]
+        if op == "append":
+            array.append(value)
+            inserted.append(value)
+        elif op == "extend":
+            with doc.transaction():
+                array.extend([value, value[::-1]])
+            inserted += [value, value[::-1]]
+        elif op == "insert":
+            array.insert(len(array) // 2, value)
+            inserted.append(value)
+        else:
+            src, _ = docs[(who + 1) % 3]
+            gated_apply(doc, src.get_update(doc.get_state()))
+    merged = pycrdt.merge_updates(
+        *(d.get_update(s) for (d, _), s in zip(docs, starts, strict=True))
+    )
+    assert Counter(appended_values(merged)) == Counter(inserted)
+    final, final_array = new_doc(77)
+    gated_apply(final, merged)
+    assert Counter(values_of(final_array)) == Counter(inserted)
+    for doc, _ in docs:  # every doc converges with the merged state
+        gated_apply(doc, final.get_update(doc.get_state()))
+        assert values_of(doc.get(NAME, type=Array)) == values_of(final_array)
+
+
+# ---- cost --------------------------------------------------------------------------------------
+
+
+def _best_ms(fn: Callable[[], object], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best * 1e3
+
+
+def test_cost(capsys: pytest.CaptureFixture[str]) -> None:
+    lines = []
+    for n, repeat in ((1000, 20), (100_000, 3)):
+        values = [os.urandom(100) for _ in range(n)]
+        doc, array = new_doc(91)
+        for start in range(0, n, 1000):
+            with doc.transaction():
+                array.extend(values[start : start + 1000])
+        update = doc.get_update()
+        assert appended_values(update) == values
+        parse_ms = _best_ms(lambda u=update: parse_update(u), repeat)  # type: ignore[misc]
+        gate_ms = _best_ms(lambda u=update: appended_values(u), repeat)  # type: ignore[misc]
+        apply_ms = _best_ms(lambda u=update: Doc().apply_update(u), repeat)  # type: ignore[misc]
+        lines.append(
+            f"{n:>7} entries x 100 B ({len(update) / 1e6:.2f} MB, 1 struct):"
+            f" parse {parse_ms:.2f} ms, gate {gate_ms:.2f} ms, pycrdt apply {apply_ms:.2f} ms"
+        )
+        assert gate_ms < 50 * n / 1000  # generous: ~50x the expected cost
+    # worst case shape: one struct per entry (nothing squashed), built by hand
+    n = 100_000
+    structs = [root_item(8, any_bytes([os.urandom(100)]))]
+    structs += [origin_item(8, any_bytes([os.urandom(100)]), (93, i)) for i in range(n - 1)]
+    update = build([(93, 0, structs)])
+    assert len(appended_values(update)) == n
+    gate_ms = _best_ms(lambda: appended_values(update), 3)
+    lines.append(f"{n:>7} entries x 100 B, one struct each: gate {gate_ms:.2f} ms")
+    with capsys.disabled():
+        print("\n" + "\n".join("yupdate cost: " + line for line in lines))
