@@ -45,6 +45,7 @@ class ContextLog:
         self._array = self.doc.get(ARRAY_NAME, type=Array)
         self._array.observe(self._on_insert)
         self._inserted: list[bytes] = []
+        self._array_len = 0  # array elements accounted for by observer events
         self.by_id: dict[str, Entry] = {}
         self.ordered: list[Entry] = []
         self._order_keys: list[tuple[int, str, int]] = []
@@ -153,8 +154,17 @@ class ContextLog:
 
     def _index_inserted(self, known: dict[bytes, Entry], trusted: bool) -> list[Entry]:
         inserted, self._inserted = self._inserted, []
+        length = len(self._array)
+        if length != self._array_len + len(inserted):
+            # yrs sometimes integrates a pending update (one that waited for a missing
+            # dependency) without reporting it to the observer until a later transaction:
+            # when the count does not add up, look at the whole array.
+            inserted = [bytes(v) for v in self._array]
+        self._array_len = length
         new: list[Entry] = []
         for record in inserted:
+            if record[:ID_SIZE].hex() in self.by_id:
+                continue
             entry = known.get(record)
             if entry is None:
                 entry = decode_record(record, self.limits) if not trusted else _quick(record)

@@ -9,10 +9,14 @@ and are in causal order among themselves. Text form: ``origin:seq,origin:seq`` s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
 
 from .entry import NODE_ID_RE, Entry
 from .errors import InvalidCursor
+
+
+_SEQ_RE = re.compile(r"[0-9]{1,20}")  # ASCII only: str.isdigit() admits '²' and '١'
 
 
 class Cursor(Mapping[str, int]):
@@ -55,7 +59,8 @@ class Cursor(Mapping[str, int]):
         seen: dict[str, int] = {}
         for part in filter(None, text.strip().split(",")):
             origin, sep, seq = part.partition(":")
-            if not sep or not NODE_ID_RE.fullmatch(origin) or not seq.isdigit() or origin in seen:
+            valid = sep and NODE_ID_RE.fullmatch(origin) and _SEQ_RE.fullmatch(seq)
+            if not valid or origin in seen:
                 raise InvalidCursor(f"invalid cursor {text!r}: expected origin:seq,origin:seq")
             seen[origin] = int(seq)
         return cls(seen)

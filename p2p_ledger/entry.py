@@ -24,9 +24,12 @@ from typing import Any
 from .errors import (
     IntegrityError,
     InvalidContextName,
+    InvalidKey,
     InvalidMeta,
+    InvalidPayload,
     InvalidNodeId,
     KeyTooLarge,
+    LocalInputError,
     MetaTooLarge,
     PayloadTooLarge,
 )
@@ -118,13 +121,14 @@ def check_fields(
 ) -> tuple[str, bytes, dict[str, str]]:
     """Validate user-supplied fields; each violation raises its own named error."""
     if not isinstance(key, str):
-        raise KeyTooLarge(f"key must be a string, got {type(key).__name__}")
-    if len(key.encode("utf-8")) > limits.max_key:
-        raise KeyTooLarge(f"key is {len(key.encode())} bytes; the limit is {limits.max_key}")
+        raise InvalidKey(f"key must be a string, got {type(key).__name__}")
+    key_size = len(_utf8(key, InvalidKey, "key"))
+    if key_size > limits.max_key:
+        raise KeyTooLarge(f"key is {key_size} bytes; the limit is {limits.max_key}")
     if isinstance(payload, str):
-        payload = payload.encode("utf-8")
+        payload = _utf8(payload, InvalidPayload, "payload")
     if not isinstance(payload, (bytes, bytearray, memoryview)):
-        raise PayloadTooLarge(f"payload must be bytes or str, got {type(payload).__name__}")
+        raise InvalidPayload(f"payload must be bytes or str, got {type(payload).__name__}")
     payload = bytes(payload)
     if len(payload) > limits.max_payload:
         raise PayloadTooLarge(
@@ -135,10 +139,18 @@ def check_fields(
         isinstance(k, str) and isinstance(v, str) for k, v in meta.items()
     ):
         raise InvalidMeta("meta must be a mapping of str to str")
-    size = sum(len(k.encode()) + len(v.encode()) for k, v in meta.items())
+    size = sum(len(_utf8(k, InvalidMeta, "meta name")) + len(_utf8(v, InvalidMeta, "meta value"))
+               for k, v in meta.items())
     if size > limits.max_meta:
         raise MetaTooLarge(f"meta is {size} bytes; the limit is {limits.max_meta}")
     return key, payload, dict(meta)
+
+
+def _utf8(text: str, error: type[LocalInputError], what: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise error(f"{what} is not encodable as UTF-8 (lone surrogate?)") from None
 
 
 def _str(value: str) -> bytes:
@@ -252,8 +264,7 @@ def decode_record(record: bytes, limits: Limits = DEFAULT_LIMITS) -> Entry:
         check_context(entry.context)
         check_node_id(entry.origin)
         check_fields(entry.key, entry.payload, entry.meta, limits)
-    except (InvalidContextName, InvalidNodeId, KeyTooLarge, PayloadTooLarge, MetaTooLarge,
-            InvalidMeta) as exc:
+    except LocalInputError as exc:
         raise IntegrityError(f"entry {claimed} is invalid: {exc}") from None
     if entry.seq < 1 or entry.lamport < 1:
         raise IntegrityError(f"entry {claimed} has seq or lamport below 1")

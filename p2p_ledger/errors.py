@@ -2,7 +2,8 @@
 
 LedgerError
 ├── LocalInputError        the caller passed something invalid (bad name, too big, bad cursor)
-│   ├── InvalidContextName, KeyTooLarge, PayloadTooLarge, MetaTooLarge, InvalidMeta, InvalidCursor
+│   ├── InvalidContextName, InvalidKey, KeyTooLarge, InvalidPayload, PayloadTooLarge,
+│   │   MetaTooLarge, InvalidMeta, InvalidCursor, InvalidNodeId
 ├── IntegrityError         stored or received bytes do not match their content address / root
 ├── RemoteProtocolError    a peer or a file sent something malformed or forbidden
 │   └── ForbiddenUpdate    a Yjs update that would delete or rewrite (the ledger only grows)
@@ -26,7 +27,15 @@ class InvalidContextName(LocalInputError):
     pass
 
 
+class InvalidKey(LocalInputError):
+    pass
+
+
 class KeyTooLarge(LocalInputError):
+    pass
+
+
+class InvalidPayload(LocalInputError):
     pass
 
 

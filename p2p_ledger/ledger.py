@@ -162,19 +162,24 @@ class Ledger:
         check_context(context)
         created = context not in self.contexts
         ctx = self._context(context)
+        before = ctx.state_vector()
         try:
             new = ctx.apply_remote(update)
         except LedgerError:
-            if created and not len(ctx):
-                del self.contexts[context]
+            if created:
+                del self.contexts[context]  # refused before anything was applied
             raise
-        if new or created:
+        # Persist what was integrated, not only what was received: an update Yjs held back as
+        # pending is integrated later, together with the one it was waiting for. yrs may also
+        # count structs in the state vector before they reach the array (seen with pending
+        # updates), so entries can surface on an update that leaves the vector unchanged.
+        if ctx.state_vector() != before:
+            self._commit([(context, ctx.diff(before))])
+        elif new:
             self._commit([(context, update)])
-            for entry in new:
-                self.clock.observe(entry.lamport)
+        if new:
             self._refresh(ctx)
-            if new:
-                self._notify(context, new)
+            self._notify(context, new)
         return new
 
     def _commit(self, updates: list[tuple[str, bytes]]) -> None:
@@ -188,6 +193,8 @@ class Ledger:
                     name, client_id_for(self.instance, name), self.limits)
                 for update in stored.get(name, []):
                     ctx.load_stored(update)
+                if not len(ctx):
+                    del self.contexts[name]
                 self._refresh(ctx)
             raise
 
@@ -245,6 +252,8 @@ class Ledger:
         return ctx
 
     def _refresh(self, ctx: ContextLog) -> None:
+        if not len(ctx):
+            return  # an empty context is no data: it must not change the node root
         key = context_key(ctx.name)
         self.names[key] = ctx.name
         self.tree.set(key, ctx.root())

@@ -322,13 +322,14 @@ class NodeCore:
                 link.url, PeerInfo(link.url, seed=False))
             peer.node_id, peer.state, peer.failures = event.node_id, "connected", 0
             peer.failing_since, peer.last_error = None, ""
-        link.next_gossip = now  # first round at once
+        # why: the first round starts at once from the timer (due now); a send_root() here as
+        # well started two rounds per link open, and each moved the whole difference again.
+        link.next_gossip = now
         known = [(p.node_id, p.url) for p in self.peers.values()
                  if p.node_id and p.state not in ("dropped", "self")]
         if self.config.url:
             known.append((self.config.node_id, self.config.url))
         link.session.send_peers(known)
-        link.session.send_root()
 
     def _learn(self, peers: Sequence[tuple[str, str]], now: float) -> None:
         for node_id, url in peers:

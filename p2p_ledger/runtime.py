@@ -270,8 +270,8 @@ class Node:
                     with trio.move_on_after(2):
                         await self._writer_done(outbox)
                     nursery.cancel_scope.cancel()
-            except (LinkClosed, LinkBroken) as exc:
-                reason = str(exc)
+            except* (LinkClosed, LinkBroken) as group:  # why: the nursery wraps them in a group
+                reason = str(group.exceptions[0])
         self._link_scopes.pop(conn, None)
         self._outboxes.pop(conn, None)
         if conn in self.core.links:

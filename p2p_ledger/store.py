@@ -38,12 +38,17 @@ class SqliteStore:
             raise StoreLockedError(
                 f"data directory {self.path} is in use by another p2p-ledger process"
             ) from None
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per commit().
-        self.db = sqlite3.connect(self.path / "ledger.sqlite3", isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit is on disk when it returns (survives power loss, not just kill -9).
-        self.db.execute(f"PRAGMA synchronous={synchronous}")
-        self.db.executescript(SCHEMA)
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per commit().
+            self.db = sqlite3.connect(self.path / "ledger.sqlite3", isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit is on disk when it returns (survives power loss, not just kill -9).
+            self.db.execute(f"PRAGMA synchronous={synchronous}")
+            self.db.executescript(SCHEMA)
+        except BaseException:
+            # Not a database (or unreadable): release the lock so the caller can report it.
+            os.close(self._lock_fd)
+            raise
 
     def load(self) -> dict[str, list[bytes]]:
         out: dict[str, list[bytes]] = {}

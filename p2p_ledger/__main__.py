@@ -1,0 +1,7 @@
+"""``python -m p2p_ledger ...``: the same command as ``p2p-ledger ...`` (works without PATH)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

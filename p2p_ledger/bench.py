@@ -1,0 +1,645 @@
+"""``p2p-ledger bench``: how fast and how big, each number next to a baseline from the same run.
+
+Machines are shared and noisy, so nothing here passes or fails: every row is the median of a few
+repeats, shown with its spread and with the ratio to a baseline measured in the same process
+right beside it (same disk, same moment). The "goal" columns only say whether a stated target
+was met on this run.
+
+Two groups (``--only``):
+
+* ``storage`` (here): durable appends through ``Ledger.append`` on ``SqliteStore`` (WAL,
+  synchronous=FULL), one per commit and grouped, and through ``open_node`` with concurrent trio
+  tasks, against raw SQLite inserting the same entry records with the same commit pattern;
+  rebuilding 100k entries (``Ledger.open``) against its floors (read the rows, apply them to
+  bare pycrdt docs, hash every record); the Merkle tree against a plain binary Merkle root; RSS.
+* ``sync`` (``bench_sync``): two nodes, our root/tree gossip against the plain Yjs sync
+  protocol (one state-vector exchange per document per round), in memory, over real loopback
+  websockets, and end to end with ``open_node``.
+
+``--quick`` shrinks every size so the whole run takes seconds (the smoke test uses it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import json
+import math
+import os
+import random
+import resource
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import trio
+
+from .entry import make_entry
+from .ledger import AppendRequest, Ledger
+from .merkle import MerkleTree, verify_proof
+from .runtime import open_node
+from .store import SqliteStore
+
+Cell = str | int | float | None
+
+# ---- tables --------------------------------------------------------------------------------
+
+
+@dataclass
+class Table:
+    """A titled grid of cells; numbers are formatted only when rendered (JSON keeps them raw)."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[Cell]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, *cells: Cell) -> None:
+        if len(cells) != len(self.columns):
+            raise ValueError(f"{self.title}: {len(cells)} cells for {len(self.columns)} columns")
+        self.rows.append(list(cells))
+
+    def render(self) -> str:
+        text = [[fmt(c) for c in row] for row in self.rows]
+        widths = [max([len(h)] + [len(r[i]) for r in text]) for i, h in enumerate(self.columns)]
+
+        def line(cells: Sequence[str]) -> str:
+            # First column (the case) left-aligned, numbers right-aligned.
+            parts = [cells[0].ljust(widths[0])]
+            parts += [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+            return "  ".join(parts).rstrip()
+
+        out = [self.title, "=" * len(self.title), line(self.columns),
+               line(["-" * w for w in widths])]
+        out += [line(r) for r in text]
+        out += [f"  * {n}" for n in self.notes]
+        return "\n".join(out)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "columns": self.columns,
+            "rows": [dict(zip(self.columns, row, strict=True)) for row in self.rows],
+            "notes": self.notes,
+        }
+
+
+def fmt(value: Cell) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        if value == 0:
+            return "0"
+        mag = abs(value)
+        if mag >= 1000:
+            return f"{value:,.0f}"
+        if mag >= 1:
+            return f"{value:.3g}" if mag < 100 else f"{value:.0f}"
+        return f"{value:.2g}"
+    return value
+
+
+def ratio(ours: float, base: float) -> float:
+    return ours / base if base else float("inf")
+
+
+def spread(values: Sequence[float]) -> float:
+    """Max minus min over the median, in percent: how noisy the repeats were."""
+    med = statistics.median(values)
+    return 100.0 * (max(values) - min(values)) / med if med else 0.0
+
+
+@dataclass
+class Sample:
+    """Repeated measurements of one quantity."""
+
+    values: list[float] = field(default_factory=list)
+
+    def add(self, value: float) -> None:
+        self.values.append(value)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    @property
+    def spread(self) -> float:
+        return spread(self.values)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Every size the bench uses; ``quick`` is small enough for a smoke test."""
+
+    quick: bool
+    repeats: int
+    single_appends: int  # one append, one commit
+    batched_entries: int  # per batch size, per repeat
+    node_appends: int  # through open_node, per concurrency level
+    rebuild_contexts: int
+    rebuild_per_context: int
+    merkle_items: int
+    proofs: int
+    # sync
+    sync_small_contexts: tuple[int, ...]  # in-sync rounds besides the big pair
+    big_contexts: int  # the big pair: (a) at its size, (b) and (c) on it
+    big_per_context: int
+    diverged_fraction: float
+    diverged_entries: int
+    node_contexts: int  # open_node in-sync / reconcile cases
+    catchup_small: int  # (d) entries of 100 B
+    catchup_small_contexts: int
+    catchup_large: int  # (d) entries of 100 KB
+    catchup_large_contexts: int
+
+
+FULL = Scale(
+    quick=False, repeats=3, single_appends=300, batched_entries=3000, node_appends=2000,
+    rebuild_contexts=100, rebuild_per_context=1000, merkle_items=100_000, proofs=1000,
+    sync_small_contexts=(1, 1000), big_contexts=10_000, big_per_context=100,
+    diverged_fraction=0.01, diverged_entries=10, node_contexts=10_000,
+    catchup_small=100_000, catchup_small_contexts=100, catchup_large=1000,
+    catchup_large_contexts=10,
+)
+QUICK = Scale(
+    quick=True, repeats=2, single_appends=20, batched_entries=200, node_appends=100,
+    rebuild_contexts=10, rebuild_per_context=200, merkle_items=5000, proofs=100,
+    sync_small_contexts=(1,), big_contexts=200, big_per_context=10,
+    diverged_fraction=0.05, diverged_entries=10, node_contexts=100,
+    catchup_small=2000, catchup_small_contexts=10, catchup_large=20,
+    catchup_large_contexts=2,
+)
+
+PAYLOAD = 100  # bytes per entry unless a case says otherwise
+
+
+def say(msg: str) -> None:
+    """Progress on stderr, so stdout holds only the tables (or the JSON)."""
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def tempdir(prefix: str) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix=f"p2pl-bench-{prefix}-") as d:
+        yield Path(d)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def current_rss() -> int:
+    """Resident set size now, in bytes (VmRSS); 0 where /proc is missing."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def max_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def payloads(n: int, size: int, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    return [rng.randbytes(size) for _ in range(n)]
+
+
+# ---- raw SQLite baseline -------------------------------------------------------------------
+
+
+class RawSqlite:
+    """The floor for durable appends: one row per entry record, nothing else."""
+
+    def __init__(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path / "raw.sqlite3", isolation_level=None)
+        # The same durability as SqliteStore: WAL, and a commit is on disk when it returns.
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute(
+            "CREATE TABLE records (id INTEGER PRIMARY KEY AUTOINCREMENT, context TEXT NOT NULL,"
+            " record BLOB NOT NULL)")
+
+    def commit(self, rows: Sequence[tuple[str, bytes]]) -> None:
+        self.db.execute("BEGIN")
+        self.db.executemany("INSERT INTO records (context, record) VALUES (?, ?)", rows)
+        self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def entry_records(context: str, n: int, size: int, seed: int) -> list[bytes]:
+    """Records (id + canonical encoding) shaped like the ledger's: the baseline's bytes."""
+    base = time.time_ns()
+    return [make_entry(context, "k", p, {}, i + 1, "bench-node", i + 1, base + i).record
+            for i, p in enumerate(payloads(n, size, seed))]
+
+
+def raw_replay(path: Path, context: str, batches: Sequence[int], seed: int) -> float:
+    """Seconds to commit the same records in the same batch sizes to raw SQLite."""
+    records = entry_records(context, sum(batches) + 1, PAYLOAD, seed)
+    raw = RawSqlite(path)
+    try:
+        raw.commit([(context, records[-1])])  # warm-up: file creation and WAL set-up
+        pos = 0
+        t0 = time.perf_counter()
+        for size in batches:
+            raw.commit([(context, r) for r in records[pos:pos + size]])
+            pos += size
+        return time.perf_counter() - t0
+    finally:
+        raw.close()
+
+
+def ledger_run(path: Path, context: str, batches: Sequence[int], seed: int) -> float:
+    """Seconds for ``Ledger.append`` of the given batch sizes, one durable commit each."""
+    store = SqliteStore(path, synchronous="FULL")
+    try:
+        ledger = Ledger.open(store, "bench-node", "bench-instance")
+        data = payloads(sum(batches) + 1, PAYLOAD, seed)
+        ledger.append([ledger.prepare(context, "k", data[-1])])  # warm-up, as for the baseline
+        requests = [ledger.prepare(context, "k", p) for p in data[:-1]]
+        pos = 0
+        t0 = time.perf_counter()
+        for size in batches:
+            ledger.append(requests[pos:pos + size])
+            pos += size
+        return time.perf_counter() - t0
+    finally:
+        store.close()
+
+
+# ---- storage: durable appends --------------------------------------------------------------
+
+
+def bench_appends(scale: Scale) -> Table:
+    table = Table(
+        "Storage: durable appends (SQLite WAL, synchronous=FULL)",
+        ["case", "commits", "ours/s", "±%", "raw SQLite/s", "±%", "ours cost x", "goal ≤3x"],
+    )
+    cases: list[tuple[str, list[int]]] = [
+        ("Ledger.append, 1 per commit", [1] * scale.single_appends),
+        ("Ledger.append, 10 per commit", [10] * (scale.batched_entries // 10)),
+        ("Ledger.append, 100 per commit", [100] * max(1, scale.batched_entries // 100)),
+    ]
+    for name, batches in cases:
+        ours, base = Sample(), Sample()
+        n = sum(batches)
+        for rep in range(scale.repeats):
+            with tempdir("append") as d:
+                # Alternate the order so neither side always runs on a warmer disk.
+                runs = [("ours", ledger_run), ("base", raw_replay)]
+                for which, fn in runs if rep % 2 == 0 else runs[::-1]:
+                    seconds = fn(d / which, "bench", batches, rep)
+                    (ours if which == "ours" else base).add(n / seconds)
+        table.add(name, len(batches), ours.median, ours.spread, base.median, base.spread,
+                  ratio(base.median, ours.median), ratio(base.median, ours.median) <= 3)
+    for tasks in (1, 16, 128):
+        ours, base = Sample(), Sample()
+        mean_batch = Sample()
+        for rep in range(scale.repeats):
+            with tempdir("node") as d:
+                seconds, batches = trio.run(node_appends, d / "node", scale.node_appends, tasks)
+                ours.add(scale.node_appends / seconds)
+                mean_batch.add(statistics.mean(batches))
+                # The same commit pattern the node chose (its group-commit batches), raw.
+                base.add(sum(batches) / raw_replay(d / "raw", "bench", batches, rep))
+        table.add(f"open_node, {tasks} tasks (≈{mean_batch.median:.0f}/commit)",
+                  round(scale.node_appends / mean_batch.median), ours.median, ours.spread,
+                  base.median, base.spread, ratio(base.median, ours.median),
+                  ratio(base.median, ours.median) <= 3)
+    table.notes += [
+        f"{PAYLOAD} B payloads, one context; medians of {scale.repeats} repeats, each in a fresh"
+        " temp dir; ±% = (max-min)/median over the repeats.",
+        "raw SQLite inserts the same entry records (id + canonical encoding), one row each, with"
+        " the same commits (same batch sizes); ours stores one Yjs update row per context per"
+        " commit and also maintains the CRDT doc, index and Merkle tree.",
+        "open_node rows: N concurrent trio tasks each awaiting node.append in a loop; the node's"
+        " committer groups whatever is pending into one commit; the baseline replays the batch"
+        " sizes the node actually used.",
+        "ours cost x = raw rate / our rate (1.0 = as fast as raw SQLite).",
+    ]
+    return table
+
+
+async def node_appends(path: Path, total: int, tasks: int) -> tuple[float, list[int]]:
+    """Seconds for ``tasks`` trio tasks to append ``total`` entries, and the commit batch sizes."""
+    data = payloads(total, PAYLOAD, tasks)
+    batches: list[int] = []
+    async with open_node(path, node_id="bench-node", synchronous="FULL") as node:
+        await node.append("bench", data[0])  # warm-up
+        ledger = node.ledger
+        inner = ledger.append
+
+        def counting_append(requests: Sequence[AppendRequest]) -> Any:
+            # Instrumentation only: record the group-commit batch sizes the committer picks.
+            batches.append(len(requests))
+            return inner(requests)
+
+        ledger.append = counting_append  # type: ignore[method-assign]
+        per_task = [data[i::tasks] for i in range(tasks)]
+
+        async def writer(items: list[bytes]) -> None:
+            for p in items:
+                await node.append("bench", p)
+
+        t0 = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for items in per_task:
+                nursery.start_soon(writer, items)
+        seconds = time.perf_counter() - t0
+        ledger.append = inner  # type: ignore[method-assign]
+    return seconds, batches
+
+
+# ---- storage: rebuild ----------------------------------------------------------------------
+
+
+def fill_store(path: Path, contexts: int, per_context: int, size: int = PAYLOAD,
+               batch: int = 100) -> int:
+    """A store written the way a node writes it: batches of ≤ ``batch`` entries per commit."""
+    store = SqliteStore(path, synchronous="OFF")  # building is not what we measure
+    try:
+        ledger = Ledger.open(store, "bench-node", "bench-instance")
+        rng = random.Random(7)
+        n = 0
+        for start in range(0, per_context, batch):
+            for c in range(contexts):
+                count = min(batch, per_context - start)
+                ledger.append([ledger.prepare(f"ctx-{c:05d}", "k", rng.randbytes(size))
+                               for _ in range(count)])
+                n += count
+        return n
+    finally:
+        store.close()
+
+
+def floors(store: SqliteStore) -> tuple[float, float, float]:
+    """Seconds to read every row; to apply them to bare pycrdt docs; to sha256 every record."""
+    from pycrdt import Array, Doc
+
+    t0 = time.perf_counter()
+    rows = store.load()
+    t_read = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    docs: list[Doc[Any]] = []
+    for updates in rows.values():
+        doc: Doc[Any] = Doc()
+        doc.get("entries", type=Array)
+        for u in updates:
+            doc.apply_update(u)
+        docs.append(doc)
+    t_apply = time.perf_counter() - t0
+    records = [bytes(r) for doc in docs for r in doc.get("entries", type=Array)]
+    t0 = time.perf_counter()
+    for r in records:
+        hashlib.sha256(r[32:]).digest()
+    t_hash = time.perf_counter() - t0
+    return t_read, t_apply, t_hash
+
+
+RSS_PROBE = """
+import json, resource, sys, time
+from p2p_ledger.bench import current_rss
+from p2p_ledger.ledger import Ledger
+from p2p_ledger.store import SqliteStore
+before = current_rss()
+store = SqliteStore(sys.argv[1])
+t0 = time.perf_counter()
+ledger = Ledger.open(store, "bench-node", "bench-instance")
+seconds = time.perf_counter() - t0
+print(json.dumps({"before": before, "after": current_rss(), "seconds": seconds,
+                  "entries": ledger.entry_count(),
+                  "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"""
+
+
+def bench_rebuild(scale: Scale) -> tuple[Table, Table]:
+    n_target = scale.rebuild_contexts * scale.rebuild_per_context
+    table = Table(
+        f"Storage: rebuild {n_target:,} entries (Ledger.open on SqliteStore)",
+        ["case", "seconds", "±%", "entries/s", "vs floor x", "goal <2 s"],
+    )
+    mem = Table(f"Storage: memory after rebuilding {n_target:,} entries",
+                ["measure", "MiB", "bytes/entry"])
+    with tempdir("rebuild") as d:
+        t_fill = timed(lambda: fill_store(d / "store", scale.rebuild_contexts,
+                                          scale.rebuild_per_context))
+        n = n_target
+        say(f"rebuild: wrote {n:,} entries in {t_fill:.1f}s")
+        ours, verified = Sample(), Sample()
+        read, apply_, hashing = Sample(), Sample(), Sample()
+        store = SqliteStore(d / "store")
+        try:
+            for _ in range(scale.repeats):
+                gc.collect()
+                ours.add(timed(lambda: Ledger.open(store, "bench-node", "bench-instance")))
+                t_read, t_apply, t_hash = floors(store)
+                read.add(t_read)
+                apply_.add(t_read + t_apply)
+                hashing.add(t_read + t_apply + t_hash)
+            verified.add(timed(lambda: Ledger.open(store, "bench-node", "bench-instance",
+                                                   verify=True)))
+        finally:
+            store.close()
+        floor = hashing.median
+        table.add("Ledger.open", ours.median, ours.spread, n / ours.median,
+                  ratio(ours.median, floor), ours.median < 2)
+        table.add("Ledger.open(verify=True), 1 run", verified.median, None,
+                  n / verified.median, ratio(verified.median, floor), verified.median < 2)
+        table.add("floor: read rows", read.median, read.spread, n / read.median, None, None)
+        table.add("floor: + apply to bare pycrdt docs", apply_.median, apply_.spread,
+                  n / apply_.median, None, None)
+        table.add("floor: + sha256 every record", hashing.median, hashing.spread,
+                  n / hashing.median, 1.0, None)
+        # Memory in a fresh process, so nothing else this bench built is counted.
+        probe = subprocess.run([sys.executable, "-c", RSS_PROBE, str(d / "store")],
+                               capture_output=True, text=True, check=True)
+        got = json.loads(probe.stdout)
+        grown = got["after"] - got["before"]
+        mem.add("RSS before Ledger.open (interpreter + imports)", got["before"] / 2**20, None)
+        mem.add("RSS after Ledger.open (VmRSS)", got["after"] / 2**20, None)
+        mem.add("growth from the rebuild", grown / 2**20, grown / got["entries"])
+        mem.add("max RSS (ru_maxrss)", got["maxrss"] / 2**20, None)
+        table.add("Ledger.open in a fresh process, 1 run", got["seconds"], None,
+                  n / got["seconds"], ratio(got["seconds"], floor), got["seconds"] < 2)
+    table.notes += [
+        f"{scale.rebuild_contexts} contexts × {scale.rebuild_per_context} entries of {PAYLOAD} B,"
+        " committed in batches of 100 (one context per batch).",
+        "floors are cumulative: reading every row, then applying them to bare pycrdt docs (no"
+        " gate, index or Merkle tree), then hashing every record: the least a verified rebuild"
+        " must do. vs floor x = ours / that floor.",
+    ]
+    mem.notes.append("measured in a child process that only opens the store and rebuilds it.")
+    return table, mem
+
+
+# ---- storage: Merkle tree ------------------------------------------------------------------
+
+
+def binary_merkle_root(leaves: Sequence[bytes]) -> bytes:
+    """The textbook baseline: hash the leaves, then pairs, level by level."""
+    level = [hashlib.sha256(b"\x00" + k).digest() for k in leaves]
+    while len(level) > 1:
+        if len(level) % 2:
+            level.append(level[-1])
+        level = [hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest()
+                 for i in range(0, len(level), 2)]
+    return level[0]
+
+
+def bench_merkle(scale: Scale) -> Table:
+    n = scale.merkle_items
+    table = Table(f"Storage: Merkle tree over {n:,} entry ids",
+                  ["case", "ours", "±%", "binary Merkle", "ours cost x", "unit"])
+    keys = [hashlib.sha256(i.to_bytes(8, "big")).digest() for i in range(n)]
+    rng = random.Random(3)
+    build, base, insert, prove, verify = Sample(), Sample(), Sample(), Sample(), Sample()
+    sizes: list[int] = []
+    for _ in range(scale.repeats):
+        tree = MerkleTree()
+
+        def full(t: MerkleTree = tree) -> None:
+            t.update((k, b"") for k in keys)
+            t.root()
+
+        build.add(timed(full))
+        base.add(timed(lambda: binary_merkle_root(keys)))
+        extra = [hashlib.sha256(b"x" + i.to_bytes(8, "big")).digest()
+                 for i in range(scale.proofs)]
+
+        def inserts(t: MerkleTree = tree, extra: list[bytes] = extra) -> None:
+            for k in extra:
+                t.set(k)
+                t.root()
+
+        insert.add(timed(inserts) / len(extra))
+        root = tree.root()
+        picks = rng.sample(keys, scale.proofs)
+        t0 = time.perf_counter()
+        proofs = [tree.prove(k) for k in picks]
+        prove.add((time.perf_counter() - t0) / len(picks))
+        sizes = [len(p.encode()) for p in proofs]
+        t0 = time.perf_counter()
+        ok = all(verify_proof(root, k, b"", p) for k, p in zip(picks, proofs, strict=True))
+        verify.add((time.perf_counter() - t0) / len(picks))
+        if not ok:
+            raise RuntimeError("a Merkle proof failed to verify")
+    depth = math.ceil(math.log2(n))
+    table.add("build + root, all ids", build.median * 1e3, build.spread, base.median * 1e3,
+              ratio(build.median, base.median), "ms")
+    table.add("insert 1 id + new root", insert.median * 1e6, insert.spread, None, None, "µs")
+    table.add("prove 1 id", prove.median * 1e6, prove.spread, None, None, "µs")
+    table.add("verify 1 proof", verify.median * 1e6, verify.spread, None, None, "µs")
+    table.add("proof size (median)", statistics.median(sizes), None, 32 * depth,
+              ratio(statistics.median(sizes), 32 * depth), "bytes")
+    table.notes.append(
+        "ours: 16-ary trie, buckets of ≤16, order-independent shape (what sync descends); binary"
+        f" Merkle: sha256 of leaves then pairs; its proof is {depth} sibling digests.")
+    return table
+
+
+# ---- driver --------------------------------------------------------------------------------
+
+
+def run_bench(
+    quick: bool = False,
+    only: str | None = None,
+    as_json: bool = False,
+    repeats: int | None = None,
+    out: TextIO | None = None,
+) -> list[Table]:
+    """Run the benchmarks and print their tables (or one JSON document); returns the tables."""
+    out = out or sys.stdout
+    scale = QUICK if quick else FULL
+    if repeats is not None:
+        scale = Scale(**{**scale.__dict__, "repeats": max(1, repeats)})
+    if only not in (None, "storage", "sync"):
+        raise ValueError(f"--only wants storage or sync, got {only!r}")
+    t_start = time.perf_counter()
+    tables: list[Table] = []
+
+    def emit(table: Table) -> None:
+        tables.append(table)
+        if not as_json:
+            print(table.render() + "\n", file=out, flush=True)
+
+    if only in (None, "storage"):
+        say("storage: durable appends")
+        emit(bench_appends(scale))
+        say("storage: rebuild")
+        for t in bench_rebuild(scale):
+            emit(t)
+        say("storage: merkle")
+        emit(bench_merkle(scale))
+    if only in (None, "sync"):
+        from .bench_sync import bench_sync  # a separate module: it needs the storage helpers
+
+        for t in bench_sync(scale):
+            emit(t)
+    total = time.perf_counter() - t_start
+    if as_json:
+        json.dump({"quick": quick, "repeats": scale.repeats, "seconds": total,
+                   "tables": [t.as_dict() for t in tables]}, out, indent=1)
+        print(file=out)
+    else:
+        print(f"bench finished in {total:.0f} s ({'quick' if quick else 'full'}, "
+              f"{scale.repeats} repeats)", file=out)
+    return tables
+
+
+def add_bench_command(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``bench`` on an argparse subparsers object; the handler is ``args.func``."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "bench", help="measure storage and sync against same-run baselines",
+        description=__doc__.split("\n\n")[0] if __doc__ else None)
+    configure_parser(parser)
+    return parser
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes, a few seconds (what the smoke test runs)")
+    parser.add_argument("--only", choices=("storage", "sync"), help="run one group")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--repeats", type=int, help="repeats per measurement (median shown)")
+    parser.set_defaults(func=bench_main)
+
+
+def bench_main(args: argparse.Namespace) -> int:
+    run_bench(quick=args.quick, only=args.only, as_json=args.json, repeats=args.repeats)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="p2p-ledger bench")
+    configure_parser(parser)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,712 @@
+"""The ``p2p-ledger`` command: run a node, talk to a running one, check a stopped one's store.
+
+Each subcommand is a thin shell: ``node`` over ``runtime.open_node``, the client commands over
+``api.Client``, ``verify`` over ``Ledger.open(..., verify=True)``, ``demo`` over ``demo.run_demo``.
+
+Output contract (scripts and tests rely on it):
+
+* stdout carries data only: one JSON object per line, or the node's single ``ready`` line;
+* stderr carries logs, progress and errors;
+* an error is ONE stderr line, ``p2p-ledger: error: <ErrorClass>: message``, with exit status 2
+  for usage and input errors (bad context name, payload too large, bad cursor, bad file...) and 1
+  for runtime failures (node unreachable, integrity failure, data directory in use...);
+  Ctrl-C exits 130 (``node`` treats SIGINT/SIGTERM as a clean stop and exits 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from importlib import import_module
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+import trio
+
+from .api import Client
+from .cursor import Cursor
+from .entry import DEFAULT_LIMITS, Entry, check_context
+from .errors import (
+    InvalidMeta,
+    InvalidSnapshot,
+    LedgerError,
+    LinkBroken,
+    LocalInputError,
+    UnsupportedVersion,
+)
+
+PROG = "p2p-ledger"
+ENV_KEY = "P2P_LEDGER_CLUSTER_KEY"
+ENV_NODE = "P2P_LEDGER_NODE"
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 130, 141
+# Batches for `append -`: bounded in lines and bytes so huge inputs stream in bounded memory.
+BATCH_LINES = 500
+BATCH_BYTES = 8 * 1024 * 1024
+READ_PAGE = 500
+PROGRESS_AFTER = 2000  # lines; smaller inputs finish before a progress line would help
+
+log = logging.getLogger("p2p_ledger.cli")
+
+
+class UsageError(LocalInputError):
+    """The command line itself is wrong (bad option value, missing file...)."""
+
+
+# ---- argument parsing ------------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, like every other error of this tool (argparse would print the usage too).
+        self.exit(EXIT_USAGE, f"{PROG}: error: UsageError: {message} (see '{self.prog} --help')\n")
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wrap prose; keep multi-line text (the examples in epilogs) as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+    return int(text)
+
+
+def _listen(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"wants HOST:PORT (port 0 picks a free one), got {text!r}")
+    return text
+
+
+def _client_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("connection")
+    group.add_argument("--node", metavar="URL", default=os.environ.get(ENV_NODE),
+                       help=f"the node's API URL, e.g. ws://127.0.0.1:7070 (env {ENV_NODE})")
+    _key_option(group)
+    group.add_argument("--timeout", type=_positive_float, default=10.0, metavar="S",
+                       help="seconds to wait for the node to connect and answer each request "
+                            "(default 10)")
+    return common
+
+
+def _key_option(group: argparse._ActionsContainer) -> None:
+    group.add_argument("--cluster-key", metavar="KEY", default=os.environ.get(ENV_KEY),
+                       help=f"shared secret of the cluster (env {ENV_KEY}; default: none)")
+
+
+EPILOG = """\
+examples:
+  p2p-ledger node --data ./n1 --listen 127.0.0.1:7070
+  p2p-ledger node --data ./n2 --listen 127.0.0.1:7071 --peer ws://127.0.0.1:7070
+  p2p-ledger append --node ws://127.0.0.1:7070 agent/notes "the build is green"
+  p2p-ledger read --node ws://127.0.0.1:7071 agent/notes --limit 10
+  p2p-ledger watch --node ws://127.0.0.1:7071 agent/notes
+  p2p-ledger demo                      # a live 3-node cluster on this machine, ~15 s
+
+exit status: 0 ok, 1 runtime failure, 2 usage or input error, 130 interrupted.
+"""
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; ``command`` (the subcommand about to run) decides which plugins load."""
+    parser = _Parser(
+        prog=PROG, formatter_class=_Formatter, epilog=EPILOG,
+        description="A peer-to-peer, grow-only, durable memory for agents. Run a node per "
+                    "machine (or per agent); append entries to named contexts; every node "
+                    "converges on the same set of entries.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    client = _client_options()
+
+    p = sub.add_parser(
+        "node", help="run a node (until SIGINT/SIGTERM)", formatter_class=_Formatter,
+        description="Run a node on a data directory: serve peers and API clients on --listen, "
+                    "dial the --peer URLs (and peers learned from them). Prints one line, "
+                    "'ready URL NODE_ID' ('ready - NODE_ID' without --listen), once it accepts "
+                    "connections; logs go to stderr. SIGINT/SIGTERM stop it cleanly (exit 0).",
+        epilog="examples:\n"
+               "  p2p-ledger node --data ./n1 --listen 127.0.0.1:0      # any free port\n"
+               "  p2p-ledger node --data ./n2 --listen 0.0.0.0:7071 --peer ws://10.0.0.5:7070 "
+               "--cluster-key s3cret\n")
+    p.add_argument("--data", required=True, metavar="DIR",
+                   help="data directory (created if missing; one process at a time)")
+    p.add_argument("--listen", type=_listen, metavar="HOST:PORT",
+                   help="where to accept peers and API clients; port 0 picks a free port")
+    p.add_argument("--peer", action="append", default=[], metavar="URL",
+                   help="a peer to dial, e.g. ws://10.0.0.5:7070 (repeatable; more are learned)")
+    p.add_argument("--node-id", metavar="ID",
+                   help="this node's id (default: the stored one, else random node-XXXXXXXX)")
+    p.add_argument("--cluster", default="default", metavar="NAME",
+                   help="cluster name; peers of another cluster are refused (default: default)")
+    _key_option(p)
+    p.add_argument("--gossip-interval", type=_positive_float, default=1.0, metavar="S",
+                   help="seconds between anti-entropy rounds per peer (default 1)")
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error"], help="stderr log level")
+    p.set_defaults(run=_cmd_node)
+
+    p = sub.add_parser(
+        "append", parents=[client], formatter_class=_Formatter,
+        help="append an entry (or one per stdin line)",
+        description="Append PAYLOAD to CONTEXT and print the entry as JSON. With PAYLOAD '-', "
+                    "append one entry per non-blank stdin line (batched, streamed) and print one "
+                    "JSON object per line. Exits 0 only once every entry is durable on the node.",
+        epilog="examples:\n"
+               "  p2p-ledger append --node ws://127.0.0.1:7070 agent/notes 'hello' "
+               "--key greeting --meta lang=en\n"
+               "  tail -f events.log | p2p-ledger append --node ws://127.0.0.1:7070 ops/events -\n")
+    p.add_argument("context", metavar="CONTEXT",
+                   help="context name: 1-128 of A-Z a-z 0-9 . _ : / -")
+    p.add_argument("payload", metavar="PAYLOAD", help="the entry's text, or '-' for stdin lines")
+    p.add_argument("--key", default="", help="an optional key to read by (default: none)")
+    p.add_argument("--meta", action="append", default=[], metavar="K=V",
+                   help="metadata pair (repeatable)")
+    p.set_defaults(run=_async(_append))
+
+    p = sub.add_parser(
+        "read", parents=[client], formatter_class=_Formatter,
+        help="print a context's entries in causal order",
+        description="Print CONTEXT's entries as JSON lines in causal order, each with the "
+                    "'cursor' to pass to --after (or watch --since) to resume right after it.",
+        epilog="examples:\n"
+               "  p2p-ledger read --node ws://127.0.0.1:7070 agent/notes --limit 100\n"
+               "  p2p-ledger read --node ws://127.0.0.1:7070 agent/notes --after "
+               "'node-1a2b3c4d:100'\n")
+    p.add_argument("context", metavar="CONTEXT")
+    p.add_argument("--key", default=None, help="only entries with this key")
+    p.add_argument("--after", default=None, metavar="CURSOR",
+                   help="start after this cursor (from a previous line's 'cursor')")
+    p.add_argument("--limit", type=_count, default=None, metavar="N",
+                   help="print at most N entries")
+    p.set_defaults(run=_async(_read))
+
+    p = sub.add_parser(
+        "watch", parents=[client], formatter_class=_Formatter,
+        help="print entries as they arrive",
+        description="Print CONTEXT's entries after --since, then each new one as it arrives "
+                    "(local or from a peer), as JSON lines with their 'cursor'. Runs until "
+                    "Ctrl-C, or exits 0 after --limit entries.",
+        epilog="example:\n"
+               "  p2p-ledger watch --node ws://127.0.0.1:7070 agent/notes --since "
+               "'node-1a2b3c4d:100' --limit 1\n")
+    p.add_argument("context", metavar="CONTEXT")
+    p.add_argument("--key", default=None, help="only entries with this key")
+    p.add_argument("--since", default=None, metavar="CURSOR",
+                   help="skip what this cursor covers (default: the whole context)")
+    p.add_argument("--limit", type=_count, default=None, metavar="N",
+                   help="exit 0 after N entries")
+    p.set_defaults(run=_async(_watch))
+
+    p = sub.add_parser(
+        "status", parents=[client], formatter_class=_Formatter,
+        help="print a node's status as JSON",
+        description="Print one JSON object: node_id, url, root (hex), contexts, entries and "
+                    "peers (node_id, url, state, root_agrees, ...).",
+        epilog="example:\n  p2p-ledger status --node ws://127.0.0.1:7070\n")
+    p.set_defaults(run=_async(_status))
+
+    p = sub.add_parser(
+        "verify", formatter_class=_Formatter,
+        help="check a stopped node's data directory",
+        description="Re-check every stored entry's content id and every Merkle root of a STOPPED "
+                    "node's data directory. Exit 0 with a one-line summary when sound; exit 1 "
+                    "naming the bad context and entry otherwise.",
+        epilog="example:\n  p2p-ledger verify --data ./n1\n")
+    p.add_argument("--data", required=True, metavar="DIR", help="the node's data directory")
+    p.set_defaults(run=_cmd_verify)
+
+    p = sub.add_parser(
+        "snapshot", parents=[client], formatter_class=_Formatter,
+        help="save a context to a self-verifying file",
+        description="Write CONTEXT as a snapshot file (every entry and the Merkle root). The "
+                    "file is checked before it is written; '-' writes to stdout.",
+        epilog="example:\n  p2p-ledger snapshot --node ws://127.0.0.1:7070 agent/notes "
+               "--out notes.snap\n")
+    p.add_argument("context", metavar="CONTEXT")
+    p.add_argument("--out", required=True, metavar="FILE", help="output file, or '-'")
+    p.set_defaults(run=_async(_snapshot))
+
+    p = sub.add_parser(
+        "load", parents=[client], formatter_class=_Formatter,
+        help="add a snapshot's entries to a node",
+        description="Send a snapshot file to the node, which verifies it whole and adds the "
+                    "entries it lacks. Prints {\"context\", \"added\"}.",
+        epilog="example:\n  p2p-ledger load --node ws://127.0.0.1:7071 notes.snap\n")
+    p.add_argument("file", metavar="FILE", help="snapshot file, or '-' for stdin")
+    p.add_argument("--fail-if-exists", action="store_true",
+                   help="refuse (AlreadyExists) if the node already has entries in the context")
+    p.set_defaults(run=_async(_load))
+
+    p = sub.add_parser(
+        "demo", formatter_class=_Formatter,
+        help="run a live local cluster demo (~15 s)",
+        description="Start a local cluster of real node processes (chain-seeded, so peer "
+                    "exchange must connect them all), write from every node, watch the roots "
+                    "converge, SIGKILL one node, keep writing, restart it and watch it catch up, "
+                    "then check every acknowledged entry is on every node. Cleans up after "
+                    "itself.",
+        epilog="example:\n  p2p-ledger demo --nodes 3 --entries 200\n")
+    p.add_argument("--nodes", type=int, default=3, choices=range(3, 10), metavar="N",
+                   help="number of nodes, 3-9 (default 3)")
+    p.add_argument("--entries", type=_count, default=100, metavar="N",
+                   help="entries each node writes per round (default 100)")
+    p.set_defaults(run=_cmd_demo)
+
+    _add_plugin(sub, command, "scenario", "p2p_ledger.sim.cli", "add_scenario_commands",
+                "run simulator scenarios (deterministic, seeded)")
+    _add_plugin(sub, command, "bench", "p2p_ledger.bench", "add_bench_command",
+                "run benchmarks")
+    return parser
+
+
+def _add_plugin(sub: Any, command: str | None, name: str, module: str, func: str,
+                help_text: str) -> None:
+    """Subcommands owned by other modules, imported only when asked for (they may be heavy)."""
+    reason = "not asked for"
+    if command == name:
+        try:
+            getattr(import_module(module), func)(sub)
+            return
+        except (ImportError, AttributeError) as exc:
+            reason = f"{module}.{func} cannot be loaded ({type(exc).__name__}: {exc})"
+    # A stand-in so `--help` lists it and `p2p-ledger NAME ...` reaches the real one (or says why).
+    p = sub.add_parser(name, help=help_text, add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(run=lambda _args: _fail(f"the {name} command is unavailable: {reason}"))
+
+
+def _fail(message: str) -> int:
+    _error_line("UsageError", message)
+    return EXIT_FAILURE
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("p2p-ledger")
+    except Exception:  # not installed (run from a checkout): still answer --version
+        return "unknown"
+
+
+# ---- entry point -------------------------------------------------------------------------------
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (the console script exits with it)."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in args_list if not a.startswith("-")), None)
+    try:
+        args = build_parser(command).parse_args(args_list)
+    except SystemExit as exc:  # --help, --version, usage errors: argparse already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    runner = getattr(args, "run", None) or getattr(args, "func", None)
+    try:
+        result = runner(args)
+    except BaseException as exc:  # noqa: B036 - sorted below; unexpected ones are re-raised
+        return _report(exc)
+    return result if isinstance(result, int) else EXIT_OK
+
+
+def _async(fn: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        result = trio.run(fn, args)
+        return result if isinstance(result, int) else EXIT_OK
+
+    return run
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+_INPUT_ERRORS = (LocalInputError, InvalidSnapshot, UnsupportedVersion)
+_EXPECTED = (LedgerError, OSError, KeyboardInterrupt, trio.Cancelled)
+
+
+def _report(exc: BaseException) -> int:
+    """Turn an expected failure into one stderr line and an exit status; re-raise bugs."""
+    if isinstance(exc, SystemExit):
+        raise exc
+    leaves = [e for e in _leaves(exc) if not isinstance(e, trio.Cancelled)]
+    if not leaves or not all(isinstance(e, _EXPECTED) for e in leaves):
+        raise exc  # a bug: the traceback is the useful output
+    if any(isinstance(e, KeyboardInterrupt) for e in leaves):
+        _error_line(None, "interrupted")
+        return EXIT_INTERRUPTED
+    first = leaves[0]
+    if isinstance(first, BrokenPipeError):
+        # stdout's reader left (e.g. `| head`): stop quietly, as Unix tools do.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
+    _error_line(type(first).__name__, str(first) or type(first).__name__)
+    return EXIT_USAGE if isinstance(first, _INPUT_ERRORS) else EXIT_FAILURE
+
+
+def _error_line(kind: str | None, message: str) -> None:
+    text = " ".join(message.split())  # one line, whatever the message held
+    prefix = f"{PROG}: error: {kind}: " if kind else f"{PROG}: "
+    with contextlib.suppress(OSError):
+        sys.stderr.write(prefix + text + "\n")
+        sys.stderr.flush()
+
+
+# ---- shared helpers ----------------------------------------------------------------------------
+
+def _emit(obj: Mapping[str, Any], out: TextIO | None = None) -> None:
+    stream = out or sys.stdout
+    stream.write(json.dumps(obj) + "\n")
+    stream.flush()  # consumers (pipes, tests) act on each line as it comes
+
+
+def _entry_line(entry: Entry, cursor: Cursor) -> dict[str, Any]:
+    return {**entry.to_json(), "cursor": str(cursor)}
+
+
+def _node_url(args: argparse.Namespace) -> str:
+    url = args.node
+    if not url:
+        raise UsageError(f"--node URL is required (or set {ENV_NODE})")
+    if "://" not in url:
+        url = f"ws://{url}"  # HOST:PORT is accepted as shorthand
+    if not url.startswith(("ws://", "wss://")):
+        raise UsageError(f"--node wants a ws:// or wss:// URL, got {args.node!r}")
+    return str(url)
+
+
+def _parse_meta(pairs: Sequence[str]) -> dict[str, str]:
+    meta: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise InvalidMeta(f"--meta wants NAME=VALUE, got {pair!r}")
+        if name in meta:
+            raise InvalidMeta(f"--meta {name} given twice")
+        meta[name] = value
+    return meta
+
+
+@contextmanager
+def _within(seconds: float, what: str) -> Iterator[None]:
+    try:
+        with trio.fail_after(seconds):
+            yield
+    except trio.TooSlowError:
+        raise LinkBroken(f"{what}: no answer within {seconds:g}s (see --timeout)") from None
+
+
+@asynccontextmanager
+async def _client(args: argparse.Namespace) -> AsyncIterator[Client]:
+    # The connect is bounded by its own timeout. Not by a cancel scope around the `async with`:
+    # the connection runs a nursery, and a scope that closes around it corrupts trio's stack.
+    async with Client.connect(_node_url(args), args.cluster_key, timeout=args.timeout) as client:
+        yield client
+
+
+def _read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+# ---- node --------------------------------------------------------------------------------------
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr, level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if level != "debug":
+        # websockets logs every API connection at info: noise next to the node's own lines.
+        logging.getLogger("websockets").setLevel(logging.WARNING)
+
+
+def _cmd_node(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level)
+    return int(trio.run(_run_node, args))
+
+
+async def _run_node(args: argparse.Namespace) -> int:
+    from .runtime import open_node  # the client commands do not need the runtime
+
+    # Opened before the node so a signal during start-up is handled, not lost.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with open_node(
+            args.data, listen=args.listen, peers=args.peer, node_id=args.node_id,
+            cluster=args.cluster, cluster_key=args.cluster_key,
+            gossip_interval=args.gossip_interval,
+        ) as node:
+            log.info("node %s ready at %s (data %s, %d entries in %d contexts, peers %s)",
+                     node.node_id, node.url or "-", args.data, node.ledger.entry_count(),
+                     len(node.ledger.contexts), ", ".join(args.peer) or "none")
+            sys.stdout.write(f"ready {node.url or '-'} {node.node_id}\n")
+            sys.stdout.flush()
+            async for signum in signals:
+                log.info("received %s, shutting down", signal.Signals(signum).name)
+                break
+    log.info("stopped")
+    return EXIT_OK
+
+
+# ---- client commands ---------------------------------------------------------------------------
+
+async def _append(args: argparse.Namespace) -> int:
+    check_context(args.context)
+    meta = _parse_meta(args.meta)
+    async with _client(args) as client:
+        if args.payload == "-":
+            return await _append_lines(args, client, meta)
+        with _within(args.timeout, client.url):
+            entry = await client.append(args.context, args.payload, args.key, meta)
+        _emit(entry.to_json())
+    return EXIT_OK
+
+
+async def _append_lines(args: argparse.Namespace, client: Client, meta: dict[str, str]) -> int:
+    """One entry per non-blank stdin line, in batches; stdin is read while batches commit."""
+    send, receive = trio.open_memory_channel[tuple[int, bytes]](4 * BATCH_LINES)
+    progress = _Progress(sys.stderr)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_read_lines, send)
+        done = 0
+        async with receive:
+            async for first in receive:
+                batch = [first]
+                size = len(first[1])
+                # Take what is already read, up to a batch: trickling input goes out at once.
+                while len(batch) < BATCH_LINES and size < BATCH_BYTES:
+                    try:
+                        item = receive.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    batch.append(item)
+                    size += len(item[1])
+                items = [(args.context, _payload(line), args.key, meta) for _, line in batch]
+                try:
+                    # Per batch, not for the whole input: a big input takes as long as it takes.
+                    with _within(args.timeout, client.url):
+                        entries = await client.append_many(items)
+                except LedgerError as exc:
+                    raise _with_note(exc, f"(stdin lines {batch[0][0]}-{batch[-1][0]}; "
+                                          f"{done} entries appended before them)") from None
+                sys.stdout.write("".join(json.dumps(e.to_json()) + "\n" for e in entries))
+                sys.stdout.flush()
+                done += len(entries)
+                progress.update(done)
+    progress.finish(done)
+    return EXIT_OK
+
+
+async def _read_lines(send: trio.MemorySendChannel[tuple[int, bytes]]) -> None:
+    stdin = sys.stdin.buffer
+    # A thread, so a slow producer (tail -f) never blocks the websocket's keepalive.
+    read = getattr(stdin, "read1", stdin.read)
+    async with send:
+        rest = b""
+        number = 0
+        while True:
+            chunk = await trio.to_thread.run_sync(read, 1 << 16, abandon_on_cancel=True)
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop() if chunk else b""
+            for line in lines:
+                number += 1
+                line = line.removesuffix(b"\r")
+                if line.strip():
+                    await send.send((number, line))
+            if not chunk:
+                return
+
+
+def _payload(line: bytes) -> bytes | str:
+    try:
+        return line.decode("utf-8")  # text travels as JSON text; other bytes as base64
+    except UnicodeDecodeError:
+        return line
+
+
+def _with_note(exc: LedgerError, note: str) -> LedgerError:
+    try:
+        return type(exc)(f"{exc} {note}")
+    except TypeError:  # an error class with another signature: keep it as it is
+        return exc
+
+
+class _Progress:
+    """A self-overwriting progress line on stderr, only for a terminal and a large input."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.started = time.monotonic()
+        self.shown = 0.0
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or done < PROGRESS_AFTER or now - self.shown < 0.2:
+            return
+        self.shown = now
+        rate = done / max(now - self.started, 1e-9)
+        self.stream.write(f"\rappended {done} entries ({rate:,.0f}/s)")
+        self.stream.flush()
+
+    def finish(self, done: int) -> None:
+        if self.shown:  # a progress line is showing: end it with the total
+            elapsed = time.monotonic() - self.started
+            self.stream.write(f"\rappended {done} entries in {elapsed:.1f}s\n")
+            self.stream.flush()
+
+
+async def _read(args: argparse.Namespace) -> int:
+    check_context(args.context)
+    cursor = Cursor.parse(args.after)
+    remaining = args.limit
+    async with _client(args) as client:
+        while remaining is None or remaining > 0:
+            page = READ_PAGE if remaining is None else min(READ_PAGE, remaining)
+            with _within(args.timeout, client.url):
+                entries, _ = await client.get(args.context, args.key, cursor, page)
+            lines = []
+            for entry in entries:
+                cursor = cursor.advanced((entry,))
+                lines.append(json.dumps(_entry_line(entry, cursor)) + "\n")
+            sys.stdout.write("".join(lines))
+            sys.stdout.flush()
+            if remaining is not None:
+                remaining -= len(entries)
+            if len(entries) < page:
+                break
+    return EXIT_OK
+
+
+async def _watch(args: argparse.Namespace) -> int:
+    check_context(args.context)
+    since = Cursor.parse(args.since)
+    if args.limit == 0:
+        return EXIT_OK
+    seen = 0
+    async with _client(args) as client:
+        # No deadline here: waiting for the next entry is the point (connects are bounded).
+        async with contextlib.aclosing(client.watch(args.context, args.key, since)) as stream:
+            async for entry, cursor in stream:
+                _emit(_entry_line(entry, cursor))
+                seen += 1
+                if args.limit is not None and seen >= args.limit:
+                    break
+    return EXIT_OK
+
+
+async def _status(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        with _within(args.timeout, client.url):
+            status = await client.status()
+    _emit(status)
+    return EXIT_OK
+
+
+async def _snapshot(args: argparse.Namespace) -> int:
+    from .snapshot import decode_snapshot
+
+    check_context(args.context)
+    async with _client(args) as client:
+        with _within(args.timeout, client.url):
+            blob = await client.snapshot(args.context)
+    # Check what the node sent before anyone relies on the file.
+    context, root, entries = decode_snapshot(blob, DEFAULT_LIMITS)
+    if args.out == "-":
+        sys.stdout.buffer.write(blob)
+        sys.stdout.buffer.flush()
+        return EXIT_OK
+    out = Path(args.out)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:  # write + rename: a crash never leaves half a snapshot
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _emit({"context": context, "entries": len(entries), "root": root.hex(), "bytes": len(blob),
+           "out": str(out)})
+    return EXIT_OK
+
+
+async def _load(args: argparse.Namespace) -> int:
+    blob = _read_input(args.file)
+    async with _client(args) as client:
+        # Verifying a big snapshot takes the node a while: allow more than one request's worth.
+        with _within(args.timeout + len(blob) / 10e6, client.url):
+            context, added = await client.load(blob, args.fail_if_exists)
+    _emit({"context": context, "added": added})
+    return EXIT_OK
+
+
+# ---- verify (offline) --------------------------------------------------------------------------
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .ledger import Ledger
+    from .store import SqliteStore
+
+    data = Path(args.data)
+    if not (data / "ledger.sqlite3").is_file():
+        # Opening the store would create an empty one: say what is wrong instead.
+        raise UsageError(f"{data} is not a p2p-ledger data directory (no ledger.sqlite3)")
+    started = time.monotonic()
+    store = SqliteStore(data)  # StoreLockedError if the node is running
+    try:
+        node_id = store.get_meta("node_id") or "?"
+        instance = store.get_meta("instance") or ""
+        ledger = Ledger.open(store, node_id, instance, verify=True)  # re-hashes every entry
+        problems = ledger.verify()  # re-derives every root
+    finally:
+        store.close()
+    if problems:
+        from .errors import IntegrityError
+
+        raise IntegrityError("; ".join(problems))
+    print(f"ok: node {node_id}: {ledger.entry_count()} entries in {len(ledger.contexts)} "
+          f"contexts verified, root {ledger.root().hex()[:16]}, "
+          f"{time.monotonic() - started:.2f}s", flush=True)
+    return EXIT_OK
+
+
+# ---- demo --------------------------------------------------------------------------------------
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(nodes=args.nodes, entries=args.entries)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

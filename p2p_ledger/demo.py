@@ -1,0 +1,400 @@
+"""``p2p-ledger demo``: a live local cluster that a newcomer can watch converge, crash and recover.
+
+Real ``p2p-ledger node`` processes (``sys.executable -m p2p_ledger node``, so no PATH needed) on
+127.0.0.1 with temporary data directories. The run is a list of phases (``Demo.PHASES``), each
+bounded by a timeout that fails with a message saying what did not happen:
+
+1. start    N nodes, chain-seeded (n2 -> n1, n3 -> n2, ...): only peer exchange can connect the
+            ends of the chain to each other;
+2. write    every node appends ``entries`` entries at once; a live status table runs until every
+            root agrees;
+3. crash    SIGKILL the middle node; keep writing to the others, which converge without it;
+4. recover  restart it on the same data directory (same port when free, else a new one: it dials
+            its peers either way) and watch it catch up;
+5. verify   every acknowledged entry id is on every node.
+
+A partition-and-heal phase fits between ``recover`` and ``verify``: add a method and list it in
+``PHASES``. Whatever happens (error, Ctrl-C), every process is stopped and the temporary
+directory removed (``run_demo``'s ``finally``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, ClassVar
+
+import trio
+
+from .api import Client
+from .errors import LedgerError
+
+READY_TIMEOUT = 15.0  # a node process to print its ready line (Python start-up included)
+CONVERGE_TIMEOUT = 20.0  # all roots to agree after a write or a restart
+REQUEST_TIMEOUT = 5.0  # one API call
+TICK = 0.5  # status table refresh
+GOSSIP_INTERVAL = 0.25  # faster than the default 1 s, so the demo is brisk
+WRITE_CHUNK = 100
+CONTEXTS = ("demo/shared", "demo/{name}")  # one context everyone writes, one per node
+
+Print = Callable[[str], None]
+
+
+class DemoError(Exception):
+    """A phase did not happen within its timeout; the message says which and why."""
+
+
+@dataclass
+class DemoNode:
+    name: str
+    data: Path
+    log_path: Path
+    seeds: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    url: str = ""
+    node_id: str = ""
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return "(no log)"
+        return "\n".join(f"    {self.name}| {line}" for line in text) or "    (empty log)"
+
+
+@dataclass
+class Row:
+    name: str
+    url: str
+    entries: int | None = None
+    root: str = ""
+    connected: int = 0
+    known: int = 0
+
+
+@dataclass
+class Demo:
+    nodes_wanted: int
+    entries: int
+    tmp: Path
+    out: Print
+    nodes: list[DemoNode] = field(default_factory=list)
+    acked: dict[str, set[str]] = field(default_factory=dict)  # context -> acknowledged ids
+    timings: dict[str, float] = field(default_factory=dict)
+    rounds: int = 0
+    victim: DemoNode | None = None
+    missed: int = 0  # entries written while the victim was down
+
+    PHASES: ClassVar[Sequence[str]] = ("start", "write", "crash", "recover", "verify")
+
+    @property
+    def total(self) -> int:
+        return sum(len(ids) for ids in self.acked.values())
+
+    async def run(self) -> None:
+        started = time.monotonic()
+        for number, phase in enumerate(self.PHASES, 1):
+            method: Callable[[], Awaitable[None]] = getattr(self, f"phase_{phase}")
+            self.out(f"\n== {number}. {(method.__doc__ or phase).strip()}")
+            await method()
+        self.timings["total"] = time.monotonic() - started
+        self.summary()
+
+    # ---- phases ------------------------------------------------------------------------------
+
+    async def phase_start(self) -> None:
+        """start the nodes (chain-seeded: each one knows only the previous one)"""
+        for i in range(1, self.nodes_wanted + 1):
+            name = f"n{i}"
+            seeds = [self.nodes[-1].url] if self.nodes else []
+            node = DemoNode(name, self.tmp / name, self.tmp / f"{name}.log", seeds)
+            self.nodes.append(node)
+            await self.start_node(node, "127.0.0.1:0")
+            seeded = f"seeded with {node.seeds[0]} ({self.nodes[-2].name})" if seeds else "no seed"
+            self.out(f"  {name} ready at {node.url}  pid {node.proc.pid if node.proc else '?'}, "
+                     f"{seeded}")
+
+    async def phase_write(self) -> None:
+        """write from every node at once, watch the roots converge"""
+        await self.write(self.nodes)
+        self.timings["converge"] = await self.converge(self.nodes, "all nodes")
+
+    async def phase_crash(self) -> None:
+        """SIGKILL a node, keep writing to the others"""
+        victim = self.victim = self.nodes[len(self.nodes) // 2]
+        assert victim.proc is not None
+        victim.proc.send_signal(signal.SIGKILL)
+        await trio.to_thread.run_sync(victim.proc.wait)
+        self.out(f"  {victim.name} killed with SIGKILL (no clean shutdown); the others stay linked "
+                 "through peer exchange")
+        others = [n for n in self.nodes if n is not victim]
+        self.missed = self.total
+        await self.write(others)
+        self.missed = self.total - self.missed
+        self.timings["converge_without"] = await self.converge(
+            others, f"the nodes still up ({victim.name} down)")
+
+    async def phase_recover(self) -> None:
+        """restart the killed node on its data directory, watch it catch up"""
+        victim = self.victim
+        assert victim is not None
+        old_port = victim.url.rsplit(":", 1)[1]
+        try:
+            await self.start_node(victim, f"127.0.0.1:{old_port}")
+            where = f"its old address {victim.url}"
+        except DemoError:
+            # The old port can be taken by now; a new one is fine: it dials its peers itself.
+            await self.start_node(victim, "127.0.0.1:0")
+            where = f"a new address {victim.url} (old port {old_port} was taken)"
+        self.out(f"  {victim.name} restarted on {where}; it missed {self.missed} entries")
+        self.timings["catch_up"] = await self.converge(self.nodes, f"{victim.name} catching up")
+
+    async def phase_verify(self) -> None:
+        """check every acknowledged entry is on every node"""
+        for node in self.nodes:
+            held: dict[str, set[str]] = {}
+            async with Client.connect(node.url, timeout=REQUEST_TIMEOUT) as client:
+                for context in self.acked:
+                    held[context] = await read_ids(client, context)
+            missing = sum(len(ids - held[c]) for c, ids in self.acked.items())
+            count = sum(len(ids) for ids in held.values())
+            if missing:
+                raise DemoError(f"{node.name} lacks {missing} of {self.total} acknowledged entries")
+            self.out(f"  {node.name}: all {self.total} acknowledged entries present "
+                     f"({count} held, {len(held)} contexts)")
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    async def start_node(self, node: DemoNode, listen: str) -> None:
+        node.data.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "p2p_ledger", "node", "--data", str(node.data),
+               "--listen", listen, "--node-id", node.name,
+               "--gossip-interval", str(GOSSIP_INTERVAL)]
+        for seed in node.seeds:
+            cmd += ["--peer", seed]
+        with open(node.log_path, "ab") as log:  # the child keeps its own copy of the fd
+            node.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log,
+                                         stdin=subprocess.DEVNULL, env=_child_env())
+        stdout = node.proc.stdout
+        assert stdout is not None
+        try:
+            with trio.fail_after(READY_TIMEOUT):
+                line = await trio.to_thread.run_sync(stdout.readline, abandon_on_cancel=True)
+        except trio.TooSlowError:
+            raise DemoError(f"{node.name} printed no ready line within {READY_TIMEOUT:g}s:\n"
+                            f"{node.log_tail()}") from None
+        parts = line.decode(errors="replace").split()
+        if len(parts) != 3 or parts[0] != "ready":
+            code = node.proc.wait()
+            raise DemoError(f"{node.name} exited ({code}) before it was ready:\n"
+                            f"{node.log_tail()}")
+        node.url, node.node_id = parts[1], parts[2]
+
+    async def write(self, writers: Sequence[DemoNode]) -> None:
+        started = time.monotonic()
+        async with trio.open_nursery() as nursery:
+            for node in writers:
+                nursery.start_soon(self.write_from, node)
+        elapsed = time.monotonic() - started
+        self.out(f"  {', '.join(n.name for n in writers)} each appended {self.entries} entries "
+                 f"(acknowledged = durable on that node) in {elapsed:.2f}s; "
+                 f"{self.total} acknowledged so far")
+
+    async def write_from(self, node: DemoNode) -> None:
+        self.rounds += 1
+        round_ = self.rounds
+        contexts = [c.format(name=node.name) for c in CONTEXTS]
+        async with Client.connect(node.url, timeout=REQUEST_TIMEOUT) as client:
+            for start in range(0, self.entries, WRITE_CHUNK):
+                items = []
+                for i in range(start, min(start + WRITE_CHUNK, self.entries)):
+                    context = contexts[i % len(contexts)]
+                    text = f"{node.name} note {i} (batch {round_}): the demo is going fine"
+                    items.append((context, text, node.name, {"writer": node.name}))
+                with trio.fail_after(REQUEST_TIMEOUT):
+                    entries = await client.append_many(items)
+                for entry in entries:
+                    self.acked.setdefault(entry.context, set()).add(entry.id)
+
+    async def converge(self, members: Sequence[DemoNode], what: str) -> float:
+        """Show the table every TICK until the members hold the same root and every acked entry."""
+        started = time.monotonic()
+        table = Table(self.out)
+        deadline = started + CONVERGE_TIMEOUT
+        while True:
+            rows = await self.poll()
+            now = time.monotonic()
+            live = [rows[n.name] for n in members]
+            roots = {r.root for r in live}
+            done = len(roots) == 1 and "" not in roots and all(
+                r.entries is not None and r.entries >= self.total for r in live)
+            table.show(now - started, [rows[n.name] for n in self.nodes], done)
+            if done:
+                elapsed = now - started
+                self.out(f"  converged: {what} agree on root {live[0].root[:12]} with "
+                         f"{self.total} entries, {elapsed:.2f}s after the writes")
+                return elapsed
+            if now > deadline:
+                raise DemoError(f"{what} did not converge within {CONVERGE_TIMEOUT:g}s "
+                                f"(expected {self.total} entries everywhere)")
+            await trio.sleep(TICK)
+
+    async def poll(self) -> dict[str, Row]:
+        rows = {n.name: Row(n.name, n.url if n.alive else "(down)") for n in self.nodes}
+
+        async def one(node: DemoNode) -> None:
+            try:
+                with trio.fail_after(REQUEST_TIMEOUT):
+                    async with Client.connect(node.url, timeout=REQUEST_TIMEOUT) as client:
+                        status = await client.status()
+            except (LedgerError, OSError, trio.TooSlowError):
+                return  # shown as down/unknown; the deadline decides if it matters
+            row = rows[node.name]
+            row.entries = int(status["entries"])
+            row.root = str(status["root"])
+            peers = status.get("peers") or []
+            row.known = len(peers)
+            row.connected = sum(1 for p in peers if p.get("state") == "connected")
+
+        async with trio.open_nursery() as nursery:
+            for node in self.nodes:
+                if node.alive:
+                    nursery.start_soon(one, node)
+        return rows
+
+    def summary(self) -> None:
+        t = self.timings
+        victim = self.victim.name if self.victim else "?"
+        contexts = len(self.acked)
+        self.out("\n== summary")
+        self.out(f"  {len(self.nodes)} nodes, {self.total} acknowledged entries in {contexts} "
+                 "contexts, every one on every node")
+        self.out(f"  converged {t['converge']:.2f}s after concurrent writes from all nodes")
+        self.out(f"  with {victim} SIGKILLed, the others converged in {t['converge_without']:.2f}s")
+        self.out(f"  {victim} restarted and caught up on {self.missed} missed entries "
+                 f"in {t['catch_up']:.2f}s")
+        self.out(f"  demo finished in {t['total']:.1f}s")
+
+
+class Table:
+    """The live status table: redrawn in place on a terminal, printed on change otherwise."""
+
+    HEADER = f"  {'node':<5} {'url':<24} {'entries':>7}  {'root':<12} {'peers':>5}  agrees"
+
+    def __init__(self, out: Print) -> None:
+        self.out = out
+        self.tty = out is print and sys.stdout.isatty()
+        self.drawn = 0
+        self.last: list[str] = []
+
+    def show(self, elapsed: float, rows: Sequence[Row], done: bool) -> None:
+        roots = Counter(r.root for r in rows if r.root)
+        majority = roots.most_common(1)[0][0] if roots else ""
+        lines = []
+        for r in rows:
+            if r.entries is None:
+                agrees = "down" if r.url == "(down)" else "?"
+                lines.append(f"  {r.name:<5} {r.url:<24} {'-':>7}  {'-':<12} {'-':>5}  {agrees}")
+                continue
+            agrees = "yes" if r.root == majority else "no"
+            peers = f"{r.connected}/{r.known}"
+            lines.append(f"  {r.name:<5} {r.url:<24} {r.entries:>7}  {r.root[:12]:<12} "
+                         f"{peers:>5}  {agrees}")
+        if not self.tty and lines == self.last and not done:
+            return  # a log or a pipe: print only what changed
+        self.last = lines
+        block = [f"  t={elapsed:4.1f}s", self.HEADER, *lines]
+        if self.tty and self.drawn:
+            sys.stdout.write(f"\x1b[{self.drawn}F\x1b[J")  # back up over the previous table
+        for line in block:
+            self.out(line)
+        self.drawn = len(block)
+
+
+async def read_ids(client: Client, context: str) -> set[str]:
+    ids: set[str] = set()
+    cursor = None
+    while True:
+        with trio.fail_after(REQUEST_TIMEOUT):
+            entries, cursor = await client.get(context, after=cursor, limit=1000)
+        if not entries:
+            return ids
+        ids.update(e.id for e in entries)
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # Children import the same p2p_ledger as we do, installed or not.
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    env.pop("P2P_LEDGER_CLUSTER_KEY", None)  # the demo cluster runs without a key
+    return env
+
+
+def _stop(nodes: Sequence[DemoNode]) -> None:
+    """SIGTERM (clean shutdown), then SIGKILL whatever is still running after a grace period."""
+    for node in nodes:
+        if node.alive and node.proc is not None:
+            node.proc.terminate()
+    deadline = time.monotonic() + 5
+    for node in nodes:
+        proc = node.proc
+        if proc is None:
+            continue
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        stream: IO[bytes] | None = proc.stdout
+        if stream is not None:
+            stream.close()
+
+
+def run_demo(nodes: int = 3, entries: int = 100, out: Print = print) -> int:
+    """Run the demo; 0 when every phase passed, 1 (with the reason) when one did not."""
+    tmp = Path(tempfile.mkdtemp(prefix="p2p-ledger-demo-"))
+    demo = Demo(nodes, entries, tmp, out)
+    out(f"p2p-ledger demo: {nodes} node processes on 127.0.0.1, data under {tmp}")
+    try:
+        trio.run(demo.run)
+        return 0
+    except (DemoError, LedgerError, OSError, trio.TooSlowError, BaseExceptionGroup) as exc:
+        failure = _failure(exc)
+        if failure is None:
+            raise  # a bug (or Ctrl-C): the traceback / the CLI's "interrupted" says it best
+        out(f"\ndemo FAILED: {failure}")
+        for node in demo.nodes:
+            out(f"  last log lines of {node.name}:\n{node.log_tail()}")
+        return 1
+    finally:
+        _stop(demo.nodes)
+        shutil.rmtree(tmp, ignore_errors=True)
+        out(f"\nstopped {len(demo.nodes)} nodes, removed {tmp}")
+
+
+def _failure(exc: BaseException) -> str | None:
+    """The reason to show for an expected failure (possibly inside a nursery's group)."""
+    if isinstance(exc, BaseExceptionGroup):
+        reasons = [_failure(e) for e in exc.exceptions if not isinstance(e, trio.Cancelled)]
+        return None if not reasons or None in reasons else "; ".join(filter(None, reasons))
+    if isinstance(exc, DemoError):
+        return str(exc)
+    if isinstance(exc, trio.TooSlowError):
+        return f"a node did not answer within {REQUEST_TIMEOUT:g}s"
+    if isinstance(exc, (LedgerError, OSError)):
+        return f"{type(exc).__name__}: {exc}"
+    return None

@@ -1,0 +1,176 @@
+"""Command line for the simulator: ``scenario run``, ``scenario fuzz`` and ``scenario bench``.
+
+``add_scenario_commands(subparsers)`` adds the ``scenario`` command to the main ``p2p-ledger``
+parser; every leaf parser sets ``func`` to a handler ``(argparse.Namespace) -> int`` (the exit
+code). ``python -m p2p_ledger.sim run FILE...`` runs the same handlers without the main CLI.
+
+``run`` exits 0 iff every check of every scenario held, 1 if one failed, 2 for an invalid file.
+Results go to stdout (a summary per scenario, or one JSON object per line with ``--json``);
+a progress line goes to stderr only when stderr is a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .runner import Report, run_scenario
+from .scenario import ScenarioError
+
+
+def add_scenario_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``scenario {run,fuzz,bench}`` to a parser's subcommands."""
+    parser = subparsers.add_parser(
+        "scenario", help="simulate partitions, crashes and lossy links; fuzz; benchmark",
+        description="Run the deterministic network simulator on scenario files.")
+    sub = parser.add_subparsers(dest="scenario_command", metavar="COMMAND", required=True)
+    add_sim_subcommands(sub)
+
+
+def add_sim_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = sub.add_parser("run", help="run scenario files and check their invariants")
+    run.add_argument("files", nargs="+", type=Path, metavar="FILE", help="scenario TOML files")
+    run.add_argument("--seed", type=int, help="override every scenario's seed")
+    run.add_argument("--json", action="store_true", help="one JSON object per scenario per line")
+    run.add_argument("--plot", type=Path, metavar="DIR", help="write a timeline PNG per scenario")
+    run.add_argument("--trace", type=Path, metavar="DIR",
+                     help="write each run's event trace (the digest's input) to DIR")
+    run.set_defaults(func=cmd_run)
+
+    fuzz = sub.add_parser("fuzz", help="random fault schedules on small clusters")
+    fuzz.add_argument("--runs", type=int, default=100, help="number of runs (default 100)")
+    fuzz.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    fuzz.add_argument("--nodes", type=int, default=4, help="at most this many nodes (default 4)")
+    fuzz.add_argument("--duration", type=float, default=40.0,
+                      help="simulated seconds of faults per run (default 40)")
+    fuzz.add_argument("--out", type=Path, default=Path("fuzz-failures"),
+                      help="where failing scenarios are written (default ./fuzz-failures)")
+    fuzz.add_argument("--json", action="store_true", help="one JSON object per failing run")
+    fuzz.set_defaults(func=cmd_fuzz)
+
+    bench = sub.add_parser("bench", help="simulator speed and dissemination benchmarks")
+    bench.add_argument("--json", action="store_true", help="rows as JSON lines")
+    bench.add_argument("--quick", action="store_true", help="smaller runs")
+    bench.set_defaults(func=cmd_bench)
+
+
+def _progress(text: str) -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r\x1b[K{text}")
+        sys.stderr.flush()
+
+
+def _progress_done() -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
+
+
+def format_report(report: Report) -> str:
+    """A human summary: one line for the scenario, one per check."""
+    status = "PASS" if report.passed else "FAIL"
+    conv = "never" if report.converged_after_s is None else f"{report.converged_after_s:.3f}s"
+    lines = [
+        f"{status} {report.scenario} (seed {report.seed}): converged after {conv}, "
+        f"{report.messages} messages, {_size(report.bytes)}, {report.acknowledged} acknowledged, "
+        f"{report.lost} lost, {report.sim_s:.1f}s simulated in {report.wall_s:.2f}s, "
+        f"digest {report.trace_digest[:16]}"
+    ]
+    for check in report.checks:
+        mark = "ok  " if check.passed else "FAIL"
+        lines.append(f"  {mark} {check.name}" + (f": {check.detail}" if check.detail else ""))
+    return "\n".join(lines)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    return f"{n} B"  # pragma: no cover
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    failed = False
+    for i, path in enumerate(args.files):
+        _progress(f"[{i + 1}/{len(args.files)}] {path}")
+        try:
+            report = run_scenario(path, seed=args.seed, timeline=args.plot is not None,
+                                  keep_trace=args.trace is not None)
+        except ScenarioError as exc:
+            _progress_done()
+            # One stderr line, like every other p2p-ledger error.
+            print(f"p2p-ledger: error: ScenarioError: {exc}", file=sys.stderr)
+            return 2
+        _progress_done()
+        failed |= not report.passed
+        if args.json:
+            print(json.dumps(report.to_json()), flush=True)
+        else:
+            print(format_report(report), flush=True)
+        if args.plot is not None:
+            from .plot import plot_report  # matplotlib only when asked for
+
+            args.plot.mkdir(parents=True, exist_ok=True)
+            out = plot_report(report, args.plot / f"{report.scenario}-{report.seed}.png")
+            if not args.json:
+                print(f"  plot: {out}")
+        if args.trace is not None and report.trace is not None:
+            args.trace.mkdir(parents=True, exist_ok=True)
+            (args.trace / f"{report.scenario}-{report.seed}.trace").write_text(
+                "".join(report.trace))
+    return 1 if failed else 0
+
+
+def cmd_fuzz(args: argparse.Namespace) -> int:
+    from .fuzz import fuzz
+
+    def on_run(i: int, seed: int, report: Report) -> None:
+        _progress(f"run {i + 1}/{args.runs} (seed {seed})")
+        if not report.passed:
+            _progress_done()
+            print(f"FAIL seed {seed}: {', '.join(report.failed_checks())}", file=sys.stderr)
+
+    if args.runs < 1 or args.nodes < 2:
+        print("p2p-ledger: error: UsageError: --runs must be >= 1 and --nodes >= 2",
+              file=sys.stderr)
+        return 2
+    result = fuzz(args.runs, args.seed, args.nodes, args.duration, args.out, on_run)
+    _progress_done()
+    for seed, report, path in result.failures:
+        if args.json:
+            row = report.to_json() | {"fuzz_seed": seed, "reproduce": str(path)}
+            print(json.dumps(row))
+        else:
+            print(format_report(report))
+            print(f"  reproduce: p2p-ledger scenario run {path}")
+    print(f"{result.runs} runs, {len(result.failures)} failed, {result.wall_s:.1f}s "
+          f"({result.runs_per_minute:.0f} runs/min), base seed {args.seed}",
+          file=sys.stderr if args.json else sys.stdout)
+    return 1 if result.failures else 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import format_rows, run_sim_bench
+
+    rows = run_sim_bench(quick=args.quick, progress=_progress)
+    _progress_done()
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        print(format_rows(rows))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m p2p_ledger.sim",
+        description="Deterministic network simulator for p2p-ledger: scenarios, fuzzer, bench.")
+    sub = parser.add_subparsers(dest="scenario_command", metavar="COMMAND", required=True)
+    add_sim_subcommands(sub)
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code

@@ -1,0 +1,233 @@
+"""Simulated nodes: a real ``Ledger`` + ``NodeCore`` each, driven exactly as the runtime does.
+
+A ``SimNode`` owns a ``MemoryStorage`` (its disk) and, while up, a ledger and a node core built on
+it. The ``Cluster`` is the driver: it reports connection events and frames to the core, calls
+``tick`` when ``next_deadline()`` passes, and turns the core's actions into network operations.
+There is no second implementation of any sync logic here.
+
+A crash drops the ledger and core (everything in memory) and closes the node's sockets; a
+restart rebuilds both with ``Ledger.open`` from the same storage under a fresh incarnation, so
+exactly what was committed survives. Each node also has a watcher: an agent that reads every
+context with a cursor (``ledger.get(context, after=cursor)``) whenever the node gets entries,
+and keeps its cursors across crashes; it records any entry it sees twice.
+
+Everything random (incarnation ids, each core's rng) is drawn from the run's one generator.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..cursor import Cursor
+from ..entry import Entry
+from ..ledger import Ledger
+from ..node_core import Close, Dial, NodeConfig, NodeCore, Send
+from ..storage import MemoryStorage
+from .loop import NS, EventLoop, deadline_ns
+from .network import LinkProps, NetParams, Network
+
+EPOCH_NS = 1_767_225_600 * NS  # entries' wall-clock stamps: 2026-01-01 + virtual time
+
+
+@dataclass
+class Watcher:
+    """An agent reading one node with cursors; survives the node's crashes."""
+
+    cursors: dict[str, Cursor] = field(default_factory=dict)
+    seen: dict[str, set[str]] = field(default_factory=dict)
+    duplicates: list[str] = field(default_factory=list)
+    pending: dict[str, None] = field(default_factory=dict)  # contexts to read (ordered set)
+
+
+class SimNode:
+    def __init__(self, name: str, url: str, config: NodeConfig) -> None:
+        self.name = name
+        self.url = url
+        self.config = config
+        self.storage = MemoryStorage()
+        self.ledger: Ledger | None = None
+        self.core: NodeCore | None = None
+        self.incarnation = 0
+        self.tick_at: int | None = None
+        self.watcher = Watcher()
+
+    @property
+    def up(self) -> bool:
+        return self.core is not None
+
+
+class Cluster:
+    """The nodes and the driver glue; implements the network's ``Host`` interface."""
+
+    def __init__(
+        self, loop: EventLoop, rng: random.Random, configs: Sequence[NodeConfig],
+        links: LinkProps, params: NetParams,
+    ) -> None:
+        self.loop = loop
+        self.rng = rng
+        self.nodes: dict[str, SimNode] = {c.node_id: SimNode(c.node_id, c.url, c) for c in configs}
+        self.net = Network(loop, rng, self, links, params)
+        for node in self.nodes.values():
+            self.net.add_node(node.name, node.url)
+        self.acked: dict[str, tuple[str, str]] = {}  # entry id → (origin, context)
+        self.dirty = True  # some node's data changed since the last convergence check
+        self.converged = False
+        self.track_arrivals = False
+        self.arrivals: dict[str, list[int]] = {}
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def start(self, name: str) -> None:
+        node = self.nodes[name]
+        assert node.core is None, f"{name} is already up"
+        node.incarnation += 1
+        instance = f"{self.rng.getrandbits(64):016x}"
+        core_rng = random.Random(self.rng.getrandbits(64))
+        loop = self.loop
+        ledger = Ledger.open(node.storage, name, instance, now_ns=lambda: EPOCH_NS + loop.now)
+        ledger.listeners.append(lambda context, entries: self._on_entries(node, context, entries))
+        node.ledger = ledger
+        node.core = NodeCore(ledger, node.config, core_rng)
+        node.tick_at = None
+        self.loop.record("start", f"{name} {node.incarnation} {instance} {ledger.root().hex()}")
+        node.watcher.pending.update(dict.fromkeys(sorted(ledger.contexts)))
+        self.dirty = True
+        self.flush(name)
+
+    def crash(self, name: str) -> None:
+        node = self.nodes[name]
+        self.loop.record("crash", name)
+        node.core = None
+        node.ledger = None
+        node.tick_at = None
+        node.watcher.pending.clear()
+        self.net.node_down(name)
+        self.dirty = True
+
+    def append(self, name: str, context: str, items: Sequence[tuple[str, bytes]]) -> list[Entry]:
+        """A local write; returns the acknowledged (committed) entries."""
+        node = self.nodes[name]
+        assert node.core is not None and node.ledger is not None
+        ledger = node.ledger
+        requests = [ledger.prepare(context, key, payload) for key, payload in items]
+        appended = node.core.append(requests, self.loop.now / NS)
+        for entry in appended.entries:
+            self.acked[entry.id] = (name, context)
+        self.loop.record("append", f"{name} {context} {len(appended.entries)} "
+                                   f"{appended.entries[-1].id[:16] if appended.entries else ''}")
+        self.flush(name)
+        return appended.entries
+
+    # ---- Host interface (called by the network) ----------------------------------------------
+
+    def is_up(self, node: str) -> bool:
+        return self.nodes[node].core is not None
+
+    def accept(self, node: str) -> int:
+        core = self.nodes[node].core
+        assert core is not None
+        return core.connection_accepted(self.loop.now / NS)
+
+    def made(self, node: str, conn: int) -> None:
+        core = self.nodes[node].core
+        assert core is not None
+        core.connection_made(conn, self.loop.now / NS)
+        self.flush(node)
+
+    def dial_failed(self, node: str, conn: int, reason: str) -> None:
+        core = self.nodes[node].core
+        assert core is not None
+        core.dial_failed(conn, self.loop.now / NS, reason)
+        self.flush(node)
+
+    def frame(self, node: str, conn: int, frame: bytes) -> None:
+        core = self.nodes[node].core
+        assert core is not None
+        core.frame_received(conn, frame, self.loop.now / NS)
+        self.flush(node)
+
+    def lost(self, node: str, conn: int, reason: str) -> None:
+        core = self.nodes[node].core
+        assert core is not None
+        core.connection_lost(conn, self.loop.now / NS, reason)
+        self.flush(node)
+
+    def flush(self, name: str) -> None:
+        """After any call into a core: carry out its actions, run the watcher, re-arm its timer."""
+        node = self.nodes[name]
+        core = node.core
+        if core is None:
+            return
+        net = self.net
+        for action in core.take_actions():
+            if isinstance(action, Send):
+                net.send(name, action.conn, action.frame)
+            elif isinstance(action, Close):
+                net.close(name, action.conn, action.reason)
+            elif isinstance(action, Dial):
+                net.dial(name, action.conn, action.url)
+        core.log.clear()  # info lines for a human; the trace has the events
+        if node.watcher.pending:
+            self._watch(node)
+        deadline = core.next_deadline()
+        if deadline != float("inf"):
+            when = deadline_ns(deadline)
+            if node.tick_at is None or when < node.tick_at:
+                node.tick_at = when
+                self.loop.at(when, self._tick, (name, node.incarnation, when))
+
+    def _tick(self, arg: tuple[str, int, int]) -> None:
+        name, incarnation, when = arg
+        node = self.nodes[name]
+        if node.core is None or node.incarnation != incarnation or node.tick_at != when:
+            return  # stale: superseded by an earlier tick, or the node restarted
+        node.tick_at = None
+        self.loop.record("tick", name)
+        node.core.tick(self.loop.now / NS)
+        self.flush(name)
+        if node.tick_at is not None and node.tick_at <= when:
+            # why: a deadline the tick did not move would spin the loop at one instant
+            node.tick_at = when + 1_000_000
+            self.loop.at(node.tick_at, self._tick, (name, node.incarnation, node.tick_at))
+
+    # ---- watchers and convergence ------------------------------------------------------------
+
+    def _on_entries(self, node: SimNode, context: str, entries: list[Entry]) -> None:
+        node.watcher.pending[context] = None
+        self.dirty = True
+        if self.track_arrivals:
+            now = self.loop.now
+            for entry in entries:
+                self.arrivals.setdefault(entry.id, []).append(now)
+
+    def _watch(self, node: SimNode) -> None:
+        watcher, ledger = node.watcher, node.ledger
+        assert ledger is not None
+        pending, watcher.pending = watcher.pending, {}
+        for context in pending:
+            entries, cursor = ledger.get(context, after=watcher.cursors.get(context))
+            watcher.cursors[context] = cursor
+            seen = watcher.seen.setdefault(context, set())
+            for entry in entries:
+                if entry.id in seen:
+                    watcher.duplicates.append(f"{node.name} saw {context}/{entry.id[:16]} again")
+                seen.add(entry.id)
+
+    def up_nodes(self) -> list[SimNode]:
+        return [n for n in self.nodes.values() if n.core is not None]
+
+    def check_converged(self) -> bool:
+        """All live nodes hold the same data (equal roots); cached until something changes."""
+        if self.dirty:
+            self.dirty = False
+            roots = {n.ledger.root() for n in self.nodes.values() if n.ledger is not None}
+            self.converged = len(roots) <= 1
+        return self.converged
+
+    def missing(self) -> dict[str, int | None]:
+        """Acknowledged entries each node lacks (None while it is down)."""
+        total = len(self.acked)
+        return {n.name: (total - n.ledger.entry_count()) if n.ledger is not None else None
+                for n in self.nodes.values()}

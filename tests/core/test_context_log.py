@@ -1,0 +1,198 @@
+"""ContextLog: the pycrdt doc of one context, its index, contiguity and Merkle root."""
+
+from __future__ import annotations
+
+import pytest
+from core_helpers import forged_update, ids
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p2p_ledger.context_log import ContextLog, client_id_for
+from p2p_ledger.cursor import Cursor
+from p2p_ledger.entry import Limits, make_entry
+from p2p_ledger.errors import (
+    ForbiddenUpdate,
+    IntegrityError,
+    LedgerError,
+    RemoteProtocolError,
+)
+
+SETTINGS = settings(max_examples=100, deadline=None, derandomize=True, database=None)
+
+
+def entries_of(origin: str, seqs, context: str = "ctx", lamport0: int = 0, key: str = "k"):
+    return [make_entry(context, key, f"{origin}{s}".encode(), {}, lamport0 + s, origin, s, 0)
+            for s in seqs]
+
+
+def log(client_id: int = 1, name: str = "ctx", **kw) -> ContextLog:
+    return ContextLog(name, client_id, **kw)
+
+
+def test_client_id_for():
+    a = client_id_for("inst", "ctx")
+    assert a == client_id_for("inst", "ctx")
+    assert 0 <= a < 2**53
+    assert len({a, client_id_for("inst2", "ctx"), client_id_for("inst", "ctx2")}) == 3
+    # the separator keeps ("ab", "c") and ("a", "bc") apart
+    assert client_id_for("ab", "c") != client_id_for("a", "bc")
+
+
+def test_append_local_indexes_and_replicates():
+    source = log(1)
+    batch = entries_of("a", range(1, 251))  # more than one transaction chunk
+    indexed, update = source.append_local(batch)
+    assert ids(indexed) == ids(batch)
+    assert len(source) == 250 and source.max_seq("a") == 250 and source.max_seq("b") == 0
+    assert source.max_lamport == 250
+    replica = log(2)
+    assert ids(replica.apply_remote(update)) == ids(batch)
+    assert replica.root() == source.root() and replica.root() != log(3).root()
+    assert ids(replica.get()[0]) == ids(source.get()[0]) == ids(batch)
+    assert replica.apply_remote(update) == []  # Yjs ignores structs it has seen
+    assert replica.apply_remote(source.diff()) == []
+    assert len(replica) == 250
+
+
+def test_diff_sends_only_what_is_missing():
+    source = log(1)
+    source.append_local(entries_of("a", [1, 2]))
+    replica = log(2)
+    replica.apply_remote(source.diff())
+    source.append_local(entries_of("a", [3]))
+    delta = source.diff(replica.state_vector())
+    assert len(delta) < len(source.diff())
+    assert [e.seq for e in replica.apply_remote(delta)] == [3]
+    assert source.diff(replica.state_vector()) == source.diff(source.state_vector())
+
+
+@SETTINGS
+@given(garbage=st.binary(min_size=1, max_size=40))
+def test_bad_state_vectors_raise_remote_protocol_error_only(garbage):
+    ctx = log(1)
+    ctx.append_local(entries_of("a", [1]))
+    try:
+        ctx.diff(garbage)
+    except RemoteProtocolError:
+        pass
+
+
+@SETTINGS
+@given(garbage=st.binary(max_size=60))
+def test_garbage_updates_change_nothing(garbage):
+    ctx = log(1)
+    ctx.append_local(entries_of("a", [1]))
+    root, state = ctx.root(), ctx.state_vector()
+    try:
+        ctx.apply_remote(garbage)
+    except LedgerError:
+        pass
+    assert ctx.root() == root and ctx.state_vector() == state and len(ctx) == 1
+
+
+def test_gap_in_an_origin_hides_later_entries_until_filled():
+    # Origin "a" restarted: seqs 1-2 came from one incarnation (client id), 3-4 from the next.
+    # The next incarnation appended after b:1, so Yjs can integrate a:3-4 without a:1-2.
+    first, other, second = log(11), log(20), log(12)
+    _, early = first.append_local(entries_of("a", [1, 2]))
+    b_entries, b_update = other.append_local(entries_of("b", [1], lamport0=2))
+    second.apply_remote(early)
+    second.apply_remote(b_update)
+    second.append_local(entries_of("a", [3, 4], lamport0=1))
+    reader = log(13)
+    reader.apply_remote(second.diff(first.state_vector()))  # b:1, a:3, a:4 but not a:1-2
+    assert len(reader) == 3 and reader.contiguous["a"] == 0 and reader.max_seq("a") == 4
+    got, cursor = reader.get()
+    assert ids(got) == ids(b_entries), "a:3 and a:4 must wait for a:1 and a:2"
+    assert str(cursor) == "b:1"
+    assert reader.get(limit=1)[0] == got
+    reader.apply_remote(early)
+    got, cursor = reader.get(after=cursor)
+    assert [(e.origin, e.seq) for e in got] == [("a", 1), ("a", 2), ("a", 3), ("a", 4)]
+    assert str(cursor) == "a:4,b:1"
+    assert reader.get(after=cursor) == ([], cursor)
+    assert reader.root() == second.root()
+
+
+def test_get_limits_and_key_filter():
+    ctx = log(1)
+    batch = entries_of("a", range(1, 7))
+    batch = [e if e.seq % 2 else make_entry("ctx", "even", b"", {}, e.lamport, "a", e.seq, 0)
+             for e in batch]
+    ctx.append_local(batch)
+    start = Cursor()
+    assert ctx.get(limit=0) == ([], start)
+    assert ctx.get(limit=-1) == ([], start)
+    got, cursor = ctx.get(limit=2)
+    assert [e.seq for e in got] == [1, 2] and cursor == {"a": 2}
+    assert [e.seq for e in ctx.get(key="even")[0]] == [2, 4, 6]
+    assert [e.seq for e in ctx.get(key="even", after=cursor)[0]] == [4, 6]
+    assert ctx.get(key="missing") == ([], start)
+
+
+def test_records_of_another_context_are_forbidden():
+    ctx = log(1)
+    before = ctx.state_vector()
+    wrong = entries_of("a", [1], context="other")[0]
+    with pytest.raises(ForbiddenUpdate, match=wrong.id):
+        ctx.apply_remote(forged_update([wrong.record]))
+    assert len(ctx) == 0 and ctx.state_vector() == before
+    assert len(ctx._array) == 0
+
+
+def test_lying_record_refused_before_the_doc_changes():
+    ctx = log(1)
+    good = entries_of("a", [1])[0]
+    liar = bytes.fromhex(entries_of("a", [2])[0].id) + good.body
+    before = ctx.state_vector()
+    with pytest.raises(IntegrityError):
+        ctx.apply_remote(forged_update([good.record, liar]))
+    assert len(ctx) == 0 and ctx.state_vector() == before
+
+
+def test_load_stored_checks_ids_even_when_trusted():
+    good = entries_of("a", [1])[0]
+    liar = bytes.fromhex("00" * 32) + good.body
+    with pytest.raises(IntegrityError):
+        log(1).load_stored(forged_update([liar]))
+    with pytest.raises(IntegrityError):
+        log(1).load_stored(forged_update([liar]), verify=True)
+    wrong_ctx = entries_of("a", [1], context="other")[0]
+    with pytest.raises(IntegrityError):
+        log(1).load_stored(forged_update([wrong_ctx.record]))
+
+
+def test_load_stored_verify_applies_limits():
+    big = entries_of("a", [1])[0]
+    update = forged_update([big.record])
+    assert len(log(1, limits=Limits(max_payload=1)).load_stored(update)) == 1  # trusted
+    with pytest.raises(IntegrityError):
+        log(1, limits=Limits(max_payload=1)).load_stored(update, verify=True)
+
+
+def test_add_missing_and_duplicates_are_indexed_once():
+    source = log(1)
+    batch = entries_of("a", [1, 2, 3])
+    source.append_local(batch)
+    loader = log(2)
+    added, update = loader.add_missing(batch[:2] + batch[:1])
+    assert ids(added) == ids(batch[:2]) and update is not None
+    assert loader.add_missing(batch[:2]) == ([], None)
+    # The same records now arrive again through Yjs under the source's client id.
+    assert ids(loader.apply_remote(source.diff())) == ids(batch[2:])
+    assert len(loader) == 3 and loader.root() == source.root()
+    assert len(loader._array) == 5  # the doc holds duplicates, the index not
+    assert ids(loader.get()[0]) == ids(batch)
+
+
+def test_compacted_state_rebuilds_the_same_log():
+    ctx = log(1)
+    ctx.append_local(entries_of("a", [1, 2]))
+    other = log(2)
+    other.append_local(entries_of("b", [1, 2], lamport0=1))
+    ctx.apply_remote(other.diff())
+    rebuilt = log(3)
+    rebuilt.load_stored(ctx.compacted_state(), verify=True)
+    assert rebuilt.root() == ctx.root()
+    assert ids(rebuilt.get()[0]) == ids(ctx.get()[0])
+    assert rebuilt.contiguous == ctx.contiguous and rebuilt.max_lamport == ctx.max_lamport

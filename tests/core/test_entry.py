@@ -1,0 +1,423 @@
+"""Entries: canonical encoding (golden vectors), content ids, record decoding and validation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from p2p_ledger.entry import (
+    DEFAULT_LIMITS,
+    ID_SIZE,
+    Limits,
+    check_context,
+    check_fields,
+    check_node_id,
+    decode_body,
+    decode_record,
+    make_entry,
+)
+from p2p_ledger.errors import (
+    IntegrityError,
+    InvalidContextName,
+    InvalidKey,
+    InvalidMeta,
+    InvalidNodeId,
+    InvalidPayload,
+    KeyTooLarge,
+    LedgerError,
+    LocalInputError,
+    MetaTooLarge,
+    PayloadTooLarge,
+)
+
+SETTINGS = settings(
+    max_examples=150, deadline=None, derandomize=True, database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+VECTORS = json.loads((Path(__file__).parent / "data" / "entry_vectors.json").read_text())["vectors"]
+FIELDS = ("context", "key", "payload", "meta", "lamport", "origin", "seq", "appended_at_ns")
+VALIDATION_ERRORS = (
+    InvalidContextName, KeyTooLarge, PayloadTooLarge, MetaTooLarge, InvalidMeta, InvalidNodeId,
+)
+
+
+def _s(value: str) -> bytes:
+    raw = value.encode("utf-8")
+    return struct.pack(">I", len(raw)) + raw
+
+
+def reference_body(context, key, payload, meta_items, lamport, origin, seq, at) -> bytes:
+    """Independent encoder written from the spec; ``meta_items`` is written in the given order."""
+    out = b"P2PL\x01" + _s(context) + _s(key) + struct.pack(">I", len(payload)) + payload
+    out += struct.pack(">I", len(meta_items))
+    for name, value in meta_items:
+        out += _s(name) + _s(value)
+    return out + struct.pack(">Q", lamport) + _s(origin) + struct.pack(">QQ", seq, at)
+
+
+def record_of(body: bytes) -> bytes:
+    return hashlib.sha256(body).digest() + body
+
+
+def sample(**changes):
+    fields = dict(
+        context="ctx", key="k", payload=b"payload", meta={"a": "1", "b": "2"},
+        lamport=5, origin="node-a", seq=3, appended_at_ns=1_700_000_000_000_000_000,
+    )
+    fields.update(changes)
+    return make_entry(**fields)
+
+
+contexts = st.text("abcXYZ019._:/-", min_size=1, max_size=20)
+node_ids = st.text("abcXYZ019._-", min_size=1, max_size=12)
+u64 = st.integers(1, 2**64 - 1)
+metas = st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=5)
+entries = st.builds(
+    make_entry, context=contexts, key=st.text(max_size=20), payload=st.binary(max_size=64),
+    meta=metas, lamport=u64, origin=node_ids, seq=u64, appended_at_ns=st.integers(0, 2**64 - 1),
+)
+
+
+# ---- golden vectors ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("vector", VECTORS, ids=[v["name"] for v in VECTORS])
+def test_golden_vectors(vector):
+    entry = make_entry(
+        vector["context"], vector["key"], bytes.fromhex(vector["payload_hex"]), vector["meta"],
+        vector["lamport"], vector["origin"], vector["seq"], vector["appended_at_ns"],
+    )
+    assert entry.body.hex() == vector["encoding_hex"]
+    expected_id = hashlib.sha256(bytes.fromhex(vector["encoding_hex"])).hexdigest()
+    assert entry.id == vector["id"] == expected_id
+    assert entry.record == bytes.fromhex(vector["id"] + vector["encoding_hex"])
+    decoded = decode_record(bytes.fromhex(vector["id"] + vector["encoding_hex"]))
+    assert decoded == entry
+    assert decoded.payload == bytes.fromhex(vector["payload_hex"])
+
+
+def test_golden_vectors_match_the_spec_encoder():
+    for v in VECTORS:
+        body = reference_body(
+            v["context"], v["key"], bytes.fromhex(v["payload_hex"]),
+            sorted(v["meta"].items(), key=lambda kv: kv[0].encode()),
+            v["lamport"], v["origin"], v["seq"], v["appended_at_ns"],
+        )
+        assert body.hex() == v["encoding_hex"], v["name"]
+
+
+# ---- content id --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "field,other",
+    [
+        ("context", "ctx2"), ("key", "k2"), ("key", ""), ("payload", b"payloaD"),
+        ("payload", b""), ("meta", {"a": "1", "b": "3"}), ("meta", {"a": "1", "c": "2"}),
+        ("meta", {"a": "1"}), ("meta", {}), ("lamport", 6), ("origin", "node-b"), ("seq", 4),
+        ("appended_at_ns", 1),
+    ],
+)
+def test_every_field_changes_the_id(field, other):
+    base = sample()
+    changed = sample(**{field: other})
+    assert changed.id != base.id
+    assert changed.body != base.body
+
+
+def test_ambiguous_splits_do_not_collide():
+    # Length prefixes: moving bytes from one field to the next must change the id.
+    assert sample(context="ab", key="c").id != sample(context="a", key="bc").id
+    assert sample(meta={"ab": "c"}).id != sample(meta={"a": "bc"}).id
+
+
+@SETTINGS
+@given(entry=entries, data=st.data())
+def test_meta_order_does_not_change_the_id(entry, data):
+    items = data.draw(st.permutations(list(entry.meta.items())))
+    again = make_entry(
+        entry.context, entry.key, entry.payload, dict(items), entry.lamport, entry.origin,
+        entry.seq, entry.appended_at_ns,
+    )
+    assert again.id == entry.id and again.body == entry.body
+
+
+@SETTINGS
+@given(entry=entries)
+def test_id_is_sha256_of_the_spec_encoding(entry):
+    body = reference_body(
+        entry.context, entry.key, entry.payload,
+        sorted(entry.meta.items(), key=lambda kv: kv[0].encode()),
+        entry.lamport, entry.origin, entry.seq, entry.appended_at_ns,
+    )
+    assert entry.body == body
+    assert entry.id == hashlib.sha256(body).hexdigest()
+
+
+def test_make_entry_rejects_out_of_range_integers():
+    for field in ("lamport", "seq", "appended_at_ns"):
+        with pytest.raises(ValueError):
+            sample(**{field: -1})
+        with pytest.raises(ValueError):
+            sample(**{field: 2**64})
+    assert sample(lamport=2**64 - 1).lamport == 2**64 - 1
+
+
+# ---- decoding ----------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(entry=entries)
+def test_decode_record_round_trip(entry):
+    decoded = decode_record(entry.record)
+    assert decoded == entry
+    assert decoded.body == entry.body
+    assert decoded.record == entry.record
+    assert dict(decoded.meta) == dict(entry.meta)
+    assert decode_body(entry.body) == entry
+
+
+def test_entry_json():
+    text = sample(payload=b"hi").to_json()
+    assert text["payload"] == "hi" and "payload_b64" not in text
+    assert text["id"] == sample(payload=b"hi").id and text["meta"] == {"a": "1", "b": "2"}
+    binary = sample(payload=b"\xff\x00").to_json()
+    assert binary["payload_b64"] == "/wA=" and "payload" not in binary
+
+
+def test_record_whose_id_lies_names_the_claimed_id():
+    entry = sample()
+    liar = sample(payload=b"other")
+    record = bytes.fromhex(liar.id) + entry.body
+    with pytest.raises(IntegrityError, match=liar.id):
+        decode_record(record)
+    flipped = bytearray(entry.record)
+    flipped[-1] ^= 1
+    with pytest.raises(IntegrityError, match=entry.id):
+        decode_record(bytes(flipped))
+
+
+@SETTINGS
+@given(garbage=st.binary(max_size=200))
+def test_garbage_records_raise_integrity_error_only(garbage):
+    with pytest.raises(IntegrityError):
+        decode_record(garbage)
+    # Also with a correct id, so that the decoder itself sees the garbage.
+    with pytest.raises(IntegrityError):
+        decode_record(record_of(garbage))
+
+
+@SETTINGS
+@given(entry=entries, data=st.data())
+def test_truncated_or_extended_records_raise_integrity_error_only(entry, data):
+    body = entry.body
+    cut = data.draw(st.integers(0, len(body) - 1))
+    with pytest.raises(IntegrityError):
+        decode_record(entry.record[: ID_SIZE + cut])  # the id no longer matches
+    with pytest.raises(IntegrityError):
+        decode_record(record_of(body[:cut]))  # the id matches: the decoder must refuse it
+    extra = data.draw(st.binary(min_size=1, max_size=8))
+    with pytest.raises(IntegrityError):
+        decode_record(record_of(body + extra))
+
+
+@SETTINGS
+@given(entry=entries, data=st.data())
+def test_mutated_records_are_either_valid_entries_or_integrity_errors(entry, data):
+    body = bytearray(entry.body)
+    for _ in range(data.draw(st.integers(1, 4))):
+        pos = data.draw(st.integers(0, len(body) - 1))
+        body[pos] = data.draw(st.integers(0, 255))
+    try:
+        decoded = decode_record(record_of(bytes(body)))
+    except IntegrityError:
+        return
+    assert decoded.body == bytes(body)
+    assert make_entry(
+        decoded.context, decoded.key, decoded.payload, decoded.meta, decoded.lamport,
+        decoded.origin, decoded.seq, decoded.appended_at_ns,
+    ).body == bytes(body)
+
+
+def test_unsorted_meta_is_not_canonical():
+    args = ("ctx", "k", b"p")
+    tail = (5, "node-a", 3, 7)
+    body = reference_body(*args, [("b", "2"), ("a", "1")], *tail)
+    with pytest.raises(IntegrityError, match="canonical"):
+        decode_record(record_of(body))
+    # Sorted by UTF-8 bytes, not by something else: "Z" < "a" < "é".
+    good = reference_body(*args, [("Z", ""), ("a", ""), ("\u00e9", "")], *tail)
+    assert decode_record(record_of(good)).meta == {"Z": "", "a": "", "\u00e9": ""}
+    bad = reference_body(*args, [("a", ""), ("Z", ""), ("\u00e9", "")], *tail)
+    with pytest.raises(IntegrityError):
+        decode_record(record_of(bad))
+
+
+def test_duplicate_meta_names_are_not_canonical():
+    body = reference_body("ctx", "k", b"p", [("a", "1"), ("a", "2")], 5, "node-a", 3, 7)
+    with pytest.raises(IntegrityError):
+        decode_record(record_of(body))
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        pytest.param(lambda b: b"P2PX" + b[4:], id="magic"),
+        pytest.param(lambda b: b[:4] + b"\x02" + b[5:], id="version-2"),
+        pytest.param(lambda b: b[:4] + b"\x00" + b[5:], id="version-0"),
+        pytest.param(lambda b: b + b"\x00", id="trailing-byte"),
+        pytest.param(lambda b: b[:-1], id="truncated"),
+    ],
+)
+def test_malformed_encodings_are_refused(mutate):
+    with pytest.raises(IntegrityError):
+        decode_record(record_of(mutate(sample().body)))
+
+
+def test_invalid_utf8_is_refused():
+    body = sample().body
+    # The context "ctx" starts right after magic, version and its u32 length.
+    bad = body[:9] + b"\xff" + body[10:]
+    with pytest.raises(IntegrityError):
+        decode_record(record_of(bad))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"context": "has space"}, id="bad-context"),
+        pytest.param({"context": "x" * 129}, id="long-context"),
+        pytest.param({"origin": "bad:origin"}, id="bad-origin"),
+        pytest.param({"origin": ""}, id="empty-origin"),
+        pytest.param({"key": "k" * 257}, id="long-key"),
+        pytest.param({"seq": 0}, id="seq-0"),
+        pytest.param({"lamport": 0}, id="lamport-0"),
+    ],
+)
+def test_records_with_invalid_fields_are_integrity_errors(changes):
+    entry = sample(**changes)  # make_entry trusts its caller; the record decoder must not
+    with pytest.raises(IntegrityError, match=entry.id):
+        decode_record(entry.record)
+
+
+def test_record_limits_are_applied():
+    entry = sample(payload=b"x" * 11, meta={"m": "y" * 20})
+    assert decode_record(entry.record, DEFAULT_LIMITS) == entry
+    with pytest.raises(IntegrityError):
+        decode_record(entry.record, Limits(max_payload=10))
+    with pytest.raises(IntegrityError):
+        decode_record(entry.record, Limits(max_meta=20))
+    with pytest.raises(IntegrityError):
+        decode_record(entry.record, Limits(max_key=0))
+
+
+# ---- validation of local input -----------------------------------------------------------------
+
+
+def _raises_exactly(cls, fn, *args):
+    with pytest.raises(LocalInputError) as info:
+        fn(*args)
+    assert type(info.value) is cls
+    assert isinstance(info.value, (LedgerError, ValueError))
+    others = [c for c in VALIDATION_ERRORS if c is not cls]
+    assert not isinstance(info.value, tuple(others))
+
+
+def test_validation_errors_are_distinct_classes():
+    assert len(set(VALIDATION_ERRORS)) == len(VALIDATION_ERRORS)
+    for cls in VALIDATION_ERRORS:
+        assert issubclass(cls, LocalInputError) and issubclass(cls, ValueError)
+        assert not any(issubclass(cls, o) for o in VALIDATION_ERRORS if o is not cls)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", " ", "a b", "x" * 129, "tab\t", "new\nline", "ctx\n", "\u00e9", "a*b", "a#b", None, 5,
+     b"ctx", ["ctx"]],
+)
+def test_invalid_context_names(name):
+    _raises_exactly(InvalidContextName, check_context, name)
+
+
+@pytest.mark.parametrize("name", ["a", "x" * 128, "A-Za-z0-9._:/-", "orders/eu:2024", "..", "/"])
+def test_valid_context_names(name):
+    assert check_context(name) == name
+
+
+@pytest.mark.parametrize("node_id", ["", "x" * 65, "a:b", "a/b", "a b", "n\n", None, 3])
+def test_invalid_node_ids(node_id):
+    _raises_exactly(InvalidNodeId, check_node_id, node_id)
+
+
+def test_valid_node_ids():
+    for node_id in ("n", "x" * 64, "node-A_1.2"):
+        assert check_node_id(node_id) == node_id
+
+
+def test_key_limits():
+    assert check_fields("k" * 256, b"", None)[0] == "k" * 256
+    _raises_exactly(KeyTooLarge, check_fields, "k" * 257, b"", None)
+    _raises_exactly(KeyTooLarge, check_fields, "\u00e9" * 129, b"", None)  # 258 UTF-8 bytes
+    assert check_fields("\u00e9" * 128, b"", None)[0] == "\u00e9" * 128
+    _raises_exactly(InvalidKey, check_fields, 5, b"", None)
+    _raises_exactly(KeyTooLarge, check_fields, "abc", b"", None, Limits(max_key=2))
+
+
+def test_payload_limits():
+    limits = Limits(max_payload=10)
+    assert check_fields("k", b"x" * 10, None, limits)[1] == b"x" * 10
+    _raises_exactly(PayloadTooLarge, check_fields, "k", b"x" * 11, None, limits)
+    _raises_exactly(PayloadTooLarge, check_fields, "k", "\u00e9" * 6, None, limits)  # 12 bytes
+    _raises_exactly(InvalidPayload, check_fields, "k", 123, None)
+    assert check_fields("k", "h\u00e9", None)[1] == "h\u00e9".encode()
+    assert check_fields("k", bytearray(b"ab"), None)[1] == b"ab"
+    assert check_fields("k", memoryview(b"ab"), None)[1] == b"ab"
+    assert type(check_fields("k", bytearray(b"ab"), None)[1]) is bytes
+
+
+def test_meta_limits_and_types():
+    limits = Limits(max_meta=10)
+    assert check_fields("k", b"", {"abcde": "fghij"}, limits)[2] == {"abcde": "fghij"}
+    _raises_exactly(MetaTooLarge, check_fields, "k", b"", {"abcde": "fghijk"}, limits)
+    _raises_exactly(MetaTooLarge, check_fields, "k", b"", {"a": "1", "bcdef": "ghij"}, limits)
+    _raises_exactly(InvalidMeta, check_fields, "k", b"", {"a": 1})
+    _raises_exactly(InvalidMeta, check_fields, "k", b"", {"a": b"1"})
+    _raises_exactly(InvalidMeta, check_fields, "k", b"", {"a": None})
+    _raises_exactly(InvalidMeta, check_fields, "k", b"", {1: "a"})
+    _raises_exactly(InvalidMeta, check_fields, "k", b"", [("a", "b")])
+    _raises_exactly(InvalidMeta, check_fields, "k", b"", "a=b")
+    assert check_fields("k", b"", None)[2] == {}
+
+
+def test_check_fields_returns_a_copy_of_meta():
+    meta = {"a": "1"}
+    _, _, clean = check_fields("k", b"", meta)
+    meta["b"] = "2"
+    assert clean == {"a": "1"}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("\ud800", b"", None), ("k", "\ud800", None), ("k", b"", {"\ud800": "v"}),
+     ("k", b"", {"m": "\udfff"})],
+    ids=["key", "payload", "meta-name", "meta-value"],
+)
+def test_unencodable_strings_are_local_input_errors(args):
+    with pytest.raises(LocalInputError):
+        check_fields(*args)
+
+
+@SETTINGS
+@given(entry=entries)
+def test_entry_is_immutable_and_order_key(entry):
+    assert entry.order_key == (entry.lamport, entry.origin, entry.seq)
+    with pytest.raises(AttributeError):
+        entry.key = "other"  # type: ignore[misc]
+    assert replace(entry, key=entry.key) == entry

@@ -1,0 +1,603 @@
+"""Ledger: group-committed appends, remote updates, causal paging, roots, rebuild, compaction."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+
+import pytest
+from core_helpers import (
+    Backend,
+    append,
+    deleting_update,
+    forged_update,
+    ids,
+    open_ledger,
+    page_all,
+    read_ids,
+    state_of,
+    sync,
+    sync_all,
+)
+from pycrdt import Array, Doc
+
+from p2p_ledger.cursor import Cursor
+from p2p_ledger.entry import Limits, decode_record, make_entry
+from p2p_ledger.errors import (
+    ForbiddenUpdate,
+    IntegrityError,
+    InvalidContextName,
+    InvalidCursor,
+    InvalidMeta,
+    KeyTooLarge,
+    MetaTooLarge,
+    PayloadTooLarge,
+    RemoteProtocolError,
+)
+from p2p_ledger.storage import MemoryStorage
+from p2p_ledger.store import SqliteStore
+
+NODES = ("a", "b", "c")
+CONTEXTS = ("c1", "c2")
+KEYS = ("k1", "k2", "k3")
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def backend(request, tmp_path):
+    b = Backend(request.param, tmp_path)
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def memory(tmp_path):
+    b = Backend("memory", tmp_path)
+    yield b
+    b.close()
+
+
+def order_keys(entries):
+    return [e.order_key for e in entries]
+
+
+def assert_causal(entries):
+    keys = order_keys(entries)
+    assert keys == sorted(keys), "entries must come in causal (Lamport, origin, seq) order"
+
+
+# ---- appends -----------------------------------------------------------------------------------
+
+
+def test_append_assigns_lamport_and_gap_free_seq(backend):
+    ledger = open_ledger(backend.new(), "a")
+    first = append(ledger, "c1", "x", "y")
+    second = ledger.append([
+        ledger.prepare("c2", "k", "p"), ledger.prepare("c1", "k", "z"),
+        ledger.prepare("c2", "k", "q"),
+    ])
+    entries = first.entries + second.entries
+    assert [e.lamport for e in entries] == [1, 2, 3, 4, 5]
+    assert [(e.context, e.seq) for e in entries] == [
+        ("c1", 1), ("c1", 2), ("c2", 1), ("c1", 3), ("c2", 2)]
+    assert [e.payload for e in second.entries] == [b"p", b"z", b"q"]  # request order
+    assert all(e.origin == "a" and e.key == "k" for e in entries)
+    for e in entries:
+        assert decode_record(e.record) == e
+    assert sorted(name for name, _ in second.updates) == ["c1", "c2"]
+    assert ledger.entry_count() == 5
+    assert ids(ledger.get("c1")[0]) == ids([entries[0], entries[1], entries[3]])
+
+
+def test_group_commit_is_one_storage_commit():
+    storage = MemoryStorage()
+    ledger = open_ledger(storage, "a")
+    requests = [ledger.prepare(CONTEXTS[i % 2], KEYS[i % 3], f"p{i}") for i in range(250)]
+    before = storage.commits
+    result = ledger.append(requests)
+    assert storage.commits == before + 1
+    assert len(result.entries) == 250 and len(result.updates) == 2
+    assert {name: len(blobs) for name, blobs in storage.updates.items()} == {"c1": 1, "c2": 1}
+    for name in CONTEXTS:
+        assert [e.seq for e in result.entries if e.context == name] == list(range(1, 126))
+    # The committed updates are exactly what a peer needs.
+    peer = open_ledger(MemoryStorage(), "b")
+    for name, update in result.updates:
+        peer.apply_remote(name, update)
+    assert peer.root() == ledger.root()
+
+
+def test_prepare_errors_are_named_and_change_nothing():
+    ledger = open_ledger(MemoryStorage(), "a", limits=Limits(max_payload=8, max_meta=8))
+    append(ledger, "c1", "x")
+    before = state_of(ledger)
+    cases = [
+        (InvalidContextName, ("bad name",)), (InvalidContextName, ("",)),
+        (InvalidContextName, ("x" * 129,)), (InvalidContextName, (None,)),
+        (KeyTooLarge, ("c1", "k" * 257)), (PayloadTooLarge, ("c1", "k", b"x" * 9)),
+        (MetaTooLarge, ("c1", "k", b"", {"abcd": "efghi"})),
+        (InvalidMeta, ("c1", "k", b"", {"a": 1})),
+    ]
+    for cls, args in cases:
+        with pytest.raises(cls):
+            ledger.prepare(*args)
+    assert state_of(ledger) == before
+    assert ledger.prepare("c1", "k", b"x" * 8, {"abcd": "efgh"}).payload == b"x" * 8
+
+
+def test_listeners_hear_new_entries_once():
+    heard = []
+    a = open_ledger(MemoryStorage(), "a")
+    b = open_ledger(MemoryStorage(), "b")
+    b.listeners.append(lambda ctx, entries: heard.append((ctx, ids(entries))))
+    e = append(a, "c1", "1", "2").entries
+    sync(a, b, "c1")
+    sync(a, b, "c1")
+    mine = append(b, "c1", "3").entries
+    assert heard == [("c1", ids(e)), ("c1", ids(mine))]
+
+
+# ---- reads -------------------------------------------------------------------------------------
+
+
+def test_unknown_context_reads_empty_and_names_are_checked():
+    ledger = open_ledger(MemoryStorage(), "a")
+    assert ledger.get("nothing") == ([], Cursor())
+    got, cursor = ledger.get("nothing", after="x:3")
+    assert got == [] and cursor == {"x": 3}
+    with pytest.raises(InvalidContextName):
+        ledger.get("no such name")
+    with pytest.raises(InvalidCursor):
+        ledger.get("nothing", after="garbage")
+    assert ledger.context_root("nothing") == open_ledger(MemoryStorage(), "b").context_root("x")
+
+
+def test_key_filter_and_cursor_text():
+    ledger = open_ledger(MemoryStorage(), "a")
+    ledger.append([ledger.prepare("c1", KEYS[i % 3], str(i)) for i in range(9)])
+    k1 = ledger.get("c1", key="k1")[0]
+    assert [e.payload for e in k1] == [b"0", b"3", b"6"]
+    assert ledger.get("c1", key="zz") == ([], Cursor())
+    page, cursor = ledger.get("c1", limit=4)
+    assert str(cursor) == "a:4"
+    rest, end = ledger.get("c1", after=str(cursor))
+    assert [e.payload for e in page + rest] == [str(i).encode() for i in range(9)]
+    assert ledger.get("c1", after=end) == ([], end)
+    assert ledger.get("c1", limit=0) == ([], Cursor())
+    assert [e.payload for p in page_all(ledger, "c1", 2, key="k2") for e in p] == [b"1", b"4", b"7"]
+
+
+def test_lamport_advances_on_received_entries():
+    a = open_ledger(MemoryStorage(), "a")
+    b = open_ledger(MemoryStorage(), "b")
+    append(a, "c1", *"12345")
+    append(b, "c2", "early")  # lamport 1 on b
+    assert b.clock.time == 1
+    received = sync(a, b, "c1")
+    assert max(e.lamport for e in received) == 5 and b.clock.time == 5
+    mine = append(b, "c1", "after").entries[0]
+    assert mine.lamport == 6
+    assert ids(b.get("c1")[0])[-1] == mine.id  # causally after what b had seen
+
+
+def test_same_entries_in_different_orders_read_the_same(memory):
+    a = open_ledger(memory.new(), "a")
+    b = open_ledger(memory.new(), "b")
+    pushes = []
+    for i in range(6):
+        src = (a, b)[i % 2]
+        pushes += [u for _, u in append(src, "c1", f"{src.node_id}{i}").updates]
+    c = open_ledger(memory.new(), "c")
+    d = open_ledger(memory.new(), "d")
+    for u in pushes:
+        c.apply_remote("c1", u)
+    for u in reversed(pushes):
+        d.apply_remote("c1", u)
+    sync_all([a, b])
+    full = read_ids(a, "c1")
+    assert len(full) == 6
+    for other in (b, c, d):
+        assert read_ids(other, "c1") == full
+        assert other.root() == a.root() and other.context_root("c1") == a.context_root("c1")
+
+
+def test_get_from_any_cursor_pages_exactly_once():
+    rng = random.Random(7)
+    a, b = open_ledger(MemoryStorage(), "a"), open_ledger(MemoryStorage(), "b")
+    for _ in range(40):
+        src = rng.choice((a, b))
+        append(src, "c1", *[f"p{rng.random()}" for _ in range(rng.randint(1, 3))],
+               key=rng.choice(KEYS))
+        if rng.random() < 0.3:
+            sync_all([a, b])
+    sync_all([a, b])
+    everything = a.get("c1")[0]
+    assert_causal(everything)
+    top = defaultdict(int)
+    for e in everything:
+        top[e.origin] = max(top[e.origin], e.seq)
+    for _ in range(30):
+        cursor = Cursor({o: rng.randint(0, s) for o, s in top.items()})
+        key = rng.choice((None, *KEYS))
+        expected = [e for e in everything if not cursor.covers(e) and key in (None, e.key)]
+        for limit in (1, 2, 5):
+            pages = page_all(a, "c1", limit, after=str(cursor), key=key)
+            assert ids(e for p in pages for e in p) == ids(expected)
+        assert ids(a.get("c1", key=key, after=cursor)[0]) == ids(expected)
+
+
+# ---- random histories --------------------------------------------------------------------------
+
+
+class Reader:
+    """A client paging one context of one node with its own cursor, at random moments."""
+
+    def __init__(self, node: str, context: str, key: str | None, limit: int) -> None:
+        self.node, self.context, self.key, self.limit = node, context, key, limit
+        self.cursor: Cursor | None = None
+        self.pages: list[list] = []
+
+    def read(self, ledger) -> list:
+        page, self.cursor = ledger.get(self.context, key=self.key, after=self.cursor,
+                                       limit=self.limit)
+        assert len(page) <= self.limit
+        assert_causal(page)
+        if page:
+            self.pages.append(page)
+        return page
+
+
+def run_history(seed: int, backend: Backend, steps: int, pushes: bool, restarts: bool):
+    rng = random.Random(seed)
+    storages = {n: backend.new() for n in NODES}
+    incarnation = dict.fromkeys(NODES, 1)
+    ledgers = {n: open_ledger(storages[n], n, f"{n}-1") for n in NODES}
+    readers = [Reader(n, ctx, key, rng.randint(1, 4))
+               for n in NODES for ctx in CONTEXTS for key in (None, "k1")]
+    queue: list[tuple[str, str, bytes]] = []
+    authored: dict[str, object] = {}
+
+    def deliver(dst, name, update):
+        ledger = ledgers[dst]
+        new = ledger.apply_remote(name, update)
+        assert all(ledger.clock.time >= e.lamport for e in new)
+
+    ops = ["append", "deliver", "sync", "read", "restart"]
+    weights = [4, 3 if pushes else 0, 2, 4, 1 if restarts else 0]
+    for _ in range(steps):
+        op = rng.choices(ops, weights)[0]
+        if op == "append":
+            n = rng.choice(NODES)
+            ledger = ledgers[n]
+            seen = max((ctx.max_lamport for ctx in ledger.contexts.values()), default=0)
+            requests = [ledger.prepare(rng.choice(CONTEXTS), rng.choice(KEYS), f"{n}{rng.random()}")
+                        for _ in range(rng.randint(1, 3))]
+            result = ledger.append(requests)
+            lamports = [e.lamport for e in result.entries]
+            assert lamports == sorted(set(lamports)) and lamports[0] > seen
+            for e in result.entries:
+                assert e.origin == n and decode_record(e.record) == e
+                authored[e.id] = e
+            if pushes:
+                for name, update in result.updates:
+                    queue += [(d, name, update) for d in NODES if d != n and rng.random() < 0.7]
+        elif op == "deliver" and queue:
+            deliver(*queue.pop(rng.randrange(len(queue))))  # out of order: entries arrive late
+        elif op == "sync":
+            src, dst = rng.sample(NODES, 2)
+            sync(ledgers[src], ledgers[dst], rng.choice(CONTEXTS))
+        elif op == "read":
+            reader = rng.choice(readers)
+            reader.read(ledgers[reader.node])
+        elif op == "restart":
+            n = rng.choice(NODES)
+            before = ledgers[n]
+            snapshot = {name: read_ids(before, name) for name in before.contexts}
+            incarnation[n] += 1
+            storages[n] = backend.reopen(storages[n])
+            ledgers[n] = open_ledger(storages[n], n, f"{n}-{incarnation[n]}")
+            assert ledgers[n].root() == before.root()
+            assert {name: read_ids(ledgers[n], name) for name in ledgers[n].contexts} == snapshot
+            assert ledgers[n].clock.time >= before.clock.time
+    rng.shuffle(queue)
+    for item in queue:
+        deliver(*item)
+    sync_all(ledgers.values())
+    for reader in readers:
+        while reader.read(ledgers[reader.node]):
+            pass
+    return rng, ledgers, readers, authored
+
+
+def check_converged(rng, ledgers, readers, authored):
+    by_context = defaultdict(list)
+    for e in authored.values():
+        by_context[e.context].append(e)
+    first = ledgers[NODES[0]]
+    for name, entries in by_context.items():
+        expected = sorted(entries, key=lambda e: e.order_key)
+        for ledger in ledgers.values():
+            got = ledger.get(name)[0]
+            assert ids(got) == ids(expected)
+            assert got == expected
+        # seq per origin per context: 1, 2, 3... and Lamport grows with seq
+        per_origin = defaultdict(list)
+        for e in expected:
+            per_origin[e.origin].append(e)
+        for own in per_origin.values():
+            assert [e.seq for e in own] == list(range(1, len(own) + 1))
+        for limit in (1, 3, 7):
+            pages = page_all(first, name, limit)
+            assert ids(e for p in pages for e in p) == ids(expected)
+    for ledger in ledgers.values():
+        assert ledger.root() == first.root()
+        assert ledger.verify() == []
+    for reader in readers:
+        delivered = [e for page in reader.pages for e in page]
+        assert len(set(ids(delivered))) == len(delivered), "an entry was delivered twice"
+        wanted = {e.id for e in authored.values()
+                  if e.context == reader.context and reader.key in (None, e.key)}
+        assert set(ids(delivered)) == wanted, "an entry was never delivered"
+        per_origin = defaultdict(list)
+        for e in delivered:
+            per_origin[e.origin].append(e.seq)
+        for seqs in per_origin.values():
+            if reader.key is None:
+                assert seqs == list(range(1, len(seqs) + 1))
+            else:
+                assert seqs == sorted(seqs)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_history_with_late_arrivals(seed, memory):
+    check_converged(*run_history(seed, memory, steps=200, pushes=True, restarts=False))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_history_with_restarts_rebuilds_identically(seed, backend):
+    rng, ledgers, readers, authored = run_history(
+        100 + seed, backend, steps=90, pushes=False, restarts=True)
+    check_converged(rng, ledgers, readers, authored)
+    for n, ledger in ledgers.items():
+        reopened = open_ledger(backend.reopen(ledger.storage), n, f"{n}-final", verify=True)
+        assert reopened.root() == ledger.root()
+        for name in CONTEXTS:
+            assert reopened.get(name)[0] == ledger.get(name)[0]
+        assert reopened.clock.time >= ledger.clock.time
+
+
+# ---- durability across reopen (SQLite) -----------------------------------------------------------
+
+
+def test_sqlite_reopen_keeps_entries_clock_and_seq(tmp_path):
+    a = open_ledger(MemoryStorage(), "a")
+    append(a, "c1", *"123456")
+    store = SqliteStore(tmp_path / "b")
+    b = open_ledger(store, "b", "b-1")
+    sync(a, b, "c1")
+    mine = append(b, "c1", "x").entries[0]
+    append(b, "c2", "y")
+    assert mine.lamport == 7 and mine.seq == 1
+    clock, root = b.clock.time, b.root()
+    reads = {name: b.get(name)[0] for name in CONTEXTS}
+    store.close()
+    store = SqliteStore(tmp_path / "b")
+    try:
+        b2 = open_ledger(store, "b", "b-2")
+        assert b2.clock.time >= clock
+        assert b2.root() == root
+        assert {name: b2.get(name)[0] for name in CONTEXTS} == reads
+        nxt = append(b2, "c1", "z").entries[0]
+        assert nxt.seq == 2 and nxt.lamport > clock
+        sync_all([a, b2])
+        assert a.root() == b2.root()
+    finally:
+        store.close()
+
+
+def test_open_refuses_a_stored_record_whose_id_lies():
+    good = make_entry("c1", "k", b"x", {}, 1, "a", 1, 0)
+    liar = bytes.fromhex(make_entry("c1", "k", b"y", {}, 1, "a", 1, 0).id) + good.body
+    storage = MemoryStorage()
+    storage.updates["c1"] = [forged_update([liar])]
+    with pytest.raises(IntegrityError, match="c1"):
+        open_ledger(storage, "a")
+
+
+def test_verify_reports_entries_over_the_limits():
+    storage = MemoryStorage()
+    append(open_ledger(storage, "a"), "c1", b"x" * 100)
+    small = Limits(max_payload=10)
+    trusting = open_ledger(storage, "a", "a-2", limits=small)
+    problems = trusting.verify()
+    assert len(problems) == 1 and "c1" in problems[0]
+    with pytest.raises(IntegrityError):
+        open_ledger(storage, "a", "a-3", limits=small, verify=True)
+    assert open_ledger(storage, "a", "a-4").verify() == []
+
+
+# ---- refused remote updates --------------------------------------------------------------------
+
+
+def test_deleting_update_is_forbidden_and_changes_nothing(backend):
+    a = open_ledger(backend.new(), "a")
+    b = open_ledger(backend.new(), "b")
+    append(a, "c1", "1", "2", "3")
+    append(b, "c1", "4")
+    sync_all([a, b])
+    for victim in (a, b):
+        before = state_of(victim)
+        update = deleting_update(victim.contexts["c1"].diff(), index=0)
+        with pytest.raises(ForbiddenUpdate):
+            victim.apply_remote("c1", update)
+        assert state_of(victim) == before
+        assert len(victim.contexts["c1"]._array) == 4
+
+
+def test_update_that_inserts_and_deletes_is_forbidden():
+    ledger = open_ledger(MemoryStorage(), "a")
+    append(ledger, "c1", "mine")
+    before = state_of(ledger)
+    records = [make_entry(name, "k", b"p", {}, 1, "z", s, 0).record
+               for name, s in (("c1", 1), ("c1", 2), ("new", 1), ("new", 2))]
+    for name, chunk in (("c1", records[:2]), ("new", records[2:])):
+        doc = Doc(client_id=99)
+        arr = doc.get("entries", type=Array)
+        arr.extend(chunk)
+        del arr[0]
+        with pytest.raises(ForbiddenUpdate):
+            ledger.apply_remote(name, doc.get_update())
+    assert state_of(ledger) == before and "new" not in ledger.contexts
+
+
+def test_update_with_a_lying_record_is_refused_and_nothing_is_stored(backend):
+    ledger = open_ledger(backend.new(), "a")
+    append(ledger, "c1", "mine")
+    before = state_of(ledger)
+    for name in ("c1", "new"):
+        good = make_entry(name, "k", b"ok", {}, 9, "z", 1, 0)
+        honest_id = make_entry(name, "k", b"other", {}, 9, "z", 2, 0).id
+        liar = bytes.fromhex(honest_id) + make_entry(name, "k", b"lie", {}, 9, "z", 2, 0).body
+        with pytest.raises(IntegrityError, match=honest_id):
+            ledger.apply_remote(name, forged_update([good.record, liar]))
+    assert state_of(ledger) == before and "new" not in ledger.contexts
+    assert ledger.get("new") == ([], Cursor())
+
+
+def test_malformed_updates_are_refused():
+    ledger = open_ledger(MemoryStorage(), "a")
+    append(ledger, "c1", "mine")
+    before = state_of(ledger)
+    wrong_ctx = make_entry("c2", "k", b"", {}, 1, "z", 1, 0).record
+    for name, update in (("c1", b"\x01\x02garbage"), ("c1", forged_update([wrong_ctx])),
+                         ("new", b""), ("c1", forged_update([b"short"]))):
+        with pytest.raises((RemoteProtocolError, IntegrityError)):
+            ledger.apply_remote(name, update)
+    with pytest.raises(InvalidContextName):
+        ledger.apply_remote("bad name", forged_update([]))
+    assert state_of(ledger) == before and "new" not in ledger.contexts
+
+
+# ---- compaction and verification ---------------------------------------------------------------
+
+
+def test_compaction_keeps_reads_and_root(backend):
+    a = open_ledger(backend.new(), "a")
+    b = open_ledger(MemoryStorage(), "b")
+    for i in range(5):
+        append(a, "c1", f"a{i}")
+        append(b, "c1", f"b{i}")
+        sync(b, a, "c1")
+    append(a, "c2", "other")
+    assert len(a.storage.load()["c1"]) == 10
+    root, reads = a.root(), {n: a.get(n)[0] for n in CONTEXTS}
+    c2_blobs = a.storage.load()["c2"]
+    a.compact("c1")
+    assert len(a.storage.load()["c1"]) == 1
+    assert a.storage.load()["c2"] == c2_blobs
+    assert a.root() == root and {n: a.get(n)[0] for n in CONTEXTS} == reads
+    assert a.verify() == []
+    reopened = open_ledger(backend.reopen(a.storage), "a", "a-2", verify=True)
+    assert reopened.root() == root and {n: reopened.get(n)[0] for n in CONTEXTS} == reads
+    # Life goes on after compaction: append and replicate.
+    append(reopened, "c1", "later")
+    sync_all([reopened, b])
+    assert reopened.root() == b.root() and len(read_ids(b, "c1")) == 11
+    reopened.compact("nothing-here")
+    with pytest.raises(InvalidContextName):
+        reopened.compact("bad name")
+
+
+def test_verify_is_empty_when_sound(backend):
+    ledger = open_ledger(backend.new(), "a")
+    assert ledger.verify() == []
+    append(ledger, "c1", "1", "2")
+    append(ledger, "c2", "3")
+    assert ledger.verify() == []
+
+
+class FlakyStorage(MemoryStorage):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail = False
+
+    def commit(self, updates) -> None:
+        if self.fail:
+            raise OSError("disk full")
+        super().commit(updates)
+
+
+def _durable_view(ledger):
+    root, reads, stored, _clock, count = state_of(ledger)
+    return root, reads, stored, count
+
+
+def test_a_failed_commit_rolls_the_ledger_back_to_storage():
+    storage = FlakyStorage()
+    a = open_ledger(storage, "a")
+    append(a, "c1", "1")
+    peer = open_ledger(MemoryStorage(), "b")
+    remote = append(peer, "c1", "r").updates[0][1]
+    before = _durable_view(a)
+    storage.fail = True
+    with pytest.raises(OSError):
+        append(a, "c1", "lost")
+    with pytest.raises(OSError):
+        a.apply_remote("c1", remote)
+    assert _durable_view(a) == before
+    storage.fail = False
+    assert [e.seq for e in append(a, "c1", "2").entries] == [2]  # the failed seq is reused
+    assert len(a.apply_remote("c1", remote)) == 1  # the peer can simply resend
+    assert open_ledger(storage, "a", "a-2").root() == a.root()
+
+
+# ---- known bugs ----------------------------------------------------------------------------------
+
+
+def _pending_scenario():
+    """b receives a's per-append updates out of order: u3 first (held pending by Yjs), then u2."""
+    a = open_ledger(MemoryStorage(), "a")
+    storage = MemoryStorage()
+    b = open_ledger(storage, "b")
+    b.apply_remote("c1", append(a, "c1", "1").updates[0][1])
+    u2 = append(a, "c1", "2").updates[0][1]
+    u3 = append(a, "c1", "3").updates[0][1]
+    assert b.apply_remote("c1", u3) == []
+    new = b.apply_remote("c1", u2)
+    assert [e.seq for e in new] == [2, 3]  # both reported as added
+    return a, b, storage
+
+
+def test_entries_integrated_from_a_pending_update_are_durable():
+    _, b, storage = _pending_scenario()
+    reopened = open_ledger(storage, "b", "b-2")
+    assert read_ids(reopened, "c1") == read_ids(b, "c1")
+
+
+def test_own_entries_survive_reopen_after_pending_updates():
+    _, b, storage = _pending_scenario()
+    mine = append(b, "c1", "mine").entries[0]
+    reopened = open_ledger(storage, "b", "b-2")
+    assert mine.id in read_ids(reopened, "c1")
+    assert append(reopened, "c1", "next").entries[0].seq == 2
+
+
+def test_empty_update_does_not_change_the_root():
+    a = open_ledger(MemoryStorage(), "a")
+    b = open_ledger(MemoryStorage(), "b")
+    append(a, "c1", "x")
+    sync(a, b, "c1")
+    assert a.root() == b.root()
+    b.apply_remote("c2", Doc().get_update())
+    assert b.get("c2") == ([], Cursor())
+    assert a.root() == b.root()
+
+
+def test_failed_commit_in_a_new_context_keeps_the_root():
+    storage = FlakyStorage()
+    a = open_ledger(storage, "a")
+    append(a, "c1", "1")
+    before = _durable_view(a)
+    storage.fail = True
+    with pytest.raises(OSError):
+        append(a, "c9", "lost")
+    assert _durable_view(a) == before

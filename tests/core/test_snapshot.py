@@ -1,0 +1,264 @@
+"""Snapshots: one self-verifying context file, loaded into any ledger."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from core_helpers import append, open_ledger, read_ids, state_of, sync, sync_all
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from p2p_ledger.cursor import Cursor
+from p2p_ledger.entry import DEFAULT_LIMITS, Limits, make_entry
+from p2p_ledger.errors import (
+    AlreadyExists,
+    IntegrityError,
+    InvalidContextName,
+    InvalidSnapshot,
+    LedgerError,
+    SnapshotError,
+    UnsupportedVersion,
+)
+from p2p_ledger.merkle import MerkleTree
+from p2p_ledger.snapshot import MAGIC, decode_snapshot, encode_snapshot
+from p2p_ledger.storage import MemoryStorage
+
+SETTINGS = settings(
+    max_examples=150, deadline=None, derandomize=True, database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+HEADER = len(MAGIC) + 1 + 4 + len("c1") + 32 + 8  # up to the first record's length
+
+
+def source_ledger():
+    a = open_ledger(MemoryStorage(), "a")
+    b = open_ledger(MemoryStorage(), "b")
+    append(a, "c1", "a1", "a2")
+    append(b, "c1", "b1")
+    append(a, "c2", "elsewhere")
+    sync_all([a, b])
+    append(a, "c1", "a3", key="other")
+    return a
+
+
+@pytest.fixture(scope="module")
+def blob():
+    return source_ledger().snapshot("c1")
+
+
+def fresh():
+    return open_ledger(MemoryStorage(), "z")
+
+
+def test_round_trip_into_a_fresh_ledger():
+    src = source_ledger()
+    blob = src.snapshot("c1")
+    dst = fresh()
+    assert dst.load_snapshot(blob) == ("c1", 4)
+    assert dst.context_root("c1") == src.context_root("c1")
+    assert dst.get("c1")[0] == src.get("c1")[0]
+    assert dst.get("c1", key="other")[0] == src.get("c1", key="other")[0]
+    assert dst.verify() == []
+    assert dst.clock.time >= max(e.lamport for e in src.get("c1")[0])
+    # durable: a reopen of the target's storage reads the same
+    again = open_ledger(dst.storage, "z", "z-2", verify=True)
+    assert read_ids(again, "c1") == read_ids(src, "c1")
+    # and the loaded entries replicate like any other
+    sync_all([again, src])
+    assert again.context_root("c1") == src.context_root("c1")
+
+
+def test_decode_snapshot_returns_the_stated_root(blob):
+    src = source_ledger()
+    context, root, entries = decode_snapshot(blob, DEFAULT_LIMITS)
+    assert context == "c1" and root == src.context_root("c1")
+    assert [e.id for e in entries] == read_ids(src, "c1")
+
+
+def test_loading_twice_adds_nothing(blob):
+    dst = fresh()
+    dst.load_snapshot(blob)
+    before = state_of(dst)
+    commits = dst.storage.commits
+    assert dst.load_snapshot(blob) == ("c1", 0)
+    assert state_of(dst) == before and dst.storage.commits == commits
+
+
+def test_loading_into_a_ledger_that_has_part_of_it():
+    src = source_ledger()
+    dst = fresh()
+    first = src.get("c1", limit=2)[0]
+    partial = encode_snapshot("c1", _root(first), first)
+    assert dst.load_snapshot(partial) == ("c1", 2)
+    assert dst.load_snapshot(src.snapshot("c1")) == ("c1", 2)
+    assert dst.context_root("c1") == src.context_root("c1")
+
+
+def test_fail_if_exists(blob):
+    dst = fresh()
+    assert dst.load_snapshot(blob, fail_if_exists=True) == ("c1", 4)
+    before = state_of(dst)
+    with pytest.raises(AlreadyExists):
+        dst.load_snapshot(blob, fail_if_exists=True)
+    assert state_of(dst) == before
+    other = fresh()
+    append(other, "c1", "mine")
+    with pytest.raises(AlreadyExists):
+        other.load_snapshot(blob, fail_if_exists=True)
+    assert fresh().load_snapshot(blob, fail_if_exists=False) == ("c1", 4)
+
+
+def test_snapshot_of_an_empty_or_unknown_context():
+    empty = fresh().snapshot("nothing")
+    context, root, entries = decode_snapshot(empty, DEFAULT_LIMITS)
+    assert (context, root, entries) == ("nothing", MerkleTree().root(), [])
+    dst = fresh()
+    assert dst.load_snapshot(empty) == ("nothing", 0)
+    assert dst.get("nothing") == ([], Cursor())
+    with pytest.raises(InvalidContextName):
+        fresh().snapshot("bad name")
+
+
+def _root(entries):
+    tree = MerkleTree()
+    for e in entries:
+        tree.set(bytes.fromhex(e.id))
+    return tree.root()
+
+
+def _refused(blob, cls):
+    dst = fresh()
+    append(dst, "c1", "mine")
+    before = state_of(dst)
+    with pytest.raises(cls):
+        dst.load_snapshot(blob)
+    assert state_of(dst) == before
+    with pytest.raises(cls):
+        decode_snapshot(blob, DEFAULT_LIMITS)
+
+
+@pytest.mark.parametrize("bad", [b"", b"P2PLSNA", b"P2PLSNAQ\x01", b"NOTASNAPSHOT" * 5])
+def test_bad_magic(bad):
+    _refused(bad, InvalidSnapshot)
+
+
+def test_every_truncation_is_invalid(blob):
+    for cut in range(len(blob)):
+        with pytest.raises(InvalidSnapshot):
+            decode_snapshot(blob[:cut], DEFAULT_LIMITS)
+    _refused(blob[:-1], InvalidSnapshot)
+
+
+def test_trailing_bytes_are_invalid(blob):
+    _refused(blob + b"\x00", InvalidSnapshot)
+
+
+@pytest.mark.parametrize("version", [0, 2, 255])
+def test_wrong_version(blob, version):
+    bad = blob[: len(MAGIC)] + bytes([version]) + blob[len(MAGIC) + 1 :]
+    _refused(bad, UnsupportedVersion)
+
+
+def test_tampered_record_is_an_integrity_error(blob):
+    for pos in (HEADER + 4, HEADER + 4 + 32 + 10, len(blob) - 1):  # id, body, last byte
+        bad = bytearray(blob)
+        bad[pos] ^= 0x01
+        _refused(bytes(bad), IntegrityError)
+
+
+def test_tampered_root_is_an_integrity_error(blob):
+    bad = bytearray(blob)
+    bad[HEADER - 8 - 1] ^= 0x80  # last byte of the root
+    _refused(bytes(bad), IntegrityError)
+
+
+def test_missing_or_extra_entries_do_not_match_the_root():
+    src = source_ledger()
+    entries = src.get("c1")[0]
+    root = src.context_root("c1")
+    _refused(encode_snapshot("c1", root, entries[:-1]), IntegrityError)
+    extra = make_entry("c1", "k", b"extra", {}, 99, "q", 1, 0)
+    _refused(encode_snapshot("c1", root, [*entries, extra]), IntegrityError)
+
+
+def test_record_of_another_context_is_an_integrity_error():
+    alien = make_entry("c2", "k", b"x", {}, 1, "q", 1, 0)
+    _refused(encode_snapshot("c1", _root([alien]), [alien]), IntegrityError)
+
+
+def test_invalid_context_name_in_the_header():
+    for name in (b"bad name", b"", b"\xff\xfe"):
+        blob = MAGIC + b"\x01" + struct.pack(">I", len(name)) + name + MerkleTree().root()
+        blob += struct.pack(">Q", 0)
+        with pytest.raises(InvalidSnapshot):
+            decode_snapshot(blob, DEFAULT_LIMITS)
+
+
+def test_count_larger_than_the_file():
+    blob = MAGIC + b"\x01" + struct.pack(">I", 2) + b"c1" + MerkleTree().root()
+    with pytest.raises(InvalidSnapshot):
+        decode_snapshot(blob + struct.pack(">Q", 2**64 - 1), DEFAULT_LIMITS)
+
+
+def test_snapshot_limits_are_the_loaders():
+    big = make_entry("c1", "k", b"x" * 100, {}, 1, "q", 1, 0)
+    blob = encode_snapshot("c1", _root([big]), [big])
+    with pytest.raises(IntegrityError):
+        open_ledger(MemoryStorage(), "z", limits=Limits(max_payload=10)).load_snapshot(blob)
+    assert fresh().load_snapshot(blob) == ("c1", 1)
+
+
+def test_snapshot_errors_are_ledger_errors():
+    for cls in (InvalidSnapshot, UnsupportedVersion, AlreadyExists):
+        assert issubclass(cls, SnapshotError) and issubclass(cls, LedgerError)
+    assert issubclass(IntegrityError, LedgerError)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_mutated_snapshots_raise_ledger_errors_only(blob, data):
+    mutated = bytearray(blob)
+    for _ in range(data.draw(st.integers(1, 4), label="mutations")):
+        kind = data.draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate"]))
+        pos = data.draw(st.integers(0, max(len(mutated) - 1, 0)))
+        if kind == "flip" and mutated:
+            mutated[pos] ^= 1 << data.draw(st.integers(0, 7))
+        elif kind == "set" and mutated:
+            mutated[pos] = data.draw(st.integers(0, 255))
+        elif kind == "insert":
+            mutated[pos:pos] = data.draw(st.binary(min_size=1, max_size=8))
+        elif kind == "delete":
+            del mutated[pos : pos + data.draw(st.integers(1, 8))]
+        else:
+            del mutated[pos:]
+    dst = fresh()
+    append(dst, "c1", "mine")
+    before = state_of(dst)
+    try:
+        dst.load_snapshot(bytes(mutated))
+    except LedgerError:
+        assert state_of(dst) == before
+    else:  # only possible if the mutation kept a valid snapshot (e.g. none at all)
+        assert decode_snapshot(bytes(mutated), DEFAULT_LIMITS)[0] in dst.contexts
+
+
+@SETTINGS
+@given(tail=st.binary(max_size=120), version=st.sampled_from([1, 1, 1, 2]))
+def test_random_bytes_after_the_magic_raise_ledger_errors_only(tail, version):
+    with pytest.raises(LedgerError):
+        fresh().load_snapshot(MAGIC + bytes([version]) + tail)
+
+
+def test_entries_synced_after_a_snapshot_load_survive_reopen():
+    a = open_ledger(MemoryStorage(), "a")
+    append(a, "c1", "1", "2")
+    storage = MemoryStorage()
+    loader = open_ledger(storage, "l")
+    assert loader.load_snapshot(a.snapshot("c1")) == ("c1", 2)
+    assert sync(a, loader, "c1") == []  # a's structs for the same two entries: nothing new
+    append(a, "c1", "3")
+    assert [e.seq for e in sync(a, loader, "c1")] == [3]
+    assert len(read_ids(loader, "c1")) == 3
+    reopened = open_ledger(storage, "l", "l-2")
+    assert read_ids(reopened, "c1") == read_ids(loader, "c1")

@@ -1,0 +1,136 @@
+"""SqliteStore: WAL, one transaction per commit, flock on the data directory."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from p2p_ledger.errors import LedgerError, StoreLockedError
+from p2p_ledger.storage import MemoryStorage
+from p2p_ledger.store import SqliteStore
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SqliteStore(tmp_path / "data")
+    yield s
+    s.close()
+
+
+def test_second_store_on_the_same_dir_is_locked_out(tmp_path):
+    first = SqliteStore(tmp_path)
+    with pytest.raises(StoreLockedError) as info:
+        SqliteStore(tmp_path)
+    assert isinstance(info.value, LedgerError)
+    assert str(tmp_path) in str(info.value)
+    # The refused attempt must not have broken the first one.
+    first.commit([("c", b"one")])
+    first.close()
+    second = SqliteStore(tmp_path)
+    try:
+        assert second.load() == {"c": [b"one"]}
+        with pytest.raises(StoreLockedError):
+            SqliteStore(tmp_path)
+    finally:
+        second.close()
+
+
+def test_other_directories_are_independent(tmp_path):
+    a = SqliteStore(tmp_path / "a")
+    b = SqliteStore(tmp_path / "b")
+    a.close()
+    b.close()
+
+
+def test_creates_the_directory_and_uses_wal(tmp_path):
+    target = tmp_path / "deep" / "er"
+    s = SqliteStore(target)
+    try:
+        assert (target / "LOCK").exists()
+        assert s.db.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+        assert s.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    finally:
+        s.close()
+
+
+def test_commit_load_round_trip_in_commit_order(store):
+    assert store.load() == {}
+    store.commit([("a", b"1"), ("b", b"\x00\xff"), ("a", b"2")])
+    store.commit([])
+    store.commit([("b", b"3"), ("a", b"")])
+    assert store.load() == {"a": [b"1", b"2", b""], "b": [b"\x00\xff", b"3"]}
+    assert all(type(blob) is bytes for blobs in store.load().values() for blob in blobs)
+
+
+def test_commit_survives_reopen(tmp_path):
+    s = SqliteStore(tmp_path)
+    s.commit([("a", b"1")])
+    s.commit([("b", b"2"), ("a", b"3")])
+    s.set_meta("node_id", "n1")
+    s.close()
+    s = SqliteStore(tmp_path)
+    try:
+        assert s.load() == {"a": [b"1", b"3"], "b": [b"2"]}
+        assert s.get_meta("node_id") == "n1"
+    finally:
+        s.close()
+
+
+def test_a_failed_commit_stores_nothing(store):
+    store.commit([("a", b"1")])
+    with pytest.raises(sqlite3.IntegrityError):
+        store.commit([("a", b"2"), ("b", None)])  # NOT NULL fails on the second row
+    assert store.load() == {"a": [b"1"]}
+    store.commit([("a", b"3")])  # the connection is usable again (no dangling transaction)
+    assert store.load() == {"a": [b"1", b"3"]}
+
+
+def test_replace_context(tmp_path):
+    s = SqliteStore(tmp_path)
+    s.commit([("a", b"1"), ("b", b"x"), ("a", b"2")])
+    s.replace_context("a", b"state")
+    assert s.load() == {"a": [b"state"], "b": [b"x"]}
+    s.commit([("a", b"3")])
+    assert s.load()["a"] == [b"state", b"3"]
+    s.replace_context("new", b"n")
+    s.close()
+    s = SqliteStore(tmp_path)
+    try:
+        assert s.load() == {"a": [b"state", b"3"], "b": [b"x"], "new": [b"n"]}
+    finally:
+        s.close()
+
+
+def test_meta(store):
+    assert store.get_meta("missing") is None
+    store.set_meta("k", "v1")
+    store.set_meta("k", "v2")
+    store.set_meta("other", "")
+    assert store.get_meta("k") == "v2"
+    assert store.get_meta("other") == ""
+
+
+def test_memory_storage_behaves_the_same():
+    m = MemoryStorage()
+    assert m.load() == {}
+    m.commit([("a", b"1"), ("b", b"2"), ("a", b"3")])
+    m.commit([])
+    assert m.load() == {"a": [b"1", b"3"], "b": [b"2"]}
+    assert m.commits == 2
+    loaded = m.load()
+    loaded["a"].append(b"x")  # load returns copies
+    assert m.load()["a"] == [b"1", b"3"]
+    m.replace_context("a", b"s")
+    assert m.load() == {"a": [b"s"], "b": [b"2"]}
+    m.set_meta("k", "v")
+    assert m.get_meta("k") == "v" and m.get_meta("z") is None
+    m.close()
+
+
+def test_a_failed_open_releases_the_lock(tmp_path):
+    (tmp_path / "ledger.sqlite3").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(sqlite3.DatabaseError):
+        SqliteStore(tmp_path)
+    (tmp_path / "ledger.sqlite3").unlink()
+    SqliteStore(tmp_path).close()
