@@ -24,23 +24,24 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from importlib import import_module
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn, TextIO, cast
 
 import trio
 
 from .api import Client
 from .cursor import Cursor
-from .entry import DEFAULT_LIMITS, Entry, check_context
+from .entry import DEFAULT_LIMITS, Entry, check_context, check_node_id
 from .errors import (
     InvalidMeta,
     InvalidSnapshot,
     LedgerError,
     LinkBroken,
     LocalInputError,
+    PayloadTooLarge,
     UnsupportedVersion,
 )
 
@@ -52,6 +53,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 130, 1
 BATCH_LINES = 500
 BATCH_BYTES = 8 * 1024 * 1024
 READ_PAGE = 500
+MAX_LINE = 64 * 1024 * 1024  # far above any node's payload limit; bounds memory on garbage input
 PROGRESS_AFTER = 2000  # lines; smaller inputs finish before a progress line would help
 
 log = logging.getLogger("p2p_ledger.cli")
@@ -101,8 +103,8 @@ def _listen(text: str) -> str:
     return text
 
 
-def _client_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+def _client_options() -> _Parser:
+    common = _Parser(add_help=False)
     group = common.add_argument_group("connection")
     group.add_argument("--node", metavar="URL", default=os.environ.get(ENV_NODE),
                        help=f"the node's API URL, e.g. ws://127.0.0.1:7070 (env {ENV_NODE})")
@@ -125,7 +127,7 @@ examples:
   p2p-ledger append --node ws://127.0.0.1:7070 agent/notes "the build is green"
   p2p-ledger read --node ws://127.0.0.1:7071 agent/notes --limit 10
   p2p-ledger watch --node ws://127.0.0.1:7071 agent/notes
-  p2p-ledger demo                      # a live 3-node cluster on this machine, ~15 s
+  p2p-ledger demo                      # a live 3-node cluster on this machine
 
 exit status: 0 ok, 1 runtime failure, 2 usage or input error, 130 interrupted.
 """
@@ -263,7 +265,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "demo", formatter_class=_Formatter,
-        help="run a live local cluster demo (~15 s)",
+        help="run a live local cluster demo (a few seconds)",
         description="Start a local cluster of real node processes (chain-seeded, so peer "
                     "exchange must connect them all), write from every node, watch the roots "
                     "converge, SIGKILL one node, keep writing, restart it and watch it catch up, "
@@ -296,11 +298,12 @@ def _add_plugin(sub: Any, command: str | None, name: str, module: str, func: str
     # A stand-in so `--help` lists it and `p2p-ledger NAME ...` reaches the real one (or says why).
     p = sub.add_parser(name, help=help_text, add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(run=lambda _args: _fail(f"the {name} command is unavailable: {reason}"))
+    p.set_defaults(run=lambda _args: _fail("ImportError",
+                                           f"the {name} command is unavailable: {reason}"))
 
 
-def _fail(message: str) -> int:
-    _error_line("UsageError", message)
+def _fail(kind: str, message: str) -> int:
+    _error_line(kind, message)
     return EXIT_FAILURE
 
 
@@ -323,7 +326,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser(command).parse_args(args_list)
     except SystemExit as exc:  # --help, --version, usage errors: argparse already printed
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    runner = getattr(args, "run", None) or getattr(args, "func", None)
+    # Our commands set `run`; the plugins (scenario, bench) set `func`.
+    runner: Callable[[argparse.Namespace], object] | None = (
+        getattr(args, "run", None) or getattr(args, "func", None))
+    if runner is None:
+        return _fail("UsageError", f"{command}: nothing to run")
     try:
         result = runner(args)
     except BaseException as exc:  # noqa: B036 - sorted below; unexpected ones are re-raised
@@ -381,10 +388,9 @@ def _error_line(kind: str | None, message: str) -> None:
 
 # ---- shared helpers ----------------------------------------------------------------------------
 
-def _emit(obj: Mapping[str, Any], out: TextIO | None = None) -> None:
-    stream = out or sys.stdout
-    stream.write(json.dumps(obj) + "\n")
-    stream.flush()  # consumers (pipes, tests) act on each line as it comes
+def _emit(obj: Mapping[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()  # consumers (pipes, tests) act on each line as it comes
 
 
 def _entry_line(entry: Entry, cursor: Cursor) -> dict[str, Any]:
@@ -459,6 +465,8 @@ def _cmd_node(args: argparse.Namespace) -> int:
 async def _run_node(args: argparse.Namespace) -> int:
     from .runtime import open_node  # the client commands do not need the runtime
 
+    if args.node_id is not None:
+        check_node_id(args.node_id)  # before open_node creates the data directory
     # Opened before the node so a signal during start-up is handled, not lost.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_node(
@@ -517,8 +525,9 @@ async def _append_lines(args: argparse.Namespace, client: Client, meta: dict[str
                     with _within(args.timeout, client.url):
                         entries = await client.append_many(items)
                 except LedgerError as exc:
-                    raise _with_note(exc, f"(stdin lines {batch[0][0]}-{batch[-1][0]}; "
-                                          f"{done} entries appended before them)") from None
+                    lines = f"{batch[0][0]}-{batch[-1][0]}" if len(batch) > 1 else batch[0][0]
+                    raise _with_note(exc, f"(stdin line{'s' if len(batch) > 1 else ''} {lines}; "
+                                          f"{done} entries appended before)") from None
                 sys.stdout.write("".join(json.dumps(e.to_json()) + "\n" for e in entries))
                 sys.stdout.flush()
                 done += len(entries)
@@ -528,16 +537,27 @@ async def _append_lines(args: argparse.Namespace, client: Client, meta: dict[str
 
 
 async def _read_lines(send: trio.MemorySendChannel[tuple[int, bytes]]) -> None:
+    """Send (line number, line) for each non-blank stdin line; the channel's bound is the
+    backpressure that keeps a huge input from being read faster than it is appended."""
     stdin = sys.stdin.buffer
-    # A thread, so a slow producer (tail -f) never blocks the websocket's keepalive.
     read = getattr(stdin, "read1", stdin.read)
     async with send:
-        rest = b""
+        partial = bytearray()  # a line still waiting for its newline
         number = 0
         while True:
+            # A thread, so a slow producer (tail -f) never blocks the websocket's keepalive.
             chunk = await trio.to_thread.run_sync(read, 1 << 16, abandon_on_cancel=True)
-            lines = (rest + chunk).split(b"\n")
-            rest = lines.pop() if chunk else b""
+            if not chunk:
+                lines = [bytes(partial)] if partial else []
+            else:
+                lines = chunk.split(b"\n")
+                partial += lines[0]
+                if len(lines) == 1:
+                    if len(partial) > MAX_LINE:
+                        raise PayloadTooLarge(f"stdin line {number + 1} is over {MAX_LINE} bytes")
+                    continue
+                lines[0] = bytes(partial)
+                partial = bytearray(lines.pop())
             for line in lines:
                 number += 1
                 line = line.removesuffix(b"\r")
@@ -616,7 +636,9 @@ async def _watch(args: argparse.Namespace) -> int:
     seen = 0
     async with _client(args) as client:
         # No deadline here: waiting for the next entry is the point (connects are bounded).
-        async with contextlib.aclosing(client.watch(args.context, args.key, since)) as stream:
+        stream = cast(AsyncGenerator[tuple[Entry, Cursor], None],
+                      client.watch(args.context, args.key, since))
+        async with contextlib.aclosing(stream):  # closes the watch's own connection on break
             async for entry, cursor in stream:
                 _emit(_entry_line(entry, cursor))
                 seen += 1

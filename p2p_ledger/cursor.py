@@ -15,7 +15,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from .entry import NODE_ID_RE, Entry
 from .errors import InvalidCursor
 
-
 _SEQ_RE = re.compile(r"[0-9]{1,20}")  # ASCII only: str.isdigit() admits '²' and '١'
 
 

@@ -130,7 +130,7 @@ class Demo:
     async def phase_write(self) -> None:
         """write from every node at once, watch the roots converge"""
         await self.write(self.nodes)
-        self.timings["converge"] = await self.converge(self.nodes, "all nodes")
+        self.timings["converge"] = await self.converge(self.nodes, "converged")
 
     async def phase_crash(self) -> None:
         """SIGKILL a node, keep writing to the others"""
@@ -145,7 +145,7 @@ class Demo:
         await self.write(others)
         self.missed = self.total - self.missed
         self.timings["converge_without"] = await self.converge(
-            others, f"the nodes still up ({victim.name} down)")
+            others, f"converged without {victim.name}")
 
     async def phase_recover(self) -> None:
         """restart the killed node on its data directory, watch it catch up"""
@@ -160,7 +160,7 @@ class Demo:
             await self.start_node(victim, "127.0.0.1:0")
             where = f"a new address {victim.url} (old port {old_port} was taken)"
         self.out(f"  {victim.name} restarted on {where}; it missed {self.missed} entries")
-        self.timings["catch_up"] = await self.converge(self.nodes, f"{victim.name} catching up")
+        self.timings["catch_up"] = await self.converge(self.nodes, f"{victim.name} caught up")
 
     async def phase_verify(self) -> None:
         """check every acknowledged entry is on every node"""
@@ -190,18 +190,16 @@ class Demo:
                                          stdin=subprocess.DEVNULL, env=_child_env())
         stdout = node.proc.stdout
         assert stdout is not None
-        try:
-            with trio.fail_after(READY_TIMEOUT):
-                line = await trio.to_thread.run_sync(stdout.readline, abandon_on_cancel=True)
-        except trio.TooSlowError:
-            raise DemoError(f"{node.name} printed no ready line within {READY_TIMEOUT:g}s:\n"
-                            f"{node.log_tail()}") from None
-        parts = line.decode(errors="replace").split()
-        if len(parts) != 3 or parts[0] != "ready":
-            code = node.proc.wait()
-            raise DemoError(f"{node.name} exited ({code}) before it was ready:\n"
-                            f"{node.log_tail()}")
-        node.url, node.node_id = parts[1], parts[2]
+        with trio.move_on_after(READY_TIMEOUT):
+            line = await trio.to_thread.run_sync(stdout.readline, abandon_on_cancel=True)
+            parts = line.decode(errors="replace").split()
+            if len(parts) == 3 and parts[0] == "ready":
+                node.url, node.node_id = parts[1], parts[2]
+                return
+        # No ready line: stop this attempt for good, so a retry can take the data directory.
+        _stop([node])
+        raise DemoError(f"{node.name} was not ready within {READY_TIMEOUT:g}s (exit status "
+                        f"{node.proc.returncode}):\n{node.log_tail()}")
 
     async def write(self, writers: Sequence[DemoNode]) -> None:
         started = time.monotonic()
@@ -229,7 +227,7 @@ class Demo:
                 for entry in entries:
                     self.acked.setdefault(entry.context, set()).add(entry.id)
 
-    async def converge(self, members: Sequence[DemoNode], what: str) -> float:
+    async def converge(self, members: Sequence[DemoNode], label: str) -> float:
         """Show the table every TICK until the members hold the same root and every acked entry."""
         started = time.monotonic()
         table = Table(self.out)
@@ -244,12 +242,13 @@ class Demo:
             table.show(now - started, [rows[n.name] for n in self.nodes], done)
             if done:
                 elapsed = now - started
-                self.out(f"  converged: {what} agree on root {live[0].root[:12]} with "
-                         f"{self.total} entries, {elapsed:.2f}s after the writes")
+                names = ", ".join(n.name for n in members)
+                self.out(f"  {label} in {elapsed:.2f}s: {names} agree on root "
+                         f"{live[0].root[:12]} ({self.total} entries each)")
                 return elapsed
             if now > deadline:
-                raise DemoError(f"{what} did not converge within {CONVERGE_TIMEOUT:g}s "
-                                f"(expected {self.total} entries everywhere)")
+                raise DemoError(f"not {label} after {CONVERGE_TIMEOUT:g}s: expected the same root "
+                                f"and {self.total} entries on {len(members)} nodes")
             await trio.sleep(TICK)
 
     async def poll(self) -> dict[str, Row]:

@@ -160,6 +160,9 @@ class PeerSession:
         self._events: list[Event] = []
         self._assembly: dict[str, tuple[int, dict[int, bytes], int]] = {}
         self._assembly_bytes = 0
+        # Chunk fingerprints of the unfinished and the last finished transfer per context.
+        self._fingerprints: dict[str, set[bytes]] = {}
+        self._finished: dict[str, set[bytes]] = {}
         self.sent_messages = 0
         self.sent_bytes = 0
         self.sent_by_type: dict[str, int] = {}
@@ -373,21 +376,28 @@ class PeerSession:
         if msg.total > self.max_update_bytes:
             raise RemoteProtocolError(
                 f"update of {msg.total} bytes for {msg.context} exceeds {self.max_update_bytes}")
+        fingerprint = hashlib.sha256(
+            msg.total.to_bytes(4, "big") + msg.offset.to_bytes(4, "big") + msg.chunk).digest()[:16]
+        if fingerprint in self._finished.get(msg.context, ()):
+            return  # a late duplicate of a transfer already applied (only lossy links do this)
         total, chunks, received = self._assembly.get(msg.context, (msg.total, {}, 0))
         if total != msg.total:  # a newer transfer replaces an unfinished one
             self._assembly_bytes -= received
             total, chunks, received = msg.total, {}, 0
+            self._fingerprints[msg.context] = set()
         if msg.offset in chunks:
             return  # a duplicate
         if self._assembly_bytes + len(msg.chunk) > self.max_update_bytes:
             raise RemoteProtocolError("too many unfinished update bytes from this peer")
         chunks[msg.offset] = msg.chunk
+        self._fingerprints.setdefault(msg.context, set()).add(fingerprint)
         received += len(msg.chunk)
         self._assembly_bytes += len(msg.chunk)
         if received < total:
             self._assembly[msg.context] = (total, chunks, received)
             return
         self._assembly.pop(msg.context, None)
+        self._finished[msg.context] = self._fingerprints.pop(msg.context, set())
         self._assembly_bytes -= received
         update = b"".join(chunks[o] for o in sorted(chunks))
         if len(update) != total:

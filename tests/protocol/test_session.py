@@ -1,0 +1,533 @@
+"""PeerSession in pairs: handshake, anti-entropy rounds, convergence, hostile input.
+
+Every test drives two sessions over two in-memory ledgers with ``SessionPair`` (no I/O); the
+``swapped`` fixture runs it again with the other session going first.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pycrdt import Array, Doc
+
+from p2p_ledger import wire
+from p2p_ledger.errors import ForbiddenUpdate, IntegrityError, RemoteProtocolError
+from p2p_ledger.protocol import (
+    Closed,
+    EntriesReceived,
+    Established,
+    LocalInfo,
+    PeerRoot,
+    PeerSession,
+    State,
+)
+from p2p_ledger.wire import (
+    CHUNK,
+    MAX_FRAME,
+    UPDATE,
+    Auth,
+    Hello,
+    Root,
+    Sync1,
+    UpdateChunk,
+    View,
+    Views,
+    decode,
+    encode,
+)
+
+from .helpers import (
+    SessionPair,
+    Side,
+    append,
+    deleting_update,
+    foreign_entry,
+    forged_update,
+    id_sets,
+    ids,
+    new_ledger,
+    open_pair,
+    self_deleting_update,
+    snapshot_state,
+)
+
+KEY = bytes.fromhex("5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7")
+
+
+def _only_closed(side: Side) -> Closed:
+    closed = side.closed
+    assert len(closed) == 1, side.events
+    return closed[0]
+
+
+def _never_opened(side: Side) -> None:
+    assert not any(isinstance(e, Established) for e in side.events)
+    assert side.session.state is State.CLOSED
+    assert not side.session.was_open
+
+
+# ---- handshake ---------------------------------------------------------------------------------
+
+def test_handshake_opens_both_sides(swapped: bool) -> None:
+    a, b = new_ledger("a"), new_ledger("b")
+    pair = SessionPair(a, b, LocalInfo("a", url="ws://a:1"), LocalInfo("b", url="ws://b:2"),
+                       swapped=swapped).start()
+    assert pair.a.events == [Established("b", "ws://b:2")]
+    assert pair.b.events == [Established("a", "ws://a:1")]
+    assert pair.messages == 2 and pair.round_trips == 1
+
+
+def _refused_pair(a_info: LocalInfo, b_info: LocalInfo, swapped: bool,
+                  mangle=None) -> SessionPair:  # noqa: ANN001
+    pair = SessionPair(new_ledger("a"), new_ledger("b"), a_info, b_info, mangle=mangle,
+                       swapped=swapped).start()
+    _never_opened(pair.a)
+    if mangle is None:
+        _never_opened(pair.b)
+    else:
+        # Only b's HELLO was bent: b saw a good HELLO and opened, then got a's BYE.
+        assert pair.b.session.state is State.CLOSED
+    return pair
+
+
+def _assert_named_on_both_sides(pair: SessionPair, fragment: str) -> None:
+    """Each side closed once, with a reason naming the error class (its own or the peer's)."""
+    for side in pair.sides():
+        closed = _only_closed(side)
+        assert "RemoteProtocolError" in closed.reason, closed
+        if not closed.by_peer:
+            assert closed.error
+    assert any(fragment in _only_closed(side).reason for side in pair.sides())
+
+
+def _with_hello(**changes: object):  # noqa: ANN202
+    """A mangle that rewrites the HELLO sent by node "b"."""
+    def mangle(frames: list[bytes]) -> list[bytes]:
+        out = []
+        for frame in frames:
+            msg = decode(frame)
+            if isinstance(msg, Hello) and msg.node_id == "b":
+                fields = {**msg.__dict__, **changes}
+                frame = encode(Hello(**fields))  # type: ignore[arg-type]
+            out.append(frame)
+        return out
+    return mangle
+
+
+def test_protocol_version_mismatch(swapped: bool) -> None:
+    pair = _refused_pair(LocalInfo("a"), LocalInfo("b"), swapped, _with_hello(protocol=2))
+    assert "peer speaks protocol 2" in _only_closed(pair.a).reason
+    _assert_named_on_both_sides(pair, "protocol 2")
+
+
+def test_cluster_mismatch(swapped: bool) -> None:
+    pair = _refused_pair(LocalInfo("a", cluster="red"), LocalInfo("b", cluster="blue"), swapped)
+    _assert_named_on_both_sides(pair, "cluster")
+    for side in pair.sides():
+        assert "cluster" in _only_closed(side).reason
+
+
+def test_self_connection(swapped: bool) -> None:
+    pair = _refused_pair(LocalInfo("same"), LocalInfo("same"), swapped)
+    _assert_named_on_both_sides(pair, "connected to ourselves")
+
+
+def test_invalid_peer_node_id(swapped: bool) -> None:
+    pair = _refused_pair(LocalInfo("a"), LocalInfo("b"), swapped, _with_hello(node_id="b ad/"))
+    assert "invalid node id" in _only_closed(pair.a).reason
+
+
+def test_cluster_key_right_key_opens(swapped: bool) -> None:
+    a, b = new_ledger("a"), new_ledger("b")
+    pair = SessionPair(a, b, LocalInfo("a", key=KEY), LocalInfo("b", key=KEY),
+                       swapped=swapped).start()
+    assert pair.a.session.is_open and pair.b.session.is_open
+    assert [type(e) for e in pair.a.events] == [Established]
+    types = sorted(wire.NAMES[f[1]] for f in pair.all_frames())
+    assert types == ["AUTH", "AUTH", "HELLO", "HELLO"]
+    _assert_key_never_sent(pair)
+
+
+@pytest.mark.parametrize("a_key,b_key,fragment", [
+    (KEY, b"another key", "cluster key proof does not match"),
+    (KEY, None, "no cluster key"),
+    (None, KEY, "requires a cluster key"),
+], ids=["wrong-key", "b-missing-key", "a-missing-key"])
+def test_cluster_key_refused(a_key: bytes | None, b_key: bytes | None, fragment: str,
+                             swapped: bool) -> None:
+    pair = _refused_pair(LocalInfo("a", key=a_key), LocalInfo("b", key=b_key), swapped)
+    _assert_named_on_both_sides(pair, fragment)
+    _assert_key_never_sent(pair)
+
+
+def _assert_key_never_sent(pair: SessionPair) -> None:
+    wire_bytes = b"".join(pair.all_frames())
+    for key in (KEY, b"another key"):
+        assert key not in wire_bytes
+        assert key.hex().encode() not in wire_bytes
+        assert key[:8] not in wire_bytes
+
+
+def test_auth_mac_is_bound_to_the_nonce_so_replay_fails() -> None:
+    """An AUTH captured from one handshake does not open another (fresh nonce)."""
+    a, b = new_ledger("a"), new_ledger("b")
+    first = SessionPair(a, b, LocalInfo("a", key=KEY), LocalInfo("b", key=KEY)).start()
+    captured = [f for f in first.b.frames_sent if f[1] == wire.AUTH][0]
+    hello_b = [f for f in first.b.frames_sent if f[1] == wire.HELLO][0]
+    victim = PeerSession(LocalInfo("a", key=KEY), new_ledger("a2"), b"N" * 16)
+    victim.start()
+    victim.receive(hello_b)
+    victim.receive(captured)
+    assert victim.state is State.CLOSED
+    assert "cluster key proof does not match" in (victim.close_reason or "")
+
+
+@pytest.mark.parametrize("msg", [
+    Root(False, b"\x00" * 32), Sync1("c", True, b"\x00"), UpdateChunk("c", 2, 0, b"\x00\x00"),
+    Views(()), Auth(b"\x00" * 32),
+], ids=lambda m: type(m).__name__)
+def test_messages_before_the_handshake_are_refused(msg: wire.Message) -> None:
+    ledger = new_ledger("a")
+    before = snapshot_state(ledger)
+    session = PeerSession(LocalInfo("a"), ledger, b"N" * 16)
+    session.start()
+    session.take_output()
+    session.receive(encode(msg))
+    (closed,) = session.take_events()
+    assert isinstance(closed, Closed) and closed.error
+    assert closed.reason.startswith("RemoteProtocolError: ")
+    assert "not allowed in state hello-sent" in closed.reason
+    assert [decode(f) for f in session.take_output()][0].reason == closed.reason  # type: ignore[union-attr]
+    assert snapshot_state(ledger) == before
+
+
+def test_bye_closes_quietly_and_later_frames_are_ignored(swapped: bool) -> None:
+    pair = open_pair(new_ledger("a"), new_ledger("b"), swapped)
+    pair.a.session.close("going away")
+    pair.pump()
+    assert _only_closed(pair.a) == Closed("going away", by_peer=False, error=False)
+    assert _only_closed(pair.b) == Closed("peer said: going away", by_peer=True, error=False)
+    pair.b.session.receive(b"garbage after close")
+    pair.b.session.send_root()
+    pair.b.session.push("c", b"\x01")
+    assert pair.b.session.take_output() == [] and pair.b.session.take_events() == []
+
+
+# ---- anti-entropy rounds ---------------------------------------------------------------------
+
+def _twins(n_entries: int, payload_size: int = 100) -> tuple:
+    """Two ledgers holding the same entries (b learned them from a)."""
+    a, b = new_ledger("a"), new_ledger("b")
+    rng = random.Random(n_entries)
+    for i in range(n_entries):
+        append(a, f"ctx-{i % 7}", rng.randbytes(payload_size))
+    for name, ctx in a.contexts.items():
+        b.apply_remote(name, ctx.diff(None))
+    assert a.root() == b.root()
+    return a, b
+
+
+@pytest.mark.parametrize("n_entries,payload_size", [(0, 0), (1, 10), (200, 100), (300, 20_000)])
+def test_root_round_between_equal_ledgers_is_one_small_round_trip(
+        n_entries: int, payload_size: int, swapped: bool) -> None:
+    a, b = _twins(n_entries, payload_size)
+    pair = open_pair(a, b, swapped)
+    pair.first.session.send_root()
+    pair.pump()
+    assert pair.round_trips == 1
+    assert pair.messages == 2
+    assert pair.bytes < 100, pair.bytes
+    for side in pair.sides():
+        roots = [e for e in side.events if isinstance(e, PeerRoot)]
+        assert len(roots) == 1 and roots[0].agrees
+
+
+def test_one_differing_context_costs_little_more_than_its_entries(swapped: bool) -> None:
+    a, b = _twins(300, 100)
+    pair = open_pair(a, b, swapped)
+    (new,) = append(a, "ctx-3", b"one more")
+    pair.first.session.send_root()
+    pair.pump()
+    assert a.root() == b.root()
+    assert [e.id for e in _received(pair.b)] == [new.id]
+    # ROOT, VIEWS down to one context, SYNC1 both ways, one small UPDATE: a few hundred bytes,
+    # nowhere near the ~30 KB that resending the data would cost.
+    assert pair.bytes < 2_000, pair.bytes
+    assert pair.round_trips <= 5
+
+
+def _received(side: Side) -> list:
+    return [entry for e in side.events if isinstance(e, EntriesReceived) for entry in e.entries]
+
+
+def test_empty_side_gets_everything(swapped: bool) -> None:
+    a, _ = _twins(120, 50)
+    b = new_ledger("b")
+    pair = open_pair(a, b, swapped)
+    pair.first.session.send_root()
+    pair.pump()
+    assert a.root() == b.root()
+    assert id_sets(a) == id_sets(b)
+
+
+# Histories: a list of (where, context, payload size); "a"/"b" append on one side only,
+# "ab" appends on a and gives the same entries to b (shared history), "ba" the other way.
+# Up to 40 contexts, so the node-level tree grows inner nodes (a bucket holds 16) and the
+# descent through VIEWS is exercised, not only the flat ITEMS case.
+_contexts = st.one_of(st.sampled_from(["c0", "ns:deep/c1", "c2"]),
+                      st.integers(0, 39).map(lambda i: f"ctx-{i}"))
+_ops = st.lists(st.tuples(st.sampled_from(["a", "b", "ab", "ba"]), _contexts,
+                          st.integers(0, 3000)), max_size=80)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=_ops, swapped=st.booleans(), seed=st.integers(0, 2**32))
+def test_divergent_histories_converge_in_one_round(ops: list, swapped: bool, seed: int) -> None:
+    a, b = new_ledger("a"), new_ledger("b")
+    ledgers = {"a": a, "b": b}
+    rng = random.Random(seed)
+    for where, context, size in ops:
+        src, dst = ledgers[where[0]], ledgers[where[-1]]
+        appended = src.append([src.prepare(context, "k", rng.randbytes(size))])
+        if dst is not src:
+            for name, update in appended.updates:
+                dst.apply_remote(name, update)
+    expected = {name: id_sets(a).get(name, set()) | id_sets(b).get(name, set())
+                for name in set(a.contexts) | set(b.contexts)}
+    expected = {k: v for k, v in expected.items() if v}
+    pair = open_pair(a, b, swapped)
+    pair.first.session.send_root()
+    pair.pump()
+    assert pair.a.session.is_open and pair.b.session.is_open
+    assert a.root() == b.root()
+    assert id_sets(a) == id_sets(b) == expected
+    for name in expected:
+        assert ids(a, name) == ids(b, name)  # one causal order everywhere
+    # A second round finds nothing left to do: one round trip.
+    pair.reset_counters()
+    pair.second.session.send_root()
+    pair.pump()
+    assert pair.messages == 2
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_many_contexts_converge_through_inner_views(seed: int, swapped: bool) -> None:
+    """Hundreds of contexts, most shared: the descent goes through INNER views and SYNC1s only
+    the contexts that differ."""
+    rng = random.Random(seed)
+    print(f"seed={seed}")
+    a, b = new_ledger("a"), new_ledger("b")
+    names = [f"ctx-{i}" for i in range(rng.randint(50, 400))]
+    for name in names:
+        appended = a.append([a.prepare(name, "k", rng.randbytes(rng.randint(0, 50)))])
+        b.apply_remote(name, appended.updates[0][1])
+    differing = set(rng.sample(names, rng.randint(1, 6))) | {f"only-b-{i}" for i in range(2)}
+    for name in sorted(differing):
+        ledger = b if name.startswith("only-b") or rng.random() < 0.5 else a
+        append(ledger, name, rng.randbytes(20))
+    expected = {n: id_sets(a).get(n, set()) | id_sets(b).get(n, set())
+                for n in set(a.contexts) | set(b.contexts)}
+    pair = open_pair(a, b, swapped)
+    pair.first.session.send_root()
+    pair.pump()
+    assert a.root() == b.root()
+    assert id_sets(a) == id_sets(b) == expected
+    views = [decode(f) for f in pair.all_frames() if f[1] == wire.VIEWS]
+    assert any(v.kind == wire.INNER for msg in views for v in msg.views)  # type: ignore[union-attr]
+    asked = {decode(f).context for f in pair.all_frames() if f[1] == wire.SYNC1}  # type: ignore[union-attr]
+    assert differing <= asked
+    assert len(asked) <= len(differing) + 32  # siblings in a differing bucket, not all of them
+
+
+def _big_histories() -> tuple:
+    a, b = new_ledger("a"), new_ledger("b")
+    rng = random.Random(7)
+    for i in range(12):
+        append(a, f"ctx{i % 3}", rng.randbytes(20_000))
+        append(b, f"ctx{i % 4}", rng.randbytes(15_000))
+    assert max(len(c.diff(None)) for c in a.contexts.values()) > 2 * CHUNK  # multi-chunk
+    return a, b
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_duplicated_and_reordered_update_chunks_still_converge(seed: int, swapped: bool) -> None:
+    rng = random.Random(seed)
+
+    def mangle(frames: list[bytes]) -> list[bytes]:
+        updates = [f for f in frames if f[1] == UPDATE]
+        others = [f for f in frames if f[1] != UPDATE]
+        updates += [f for f in updates if rng.random() < 0.3]  # duplicates
+        rng.shuffle(updates)  # and any order, across contexts and within one
+        return others + updates
+
+    a, b = _big_histories()
+    expected = {n: id_sets(a).get(n, set()) | id_sets(b).get(n, set())
+                for n in set(a.contexts) | set(b.contexts)}
+    pair = open_pair(a, b, swapped, mangle=mangle)
+    pair.first.session.send_root()
+    pair.pump()
+    assert pair.a.session.is_open and pair.b.session.is_open
+    assert a.root() == b.root()
+    assert id_sets(a) == id_sets(b) == expected
+
+
+def test_a_late_duplicate_chunk_does_not_poison_the_next_transfer(swapped: bool) -> None:
+    a, b = new_ledger("a"), new_ledger("b")
+    pair = open_pair(a, b, swapped)
+    first = a.append([a.prepare("c", "k", b"x" * 40_000)]).updates[0][1]
+    pair.a.session.push("c", first)
+    frames = pair.a.session.take_output()
+    assert len(frames) == 2
+    for frame in frames + frames[:1]:  # the first chunk arrives twice, the copy late
+        pair.b.session.receive(frame)
+    second = a.append([a.prepare("c", "k", b"y" * 40_000)]).updates[0][1]
+    assert len(second) == len(first)  # same-size entries make same-size updates
+    pair.a.session.push("c", second)
+    pair.pump()
+    assert pair.b.session.is_open, pair.b.session.close_reason
+    assert a.root() == b.root()
+
+
+def test_live_push_delivers_once(swapped: bool) -> None:
+    a, b = _twins(10)
+    pair = open_pair(a, b, swapped)
+    appended = a.append([a.prepare("ctx-1", "k", b"fresh"), a.prepare("new", "k", b"ctx")])
+    for context, update in appended.updates:
+        pair.a.session.push(context, update)
+        pair.a.session.push(context, update)  # pushed twice: delivered once
+    pair.pump()
+    assert sorted(e.id for e in _received(pair.b)) == sorted(e.id for e in appended.entries)
+    assert a.root() == b.root()
+
+
+# ---- hostile input on an OPEN session ----------------------------------------------------------
+
+def _victim() -> tuple:
+    a, b = _twins(30, 50)
+    return a, b
+
+
+def _chunk(context: str, update: bytes) -> list[bytes]:
+    return [encode(UpdateChunk(context, len(update), o, update[o:o + CHUNK]))
+            for o in range(0, len(update), CHUNK)]
+
+
+def _record_with_lying_id() -> bytes:
+    entry = foreign_entry("ctx-1", b"honest")
+    record = bytearray(entry.record)
+    record[0] ^= 0xFF  # the claimed id no longer matches the content
+    return bytes(record)
+
+
+def _other_root_type_update() -> bytes:
+    doc: Doc = Doc(client_id=999)
+    doc.get("not-entries", type=Array).append(foreign_entry("ctx-1").record)
+    return doc.get_update()
+
+
+def _hostile_cases(victim) -> dict[str, tuple[list[bytes], str]]:  # noqa: ANN001
+    """name → (frames the peer sends, error class the reason must start with)."""
+    full = victim.contexts["ctx-1"].diff(None)
+    records = [foreign_entry("ctx-1", bytes([i]) * 10, seq=i + 1).record for i in range(3)]
+    rng = random.Random(1)
+    root = encode(Root(False, b"\x00" * 32))
+    return {
+        "garbage": ([b"\x01\x07 this is not a frame"], "RemoteProtocolError"),
+        "random-bytes": ([rng.randbytes(300)], "RemoteProtocolError"),
+        "empty-frame": ([b""], "RemoteProtocolError"),
+        "oversized-frame": ([bytes([1, wire.ROOT, 0]) + b"\x00" * MAX_FRAME],
+                            "RemoteProtocolError"),
+        "wrong-wire-version": ([bytes([2]) + root[1:]], "RemoteProtocolError"),
+        "hello-again": ([encode(Hello(1, "default", "b", "", b"n" * 16, 0))],
+                        "RemoteProtocolError"),
+        "auth-when-open": ([encode(Auth(b"\x00" * 32))], "RemoteProtocolError"),
+        "deleting-update": (_chunk("ctx-1", deleting_update(full, 0)), "ForbiddenUpdate"),
+        "deleting-whole-doc": (_chunk("ctx-1", self_deleting_update(records)),
+                               "ForbiddenUpdate"),
+        "deleting-new-context": (_chunk("fresh", self_deleting_update(
+            [foreign_entry("fresh", bytes([i]) * 10, seq=i + 1).record for i in range(3)])),
+            "ForbiddenUpdate"),
+        "entry-id-lies": (_chunk("ctx-1", forged_update([_record_with_lying_id()])),
+                          "IntegrityError"),
+        "entry-of-another-context": (_chunk("ctx-1", forged_update(
+            [foreign_entry("elsewhere").record])), "ForbiddenUpdate"),
+        "entry-of-another-context-new": (_chunk("brand-new", forged_update(
+            [foreign_entry("elsewhere").record])), "ForbiddenUpdate"),
+        "other-root-type": (_chunk("ctx-1", _other_root_type_update()), "ForbiddenUpdate"),
+        "not-a-yjs-update": (_chunk("ctx-1", b"\x07\x07\x07 not yjs"), "RemoteProtocolError"),
+        "update-bad-context-name": (_chunk("bad name!", forged_update(records)),
+                                    "RemoteProtocolError"),
+        "overlapping-chunks": ([encode(UpdateChunk("ctx-1", 15, 0, b"a" * 10)),
+                                encode(UpdateChunk("ctx-1", 15, 5, b"b" * 10))],
+                               "RemoteProtocolError"),
+        "update-over-max-bytes": ([encode(UpdateChunk("ctx-1", 2**32 - 1, 0, b"x"))],
+                                  "RemoteProtocolError"),
+        "sync1-bad-context-name": ([encode(Sync1("no spaces allowed", True, b"\x00"))],
+                                   "RemoteProtocolError"),
+        "sync1-bad-state-vector": ([encode(Sync1("ctx-1", True, b"\xff\xff\xff"))],
+                                   "RemoteProtocolError"),
+        "views-bad-context-name": ([encode(Views((View((), wire.ITEMS,
+                                                       items=(("no way!", b"\x00" * 16),)),)))],
+                                   "RemoteProtocolError"),
+    }
+
+
+_CASE_NAMES = list(_hostile_cases(_twins(30, 50)[0]))
+
+
+@pytest.mark.parametrize("case", _CASE_NAMES)
+def test_hostile_input_closes_the_session_and_changes_nothing(case: str, swapped: bool) -> None:
+    victim, honest = _victim()
+    pair = open_pair(victim, honest, swapped)
+    before = snapshot_state(victim)
+    frames, error_class = _hostile_cases(victim)[case]
+    for frame in frames:
+        pair.a.session.receive(frame)
+    pair.pump()  # the victim's BYE reaches the peer
+    closed = _only_closed(pair.a)
+    assert closed.error and not closed.by_peer
+    assert closed.reason.startswith(f"{error_class}: "), closed.reason
+    assert pair.a.session.state is State.CLOSED
+    assert snapshot_state(victim) == before
+    peer_closed = _only_closed(pair.b)
+    assert peer_closed.by_peer and peer_closed.reason == f"peer said: {closed.reason}"[:1011]
+    assert not any(isinstance(e, EntriesReceived) for e in pair.a.events)
+
+
+def test_error_classes_in_reasons_are_real_error_classes() -> None:
+    names = {"RemoteProtocolError": RemoteProtocolError, "ForbiddenUpdate": ForbiddenUpdate,
+             "IntegrityError": IntegrityError}
+    assert all(issubclass(cls, Exception) for cls in names.values())
+    assert {c for _, c in _hostile_cases(_twins(30, 50)[0]).values()} == set(names)
+
+
+def test_hostile_update_split_across_chunks_is_refused_after_reassembly() -> None:
+    victim, honest = _victim()
+    pair = open_pair(victim, honest)
+    before = snapshot_state(victim)
+    big = [foreign_entry("ctx-1", bytes([i]) * 30_000, seq=i + 1).record for i in range(5)]
+    frames = _chunk("ctx-1", self_deleting_update(big))
+    assert len(frames) >= 3
+    for frame in frames[:-1]:
+        pair.a.session.receive(frame)
+    assert pair.a.session.is_open  # unfinished: nothing applied, nothing judged yet
+    pair.a.session.receive(frames[-1])
+    pair.pump()
+    assert _only_closed(pair.a).reason.startswith("ForbiddenUpdate: ")
+    assert snapshot_state(victim) == before
+
+
+def test_unfinished_update_bytes_are_bounded() -> None:
+    victim, honest = _victim()
+    a_info = LocalInfo("a")
+    session = PeerSession(a_info, victim, b"N" * 16, max_update_bytes=100_000)
+    session.start()
+    session.receive(encode(Hello(1, "default", "b", "", b"n" * 16, 0)))
+    assert session.is_open
+    for i in range(3):  # three contexts, each 40 KB into a 90 KB transfer
+        session.receive(encode(UpdateChunk(f"x{i}", 90_000, 0, b"z" * 40_000)))
+    assert session.state is State.CLOSED
+    assert "too many unfinished update bytes" in (session.close_reason or "")
