@@ -170,10 +170,11 @@ class NodeCore:
         for conn, link in list(self.links.items()):
             session = link.session
             if not session.is_open:
-                if now - link.opened_at >= self.config.handshake_timeout:
+                # why: same float sum as next_deadline(), or a tick at that deadline does nothing
+                if now >= link.opened_at + self.config.handshake_timeout:
                     self.close(conn, "handshake timed out", now)
                 continue
-            if now - link.last_heard >= self.config.idle_timeout:
+            if now >= link.last_heard + self.config.idle_timeout:  # why: as above
                 self.close(conn, f"peer silent for {self.config.idle_timeout:g}s", now)
                 continue
             if now >= link.next_gossip:
@@ -335,8 +336,13 @@ class NodeCore:
         for node_id, url in peers:
             if node_id == self.config.node_id or url == self.config.url or not url:
                 continue
-            if url not in self.peers:
+            known = self.peers.get(url)
+            if known is None:
                 self.peers[url] = PeerInfo(url, seed=False, node_id=node_id, retry_at=now)
+            elif known.state == "dropped":
+                # A live peer vouches for it again: after a long partition it is worth a retry.
+                known.state, known.failures, known.failing_since = "new", 0, None
+                known.retry_at = now
 
     def _forget_link(self, conn: int, link: Link, now: float, reason: str) -> None:
         if self.by_node.get(link.node_id) == conn:
@@ -364,7 +370,9 @@ class NodeCore:
             peer.state = "dropped"
             self.log.append(f"dropped peer {peer.url} after {now - peer.failing_since:.0f}s")
             return
-        delay = min(self.config.backoff_max, self.config.backoff_base * 2 ** (peer.failures - 1))
+        # why: an unbounded exponent overflows float after ~1000 failures (a seed down for hours)
+        delay = min(self.config.backoff_max,
+                    self.config.backoff_base * 2 ** min(peer.failures - 1, 60))
         peer.state = "backoff"
         peer.retry_at = now + self._jitter(delay, 0.2)
 

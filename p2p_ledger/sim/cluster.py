@@ -74,6 +74,7 @@ class Cluster:
         self.acked: dict[str, tuple[str, str]] = {}  # entry id → (origin, context)
         self.dirty = True  # some node's data changed since the last convergence check
         self.converged = False
+        self.stuck_timers: list[str] = []  # ticks at a deadline that the tick did not move
         self.track_arrivals = False
         self.arrivals: dict[str, list[int]] = {}
 
@@ -188,7 +189,9 @@ class Cluster:
         node.core.tick(self.loop.now / NS)
         self.flush(name)
         if node.tick_at is not None and node.tick_at <= when:
-            # why: a deadline the tick did not move would spin the loop at one instant
+            # A deadline that its own tick did not move would spin a driver at one instant (a
+            # core bug): note it and retry a millisecond later.
+            self.stuck_timers.append(f"{name} at t={when / NS:.9f}s")
             node.tick_at = when + 1_000_000
             self.loop.at(node.tick_at, self._tick, (name, node.incarnation, node.tick_at))
 

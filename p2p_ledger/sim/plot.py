@@ -28,20 +28,27 @@ def plot_report(report: Report, path: Path) -> Path:
     times = timeline.times
     height = max(4.0, 2.5 + 0.18 * len(nodes))
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, height + 3), sharex=True,
+                                      layout="constrained",
                                       gridspec_kw={"height_ratios": [max(2, len(nodes) / 4), 2]})
     grid = [[timeline.missing[n][i] for i in range(len(times))] for n in nodes]
     peak = max([v for row in grid for v in row if not math.isnan(v)] + [1.0])
     end = times[-1] if len(times) > 1 else times[0] + 1
     mesh = top.pcolormesh(_edges(times, end), range(len(nodes) + 1), grid, cmap="Reds",
                           vmin=0, vmax=peak, shading="flat")
-    fig.colorbar(mesh, ax=top, label="missing entries", pad=0.01)
+    # One colorbar for both panels keeps their time axes aligned.
+    fig.colorbar(mesh, ax=[top, bottom], label="missing entries (heatmap)", pad=0.01,
+                 shrink=0.6, anchor=(0.0, 1.0))
     for i, node in enumerate(nodes):
         for start, stop in timeline.crashes.get(node, []):
             top.add_patch(Rectangle((start, i), stop - start, 1, facecolor="black", alpha=0.35,
                                     hatch="///", edgecolor="black", linewidth=0))
+    for start, stop, _label in timeline.partitions:
+        top.axvspan(start, stop, ymin=0.985, facecolor="tab:blue", edgecolor="tab:blue",
+                    linewidth=0, zorder=3)  # a strip along the top edge
+        for x in (start, stop):
+            top.axvline(x, color="tab:blue", linewidth=0.8, zorder=3)
+        bottom.axvspan(start, stop, color="tab:blue", alpha=0.12, linewidth=0)
     for ax in (top, bottom):
-        for start, stop, _label in timeline.partitions:
-            ax.axvspan(start, stop, color="tab:blue", alpha=0.12, linewidth=0)
         ax.axvline(timeline.reference_s, color="tab:green", linestyle="--", linewidth=1)
         if timeline.converged_s is not None:
             ax.axvline(timeline.converged_s, color="tab:purple", linestyle=":", linewidth=1.2)
@@ -52,7 +59,7 @@ def plot_report(report: Report, path: Path) -> Path:
     status = "PASS" if report.passed else "FAIL: " + ", ".join(report.failed_checks())
     conv = "never" if report.converged_after_s is None else f"{report.converged_after_s:.2f}s"
     top.set_title(f"{report.scenario} (seed {report.seed}) — {status} — converged after {conv}")
-    top.legend(handles=[Patch(facecolor="tab:blue", alpha=0.12, label="partition / cut"),
+    top.legend(handles=[Patch(facecolor="tab:blue", label="partition / cut (top strip)"),
                         Patch(facecolor="black", alpha=0.35, hatch="///", label="crashed")],
                loc="upper right", fontsize=8)
     for node in nodes:
@@ -61,7 +68,6 @@ def plot_report(report: Report, path: Path) -> Path:
     bottom.set_ylabel("missing entries")
     if len(nodes) <= 10:
         bottom.legend(fontsize=7, ncol=min(len(nodes), 5), loc="upper left")
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

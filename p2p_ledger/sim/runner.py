@@ -16,6 +16,8 @@ Checks, on the state at the end:
 * ``same_root``: every live node has the same node-level Merkle root.
 * ``watchers_exactly_once``: each node's watcher (reading with cursors whenever entries arrive)
   saw no entry twice and, by the end, every entry its node holds.
+* ``no_stuck_timers``: every tick at a node's ``next_deadline()`` moved that deadline (else a
+  real driver would spin at one instant).
 * ``wait_converged`` (when the timeline has such steps) and ``no_errors`` (no exception escaped
   a node core or the simulator).
 """
@@ -97,7 +99,9 @@ class Report:
 class ScenarioRun:
     """One execution of a scenario; ``run()`` once, then read the report."""
 
-    def __init__(self, scenario: Scenario, timeline: bool = False, keep_trace: bool = False) -> None:
+    def __init__(
+        self, scenario: Scenario, timeline: bool = False, keep_trace: bool = False
+    ) -> None:
         self.scenario = scenario
         self.rng = random.Random(scenario.seed)
         self.loop = EventLoop(keep_trace=keep_trace)
@@ -268,7 +272,7 @@ class ScenarioRun:
         if self.timeline is None:
             return
         cuts = self.cluster.net.cuts
-        label = _describe_cuts(cuts, self.scenario.nodes) if cuts else ""
+        label = _describe_cuts(cuts) if cuts else ""
         if self._cut_since is not None and self._cut_since[1] != label:
             self.timeline.partitions.append((self._cut_since[0], now, self._cut_since[1]))
             self._cut_since = None
@@ -353,6 +357,10 @@ class ScenarioRun:
                                    else f"roots: {_group_roots(roots)}"))
         if spec.watchers_exactly_once:
             out.append(_watchers(live))
+        stuck = cluster.stuck_timers
+        out.append(CheckResult("no_stuck_timers", not stuck,
+                               f"{len(stuck)} ticks at a deadline the tick did not move, first: "
+                               f"{stuck[0]}" if stuck else ""))
         if self.scenario.steps and any(s.kind == "wait_converged" for s in self.scenario.steps):
             out.append(CheckResult("wait_converged", not self.wait_failures,
                                    "; ".join(self.wait_failures)))
@@ -390,7 +398,7 @@ def _sample_interval(scenario: Scenario) -> float:
     return max(0.01, (end + 30.0) / 600)
 
 
-def _describe_cuts(cuts: set[tuple[str, str]], nodes: list[str]) -> str:
+def _describe_cuts(cuts: set[tuple[str, str]]) -> str:
     pairs = sorted(cuts)
     if len(pairs) <= 4:
         return " ".join(f"{a}>{b}" for a, b in pairs)

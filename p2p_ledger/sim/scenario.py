@@ -114,8 +114,9 @@ class Scenario:
         return f"sim://{node}"
 
     def node_configs(self) -> list[NodeConfig]:
+        overrides: dict[str, Any] = dict(self.config)  # validated: CONFIG_FIELDS, numbers
         return [NodeConfig(node_id=n, url=self.url(n),
-                           seeds=tuple(self.url(s) for s in self.seeds[n]), **self.config)
+                           seeds=tuple(self.url(s) for s in self.seeds[n]), **overrides)
                 for n in self.nodes]
 
 
@@ -270,7 +271,7 @@ class _Validator:
                                            "A-Z a-z 0-9 . _ -")
                 if name in explicit:
                     raise self.fail(where, f"node {name!r} is listed twice")
-                explicit[name] = node_seeds  # type: ignore[assignment]
+                explicit[name] = node_seeds
         else:
             raise self.fail("nodes", f"expected a non-empty list of names or a count, got "
                                      f"{value!r}")

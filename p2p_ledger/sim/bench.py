@@ -1,0 +1,186 @@
+"""Simulator benchmarks: how fast the simulator runs, and how fast the protocol disseminates.
+
+* ``sim_speed``: simulated node-seconds per wall-second on ``rolling_partitions_25.toml``
+  (goal >= 1000).
+* ``fuzz_rate``: fuzzer runs per minute at the default sizes.
+* ``dissemination``: a Maelstrom-broadcast-style test: 25 nodes, 100 ms links, a steady stream of
+  appends at random nodes; for each append, the time until every node holds it (goals: median
+  < 400 ms, max < 600 ms) and the messages sent per append, background gossip included (goal
+  < 30).
+* ``dissemination_partition``: the same load while the cluster is split in two halves, then a
+  heal: simulated time from the heal until every node holds the same root.
+
+All numbers except the wall-clock rates are simulated, so they are the same on every machine.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..node_core import NodeConfig
+from .cluster import Cluster
+from .fuzz import fuzz
+from .loop import NS, EventLoop, to_ns
+from .network import LinkProps, NetParams
+from .runner import run_scenario
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+
+Row = dict[str, Any]
+
+
+def _row(name: str, value: float, unit: str, goal: str = "", ok: bool | None = None,
+         detail: str = "") -> Row:
+    return {"name": name, "value": round(value, 3), "unit": unit, "goal": goal, "ok": ok,
+            "detail": detail}
+
+
+def bench_sim_speed(path: Path | None = None, repeats: int = 3) -> Row:
+    """Best of ``repeats`` (machines are shared: the best run is the least disturbed one)."""
+    best = None
+    for _ in range(repeats):
+        cpu = time.process_time()
+        report = run_scenario(path or SCENARIOS / "rolling_partitions_25.toml")
+        cpu = time.process_time() - cpu
+        if best is None or report.wall_s < best[0].wall_s:
+            best = (report, cpu)
+    assert best is not None
+    report, cpu = best
+    rate = report.nodes * report.sim_s / report.wall_s
+    return _row("sim_speed", rate, "node-s/wall-s", ">= 1000", rate >= 1000,
+                f"{report.scenario}: {report.nodes} nodes x {report.sim_s:.0f} s simulated in "
+                f"{report.wall_s:.2f} s wall / {cpu:.2f} s CPU, {report.events} events "
+                f"({report.events / report.wall_s:.0f} events/s), best of {repeats}, "
+                f"passed={report.passed}")
+
+
+def bench_fuzz_rate(runs: int = 100) -> Row:
+    result = fuzz(runs, seed=12345)
+    return _row("fuzz_rate", result.runs_per_minute, "runs/min", "", None,
+                f"{runs} runs of <= 4 nodes x 40 s faults, {len(result.failures)} failed")
+
+
+def dissemination(
+    nodes: int = 25, latency_ms: float = 100.0, rate_per_s: float = 20.0,
+    duration_s: float = 20.0, partition: bool = False, seed: int = 1,
+    config: dict[str, float] | None = None,
+) -> dict[str, float]:
+    """Run the broadcast test; returns latency percentiles (s), messages per append, etc."""
+    loop = EventLoop()
+    rng = random.Random(seed)
+    names = [f"n{i}" for i in range(1, nodes + 1)]
+    overrides: dict[str, Any] = dict(config or {})
+    configs = [NodeConfig(node_id=n, url=f"sim://{n}",
+                          seeds=() if n == names[0] else (f"sim://{names[0]}",), **overrides)
+               for n in names]
+    cluster = Cluster(loop, rng, configs, LinkProps(latency_ms=latency_ms), NetParams())
+    net = cluster.net
+    for name in names:
+        cluster.start(name)
+    loop.run_until(to_ns(10.0))  # warm-up: peer exchange builds the mesh
+    before = net.messages
+    loop.run_until(to_ns(15.0))
+    background = (net.messages - before) / 5.0
+    cluster.track_arrivals = True
+    if partition:
+        half = names[: nodes // 2]
+        net.set_cuts({(a, b) for a in names for b in names
+                      if (a in half) != (b in half)})
+    start_msgs, start, start_types = net.messages, loop.now, dict(net.by_type)
+    end = start + to_ns(duration_s)
+    appended: list[str] = []
+
+    def write(k: int) -> None:
+        node = rng.choice(names)
+        entries = cluster.append(node, "bench", [("", f"{node}.{k}".encode())])
+        appended.extend(e.id for e in entries)
+        when = loop.now + max(1, to_ns(rng.expovariate(rate_per_s)))
+        if when < end:
+            loop.at(when, write, k + 1)
+
+    loop.at(start, write, 0)
+    loop.run_until(end)
+    out: dict[str, float] = {"appends": float(len(appended)), "background_per_s": background}
+    if partition:
+        net.set_cuts(set())
+        healed = loop.now
+        limit = healed + to_ns(120.0)
+        while (nxt := loop.next_time()) is not None and nxt <= limit:
+            loop.step()
+            if cluster.check_converged():
+                break
+        out["converge_after_heal_s"] = (loop.now - healed) / NS if cluster.converged else -1.0
+        out["messages_per_append"] = (net.messages - start_msgs) / max(1, len(appended))
+        return out
+    loop.run_until(end + to_ns(5.0))
+    window = (loop.now - start) / NS
+    out["messages_per_append"] = (net.messages - start_msgs) / max(1, len(appended))
+    out["extra_per_append"] = (net.messages - start_msgs - background * window) / max(
+        1, len(appended))
+    for kind, count in net.by_type.items():
+        out[f"per_append_{kind}"] = (count - start_types.get(kind, 0)) / max(1, len(appended))
+    spans = []
+    for eid in appended:
+        times = cluster.arrivals.get(eid, [])
+        if len(times) == nodes:
+            spans.append((max(times) - min(times)) / NS)
+    out["complete"] = float(len(spans))
+    if spans:
+        out["median_s"] = statistics.median(spans)
+        out["max_s"] = max(spans)
+    return out
+
+
+def run_sim_bench(quick: bool = False, progress: Callable[[str], None] | None = None) -> list[Row]:
+    """All rows; ``quick`` shrinks the fuzz and dissemination runs."""
+    say = progress or (lambda _text: None)
+    rows: list[Row] = []
+    say("sim_speed (rolling_partitions_25)")
+    rows.append(bench_sim_speed())
+    say("fuzz_rate")
+    rows.append(bench_fuzz_rate(20 if quick else 100))
+    say("dissemination")
+    started = time.perf_counter()
+    d = dissemination(duration_s=5.0 if quick else 20.0)
+    wall = time.perf_counter() - started
+    median_ms, max_ms = d.get("median_s", -1) * 1000, d.get("max_s", -1) * 1000
+    detail = (f"25 nodes, 100 ms links, {d['appends']:.0f} appends at 20/s, "
+              f"{d['complete']:.0f} reached every node; background gossip "
+              f"{d['background_per_s']:.0f} msg/s; {wall:.1f} s wall")
+    rows.append(_row("dissemination_median", median_ms, "ms", "< 400", 0 <= median_ms < 400,
+                     detail))
+    rows.append(_row("dissemination_max", max_ms, "ms", "< 600", 0 <= max_ms < 600))
+    mpa = d["messages_per_append"]
+    split = ", ".join(f"{k[11:]} {v:.1f}" for k, v in sorted(d.items())
+                      if k.startswith("per_append_"))
+    rows.append(_row("messages_per_append", mpa, "msgs", "< 30", mpa < 30,
+                     f"all traffic incl. background gossip; {d['extra_per_append']:.1f} above "
+                     f"the idle rate; by type: {split}"))
+    say("dissemination with a partition")
+    p = dissemination(duration_s=5.0 if quick else 20.0, partition=True)
+    conv = p["converge_after_heal_s"]
+    rows.append(_row("converge_after_heal", conv, "s", "", None,
+                     f"two halves of 25 nodes partitioned for {5 if quick else 20} s of writes "
+                     f"({p['appends']:.0f} appends), then healed; -1 = not within 120 s"))
+    return rows
+
+
+def format_rows(rows: list[Row]) -> str:
+    lines = [f"{'name':<24} {'value':>12} {'unit':<14} {'goal':<8} ok    detail"]
+    for row in rows:
+        ok = {True: "yes", False: "NO", None: ""}[row["ok"]]
+        lines.append(f"{row['name']:<24} {row['value']:>12.3f} {row['unit']:<14} "
+                     f"{row['goal']:<8} {ok:<5} {row['detail']}")
+    return "\n".join(lines)
+
+
+def print_sim_bench(quick: bool = False) -> list[Row]:
+    """Run every benchmark and print the table; returns the rows."""
+    rows = run_sim_bench(quick=quick)
+    print(format_rows(rows))
+    return rows

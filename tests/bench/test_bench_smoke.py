@@ -1,0 +1,87 @@
+"""Smoke test of ``p2p-ledger bench --quick``: the tables come out, with sane numbers.
+
+Never a timing threshold: machines are shared and noisy. Only shape and sanity are checked
+(every number finite, every measurement positive, every table rendered and aligned).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+
+from p2p_ledger.bench import Table, add_bench_command, run_bench
+
+EXPECTED = [
+    "Storage: durable appends",
+    "Storage: rebuild",
+    "Storage: memory after rebuilding",
+    "Storage: Merkle tree",
+    "Sync (a)",
+    "Sync (b)",
+    "Sync (c)",
+    "Sync, end to end",
+    "Sync (d)",
+]
+# Columns that may legitimately hold 0 (the spread of identical repeats).
+MAY_BE_ZERO = {"±%"}
+
+
+def check_numbers(table: Table) -> None:
+    assert table.rows, f"{table.title}: no rows"
+    for row in table.rows:
+        assert len(row) == len(table.columns)
+        for column, cell in zip(table.columns, row, strict=True):
+            if isinstance(cell, bool) or not isinstance(cell, (int, float)):
+                continue
+            where = f"{table.title} / {row[0]} / {column}"
+            assert math.isfinite(cell), f"{where}: {cell}"
+            if column in MAY_BE_ZERO:
+                assert cell >= 0, f"{where}: {cell}"
+            else:
+                assert cell > 0, f"{where}: {cell}"
+
+
+def check_rendered(table: Table, text: str) -> None:
+    rendered = table.render()
+    assert rendered in text
+    lines = rendered.splitlines()
+    assert lines[0] == table.title and set(lines[1]) == {"="}
+    header, rule = lines[2], lines[3]
+    assert set(rule.replace(" ", "")) == {"-"}
+    # Columns line up: every cell ends where its rule ends (cells are right-aligned).
+    ends = [i + 1 for i, ch in enumerate(rule) if ch == "-" and (i + 1 == len(rule)
+                                                                   or rule[i + 1] == " ")]
+    for line in [header] + lines[4:4 + len(table.rows)]:
+        for end in ends[1:]:
+            assert end <= len(line) and line[end - 1] != " ", f"misaligned: {line!r}"
+
+
+def test_quick_bench_prints_every_table_with_sane_numbers() -> None:
+    out = io.StringIO()
+    tables = run_bench(quick=True, out=out)
+    text = out.getvalue()
+    titles = [t.title for t in tables]
+    for prefix in EXPECTED:
+        assert any(t.startswith(prefix) for t in titles), f"missing table {prefix!r}: {titles}"
+    for table in tables:
+        check_numbers(table)
+        check_rendered(table, text)
+    assert "bench finished" in text
+
+
+def test_json_output_and_cli_wiring() -> None:
+    parser = argparse.ArgumentParser(prog="p2p-ledger")
+    add_bench_command(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["bench", "--quick", "--only", "storage", "--json", "--repeats", "1"])
+    assert args.quick and args.only == "storage" and args.json and args.repeats == 1
+    out = io.StringIO()
+    tables = run_bench(quick=True, only="storage", as_json=True, repeats=1, out=out)
+    doc = json.loads(out.getvalue())
+    assert doc["quick"] is True and doc["repeats"] == 1
+    assert [t["title"] for t in doc["tables"]] == [t.title for t in tables]
+    assert all(t["title"].startswith("Storage") for t in doc["tables"])
+    for t in doc["tables"]:
+        assert t["rows"] and set(t["rows"][0]) == set(t["columns"])
+    assert callable(args.func)

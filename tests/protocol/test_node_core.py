@@ -1,0 +1,300 @@
+"""NodeCore on a fake clock: dialing and backoff, duplicate links, peer exchange, gossip timers,
+idle and handshake timeouts, dropping learned peers. Cores are wired by ``CoreNet`` (Send →
+frame_received on the other end); time is a plain float that jumps from deadline to deadline."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from p2p_ledger import wire
+from p2p_ledger.node_core import Dial, NodeConfig, NodeCore
+from p2p_ledger.wire import Root, decode
+
+from .helpers import CoreNet, ids, new_ledger
+
+A, B, C = "ws://h/a", "ws://h/b", "ws://h/c"
+DEAD = "ws://h/dead"
+
+
+def _dial_times(net: CoreNet, src: str, dst: str) -> list[float]:
+    return [t for t, s, d in net.dials if s == src and d == dst]
+
+
+def _roots_sent(net: CoreNet, src: str, dst: str) -> list[float]:
+    """Times at which ``src`` started an anti-entropy round towards ``dst``."""
+    out = []
+    for t, s, d, frame in net.sent:
+        if s == src and d == dst and frame[1] == wire.ROOT:
+            msg = decode(frame)
+            assert isinstance(msg, Root)
+            if not msg.is_reply:
+                out.append(t)
+    return out
+
+
+# ---- dialing and backoff -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_backoff_grows_is_capped_and_jittered(seed: int) -> None:
+    net = CoreNet(seed)
+    net.add(A, seeds=(DEAD,), backoff_base=0.2, backoff_max=5.0, drop_after=30.0)
+    net.run_until(200.0)
+    times = _dial_times(net, A, DEAD)
+    assert times[0] == 0.0  # a seed is dialed at once
+    delays = [b - a for a, b in zip(times, times[1:], strict=False)]
+    nominal = [min(5.0, 0.2 * 2 ** i) for i in range(len(delays))]
+    for got, want in zip(delays, nominal, strict=True):
+        assert 0.8 * want - 1e-9 <= got <= 1.2 * want + 1e-9, (delays, nominal)
+    assert max(delays) <= 6.0 + 1e-9  # capped (5 s ± 20%)
+    assert sum(1 for n in nominal if n == 5.0) > 10  # spent most of the run at the cap
+    assert len({round(d / n, 6) for d, n in zip(delays, nominal, strict=True)}) > len(delays) // 2
+    # A seed is never dropped: it was still being dialed at the end, long after drop_after.
+    assert times[-1] > 190.0
+    peer = net.cores[A].peers[DEAD]
+    assert peer.state == "backoff" and peer.seed
+    assert "cannot connect" in peer.last_error
+
+
+def test_same_seed_same_schedule_other_seed_other_schedule() -> None:
+    def schedule(seed: int) -> list[float]:
+        net = CoreNet(seed)
+        net.add(A, seeds=(DEAD,))
+        net.run_until(60.0)
+        return _dial_times(net, A, DEAD)
+
+    assert schedule(5) == schedule(5)
+    assert schedule(5) != schedule(6)
+
+
+def test_a_link_that_opened_resets_the_backoff() -> None:
+    net = CoreNet(4)
+    net.add(A, seeds=(B,), backoff_base=0.2, backoff_max=30.0)
+    net.up.discard(B)
+    net.add(B)
+    net.up.discard(B)
+    net.run_until(20.0)  # many failures: the delay has grown to several seconds
+    assert net.cores[A].peers[B].failures >= 5
+    net.up.add(B)
+    net.run_until(net.cores[A].peers[B].retry_at + 0.001)
+    assert net.connected(A) == {B}
+    net.kill(B)
+    lost_at = net.now
+    net.add(B)
+    net.run_until(lost_at + 2.0)
+    # Redialed after ~0.2 s (count reset), not after the grown delay.
+    assert net.connected(A) == {B}
+    redials = [t for t in _dial_times(net, A, B) if t > lost_at]
+    assert redials and redials[0] - lost_at <= 0.2 * 1.2 + 1e-9
+
+
+def test_learned_peer_is_dropped_after_drop_after_but_a_seed_is_not() -> None:
+    net = CoreNet(7)
+    cfg = dict(backoff_base=0.2, backoff_max=4.0, drop_after=20.0)
+    net.add(A, seeds=(B,), **cfg)
+    net.add(B, **cfg)
+    net.add(C, seeds=(B,), **cfg)
+    net.run_until(3.0)
+    assert net.connected(A) == {B, C}  # A learned C from B
+    assert not net.cores[A].peers[C].seed
+    net.kill(C)
+    net.kill(B)
+    killed_at = net.now
+    net.run_until(killed_at + 60.0)
+    core = net.cores[A]
+    assert core.peers[C].state == "dropped"
+    assert core.peers[B].state == "backoff"  # the seed is retried forever
+    last_dial_c = max(_dial_times(net, A, C))
+    assert killed_at + 20.0 <= last_dial_c <= killed_at + 20.0 + 4.0 * 1.2 + 1e-9
+    assert max(_dial_times(net, A, B)) > killed_at + 55.0
+    assert any("dropped peer ws://h/c" in line for line in core.take_log())
+    assert all(p["url"] != C or p["state"] == "dropped" for p in core.status()["peers"])
+
+
+# ---- one link per pair -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("order", ["small-first", "big-first"])
+def test_simultaneous_dials_resolve_to_one_link_on_both_ends(seed: int, order: str) -> None:
+    net = CoreNet(seed)
+    urls = [A, B] if order == "small-first" else [B, A]
+    for url in urls:
+        net.add(url, seeds=tuple(u for u in urls if u != url))
+    net.run_until(0.0)  # both dial at t=0, before either has heard from the other
+    assert len(_dial_times(net, A, B)) == 1 and len(_dial_times(net, B, A)) == 1
+    a, b = net.cores[A], net.cores[B]
+    for core, other in ((a, "b"), (b, "a")):
+        assert len(core.links) == 1, core.links
+        (conn,) = core.links
+        assert core.by_node == {other: conn}
+        assert [p["state"] for p in core.status()["peers"]] == ["connected"]
+    # Both ends kept the same connection: the one dialed by the smaller node id ("a").
+    assert next(iter(a.links.values())).dialed is True
+    assert next(iter(b.links.values())).dialed is False
+    assert net.wires[(A, next(iter(a.links)))] == (B, next(iter(b.links)))
+    net.run_until(30.0)  # and it stays that way: no churn, no redials
+    assert len(net.dials) == 2
+    assert len(a.links) == 1 and len(b.links) == 1
+
+
+def test_self_dial_marks_the_peer_as_self_and_stops() -> None:
+    net = CoreNet(3)
+    net.add(A, seeds=("ws://h/alias-of-a",))
+    net.cores["ws://h/alias-of-a"] = net.cores[A]  # another URL that reaches the same node
+    net.up.add("ws://h/alias-of-a")
+    net.run_until(30.0)
+    assert net.cores[A].peers["ws://h/alias-of-a"].state == "self"
+    assert len(_dial_times(net, A, "ws://h/alias-of-a")) == 1
+    assert net.cores[A].status()["peers"] == []
+
+
+# ---- peer exchange ---------------------------------------------------------------------------
+
+def test_chain_of_seeds_becomes_a_full_mesh() -> None:
+    net = CoreNet(11)
+    net.add(A)
+    net.add(B, seeds=(A,))
+    net.add(C, seeds=(B,))
+    net.run_until(2.0)
+    assert net.connected(A) == {B, C}
+    assert net.connected(B) == {A, C}
+    assert net.connected(C) == {A, B}
+    for url in (A, B, C):
+        states = {p["node_id"]: p["state"] for p in net.cores[url].status()["peers"]}
+        assert set(states.values()) == {"connected"} and len(states) == 2, states
+
+
+def test_a_listenerless_agent_is_reachable_only_through_its_own_link() -> None:
+    net = CoreNet(12)
+    net.add(A)
+    agent = NodeCore(new_ledger("agent"), NodeConfig("agent", seeds=(A,)), net.rng)
+    net.cores["ws://h/agent-never-listens"] = agent
+    net.up.discard("ws://h/agent-never-listens")
+    net.up.add("ws://h/agent-never-listens")  # it may dial out
+    net.add(B, seeds=(A,))
+    net.run_until(3.0)
+    assert net.connected(A) == {"", B} or net.connected(A) == {B, ""}
+    assert "agent" not in {p.node_id for p in net.cores[B].peers.values()}  # nothing to dial
+    status = net.cores[A].status()
+    assert {"node_id": "agent", "url": "", "state": "connected"}.items() <= next(
+        p for p in status["peers"] if p["node_id"] == "agent").items()
+
+
+# ---- gossip timing -----------------------------------------------------------------------------
+
+def test_gossip_every_interval_with_jitter_and_at_once_on_open() -> None:
+    net = CoreNet(21)
+    net.add(A, seeds=(B,), gossip_interval=1.0, idle_timeout=1000.0)
+    net.add(B, gossip_interval=1.0, idle_timeout=1000.0)
+    net.run_until(100.0)
+    for src, dst in ((A, B), (B, A)):
+        times = _roots_sent(net, src, dst)
+        assert times[0] == 0.0  # the first round starts as soon as the link opens
+        times = [t for t in times if t > 0.0]  # (how many rounds at t=0: the next test)
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        assert 85 <= len(gaps) <= 115
+        assert all(0.9 - 1e-9 <= g <= 1.1 + 1e-9 for g in gaps), gaps
+        assert max(gaps) - min(gaps) > 0.05  # jittered, so rounds of many links do not align
+
+
+def test_a_new_link_starts_one_round_not_two() -> None:
+    net = CoreNet(24)
+    net.add(A, seeds=(B,), gossip_interval=1.0)
+    net.add(B, gossip_interval=1.0)
+    net.run_until(0.5)
+    assert _roots_sent(net, A, B) == [0.0]
+    assert _roots_sent(net, B, A) == [0.0]
+
+
+def test_joining_moves_the_data_at_most_twice() -> None:
+    """Both ends start a round when a link opens, so a joiner's missing data crosses twice
+    (once per round); it used to cross four times (two rounds per end)."""
+    net = CoreNet(25)
+    a = net.add(A, gossip_interval=1.0)
+    rng = random.Random(25)
+    for i in range(40):
+        a.ledger.append([a.ledger.prepare(f"c{i % 4}", "k", rng.randbytes(20_000))])
+    data = sum(len(ctx.diff(None)) for ctx in a.ledger.contexts.values())
+    b = net.add(B, seeds=(A,), gossip_interval=1.0)
+    net.run_until(0.5)
+    assert a.ledger.root() == b.ledger.root()
+    moved = sum(len(f) for _, s, _, f in net.sent if s == A and f[1] == wire.UPDATE)
+    assert moved <= 2.05 * data, moved / data
+
+
+def test_append_pushes_at_once_and_gossips_after_push_gossip_delay() -> None:
+    net = CoreNet(22)
+    a = net.add(A, seeds=(B,), gossip_interval=5.0, push_gossip_delay=0.05)
+    b = net.add(B, gossip_interval=5.0)
+    net.run_until(1.0)
+    assert net.connected(A) == {B}
+    appended = a.append([a.ledger.prepare("ctx", "k", b"hello")], now=1.0)
+    assert a.next_deadline() == pytest.approx(1.05)
+    net.flush()
+    # The UPDATE went out at t=1.0, before any timer fired, and B holds the entry.
+    pushed = [t for t, s, _, f in net.sent if s == A and f[1] == wire.UPDATE]
+    assert pushed == [1.0]
+    assert ids(b.ledger, "ctx") == [appended.entries[0].id]
+    net.run_until(1.2)
+    assert [t for t in _roots_sent(net, A, B) if t > 0.5] == [pytest.approx(1.05)]
+    assert a.ledger.root() == b.ledger.root()
+    assert b.counters.entries_received == 1
+
+
+def test_gossip_repairs_what_a_lost_push_missed() -> None:
+    net = CoreNet(23)
+    a = net.add(A, seeds=(B,), gossip_interval=1.0)
+    b = net.add(B, gossip_interval=1.0)
+    net.run_until(0.5)
+    net.mute.add((A, B))  # the push is lost
+    a.append([a.ledger.prepare("ctx", "k", b"x")], now=0.5)
+    net.flush()
+    assert "ctx" not in b.ledger.contexts
+    net.mute.clear()
+    net.run_until(2.0)
+    assert a.ledger.root() == b.ledger.root()
+
+
+# ---- timeouts ----------------------------------------------------------------------------------
+
+def test_silent_peer_is_closed_after_idle_timeout_then_redialed() -> None:
+    net = CoreNet(31)
+    a = net.add(A, seeds=(B,), gossip_interval=1.0, idle_timeout=10.0)
+    net.add(B, gossip_interval=1.0, idle_timeout=1000.0)
+    net.run_until(5.0)
+    assert net.connected(A) == {B}
+    net.mute.add((B, A))  # B hangs: A hears nothing more
+    heard = max(t for t, s, d, _ in net.sent if s == B and d == A)
+    net.run_until(heard + 10.0 - 0.001)
+    assert net.connected(A) == {B}
+    net.run_until(heard + 10.0)
+    assert net.connected(A) == set()
+    assert any("closed (we): peer silent for 10s" in line for line in a.take_log())
+    assert a.peers[B].state == "backoff" and a.peers[B].failures == 1
+    net.mute.clear()
+    net.run_until(heard + 11.0)
+    assert net.connected(A) == {B}
+
+
+def test_handshake_that_never_finishes_times_out() -> None:
+    net = CoreNet(32)
+    a = net.add(A, seeds=(B,), handshake_timeout=3.0)
+    net.add(B)
+    net.mute.add((B, A))
+    net.run_until(2.999)
+    assert len(a.links) == 1 and not next(iter(a.links.values())).session.is_open
+    net.run_until(3.0)
+    assert a.links == {}
+    assert any("handshake timed out" in line for line in a.take_log())
+
+
+def test_next_deadline_is_the_earliest_timer() -> None:
+    core = NodeCore(new_ledger("a"), NodeConfig("a", url=A, seeds=(B,)), random.Random(1))
+    assert core.next_deadline() == 0.0  # the seed is due at once
+    core.tick(0.0)
+    (dial,) = core.take_actions()
+    assert isinstance(dial, Dial) and dial.url == B
+    assert core.next_deadline() == float("inf")  # dialing: nothing to do until it resolves
+    core.connection_made(dial.conn, now=1.0)
+    assert core.next_deadline() == 1.0 + core.config.handshake_timeout

@@ -1,0 +1,118 @@
+"""Golden wire vectors: JSON ⇄ messages. ``python -m tests.protocol.wire_vectors`` rewrites the file
+from the cases below (only do that on purpose: a changed vector is a wire-format change)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from p2p_ledger import wire
+from p2p_ledger.wire import (
+    EMPTY,
+    INNER,
+    ITEMS,
+    Auth,
+    Bye,
+    Flow,
+    Hello,
+    Message,
+    Peers,
+    Root,
+    Sync1,
+    UpdateChunk,
+    View,
+    Views,
+)
+
+PATH = Path(__file__).parent / "data" / "wire_vectors.json"
+
+
+def _b(value: str) -> bytes:
+    return bytes.fromhex(value)
+
+
+def _view_from(obj: dict[str, Any]) -> View:
+    children = tuple(None if c is None else _b(c) for c in obj.get("children", ()))
+    items = tuple((name, _b(root)) for name, root in obj.get("items", ()))
+    return View(tuple(obj["prefix"]), obj["kind"], children=children, items=items)
+
+
+def message_from(case: dict[str, Any]) -> Message:
+    f = case["fields"]
+    kind = case["type"]
+    if kind == "Hello":
+        return Hello(f["protocol"], f["cluster"], f["node_id"], f["url"], _b(f["nonce"]),
+                     f["flags"])
+    if kind == "Auth":
+        return Auth(_b(f["mac"]))
+    if kind == "Peers":
+        return Peers(tuple((n, u) for n, u in f["peers"]))
+    if kind == "Root":
+        return Root(f["is_reply"], _b(f["root"]))
+    if kind == "Views":
+        return Views(tuple(_view_from(v) for v in f["views"]))
+    if kind == "Sync1":
+        return Sync1(f["context"], f["want_reply"], _b(f["state_vector"]))
+    if kind == "UpdateChunk":
+        return UpdateChunk(f["context"], f["total"], f["offset"], _b(f["chunk"]))
+    if kind == "Flow":
+        return Flow(f["received"])
+    if kind == "Bye":
+        return Bye(f["reason"])
+    raise ValueError(kind)
+
+
+def load() -> list[dict[str, Any]]:
+    return list(json.loads(PATH.read_text())["vectors"])
+
+
+def _cases() -> list[dict[str, Any]]:
+    d16 = [bytes([i] * 16).hex() for i in range(16)]
+    return [
+        {"name": "hello-plain", "type": "Hello", "fields": {
+            "protocol": 1, "cluster": "default", "node_id": "n1", "url": "ws://127.0.0.1:7001",
+            "nonce": "00112233445566778899aabbccddeeff", "flags": 0}},
+        {"name": "hello-auth-unicode", "type": "Hello", "fields": {
+            "protocol": 1, "cluster": "équipe", "node_id": "node-2", "url": "",
+            "nonce": "ff" * 16, "flags": 1}},
+        {"name": "auth", "type": "Auth", "fields": {"mac": bytes(range(32)).hex()}},
+        {"name": "peers-empty", "type": "Peers", "fields": {"peers": []}},
+        {"name": "peers-two", "type": "Peers", "fields": {
+            "peers": [["n1", "ws://a:1"], ["n2", "ws://b:2"]]}},
+        {"name": "root-ask", "type": "Root", "fields": {"is_reply": False, "root": "ab" * 32}},
+        {"name": "root-reply", "type": "Root", "fields": {"is_reply": True, "root": "cd" * 32}},
+        {"name": "views-empty-list", "type": "Views", "fields": {"views": []}},
+        {"name": "views-all-kinds", "type": "Views", "fields": {"views": [
+            {"prefix": [], "kind": EMPTY},
+            {"prefix": [3], "kind": INNER,
+             "children": [d16[i] if i in (0, 5, 15) else None for i in range(16)]},
+            {"prefix": [3, 15], "kind": ITEMS, "items": [["ctx-a", d16[1]], ["b/c", d16[2]]]},
+            {"prefix": [1, 2, 3], "kind": ITEMS, "items": []},
+        ]}},
+        {"name": "sync1-ask", "type": "Sync1", "fields": {
+            "context": "notes", "want_reply": True, "state_vector": "00"}},
+        {"name": "sync1-answer", "type": "Sync1", "fields": {
+            "context": "a:b/c", "want_reply": False, "state_vector": "01b4c3e20205"}},
+        {"name": "update-whole", "type": "UpdateChunk", "fields": {
+            "context": "notes", "total": 4, "offset": 0, "chunk": "01020304"}},
+        {"name": "update-middle-chunk", "type": "UpdateChunk", "fields": {
+            "context": "notes", "total": 100000, "offset": 32768, "chunk": "ee" * 8}},
+        {"name": "flow", "type": "Flow", "fields": {"received": 2**40 + 7}},
+        {"name": "bye", "type": "Bye", "fields": {"reason": "node shutting down"}},
+        {"name": "bye-empty", "type": "Bye", "fields": {"reason": ""}},
+    ]
+
+
+def regenerate() -> None:
+    vectors = []
+    for case in _cases():
+        case = dict(case, hex=wire.encode(message_from(case)).hex())
+        vectors.append(case)
+    doc = {"wire_version": wire.WIRE_VERSION, "protocol_version": wire.PROTOCOL_VERSION,
+           "vectors": vectors}
+    PATH.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    regenerate()
