@@ -1,12 +1,12 @@
 """The fault fuzzer (VOPR-style): random schedules of writes and faults on small clusters.
 
-Each run draws a scenario from its own seed: a few nodes on a random topology and link quality,
-then a timeline of appends, writer bursts, partitions, one-way cuts, heals, crashes, restarts
-and link changes. The schedule always ends with a heal and a restart of every node still down,
-so the invariants must hold afterwards: the live nodes converge, no acknowledged entry is lost,
-every node orders every context the same way, roots agree, and each watcher saw every entry
-once. A failing run's scenario is written as a TOML file that reproduces it byte for byte
-(``p2p-ledger scenario run FILE``), and its seed is printed.
+Each run draws a scenario from its own seed: a few nodes on a random topology, link quality and
+node timer settings, then a timeline of appends, writer bursts, partitions, one-way cuts, heals,
+crashes, restarts and link changes. The schedule always ends with a heal and a restart of every
+node still down, so the invariants must hold afterwards: the live nodes converge, no
+acknowledged entry is lost, every node orders every context the same way, roots agree, and each
+watcher saw every entry once. A failing run's scenario is written as a TOML file that
+reproduces it byte for byte (``p2p-ledger scenario run FILE``), and its seed is printed.
 """
 
 from __future__ import annotations
