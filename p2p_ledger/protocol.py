@@ -260,6 +260,13 @@ class PeerSession:
         elif isinstance(msg, Root):
             self._on_root(msg)
         elif isinstance(msg, Views):
+            # why: an EMPTY view asks for everything under its prefix; repeated or nested
+            # prefixes in one frame made us build many copies of the ledger (604 B in, 303 MB
+            # out) inside one receive(). Honest VIEWS hold disjoint prefixes.
+            prefixes = sorted(v.prefix for v in msg.views)
+            for p, q in zip(prefixes, prefixes[1:], strict=False):
+                if q[:len(p)] == p:
+                    raise RemoteProtocolError(f"VIEWS overlap at prefix {list(p)}")
             for view in msg.views:
                 self._on_view(view)
         elif isinstance(msg, Sync1):

@@ -391,6 +391,28 @@ def test_a_late_duplicate_chunk_does_not_poison_the_next_transfer(swapped: bool)
     assert a.root() == b.root()
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: UPDATE chunks carry no transfer id; reassembly is keyed by (context, total), so chunks "
+    "of two same-size transfers of one context that arrive interleaved (the simulator reorders) "
+    "are spliced into one bogus update and the honest peer's link is closed (IntegrityError)"))
+def test_interleaved_chunks_of_two_same_size_transfers_are_not_spliced(swapped: bool) -> None:
+    a, b = new_ledger("a"), new_ledger("b")
+    pair = open_pair(a, b, swapped)
+    first = a.append([a.prepare("c", "k", b"x" * 40_000)]).updates[0][1]
+    second = a.append([a.prepare("c", "k", b"y" * 40_000)]).updates[0][1]
+    assert len(first) == len(second)
+    pair.a.session.push("c", first)
+    one = pair.a.session.take_output()
+    pair.a.session.push("c", second)
+    two = pair.a.session.take_output()
+    assert len(one) == len(two) == 2
+    for frame in (one[0], two[1], one[1], two[0]):  # reordered across the two transfers
+        pair.b.session.receive(frame)
+    pair.pump()
+    assert pair.b.session.is_open, pair.b.session.close_reason
+    assert a.root() == b.root()
+
+
 def test_live_push_delivers_once(swapped: bool) -> None:
     a, b = _twins(10)
     pair = open_pair(a, b, swapped)
@@ -518,6 +540,79 @@ def test_hostile_update_split_across_chunks_is_refused_after_reassembly() -> Non
     pair.pump()
     assert _only_closed(pair.a).reason.startswith("ForbiddenUpdate: ")
     assert snapshot_state(victim) == before
+
+
+@pytest.mark.parametrize("prefixes", [
+    [()] * 300,  # the same EMPTY view again and again
+    [(), (0,), (1,), (0, 0)] * 2,
+    [(), (3,)],  # nested: the whole tree, then part of it again
+], ids=["repeated", "repeated-nested", "nested"])
+def test_one_views_frame_cannot_make_us_send_the_ledger_many_times(prefixes: list) -> None:
+    """An EMPTY view at p means "send me everything under p". A 604-byte frame of 300 EMPTY
+    views at the root made the session build 300 copies of the ledger (303 MB from 1 MB) in one
+    ``receive`` call, before any queue bound could act. Honest VIEWS hold disjoint prefixes."""
+    victim = new_ledger("a")
+    for i in range(60):
+        append(victim, f"ctx-{i % 30}", b"x" * 5_000)
+    session = PeerSession(LocalInfo("a"), victim, b"N" * 16)
+    session.start()
+    session.receive(encode(Hello(1, "default", "b", "", b"n" * 16, 0)))
+    session.take_output()
+    session.receive(encode(Views(tuple(View(p, wire.EMPTY) for p in prefixes))))
+    sent = sum(map(len, session.take_output()))
+    assert sent < 2 * 60 * 5_000, f"{sent} bytes sent for a {len(prefixes)}-view frame"
+    assert session.state is State.CLOSED
+    assert (session.close_reason or "").startswith("RemoteProtocolError: ")
+
+
+def test_disjoint_empty_views_send_each_context_once() -> None:
+    victim = new_ledger("a")
+    for i in range(60):
+        append(victim, f"ctx-{i % 30}", b"x" * 5_000)
+    session = PeerSession(LocalInfo("a"), victim, b"N" * 16)
+    session.start()
+    session.receive(encode(Hello(1, "default", "b", "", b"n" * 16, 0)))
+    session.take_output()
+    session.receive(encode(Views(tuple(View((i,), wire.EMPTY) for i in range(16)))))
+    assert session.is_open
+    contexts = [decode(f).context for f in session.take_output()]  # type: ignore[union-attr]
+    assert sorted(set(contexts)) == sorted(victim.contexts)
+
+
+_SV_PROBE = """
+import resource, sys, time
+from tests.protocol.helpers import append, new_ledger
+from p2p_ledger.protocol import LocalInfo, PeerSession
+from p2p_ledger.wire import Hello, Sync1, encode
+ledger = new_ledger("a")
+append(ledger, "ctx", b"x")
+session = PeerSession(LocalInfo("a"), ledger, b"N" * 16)
+session.start()
+session.receive(encode(Hello(1, "default", "b", "", b"n" * 16, 0)))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+started = time.monotonic()
+session.receive(encode(Sync1("ctx", True, bytes.fromhex(sys.argv[1]))))
+print(session.close_reason.split(":")[0], time.monotonic() - started,
+      (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+@pytest.mark.parametrize("state_vector", ["8080808003", "ffffff7f0101", "ffffffff010101"])
+def test_a_five_byte_state_vector_cannot_make_us_allocate_a_gigabyte(state_vector: str) -> None:
+    """yrs sizes a map by the entry count a state vector claims before reading the entries:
+    ``80 80 80 80 03`` (2^29 entries in 5 bytes) cost ~1 GB and ~0.6 s per SYNC1 frame. The
+    count must be checked against the bytes first (each entry takes at least two)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", _SV_PROBE, state_vector], cwd=root,
+                         capture_output=True, text=True, timeout=120, check=True).stdout.split()
+    error, seconds, grown_mb = out[0], float(out[1]), int(out[2])
+    assert error == "RemoteProtocolError"
+    assert grown_mb < 100, f"refusing a {len(state_vector) // 2}-byte vector cost {grown_mb} MB"
+    assert seconds < 0.1
 
 
 def test_unfinished_update_bytes_are_bounded() -> None:
