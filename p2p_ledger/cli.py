@@ -167,6 +167,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     _key_option(p)
     p.add_argument("--gossip-interval", type=_positive_float, default=1.0, metavar="S",
                    help="seconds between anti-entropy rounds per peer (default 1)")
+    p.add_argument("--no-discovery", dest="discovery", action="store_false",
+                   help="dial only the --peer seeds; ignore peers learned from others")
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"], help="stderr log level")
     p.set_defaults(run=_cmd_node)
@@ -472,7 +474,7 @@ async def _run_node(args: argparse.Namespace) -> int:
         async with open_node(
             args.data, listen=args.listen, peers=args.peer, node_id=args.node_id,
             cluster=args.cluster, cluster_key=args.cluster_key,
-            gossip_interval=args.gossip_interval,
+            gossip_interval=args.gossip_interval, discovery=args.discovery,
         ) as node:
             log.info("node %s ready at %s (data %s, %d entries in %d contexts, peers %s)",
                      node.node_id, node.url or "-", args.data, node.ledger.entry_count(),

@@ -52,6 +52,9 @@ class NodeConfig:
     backoff_max: float = 30.0
     drop_after: float = 300.0
     max_update_bytes: int = 256 * 1024 * 1024
+    # False: dial only the seeds, never peers learned by exchange or from an inbound HELLO
+    # (a test harness routing every link through its own relay needs that).
+    discovery: bool = True
 
 
 @dataclass(frozen=True)
@@ -318,7 +321,7 @@ class NodeCore:
             self._drain(other, old, now)
         self.by_node[event.node_id] = conn
         self.log.append(f"connected to {event.node_id} ({link.url or 'inbound'})")
-        if link.url:
+        if link.url and (self.config.discovery or link.url in self.peers):
             peer = self.peers.get(link.url) or self.peers.setdefault(
                 link.url, PeerInfo(link.url, seed=False))
             peer.node_id, peer.state, peer.failures = event.node_id, "connected", 0
@@ -333,6 +336,8 @@ class NodeCore:
         link.session.send_peers(known)
 
     def _learn(self, peers: Sequence[tuple[str, str]], now: float) -> None:
+        if not self.config.discovery:
+            return
         for node_id, url in peers:
             if node_id == self.config.node_id or url == self.config.url or not url:
                 continue

@@ -320,6 +320,7 @@ async def open_node(
     cluster: str = "default",
     cluster_key: bytes | str | None = None,
     gossip_interval: float = 1.0,
+    discovery: bool = True,
     limits: Limits = DEFAULT_LIMITS,
     synchronous: str = "FULL",
 ) -> AsyncIterator[Node]:
@@ -344,7 +345,8 @@ async def open_node(
                 url = f"ws://{shown}:{port_of(server)}"
             config = NodeConfig(node_id=node_id, cluster=cluster, url=url, seeds=tuple(peers),
                                 key=key or None, gossip_interval=gossip_interval,
-                                idle_timeout=max(10.0, 5 * gossip_interval))
+                                idle_timeout=max(10.0, 5 * gossip_interval),
+                                discovery=discovery)
             core = NodeCore(ledger, config, Random(secrets.randbits(64)))
             node = Node(ledger, core, nursery)
             if listen is not None:
