@@ -270,7 +270,15 @@ class Client:
 
     async def watch(self, context: str, key: str | None = None,
                     since: Cursor | str | None = None) -> AsyncIterator[tuple[Entry, Cursor]]:
-        """Stream entries on a connection of its own (the watch holds it)."""
+        """Stream entries on a connection of its own (the watch holds it).
+
+        The generator owns a websocket: wrap it in ``contextlib.aclosing`` when you may stop
+        before it ends, so the connection closes inside the task that opened it (trio requires
+        it)::
+
+            async with aclosing(client.watch("ctx")) as stream:
+                async for entry, cursor in stream: ...
+        """
         async with Client.connect(self.url, self.key) as other:
             await other._call("watch", context=context, key=key,
                               since=None if since is None else str(since))
