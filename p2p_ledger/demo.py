@@ -1,21 +1,23 @@
 """``p2p-ledger demo``: a live local cluster that a newcomer can watch converge, crash and recover.
 
 Real ``p2p-ledger node`` processes (``sys.executable -m p2p_ledger node``, so no PATH needed) on
-127.0.0.1 with temporary data directories. The run is a list of phases (``Demo.PHASES``), each
-bounded by a timeout that fails with a message saying what did not happen:
+127.0.0.1 with temporary data directories. Every node runs with ``--no-discovery`` and dials
+every other node through a relay of its own (``sim/relay.py``, one per directed link), so the
+demo can cut links. The run is a list of phases (``Demo.PHASES``), each bounded by a timeout
+that fails with a message saying what did not happen:
 
-1. start    N nodes, chain-seeded (n2 -> n1, n3 -> n2, ...): only peer exchange can connect the
-            ends of the chain to each other;
-2. write    every node appends ``entries`` entries at once; a live status table runs until every
-            root agrees;
-3. crash    SIGKILL the middle node; keep writing to the others, which converge without it;
-4. recover  restart it on the same data directory (same port when free, else a new one: it dials
-            its peers either way) and watch it catch up;
-5. verify   every acknowledged entry id is on every node.
+1. start      the relays, then N nodes, each seeded with its relays to every other node;
+2. write      every node appends ``entries`` entries at once; a live status table runs until
+              every root agrees;
+3. crash      SIGKILL the middle node; keep writing to the others, which converge without it;
+4. recover    restart it on the same data directory (a new port: its relays follow it) and
+              watch it catch up;
+5. partition  cut n1 off from the rest (every relay between the sides), write on both sides,
+              show the two roots, heal and watch them converge;
+6. verify     every acknowledged entry id is on every node.
 
-A partition-and-heal phase fits between ``recover`` and ``verify``: add a method and list it in
-``PHASES``. Whatever happens (error, Ctrl-C), every process is stopped and the temporary
-directory removed (``run_demo``'s ``finally``).
+Whatever happens (error, Ctrl-C), every process is stopped and the temporary directory removed
+(``run_demo``'s ``finally``); the relays live in the run's nursery and stop with it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import trio
 
 from .api import Client
 from .errors import LedgerError
+from .sim.relay import Relay
 
 READY_TIMEOUT = 15.0  # a node process to print its ready line (Python start-up included)
 CONVERGE_TIMEOUT = 20.0  # all roots to agree after a write or a restart
@@ -97,8 +100,11 @@ class Demo:
     rounds: int = 0
     victim: DemoNode | None = None
     missed: int = 0  # entries written while the victim was down
+    relays: dict[tuple[str, str], Relay] = field(default_factory=dict)  # (from, to) -> relay
+    split: tuple[str, str] = ("", "")  # the two roots seen during the partition
 
-    PHASES: ClassVar[Sequence[str]] = ("start", "write", "crash", "recover", "verify")
+    PHASES: ClassVar[Sequence[str]] = ("start", "write", "crash", "recover", "partition",
+                                       "verify")
 
     @property
     def total(self) -> int:
@@ -106,26 +112,34 @@ class Demo:
 
     async def run(self) -> None:
         started = time.monotonic()
-        for number, phase in enumerate(self.PHASES, 1):
-            method: Callable[[], Awaitable[None]] = getattr(self, f"phase_{phase}")
-            self.out(f"\n== {number}. {(method.__doc__ or phase).strip()}")
-            await method()
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery  # the relays run here until the demo ends
+            for number, phase in enumerate(self.PHASES, 1):
+                method: Callable[[], Awaitable[None]] = getattr(self, f"phase_{phase}")
+                self.out(f"\n== {number}. {(method.__doc__ or phase).strip()}")
+                await method()
+            nursery.cancel_scope.cancel()
         self.timings["total"] = time.monotonic() - started
         self.summary()
 
     # ---- phases ------------------------------------------------------------------------------
 
     async def phase_start(self) -> None:
-        """start the nodes (chain-seeded: each one knows only the previous one)"""
-        for i in range(1, self.nodes_wanted + 1):
-            name = f"n{i}"
-            seeds = [self.nodes[-1].url] if self.nodes else []
+        """start the nodes (each dials every other one through a relay we can cut)"""
+        names = [f"n{i}" for i in range(1, self.nodes_wanted + 1)]
+        for a in names:
+            for b in names:
+                if a != b:
+                    relay = self.relays[(a, b)] = Relay(f"{a}>{b}")
+                    await self.nursery.start(relay.run)
+        self.out(f"  {len(self.relays)} relays on 127.0.0.1, one per direction of every link")
+        for name in names:
+            seeds = [self.relays[(name, b)].url for b in names if b != name]
             node = DemoNode(name, self.tmp / name, self.tmp / f"{name}.log", seeds)
             self.nodes.append(node)
             await self.start_node(node, "127.0.0.1:0")
-            seeded = f"seeded with {node.seeds[0]} ({self.nodes[-2].name})" if seeds else "no seed"
             self.out(f"  {name} ready at {node.url}  pid {node.proc.pid if node.proc else '?'}, "
-                     f"{seeded}")
+                     f"dials {len(seeds)} peers through relays (--no-discovery)")
 
     async def phase_write(self) -> None:
         """write from every node at once, watch the roots converge"""
@@ -138,8 +152,9 @@ class Demo:
         assert victim.proc is not None
         victim.proc.send_signal(signal.SIGKILL)
         await trio.to_thread.run_sync(victim.proc.wait)
+        self.retarget(victim)
         self.out(f"  {victim.name} killed with SIGKILL (no clean shutdown); the others stay linked "
-                 "through peer exchange")
+                 "to each other")
         others = [n for n in self.nodes if n is not victim]
         self.missed = self.total
         await self.write(others)
@@ -151,16 +166,41 @@ class Demo:
         """restart the killed node on its data directory, watch it catch up"""
         victim = self.victim
         assert victim is not None
-        old_port = victim.url.rsplit(":", 1)[1]
-        try:
-            await self.start_node(victim, f"127.0.0.1:{old_port}")
-            where = f"its old address {victim.url}"
-        except DemoError:
-            # The old port can be taken by now; a new one is fine: it dials its peers itself.
-            await self.start_node(victim, "127.0.0.1:0")
-            where = f"a new address {victim.url} (old port {old_port} was taken)"
-        self.out(f"  {victim.name} restarted on {where}; it missed {self.missed} entries")
+        # A new port is fine: the others reach it through relays, which now point there.
+        await self.start_node(victim, "127.0.0.1:0")
+        self.retarget(victim)
+        self.out(f"  {victim.name} restarted at {victim.url} (its relays follow it); it missed "
+                 f"{self.missed} entries")
         self.timings["catch_up"] = await self.converge(self.nodes, f"{victim.name} caught up")
+
+    async def phase_partition(self) -> None:
+        """partition n1 | the rest, write on both sides, heal"""
+        alone, rest = self.nodes[0], self.nodes[1:]
+        cut = [r for (a, b), r in self.relays.items() if (a == alone.name) != (b == alone.name)]
+        for relay in cut:
+            relay.cut()
+        names = ", ".join(n.name for n in rest)
+        self.out(f"  cut {len(cut)} relays: {alone.name} | {names} (every connection between "
+                 "the sides closed, new ones refused)")
+        before = self.total
+        await self.write([alone])
+        alone_wrote = self.total - before
+        await self.write(rest)
+        rest_wrote = self.total - before - alone_wrote
+        await self.converge(rest, f"{names} agree among themselves",
+                            expect=self.total - alone_wrote)
+        rows = await self.poll()
+        lone, other = rows[alone.name], rows[rest[0].name]
+        if lone.root == other.root or lone.entries != self.total - rest_wrote:
+            raise DemoError(f"{alone.name} was not cut off: root {lone.root[:12]} with "
+                            f"{lone.entries} entries")
+        self.split = (lone.root, other.root)
+        self.out(f"  roots differ: {alone.name} {lone.root[:12]} ({lone.entries} entries) vs "
+                 f"{names} {other.root[:12]} ({other.entries} entries)")
+        for relay in cut:
+            relay.heal()
+        self.out(f"  healed: {alone.name} and {names} redial each other")
+        self.timings["heal"] = await self.converge(self.nodes, "converged after the heal")
 
     async def phase_verify(self) -> None:
         """check every acknowledged entry is on every node"""
@@ -178,10 +218,17 @@ class Demo:
 
     # ---- helpers -----------------------------------------------------------------------------
 
+    def retarget(self, node: DemoNode) -> None:
+        """Point the relays into ``node`` at its current port (none while it is down)."""
+        port = int(node.url.rsplit(":", 1)[1]) if node.alive else None
+        for (_, b), relay in self.relays.items():
+            if b == node.name:
+                relay.set_target(None if port is None else ("127.0.0.1", port))
+
     async def start_node(self, node: DemoNode, listen: str) -> None:
         node.data.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "p2p_ledger", "node", "--data", str(node.data),
-               "--listen", listen, "--node-id", node.name,
+               "--listen", listen, "--node-id", node.name, "--no-discovery",
                "--gossip-interval", str(GOSSIP_INTERVAL)]
         for seed in node.seeds:
             cmd += ["--peer", seed]
@@ -195,6 +242,7 @@ class Demo:
             parts = line.decode(errors="replace").split()
             if len(parts) == 3 and parts[0] == "ready":
                 node.url, node.node_id = parts[1], parts[2]
+                self.retarget(node)
                 return
         # No ready line: stop this attempt for good, so a retry can take the data directory.
         _stop([node])
@@ -207,7 +255,8 @@ class Demo:
             for node in writers:
                 nursery.start_soon(self.write_from, node)
         elapsed = time.monotonic() - started
-        self.out(f"  {', '.join(n.name for n in writers)} each appended {self.entries} entries "
+        each = " each" if len(writers) > 1 else ""
+        self.out(f"  {', '.join(n.name for n in writers)}{each} appended {self.entries} entries "
                  f"(acknowledged = durable on that node) in {elapsed:.2f}s; "
                  f"{self.total} acknowledged so far")
 
@@ -227,8 +276,11 @@ class Demo:
                 for entry in entries:
                     self.acked.setdefault(entry.context, set()).add(entry.id)
 
-    async def converge(self, members: Sequence[DemoNode], label: str) -> float:
-        """Show the table every TICK until the members hold the same root and every acked entry."""
+    async def converge(self, members: Sequence[DemoNode], label: str,
+                       expect: int | None = None) -> float:
+        """Show the table every TICK until the members hold the same root and every acked entry
+        (or ``expect`` entries: what their side of a partition holds)."""
+        want = self.total if expect is None else expect
         started = time.monotonic()
         table = Table(self.out)
         deadline = started + CONVERGE_TIMEOUT
@@ -238,17 +290,17 @@ class Demo:
             live = [rows[n.name] for n in members]
             roots = {r.root for r in live}
             done = len(roots) == 1 and "" not in roots and all(
-                r.entries is not None and r.entries >= self.total for r in live)
+                r.entries is not None and r.entries >= want for r in live)
             table.show(now - started, [rows[n.name] for n in self.nodes], done)
             if done:
                 elapsed = now - started
                 names = ", ".join(n.name for n in members)
                 self.out(f"  {label} in {elapsed:.2f}s: {names} agree on root "
-                         f"{live[0].root[:12]} ({self.total} entries each)")
+                         f"{live[0].root[:12]} ({want} entries each)")
                 return elapsed
             if now > deadline:
                 raise DemoError(f"not {label} after {CONVERGE_TIMEOUT:g}s: expected the same root "
-                                f"and {self.total} entries on {len(members)} nodes")
+                                f"and {want} entries on {len(members)} nodes")
             await trio.sleep(TICK)
 
     async def poll(self) -> dict[str, Row]:
@@ -285,6 +337,8 @@ class Demo:
         self.out(f"  with {victim} SIGKILLed, the others converged in {t['converge_without']:.2f}s")
         self.out(f"  {victim} restarted and caught up on {self.missed} missed entries "
                  f"in {t['catch_up']:.2f}s")
+        self.out(f"  partitioned, both sides wrote (roots {self.split[0][:12]} and "
+                 f"{self.split[1][:12]}), healed and converged in {t['heal']:.2f}s")
         self.out(f"  demo finished in {t['total']:.1f}s")
 
 

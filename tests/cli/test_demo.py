@@ -16,10 +16,12 @@ def test_demo_runs_to_completion_and_cleans_up() -> None:
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     assert "Traceback" not in result.stderr
-    for phase in ("== 1. start", "== 2. write", "== 3. SIGKILL", "== 4. restart", "== 5. check",
-                  "== summary"):
+    for phase in ("== 1. start", "== 2. write", "== 3. SIGKILL", "== 4. restart",
+                  "== 5. partition", "== 6. check", "== summary"):
         assert phase in out, out
-    assert "200 acknowledged entries in 4 contexts, every one on every node" in out, out
+    # 3 x 40 written together, 2 x 40 with one node down, 40 + 2 x 40 during the partition
+    assert "320 acknowledged entries in 4 contexts, every one on every node" in out, out
+    assert "roots differ: n1 " in out and "converged after the heal" in out, out
     data_root = out.splitlines()[0].rsplit(" ", 1)[1]
     assert data_root.startswith("/") and not os.path.exists(data_root)
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
