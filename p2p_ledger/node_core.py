@@ -14,13 +14,20 @@ connection runs one ``PeerSession``; this class adds the node-wide policy:
   peers failing for longer than ``drop_after``; seeds are retried forever);
 * one link per peer pair: when two links to the same node open, both ends keep the one dialed
   by the smaller node id, so the race resolves the same way on both sides;
-* anti-entropy: every ``gossip_interval`` (±10%) and ``push_gossip_delay`` after a local append,
-  each open session sends its node root; a link silent for ``idle_timeout`` is closed;
+* anti-entropy: one end of each link (picked by a hash of the two node ids, the same on both
+  ends) starts its rounds (sends its node root); the other end only answers. The first round
+  starts as soon as the link opens; then the node starts one round every ``gossip_interval``
+  (±10%) on the link it gossips on whose last round is oldest, unless it took part in a round
+  (either end) within the last 0.8 interval; and one ``push_gossip_delay`` after a local append,
+  unless the push was the only change (every peer it gossips with last told it the pre-append
+  root) or a round took place since. A link we sent nothing on for ``idle_timeout / 3`` carries
+  a heartbeat (an unsolicited ROOT reply); a link silent for ``idle_timeout`` is closed;
 * live push: a committed local append's Yjs update goes to every open session at once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,7 +52,7 @@ class NodeConfig:
     seeds: tuple[str, ...] = ()
     key: bytes | None = None
     gossip_interval: float = 1.0
-    push_gossip_delay: float = 0.05
+    push_gossip_delay: float = 0.5
     handshake_timeout: float = 10.0
     idle_timeout: float = 10.0
     backoff_base: float = 0.2
@@ -97,8 +104,11 @@ class Link:
     dialed: bool
     opened_at: float
     last_heard: float
-    next_gossip: float = float("inf")
+    next_gossip: float = float("inf")  # the round due at once when the link opens
     node_id: str = ""
+    gossiper: bool = False  # we start this link's rounds (exactly one end does)
+    last_round: float = float("-inf")  # when we last started a round on it
+    last_sent: float = 0.0
 
 
 @dataclass
@@ -123,6 +133,10 @@ class NodeCore:
         self._actions: list[Action] = []
         self._next_conn = 1
         self._dialing: dict[int, str] = {}  # conn → URL, for dials not yet resolved
+        self._next_round = float("inf")  # the node's gossip timer (one round per interval)
+        self._last_round = float("-inf")  # when we last took part in a round (either end)
+        self._after_push: float | None = None  # a local append at this time brought the
+        # next round forward
         for url in config.seeds:
             if url != config.url:
                 self.peers[url] = PeerInfo(url, seed=True)
@@ -180,20 +194,28 @@ class NodeCore:
             if now >= link.last_heard + self.config.idle_timeout:  # why: as above
                 self.close(conn, f"peer silent for {self.config.idle_timeout:g}s", now)
                 continue
-            if now >= link.next_gossip:
-                session.send_root()
-                link.next_gossip = now + self._jitter(self.config.gossip_interval, 0.1)
+            if link.gossiper and now >= link.next_gossip:
+                self._start_round(conn, link, now)
+            elif now >= link.last_sent + self._heartbeat:
+                session.send_heartbeat()
                 self._drain(conn, link, now)
+        if now >= self._next_round:
+            self._next_round = now + self._jitter(self.config.gossip_interval, 0.1)
+            self._gossip_round(now, self._after_push)
+            self._after_push = None
         for peer in self.peers.values():
             due = peer.state in ("new", "backoff") and peer.retry_at <= now
             if due and not self._connected(peer):
                 self._dial(peer)
 
     def next_deadline(self) -> float:
-        deadlines = [float("inf")]
+        deadlines = [self._next_round]
         for link in self.links.values():
             if link.session.is_open:
-                deadlines += [link.next_gossip, link.last_heard + self.config.idle_timeout]
+                if link.gossiper:
+                    deadlines.append(link.next_gossip)
+                deadlines += [link.last_heard + self.config.idle_timeout,
+                              link.last_sent + self._heartbeat]
             else:
                 deadlines.append(link.opened_at + self.config.handshake_timeout)
         deadlines += [p.retry_at for p in self.peers.values()
@@ -201,15 +223,21 @@ class NodeCore:
         return min(deadlines)
 
     def append(self, requests: Sequence[AppendRequest], now: float) -> Appended:
-        """Append durably, push to every open link, and schedule a gossip round soon after."""
+        """Append durably, push to every open link, and bring the next gossip round forward to
+        ``push_gossip_delay`` from now, unless every peer we gossip with last told us the
+        pre-append root (then the push was the only change)."""
+        before = self.ledger.root()
         appended = self.ledger.append(requests)
-        soon = now + self.config.push_gossip_delay
+        differed = False
         for conn, link in self.links.items():
             if link.session.is_open:
                 for context, update in appended.updates:
                     link.session.push(context, update)
-                link.next_gossip = min(link.next_gossip, soon)
+                differed |= link.gossiper and link.session.peer_root != before
                 self._drain(conn, link, now)
+        soon = now + self.config.push_gossip_delay
+        if differed and soon < self._next_round:
+            self._next_round, self._after_push = soon, now
         return appended
 
     def close(self, conn: int, reason: str, now: float) -> None:
@@ -290,13 +318,15 @@ class NodeCore:
                 self._learn(event.peers, now)
             elif isinstance(event, EntriesReceived):
                 self.counters.entries_received += len(event.entries)
-            elif isinstance(event, PeerRoot):
-                pass  # kept on the session (peer_root) for status
+            elif isinstance(event, PeerRoot):  # (the root is kept on the session, for status)
+                if event.asks:
+                    self._last_round = now
             elif isinstance(event, Closed):
                 who = "peer" if event.by_peer else "we"
                 self.log.append(f"link {link.node_id or link.url or conn} closed ({who}): "
                                 f"{event.reason}")
         for frame in session.take_output():
+            link.last_sent = now
             self.counters.messages_sent += 1
             self.counters.bytes_sent += len(frame)
             self._actions.append(Send(conn, frame))
@@ -328,12 +358,50 @@ class NodeCore:
             peer.failing_since, peer.last_error = None, ""
         # why: the first round starts at once from the timer (due now); a send_root() here as
         # well started two rounds per link open, and each moved the whole difference again.
-        link.next_gossip = now
+        # Only one end of a link runs its gossip timer: when both did, every difference crossed
+        # twice (each end's round sent it), and the background rounds cost twice as much.
+        link.gossiper = self._gossips_on(event.node_id)
+        link.next_gossip = now if link.gossiper else float("inf")
+        if link.gossiper and self._next_round == float("inf"):
+            self._next_round = now + self._jitter(self.config.gossip_interval, 0.1)
         known = [(p.node_id, p.url) for p in self.peers.values()
                  if p.node_id and p.state not in ("dropped", "self")]
         if self.config.url:
             known.append((self.config.node_id, self.config.url))
         link.session.send_peers(known)
+
+    @property
+    def _heartbeat(self) -> float:
+        return self.config.idle_timeout / 3  # a lost heartbeat does not close the link
+
+    def _start_round(self, conn: int, link: Link, now: float) -> None:
+        link.session.send_root()
+        link.next_gossip = float("inf")
+        link.last_round = self._last_round = now
+        self._drain(conn, link, now)
+
+    def _gossip_round(self, now: float, after_push: float | None) -> None:
+        """The node's round, on the link we gossip on whose last round is oldest. It is skipped
+        when we took part in a round (as either end: a round moves data both ways) since the
+        append that brought it forward, or else within the last 0.8 interval."""
+        since = after_push if after_push is not None else now - 0.8 * self.config.gossip_interval
+        if self._last_round > since:
+            return
+        candidates = [(link.last_round, conn) for conn, link in self.links.items()
+                      if link.gossiper and link.session.is_open]
+        if not candidates:
+            if not any(link.gossiper for link in self.links.values()):
+                self._next_round = float("inf")  # restarted when such a link opens
+            return
+        conn = min(candidates)[1]
+        self._start_round(conn, self.links[conn], now)
+
+    def _gossips_on(self, peer_id: str) -> bool:
+        """Whether we (not the peer) run the gossip timer of our link to ``peer_id``: the same
+        answer on both ends, and about half of a node's links (a hash of the pair picks)."""
+        low, high = sorted((self.config.node_id, peer_id))
+        low_gossips = hashlib.sha256(f"{low}\n{high}".encode()).digest()[0] & 1 == 0
+        return (self.config.node_id == low) == low_gossips
 
     def _learn(self, peers: Sequence[tuple[str, str]], now: float) -> None:
         if not self.config.discovery:

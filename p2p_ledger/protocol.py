@@ -18,15 +18,22 @@ Anti-entropy in OPEN is stateless ping-pong, so a lost, repeated or crossed mess
 most a wasted round, never a wrong answer:
 
 * ROOT(r): equal to ours → reply ROOT(is_reply); different → reply with our VIEW of the
-  node-level tree at the top.
+  node-level tree at the top. A ROOT(is_reply) is only noted (``peer_root``): it answers a round,
+  or is a heartbeat on a quiet link (``send_heartbeat``), and never starts anything.
 * VIEWS: for each view of theirs at prefix p, compare with ours at p. Both inner → send our views
   of the children whose digests differ. Theirs inner, ours small → send our items at p.
   Theirs a list of (context, root) items → SYNC1 each context whose root differs. Theirs EMPTY
   → send the whole of each of our contexts under p (they have none of them).
 * SYNC1(ctx, state vector) → UPDATE with exactly what they lack (Yjs diff), and our own SYNC1
-  back when asked, so both directions move in 1.5 round trips.
-* UPDATE chunks are reassembled by offset (≤ CHUNK bytes each, for websockets.trio's sake) and
-  applied through the ledger's grow-only gate; a bad update closes the link, nothing is stored.
+  back when asked, so both directions move in 1.5 round trips. The same SYNC1 again, with our
+  state unchanged, in the same or the next round, is not answered twice (the first answer is
+  still on its way).
+* UPDATE chunks (≤ CHUNK bytes each, for websockets.trio's sake) are reassembled per transfer id
+  (the sender numbers its updates) and by offset, so chunks of two updates never mix, in any
+  order; then the update is applied through the ledger's grow-only gate; a bad update closes the
+  link, nothing is stored. Duplicates of finished transfers are ignored. At most
+  ``MAX_ASSEMBLIES`` transfers stay unfinished (the oldest is abandoned: on a lossy link it may
+  never finish, and anti-entropy repairs it) holding at most ``max_update_bytes`` in all.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import enum
 import hashlib
 import hmac
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .entry import Entry, check_context, check_node_id
 from .errors import IntegrityError, LedgerError, LocalInputError, RemoteProtocolError
@@ -74,6 +81,8 @@ from .wire import (
 EMPTY_UPDATE = b"\x00\x00"  # a Yjs v1 update with no structs and no deletes
 EMPTY_STATE_VECTOR = b"\x00"
 ITEMS_PER_VIEW = 1000  # keeps a VIEWS frame of long context names under MAX_FRAME
+MAX_ASSEMBLIES = 32  # unfinished transfers kept per link; beyond, the oldest is abandoned
+DONE_MEMORY = 4096  # finished transfer ids remembered per link, to drop late duplicates
 
 
 class State(enum.Enum):
@@ -116,6 +125,7 @@ class PeersLearned:
 class PeerRoot:
     root: bytes
     agrees: bool
+    asks: bool = False  # the peer started a round (not a reply or a heartbeat)
 
 
 @dataclass(frozen=True)
@@ -132,6 +142,15 @@ class Closed:
 
 
 Event = Established | PeersLearned | PeerRoot | EntriesReceived | Closed
+
+
+@dataclass
+class _Assembly:
+    """One update being reassembled from its chunks."""
+    context: str
+    total: int
+    chunks: dict[int, bytes] = field(default_factory=dict)  # offset → chunk
+    received: int = 0
 
 
 def auth_mac(key: bytes, nonce: bytes, node_id: str) -> bytes:
@@ -158,11 +177,16 @@ class PeerSession:
         self.close_reason: str | None = None  # set once CLOSED
         self._out: list[bytes] = []
         self._events: list[Event] = []
-        self._assembly: dict[str, tuple[int, dict[int, bytes], int]] = {}
+        self._next_transfer = 0  # id of the last update we sent (UPDATE.transfer)
+        # The peer's unfinished transfers by transfer id, oldest first, and the ids of its
+        # latest finished or abandoned ones (late duplicates of those are ignored).
+        self._assembly: dict[int, _Assembly] = {}
         self._assembly_bytes = 0
-        # Chunk fingerprints of the unfinished and the last finished transfer per context.
-        self._fingerprints: dict[str, set[bytes]] = {}
-        self._finished: dict[str, set[bytes]] = {}
+        self._done: dict[int, None] = {}
+        # Rounds seen (ROOTs sent or received that start one) and, per context, the last SYNC1
+        # we answered: (their state vector, want_reply, our state vector, round).
+        self._round = 0
+        self._answered: dict[str, tuple[bytes, bool, bytes, int]] = {}
         self.sent_messages = 0
         self.sent_bytes = 0
         self.sent_by_type: dict[str, int] = {}
@@ -205,7 +229,14 @@ class PeerSession:
     def send_root(self) -> None:
         """Start an anti-entropy round (the gossip timer calls this)."""
         if self.is_open:
+            self._round += 1
             self._send(Root(False, self.ledger.root()))
+
+    def send_heartbeat(self) -> None:
+        """Tell the peer our root without asking anything (an unsolicited ROOT reply): keeps a
+        quiet link from looking dead, and costs one frame."""
+        if self.is_open:
+            self._send(Root(True, self.ledger.root()))
 
     def send_peers(self, peers: Iterable[tuple[str, str]]) -> None:
         if self.is_open:
@@ -308,10 +339,13 @@ class PeerSession:
     def _on_root(self, msg: Root) -> None:
         mine = self.ledger.root()
         self.peer_root = msg.root
-        self._events.append(PeerRoot(msg.root, msg.root == mine))
+        if not msg.is_reply:
+            self._round += 1
+        self._events.append(PeerRoot(msg.root, msg.root == mine, not msg.is_reply))
+        if msg.is_reply:
+            return  # an answer or a heartbeat: it asks nothing (the next round repairs)
         if msg.root == mine:
-            if not msg.is_reply:
-                self._send(Root(True, mine))
+            self._send(Root(True, mine))
         else:
             self._send(Views((self._view(()),)))
 
@@ -336,9 +370,11 @@ class PeerSession:
             differing = [i for i in range(16) if ours[i] != theirs.children[i]]
             if differing:
                 self._send(Views(tuple(self._view(prefix + (i,)) for i in differing)))
+        elif theirs.kind == INNER and mine is None:
+            self._send(Views((View(prefix, EMPTY),)))  # we have nothing here: send it all
         elif theirs.kind == INNER:
-            # Our side is small (or empty) here: show our items and let them compare.
-            items = self._items(prefix) if mine is not None else ()
+            # Our side is small here: show our items and let them compare.
+            items = self._items(prefix)
             for start in range(0, max(len(items), 1), ITEMS_PER_VIEW):
                 self._send(Views((View(prefix, ITEMS, items=items[start:start + ITEMS_PER_VIEW]),)))
         elif theirs.kind == EMPTY:
@@ -366,52 +402,78 @@ class PeerSession:
         except LocalInputError as exc:
             raise RemoteProtocolError(str(exc)) from None
         ctx = self.ledger.contexts.get(msg.context)
+        sv = ctx.state_vector() if ctx else EMPTY_STATE_VECTOR
+        last = self._answered.get(msg.context)
+        if last is not None and last[:3] == (msg.state_vector, msg.want_reply, sv) and \
+                last[3] >= self._round - 1:
+            # why: the same question with nothing changed on either side, in this round or the
+            # one before: our answer to it is still on its way (two crossing rounds asked it
+            # twice, and the missing data crossed twice). A lost answer is sent again a round
+            # later.
+            return
+        self._answered[msg.context] = (msg.state_vector, msg.want_reply, sv, self._round)
         if ctx is not None:
             self._send_update(msg.context, ctx.diff(msg.state_vector))
         if msg.want_reply:
-            sv = ctx.state_vector() if ctx else EMPTY_STATE_VECTOR
             self._send(Sync1(msg.context, False, sv))
 
     def _send_update(self, context: str, update: bytes) -> None:
         if update == EMPTY_UPDATE:
             return
+        self._next_transfer = self._next_transfer % 0xFFFFFFFF + 1  # 1, 2, … 2^32-1, 1, …
         total = len(update)
         for offset in range(0, total, CHUNK):
-            self._send(UpdateChunk(context, total, offset, update[offset:offset + CHUNK]))
+            self._send(UpdateChunk(context, self._next_transfer, total, offset,
+                                   update[offset:offset + CHUNK]))
 
     def _on_chunk(self, msg: UpdateChunk) -> None:
         if msg.total > self.max_update_bytes:
             raise RemoteProtocolError(
                 f"update of {msg.total} bytes for {msg.context} exceeds {self.max_update_bytes}")
-        fingerprint = hashlib.sha256(
-            msg.total.to_bytes(4, "big") + msg.offset.to_bytes(4, "big") + msg.chunk).digest()[:16]
-        if fingerprint in self._finished.get(msg.context, ()):
-            return  # a late duplicate of a transfer already applied (only lossy links do this)
-        total, chunks, received = self._assembly.get(msg.context, (msg.total, {}, 0))
-        if total != msg.total:  # a newer transfer replaces an unfinished one
-            self._assembly_bytes -= received
-            total, chunks, received = msg.total, {}, 0
-            self._fingerprints[msg.context] = set()
-        if msg.offset in chunks:
+        transfer = msg.transfer
+        if transfer in self._done:
+            return  # a late duplicate of a transfer already applied or given up (lossy links)
+        assembly = self._assembly.get(transfer)
+        if assembly is None:
+            if msg.offset == 0 and len(msg.chunk) == msg.total:  # the whole update at once
+                self._remember_done(transfer)
+                self._apply(msg.context, msg.chunk)
+                return
+            while len(self._assembly) >= MAX_ASSEMBLIES:
+                # why: a transfer missing a lost chunk never finishes; the oldest goes, and
+                # anti-entropy repairs whatever it carried.
+                oldest = next(iter(self._assembly))
+                self._assembly_bytes -= self._assembly.pop(oldest).received
+                self._remember_done(oldest)
+            assembly = self._assembly[transfer] = _Assembly(msg.context, msg.total)
+        elif (assembly.context, assembly.total) != (msg.context, msg.total):
+            raise RemoteProtocolError(f"chunks of transfer {transfer} disagree on context or size")
+        if msg.offset in assembly.chunks:
             return  # a duplicate
         if self._assembly_bytes + len(msg.chunk) > self.max_update_bytes:
             raise RemoteProtocolError("too many unfinished update bytes from this peer")
-        chunks[msg.offset] = msg.chunk
-        self._fingerprints.setdefault(msg.context, set()).add(fingerprint)
-        received += len(msg.chunk)
+        assembly.chunks[msg.offset] = msg.chunk
+        assembly.received += len(msg.chunk)
         self._assembly_bytes += len(msg.chunk)
-        if received < total:
-            self._assembly[msg.context] = (total, chunks, received)
+        if assembly.received < assembly.total:
             return
-        self._assembly.pop(msg.context, None)
-        self._finished[msg.context] = self._fingerprints.pop(msg.context, set())
-        self._assembly_bytes -= received
-        update = b"".join(chunks[o] for o in sorted(chunks))
-        if len(update) != total:
+        del self._assembly[transfer]
+        self._assembly_bytes -= assembly.received
+        self._remember_done(transfer)
+        update = b"".join(assembly.chunks[o] for o in sorted(assembly.chunks))
+        if len(update) != assembly.total:
             raise RemoteProtocolError(f"update chunks for {msg.context} overlap")
+        self._apply(msg.context, update)
+
+    def _remember_done(self, transfer: int) -> None:
+        self._done[transfer] = None
+        if len(self._done) > DONE_MEMORY:
+            del self._done[next(iter(self._done))]
+
+    def _apply(self, context: str, update: bytes) -> None:
         try:
-            check_context(msg.context)
-            new = self.ledger.apply_remote(msg.context, update)
+            check_context(context)
+            new = self.ledger.apply_remote(context, update)
         except LocalInputError as exc:
             raise RemoteProtocolError(str(exc)) from None
         except LedgerError as exc:
@@ -419,5 +481,4 @@ class PeerSession:
                 raise
             raise RemoteProtocolError(f"{type(exc).__name__}: {exc}") from None
         if new:
-            self._events.append(EntriesReceived(msg.context, tuple(new)))
-
+            self._events.append(EntriesReceived(context, tuple(new)))

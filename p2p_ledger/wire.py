@@ -12,13 +12,17 @@ anything malformed, truncated, oversized or with trailing bytes raises RemotePro
 | 4    | ROOT    | u8 is_reply | 32B node-level Merkle root                                  |
 | 5    | VIEWS   | u16 n × view (see below)                                                  |
 | 6    | SYNC1   | str context | u8 want_reply | blob Yjs state vector                       |
-| 7    | UPDATE  | str context | u32 total | u32 offset | blob chunk (≤ CHUNK bytes)         |
+| 7    | UPDATE  | str context | u32 transfer | u32 total | u32 offset | blob chunk (≤ CHUNK B) |
 | 8    | FLOW    | u64 bytes received so far (transport flow control, never reaches the core) |
 | 9    | BYE     | str reason                                                                |
 
 A view describes the node-level tree at a prefix: ``u8 depth | depth × u8 nibble | u8 kind``
 then kind 0 EMPTY: nothing; kind 1 INNER: u16 bitmap of present children + 16B truncated digest
 per present child; kind 2 ITEMS: u16 n × (str context, 16B truncated context root).
+
+An UPDATE's ``transfer`` numbers the sender's updates on one link (a counter per session, from
+1, wrapping at 2^32): every chunk of one update carries the same id, so the receiver reassembles
+by transfer id and chunks of two updates can never be mixed, however they are interleaved.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from dataclasses import dataclass
 from .errors import RemoteProtocolError
 
 WIRE_VERSION = 1
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: UPDATE carries a transfer id
 MAX_FRAME = 64 * 1024
 CHUNK = 32 * 1024  # update bytes per frame: small frames keep websockets.trio out of its deadlock
 DIGEST_PREFIX = 16  # child digests travel truncated: the full 32-byte root is still compared
@@ -91,6 +95,7 @@ class Sync1:
 @dataclass(frozen=True)
 class UpdateChunk:
     context: str
+    transfer: int  # sender's id of this update on this link; the same for all its chunks
     total: int
     offset: int
     chunk: bytes
@@ -151,8 +156,8 @@ def encode(msg: Message) -> bytes:
     elif isinstance(msg, Sync1):
         t, body = SYNC1, _s(msg.context) + bytes([msg.want_reply]) + _blob(msg.state_vector)
     elif isinstance(msg, UpdateChunk):
-        t, body = UPDATE, _s(msg.context) + _U32.pack(msg.total) + _U32.pack(msg.offset) + \
-            _blob(msg.chunk)
+        t, body = UPDATE, b"".join([_s(msg.context), _U32.pack(msg.transfer),
+                                    _U32.pack(msg.total), _U32.pack(msg.offset), _blob(msg.chunk)])
     elif isinstance(msg, Flow):
         t, body = FLOW, _U64.pack(msg.received)
     elif isinstance(msg, Bye):
@@ -250,10 +255,10 @@ def decode(frame: bytes) -> Message:
     elif t == SYNC1:
         msg = Sync1(r.s(), r.flag(), r.blob())
     elif t == UPDATE:
-        context, total, offset, chunk = r.s(), r.u32(), r.u32(), r.blob()
+        context, transfer, total, offset, chunk = r.s(), r.u32(), r.u32(), r.u32(), r.blob()
         if offset + len(chunk) > total or (not chunk and total):
             raise RemoteProtocolError(f"update chunk {offset}+{len(chunk)} outside {total}")
-        msg = UpdateChunk(context, total, offset, chunk)
+        msg = UpdateChunk(context, transfer, total, offset, chunk)
     elif t == FLOW:
         msg = Flow(int(_U64.unpack(r.take(8))[0]))
     elif t == BYE:

@@ -88,7 +88,7 @@ def _updates(draw: st.DrawFn) -> UpdateChunk:
     chunk = draw(st.binary(min_size=1, max_size=200))
     offset = draw(st.integers(0, 2**20))
     total = draw(st.integers(offset + len(chunk), 2**32 - 1))
-    return UpdateChunk(draw(_text), total, offset, chunk)
+    return UpdateChunk(draw(_text), draw(st.integers(0, 2**32 - 1)), total, offset, chunk)
 
 
 messages = st.one_of(
@@ -165,9 +165,11 @@ def test_mutated_vectors(case: dict, data: st.DataObject) -> None:
     bytes([1, 0]), bytes([1, 10]), bytes([1, 255]),  # unknown types
     bytes([1, wire.ROOT, 2]) + b"\x00" * 32,  # flag byte not 0/1
     bytes([1, wire.SYNC1]) + b"\x00\x02\xff\xfe" + b"\x00" + b"\x00\x00\x00\x00",  # not UTF-8
-    bytes([1, wire.UPDATE]) + b"\x00\x01c" + (10).to_bytes(4, "big") + (8).to_bytes(4, "big")
+    bytes([1, wire.UPDATE]) + b"\x00\x01c" + (1).to_bytes(4, "big") + (10).to_bytes(4, "big")
+    + (8).to_bytes(4, "big")
     + (4).to_bytes(4, "big") + b"abcd",  # chunk past its total
-    bytes([1, wire.UPDATE]) + b"\x00\x01c" + (10).to_bytes(4, "big") + (0).to_bytes(4, "big")
+    bytes([1, wire.UPDATE]) + b"\x00\x01c" + (1).to_bytes(4, "big") + (10).to_bytes(4, "big")
+    + (0).to_bytes(4, "big")
     + (0).to_bytes(4, "big"),  # empty chunk of a non-empty update
     bytes([1, wire.VIEWS]) + b"\x00\x01" + b"\x41" + b"\x00" * 65 + b"\x00",  # depth 65
     bytes([1, wire.VIEWS]) + b"\x00\x01" + b"\x01\x10\x00",  # prefix value 16
@@ -206,14 +208,15 @@ def test_frames_over_max_frame_are_refused() -> None:
 
 def test_encode_refuses_to_build_an_oversized_frame() -> None:
     with pytest.raises(ValueError, match="exceeds"):
-        encode(UpdateChunk("c", MAX_FRAME, 0, b"x" * MAX_FRAME))
+        encode(UpdateChunk("c", 1, MAX_FRAME, 0, b"x" * MAX_FRAME))
     with pytest.raises(ValueError, match="string too long"):
         encode(Sync1("c" * 70_000, False, b""))
 
 
 def test_a_full_chunk_fits_in_a_frame() -> None:
     longest_context = "c" * 128
-    frame = encode(UpdateChunk(longest_context, 2**32 - 1, 2**32 - 1 - CHUNK, b"x" * CHUNK))
+    frame = encode(UpdateChunk(longest_context, 2**32 - 1, 2**32 - 1, 2**32 - 1 - CHUNK,
+                               b"x" * CHUNK))
     assert len(frame) <= MAX_FRAME
     assert decode(frame).chunk == b"x" * CHUNK  # type: ignore[union-attr]
 

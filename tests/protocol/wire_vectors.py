@@ -55,7 +55,7 @@ def message_from(case: dict[str, Any]) -> Message:
     if kind == "Sync1":
         return Sync1(f["context"], f["want_reply"], _b(f["state_vector"]))
     if kind == "UpdateChunk":
-        return UpdateChunk(f["context"], f["total"], f["offset"], _b(f["chunk"]))
+        return UpdateChunk(f["context"], f["transfer"], f["total"], f["offset"], _b(f["chunk"]))
     if kind == "Flow":
         return Flow(f["received"])
     if kind == "Bye":
@@ -71,10 +71,10 @@ def _cases() -> list[dict[str, Any]]:
     d16 = [bytes([i] * 16).hex() for i in range(16)]
     return [
         {"name": "hello-plain", "type": "Hello", "fields": {
-            "protocol": 1, "cluster": "default", "node_id": "n1", "url": "ws://127.0.0.1:7001",
+            "protocol": 2, "cluster": "default", "node_id": "n1", "url": "ws://127.0.0.1:7001",
             "nonce": "00112233445566778899aabbccddeeff", "flags": 0}},
         {"name": "hello-auth-unicode", "type": "Hello", "fields": {
-            "protocol": 1, "cluster": "équipe", "node_id": "node-2", "url": "",
+            "protocol": 2, "cluster": "équipe", "node_id": "node-2", "url": "",
             "nonce": "ff" * 16, "flags": 1}},
         {"name": "auth", "type": "Auth", "fields": {"mac": bytes(range(32)).hex()}},
         {"name": "peers-empty", "type": "Peers", "fields": {"peers": []}},
@@ -95,9 +95,10 @@ def _cases() -> list[dict[str, Any]]:
         {"name": "sync1-answer", "type": "Sync1", "fields": {
             "context": "a:b/c", "want_reply": False, "state_vector": "01b4c3e20205"}},
         {"name": "update-whole", "type": "UpdateChunk", "fields": {
-            "context": "notes", "total": 4, "offset": 0, "chunk": "01020304"}},
+            "context": "notes", "transfer": 1, "total": 4, "offset": 0, "chunk": "01020304"}},
         {"name": "update-middle-chunk", "type": "UpdateChunk", "fields": {
-            "context": "notes", "total": 100000, "offset": 32768, "chunk": "ee" * 8}},
+            "context": "notes", "transfer": 0x01020304, "total": 100000, "offset": 32768,
+            "chunk": "ee" * 8}},
         {"name": "flow", "type": "Flow", "fields": {"received": 2**40 + 7}},
         {"name": "bye", "type": "Bye", "fields": {"reason": "node shutting down"}},
         {"name": "bye-empty", "type": "Bye", "fields": {"reason": ""}},
