@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-from collections.abc import Iterable, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from pycrdt import Array, ArrayEvent, Doc
@@ -43,7 +44,9 @@ class ContextLog:
         self.limits = limits
         self.doc: Doc[Any] = Doc(client_id=client_id)
         self._array = self.doc.get(ARRAY_NAME, type=Array)
-        self._array.observe(self._on_insert)
+        # Not ``observe(self._on_insert)``: pycrdt keeps the callback in Rust, where Python's GC
+        # cannot see the cycle back to this object, so a bound method would never be freed.
+        self._array.observe(_weak_observer(weakref.ref(self)))
         self._inserted: list[bytes] = []
         self._array_len = 0  # array elements accounted for by observer events
         self.by_id: dict[str, Entry] = {}
@@ -120,10 +123,11 @@ class ContextLog:
     def append_local(self, entries: Sequence[Entry]) -> tuple[list[Entry], bytes]:
         """Insert entries this node created; returns those indexed and the Yjs update to persist."""
         before = self.doc.get_state()
-        for start in range(0, len(entries), TRANSACTION_CHUNK):
+        records = [e.record for e in entries]
+        for start in range(0, len(records), TRANSACTION_CHUNK):
             with self.doc.transaction():
-                self._array.extend([e.record for e in entries[start : start + TRANSACTION_CHUNK]])
-        known = {e.record: e for e in entries}
+                self._array.extend(records[start : start + TRANSACTION_CHUNK])
+        known = dict(zip(records, entries, strict=True))
         return self._index_inserted(known, trusted=True), self.doc.get_update(before)
 
     def apply_remote(self, update: bytes) -> list[Entry]:
@@ -164,8 +168,10 @@ class ContextLog:
             inserted = [bytes(v) for v in self._array]
         self._array_len = length
         new: list[Entry] = []
+        by_id = self.by_id
         for record in inserted:
-            if record[:ID_SIZE].hex() in self.by_id:
+            tree_key = record[:ID_SIZE]
+            if tree_key.hex() in by_id:
                 continue
             entry = known.get(record)
             if entry is None:
@@ -173,6 +179,8 @@ class ContextLog:
                 if entry.context != self.name:
                     raise IntegrityError(f"entry {entry.id} is stored under context {self.name}")
             if self._index(entry):
+                # The record's first 32 bytes are the id the entry was checked against.
+                self.tree.set(tree_key)
                 new.append(entry)
         return new
 
@@ -185,29 +193,52 @@ class ContextLog:
         return self.append_local(missing)
 
     def _index(self, entry: Entry) -> bool:
-        if entry.id in self.by_id:
+        """Add one entry to the read model; the caller adds its id to the Merkle tree."""
+        by_id = self.by_id
+        if entry.id in by_id:
             return False  # the same entry inserted twice (e.g. two snapshot loads): keep one
-        self.by_id[entry.id] = entry
-        key = entry.order_key
-        pos = bisect.bisect_left(self._order_keys, key)
-        self._order_keys.insert(pos, key)
-        self.ordered.insert(pos, entry)
-        seqs = self.by_origin.setdefault(entry.origin, {})
-        seqs[entry.seq] = entry
-        run = self.contiguous.get(entry.origin, 0)
-        while run + 1 in seqs:
+        by_id[entry.id] = entry
+        origin, seq, lamport = entry.origin, entry.seq, entry.lamport
+        key = (lamport, origin, seq)
+        keys = self._order_keys
+        if not keys or keys[-1] < key:
+            keys.append(key)  # the common case (local appends, catch-up in order)
+            self.ordered.append(entry)
+        else:
+            pos = bisect.bisect_left(keys, key)
+            keys.insert(pos, key)
+            self.ordered.insert(pos, entry)
+        seqs = self.by_origin.get(origin)
+        if seqs is None:
+            seqs = self.by_origin[origin] = {}
+        seqs[seq] = entry
+        run = self.contiguous.get(origin, 0)
+        if seq == run + 1:
             run += 1
-        self.contiguous[entry.origin] = run
-        if entry.seq > self._max_seq.get(entry.origin, 0):
-            self._max_seq[entry.origin] = entry.seq
-        self.tree.set(bytes.fromhex(entry.id))
-        if entry.lamport > self.max_lamport:
-            self.max_lamport = entry.lamport
+            while run + 1 in seqs:
+                run += 1
+            self.contiguous[origin] = run
+        elif origin not in self.contiguous:
+            self.contiguous[origin] = run
+        if seq > self._max_seq.get(origin, 0):
+            self._max_seq[origin] = seq
+        if lamport > self.max_lamport:
+            self.max_lamport = lamport
         return True
 
     def compacted_state(self) -> bytes:
         """The whole Doc as one update: replaces the stored history without changing any read."""
         return self.doc.get_update()
+
+
+def _weak_observer(ref: weakref.ReferenceType[ContextLog]) -> Callable[[ArrayEvent], None]:
+    # pycrdt passes as many arguments as the callback declares: exactly one, the event.
+    def on_insert(event: ArrayEvent) -> None:
+        log = ref()
+        if log is not None:
+            log._on_insert(event)
+
+    return on_insert
 
 
 def _check_state_vector_size(state_vector: bytes, name: str) -> None:

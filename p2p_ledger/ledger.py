@@ -135,13 +135,17 @@ class Ledger:
         Returns the entries in request order and the committed Yjs updates (what to push to peers).
         """
         groups: dict[str, list[Entry]] = {}
+        next_seq: dict[str, int] = {}
+        node_id, tick, now_ns = self.node_id, self.clock.tick, self.now_ns
         for req in requests:
-            ctx = self._context(req.context)
-            batch = groups.setdefault(req.context, [])
-            seq = ctx.max_seq(self.node_id) + len(batch) + 1
+            name = req.context
+            batch = groups.get(name)
+            if batch is None:
+                batch = groups[name] = []
+                next_seq[name] = self._context(name).max_seq(node_id) + 1
             batch.append(make_entry(
-                req.context, req.key, req.payload, req.meta, self.clock.tick(),
-                self.node_id, seq, self.now_ns(),
+                name, req.key, req.payload, req.meta, tick(), node_id,
+                next_seq[name] + len(batch), now_ns(),
             ))
         updates = []
         for name, entries in groups.items():

@@ -39,6 +39,7 @@ different place in the tree.
 from __future__ import annotations
 
 import struct
+from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass
 from hashlib import sha256
@@ -141,16 +142,23 @@ def _check_prefix(prefix: tuple[int, ...]) -> tuple[int, ...]:
 class _Node:
     """A bucket (``items`` set) or an inner node (``children`` set).
 
-    ``digest`` is ``None`` while the node is dirty.  Inner nodes need no item
-    count: counts only grow, so once a node is split it stays inner.
+    ``digest`` is ``None`` while the node is dirty.  Once a bucket has been
+    hashed it keeps its keys in sorted order (``hashed_keys``) and their item
+    hashes concatenated in that order (``hashed``), kept exact on every
+    insert, replace and split, so a set costs one item hash and rehashing a
+    dirty bucket is one sha256 over ``hashed`` (no sort, no per-item hash;
+    ~40 bytes per item, a fraction of a dict of digests).  Inner nodes need
+    no item count: counts only grow, so once a node is split it stays inner.
     """
 
-    __slots__ = ("children", "digest", "items")
+    __slots__ = ("children", "digest", "hashed", "hashed_keys", "items")
 
     def __init__(self) -> None:
         self.items: dict[bytes, bytes] | None = {}
         self.children: list[_Node | None] | None = None
         self.digest: bytes | None = None
+        self.hashed_keys: list[bytes] | None = None
+        self.hashed = b""
 
 
 def _digest(node: _Node) -> bytes:
@@ -159,10 +167,18 @@ def _digest(node: _Node) -> bytes:
         return d
     items = node.items
     if items is not None:
-        d = _bucket_digest((k, items[k]) for k in sorted(items))
+        hashed = node.hashed
+        if node.hashed_keys is None:
+            keys = sorted(items)
+            hashed = b"".join([_item_hash(k, items[k]) for k in keys])
+            node.hashed_keys, node.hashed = keys, hashed
+        d = sha256(_TAG_BUCKET + hashed).digest()
     else:
-        assert node.children is not None
-        d = _inner_digest(None if c is None else _digest(c) for c in node.children)
+        children = node.children
+        assert children is not None
+        d = sha256(_TAG_INNER + b"".join([
+            _ZERO if c is None else (c.digest or _digest(c)) for c in children
+        ])).digest()
     node.digest = d
     return d
 
@@ -425,6 +441,17 @@ class MerkleTree:
         items = node.items
         assert items is not None
         items[key] = value
+        cached = node.hashed_keys
+        if cached is not None:
+            # Keep the bucket's cached item hashes exact: splice this one in.
+            i = bisect_left(cached, key)
+            at = i << 5
+            old = node.hashed
+            if new:
+                cached.insert(i, key)
+                node.hashed = old[:at] + _item_hash(key, value) + old[at:]
+            else:
+                node.hashed = old[:at] + _item_hash(key, value) + old[at + 32 :]
         if new and len(items) > self._max_leaf and depth < KEY_NIBBLES:
             self._split(node, depth)
 
@@ -440,7 +467,26 @@ class MerkleTree:
                 child = children[nib] = _Node()
             assert child.items is not None
             child.items[key] = value
+        cached = node.hashed_keys
+        if cached:
+            # Hand the cached item hashes down (a sorted subsequence stays sorted).
+            old = node.hashed
+            parts: dict[int, list[bytes]] = {}
+            for i, key in enumerate(cached):
+                byte = key[depth >> 1]
+                nib = byte >> 4 if depth & 1 == 0 else byte & 0x0F
+                child = children[nib]
+                assert child is not None
+                if child.hashed_keys is None:
+                    child.hashed_keys = []
+                child.hashed_keys.append(key)
+                parts.setdefault(nib, []).append(old[i << 5 : (i + 1) << 5])
+            for nib, pieces in parts.items():
+                child = children[nib]
+                assert child is not None
+                child.hashed = b"".join(pieces)
         node.items = None
+        node.hashed_keys, node.hashed = None, b""
         node.children = children
         node.digest = None
         if depth + 1 < KEY_NIBBLES:

@@ -294,6 +294,53 @@ def test_root_rehashes_only_dirty_path(monkeypatch: pytest.MonkeyPatch) -> None:
     assert 0 < calls <= 2 * (t.max_leaf + 2) + depth + 1
 
 
+def test_item_hashes_are_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    t = build(entry_keys(3000))
+    t.root()
+    calls = 0
+    real = hashlib.sha256
+
+    def counting(data: bytes = b"") -> Any:
+        nonlocal calls
+        calls += 1
+        return real(data)
+
+    monkeypatch.setattr(merkle, "sha256", counting)
+    depth = max(len(v.prefix) for v in walk(t))
+    cheap = 0
+    for i in range(20):
+        calls = 0
+        t.set(h(b"cached-%d" % i), b"")
+        t.root()
+        # New item: its item hash, its bucket, the inner nodes above (a split adds buckets).
+        assert calls <= 1 + t.max_leaf + depth + 2
+        cheap += calls <= 2 + depth + 1
+    assert cheap >= 15  # most inserts split nothing: no other item is rehashed
+    calls = 0
+    key = entry_keys(3000)[7]
+    t.set(key, b"replaced")  # a replaced value must not keep its stale cached item hash
+    t.root()
+    assert calls <= 2 + depth + 1
+    monkeypatch.undo()
+    expected = dict.fromkeys(entry_keys(3000), b"")
+    expected.update({h(b"cached-%d" % i): b"" for i in range(20)})
+    expected[key] = b"replaced"
+    assert t.root() == ref_root(expected, t.max_leaf)
+
+
+@HYP
+@given(ops=st.lists(st.tuples(keys_st, values_st), max_size=120), max_leaf=max_leaf_st)
+def test_root_after_every_set_matches_a_fresh_tree(
+    ops: list[tuple[bytes, bytes]], max_leaf: int
+) -> None:
+    t = MerkleTree(max_leaf)
+    current: dict[bytes, bytes] = {}
+    for k, v in ops:
+        t.set(k, v)
+        current[k] = v
+        assert t.root() == ref_root(current, max_leaf)
+
+
 # --------------------------------------------------------------------------
 # Proofs
 

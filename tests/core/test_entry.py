@@ -421,3 +421,111 @@ def test_entry_is_immutable_and_order_key(entry):
     with pytest.raises(AttributeError):
         entry.key = "other"  # type: ignore[misc]
     assert replace(entry, key=entry.key) == entry
+
+
+# ---- the direct canonical checks agree with "decode, re-encode and compare" --------------------
+
+
+def _oracle(body: bytes):
+    """The obvious decoder: read every field, then require that re-encoding gives the same bytes.
+
+    Returns the fields, or None if the body is malformed or not canonical.
+    """
+    pos = 0
+
+    def take(n):
+        nonlocal pos
+        if pos + n > len(body):
+            raise ValueError("truncated")
+        pos += n
+        return body[pos - n : pos]
+
+    def u32():
+        return struct.unpack(">I", take(4))[0]
+
+    def text():
+        return take(u32()).decode("utf-8")
+
+    try:
+        if take(5) != b"P2PL\x01":
+            return None
+        context, key = text(), text()
+        payload = take(u32())
+        meta = {}
+        for _ in range(u32()):
+            name = text()
+            meta[name] = text()
+        lamport = struct.unpack(">Q", take(8))[0]
+        origin = text()
+        seq, at = struct.unpack(">QQ", take(16))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if pos != len(body):
+        return None
+    items = sorted(meta.items(), key=lambda kv: kv[0].encode("utf-8"))
+    if reference_body(context, key, payload, items, lamport, origin, seq, at) != body:
+        return None
+    return (context, key, payload, meta, lamport, origin, seq, at)
+
+
+def _fast(body: bytes):
+    try:
+        e = decode_body(body)
+    except IntegrityError:
+        return None
+    return (e.context, e.key, e.payload, dict(e.meta), e.lamport, e.origin, e.seq,
+            e.appended_at_ns)
+
+
+meta_texts = st.text(alphabet=st.sampled_from("aAzZ\u00e9\u00ff\u0100\U0001f600\x00"), max_size=3)
+
+
+@SETTINGS
+@given(
+    context=st.text(max_size=4), key=st.text(max_size=4), payload=st.binary(max_size=8),
+    meta_items=st.lists(st.tuples(meta_texts, meta_texts), max_size=4),
+    lamport=u64, origin=st.text(max_size=4), seq=u64, at=u64, data=st.data(),
+)
+def test_decoder_agrees_with_reencode_and_compare(
+    context, key, payload, meta_items, lamport, origin, seq, at, data
+):
+    # meta_items in any order, with duplicates: canonical only when strictly sorted.
+    body = reference_body(context, key, payload, meta_items, lamport, origin, seq, at)
+    assert _fast(body) == _oracle(body)
+    mutated = bytearray(body)
+    for _ in range(data.draw(st.integers(0, 3))):
+        pos = data.draw(st.integers(0, len(mutated) - 1))
+        mutated[pos] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(mutated)))
+    for candidate in (bytes(mutated), bytes(mutated[:cut]), bytes(mutated) + b"\x00"):
+        assert _fast(candidate) == _oracle(candidate)
+
+
+def test_lone_surrogate_bytes_are_refused():
+    # "\ud800" encoded the lax way (CESU/WTF-8) is not UTF-8: no entry could re-encode to it.
+    body = reference_body("ctx", "k", b"p", [], 1, "node-a", 1, 1)
+    bad = body.replace(b"\x00\x00\x00\x01k", b"\x00\x00\x00\x03\xed\xa0\x80")
+    with pytest.raises(IntegrityError, match="malformed"):
+        decode_record(record_of(bad))
+
+
+def test_record_limit_errors_name_the_field():
+    entry = sample(key="kk", payload=b"x" * 11, meta={"m": "y" * 20})
+    for limits, what in ((Limits(max_key=1), "key"), (Limits(max_payload=10), "payload"),
+                         (Limits(max_meta=20), "meta")):
+        with pytest.raises(IntegrityError, match=f"{entry.id} is invalid: {what} is"):
+            decode_record(entry.record, limits)
+    assert decode_record(entry.record, Limits(max_key=2, max_payload=11, max_meta=21)) == entry
+
+
+def test_entries_built_by_the_codec_equal_dataclass_built_ones():
+    from p2p_ledger.entry import Entry
+
+    entry = sample(meta={"z": "1", "a": "2"})
+    plain = Entry(entry.context, entry.key, entry.payload, dict(entry.meta), entry.lamport,
+                  entry.origin, entry.seq, entry.appended_at_ns, entry.id, entry.body)
+    for built in (entry, decode_record(entry.record), decode_body(entry.body)):
+        assert built == plain and type(built) is Entry
+        assert built.body == plain.body and built.record == plain.record
+        with pytest.raises(AttributeError):
+            built.seq = 9  # still frozen

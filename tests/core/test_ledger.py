@@ -601,3 +601,65 @@ def test_failed_commit_in_a_new_context_keeps_the_root():
     with pytest.raises(OSError):
         append(a, "c9", "lost")
     assert _durable_view(a) == before
+
+
+# ---- memory: a dropped ledger is freed ---------------------------------------------------------
+# pycrdt keeps observer callbacks in Rust, where Python's GC cannot see a cycle through them.
+
+
+def _live_context_logs() -> int:
+    import gc
+
+    from p2p_ledger.context_log import ContextLog
+
+    gc.collect()
+    return sum(isinstance(o, ContextLog) for o in gc.get_objects())
+
+
+def test_dropped_ledger_and_its_contexts_are_freed():
+    import gc
+    import weakref
+
+    from p2p_ledger.entry import Entry
+
+    def entries_alive() -> int:
+        gc.collect()
+        return sum(isinstance(o, Entry) and o.context == "freed-ctx" for o in gc.get_objects())
+
+    ledger = open_ledger(MemoryStorage(), "a")
+    append(ledger, "freed-ctx", "x", "y")
+    append(ledger, "c2", "z")
+    assert entries_alive() == 2
+    ctx_ref = weakref.ref(ledger.contexts["freed-ctx"])
+    doc_ref = weakref.ref(ledger.contexts["freed-ctx"].doc)
+    ledger_ref = weakref.ref(ledger)
+    del ledger
+    gc.collect()
+    assert ledger_ref() is None
+    assert ctx_ref() is None and doc_ref() is None and entries_alive() == 0
+
+
+def test_context_logs_made_by_verify_and_rollback_are_freed():
+    before = _live_context_logs()
+
+    class FailOnce(MemoryStorage):
+        fail = False
+
+        def commit(self, updates):
+            if self.fail:
+                self.fail = False
+                raise OSError("disk full")
+            super().commit(updates)
+
+    storage = FailOnce()
+    ledger = open_ledger(storage, "a")
+    append(ledger, "c1", "x")
+    for _ in range(3):
+        assert ledger.verify() == []
+    storage.fail = True
+    with pytest.raises(OSError):
+        append(ledger, "c1", "y")  # rolled back: c1 is rebuilt from storage
+    assert read_ids(ledger, "c1") and len(ledger.contexts["c1"]) == 1
+    assert _live_context_logs() == before + 1
+    del ledger
+    assert _live_context_logs() == before
