@@ -21,7 +21,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from random import Random
 from typing import Any
@@ -43,12 +43,16 @@ MAX_QUEUE_BYTES = 512 * 1024 * 1024  # per link; beyond it the peer is too slow 
 WATCH_PAGE = 256
 
 
-@dataclass
-class _PendingAppend:
-    request: AppendRequest
-    done: trio.Event = field(default_factory=trio.Event)
-    entry: Entry | None = None
-    error: BaseException | None = None
+class _Batch:
+    """The appends waiting for the next commit; every caller in it waits on one event."""
+
+    __slots__ = ("done", "entries", "error", "requests")
+
+    def __init__(self) -> None:
+        self.requests: list[AppendRequest] = []
+        self.done = trio.Event()
+        self.entries: list[Entry] = []
+        self.error: BaseException | None = None
 
 
 @dataclass
@@ -65,7 +69,7 @@ class Node:
         self.ledger = ledger
         self.core = core
         self._nursery = nursery
-        self._pending: list[_PendingAppend] = []
+        self._batch: _Batch | None = None  # the appends the committer takes next
         self._pending_ready = trio.Event()
         self._wake = trio.Event()
         self._changed: dict[str, trio.Event] = {}
@@ -88,21 +92,35 @@ class Node:
         meta: Mapping[str, str] | None = None,
     ) -> Entry:
         """Append one entry; returns once it is durable here (and on its way to every peer)."""
-        return (await self.append_many([(context, payload, key, meta)]))[0]
+        batch, start = self._join((self.ledger.prepare(context, key, payload, meta),))
+        await batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+        return batch.entries[start]
 
     async def append_many(
         self, items: Sequence[tuple[str, bytes | str, str, Mapping[str, str] | None]]
     ) -> list[Entry]:
         """Validate all, then append all in one commit (concurrent callers share commits too)."""
-        pending = [_PendingAppend(self.ledger.prepare(c, k, p, m)) for c, p, k, m in items]
-        self._pending.extend(pending)
-        self._pending_ready.set()
-        for item in pending:
-            await item.done.wait()
-        for item in pending:
-            if item.error is not None:
-                raise item.error
-        return [item.entry for item in pending if item.entry is not None]
+        prepare = self.ledger.prepare
+        requests = [prepare(c, k, p, m) for c, p, k, m in items]
+        if not requests:
+            return []
+        batch, start = self._join(requests)
+        await batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+        return batch.entries[start : start + len(requests)]
+
+    def _join(self, requests: Sequence[AppendRequest]) -> tuple[_Batch, int]:
+        """Add validated requests to the next commit; returns it and where they start in it."""
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = _Batch()
+            self._pending_ready.set()
+        start = len(batch.requests)
+        batch.requests.extend(requests)
+        return batch, start
 
     def get(
         self, context: str, key: str | None = None, after: Cursor | str | None = None,
@@ -157,7 +175,11 @@ class Node:
         self._wake.set()
 
     def _flush(self) -> None:
-        """Carry out what the core decided."""
+        """Carry out what the core decided, and let the timer see the core's new deadline."""
+        self._carry_out()
+        self._kick()
+
+    def _carry_out(self) -> None:
         for line in self.core.take_log():
             log.info("%s", line)
         for action in self.core.take_actions():
@@ -169,7 +191,6 @@ class Node:
                     outbox.send.close()  # the writer sends what is queued (the BYE), then ends
             elif isinstance(action, Dial):
                 self._nursery.start_soon(self._dial, action.conn, action.url)
-        self._kick()
 
     def _enqueue(self, conn: int, frame: bytes) -> None:
         outbox = self._outboxes.get(conn)
@@ -193,24 +214,25 @@ class Node:
                 await self._wake.wait()
             self._wake = trio.Event()
             self.core.tick(self._now())
-            self._flush()
+            # Not _flush: kicking itself would make the timer spin (a tick per scheduler pass);
+            # the loop reads the new deadline anyway.
+            self._carry_out()
 
     async def _committer(self) -> None:
         while True:
             await self._pending_ready.wait()
             self._pending_ready = trio.Event()
-            batch, self._pending = self._pending, []
+            batch, self._batch = self._batch, None
+            if batch is None:
+                continue
             try:
-                appended = self.core.append([p.request for p in batch], self._now())
+                appended = self.core.append(batch.requests, self._now())
             except (LedgerError, OSError, Exception) as exc:  # noqa: B014 - storage can fail
-                log.error("append of %d entries failed: %s", len(batch), exc)
-                for item in batch:
-                    item.error = exc
+                log.error("append of %d entries failed: %s", len(batch.requests), exc)
+                batch.error = exc
             else:
-                for item, entry in zip(batch, appended.entries, strict=True):
-                    item.entry = entry
-            for item in batch:
-                item.done.set()
+                batch.entries = appended.entries
+            batch.done.set()
             self._flush()
 
     async def _handle_connection(self, ws: Connection) -> None:

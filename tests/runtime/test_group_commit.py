@@ -1,0 +1,122 @@
+"""Group commit in the trio driver, the timer's idleness, and the fast Array insert."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from pycrdt import Array, Doc
+
+from p2p_ledger.context_log import ARRAY_NAME, _extend
+from p2p_ledger.runtime import open_node
+
+
+async def test_concurrent_appends_share_commits(tmp_path: Path) -> None:
+    async with open_node(tmp_path / "n", node_id="node-a") as node:
+        commits: list[int] = []
+        store: Any = node.ledger.storage
+        inner = store.commit
+
+        def counting_commit(updates: Any) -> None:
+            commits.append(len(updates))
+            inner(updates)
+
+        store.commit = counting_commit
+        results: dict[int, Any] = {}
+
+        async def one(i: int) -> None:
+            results[i] = await node.append("ctx", f"p{i}", key=f"k{i}")
+
+        async with trio.open_nursery() as nursery:
+            for i in range(100):
+                nursery.start_soon(one, i)
+        # All 100 were pending before the committer ran: one commit, one update row.
+        assert commits == [1]
+        assert sorted(e.key for e in results.values()) == sorted(f"k{i}" for i in range(100))
+        assert all(results[i].payload == f"p{i}".encode() for i in range(100))
+        assert len({e.seq for e in results.values()}) == 100
+        entries, _ = node.get("ctx")
+        assert len(entries) == 100
+
+
+async def test_append_many_returns_its_own_entries_in_order(tmp_path: Path) -> None:
+    async with open_node(tmp_path / "n", node_id="node-a") as node:
+        async def many(tag: str) -> list[Any]:
+            return await node.append_many([("ctx", f"{tag}{i}", tag, None) for i in range(5)])
+
+        out: dict[str, list[Any]] = {}
+
+        async def run(tag: str) -> None:
+            out[tag] = await many(tag)
+
+        async with trio.open_nursery() as nursery:
+            for tag in "abc":
+                nursery.start_soon(run, tag)
+        for tag in "abc":
+            assert [e.payload for e in out[tag]] == [f"{tag}{i}".encode() for i in range(5)]
+        assert await node.append_many([]) == []
+
+
+async def test_failed_commit_fails_every_caller_in_it(tmp_path: Path) -> None:
+    async with open_node(tmp_path / "n", node_id="node-a") as node:
+        store: Any = node.ledger.storage
+        inner = store.commit
+
+        def broken(updates: Any) -> None:
+            raise OSError("disk full")
+
+        store.commit = broken
+        errors: list[BaseException] = []
+
+        async def one(i: int) -> None:
+            try:
+                await node.append("ctx", f"p{i}")
+            except OSError as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(10):
+                nursery.start_soon(one, i)
+        assert len(errors) == 10
+        assert node.get("ctx")[0] == []
+        store.commit = inner
+        entry = await node.append("ctx", "after")
+        assert [e.id for e in node.get("ctx")[0]] == [entry.id]
+
+
+async def test_timer_does_not_spin_after_an_append(tmp_path: Path) -> None:
+    async with open_node(tmp_path / "n", node_id="node-a") as node:
+        ticks = 0
+        inner = node.core.tick
+
+        def counting_tick(now: float) -> None:
+            nonlocal ticks
+            ticks += 1
+            inner(now)
+
+        node.core.tick = counting_tick  # type: ignore[method-assign]
+        await node.append("ctx", "x")
+        await trio.sleep(0.2)
+        assert ticks < 10  # it used to re-kick itself: tens of thousands per second
+
+
+@pytest.mark.parametrize("chunks", [[1], [100], [3, 50, 1, 46]])
+def test_fast_extend_builds_the_same_update_as_array_extend(chunks: list[int]) -> None:
+    values = [bytes([i % 256]) * (i % 7 + 1) for i in range(sum(chunks))]
+    docs = []
+    for fast in (False, True):
+        doc: Doc[Any] = Doc(client_id=42)
+        array = doc.get(ARRAY_NAME, type=Array)
+        pos = 0
+        for size in chunks:
+            with doc.transaction() as txn:
+                if fast:
+                    _extend(array, txn, values[pos:pos + size])
+                else:
+                    array.extend(values[pos:pos + size])
+            pos += size
+        docs.append(doc)
+    assert docs[0].get_update() == docs[1].get_update()
+    assert [bytes(v) for v in docs[1].get(ARRAY_NAME, type=Array)] == values
