@@ -20,8 +20,10 @@ connection runs one ``PeerSession``; this class adds the node-wide policy:
   (±10%) on the link it gossips on whose last round is oldest, unless it took part in a round
   (either end) within the last 0.8 interval; and one ``push_gossip_delay`` after a local append,
   unless the push was the only change (every peer it gossips with last told it the pre-append
-  root) or a round took place since. A link we sent nothing on for ``idle_timeout / 3`` carries
-  a heartbeat (an unsolicited ROOT reply); a link silent for ``idle_timeout`` is closed;
+  root) or a round took place since. An end that heard nothing for ``idle_timeout / 2`` (the
+  gossiping end; 2/3 for the other) starts a round on the link, which the peer answers at once
+  (one question and its answer tell both ends the other is alive); a link silent for
+  ``idle_timeout`` is closed;
 * live push: a committed local append's Yjs update goes to every open session at once.
 """
 
@@ -109,6 +111,7 @@ class Link:
     gossiper: bool = False  # we start this link's rounds (exactly one end does)
     last_round: float = float("-inf")  # when we last started a round on it
     last_sent: float = 0.0
+    last_probe: float = float("-inf")  # when we last asked a silent peer for a sign of life
 
 
 @dataclass
@@ -196,8 +199,9 @@ class NodeCore:
                 continue
             if link.gossiper and now >= link.next_gossip:
                 self._start_round(conn, link, now)
-            elif now >= link.last_sent + self._heartbeat:
-                session.send_heartbeat()
+            elif now >= self._probe_at(link):
+                link.last_probe = now
+                session.send_root()
                 self._drain(conn, link, now)
         if now >= self._next_round:
             self._next_round = now + self._jitter(self.config.gossip_interval, 0.1)
@@ -214,8 +218,7 @@ class NodeCore:
             if link.session.is_open:
                 if link.gossiper:
                     deadlines.append(link.next_gossip)
-                deadlines += [link.last_heard + self.config.idle_timeout,
-                              link.last_sent + self._heartbeat]
+                deadlines += [link.last_heard + self.config.idle_timeout, self._probe_at(link)]
             else:
                 deadlines.append(link.opened_at + self.config.handshake_timeout)
         deadlines += [p.retry_at for p in self.peers.values()
@@ -370,9 +373,16 @@ class NodeCore:
             known.append((self.config.node_id, self.config.url))
         link.session.send_peers(known)
 
-    @property
-    def _heartbeat(self) -> float:
-        return self.config.idle_timeout / 3  # a lost heartbeat does not close the link
+    def _probe_at(self, link: Link) -> float:
+        """When we ask a quiet peer for a sign of life: a ROOT that starts a round, which every
+        peer answers at once. Liveness needs each end to hear the other; one question and its
+        answer do both, so only the end that has heard nothing asks: the gossiping end after
+        idle_timeout / 2 of silence, the other end (which then usually heard the question)
+        after 2/3; unanswered, again every idle_timeout / 6, so two lost frames in a row do not
+        close a live link. A link carrying traffic both ways (pushes, rounds) needs none."""
+        timeout = self.config.idle_timeout
+        after = timeout / 2 if link.gossiper else timeout * 2 / 3
+        return max(link.last_heard + after, link.last_probe + timeout / 6)
 
     def _start_round(self, conn: int, link: Link, now: float) -> None:
         link.session.send_root()

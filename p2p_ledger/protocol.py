@@ -18,14 +18,19 @@ Anti-entropy in OPEN is stateless ping-pong, so a lost, repeated or crossed mess
 most a wasted round, never a wrong answer:
 
 * ROOT(r): equal to ours → reply ROOT(is_reply); different → reply with our VIEW of the
-  node-level tree at the top. A ROOT(is_reply) is only noted (``peer_root``): it answers a round,
-  or is a heartbeat on a quiet link (``send_heartbeat``), and never starts anything.
+  node-level tree at the top. A ROOT(is_reply) is only noted (``peer_root``): it answers a round
+  and never starts anything (a quiet link's liveness probe is a round: see NodeCore). A starter
+  whose root differs from the peer's last one sends its top view (if INNER) with the ROOT; the
+  peer then answers that view directly (one half trip saved).
 * VIEWS: for each view of theirs at prefix p, compare with ours at p. Both inner → send our views
   of the children whose digests differ. Theirs inner, ours small → send our items at p.
-  Theirs a list of (context, root) items → SYNC1 each context whose root differs. Theirs EMPTY
-  → send the whole of each of our contexts under p (they have none of them).
+  Theirs a list of (context, root, state vector) items → for each context whose root differs:
+  with their state vector, send at once the UPDATE they lack (if any) and a SYNC1 without reply
+  if they hold something we lack; without it (too long to travel in a view), SYNC1 asking for a
+  reply; a context missing from a whole list of theirs is sent whole. Theirs EMPTY → send the
+  whole of each of our contexts under p (they have none of them).
 * SYNC1(ctx, state vector) → UPDATE with exactly what they lack (Yjs diff), and our own SYNC1
-  back when asked, so both directions move in 1.5 round trips. The same SYNC1 again, with our
+  back when asked, so both directions move. The same SYNC1 again, with our
   state unchanged, in the same or the next round, is not answered twice (the first answer is
   still on its way).
 * UPDATE chunks (≤ CHUNK bytes each, for websockets.trio's sake) are reassembled per transfer id
@@ -57,6 +62,7 @@ from .wire import (
     HELLO,
     INNER,
     ITEMS,
+    MAX_SV_IN_VIEW,
     NAMES,
     PEERS,
     PROTOCOL_VERSION,
@@ -80,7 +86,7 @@ from .wire import (
 
 EMPTY_UPDATE = b"\x00\x00"  # a Yjs v1 update with no structs and no deletes
 EMPTY_STATE_VECTOR = b"\x00"
-ITEMS_PER_VIEW = 1000  # keeps a VIEWS frame of long context names under MAX_FRAME
+ITEMS_PER_VIEW = 200  # keeps a VIEWS frame of long names and state vectors under MAX_FRAME
 MAX_ASSEMBLIES = 32  # unfinished transfers kept per link; beyond, the oldest is abandoned
 DONE_MEMORY = 4096  # finished transfer ids remembered per link, to drop late duplicates
 
@@ -125,7 +131,7 @@ class PeersLearned:
 class PeerRoot:
     root: bytes
     agrees: bool
-    asks: bool = False  # the peer started a round (not a reply or a heartbeat)
+    asks: bool = False  # the peer started a round (not a reply)
 
 
 @dataclass(frozen=True)
@@ -187,6 +193,7 @@ class PeerSession:
         # we answered: (their state vector, want_reply, our state vector, round).
         self._round = 0
         self._answered: dict[str, tuple[bytes, bool, bytes, int]] = {}
+        self._offered: dict[str, tuple[bytes, bytes, int]] = {}  # the same for ITEMS answers
         self.sent_messages = 0
         self.sent_bytes = 0
         self.sent_by_type: dict[str, int] = {}
@@ -227,16 +234,22 @@ class PeerSession:
             self._fail(f"{type(exc).__name__}: {exc}")
 
     def send_root(self) -> None:
-        """Start an anti-entropy round (the gossip timer calls this)."""
+        """Start an anti-entropy round (the gossip timer calls this). When the peer's last
+        root differs from ours, the round is likely to differ: the top view of our tree (when it
+        is INNER) goes along and saves a half trip (an in-sync peer still answers with its
+        ROOT). Not knowing the peer's root (a fresh link), we send the bare ROOT: an in-sync
+        round stays one small round trip."""
         if self.is_open:
             self._round += 1
-            self._send(Root(False, self.ledger.root()))
-
-    def send_heartbeat(self) -> None:
-        """Tell the peer our root without asking anything (an unsolicited ROOT reply): keeps a
-        quiet link from looking dead, and costs one frame."""
-        if self.is_open:
-            self._send(Root(True, self.ledger.root()))
+            root = self.ledger.root()
+            view = None
+            if self.peer_root is not None and self.peer_root != root:
+                top = self._view(())
+                # why: only a deep tree gains from it; a top bucket (small ledger) answers in
+                # one view anyway, and in a busy cluster the peer's last root is often stale, so
+                # its items and state vectors would ride along on rounds that find no difference
+                view = top if top.kind == INNER else None
+            self._send(Root(False, root, view))
 
     def send_peers(self, peers: Iterable[tuple[str, str]]) -> None:
         if self.is_open:
@@ -343,11 +356,20 @@ class PeerSession:
             self._round += 1
         self._events.append(PeerRoot(msg.root, msg.root == mine, not msg.is_reply))
         if msg.is_reply:
-            return  # an answer or a heartbeat: it asks nothing (the next round repairs)
+            return  # an answer: it asks nothing (the next round repairs)
         if msg.root == mine:
             self._send(Root(True, mine))
-        else:
-            self._send(Views((self._view(()),)))
+            return
+        if msg.view is not None:
+            # The starter knew the roots differ and showed its top: answer with the next level
+            # (saves a half trip, and the ITEMS with state vectors land on the right side).
+            if msg.view.prefix:
+                raise RemoteProtocolError("a ROOT carries only the view of the top")
+            sent = len(self._out)
+            self._on_view(msg.view)
+            if len(self._out) > sent:
+                return
+        self._send(Views((self._view(()),)))
 
     def _view(self, prefix: tuple[int, ...]) -> View:
         node = self.ledger.tree.node(prefix)
@@ -356,11 +378,23 @@ class PeerSession:
         if node.children is not None:
             return View(prefix, INNER, children=tuple(
                 None if d is None else d[:DIGEST_PREFIX] for d in node.children))
-        return View(prefix, ITEMS, items=self._items(prefix))
+        return self._items_views(prefix)[0]
 
     def _items(self, prefix: tuple[int, ...]) -> tuple[tuple[str, bytes], ...]:
         names = self.ledger.names
         return tuple((names[k], v[:DIGEST_PREFIX]) for k, v in self.ledger.tree.items_under(prefix))
+
+    def _items_views(self, prefix: tuple[int, ...]) -> list[View]:
+        """Our (context, root, state vector) items under ``prefix``, in views of at most
+        ITEMS_PER_VIEW items; when split, every part holds at least ITEMS_PER_VIEW // 2, so a
+        view of fewer is the whole list (its absentees are contexts the sender lacks)."""
+        items = self._items(prefix)
+        contexts = self.ledger.contexts
+        states = tuple(_short_sv(contexts[name].state_vector()) for name, _ in items)
+        parts = max(1, -(-len(items) // ITEMS_PER_VIEW))
+        size = -(-len(items) // parts) if items else 0
+        return [View(prefix, ITEMS, items=items[i:i + size], states=states[i:i + size])
+                for i in range(0, max(len(items), 1), max(size, 1))]
 
     def _on_view(self, theirs: View) -> None:
         prefix = theirs.prefix
@@ -374,18 +408,46 @@ class PeerSession:
             self._send(Views((View(prefix, EMPTY),)))  # we have nothing here: send it all
         elif theirs.kind == INNER:
             # Our side is small here: show our items and let them compare.
-            items = self._items(prefix)
-            for start in range(0, max(len(items), 1), ITEMS_PER_VIEW):
-                self._send(Views((View(prefix, ITEMS, items=items[start:start + ITEMS_PER_VIEW]),)))
+            for view in self._items_views(prefix):
+                self._send(Views((view,)))
         elif theirs.kind == EMPTY:
             for name, _ in self._items(prefix) if mine is not None else ():
                 self._send_update(name, self.ledger.contexts[name].diff(None))
         else:
             their_roots = dict(theirs.items)
+            their_svs = {name: sv for (name, _), sv in zip(theirs.items, theirs.states,
+                                                           strict=False) if sv}
+            whole = len(theirs.items) < ITEMS_PER_VIEW // 2
             our_roots = dict(self._items(prefix)) if mine is not None else {}
             for name in sorted(their_roots.keys() | our_roots.keys()):
                 if their_roots.get(name) != our_roots.get(name):
-                    self._request(name)
+                    if name not in their_roots and whole:
+                        ctx = self.ledger.contexts[name]
+                        if self._first_answer(name, EMPTY_STATE_VECTOR, ctx.state_vector()):
+                            self._send_update(name, ctx.diff(None))
+                    else:
+                        self._reconcile(name, their_svs.get(name))
+
+    def _reconcile(self, name: str, their_sv: bytes | None) -> None:
+        """One context differs. Knowing their state vector, send at once what they lack and ask
+        (SYNC1 without reply) only when they hold something we lack; else ask with a SYNC1."""
+        if their_sv is None:
+            self._request(name)
+            return
+        try:
+            check_context(name)
+        except LocalInputError as exc:
+            raise RemoteProtocolError(str(exc)) from None
+        ctx = self.ledger.contexts.get(name)
+        ours = ctx.state_vector() if ctx else EMPTY_STATE_VECTOR
+        mine, theirs = _parse_sv(ours), _parse_sv(their_sv)
+        we_have_more = any(clock > theirs.get(client, 0) for client, clock in mine.items())
+        they_have_more = any(clock > mine.get(client, 0) for client, clock in theirs.items())
+        if ctx is not None and we_have_more and self._first_answer(name, their_sv, ours):
+            self._send_update(name, ctx.diff(their_sv))
+        if they_have_more or not we_have_more:
+            # why: equal vectors with different roots cannot happen honestly; ask both ways
+            self._send(Sync1(name, not they_have_more, ours))
 
     def _request(self, name: str) -> None:
         try:
@@ -395,6 +457,16 @@ class PeerSession:
         ctx = self.ledger.contexts.get(name)
         sv = ctx.state_vector() if ctx else EMPTY_STATE_VECTOR
         self._send(Sync1(name, True, sv))
+
+    def _first_answer(self, name: str, their_sv: bytes, our_sv: bytes) -> bool:
+        """Whether to send what a peer with ``their_sv`` lacks, seen in its ITEMS view: not when
+        we sent it for the same two state vectors in this round or the one before (it is still
+        on its way: a big context takes longer than a round, like a repeated SYNC1)."""
+        last = self._offered.get(name)
+        if last is not None and last[:2] == (their_sv, our_sv) and last[2] >= self._round - 1:
+            return False
+        self._offered[name] = (their_sv, our_sv, self._round)
+        return True
 
     def _on_sync1(self, msg: Sync1) -> None:
         try:
@@ -482,3 +554,33 @@ class PeerSession:
             raise RemoteProtocolError(f"{type(exc).__name__}: {exc}") from None
         if new:
             self._events.append(EntriesReceived(context, tuple(new)))
+
+
+def _short_sv(sv: bytes) -> bytes:
+    return sv if len(sv) <= MAX_SV_IN_VIEW else b""
+
+
+def _parse_sv(sv: bytes) -> dict[int, int]:
+    """A Yjs v1 state vector (varuint n, n × (varuint client, varuint clock)) as a dict."""
+    pos = 0
+
+    def varuint() -> int:
+        nonlocal pos
+        value = shift = 0
+        while True:
+            if pos >= len(sv) or shift > 63:
+                raise RemoteProtocolError("malformed state vector")
+            byte = sv[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value
+
+    out: dict[int, int] = {}
+    for _ in range(varuint()):
+        client = varuint()
+        out[client] = varuint()
+    if pos != len(sv):
+        raise RemoteProtocolError("trailing bytes after a state vector")
+    return out

@@ -9,7 +9,7 @@ anything malformed, truncated, oversized or with trailing bytes raises RemotePro
 | 1    | HELLO   | u16 protocol | str cluster | str node_id | str url | 16B nonce | u8 flags   |
 | 2    | AUTH    | 32B HMAC-SHA256(cluster key, "p2p-ledger-auth" + peer nonce + own node_id) |
 | 3    | PEERS   | u16 n × (str node_id, str url)                                            |
-| 4    | ROOT    | u8 is_reply | 32B node-level Merkle root                                  |
+| 4    | ROOT    | u8 flags (1 reply, 2 view follows) | 32B node root | [view of the top]  |
 | 5    | VIEWS   | u16 n × view (see below)                                                  |
 | 6    | SYNC1   | str context | u8 want_reply | blob Yjs state vector                       |
 | 7    | UPDATE  | str context | u32 transfer | u32 total | u32 offset | blob chunk (≤ CHUNK B) |
@@ -18,7 +18,11 @@ anything malformed, truncated, oversized or with trailing bytes raises RemotePro
 
 A view describes the node-level tree at a prefix: ``u8 depth | depth × u8 nibble | u8 kind``
 then kind 0 EMPTY: nothing; kind 1 INNER: u16 bitmap of present children + 16B truncated digest
-per present child; kind 2 ITEMS: u16 n × (str context, 16B truncated context root).
+per present child; kind 2 ITEMS: u16 n × (str context, 16B truncated context root, u8 len +
+that many bytes of the context's Yjs state vector: 0 = omitted, it is longer than MAX_SV_IN_VIEW).
+
+A ROOT that starts a round may carry the starter's view of the top of its tree (flag 2) when the
+starter already knows the roots differ: the peer then answers with the next level at once.
 
 An UPDATE's ``transfer`` numbers the sender's updates on one link (a counter per session, from
 1, wrapping at 2^32): every chunk of one update carries the same id, so the receiver reassembles
@@ -33,11 +37,14 @@ from dataclasses import dataclass
 from .errors import RemoteProtocolError
 
 WIRE_VERSION = 1
-PROTOCOL_VERSION = 2  # 2: UPDATE carries a transfer id
+PROTOCOL_VERSION = 3  # 2: UPDATE carries a transfer id; 3: ROOT may carry a view, ITEMS carry
+# state vectors
 MAX_FRAME = 64 * 1024
 CHUNK = 32 * 1024  # update bytes per frame: small frames keep websockets.trio out of its deadlock
 DIGEST_PREFIX = 16  # child digests travel truncated: the full 32-byte root is still compared
 NONCE_SIZE = 16
+MAX_SV_IN_VIEW = 255  # longer state vectors are left out of ITEMS views (a SYNC1 asks for them)
+ROOT_REPLY, ROOT_VIEW = 1, 2  # ROOT flags
 FLAG_AUTH = 1
 
 HELLO, AUTH, PEERS, ROOT, VIEWS, SYNC1, UPDATE, FLOW, BYE = range(1, 10)
@@ -70,6 +77,7 @@ class Peers:
 class Root:
     is_reply: bool
     root: bytes
+    view: View | None = None  # a round starter's view of its top (never on a reply)
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,8 @@ class View:
     kind: int
     children: tuple[bytes | None, ...] = ()  # INNER: 16 slots, truncated digests
     items: tuple[tuple[str, bytes], ...] = ()  # ITEMS: (context, truncated root)
+    # ITEMS: the contexts' Yjs state vectors, parallel to items; b"" (or missing) = omitted
+    states: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -135,8 +145,11 @@ def _view(v: View) -> bytes:
         out += [d[:DIGEST_PREFIX] for d in v.children if d is not None]
     elif v.kind == ITEMS:
         out.append(_U16.pack(len(v.items)))
-        for name, root in v.items:
-            out += [_s(name), root[:DIGEST_PREFIX]]
+        for i, (name, root) in enumerate(v.items):
+            sv = v.states[i] if i < len(v.states) else b""
+            if len(sv) > MAX_SV_IN_VIEW:
+                sv = b""
+            out += [_s(name), root[:DIGEST_PREFIX], bytes([len(sv)]), sv]
     return b"".join(out)
 
 
@@ -150,7 +163,10 @@ def encode(msg: Message) -> bytes:
     elif isinstance(msg, Peers):
         t, body = PEERS, _U16.pack(len(msg.peers)) + b"".join(_s(n) + _s(u) for n, u in msg.peers)
     elif isinstance(msg, Root):
-        t, body = ROOT, bytes([msg.is_reply]) + msg.root
+        if msg.view is not None and msg.is_reply:
+            raise ValueError("a ROOT reply carries no view")
+        flags = (ROOT_REPLY if msg.is_reply else 0) | (ROOT_VIEW if msg.view is not None else 0)
+        t, body = ROOT, bytes([flags]) + msg.root + (b"" if msg.view is None else _view(msg.view))
     elif isinstance(msg, Views):
         t, body = VIEWS, _U16.pack(len(msg.views)) + b"".join(_view(v) for v in msg.views)
     elif isinstance(msg, Sync1):
@@ -223,8 +239,14 @@ def _read_view(r: _Reader) -> View:
         children = tuple(r.take(DIGEST_PREFIX) if bitmap >> i & 1 else None for i in range(16))
         return View(prefix, INNER, children=children)
     if kind == ITEMS:
-        items = tuple((r.s(), r.take(DIGEST_PREFIX)) for _ in range(r.u16()))
-        return View(prefix, ITEMS, items=items)
+        items, states = [], []
+        for _ in range(r.u16()):
+            items.append((r.s(), r.take(DIGEST_PREFIX)))
+            size = r.u8()
+            if size > MAX_SV_IN_VIEW:
+                raise RemoteProtocolError(f"state vector of {size} bytes in a view")
+            states.append(r.take(size))
+        return View(prefix, ITEMS, items=tuple(items), states=tuple(states) if any(states) else ())
     raise RemoteProtocolError(f"unknown view kind {kind}")
 
 
@@ -249,7 +271,11 @@ def decode(frame: bytes) -> Message:
     elif t == PEERS:
         msg = Peers(tuple((r.s(), r.s()) for _ in range(r.u16())))
     elif t == ROOT:
-        msg = Root(r.flag(), r.take(32))
+        flags = r.u8()
+        if flags not in (0, ROOT_REPLY, ROOT_VIEW):
+            raise RemoteProtocolError(f"ROOT flags {flags} are not 0, 1 or 2")
+        root = r.take(32)
+        msg = Root(flags == ROOT_REPLY, root, _read_view(r) if flags == ROOT_VIEW else None)
     elif t == VIEWS:
         msg = Views(tuple(_read_view(r) for _ in range(r.u16())))
     elif t == SYNC1:

@@ -290,17 +290,48 @@ def test_append_brings_the_next_round_forward_when_the_peer_differed() -> None:
     assert a.ledger.root() == b.ledger.root()
 
 
-def test_a_quiet_link_carries_heartbeats_and_stays_open() -> None:
+def test_a_quiet_link_carries_probes_and_stays_open() -> None:
     net = CoreNet(28)
     net.add(A, seeds=(B,), gossip_interval=100.0, idle_timeout=10.0)
     net.add(B, gossip_interval=100.0, idle_timeout=10.0)
     net.run_until(60.0)
     assert net.connected(A) == {B} and net.connected(B) == {A}
     for src, dst in ((A, B), (B, A)):
-        beats = [t for t, s, d, f in net.sent if s == src and d == dst and f[1] == wire.ROOT
-                 and decode(f).is_reply]  # type: ignore[union-attr]
-        gaps = [y - x for x, y in zip(beats, beats[1:], strict=False)]
-        assert gaps and all(g <= 10.0 / 3 + 1e-9 for g in gaps), gaps
+        heard = [t for t, s, d, _ in net.sent if s == src and d == dst]
+        gaps = [y - x for x, y in zip(heard, heard[1:], strict=False)]
+        # one end asks after idle_timeout / 2 of silence and the other answers at once
+        assert gaps and all(g <= 10.0 / 2 + 0.5 for g in gaps), gaps
+    # one question and its answer per idle_timeout / 2 (the old heartbeats sent 2 per 1/3)
+    late = [f for t, s, d, f in net.sent if t > 10.0]
+    assert len(late) <= 2 * (50 / 5 + 1), len(late)
+    assert all(f[1] == wire.ROOT for f in late)
+    assert len(net.dials) == 1
+
+
+def test_a_probe_is_asked_again_when_lost_and_the_link_survives() -> None:
+    net = CoreNet(29)
+    net.add(A, seeds=(B,), gossip_interval=100.0, idle_timeout=10.0)
+    net.add(B, gossip_interval=100.0, idle_timeout=10.0)
+    net.run_until(12.0)
+    net.mute.add((A, B))  # A's next question is lost
+    net.mute.add((B, A))  # and so would be an answer
+    start = max(t for t, *_ in net.sent)
+    net.run_until(start + 10.0 * 2 / 3 + 0.1)
+    net.mute.clear()
+    net.run_until(start + 30.0)
+    assert net.connected(A) == {B} and net.connected(B) == {A}
+    assert len(net.dials) == 1
+
+
+def test_one_way_traffic_still_tells_the_sender_the_peer_is_alive() -> None:
+    net = CoreNet(30)
+    a = net.add(A, seeds=(B,), gossip_interval=100.0, idle_timeout=10.0)
+    net.add(B, gossip_interval=100.0, idle_timeout=10.0)
+    net.run_until(1.0)
+    for i in range(60):  # A pushes every second; B has nothing to push back
+        a.append([a.ledger.prepare("ctx", "k", str(i).encode())], now=net.now)
+        net.run_until(net.now + 1.0)
+    assert net.connected(A) == {B} and net.connected(B) == {A}
     assert len(net.dials) == 1
 
 

@@ -338,7 +338,10 @@ def test_many_contexts_converge_through_inner_views(seed: int, swapped: bool) ->
     assert id_sets(a) == id_sets(b) == expected
     views = [decode(f) for f in pair.all_frames() if f[1] == wire.VIEWS]
     assert any(v.kind == wire.INNER for msg in views for v in msg.views)  # type: ignore[union-attr]
-    asked = {decode(f).context for f in pair.all_frames() if f[1] == wire.SYNC1}  # type: ignore[union-attr]
+    # A differing context is asked for (SYNC1) or, when the other side's state vector or its
+    # absence is known from its ITEMS view, sent at once (UPDATE).
+    asked = {decode(f).context for f in pair.all_frames()  # type: ignore[union-attr]
+             if f[1] in (wire.SYNC1, wire.UPDATE)}
     assert differing <= asked
     assert len(asked) <= len(differing) + 32  # siblings in a differing bucket, not all of them
 
@@ -667,3 +670,94 @@ def test_unfinished_update_bytes_are_bounded() -> None:
         session.receive(encode(UpdateChunk(f"x{i}", i + 1, 90_000, 0, b"z" * 40_000)))
     assert session.state is State.CLOSED
     assert "too many unfinished update bytes" in (session.close_reason or "")
+
+
+@pytest.mark.parametrize("holder", ["starter", "answerer"])
+def test_one_missing_entry_below_two_inner_levels_takes_few_half_trips(
+        holder: str) -> None:
+    """The round starter that knows (from the peer's last ROOT) that the roots differ sends its
+    top view with its ROOT, and ITEMS views carry state vectors, so whoever compares the items
+    sends the missing entry (or a SYNC1 asking for it) at once."""
+    a, b = new_ledger("a"), new_ledger("b")
+    names = [f"ctx-{i}" for i in range(600)]  # inner views at depths 0 and 1, buckets at 2
+    for name in names:
+        appended = a.append([a.prepare(name, "k", b"x")])
+        b.apply_remote(name, appended.updates[0][1])
+    assert a.tree.node((0,)) is not None and a.tree.node((0,)).children is not None  # type: ignore[union-attr]
+    pair = open_pair(a, b)
+    pair.first.session.send_root()  # in sync: the starter learns the peer's root
+    pair.pump()
+    assert pair.messages == 2
+    append(a if holder == "starter" else b, "ctx-7", b"late")
+    pair.reset_counters()
+    pair.first.session.send_root()
+    pair.pump()
+    assert a.root() == b.root()
+    roots = [decode(f) for f in pair.first.frames_sent if f[1] == wire.ROOT]
+    if holder == "starter":  # it knows its root moved since the peer's ROOT: the view goes along
+        assert pair.flights <= 5, pair.flights
+        assert roots[-1].view is not None and roots[-1].view.kind == wire.INNER  # type: ignore[union-attr]
+    else:  # a bare ROOT; the answerer's ITEMS land on the starter, which asks once: 3 RT
+        assert pair.flights <= 6, pair.flights
+        assert roots[-1].view is None  # type: ignore[union-attr]
+    # The next round finds the roots equal: one ROOT each way.
+    pair.reset_counters()
+    pair.first.session.send_root()
+    pair.pump()
+    assert pair.messages == 2
+
+
+def test_items_with_state_vectors_send_what_is_missing_without_asking() -> None:
+    a, b = new_ledger("a"), new_ledger("b")
+    append(a, "notes", b"one")
+    for name in ("notes",):
+        b.apply_remote(name, a.contexts[name].diff(None))
+    append(a, "notes", b"two")
+    pair = open_pair(a, b)
+    sv_b = b.contexts["notes"].state_vector()
+    view = wire.View((), wire.ITEMS, items=(("notes", b.contexts["notes"].root()),),
+                     states=(sv_b,))
+    pair.a.session.receive(encode(Views((view,))))
+    sent = [decode(f) for f in pair.a.session.take_output()]
+    assert [type(m).__name__ for m in sent] == ["UpdateChunk"]  # b lacks, has nothing more
+
+
+@pytest.mark.parametrize("frame", [
+    bytes([wire.WIRE_VERSION, wire.ROOT, 3]) + bytes(32),  # a reply with a view
+    bytes([wire.WIRE_VERSION, wire.ROOT, 4]) + bytes(32),
+])
+def test_bad_root_flags_are_refused(frame: bytes) -> None:
+    with pytest.raises(RemoteProtocolError):
+        decode(frame)
+
+
+def test_a_root_with_a_view_below_the_top_closes_the_link() -> None:
+    a, b = new_ledger("a"), new_ledger("b")
+    append(a, "x", b"1")
+    pair = open_pair(a, b)
+    frame = encode(Root(False, bytes(32), View((3,), wire.EMPTY)))
+    pair.a.session.receive(frame)
+    assert pair.a.session.close_reason is not None
+    assert "top" in pair.a.session.close_reason
+
+
+def test_the_same_items_view_twice_is_answered_once() -> None:
+    """A context bigger than a round's worth of transfer must not be sent again by every round
+    that sees it still missing (the first answer is on its way), like a repeated SYNC1."""
+    a, b = new_ledger("a"), new_ledger("b")
+    append(a, "notes", b"one")
+    pair = open_pair(a, b)
+    absent = wire.View((), wire.ITEMS, items=())  # a whole list without "notes"
+    behind = wire.View((), wire.ITEMS, items=(("notes", bytes(16)),), states=(b"\x00",))
+    for view in (absent, behind):
+        pair.a.session.receive(encode(Root(False, bytes(32))))  # a new round each time
+        pair.a.session.receive(encode(Root(False, bytes(32))))
+        pair.a.session.take_output()
+        pair.a.session.receive(encode(Views((view,))))
+        assert [f[1] for f in pair.a.session.take_output()] == [UPDATE]
+        pair.a.session.receive(encode(Views((view,))))
+        assert pair.a.session.take_output() == []
+        pair.a.session.receive(encode(Root(False, bytes(32))))  # the next round: still on its way
+        pair.a.session.take_output()
+        pair.a.session.receive(encode(Views((view,))))
+        assert pair.a.session.take_output() == []

@@ -34,8 +34,10 @@ def _b(value: str) -> bytes:
 
 def _view_from(obj: dict[str, Any]) -> View:
     children = tuple(None if c is None else _b(c) for c in obj.get("children", ()))
-    items = tuple((name, _b(root)) for name, root in obj.get("items", ()))
-    return View(tuple(obj["prefix"]), obj["kind"], children=children, items=items)
+    items = tuple((item[0], _b(item[1])) for item in obj.get("items", ()))
+    states = tuple(_b(item[2]) if len(item) > 2 else b"" for item in obj.get("items", ()))
+    return View(tuple(obj["prefix"]), obj["kind"], children=children, items=items,
+                states=states if any(states) else ())
 
 
 def message_from(case: dict[str, Any]) -> Message:
@@ -49,7 +51,8 @@ def message_from(case: dict[str, Any]) -> Message:
     if kind == "Peers":
         return Peers(tuple((n, u) for n, u in f["peers"]))
     if kind == "Root":
-        return Root(f["is_reply"], _b(f["root"]))
+        view = f.get("view")
+        return Root(f["is_reply"], _b(f["root"]), None if view is None else _view_from(view))
     if kind == "Views":
         return Views(tuple(_view_from(v) for v in f["views"]))
     if kind == "Sync1":
@@ -71,16 +74,23 @@ def _cases() -> list[dict[str, Any]]:
     d16 = [bytes([i] * 16).hex() for i in range(16)]
     return [
         {"name": "hello-plain", "type": "Hello", "fields": {
-            "protocol": 2, "cluster": "default", "node_id": "n1", "url": "ws://127.0.0.1:7001",
+            "protocol": 3, "cluster": "default", "node_id": "n1", "url": "ws://127.0.0.1:7001",
             "nonce": "00112233445566778899aabbccddeeff", "flags": 0}},
         {"name": "hello-auth-unicode", "type": "Hello", "fields": {
-            "protocol": 2, "cluster": "équipe", "node_id": "node-2", "url": "",
+            "protocol": 3, "cluster": "équipe", "node_id": "node-2", "url": "",
             "nonce": "ff" * 16, "flags": 1}},
         {"name": "auth", "type": "Auth", "fields": {"mac": bytes(range(32)).hex()}},
         {"name": "peers-empty", "type": "Peers", "fields": {"peers": []}},
         {"name": "peers-two", "type": "Peers", "fields": {
             "peers": [["n1", "ws://a:1"], ["n2", "ws://b:2"]]}},
         {"name": "root-ask", "type": "Root", "fields": {"is_reply": False, "root": "ab" * 32}},
+        {"name": "root-ask-with-view", "type": "Root", "fields": {
+            "is_reply": False, "root": "ef" * 32, "view": {
+                "prefix": [], "kind": INNER,
+                "children": [d16[i] if i in (2, 9) else None for i in range(16)]}}},
+        {"name": "root-ask-with-items", "type": "Root", "fields": {
+            "is_reply": False, "root": "01" * 32, "view": {
+                "prefix": [], "kind": ITEMS, "items": [["notes", d16[3], "01b4c3e20205"]]}}},
         {"name": "root-reply", "type": "Root", "fields": {"is_reply": True, "root": "cd" * 32}},
         {"name": "views-empty-list", "type": "Views", "fields": {"views": []}},
         {"name": "views-all-kinds", "type": "Views", "fields": {"views": [
@@ -88,6 +98,8 @@ def _cases() -> list[dict[str, Any]]:
             {"prefix": [3], "kind": INNER,
              "children": [d16[i] if i in (0, 5, 15) else None for i in range(16)]},
             {"prefix": [3, 15], "kind": ITEMS, "items": [["ctx-a", d16[1]], ["b/c", d16[2]]]},
+            {"prefix": [4], "kind": ITEMS, "items": [["ctx-a", d16[1], "01b4c3e20205"],
+                                                      ["b/c", d16[2]]]},
             {"prefix": [1, 2, 3], "kind": ITEMS, "items": []},
         ]}},
         {"name": "sync1-ask", "type": "Sync1", "fields": {
