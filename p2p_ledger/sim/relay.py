@@ -110,7 +110,7 @@ class Relay:
                 try:
                     upstream = await trio.open_tcp_stream(*target)
                 except OSError:
-                    pass
+                    upstream = None  # B is down: counted as refused just below
             if upstream is None or self.is_cut or self.target != target:
                 self.counters.refused += 1  # B is down, or a cut/restart happened meanwhile
                 return
