@@ -21,7 +21,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from random import Random
 from typing import Any
@@ -60,6 +60,7 @@ class _Outbox:
     send: trio.MemorySendChannel[bytes]
     receive: trio.MemoryReceiveChannel[bytes]
     queued: int = 0
+    drained: trio.Event = field(default_factory=trio.Event)  # the writer has ended
 
 
 class Node:
@@ -288,9 +289,10 @@ class Node:
                         frame = await link.recv()
                         self.core.frame_received(conn, frame, self._now())
                         self._flush()
-                    # The core closed the link: let the writer finish the BYE, then stop.
+                    # The core closed the link (its Close closed the outbox): let the writer
+                    # send what is queued, the BYE last, then stop.
                     with trio.move_on_after(2):
-                        await self._writer_done(outbox)
+                        await outbox.drained.wait()
                     nursery.cancel_scope.cancel()
             except* (LinkClosed, LinkBroken) as group:  # why: the nursery wraps them in a group
                 reason = str(group.exceptions[0])
@@ -301,14 +303,13 @@ class Node:
             self._flush()
         await link.aclose()
 
-    async def _writer_done(self, outbox: _Outbox) -> None:
-        while outbox.queued > 0:
-            await trio.sleep(0.005)
-
     async def _writer(self, link: PeerLink, outbox: _Outbox) -> None:
-        async for frame in outbox.receive:
-            await link.send(frame)
-            outbox.queued -= len(frame)
+        try:
+            async for frame in outbox.receive:
+                await link.send(frame)
+                outbox.queued -= len(frame)
+        finally:
+            outbox.drained.set()
 
 
 def _parse_listen(listen: str) -> tuple[str, int]:
@@ -378,12 +379,14 @@ async def open_node(
             try:
                 yield node
             finally:
+                # Closing pops the outboxes: keep them to wait until every BYE is out.
+                closing = list(node._outboxes.values())
                 core.shutdown(trio.current_time())
                 node._flush()
                 with trio.move_on_after(1) as scope:
                     scope.shield = True
-                    while node._outboxes and any(o.queued for o in node._outboxes.values()):
-                        await trio.sleep(0.01)
+                    for outbox in closing:
+                        await outbox.drained.wait()
                 nursery.cancel_scope.cancel()
     finally:
         store.close()

@@ -63,7 +63,7 @@ from ..api import Client
 from ..errors import LedgerError
 from .relay import Relay
 from .runner import CheckResult, Report
-from .scenario import Scenario, Step, load_scenario
+from .scenario import Scenario, Step, load_scenario, partition_cuts
 
 DEFAULT_TIME_SCALE = 0.1
 GOSSIP_INTERVAL = 0.2
@@ -244,9 +244,7 @@ class RealRun:
                 writers.start_soon(self._writer, step, self.nodes[name], end,
                                    random.Random(self.rng.getrandbits(32)))
         elif step.kind == "partition":
-            groups = args["groups"]
-            self._set_cuts({(a, b) for g in groups for h in groups if g is not h
-                            for a in g for b in h})
+            self._set_cuts(partition_cuts(args["groups"]))
         elif step.kind == "cut":
             self._set_cuts(self.cuts | set(args["pairs"]))
         elif step.kind == "heal":

@@ -36,7 +36,7 @@ from typing import Any
 from ..ledger import Ledger
 from .cluster import Cluster
 from .loop import NS, EventLoop, to_ns
-from .scenario import Scenario, Step, load_scenario
+from .scenario import Scenario, Step, load_scenario, partition_cuts
 
 
 @dataclass
@@ -197,9 +197,7 @@ class ScenarioRun:
                 self.writers_active += 1
                 self._schedule_write((step, node, end, 0))
         elif step.kind == "partition":
-            groups = args["groups"]
-            cuts = {(a, b) for g in groups for h in groups if g is not h for a in g for b in h}
-            net.set_cuts(cuts)
+            net.set_cuts(partition_cuts(args["groups"]))
         elif step.kind == "cut":
             net.set_cuts(net.cuts | set(args["pairs"]))
         elif step.kind == "heal":

@@ -62,6 +62,11 @@ from ..node_core import NodeConfig
 from .network import LINK_FIELDS, LinkProps, NetParams
 
 TOPOLOGIES = ("full", "chain", "ring", "star", "none")
+def partition_cuts(groups: list[list[str]]) -> set[tuple[str, str]]:
+    """Every directed (from, to) pair that a partition into ``groups`` cuts."""
+    return {(a, b) for g in groups for h in groups if g is not h for a in g for b in h}
+
+
 STEP_KINDS = ("append", "writers", "partition", "cut", "heal", "crash", "restart", "link",
               "wait_converged")
 CONFIG_FIELDS = ("gossip_interval", "push_gossip_delay", "handshake_timeout", "idle_timeout",
