@@ -22,8 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p2p_ledger import merkle
-from p2p_ledger.merkle import (
+from p2p_ledger.core import merkle
+from p2p_ledger.core.merkle import (
     DIGEST_SIZE,
     EMPTY_ROOT,
     MalformedProof,
@@ -478,7 +478,7 @@ def test_truncated_and_bitflipped_encodings_fail(forge_tree: MerkleTree) -> None
 
 
 def test_decode_errors_are_value_errors_and_remote_errors() -> None:
-    from p2p_ledger.errors import RemoteProtocolError
+    from p2p_ledger.core.errors import RemoteProtocolError
 
     with pytest.raises(MalformedProof) as exc:
         Proof.decode(b"")

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pycrdt import Array, Doc, Map, Text
 
-from p2p_ledger.errors import ForbiddenUpdate, LedgerError, RemoteProtocolError
-from p2p_ledger.yupdate import (
+from p2p_ledger.core.errors import ForbiddenUpdate, LedgerError, RemoteProtocolError
+from p2p_ledger.core.yjs import (
     UNDEFINED,
     InsertedItem,
     UpdateInfo,

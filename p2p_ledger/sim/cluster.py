@@ -20,11 +20,11 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..cursor import Cursor
-from ..entry import Entry
-from ..ledger import Ledger
-from ..node_core import Close, Dial, NodeConfig, NodeCore, Send
-from ..storage import MemoryStorage
+from ..core.cursor import Cursor
+from ..core.entry import Entry
+from ..core.ledger import Ledger
+from ..core.node import Close, Dial, NodeConfig, NodeCore, Send
+from ..core.storage import MemoryStorage
 from .loop import NS, EventLoop, deadline_ns
 from .network import LinkProps, NetParams, Network
 

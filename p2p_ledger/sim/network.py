@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Protocol
 
-from ..wire import NAMES
+from ..core.wire import NAMES
 from .loop import EventLoop, to_ns
 
 DIALING, OPEN, CLOSED = 0, 1, 2  # per-end connection states; the target's end starts CLOSED

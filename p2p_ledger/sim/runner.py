@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..ledger import Ledger
+from ..core.ledger import Ledger
 from .cluster import Cluster
 from .loop import NS, EventLoop, to_ns
 from .scenario import Scenario, Step, load_scenario, partition_cuts

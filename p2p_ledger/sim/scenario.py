@@ -57,8 +57,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..entry import CONTEXT_RE, NODE_ID_RE
-from ..node_core import NodeConfig
+from ..core.entry import CONTEXT_RE, NODE_ID_RE
+from ..core.node import NodeConfig
 from .network import LINK_FIELDS, LinkProps, NetParams
 
 TOPOLOGIES = ("full", "chain", "ring", "star", "none")

@@ -11,7 +11,7 @@ import io
 import json
 import math
 
-from p2p_ledger.bench import Table, add_bench_command, run_bench
+from p2p_ledger.cli.bench import Table, add_bench_command, run_bench
 
 EXPECTED = [
     "Storage: durable appends",

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from p2p_ledger.cli import main
+from p2p_ledger.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 20.0

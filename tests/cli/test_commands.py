@@ -12,7 +12,7 @@ import signal
 import time
 from pathlib import Path
 
-from p2p_ledger.cli import main
+from p2p_ledger.cli.main import main
 
 from .conftest import NodeProc, Procs, cli, json_lines, ok, read_line, run
 

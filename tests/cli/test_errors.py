@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from p2p_ledger.cli import main
+from p2p_ledger.cli.main import main
 
 from .conftest import NodeProc, assert_one_line_error, cli, json_lines, ok, run
 

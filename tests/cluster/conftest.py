@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 import trio
 
-from p2p_ledger.api import Client
-from p2p_ledger.cursor import Cursor
-from p2p_ledger.entry import Entry
+from p2p_ledger.core.cursor import Cursor
+from p2p_ledger.core.entry import Entry
+from p2p_ledger.trio.api import Client
 
 REPO = Path(__file__).resolve().parents[2]
 GOSSIP = "0.2"

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from p2p_ledger.api import Client
-from p2p_ledger.cursor import Cursor
-from p2p_ledger.entry import Entry
-from p2p_ledger.errors import LinkBroken, RemoteProtocolError
-from p2p_ledger.runtime import open_node
+from p2p_ledger.core.cursor import Cursor
+from p2p_ledger.core.entry import Entry
+from p2p_ledger.core.errors import LinkBroken, RemoteProtocolError
+from p2p_ledger.trio.api import Client
+from p2p_ledger.trio.runtime import open_node
 
 from .conftest import LocalCluster
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from pycrdt import Array, Doc
 
-from p2p_ledger.entry import Entry
-from p2p_ledger.ledger import Ledger
-from p2p_ledger.storage import MemoryStorage
-from p2p_ledger.store import SqliteStore
+from p2p_ledger.core.entry import Entry
+from p2p_ledger.core.ledger import Ledger
+from p2p_ledger.core.storage import MemoryStorage
+from p2p_ledger.trio.store import SqliteStore
 
 
 def counter_ns() -> Callable[[], int]:

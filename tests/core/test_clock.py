@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2p_ledger.clock import LamportClock
+from p2p_ledger.core.clock import LamportClock
 
 SETTINGS = settings(max_examples=200, deadline=None, derandomize=True, database=None)
 ops = st.lists(st.one_of(st.just(None), st.integers(0, 2**64)), max_size=40)

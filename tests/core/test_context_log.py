@@ -7,10 +7,10 @@ from core_helpers import forged_update, ids
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2p_ledger.context_log import ContextLog, client_id_for
-from p2p_ledger.cursor import Cursor
-from p2p_ledger.entry import Limits, make_entry
-from p2p_ledger.errors import (
+from p2p_ledger.core.context_log import ContextLog, client_id_for
+from p2p_ledger.core.cursor import Cursor
+from p2p_ledger.core.entry import Limits, make_entry
+from p2p_ledger.core.errors import (
     ForbiddenUpdate,
     IntegrityError,
     LedgerError,

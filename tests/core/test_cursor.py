@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2p_ledger.cursor import Cursor
-from p2p_ledger.entry import make_entry
-from p2p_ledger.errors import InvalidCursor, LocalInputError
+from p2p_ledger.core.cursor import Cursor
+from p2p_ledger.core.entry import make_entry
+from p2p_ledger.core.errors import InvalidCursor, LocalInputError
 
 SETTINGS = settings(max_examples=200, deadline=None, derandomize=True, database=None)
 node_ids = st.text("abcXYZ019._-", min_size=1, max_size=10)

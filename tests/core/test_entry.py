@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p2p_ledger.entry import (
+from p2p_ledger.core.entry import (
     DEFAULT_LIMITS,
     ID_SIZE,
     Limits,
@@ -23,7 +23,7 @@ from p2p_ledger.entry import (
     decode_record,
     make_entry,
 )
-from p2p_ledger.errors import (
+from p2p_ledger.core.errors import (
     IntegrityError,
     InvalidContextName,
     InvalidKey,
@@ -519,7 +519,7 @@ def test_record_limit_errors_name_the_field():
 
 
 def test_entries_built_by_the_codec_equal_dataclass_built_ones():
-    from p2p_ledger.entry import Entry
+    from p2p_ledger.core.entry import Entry
 
     entry = sample(meta={"z": "1", "a": "2"})
     plain = Entry(entry.context, entry.key, entry.payload, dict(entry.meta), entry.lamport,

@@ -21,9 +21,9 @@ from core_helpers import (
 )
 from pycrdt import Array, Doc
 
-from p2p_ledger.cursor import Cursor
-from p2p_ledger.entry import Limits, decode_record, make_entry
-from p2p_ledger.errors import (
+from p2p_ledger.core.cursor import Cursor
+from p2p_ledger.core.entry import Limits, decode_record, make_entry
+from p2p_ledger.core.errors import (
     ForbiddenUpdate,
     IntegrityError,
     InvalidContextName,
@@ -34,8 +34,8 @@ from p2p_ledger.errors import (
     PayloadTooLarge,
     RemoteProtocolError,
 )
-from p2p_ledger.storage import MemoryStorage
-from p2p_ledger.store import SqliteStore
+from p2p_ledger.core.storage import MemoryStorage
+from p2p_ledger.trio.store import SqliteStore
 
 NODES = ("a", "b", "c")
 CONTEXTS = ("c1", "c2")
@@ -610,7 +610,7 @@ def test_failed_commit_in_a_new_context_keeps_the_root():
 def _live_context_logs() -> int:
     import gc
 
-    from p2p_ledger.context_log import ContextLog
+    from p2p_ledger.core.context_log import ContextLog
 
     gc.collect()
     return sum(isinstance(o, ContextLog) for o in gc.get_objects())
@@ -620,7 +620,7 @@ def test_dropped_ledger_and_its_contexts_are_freed():
     import gc
     import weakref
 
-    from p2p_ledger.entry import Entry
+    from p2p_ledger.core.entry import Entry
 
     def entries_alive() -> int:
         gc.collect()

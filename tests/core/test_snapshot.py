@@ -9,9 +9,9 @@ from core_helpers import append, open_ledger, read_ids, state_of, sync, sync_all
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p2p_ledger.cursor import Cursor
-from p2p_ledger.entry import DEFAULT_LIMITS, Limits, make_entry
-from p2p_ledger.errors import (
+from p2p_ledger.core.cursor import Cursor
+from p2p_ledger.core.entry import DEFAULT_LIMITS, Limits, make_entry
+from p2p_ledger.core.errors import (
     AlreadyExists,
     IntegrityError,
     InvalidContextName,
@@ -20,9 +20,9 @@ from p2p_ledger.errors import (
     SnapshotError,
     UnsupportedVersion,
 )
-from p2p_ledger.merkle import MerkleTree
-from p2p_ledger.snapshot import MAGIC, decode_snapshot, encode_snapshot
-from p2p_ledger.storage import MemoryStorage
+from p2p_ledger.core.merkle import MerkleTree
+from p2p_ledger.core.snapshot import MAGIC, decode_snapshot, encode_snapshot
+from p2p_ledger.core.storage import MemoryStorage
 
 SETTINGS = settings(
     max_examples=150, deadline=None, derandomize=True, database=None,

@@ -6,9 +6,9 @@ import sqlite3
 
 import pytest
 
-from p2p_ledger.errors import LedgerError, StoreLockedError
-from p2p_ledger.storage import MemoryStorage
-from p2p_ledger.store import SqliteStore
+from p2p_ledger.core.errors import LedgerError, StoreLockedError
+from p2p_ledger.core.storage import MemoryStorage
+from p2p_ledger.trio.store import SqliteStore
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 from pycrdt import Array, Doc
 
-from p2p_ledger.entry import Entry, make_entry
-from p2p_ledger.ledger import Ledger
-from p2p_ledger.node_core import Close, Dial, NodeConfig, NodeCore, Send
-from p2p_ledger.protocol import Closed, Event, LocalInfo, PeerSession
-from p2p_ledger.storage import MemoryStorage
+from p2p_ledger.core.entry import Entry, make_entry
+from p2p_ledger.core.ledger import Ledger
+from p2p_ledger.core.node import Close, Dial, NodeConfig, NodeCore, Send
+from p2p_ledger.core.protocol import Closed, Event, LocalInfo, PeerSession
+from p2p_ledger.core.storage import MemoryStorage
 
 
 def counter_ns() -> Callable[[], int]:

@@ -8,9 +8,9 @@ import random
 
 import pytest
 
-from p2p_ledger import wire
-from p2p_ledger.node_core import Dial, NodeConfig, NodeCore
-from p2p_ledger.wire import Root, decode
+from p2p_ledger.core import wire
+from p2p_ledger.core.node import Dial, NodeConfig, NodeCore
+from p2p_ledger.core.wire import Root, decode
 
 from .helpers import CoreNet, ids, new_ledger
 

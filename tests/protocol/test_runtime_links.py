@@ -15,10 +15,10 @@ from pathlib import Path
 import trio
 from websockets.trio.server import serve
 
-from p2p_ledger.ledger import Ledger
-from p2p_ledger.protocol import LocalInfo, PeerSession
-from p2p_ledger.runtime import Node, open_node
-from p2p_ledger.storage import MemoryStorage
+from p2p_ledger.core.ledger import Ledger
+from p2p_ledger.core.protocol import LocalInfo, PeerSession
+from p2p_ledger.core.storage import MemoryStorage
+from p2p_ledger.trio.runtime import Node, open_node
 
 ENTRY = 64 * 1024
 PER_CONTEXT = 2 * 1024 * 1024

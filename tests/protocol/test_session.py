@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pycrdt import Array, Doc
 
-from p2p_ledger import wire
-from p2p_ledger.errors import ForbiddenUpdate, IntegrityError, RemoteProtocolError
-from p2p_ledger.protocol import (
+from p2p_ledger.core import wire
+from p2p_ledger.core.errors import ForbiddenUpdate, IntegrityError, RemoteProtocolError
+from p2p_ledger.core.protocol import (
     Closed,
     EntriesReceived,
     Established,
@@ -24,7 +24,7 @@ from p2p_ledger.protocol import (
     PeerSession,
     State,
 )
-from p2p_ledger.wire import (
+from p2p_ledger.core.wire import (
     CHUNK,
     MAX_FRAME,
     UPDATE,
@@ -429,7 +429,7 @@ def test_each_update_sent_gets_the_next_transfer_id() -> None:
 def test_unfinished_transfers_are_bounded_and_the_oldest_is_abandoned() -> None:
     """A transfer that lost a chunk never finishes: it must not stay forever. Beyond
     MAX_ASSEMBLIES unfinished transfers the oldest is abandoned, and its late chunks ignored."""
-    from p2p_ledger.protocol import MAX_ASSEMBLIES
+    from p2p_ledger.core.protocol import MAX_ASSEMBLIES
 
     a, b = new_ledger("a"), new_ledger("b")
     pair = open_pair(a, b)
@@ -625,9 +625,9 @@ def test_disjoint_empty_views_send_each_context_once() -> None:
 _SV_PROBE = """
 import resource, sys, time
 from tests.protocol.helpers import append, new_ledger
-from p2p_ledger.protocol import LocalInfo, PeerSession
-from p2p_ledger import wire
-from p2p_ledger.wire import Hello, Sync1, encode
+from p2p_ledger.core.protocol import LocalInfo, PeerSession
+from p2p_ledger.core import wire
+from p2p_ledger.core.wire import Hello, Sync1, encode
 ledger = new_ledger("a")
 append(ledger, "ctx", b"x")
 session = PeerSession(LocalInfo("a"), ledger, b"N" * 16)

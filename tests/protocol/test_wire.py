@@ -8,9 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p2p_ledger import wire
-from p2p_ledger.errors import RemoteProtocolError
-from p2p_ledger.wire import (
+from p2p_ledger.core import wire
+from p2p_ledger.core.errors import RemoteProtocolError
+from p2p_ledger.core.wire import (
     CHUNK,
     DIGEST_PREFIX,
     EMPTY,

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from p2p_ledger import wire
-from p2p_ledger.wire import (
+from p2p_ledger.core import wire
+from p2p_ledger.core.wire import (
     EMPTY,
     INNER,
     ITEMS,

@@ -9,8 +9,8 @@ import pytest
 import trio
 from pycrdt import Array, Doc
 
-from p2p_ledger.context_log import ARRAY_NAME, _extend
-from p2p_ledger.runtime import open_node
+from p2p_ledger.core.context_log import ARRAY_NAME, _extend
+from p2p_ledger.trio.runtime import open_node
 
 
 async def test_concurrent_appends_share_commits(tmp_path: Path) -> None:

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from p2p_ledger.context_log import ContextLog
-from p2p_ledger.cursor import Cursor
-from p2p_ledger.entry import Entry
-from p2p_ledger.ledger import Appended, AppendRequest, Ledger
-from p2p_ledger.node_core import NodeCore
-from p2p_ledger.protocol import PeerSession
+from p2p_ledger.core.context_log import ContextLog
+from p2p_ledger.core.cursor import Cursor
+from p2p_ledger.core.entry import Entry
+from p2p_ledger.core.ledger import Appended, AppendRequest, Ledger
+from p2p_ledger.core.node import NodeCore
+from p2p_ledger.core.protocol import PeerSession
 from p2p_ledger.sim import run_scenario
 
 from .helpers import small_scenario

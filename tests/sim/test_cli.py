@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from p2p_ledger.cli.scenario import add_scenario_commands, main
 from p2p_ledger.sim import to_toml
-from p2p_ledger.sim.cli import add_scenario_commands, main
 
 from .helpers import SCENARIOS, small_scenario
 

@@ -42,7 +42,8 @@ def test_digest_does_not_depend_on_hash_randomisation(tmp_path: Path) -> None:
     digests = {run_scenario(data).trace_digest}
     for hash_seed in ("1", "2"):
         env = dict(os.environ, PYTHONHASHSEED=hash_seed)
-        out = subprocess.run([sys.executable, "-m", "p2p_ledger.sim", "run", "--json", str(path)],
+        out = subprocess.run([sys.executable, "-m", "p2p_ledger", "scenario", "run", "--json",
+                              str(path)],
                              capture_output=True, text=True, env=env, timeout=120, check=True)
         digests.add(json.loads(out.stdout)["trace_digest"])
     assert len(digests) == 1

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from p2p_ledger.protocol import PeerSession
+from p2p_ledger.core.protocol import PeerSession
 from p2p_ledger.sim import load_scenario, run_scenario
 from p2p_ledger.sim.fuzz import fuzz, random_scenario, run_seeds
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from p2p_ledger.sim.cli import main
-from p2p_ledger.sim.real import RealRun
-from p2p_ledger.sim.relay import Relay
+from p2p_ledger.cli.scenario import main
+from p2p_ledger.harness.real import RealRun
+from p2p_ledger.harness.relay import Relay
 from p2p_ledger.sim.scenario import load_scenario
 
 DATA = Path(__file__).resolve().parent / "data"

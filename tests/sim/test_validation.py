@@ -121,7 +121,7 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
 def test_cli_reports_invalid_file_in_one_line(tmp_path: Path) -> None:
     step = tmp_path / "step.toml"
     step.write_text('nodes = ["a", "b"]\n[[steps]]\nat = 1\ncrash = "c"\n')
-    result = subprocess.run([sys.executable, "-m", "p2p_ledger.sim", "run", str(step)],
+    result = subprocess.run([sys.executable, "-m", "p2p_ledger", "scenario", "run", str(step)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stdout == ""

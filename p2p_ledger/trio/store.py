@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import StoreLockedError
+from ..core.errors import StoreLockedError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS updates (

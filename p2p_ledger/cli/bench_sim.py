@@ -22,12 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..node_core import NodeConfig
-from .cluster import Cluster
-from .fuzz import fuzz
-from .loop import NS, EventLoop, to_ns
-from .network import LinkProps, NetParams
-from .runner import run_scenario
+from ..core.node import NodeConfig
+from ..sim.cluster import Cluster
+from ..sim.fuzz import fuzz
+from ..sim.loop import NS, EventLoop, to_ns
+from ..sim.network import LinkProps, NetParams
+from ..sim.runner import run_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 

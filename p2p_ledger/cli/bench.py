@@ -42,11 +42,11 @@ from typing import Any, TextIO
 
 import trio
 
-from .entry import make_entry
-from .ledger import AppendRequest, Ledger
-from .merkle import MerkleTree, verify_proof
-from .runtime import open_node
-from .store import SqliteStore
+from ..core.entry import make_entry
+from ..core.ledger import AppendRequest, Ledger
+from ..core.merkle import MerkleTree, verify_proof
+from ..trio.runtime import open_node
+from ..trio.store import SqliteStore
 
 Cell = str | int | float | None
 
@@ -474,9 +474,9 @@ def floors(store: SqliteStore) -> tuple[float, float, float]:
 
 RSS_PROBE = """
 import gc, json, resource, sys, time
-from p2p_ledger.bench import current_rss, gc_pause, status_kib
-from p2p_ledger.ledger import Ledger
-from p2p_ledger.store import SqliteStore
+from p2p_ledger.cli.bench import current_rss, gc_pause, status_kib
+from p2p_ledger.core.ledger import Ledger
+from p2p_ledger.trio.store import SqliteStore
 before, objects_before = current_rss(), len(gc.get_objects())
 store = SqliteStore(sys.argv[1])
 t0 = time.perf_counter()
@@ -717,8 +717,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run the package's copy of this module: bench_sync imports p2p_ledger.bench, and a second
+    # Run the package's copy of this module: bench_sync imports p2p_ledger.cli.bench, and a second
     # copy running as __main__ would keep its own clock and classes.
-    from p2p_ledger.bench import main as package_main
+    from .bench import main as package_main
 
     sys.exit(package_main())

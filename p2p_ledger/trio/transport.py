@@ -23,8 +23,8 @@ from websockets.trio.client import connect as ws_connect
 from websockets.trio.connection import Connection
 from websockets.trio.server import Server, serve
 
-from ..errors import LinkBroken, LinkClosed
-from ..wire import FLOW, MAX_FRAME, Flow, encode
+from ..core.errors import LinkBroken, LinkClosed
+from ..core.wire import FLOW, MAX_FRAME, Flow, encode
 
 WINDOW = 128 * 1024
 ACK_EVERY = 32 * 1024

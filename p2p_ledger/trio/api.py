@@ -33,11 +33,11 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from . import errors
-from .cursor import Cursor
-from .entry import Entry, decode_record
-from .errors import LedgerError, LinkBroken, LocalInputError, RemoteProtocolError
-from .transport.websocket import Connection, ConnectionClosed, dial
+from ..core import errors
+from ..core.cursor import Cursor
+from ..core.entry import Entry, decode_record
+from ..core.errors import LedgerError, LinkBroken, LocalInputError, RemoteProtocolError
+from .transport import Connection, ConnectionClosed, dial
 
 if TYPE_CHECKING:
     from .runtime import Node

@@ -44,7 +44,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from hashlib import sha256
 
-from p2p_ledger.errors import LocalInputError, RemoteProtocolError
+from .errors import LocalInputError, RemoteProtocolError
 
 __all__ = [
     "DIGEST_SIZE",

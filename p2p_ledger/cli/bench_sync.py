@@ -36,6 +36,13 @@ from typing import Any, Protocol
 import trio
 from pycrdt import Decoder, Doc, create_sync_message, handle_sync_message, write_var_uint
 
+from ..core.ledger import Ledger
+from ..core.protocol import LocalInfo, PeerSession, State
+from ..core.storage import MemoryStorage
+from ..core.wire import NAMES, Root, encode
+from ..trio.runtime import Node, open_node
+from ..trio.store import SqliteStore
+from ..trio.transport import PeerLink, dial, port_of, serve_websockets
 from .bench import (
     PAYLOAD,
     Sample,
@@ -48,13 +55,6 @@ from .bench import (
     say,
     tempdir,
 )
-from .ledger import Ledger
-from .protocol import LocalInfo, PeerSession, State
-from .runtime import Node, open_node
-from .storage import MemoryStorage
-from .store import SqliteStore
-from .transport.websocket import PeerLink, dial, port_of, serve_websockets
-from .wire import NAMES, Root, encode
 
 ROOT_FRAME = len(encode(Root(False, bytes(32))))
 GOSSIP = 0.1  # seconds between anti-entropy rounds in the open_node cases ("short")

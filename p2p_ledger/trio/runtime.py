@@ -28,14 +28,14 @@ from typing import Any
 
 import trio
 
-from .cursor import Cursor
-from .entry import DEFAULT_LIMITS, Entry, Limits, check_context, check_node_id
-from .errors import InvalidNodeId, LedgerError, LinkBroken, LinkClosed
-from .ledger import AppendRequest, Ledger
-from .node_core import Close, Dial, NodeConfig, NodeCore, Send
-from .storage import Storage
+from ..core.cursor import Cursor
+from ..core.entry import DEFAULT_LIMITS, Entry, Limits, check_context, check_node_id
+from ..core.errors import InvalidNodeId, LedgerError, LinkBroken, LinkClosed
+from ..core.ledger import AppendRequest, Ledger
+from ..core.node import Close, Dial, NodeConfig, NodeCore, Send
+from ..core.storage import Storage
 from .store import SqliteStore
-from .transport.websocket import Connection, PeerLink, dial, port_of, serve_websockets
+from .transport import Connection, PeerLink, dial, port_of, serve_websockets
 
 log = logging.getLogger("p2p_ledger")
 

@@ -59,11 +59,11 @@ from typing import Any
 
 import trio
 
-from ..api import Client
-from ..errors import LedgerError
+from ..core.errors import LedgerError
+from ..sim.runner import CheckResult, Report
+from ..sim.scenario import Scenario, Step, load_scenario, partition_cuts
+from ..trio.api import Client
 from .relay import Relay
-from .runner import CheckResult, Report
-from .scenario import Scenario, Step, load_scenario, partition_cuts
 
 DEFAULT_TIME_SCALE = 0.1
 GOSSIP_INTERVAL = 0.2

@@ -32,10 +32,9 @@ from typing import Any, NoReturn, TextIO, cast
 
 import trio
 
-from .api import Client
-from .cursor import Cursor
-from .entry import DEFAULT_LIMITS, Entry, check_context, check_node_id
-from .errors import (
+from ..core.cursor import Cursor
+from ..core.entry import DEFAULT_LIMITS, Entry, check_context, check_node_id
+from ..core.errors import (
     InvalidMeta,
     InvalidSnapshot,
     LedgerError,
@@ -44,6 +43,7 @@ from .errors import (
     PayloadTooLarge,
     UnsupportedVersion,
 )
+from ..trio.api import Client
 
 PROG = "p2p-ledger"
 ENV_KEY = "P2P_LEDGER_CLUSTER_KEY"
@@ -280,9 +280,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="entries each node writes per round (default 100)")
     p.set_defaults(run=_cmd_demo)
 
-    _add_plugin(sub, command, "scenario", "p2p_ledger.sim.cli", "add_scenario_commands",
+    _add_plugin(sub, command, "scenario", "p2p_ledger.cli.scenario", "add_scenario_commands",
                 "run simulator scenarios (deterministic, seeded)")
-    _add_plugin(sub, command, "bench", "p2p_ledger.bench", "add_bench_command",
+    _add_plugin(sub, command, "bench", "p2p_ledger.cli.bench", "add_bench_command",
                 "run benchmarks")
     return parser
 
@@ -465,7 +465,7 @@ def _cmd_node(args: argparse.Namespace) -> int:
 
 
 async def _run_node(args: argparse.Namespace) -> int:
-    from .runtime import open_node  # the client commands do not need the runtime
+    from ..trio.runtime import open_node  # the client commands do not need the runtime
 
     if args.node_id is not None:
         check_node_id(args.node_id)  # before open_node creates the data directory
@@ -658,7 +658,7 @@ async def _status(args: argparse.Namespace) -> int:
 
 
 async def _snapshot(args: argparse.Namespace) -> int:
-    from .snapshot import decode_snapshot
+    from ..core.snapshot import decode_snapshot
 
     check_context(args.context)
     async with _client(args) as client:
@@ -698,8 +698,8 @@ async def _load(args: argparse.Namespace) -> int:
 # ---- verify (offline) --------------------------------------------------------------------------
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .ledger import Ledger
-    from .store import SqliteStore
+    from ..core.ledger import Ledger
+    from ..trio.store import SqliteStore
 
     data = Path(args.data)
     if not (data / "ledger.sqlite3").is_file():
@@ -715,7 +715,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if problems:
-        from .errors import IntegrityError
+        from ..core.errors import IntegrityError
 
         raise IntegrityError("; ".join(problems))
     print(f"ok: node {node_id}: {ledger.entry_count()} entries in {len(ledger.contexts)} "

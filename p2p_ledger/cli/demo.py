@@ -2,7 +2,7 @@
 
 Real ``p2p-ledger node`` processes (``sys.executable -m p2p_ledger node``, so no PATH needed) on
 127.0.0.1 with temporary data directories. Every node runs with ``--no-discovery`` and dials
-every other node through a relay of its own (``sim/relay.py``, one per directed link), so the
+every other node through a relay of its own (``harness/relay.py``, one per directed link), so the
 demo can cut links. The run is a list of phases (``Demo.PHASES``), each bounded by a timeout
 that fails with a message saying what did not happen:
 
@@ -37,9 +37,9 @@ from typing import IO, ClassVar
 
 import trio
 
-from .api import Client
-from .errors import LedgerError
-from .sim.relay import Relay
+from ..core.errors import LedgerError
+from ..harness.relay import Relay
+from ..trio.api import Client
 
 READY_TIMEOUT = 15.0  # a node process to print its ready line (Python start-up included)
 CONVERGE_TIMEOUT = 20.0  # all roots to agree after a write or a restart
@@ -391,7 +391,7 @@ async def read_ids(client: Client, context: str) -> set[str]:
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
     # Children import the same p2p_ledger as we do, installed or not.
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])  # the folder holding p2p_ledger/
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     env.pop("P2P_LEDGER_CLUSTER_KEY", None)  # the demo cluster runs without a key
     return env

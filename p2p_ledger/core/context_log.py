@@ -25,7 +25,7 @@ from .cursor import Cursor
 from .entry import DEFAULT_LIMITS, ID_SIZE, Entry, Limits, decode_body, decode_record
 from .errors import ForbiddenUpdate, IntegrityError, RemoteProtocolError
 from .merkle import MerkleTree
-from .yupdate import appended_values
+from .yjs import appended_values
 
 ARRAY_NAME = "entries"
 # pycrdt commit cost grows with the square of the inserts in one transaction: keep them small.

@@ -2,7 +2,7 @@
 
 ``add_scenario_commands(subparsers)`` adds the ``scenario`` command to the main ``p2p-ledger``
 parser; every leaf parser sets ``func`` to a handler ``(argparse.Namespace) -> int`` (the exit
-code). ``python -m p2p_ledger.sim run FILE...`` runs the same handlers without the main CLI.
+code). ``python -m p2p_ledger scenario run FILE...`` runs them.
 
 ``run --real [--time-scale X]`` runs the same files on real node processes (``real.py``).
 ``run`` exits 0 iff every check of every scenario held, 1 if one failed, 2 for an invalid file.
@@ -17,8 +17,8 @@ import json
 import sys
 from pathlib import Path
 
-from .runner import Report, run_scenario
-from .scenario import ScenarioError
+from ..sim.runner import Report, run_scenario
+from ..sim.scenario import ScenarioError
 
 
 def add_scenario_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,7 +40,7 @@ def add_sim_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                      help="write each run's event trace (the digest's input) to DIR")
     run.add_argument("--real", action="store_true",
                      help="run on real node processes on loopback, every link through a "
-                          "fault-injecting relay (see p2p_ledger/sim/real.py)")
+                          "fault-injecting relay (see p2p_ledger/harness/real.py)")
     run.add_argument("--time-scale", type=float, default=None, metavar="X",
                      help="with --real: wall seconds per scenario second (default 0.1: a 70 s "
                           "scenario runs in about 7 s; writers' rates scale too)")
@@ -117,7 +117,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     if real:
-        from .real import DEFAULT_TIME_SCALE, run_real_scenario  # only when asked for
+        from ..harness.real import DEFAULT_TIME_SCALE, run_real_scenario  # only when asked for
 
         real_scale = scale or DEFAULT_TIME_SCALE
     failed = False
@@ -144,7 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             print(format_report(report, real=real), flush=True)
         if args.plot is not None:
-            from .plot import plot_report  # matplotlib only when asked for
+            from ..sim.plot import plot_report  # matplotlib only when asked for
 
             args.plot.mkdir(parents=True, exist_ok=True)
             out = plot_report(report, args.plot / f"{report.scenario}-{report.seed}.png")
@@ -158,7 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_fuzz(args: argparse.Namespace) -> int:
-    from .fuzz import fuzz
+    from ..sim.fuzz import fuzz
 
     def on_run(i: int, seed: int, report: Report) -> None:
         _progress(f"run {i + 1}/{args.runs} (seed {seed})")
@@ -186,7 +186,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import format_rows, run_sim_bench
+    from .bench_sim import format_rows, run_sim_bench
 
     rows = run_sim_bench(quick=args.quick, progress=_progress)
     _progress_done()
@@ -200,7 +200,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m p2p_ledger.sim",
+        prog="p2p-ledger scenario",
         description="Deterministic network simulator for p2p-ledger: scenarios, fuzzer, bench.")
     sub = parser.add_subparsers(dest="scenario_command", metavar="COMMAND", required=True)
     add_sim_subcommands(sub)

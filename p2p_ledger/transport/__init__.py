@@ -1,1 +1,0 @@
-"""Transports: how frames move between nodes (websockets here; the simulator has its own)."""
