@@ -43,6 +43,7 @@ from ..core.errors import (
     PayloadTooLarge,
     UnsupportedVersion,
 )
+from ..core.protocol import cluster_key_bytes
 from ..trio.api import Client
 
 PROG = "p2p-ledger"
@@ -116,8 +117,31 @@ def _client_options() -> _Parser:
 
 
 def _key_option(group: argparse._ActionsContainer) -> None:
-    group.add_argument("--cluster-key", metavar="KEY", default=os.environ.get(ENV_KEY),
-                       help=f"shared secret of the cluster (env {ENV_KEY}; default: none)")
+    keys = group.add_mutually_exclusive_group()
+    keys.add_argument("--cluster-key-file", metavar="PATH",
+                      help="read the cluster's shared secret from this file (a trailing newline "
+                           f"is not part of it); or set {ENV_KEY}")
+    keys.add_argument("--cluster-key", metavar="KEY",
+                      help="the shared secret itself: visible to other local users in `ps`, "
+                           "prefer --cluster-key-file (default: none, an open cluster)")
+
+
+def _cluster_key(args: argparse.Namespace, *, warn: bool = False) -> bytes | None:
+    """The key from --cluster-key, --cluster-key-file or the environment, in that order; an
+    empty one is refused (InvalidClusterKey), never taken as "no key"."""
+    if args.cluster_key is not None:
+        if warn and args.cluster_key:
+            log.warning("a --cluster-key on the command line is visible to other local users "
+                        "(ps); prefer --cluster-key-file or %s", ENV_KEY)
+        return cluster_key_bytes(args.cluster_key)
+    if args.cluster_key_file is not None:
+        try:
+            raw = Path(args.cluster_key_file).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read --cluster-key-file {args.cluster_key_file}: "
+                             f"{exc.strerror or exc}") from None
+        return cluster_key_bytes(raw.rstrip(b"\r\n"))
+    return cluster_key_bytes(os.environ.get(ENV_KEY))
 
 
 EPILOG = """\
@@ -153,7 +177,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         epilog="examples:\n"
                "  p2p-ledger node --data ./n1 --listen 127.0.0.1:0      # any free port\n"
                "  p2p-ledger node --data ./n2 --listen 0.0.0.0:7071 --peer ws://10.0.0.5:7070 "
-               "--cluster-key s3cret\n")
+               "--cluster-key-file ./cluster.key\n")
     p.add_argument("--data", required=True, metavar="DIR",
                    help="data directory (created if missing; one process at a time)")
     p.add_argument("--listen", type=_listen, metavar="HOST:PORT",
@@ -435,7 +459,8 @@ def _within(seconds: float, what: str) -> Iterator[None]:
 async def _client(args: argparse.Namespace) -> AsyncIterator[Client]:
     # The connect is bounded by its own timeout. Not by a cancel scope around the `async with`:
     # the connection runs a nursery, and a scope that closes around it corrupts trio's stack.
-    async with Client.connect(_node_url(args), args.cluster_key, timeout=args.timeout) as client:
+    url, key = _node_url(args), _cluster_key(args)
+    async with Client.connect(url, key, timeout=args.timeout) as client:
         yield client
 
 
@@ -469,11 +494,12 @@ async def _run_node(args: argparse.Namespace) -> int:
 
     if args.node_id is not None:
         check_node_id(args.node_id)  # before open_node creates the data directory
+    cluster_key = _cluster_key(args, warn=True)
     # Opened before the node so a signal during start-up is handled, not lost.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_node(
             args.data, listen=args.listen, peers=args.peer, node_id=args.node_id,
-            cluster=args.cluster, cluster_key=args.cluster_key,
+            cluster=args.cluster, cluster_key=cluster_key,
             gossip_interval=args.gossip_interval, discovery=args.discovery,
         ) as node:
             log.info("node %s ready at %s (data %s, %d entries in %d contexts, peers %s)",

@@ -3,7 +3,7 @@
 LedgerError
 ├── LocalInputError        the caller passed something invalid (bad name, too big, bad cursor)
 │   ├── InvalidContextName, InvalidKey, KeyTooLarge, InvalidPayload, PayloadTooLarge,
-│   │   MetaTooLarge, InvalidMeta, InvalidCursor, InvalidNodeId
+│   │   MetaTooLarge, InvalidMeta, InvalidCursor, InvalidNodeId, InvalidClusterKey
 ├── IntegrityError         stored or received bytes do not match their content address / root
 ├── RemoteProtocolError    a peer or a file sent something malformed or forbidden
 │   └── ForbiddenUpdate    a Yjs update that would delete or rewrite (the ledger only grows)
@@ -57,6 +57,10 @@ class InvalidCursor(LocalInputError):
 
 class InvalidNodeId(LocalInputError):
     pass
+
+
+class InvalidClusterKey(LocalInputError):
+    """An empty cluster key (what an unset shell variable gives): refused, never an open node."""
 
 
 class IntegrityError(LedgerError):

@@ -50,7 +50,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .entry import Entry, check_context, check_node_id
-from .errors import IntegrityError, LedgerError, LocalInputError, RemoteProtocolError
+from .errors import (
+    IntegrityError,
+    InvalidClusterKey,
+    LedgerError,
+    LocalInputError,
+    RemoteProtocolError,
+)
 from .ledger import Ledger
 from .wire import (
     AUTH,
@@ -157,6 +163,18 @@ class _Assembly:
     total: int
     chunks: dict[int, bytes] = field(default_factory=dict)  # offset → chunk
     received: int = 0
+
+
+def cluster_key_bytes(key: bytes | str | None) -> bytes | None:
+    """The cluster key as bytes; None is an open cluster. An empty key is refused: it is what
+    ``--cluster-key "$UNSET"`` gives, and it used to run an open node without a word."""
+    if key is None:
+        return None
+    raw = key.encode() if isinstance(key, str) else bytes(key)
+    if not raw:
+        raise InvalidClusterKey("the cluster key is empty (an unset variable?): give a "
+                                "non-empty key, or none for an open cluster")
+    return raw
 
 
 def auth_mac(key: bytes, nonce: bytes, node_id: str) -> bytes:

@@ -37,6 +37,7 @@ from ..core import errors
 from ..core.cursor import Cursor
 from ..core.entry import Entry, decode_record
 from ..core.errors import LedgerError, LinkBroken, LocalInputError, RemoteProtocolError
+from ..core.protocol import cluster_key_bytes
 from .transport import Connection, ConnectionClosed, dial
 
 if TYPE_CHECKING:
@@ -211,7 +212,7 @@ class Client:
     @asynccontextmanager
     async def connect(cls, url: str, cluster_key: bytes | str | None = None,
                       timeout: float = 10.0) -> AsyncIterator[Client]:
-        key = cluster_key.encode() if isinstance(cluster_key, str) else cluster_key
+        key = cluster_key_bytes(cluster_key)
         async with dial(url, api=True, timeout=timeout) as ws:
             client = cls(ws, url, key)
             await client._hello()

@@ -33,6 +33,7 @@ from ..core.entry import DEFAULT_LIMITS, Entry, Limits, check_context, check_nod
 from ..core.errors import InvalidNodeId, LedgerError, LinkBroken, LinkClosed
 from ..core.ledger import AppendRequest, Ledger
 from ..core.node import Close, Dial, NodeConfig, NodeCore, Send
+from ..core.protocol import cluster_key_bytes
 from ..core.storage import Storage
 from .store import SqliteStore
 from .transport import Connection, PeerLink, dial, port_of, serve_websockets
@@ -349,11 +350,11 @@ async def open_node(
 ) -> AsyncIterator[Node]:
     """Run a node until the block exits: rebuilt from ``data_dir``, serving ``listen`` if given,
     dialing ``peers``. Appends work with no peer reachable and sync when one comes back."""
+    key = cluster_key_bytes(cluster_key)
     store = SqliteStore(Path(data_dir), synchronous=synchronous)
     try:
         node_id, instance = _identity(store, node_id)
         ledger = Ledger.open(store, node_id, instance, limits)
-        key = cluster_key.encode() if isinstance(cluster_key, str) else cluster_key
         async with trio.open_nursery() as nursery:
             url = ""
             if listen is not None:
@@ -367,7 +368,7 @@ async def open_node(
                 shown = f"[{host}]" if ":" in host else host
                 url = f"ws://{shown}:{port_of(server)}"
             config = NodeConfig(node_id=node_id, cluster=cluster, url=url, seeds=tuple(peers),
-                                key=key or None, gossip_interval=gossip_interval,
+                                key=key, gossip_interval=gossip_interval,
                                 idle_timeout=max(10.0, 5 * gossip_interval),
                                 discovery=discovery)
             core = NodeCore(ledger, config, Random(secrets.randbits(64)))
