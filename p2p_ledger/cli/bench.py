@@ -701,10 +701,30 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", choices=("storage", "sync"), help="run one group")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--repeats", type=int, help="repeats per measurement (median shown)")
+    parser.add_argument("--scale", action="store_true",
+                        help="only the scale run: ingest, RSS, start, verify, catch-up and disk "
+                             "at --entries entries, 1 and 10,000 contexts (minutes; progress on "
+                             "stderr)")
+    parser.add_argument("--entries", type=int, default=1_000_000, metavar="N",
+                        help="entries for --scale (default 1,000,000; 10,000,000 takes long)")
     parser.set_defaults(func=bench_main)
 
 
 def bench_main(args: argparse.Namespace) -> int:
+    if args.scale:
+        from .bench_scale import run_scale
+
+        if args.entries < 10_000:
+            raise SystemExit("bench --scale: --entries must be at least 10,000")
+        tables: list[Table] = []
+        run_scale(args.entries, tables)
+        if args.json:
+            json.dump({"scale": args.entries, "tables": [t.as_dict() for t in tables]},
+                      sys.stdout, indent=1)
+            print()
+        else:
+            print("\n\n".join(t.render() for t in tables))
+        return 0
     run_bench(quick=args.quick, only=args.only, as_json=args.json, repeats=args.repeats)
     return 0
 
