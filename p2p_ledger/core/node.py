@@ -24,7 +24,12 @@ connection runs one ``PeerSession``; this class adds the node-wide policy:
   gossiping end; 2/3 for the other) starts a round on the link, which the peer answers at once
   (one question and its answer tell both ends the other is alive); a link silent for
   ``idle_timeout`` is closed;
-* live push: a committed local append's Yjs update goes to every open session at once.
+* live push: a committed local append's Yjs update goes to every open session at once;
+* LAN discovery (mDNS, opt-in): the driver reports ``peer_discovered`` / ``peer_lost`` for
+  DNS-SD records (``discovery.py``). A record of our cluster and protocol adds its URLs as
+  learned peers, dialed at once (one URL of a node at a time); a peer in backoff or dropped is
+  retried at once, since its (re-)announcement says it is back. A record that goes away is only
+  dropped from ``discovered``: the peer table keeps the peer and its usual backoff.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from .discovery import Announcement
 from .ledger import Appended, AppendRequest, Ledger
 from .protocol import (
     Closed,
@@ -44,6 +50,9 @@ from .protocol import (
     PeerSession,
     PeersLearned,
 )
+from .wire import PROTOCOL_VERSION
+
+MAX_DISCOVERED = 256  # DNS-SD instances tracked at once (anyone on the LAN can announce)
 
 
 @dataclass(frozen=True)
@@ -140,6 +149,8 @@ class NodeCore:
         self._last_round = float("-inf")  # when we last took part in a round (either end)
         self._after_push: float | None = None  # a local append at this time brought the
         # next round forward
+        self.discovered: dict[str, str] = {}  # DNS-SD instance → node id, while advertised
+        self._ignored: dict[str, str] = {}  # instance → why it is not dialed (logged once)
         for url in config.seeds:
             if url != config.url:
                 self.peers[url] = PeerInfo(url, seed=True)
@@ -207,10 +218,15 @@ class NodeCore:
             self._next_round = now + self._jitter(self.config.gossip_interval, 0.1)
             self._gossip_round(now, self._after_push)
             self._after_push = None
+        # One dial at a time per node id: a node announced under several addresses is tried
+        # one URL after the other, not all at once.
+        busy = {p.node_id for p in self.peers.values() if p.state == "connecting"}
         for peer in self.peers.values():
             due = peer.state in ("new", "backoff") and peer.retry_at <= now
-            if due and not self._connected(peer):
+            if due and not self._connected(peer) and (not peer.node_id or
+                                                       peer.node_id not in busy):
                 self._dial(peer)
+                busy.add(peer.node_id)
 
     def next_deadline(self) -> float:
         deadlines = [self._next_round]
@@ -243,6 +259,47 @@ class NodeCore:
             self._next_round, self._after_push = soon, now
         return appended
 
+    def peer_discovered(self, name: str, announcement: Announcement, now: float) -> None:
+        """A DNS-SD instance ``name`` was resolved (again). A peer of our cluster speaking our
+        protocol is added as a learned peer and dialed at once; one already known but in
+        backoff or dropped is retried at once. Other clusters, other protocol versions and our
+        own record are ignored (logged once per instance)."""
+        ann = announcement
+        if ann.node_id == self.config.node_id:
+            return
+        why = ("another cluster" if ann.cluster != self.config.cluster else
+               f"protocol {ann.protocol}" if ann.protocol != PROTOCOL_VERSION else
+               "discovery is off" if not self.config.discovery else
+               "too many discovered peers" if name not in self.discovered
+               and len(self.discovered) >= MAX_DISCOVERED else "")
+        if why:
+            if self._ignored.get(name) != why and len(self._ignored) < MAX_DISCOVERED:
+                self._ignored[name] = why
+                self.log.append(f"mdns: ignoring {ann.node_id} ({ann.cluster}): {why}")
+            return
+        self._ignored.pop(name, None)
+        if self.discovered.get(name) != ann.node_id:
+            self.log.append(f"mdns: discovered {ann.node_id} at {' '.join(ann.urls)}")
+        self.discovered[name] = ann.node_id
+        for url in ann.urls:
+            peer = self.peers.get(url)
+            if url == self.config.url or (peer is not None and peer.state == "self"):
+                continue
+            if peer is None:
+                self.peers[url] = PeerInfo(url, seed=False, node_id=ann.node_id, retry_at=now)
+            elif peer.state in ("new", "backoff", "dropped"):
+                peer.node_id = ann.node_id
+                peer.state, peer.failures, peer.failing_since = "new", 0, None
+                peer.retry_at = now
+
+    def peer_lost(self, name: str, now: float) -> None:
+        """A DNS-SD instance went away (goodbye or expiry). The peer stays in the peer table:
+        an open link stays open, a closed one is redialed with the usual backoff."""
+        self._ignored.pop(name, None)
+        node_id = self.discovered.pop(name, None)
+        if node_id is not None:
+            self.log.append(f"mdns: {node_id} is no longer advertised")
+
     def close(self, conn: int, reason: str, now: float) -> None:
         link = self.links.get(conn)
         if link is not None:
@@ -258,6 +315,7 @@ class NodeCore:
     def status(self) -> dict[str, object]:
         root = self.ledger.root()
         peers = []
+        advertised = set(self.discovered.values())
         for peer in sorted(self.peers.values(), key=lambda p: p.url):
             if peer.state == "self":
                 continue
@@ -267,14 +325,15 @@ class NodeCore:
                 link.session.peer_root == root
             peers.append({"node_id": peer.node_id, "url": peer.url, "state": peer.state,
                           "root_agrees": agrees, "failures": peer.failures,
-                          "last_error": peer.last_error})
+                          "last_error": peer.last_error, "mdns": peer.node_id in advertised})
         # Peers that dialed us without a listen URL still count.
         for node_id, conn in sorted(self.by_node.items()):
             link = self.links[conn]
             if not link.url:
                 agrees = None if link.session.peer_root is None else link.session.peer_root == root
                 peers.append({"node_id": node_id, "url": "", "state": "connected",
-                              "root_agrees": agrees, "failures": 0, "last_error": ""})
+                              "root_agrees": agrees, "failures": 0, "last_error": "",
+                              "mdns": node_id in advertised})
         return {
             "node_id": self.config.node_id,
             "url": self.config.url,
