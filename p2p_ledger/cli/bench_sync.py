@@ -43,7 +43,7 @@ from ..core.wire import NAMES, Root, encode
 from ..trio.runtime import Node, open_node
 from ..trio.store import SqliteStore
 from ..trio.transport import PeerLink, dial, port_of, serve_websockets
-from .bench import (
+from .bench_common import (
     PAYLOAD,
     Sample,
     Scale,

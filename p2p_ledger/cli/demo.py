@@ -39,7 +39,7 @@ import trio
 
 from ..core.errors import LedgerError
 from ..harness.relay import Relay
-from ..trio.api import Client
+from ..trio.client import Client
 
 READY_TIMEOUT = 15.0  # a node process to print its ready line (Python start-up included)
 CONVERGE_TIMEOUT = 20.0  # all roots to agree after a write or a restart

@@ -44,7 +44,7 @@ from ..core.errors import (
     UnsupportedVersion,
 )
 from ..core.protocol import cluster_key_bytes
-from ..trio.api import Client
+from ..trio.client import Client
 
 PROG = "p2p-ledger"
 ENV_KEY = "P2P_LEDGER_CLUSTER_KEY"

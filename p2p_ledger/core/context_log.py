@@ -237,7 +237,8 @@ def _extend(array: Array[Any], txn: Any, values: list[bytes]) -> None:
 
     ``Array.extend`` opens a nested transaction and type-checks every item (~1.4 µs each); the
     Rust array's ``insert`` per value builds the very same structs, so the update bytes are
-    identical (tests/runtime checks it). Falls back to ``extend`` if pycrdt's internals move.
+    identical (tests/trio/test_group_commit.py checks it). Falls back to ``extend`` if pycrdt's
+    internals move.
     """
     raw_txn = getattr(txn, "_txn", None)
     integrated = getattr(array, "_integrated", None)

@@ -62,7 +62,7 @@ import trio
 from ..core.errors import LedgerError
 from ..sim.runner import CheckResult, Report
 from ..sim.scenario import Scenario, Step, load_scenario, partition_cuts
-from ..trio.api import Client
+from ..trio.client import Client
 from .relay import Relay
 
 DEFAULT_TIME_SCALE = 0.1

@@ -35,6 +35,7 @@ from ..core.ledger import AppendRequest, Ledger
 from ..core.node import Close, Dial, NodeConfig, NodeCore, Send
 from ..core.protocol import cluster_key_bytes
 from ..core.storage import Storage
+from .api import serve_client
 from .store import SqliteStore
 from .transport import Connection, PeerLink, dial, port_of, serve_websockets
 
@@ -86,6 +87,11 @@ class Node:
     @property
     def url(self) -> str:
         return self.core.config.url
+
+    @property
+    def api_key(self) -> bytes | None:
+        """The cluster key API clients must prove (None: the API is open)."""
+        return self.core.config.key
 
     # ---- the API an embedding agent uses ------------------------------------------------------
 
@@ -239,8 +245,6 @@ class Node:
 
     async def _handle_connection(self, ws: Connection) -> None:
         """Server side: a binary first frame is a peer, a text one an API client."""
-        from .api import serve_client
-
         try:
             with trio.fail_after(self.core.config.handshake_timeout):
                 first = await ws.recv()

@@ -1,10 +1,11 @@
-"""Make the repository root importable: ``p2p_ledger`` is a namespace package, not installed."""
+"""Fixtures for the protocol tests (helpers live in ``helpers.py``)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import pytest
 
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+
+@pytest.fixture(params=[False, True], ids=["a-first", "b-first"])
+def swapped(request: pytest.FixtureRequest) -> bool:
+    """Run a SessionPair test with the sessions' roles swapped too."""
+    return bool(request.param)

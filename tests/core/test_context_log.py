@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from core_helpers import forged_update, ids
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +15,9 @@ from p2p_ledger.core.errors import (
     LedgerError,
     RemoteProtocolError,
 )
+from p2p_ledger.testing import forged_update
+
+from .helpers import ids
 
 SETTINGS = settings(max_examples=100, deadline=None, derandomize=True, database=None)
 

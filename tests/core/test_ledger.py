@@ -6,19 +6,6 @@ import random
 from collections import defaultdict
 
 import pytest
-from core_helpers import (
-    Backend,
-    append,
-    deleting_update,
-    forged_update,
-    ids,
-    open_ledger,
-    page_all,
-    read_ids,
-    state_of,
-    sync,
-    sync_all,
-)
 from pycrdt import Array, Doc
 
 from p2p_ledger.core.cursor import Cursor
@@ -35,7 +22,20 @@ from p2p_ledger.core.errors import (
     RemoteProtocolError,
 )
 from p2p_ledger.core.storage import MemoryStorage
+from p2p_ledger.testing import deleting_update, forged_update
 from p2p_ledger.trio.store import SqliteStore
+
+from .helpers import (
+    Backend,
+    append,
+    ids,
+    open_ledger,
+    page_all,
+    read_ids,
+    state_of,
+    sync,
+    sync_all,
+)
 
 NODES = ("a", "b", "c")
 CONTEXTS = ("c1", "c2")

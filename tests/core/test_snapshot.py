@@ -5,7 +5,6 @@ from __future__ import annotations
 import struct
 
 import pytest
-from core_helpers import append, open_ledger, read_ids, state_of, sync, sync_all
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +22,8 @@ from p2p_ledger.core.errors import (
 from p2p_ledger.core.merkle import MerkleTree
 from p2p_ledger.core.snapshot import MAGIC, decode_snapshot, encode_snapshot
 from p2p_ledger.core.storage import MemoryStorage
+
+from .helpers import append, open_ledger, read_ids, state_of, sync, sync_all
 
 SETTINGS = settings(
     max_examples=150, deadline=None, derandomize=True, database=None,

@@ -13,10 +13,9 @@ import trio
 from p2p_ledger.core.cursor import Cursor
 from p2p_ledger.core.entry import Entry
 from p2p_ledger.core.errors import LinkBroken, RemoteProtocolError
-from p2p_ledger.trio.api import Client
+from p2p_ledger.testing import LocalCluster
+from p2p_ledger.trio.client import Client
 from p2p_ledger.trio.runtime import open_node
-
-from .conftest import LocalCluster
 
 pytestmark = pytest.mark.slow
 

@@ -1,37 +1,197 @@
-"""LocalCluster: real ``p2p-ledger node`` processes on loopback, driven through ``api.Client``.
+"""Helpers that tests, benchmarks and embedding users share (as ``trio.testing`` is for trio).
 
-Each node is ``python -m p2p_ledger node --data DIR --listen 127.0.0.1:PORT --node-id ID
---peer URL... --gossip-interval 0.2``; its stdout and stderr go to files in the test's tmp dir
-(so no pipe can fill), the ``ready ws://HOST:PORT ID`` line is awaited with a deadline, and
-every wait polls a condition under ``trio.fail_after``: no bare sleeps. The fixture's finalizer
-SIGKILLs whatever is still running.
+Three kinds, from the smallest to the largest:
+
+* ``SessionPair`` / ``open_pair``: two ``PeerSession``s on two ledgers with the wire between them
+  in memory; ``pump()`` moves frames until both are quiet and counts flights, messages, bytes.
+  Sans-I/O and deterministic: no clock, no sockets.
+* Forged Yjs updates (``forged_update``, ``deleting_update``, ``self_deleting_update``) and
+  ``foreign_entry``: what a hostile or foreign peer could send, to test the grow-only gate.
+* ``LocalCluster``: real ``p2p-ledger node`` processes on loopback, driven through ``Client``.
+  Test an agent against a real cluster in a few lines::
+
+      async with LocalCluster(tmp_path) as cluster:
+          a, b = await cluster.start(2)           # b seeds a
+          await cluster.append(a, "notes", "hello")
+          await cluster.wait_converged()
+          assert [e.payload for e in await cluster.read(b, "notes")] == [b"hello"]
+
+  Each node's stdout and stderr go to files under ``root/logs`` (so no pipe can fill), the
+  ``ready ws://HOST:PORT ID`` line is awaited with a deadline, every wait polls a condition
+  under ``trio.fail_after`` (no bare sleeps), and leaving the block SIGKILLs whatever still runs.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
-import pytest
 import trio
+from pycrdt import Array, Doc
 
-from p2p_ledger.core.cursor import Cursor
-from p2p_ledger.core.entry import Entry
-from p2p_ledger.trio.api import Client
+from .core.cursor import Cursor
+from .core.entry import Entry, make_entry
+from .core.ledger import Ledger
+from .core.protocol import Closed, Event, LocalInfo, PeerSession
+from .trio.client import Client
 
-REPO = Path(__file__).resolve().parents[2]
+__all__ = [
+    "LocalCluster", "NodeFailedToStart", "ProcNode", "SessionPair", "Side", "counter_ns",
+    "deleting_update", "foreign_entry", "forged_update", "open_pair", "self_deleting_update",
+]
+
+# The directory that holds the p2p_ledger package: node processes import this very copy.
+_PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 GOSSIP = "0.2"
 READY_TIMEOUT = 20.0
 POLL = 0.05
 
+
+def counter_ns() -> Callable[[], int]:
+    """A deterministic wall clock for ``Ledger.open(now_ns=...)``."""
+    ticks = itertools.count(1_700_000_000_000_000_000, 1000)
+    return lambda: next(ticks)
+
+
+# ---- a pair of sessions ------------------------------------------------------------------------
+
+@dataclass
+class Side:
+    session: PeerSession
+    events: list[Event] = field(default_factory=list)
+    frames_sent: list[bytes] = field(default_factory=list)
+
+    @property
+    def closed(self) -> list[Closed]:
+        return [e for e in self.events if isinstance(e, Closed)]
+
+
+class SessionPair:
+    """Two PeerSessions on two ledgers; ``pump()`` moves frames between them until quiet.
+
+    Delivery is in *flights*: every frame one side has queued is delivered to the other, then the
+    other's replies form the next flight. ``round_trips`` is ``ceil(flights / 2)``. ``mangle`` may
+    rewrite a flight (duplicate, reorder, drop) to test what the protocol tolerates.
+    """
+
+    def __init__(
+        self,
+        a: Ledger,
+        b: Ledger,
+        a_info: LocalInfo | None = None,
+        b_info: LocalInfo | None = None,
+        mangle: Callable[[list[bytes]], list[bytes]] | None = None,
+        swapped: bool = False,
+    ) -> None:
+        self.a = Side(PeerSession(a_info or LocalInfo(a.node_id), a, b"A" * 16))
+        self.b = Side(PeerSession(b_info or LocalInfo(b.node_id), b, b"B" * 16))
+        # Roles: ``first`` starts and is pumped first; ``second`` answers. Swapped: b goes first.
+        self.first, self.second = (self.b, self.a) if swapped else (self.a, self.b)
+        self.mangle = mangle
+        self.messages = 0
+        self.bytes = 0
+        self.flights = 0
+
+    def sides(self) -> tuple[Side, Side]:
+        return self.a, self.b
+
+    def other(self, side: Side) -> Side:
+        return self.b if side is self.a else self.a
+
+    def start(self) -> SessionPair:
+        self.first.session.start()
+        self.second.session.start()
+        return self.pump()
+
+    def reset_counters(self) -> None:
+        self.messages = self.bytes = self.flights = 0
+
+    @property
+    def round_trips(self) -> int:
+        return (self.flights + 1) // 2
+
+    def pump(self, max_flights: int = 10_000) -> SessionPair:
+        """Deliver until neither side has anything to send; events are collected per side."""
+        for _ in range(max_flights):
+            moved = False
+            for src in (self.first, self.second):
+                src.events += src.session.take_events()
+                out = src.session.take_output()
+                if not out:
+                    continue
+                moved = True
+                self.flights += 1
+                src.frames_sent += out
+                self.messages += len(out)
+                self.bytes += sum(map(len, out))
+                if self.mangle is not None:
+                    out = self.mangle(out)
+                dst = self.other(src)
+                for frame in out:
+                    dst.session.receive(frame)
+                dst.events += dst.session.take_events()
+            if not moved:
+                return self
+        raise AssertionError("sessions never went quiet")
+
+    def all_frames(self) -> list[bytes]:
+        return self.a.frames_sent + self.b.frames_sent
+
+
+def open_pair(a: Ledger, b: Ledger, swapped: bool = False, **kw: object) -> SessionPair:
+    """An OPEN pair with its counters reset; ``pair.a`` is on ``a`` and ``pair.first`` is the
+    side that starts things (``a``, or ``b`` when swapped)."""
+    pair = SessionPair(a, b, swapped=swapped, **kw)  # type: ignore[arg-type]
+    pair.start()
+    assert pair.a.session.is_open and pair.b.session.is_open
+    pair.reset_counters()
+    return pair
+
+
+# ---- forged Yjs updates ------------------------------------------------------------------------
+
+def forged_update(records: Iterable[bytes], client_id: int = 4242) -> bytes:
+    """A Yjs update from a foreign doc appending ``records`` to the "entries" array."""
+    doc: Doc[Any] = Doc(client_id=client_id)
+    arr = doc.get("entries", type=Array)
+    arr.extend(list(records))
+    return doc.get_update()
+
+
+def deleting_update(full_state: bytes, index: int = 0, client_id: int = 4343) -> bytes:
+    """Only a delete set: removes item ``index`` of a doc holding ``full_state``."""
+    doc: Doc[Any] = Doc(client_id=client_id)
+    arr = doc.get("entries", type=Array)
+    doc.apply_update(full_state)
+    before = doc.get_state()
+    del arr[index]
+    return doc.get_update(before)
+
+
+def self_deleting_update(records: list[bytes], client_id: int = 4444) -> bytes:
+    """A whole doc whose history appends records and then deletes the first one."""
+    doc: Doc[Any] = Doc(client_id=client_id)
+    arr = doc.get("entries", type=Array)
+    arr.extend(records)
+    del arr[0]
+    return doc.get_update()
+
+
+def foreign_entry(context: str, payload: bytes = b"x", origin: str = "mallory",
+                  seq: int = 1) -> Entry:
+    return make_entry(context, "k", payload, {}, seq, origin, seq, 1_700_000_000_000_000_000)
+
+
+# ---- a cluster of real node processes --------------------------------------------------------
 
 class NodeFailedToStart(RuntimeError):
     pass
@@ -63,9 +223,22 @@ class ProcNode:
 
 
 class LocalCluster:
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    """Real node processes on loopback, addressed by index (0, 1, ...) in start order.
+
+    Use it as ``async with LocalCluster(dir) as cluster:`` (or call ``close()``): every process
+    still running is SIGKILLed at the end; data and logs stay under ``dir``.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
         self.nodes: list[ProcNode] = []
+
+    async def __aenter__(self) -> LocalCluster:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
 
     # ---- processes ---------------------------------------------------------------------------
 
@@ -107,7 +280,7 @@ class LocalCluster:
             cmd += ["--cluster-key", node.key]
         cmd += node.extra
         env = {k: v for k, v in os.environ.items() if k != "P2P_LEDGER_CLUSTER_KEY"}
-        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        env["PYTHONPATH"] = str(_PACKAGE_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         with open(stdout, "wb") as out, open(stderr, "wb") as err:
             node.proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                          cwd=self.root, env=env)
@@ -166,6 +339,7 @@ class LocalCluster:
                 await trio.sleep(0.5)  # the port is still held: try again shortly
 
     def close(self) -> None:
+        """SIGKILL every node still running."""
         for node in self.nodes:
             self._kill(node)
 
@@ -236,15 +410,3 @@ class LocalCluster:
             return want <= {p["node_id"] for p in peers if p["state"] == "connected"}
 
         await self.wait_for(linked, timeout, f"{self.nodes[i].node_id} connected to {want}")
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    started = time.monotonic()
-    c = LocalCluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
-        print(f"cluster of {len(c.nodes)} node(s) ran {time.monotonic() - started:.1f}s; "
-              f"logs in {tmp_path / 'logs'}")

@@ -12,7 +12,7 @@ from p2p_ledger.core import wire
 from p2p_ledger.core.node import Dial, NodeConfig, NodeCore
 from p2p_ledger.core.wire import Root, decode
 
-from .helpers import CoreNet, ids, new_ledger
+from .helpers import CoreNet, new_ledger, ordered_ids
 
 A, B, C = "ws://h/a", "ws://h/b", "ws://h/c"
 DEAD = "ws://h/dead"
@@ -266,7 +266,7 @@ def test_append_pushes_at_once_and_needs_no_round_when_the_peer_agreed() -> None
     # The UPDATE went out at t=1.0, before any timer fired, and B holds the entry.
     pushed = [t for t, s, _, f in net.sent if s == A and f[1] == wire.UPDATE]
     assert pushed == [1.0]
-    assert ids(b.ledger, "ctx") == [appended.entries[0].id]
+    assert ordered_ids(b.ledger, "ctx") == [appended.entries[0].id]
     net.run_until(4.0)
     assert [t for t in _roots_sent(net, A, B) if t > 0.5] == []
     assert a.ledger.root() == b.ledger.root()

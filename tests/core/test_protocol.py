@@ -38,21 +38,17 @@ from p2p_ledger.core.wire import (
     decode,
     encode,
 )
-
-from .helpers import (
+from p2p_ledger.testing import (
     SessionPair,
     Side,
-    append,
     deleting_update,
     foreign_entry,
     forged_update,
-    id_sets,
-    ids,
-    new_ledger,
     open_pair,
     self_deleting_update,
-    snapshot_state,
 )
+
+from .helpers import append, id_sets, new_ledger, ordered_ids, snapshot_state
 
 KEY = bytes.fromhex("5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7")
 
@@ -249,7 +245,7 @@ def test_root_round_between_equal_ledgers_is_one_small_round_trip(
 def test_one_differing_context_costs_little_more_than_its_entries(swapped: bool) -> None:
     a, b = _twins(300, 100)
     pair = open_pair(a, b, swapped)
-    (new,) = append(a, "ctx-3", b"one more")
+    (new,) = append(a, "ctx-3", b"one more").entries
     pair.first.session.send_root()
     pair.pump()
     assert a.root() == b.root()
@@ -306,7 +302,7 @@ def test_divergent_histories_converge_in_one_round(ops: list, swapped: bool, see
     assert a.root() == b.root()
     assert id_sets(a) == id_sets(b) == expected
     for name in expected:
-        assert ids(a, name) == ids(b, name)  # one causal order everywhere
+        assert ordered_ids(a, name) == ordered_ids(b, name)  # one causal order everywhere
     # A second round finds nothing left to do: one round trip.
     pair.reset_counters()
     pair.second.session.send_root()
@@ -624,7 +620,7 @@ def test_disjoint_empty_views_send_each_context_once() -> None:
 
 _SV_PROBE = """
 import resource, sys, time
-from tests.protocol.helpers import append, new_ledger
+from tests.core.helpers import append, new_ledger
 from p2p_ledger.core.protocol import LocalInfo, PeerSession
 from p2p_ledger.core import wire
 from p2p_ledger.core.wire import Hello, Sync1, encode

@@ -11,7 +11,7 @@ import pytest
 from p2p_ledger.cli.scenario import add_scenario_commands, main
 from p2p_ledger.sim import to_toml
 
-from .helpers import SCENARIOS, small_scenario
+from ..sim.helpers import SCENARIOS, small_scenario
 
 REQUIRED = {"scenario", "seed", "passed", "checks", "converged_after_s", "messages", "bytes",
             "acknowledged", "lost", "trace_digest", "wall_s"}

@@ -2,7 +2,7 @@
 
 A naive reference implementation written straight from the spec (recursive,
 no caching) cross-checks the real tree; golden vectors in
-``tests/data/merkle_vectors.json`` pin the hashing so any change is caught.
+``tests/core/data/merkle_vectors.json`` pin the hashing so any change is caught.
 Random generators are seeded (``MERKLE_TEST_SEED``) and print their seed.
 """
 

@@ -1,0 +1,147 @@
+"""``Client``: reach a running node over its websocket API (``api.py``) with a Node's calls.
+
+Every entry the node sends is re-checked here (content id, canonical form), so a reader trusts
+the bytes, not the server.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from ..core import errors
+from ..core.cursor import Cursor
+from ..core.entry import Entry, decode_record
+from ..core.errors import LedgerError, LinkBroken, RemoteProtocolError
+from ..core.protocol import cluster_key_bytes
+from .api import api_mac, parse_message
+from .transport import Connection, ConnectionClosed, dial
+
+
+def _error_from(resp: Mapping[str, Any]) -> LedgerError:
+    cls = getattr(errors, str(resp.get("error")), None)
+    if not (isinstance(cls, type) and issubclass(cls, LedgerError)):
+        cls = LedgerError
+    return cls(resp.get("message", "request failed"))
+
+
+def _entry_in(obj: Mapping[str, Any]) -> Entry:
+    try:
+        return decode_record(base64.b64decode(obj["record"], validate=True))
+    except (KeyError, ValueError, TypeError):
+        raise RemoteProtocolError("node sent an entry without a valid record") from None
+
+
+class Client:
+    """Reach a running node over its websocket API with the calls an embedded Node offers."""
+
+    def __init__(self, ws: Connection, url: str, key: bytes | None) -> None:
+        self.ws = ws
+        self.url = url
+        self.key = key
+        self.node_id = ""
+        self._next_id = 1
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(cls, url: str, cluster_key: bytes | str | None = None,
+                      timeout: float = 10.0) -> AsyncIterator[Client]:
+        key = cluster_key_bytes(cluster_key)
+        async with dial(url, api=True, timeout=timeout) as ws:
+            client = cls(ws, url, key)
+            await client._hello()
+            yield client
+
+    async def _hello(self) -> None:
+        resp = await self._call("hello")
+        self.node_id = str(resp.get("node_id", ""))
+        if resp.get("auth_required"):
+            if self.key is None:
+                raise LinkBroken(f"{self.url} requires a cluster key (--cluster-key)")
+            await self._call("auth", mac=api_mac(self.key, bytes.fromhex(resp["nonce"])))
+
+    async def _send(self, op: str, **fields: Any) -> int:
+        req_id = self._next_id
+        self._next_id += 1
+        try:
+            await self.ws.send(json.dumps({"id": req_id, "op": op, **fields}))
+        except ConnectionClosed as exc:
+            raise LinkBroken(f"connection to {self.url} lost: {exc}") from None
+        return req_id
+
+    async def _recv(self) -> dict[str, Any]:
+        try:
+            resp = parse_message(await self.ws.recv())
+        except ConnectionClosed as exc:
+            raise LinkBroken(f"connection to {self.url} lost: {exc}") from None
+        if not resp.get("ok"):
+            raise _error_from(resp)
+        return resp
+
+    async def _call(self, op: str, **fields: Any) -> dict[str, Any]:
+        await self._send(op, **fields)
+        return await self._recv()
+
+    async def append(self, context: str, payload: bytes | str, key: str = "",
+                     meta: Mapping[str, str] | None = None) -> Entry:
+        resp = await self._call("append", context=context, key=key, meta=dict(meta or {}),
+                                **_payload_fields(payload))
+        return _entry_in(resp["entry"])
+
+    async def append_many(
+        self, items: Sequence[tuple[str, bytes | str, str, Mapping[str, str] | None]]
+    ) -> list[Entry]:
+        reqs = [{"context": c, "key": k, "meta": dict(m or {}), **_payload_fields(p)}
+                for c, p, k, m in items]
+        resp = await self._call("append_many", items=reqs)
+        return [_entry_in(e) for e in resp["entries"]]
+
+    async def get(self, context: str, key: str | None = None,
+                  after: Cursor | str | None = None, limit: int | None = None,
+                  ) -> tuple[list[Entry], Cursor]:
+        resp = await self._call("get", context=context, key=key,
+                                after=None if after is None else str(after), limit=limit)
+        return [_entry_in(e) for e in resp["entries"]], Cursor.parse(resp["cursor"])
+
+    async def watch(self, context: str, key: str | None = None,
+                    since: Cursor | str | None = None) -> AsyncIterator[tuple[Entry, Cursor]]:
+        """Stream entries on a connection of its own (the watch holds it).
+
+        The generator owns a websocket: wrap it in ``contextlib.aclosing`` when you may stop
+        before it ends, so the connection closes inside the task that opened it (trio requires
+        it)::
+
+            async with aclosing(client.watch("ctx")) as stream:
+                async for entry, cursor in stream: ...
+        """
+        async with Client.connect(self.url, self.key) as other:
+            await other._call("watch", context=context, key=key,
+                              since=None if since is None else str(since))
+            while True:
+                resp = await other._recv()
+                yield _entry_in(resp), Cursor.parse(resp["cursor"])
+
+    async def status(self) -> dict[str, Any]:
+        resp = await self._call("status")
+        return {k: v for k, v in resp.items() if k not in ("id", "ok")}
+
+    async def snapshot(self, context: str) -> bytes:
+        resp = await self._call("snapshot", context=context)
+        return base64.b64decode(resp["snapshot_b64"])
+
+    async def load(self, blob: bytes, fail_if_exists: bool = False) -> tuple[str, int]:
+        resp = await self._call("load", snapshot_b64=base64.b64encode(blob).decode(),
+                                fail_if_exists=fail_if_exists)
+        return str(resp["context"]), int(resp["added"])
+
+    async def verify(self) -> list[str]:
+        return list((await self._call("verify"))["problems"])
+
+
+def _payload_fields(payload: bytes | str) -> dict[str, str]:
+    if isinstance(payload, str):
+        return {"payload": payload}
+    return {"payload_b64": base64.b64encode(payload).decode("ascii")}

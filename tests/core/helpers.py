@@ -1,0 +1,231 @@
+"""Helpers for the core tests: storages, ledgers, syncing two ledgers, a network of NodeCores.
+
+Everything that tests, benchmarks and users share (SessionPair, forged Yjs updates, LocalCluster)
+lives in ``p2p_ledger.testing``. Everything here is deterministic: no clock, no sockets, no sleeps.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from pathlib import Path
+
+from p2p_ledger.core.entry import Entry
+from p2p_ledger.core.ledger import Ledger
+from p2p_ledger.core.node import Close, Dial, NodeConfig, NodeCore, Send
+from p2p_ledger.core.storage import MemoryStorage
+from p2p_ledger.testing import counter_ns
+from p2p_ledger.trio.store import SqliteStore
+
+
+class Backend:
+    """Creates storages of one kind and reopens them (closing SQLite stores first)."""
+
+    def __init__(self, kind: str, tmp_path: Path) -> None:
+        self.kind = kind
+        self.tmp_path = tmp_path
+        self.open_stores: list[SqliteStore] = []
+        self._n = 0
+
+    def new(self) -> MemoryStorage | SqliteStore:
+        self._n += 1
+        if self.kind == "memory":
+            return MemoryStorage()
+        store = SqliteStore(self.tmp_path / f"node{self._n}", synchronous="OFF")
+        self.open_stores.append(store)
+        return store
+
+    def reopen(self, storage):
+        if self.kind == "memory":
+            return storage
+        storage.close()
+        self.open_stores.remove(storage)
+        store = SqliteStore(storage.path, synchronous="OFF")
+        self.open_stores.append(store)
+        return store
+
+    def close(self) -> None:
+        for store in self.open_stores:
+            store.close()
+        self.open_stores.clear()
+
+
+def open_ledger(storage, node_id: str, instance: str | None = None, **kw) -> Ledger:
+    kw.setdefault("now_ns", counter_ns())
+    return Ledger.open(storage, node_id, instance or f"{node_id}-1", **kw)
+
+
+def new_ledger(node_id: str, instance: str | None = None) -> Ledger:
+    """A ledger on MemoryStorage with a deterministic clock."""
+    return open_ledger(MemoryStorage(), node_id, instance or f"{node_id}-inst")
+
+
+def append(ledger: Ledger, context: str, *payloads: str | bytes, key: str = "k"):
+    return ledger.append([ledger.prepare(context, key, p) for p in payloads])
+
+
+def sync(src: Ledger, dst: Ledger, context: str) -> list[Entry]:
+    """Send dst what it lacks of src's context, computed from dst's state vector."""
+    if context not in src.contexts:
+        return []
+    have = dst.contexts.get(context)
+    update = src.contexts[context].diff(have.state_vector() if have is not None else None)
+    return dst.apply_remote(context, update)
+
+
+def sync_all(ledgers: Iterable[Ledger]) -> None:
+    ledgers = list(ledgers)
+    while True:
+        moved = 0
+        for src in ledgers:
+            for dst in ledgers:
+                if src is not dst:
+                    for name in list(src.contexts):
+                        moved += len(sync(src, dst, name))
+        if not moved:
+            return
+
+
+def ids(entries: Iterable[Entry]) -> list[str]:
+    return [e.id for e in entries]
+
+
+def ordered_ids(ledger: Ledger, context: str) -> list[str]:
+    """Every entry id of a context in causal order (the read model, gaps included)."""
+    ctx = ledger.contexts.get(context)
+    return [e.id for e in ctx.ordered] if ctx else []
+
+
+def id_sets(ledger: Ledger) -> dict[str, set[str]]:
+    return {name: set(ordered_ids(ledger, name)) for name in ledger.contexts
+            if len(ledger.contexts[name])}
+
+
+def snapshot_state(ledger: Ledger) -> tuple[bytes, dict[str, list[bytes]], int]:
+    """What must not change when a hostile frame is refused: root, stored updates, entry count."""
+    assert isinstance(ledger.storage, MemoryStorage)
+    stored = {k: list(v) for k, v in ledger.storage.updates.items()}
+    return ledger.root(), stored, ledger.entry_count()
+
+
+def read_ids(ledger: Ledger, context: str, **kw) -> list[str]:
+    return ids(ledger.get(context, **kw)[0])
+
+
+def page_all(ledger: Ledger, context: str, limit: int, after=None, key=None) -> list[list[Entry]]:
+    pages = []
+    while True:
+        page, after = ledger.get(context, key=key, after=after, limit=limit)
+        if not page:
+            return pages
+        assert len(page) <= limit
+        pages.append(page)
+
+
+def state_of(ledger: Ledger) -> tuple:
+    """Everything observable about a ledger, to check that a refused operation changed nothing."""
+    reads = {name: read_ids(ledger, name) for name in sorted(ledger.contexts)}
+    stored = {k: list(v) for k, v in ledger.storage.load().items()}
+    return ledger.root(), reads, stored, ledger.clock.time, ledger.entry_count()
+
+
+# ---- a network of NodeCores on a fake clock --------------------------------------------------
+
+class CoreNet:
+    """NodeCores wired by ``Send`` → ``frame_received`` on the other end, with a float clock.
+
+    ``up`` says which URLs accept dials; ``mute`` holds (src_url, dst_url) pairs whose frames
+    are silently lost (a hung peer); ``run_until`` jumps the clock from deadline to deadline.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        self.now = 0.0
+        self.rng = random.Random(seed)
+        self.cores: dict[str, NodeCore] = {}
+        self.up: set[str] = set()
+        self.mute: set[tuple[str, str]] = set()
+        self.wires: dict[tuple[str, int], tuple[str, int]] = {}
+        self.dials: list[tuple[float, str, str]] = []  # (time, from url, to url)
+        self.sent: list[tuple[float, str, str, bytes]] = []  # (time, from, to, frame)
+
+    def add(self, url: str, seeds: tuple[str, ...] = (), **config: object) -> NodeCore:
+        node_id = url.rsplit("/", 1)[-1]
+        cfg = NodeConfig(node_id=node_id, url=url, seeds=seeds, **config)  # type: ignore[arg-type]
+        core = self.cores[url] = NodeCore(new_ledger(node_id), cfg,
+                                          random.Random(self.rng.getrandbits(64)))
+        self.up.add(url)
+        return core
+
+    def flush(self) -> None:
+        """Carry out every pending action of every core, until none is left."""
+        while True:
+            busy = False
+            for url, core in list(self.cores.items()):
+                for action in core.take_actions():
+                    busy = True
+                    self._do(url, core, action)
+            if not busy:
+                return
+
+    def _do(self, url: str, core: NodeCore, action: object) -> None:
+        if isinstance(action, Dial):
+            self.dials.append((self.now, url, action.url))
+            target = self.cores.get(action.url)
+            if target is None or action.url not in self.up or url not in self.up:
+                core.dial_failed(action.conn, self.now, f"cannot connect to {action.url}")
+                return
+            tconn = target.connection_accepted(self.now)
+            self.wires[(url, action.conn)] = (action.url, tconn)
+            self.wires[(action.url, tconn)] = (url, action.conn)
+            core.connection_made(action.conn, self.now)
+        elif isinstance(action, Send):
+            peer = self.wires.get((url, action.conn))
+            if peer is None or (url, peer[0]) in self.mute:
+                return
+            self.sent.append((self.now, url, peer[0], action.frame))
+            self.cores[peer[0]].frame_received(peer[1], action.frame, self.now)
+        elif isinstance(action, Close):
+            peer = self.wires.pop((url, action.conn), None)
+            if peer is not None:
+                self.wires.pop(peer, None)
+                self.cores[peer[0]].connection_lost(peer[1], self.now, "peer closed")
+
+    def kill(self, url: str) -> None:
+        """The process at ``url`` vanishes: its peers see their connections drop."""
+        self.up.discard(url)
+        for (src, conn), (dst, tconn) in list(self.wires.items()):
+            if src == url:
+                self.wires.pop((src, conn), None)
+                self.wires.pop((dst, tconn), None)
+                self.cores[dst].connection_lost(tconn, self.now, "connection broken")
+        del self.cores[url]
+
+    def step(self) -> None:
+        """Advance to the earliest deadline of any core and tick every core that is due."""
+        self.flush()
+        deadline = min(core.next_deadline() for core in self.cores.values())
+        assert deadline != float("inf"), "nothing left to do"
+        self.now = max(self.now, deadline)
+        for core in list(self.cores.values()):
+            if core.next_deadline() <= self.now:
+                core.tick(self.now)
+        self.flush()
+
+    def run_until(self, t: float) -> None:
+        while True:
+            self.flush()
+            deadline = min([core.next_deadline() for core in self.cores.values()] + [t])
+            if deadline >= t:
+                self.now = max(self.now, t)
+                for core in self.cores.values():
+                    core.tick(self.now)
+                self.flush()
+                return
+            self.step()
+
+    def connected(self, url: str) -> set[str]:
+        """URLs of the peers ``url`` has an open link to."""
+        core = self.cores[url]
+        return {link.url for link in core.links.values()
+                if link.session.is_open and link.node_id in core.by_node
+                and core.by_node[link.node_id] in core.links}
