@@ -224,7 +224,7 @@ def _catch_up(source: Path, target: Path, entries: int, timeout: float) -> float
     """Seconds for a fresh node process to hold every entry of a full one (real processes)."""
     import trio
 
-    from ..trio.api import Client
+    from ..trio.client import Client
 
     def spawn(data: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
         proc = subprocess.Popen([sys.executable, "-m", "p2p_ledger", "node", "--data", str(data),

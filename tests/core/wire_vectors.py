@@ -1,4 +1,4 @@
-"""Golden wire vectors: JSON ⇄ messages. ``python -m tests.protocol.wire_vectors`` rewrites the file
+"""Golden wire vectors: JSON ⇄ messages. ``python -m tests.core.wire_vectors`` rewrites the file
 from the cases below (only do that on purpose: a changed vector is a wire-format change)."""
 
 from __future__ import annotations
