@@ -19,17 +19,19 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from pycrdt import Array, ArrayEvent, Doc
+from pycrdt import Array, ArrayEvent, Doc, get_update
 
 from .cursor import Cursor
 from .entry import DEFAULT_LIMITS, ID_SIZE, Entry, Limits, decode_body, decode_record
 from .errors import ForbiddenUpdate, IntegrityError, RemoteProtocolError
 from .merkle import MerkleTree
-from .yjs import appended_values
+from .yjs import decode_state_vector, encode_state_vector, gate_update
 
 ARRAY_NAME = "entries"
 # pycrdt commit cost grows with the square of the inserts in one transaction: keep them small.
 TRANSACTION_CHUNK = 100
+_EMPTY_UPDATE = b"\x00\x00"  # no structs, no delete set
+_NEVER = 0xFFFFFFFF  # a clock no struct reaches: get_update leaves out every struct of that client
 
 
 def client_id_for(instance: str, context: str) -> int:
@@ -131,21 +133,41 @@ class ContextLog:
         known = dict(zip(records, entries, strict=True))
         return self._index_inserted(known, trusted=True), self.doc.get_update(before)
 
-    def apply_remote(self, update: bytes) -> list[Entry]:
-        """Gate, verify and apply an update from a peer; returns the entries new to this node.
+    def apply_remote(self, update: bytes) -> tuple[list[Entry], bytes | None]:
+        """Gate, verify and apply an update from a peer.
 
+        Returns the entries new to this node and the update that was applied — what the Doc
+        lacked of ``update`` — for the caller to persist (None when that was nothing). Replaying
+        the persisted updates in order rebuilds exactly this Doc, pending structs included.
         Raises ForbiddenUpdate / RemoteProtocolError / IntegrityError before touching the Doc.
         """
+        state = decode_state_vector(self.doc.get_state())
+        values, holes = gate_update(update, state, ARRAY_NAME)
         known: dict[bytes, Entry] = {}
-        for record in appended_values(update, ARRAY_NAME):
+        for record in values:
             entry = decode_record(record, self.limits)
             if entry.context != self.name:
                 raise ForbiddenUpdate(
                     f"entry {entry.id} belongs to context {entry.context!r}, not {self.name!r}"
                 )
             known[record] = entry
-        self._apply(update)
-        return self._index_inserted(known, trusted=True)
+        for client in holes:
+            # why: yrs 0.28 (pycrdt 0.14.13) shows an item whose own client's previous item is
+            # missing in the array at once when its origin is another client's known item, but
+            # leaves it out of the state vector and of every diff. A local append after it then
+            # points at it, and no replay of the stored updates (nor any peer) can integrate
+            # that append until the missing item arrives: a crash lost acknowledged entries
+            # (tests/core/test_ledger.py, _gap_scenario). Such a client's structs are dropped
+            # here; the state vector still asks for them, so anti-entropy resends them in order.
+            state[client] = _NEVER
+        try:
+            applied = get_update(update, encode_state_vector(state))
+        except Exception as exc:  # the gate parsed it, so this is a pycrdt-level refusal
+            raise RemoteProtocolError(f"update refused by pycrdt for {self.name}: {exc}") from None
+        if applied == _EMPTY_UPDATE:
+            return [], None
+        self._apply(applied)
+        return self._index_inserted(known, trusted=True), applied
 
     def load_stored(self, update: bytes, verify: bool = False) -> list[Entry]:
         """Re-apply an update this node persisted itself (rebuild on start)."""

@@ -166,21 +166,17 @@ class Ledger:
         check_context(context)
         created = context not in self.contexts
         ctx = self._context(context)
-        before = ctx.state_vector()
         try:
-            new = ctx.apply_remote(update)
+            new, applied = ctx.apply_remote(update)
         except LedgerError:
             if created:
                 del self.contexts[context]  # refused before anything was applied
             raise
-        # Persist what was integrated, not only what was received: an update Yjs held back as
-        # pending is integrated later, together with the one it was waiting for. yrs may also
-        # count structs in the state vector before they reach the array (seen with pending
-        # updates), so entries can surface on an update that leaves the vector unchanged.
-        if ctx.state_vector() != before:
-            self._commit([(context, ctx.diff(before))])
-        elif new:
-            self._commit([(context, update)])
+        # Persist exactly what was applied to the Doc (the update less what it already held),
+        # pending structs included: replaying the stored updates in order then rebuilds the
+        # same Doc, whatever yrs integrated now or holds for later.
+        if applied is not None:
+            self._commit([(context, applied)])
         if new:
             self._refresh(ctx)
             self._notify(context, new)

@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import cast
 
@@ -75,6 +76,9 @@ __all__ = [
     "InsertedItem",
     "UpdateInfo",
     "appended_values",
+    "decode_state_vector",
+    "encode_state_vector",
+    "gate_update",
     "parse_update",
 ]
 
@@ -511,10 +515,22 @@ def _parse(data: bytes, max_structs: int) -> _Raw:
 
 
 def appended_values(update: bytes, array_name: str = "entries") -> list[bytes]:
+    """The grow-only gate alone: ``gate_update`` without a state to compare with."""
+    return gate_update(update, {}, array_name)[0]
+
+
+def gate_update(
+    update: bytes, state: Mapping[int, int], array_name: str = "entries"
+) -> tuple[list[bytes], set[int]]:
     """The grow-only gate: every bytes value ``update`` inserts, in update order.
 
     Update order is per client section as encoded (yrs writes higher client ids first), not
     the order the values will have in the array.
+
+    Also returns the clients whose structs would leave a hole after ``state`` (a decoded state
+    vector, client → next clock): a struct that starts beyond both ``state`` and the end of the
+    client's previous struct in the update (a section that starts late, or a Skip). Such a
+    struct must not reach yrs, see ``ContextLog.apply_remote``.
 
     Raises RemoteProtocolError when malformed, ForbiddenUpdate when the update is well formed
     but is not a pure insertion of bytes values into the root Array ``array_name``: a delete
@@ -529,7 +545,15 @@ def appended_values(update: bytes, array_name: str = "entries") -> list[bytes]:
         raise ForbiddenUpdate("update carries garbage-collected (GC) structs")
     out: list[bytes] = []
     extend = out.extend
-    for client, clock, _length, parent, parent_sub, ref, values, _o, _ro, info in items:
+    holes: set[int] = set()
+    reach: dict[int, int] = {}  # per client: the clock up to which nothing is missing
+    for client, clock, length, parent, parent_sub, ref, values, _o, _ro, info in items:
+        start = reach.get(client)
+        if start is None:
+            start = state.get(client, 0)
+        if clock > start:
+            holes.add(client)
+        reach[client] = max(start, clock + length)
         if parent_sub is not None or info & HAS_PARENT_SUB:
             raise ForbiddenUpdate(f"item ({client}, {clock}) is a map entry (parentSub)")
         if parent is not None and parent != array_name:
@@ -549,4 +573,41 @@ def appended_values(update: bytes, array_name: str = "entries") -> list[bytes]:
             extend(cast("tuple[bytes]", values))  # ContentBinary holds one bytes value
         else:
             raise ForbiddenUpdate(f"item ({client}, {clock}) has forbidden content ref {ref}")
+    return out, holes
+
+
+def decode_state_vector(state_vector: bytes) -> dict[int, int]:
+    """A Yjs state vector (varuint n, n × (varuint client, varuint clock)) as client → clock.
+
+    Raises RemoteProtocolError for malformed input or trailing bytes.
+    """
+    try:
+        n, pos = _u32(state_vector, 0)
+        if n > (len(state_vector) - pos) // 2:
+            raise _bad(f"state vector claims {n} entries in {len(state_vector)} bytes")
+        out: dict[int, int] = {}
+        for _ in range(n):
+            client, pos = _u64(state_vector, pos)
+            out[client], pos = _u32(state_vector, pos)
+    except IndexError:
+        raise _bad("truncated state vector") from None
+    if pos != len(state_vector):
+        raise _bad("trailing bytes after the state vector")
     return out
+
+
+def encode_state_vector(state: Mapping[int, int]) -> bytes:
+    """The Yjs encoding of client → clock (clients in ascending order)."""
+    out = bytearray()
+    _write_varuint(out, len(state))
+    for client in sorted(state):
+        _write_varuint(out, client)
+        _write_varuint(out, state[client])
+    return bytes(out)
+
+
+def _write_varuint(out: bytearray, n: int) -> None:
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)

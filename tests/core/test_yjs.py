@@ -21,6 +21,9 @@ from p2p_ledger.core.yjs import (
     InsertedItem,
     UpdateInfo,
     appended_values,
+    decode_state_vector,
+    encode_state_vector,
+    gate_update,
     parse_update,
 )
 
@@ -282,6 +285,38 @@ def test_merge_updates_and_skip_structs() -> None:
     assert clocks[1] - clocks[0] == 2 and not info.gc_ranges
     assert bytes([10]) in holed
     assert appended_values(holed) == [b"first", b"third"]
+
+
+def test_gate_names_clients_whose_structs_leave_a_hole() -> None:
+    doc, array = new_doc(5)
+    d1 = diff(doc, lambda: array.append(b"first"))
+    diff(doc, lambda: array.append(b"gap"))
+    d3 = diff(doc, lambda: array.append(b"third"))
+    assert gate_update(d1, {}) == ([b"first"], set())
+    assert gate_update(d3, {}) == ([b"third"], {5})  # starts at clock 2, nothing here
+    assert gate_update(d3, {5: 1}) == ([b"third"], {5})
+    assert gate_update(d3, {5: 2}) == ([b"third"], set())
+    assert gate_update(d3, {5: 9}) == ([b"third"], set())  # already known: no hole
+    holed = pycrdt.merge_updates(d1, d3)  # a Skip inside the section
+    assert gate_update(holed, {}) == ([b"first", b"third"], {5})
+    assert gate_update(holed, {5: 2})[1] == set()
+    assert gate_update(holed, {7: 99})[1] == {5}
+
+
+def test_state_vectors_round_trip_and_garbage_is_refused() -> None:
+    doc, array = new_doc(1 << 40)
+    array.append(b"x")
+    other, other_array = new_doc(3)
+    other.apply_update(doc.get_update())
+    other_array.extend([b"y", b"z"])
+    state = decode_state_vector(other.get_state())
+    assert state == {1 << 40: 1, 3: 2}
+    assert decode_state_vector(encode_state_vector(state)) == state
+    assert pycrdt.get_update(other.get_update(), encode_state_vector(state)) == b"\x00\x00"
+    assert decode_state_vector(b"\x00") == {}
+    for bad in (b"", b"\x01", b"\x01\x05", b"\x05\x01\x01", b"\x01\x01\x01\x00"):
+        with pytest.raises(RemoteProtocolError):
+            decode_state_vector(bad)
 
 
 def test_parsed_clocks_match_pycrdt_state_vector() -> None:
