@@ -42,7 +42,7 @@ from ..core.storage import MemoryStorage
 from ..core.wire import NAMES, Root, encode
 from ..trio.runtime import Node, open_node
 from ..trio.store import SqliteStore
-from ..trio.transport import PeerLink, dial, port_of, serve_websockets
+from ..trio.transport import PeerLink, dial, open_listeners, port_of, serve_websockets
 from .bench_common import (
     PAYLOAD,
     Sample,
@@ -338,7 +338,8 @@ async def ws_pair(a: Endpoint, b: Endpoint) -> AsyncIterator[WsDriver]:
                 inner.start_soon(driver.reader, side)
                 ready.set()
 
-        server = await nursery.start(serve_websockets, handler, "127.0.0.1", 0)
+        server = await nursery.start(serve_websockets, handler,
+                                     await open_listeners("127.0.0.1", 0))
         # api=True: the baseline's SYNC_STEP2 carries a whole document in one message.
         async with dial(f"ws://127.0.0.1:{port_of(server)}", api=True) as ws:
             side = driver.attach(a, PeerLink(ws))

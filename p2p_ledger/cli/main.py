@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -45,6 +46,7 @@ from ..core.errors import (
 )
 from ..core.protocol import cluster_key_bytes
 from ..trio.client import Client
+from ..trio.transport import check_url
 
 PROG = "p2p-ledger"
 ENV_KEY = "P2P_LEDGER_CLUSTER_KEY"
@@ -72,7 +74,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{PROG}: error: UsageError: {message} (see '{self.prog} --help')\n")
 
 
-class _Formatter(argparse.HelpFormatter):
+class Formatter(argparse.HelpFormatter):
     """Wrap prose; keep multi-line text (the examples in epilogs) as written."""
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
@@ -81,7 +83,7 @@ class _Formatter(argparse.HelpFormatter):
         return super()._fill_text(text, width, indent)
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -91,7 +93,7 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _count(text: str) -> int:
+def non_negative_int(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
     return int(text)
@@ -110,7 +112,7 @@ def _client_options() -> _Parser:
     group.add_argument("--node", metavar="URL", default=os.environ.get(ENV_NODE),
                        help=f"the node's API URL, e.g. ws://127.0.0.1:7070 (env {ENV_NODE})")
     _key_option(group)
-    group.add_argument("--timeout", type=_positive_float, default=10.0, metavar="S",
+    group.add_argument("--timeout", type=positive_float, default=10.0, metavar="S",
                        help="seconds to wait for the node to connect and answer each request "
                             "(default 10)")
     return common
@@ -160,7 +162,7 @@ exit status: 0 ok, 1 runtime failure, 2 usage or input error, 130 interrupted.
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The full parser; ``command`` (the subcommand about to run) decides which plugins load."""
     parser = _Parser(
-        prog=PROG, formatter_class=_Formatter, epilog=EPILOG,
+        prog=PROG, formatter_class=Formatter, epilog=EPILOG,
         description="A peer-to-peer, grow-only, durable memory for agents. Run a node per "
                     "machine (or per agent); append entries to named contexts; every node "
                     "converges on the same set of entries.")
@@ -169,7 +171,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     client = _client_options()
 
     p = sub.add_parser(
-        "node", help="run a node (until SIGINT/SIGTERM)", formatter_class=_Formatter,
+        "node", help="run a node (until SIGINT/SIGTERM)", formatter_class=Formatter,
         description="Run a node on a data directory: serve peers and API clients on --listen, "
                     "dial the --peer URLs (and peers learned from them). Prints one line, "
                     "'ready URL NODE_ID' ('ready - NODE_ID' without --listen), once it accepts "
@@ -189,7 +191,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--cluster", default="default", metavar="NAME",
                    help="cluster name; peers of another cluster are refused (default: default)")
     _key_option(p)
-    p.add_argument("--gossip-interval", type=_positive_float, default=1.0, metavar="S",
+    p.add_argument("--gossip-interval", type=positive_float, default=1.0, metavar="S",
                    help="seconds between anti-entropy rounds per peer (default 1)")
     p.add_argument("--no-discovery", dest="discovery", action="store_false",
                    help="dial only the --peer seeds; ignore peers learned from others")
@@ -198,7 +200,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_node)
 
     p = sub.add_parser(
-        "append", parents=[client], formatter_class=_Formatter,
+        "append", parents=[client], formatter_class=Formatter,
         help="append an entry (or one per stdin line)",
         description="Append PAYLOAD to CONTEXT and print the entry as JSON. With PAYLOAD '-', "
                     "append one entry per non-blank stdin line (batched, streamed) and print one "
@@ -216,7 +218,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(run=_async(_append))
 
     p = sub.add_parser(
-        "read", parents=[client], formatter_class=_Formatter,
+        "read", parents=[client], formatter_class=Formatter,
         help="print a context's entries in causal order",
         description="Print CONTEXT's entries as JSON lines in causal order, each with the "
                     "'cursor' to pass to --after (or watch --since) to resume right after it.",
@@ -228,12 +230,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--key", default=None, help="only entries with this key")
     p.add_argument("--after", default=None, metavar="CURSOR",
                    help="start after this cursor (from a previous line's 'cursor')")
-    p.add_argument("--limit", type=_count, default=None, metavar="N",
+    p.add_argument("--limit", type=non_negative_int, default=None, metavar="N",
                    help="print at most N entries")
     p.set_defaults(run=_async(_read))
 
     p = sub.add_parser(
-        "watch", parents=[client], formatter_class=_Formatter,
+        "watch", parents=[client], formatter_class=Formatter,
         help="print entries as they arrive",
         description="Print CONTEXT's entries after --since, then each new one as it arrives "
                     "(local or from a peer), as JSON lines with their 'cursor'. Runs until "
@@ -245,12 +247,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--key", default=None, help="only entries with this key")
     p.add_argument("--since", default=None, metavar="CURSOR",
                    help="skip what this cursor covers (default: the whole context)")
-    p.add_argument("--limit", type=_count, default=None, metavar="N",
+    p.add_argument("--limit", type=non_negative_int, default=None, metavar="N",
                    help="exit 0 after N entries")
     p.set_defaults(run=_async(_watch))
 
     p = sub.add_parser(
-        "status", parents=[client], formatter_class=_Formatter,
+        "status", parents=[client], formatter_class=Formatter,
         help="print a node's status as JSON",
         description="Print one JSON object: node_id, url, root (hex), contexts, entries and "
                     "peers (node_id, url, state, root_agrees, ...).",
@@ -258,7 +260,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(run=_async(_status))
 
     p = sub.add_parser(
-        "verify", formatter_class=_Formatter,
+        "verify", formatter_class=Formatter,
         help="check a stopped node's data directory",
         description="Re-check every stored entry's content id and every Merkle root of a STOPPED "
                     "node's data directory. Exit 0 with a one-line summary when sound; exit 1 "
@@ -268,7 +270,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_verify)
 
     p = sub.add_parser(
-        "snapshot", parents=[client], formatter_class=_Formatter,
+        "snapshot", parents=[client], formatter_class=Formatter,
         help="save a context to a self-verifying file",
         description="Write CONTEXT as a snapshot file (every entry and the Merkle root). The "
                     "file is checked before it is written; '-' writes to stdout.",
@@ -279,7 +281,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(run=_async(_snapshot))
 
     p = sub.add_parser(
-        "load", parents=[client], formatter_class=_Formatter,
+        "load", parents=[client], formatter_class=Formatter,
         help="add a snapshot's entries to a node",
         description="Send a snapshot file to the node, which verifies it whole and adds the "
                     "entries it lacks. Prints {\"context\", \"added\"}.",
@@ -290,17 +292,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(run=_async(_load))
 
     p = sub.add_parser(
-        "demo", formatter_class=_Formatter,
-        help="run a live local cluster demo (a few seconds)",
-        description="Start a local cluster of real node processes (chain-seeded, so peer "
-                    "exchange must connect them all), write from every node, watch the roots "
-                    "converge, SIGKILL one node, keep writing, restart it and watch it catch up, "
-                    "then check every acknowledged entry is on every node. Cleans up after "
-                    "itself.",
+        "demo", formatter_class=Formatter,
+        help="run a live local cluster demo (well under a minute)",
+        description="Start N real node processes on 127.0.0.1 with temporary data, every link "
+                    "through a relay of its own so the demo can cut it. Then: write on every "
+                    "node and watch the roots converge (a live status table); SIGKILL the "
+                    "middle node and keep writing; restart it and watch it catch up; cut n1 off "
+                    "from the rest (a partition), write on both sides, heal and watch them "
+                    "converge; finally check every acknowledged entry is on every node. Exit 0 "
+                    "when every phase passed. Stops every process and removes its data, "
+                    "whatever happens.",
         epilog="example:\n  p2p-ledger demo --nodes 3 --entries 200\n")
     p.add_argument("--nodes", type=int, default=3, choices=range(3, 10), metavar="N",
                    help="number of nodes, 3-9 (default 3)")
-    p.add_argument("--entries", type=_count, default=100, metavar="N",
+    p.add_argument("--entries", type=non_negative_int, default=100, metavar="N",
                    help="entries each node writes per round (default 100)")
     p.set_defaults(run=_cmd_demo)
 
@@ -381,7 +386,8 @@ def _leaves(exc: BaseException) -> Iterator[BaseException]:
 
 
 _INPUT_ERRORS = (LocalInputError, InvalidSnapshot, UnsupportedVersion)
-_EXPECTED = (LedgerError, OSError, KeyboardInterrupt, trio.Cancelled)
+# sqlite3.Error: a damaged database file is the environment's fault, not a bug of ours.
+_EXPECTED = (LedgerError, OSError, sqlite3.Error, KeyboardInterrupt, trio.Cancelled)
 
 
 def _report(exc: BaseException) -> int:
@@ -429,9 +435,7 @@ def _node_url(args: argparse.Namespace) -> str:
         raise UsageError(f"--node URL is required (or set {ENV_NODE})")
     if "://" not in url:
         url = f"ws://{url}"  # HOST:PORT is accepted as shorthand
-    if not url.startswith(("ws://", "wss://")):
-        raise UsageError(f"--node wants a ws:// or wss:// URL, got {args.node!r}")
-    return str(url)
+    return check_url(str(url), "--node")
 
 
 def _parse_meta(pairs: Sequence[str]) -> dict[str, str]:
@@ -464,6 +468,16 @@ async def _client(args: argparse.Namespace) -> AsyncIterator[Client]:
         yield client
 
 
+def _output_file(path: str) -> Path:
+    """``path`` as a file to (over)write, refused with a clear reason before any work is done."""
+    out = Path(path)
+    if out.is_dir():
+        raise UsageError(f"--out {path} is a directory; name a file (e.g. {out / 'x.snap'})")
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {path}: directory {out.parent} does not exist")
+    return out
+
+
 def _read_input(path: str) -> bytes:
     if path == "-":
         return sys.stdin.buffer.read()
@@ -492,8 +506,11 @@ def _cmd_node(args: argparse.Namespace) -> int:
 async def _run_node(args: argparse.Namespace) -> int:
     from ..trio.runtime import open_node  # the client commands do not need the runtime
 
+    # Before open_node creates the data directory (it checks again, naming no flag).
     if args.node_id is not None:
-        check_node_id(args.node_id)  # before open_node creates the data directory
+        check_node_id(args.node_id)
+    for url in args.peer:
+        check_url(url, "--peer")
     cluster_key = _cluster_key(args, warn=True)
     # Opened before the node so a signal during start-up is handled, not lost.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -687,16 +704,16 @@ async def _snapshot(args: argparse.Namespace) -> int:
     from ..core.snapshot import decode_snapshot
 
     check_context(args.context)
+    out = None if args.out == "-" else _output_file(args.out)  # before asking the node
     async with _client(args) as client:
         with _within(args.timeout, client.url):
             blob = await client.snapshot(args.context)
     # Check what the node sent before anyone relies on the file.
     context, root, entries = decode_snapshot(blob, DEFAULT_LIMITS)
-    if args.out == "-":
+    if out is None:
         sys.stdout.buffer.write(blob)
         sys.stdout.buffer.flush()
         return EXIT_OK
-    out = Path(args.out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:  # write + rename: a crash never leaves half a snapshot
@@ -704,6 +721,8 @@ async def _snapshot(args: argparse.Namespace) -> int:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, out)
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
     _emit({"context": context, "entries": len(entries), "root": root.hex(), "bytes": len(blob),

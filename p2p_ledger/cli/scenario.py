@@ -2,7 +2,8 @@
 
 ``add_scenario_commands(subparsers)`` adds the ``scenario`` command to the main ``p2p-ledger``
 parser; every leaf parser sets ``func`` to a handler ``(argparse.Namespace) -> int`` (the exit
-code). ``python -m p2p_ledger scenario run FILE...`` runs them.
+code; bad input raises ``UsageError``, which the main command prints as one line).
+``python -m p2p_ledger scenario run FILE...`` runs them.
 
 ``run --real [--time-scale X]`` runs the same files on real node processes (``real.py``).
 ``run`` exits 0 iff every check of every scenario held, 1 if one failed, 2 for an invalid file.
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from ..sim.runner import Report, run_scenario
 from ..sim.scenario import ScenarioError
+from .main import Formatter, UsageError, positive_float
 
 
 def add_scenario_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,11 +33,25 @@ def add_scenario_commands(subparsers: argparse._SubParsersAction[argparse.Argume
 
 
 def add_sim_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    run = sub.add_parser("run", help="run scenario files and check their invariants")
+    run = sub.add_parser(
+        "run", help="run scenario files and check their invariants",
+        formatter_class=Formatter,
+        description="Replay each scenario file on the deterministic simulated network (the real "
+                    "node code, a virtual clock, one seeded random generator) and check its "
+                    "invariants: convergence, no acknowledged loss, the same order and root "
+                    "everywhere, watchers see each entry once. Prints a summary per scenario "
+                    "(or one JSON object per line with --json). Exit 0 iff every check held, "
+                    "1 if one failed, 2 for an invalid file.",
+        epilog="examples:\n"
+               "  p2p-ledger scenario run scenarios/split_brain.toml\n"
+               "  p2p-ledger scenario run scenarios/*.toml --plot /tmp/plots\n"
+               "  p2p-ledger scenario run scenarios/split_brain.toml --real --time-scale 0.2\n"
+               "file format: scenarios/README.md and the docstring of p2p_ledger/sim/scenario.py\n")
     run.add_argument("files", nargs="+", type=Path, metavar="FILE", help="scenario TOML files")
     run.add_argument("--seed", type=int, help="override every scenario's seed")
     run.add_argument("--json", action="store_true", help="one JSON object per scenario per line")
-    run.add_argument("--plot", type=Path, metavar="DIR", help="write a timeline PNG per scenario")
+    run.add_argument("--plot", type=Path, metavar="DIR",
+                     help="write a timeline PNG per scenario into DIR (needs matplotlib)")
     run.add_argument("--trace", type=Path, metavar="DIR",
                      help="write each run's event trace (the digest's input) to DIR")
     run.add_argument("--real", action="store_true",
@@ -46,18 +62,32 @@ def add_sim_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                           "scenario runs in about 7 s; writers' rates scale too)")
     run.set_defaults(func=cmd_run)
 
-    fuzz = sub.add_parser("fuzz", help="random fault schedules on small clusters")
+    fuzz = sub.add_parser(
+        "fuzz", help="random fault schedules on small clusters", formatter_class=Formatter,
+        description="Run random schedules of writes, partitions, one-way cuts, crashes, "
+                    "restarts and link changes on small simulated clusters, each drawn from "
+                    "its own seed, and check the scenario invariants after each. A failing run "
+                    "prints its seed and writes a TOML file that reproduces it. Exit 0 iff "
+                    "every run passed.",
+        epilog="examples:\n"
+               "  p2p-ledger scenario fuzz --runs 500\n"
+               "  p2p-ledger scenario fuzz --runs 50 --seed 7 --nodes 6 --json\n")
     fuzz.add_argument("--runs", type=int, default=100, help="number of runs (default 100)")
     fuzz.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     fuzz.add_argument("--nodes", type=int, default=4, help="at most this many nodes (default 4)")
-    fuzz.add_argument("--duration", type=float, default=40.0,
+    fuzz.add_argument("--duration", type=positive_float, default=40.0, metavar="S",
                       help="simulated seconds of faults per run (default 40)")
     fuzz.add_argument("--out", type=Path, default=Path("fuzz-failures"),
                       help="where failing scenarios are written (default ./fuzz-failures)")
-    fuzz.add_argument("--json", action="store_true", help="one JSON object per failing run")
+    fuzz.add_argument("--json", action="store_true",
+                      help="one JSON object per failing run, then a summary object")
     fuzz.set_defaults(func=cmd_fuzz)
 
-    bench = sub.add_parser("bench", help="simulator speed and dissemination benchmarks")
+    bench = sub.add_parser(
+        "bench", help="simulator speed and dissemination benchmarks", formatter_class=Formatter,
+        description="Measure how fast the simulator runs (simulated seconds per wall second) "
+                    "and how entries spread (messages, bytes, time to converge) as clusters "
+                    "grow; prints a table (or JSON lines).")
     bench.add_argument("--json", action="store_true", help="rows as JSON lines")
     bench.add_argument("--quick", action="store_true", help="smaller runs")
     bench.set_defaults(func=cmd_bench)
@@ -109,13 +139,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     real = bool(getattr(args, "real", False))
     scale: float | None = getattr(args, "time_scale", None)
     if scale is not None and not (real and 0 < scale < float("inf")):
-        print("p2p-ledger: error: UsageError: --time-scale needs --real and a positive number",
-              file=sys.stderr)
-        return 2
+        raise UsageError("--time-scale needs --real and a positive number")
     if real and (args.plot is not None or args.trace is not None):
-        print("p2p-ledger: error: UsageError: --plot and --trace are for simulated runs only",
-              file=sys.stderr)
-        return 2
+        raise UsageError("--plot and --trace are for simulated runs only")
+    if args.plot is not None:
+        _check_plot_dir(args.plot)  # before a long run, not after it
     if real:
         from ..harness.real import DEFAULT_TIME_SCALE, run_real_scenario  # only when asked for
 
@@ -146,7 +174,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.plot is not None:
             from ..sim.plot import plot_report  # matplotlib only when asked for
 
-            args.plot.mkdir(parents=True, exist_ok=True)
             out = plot_report(report, args.plot / f"{report.scenario}-{report.seed}.png")
             if not args.json:
                 print(f"  plot: {out}")
@@ -155,6 +182,19 @@ def cmd_run(args: argparse.Namespace) -> int:
             (args.trace / f"{report.scenario}-{report.seed}.trace").write_text(
                 "".join(report.trace))
     return 1 if failed else 0
+
+
+def _check_plot_dir(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--plot {path} is a file; it wants a directory for the PNGs")
+    try:
+        import matplotlib  # noqa: F401  (plot.py imports it for real)
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install 'p2p-ledger[plot]'") from None
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--plot {path}: cannot create it ({exc.strerror or exc})") from None
 
 
 def cmd_fuzz(args: argparse.Namespace) -> int:
@@ -167,9 +207,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
             print(f"FAIL seed {seed}: {', '.join(report.failed_checks())}", file=sys.stderr)
 
     if args.runs < 1 or args.nodes < 2:
-        print("p2p-ledger: error: UsageError: --runs must be >= 1 and --nodes >= 2",
-              file=sys.stderr)
-        return 2
+        raise UsageError("--runs must be >= 1 and --nodes >= 2")
     result = fuzz(args.runs, args.seed, args.nodes, args.duration, args.out, on_run)
     _progress_done()
     for seed, report, path in result.failures:
@@ -179,9 +217,15 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         else:
             print(format_report(report))
             print(f"  reproduce: p2p-ledger scenario run {path}")
-    print(f"{result.runs} runs, {len(result.failures)} failed, {result.wall_s:.1f}s "
-          f"({result.runs_per_minute:.0f} runs/min), base seed {args.seed}",
-          file=sys.stderr if args.json else sys.stdout)
+    if args.json:  # the summary, also when every run passed
+        print(json.dumps({"summary": True, "runs": result.runs,
+                          "failed": len(result.failures), "base_seed": args.seed,
+                          "max_nodes": args.nodes, "duration_s": args.duration,
+                          "wall_s": round(result.wall_s, 3),
+                          "runs_per_minute": round(result.runs_per_minute, 1)}))
+    else:
+        print(f"{result.runs} runs, {len(result.failures)} failed, {result.wall_s:.1f}s "
+              f"({result.runs_per_minute:.0f} runs/min), base seed {args.seed}")
     return 1 if result.failures else 0
 
 
@@ -199,11 +243,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="p2p-ledger scenario",
-        description="Deterministic network simulator for p2p-ledger: scenarios, fuzzer, bench.")
-    sub = parser.add_subparsers(dest="scenario_command", metavar="COMMAND", required=True)
-    add_sim_subcommands(sub)
-    args = parser.parse_args(argv)
-    code: int = args.func(args)
-    return code
+    """``p2p-ledger scenario ARGV...`` (the same parser, errors and exit codes)."""
+    from .main import main as cli_main
+
+    return cli_main(["scenario", *(sys.argv[1:] if argv is None else argv)])

@@ -3,12 +3,15 @@
 LedgerError
 ├── LocalInputError        the caller passed something invalid (bad name, too big, bad cursor)
 │   ├── InvalidContextName, InvalidKey, KeyTooLarge, InvalidPayload, PayloadTooLarge,
-│   │   MetaTooLarge, InvalidMeta, InvalidCursor, InvalidNodeId, InvalidClusterKey
+│   │   MetaTooLarge, InvalidMeta, InvalidCursor, InvalidNodeId, InvalidClusterKey,
+│   │   InvalidUrl
 ├── IntegrityError         stored or received bytes do not match their content address / root
 ├── RemoteProtocolError    a peer or a file sent something malformed or forbidden
 │   └── ForbiddenUpdate    a Yjs update that would delete or rewrite (the ledger only grows)
 ├── SnapshotError          InvalidSnapshot, UnsupportedVersion, AlreadyExists
-├── StoreLockedError       another process holds the data directory
+├── StoreError             the data directory cannot be used (not a directory, not SQLite)
+│   └── StoreLockedError   another process holds the data directory
+├── ListenError            the node cannot accept connections where it was told to (port in use)
 └── LinkClosed / LinkBroken  a peer link ended cleanly / failed (trio naming: Closed vs Broken)
 """
 
@@ -63,6 +66,10 @@ class InvalidClusterKey(LocalInputError):
     """An empty cluster key (what an unset shell variable gives): refused, never an open node."""
 
 
+class InvalidUrl(LocalInputError):
+    """Not a ws:// or wss:// URL with a host (a --peer or --node value)."""
+
+
 class IntegrityError(LedgerError):
     """Bytes do not match the content address (or Merkle root) they claim."""
 
@@ -91,8 +98,16 @@ class AlreadyExists(SnapshotError):
     pass
 
 
-class StoreLockedError(LedgerError):
+class StoreError(LedgerError):
+    """The data directory cannot be used: not a directory, or its database is not SQLite."""
+
+
+class StoreLockedError(StoreError):
     """Another process already has this data directory open."""
+
+
+class ListenError(LedgerError):
+    """The node cannot listen where it was told to (address in use, unknown host...)."""
 
 
 class LinkClosed(LedgerError):

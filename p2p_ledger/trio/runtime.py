@@ -37,7 +37,15 @@ from ..core.protocol import cluster_key_bytes
 from ..core.storage import Storage
 from .api import serve_client
 from .store import SqliteStore
-from .transport import Connection, PeerLink, dial, port_of, serve_websockets
+from .transport import (
+    Connection,
+    PeerLink,
+    check_url,
+    dial,
+    open_listeners,
+    port_of,
+    serve_websockets,
+)
 
 log = logging.getLogger("p2p_ledger")
 
@@ -353,22 +361,33 @@ async def open_node(
     synchronous: str = "FULL",
 ) -> AsyncIterator[Node]:
     """Run a node until the block exits: rebuilt from ``data_dir``, serving ``listen`` if given,
-    dialing ``peers``. Appends work with no peer reachable and sync when one comes back."""
+    dialing ``peers``. Appends work with no peer reachable and sync when one comes back.
+
+    Raises InvalidUrl (a bad peer URL) and ListenError (address in use...) before the data
+    directory is created or opened; StoreError / StoreLockedError when it cannot be used."""
     key = cluster_key_bytes(cluster_key)
-    store = SqliteStore(Path(data_dir), synchronous=synchronous)
+    for url in peers:
+        check_url(url, "peer URL")
+    listeners = await open_listeners(*_parse_listen(listen)) if listen is not None else []
+    try:
+        store = SqliteStore(Path(data_dir), synchronous=synchronous)
+    except BaseException:
+        for listener in listeners:
+            listener.socket.close()
+        raise
     try:
         node_id, instance = _identity(store, node_id)
         ledger = Ledger.open(store, node_id, instance, limits)
         async with trio.open_nursery() as nursery:
             url = ""
             if listen is not None:
-                host, port = _parse_listen(listen)
+                host, _ = _parse_listen(listen)
                 holder: list[Node] = []
 
                 async def handler(ws: Connection) -> None:
                     await holder[0]._handle_connection(ws)
 
-                server = await nursery.start(serve_websockets, handler, host, port)
+                server = await nursery.start(serve_websockets, handler, listeners)
                 shown = f"[{host}]" if ":" in host else host
                 url = f"ws://{shown}:{port_of(server)}"
             config = NodeConfig(node_id=node_id, cluster=cluster, url=url, seeds=tuple(peers),
@@ -395,3 +414,5 @@ async def open_node(
                 nursery.cancel_scope.cancel()
     finally:
         store.close()
+        for listener in listeners:  # the server closes them too; a failed start does not
+            listener.socket.close()

@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..core.errors import StoreLockedError
+from ..core.errors import StoreError, StoreLockedError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS updates (
@@ -29,6 +29,8 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 class SqliteStore:
     def __init__(self, data_dir: str | os.PathLike[str], synchronous: str = "FULL") -> None:
         self.path = Path(data_dir)
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreError(f"data directory {self.path} is a file, not a directory")
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(self.path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -45,9 +47,12 @@ class SqliteStore:
             # FULL: a commit is on disk when it returns (survives power loss, not just kill -9).
             self.db.execute(f"PRAGMA synchronous={synchronous}")
             self.db.executescript(SCHEMA)
-        except BaseException:
+        except BaseException as exc:
             # Not a database (or unreadable): release the lock so the caller can report it.
             os.close(self._lock_fd)
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise StoreError(f"{self.path / 'ledger.sqlite3'} is not a p2p-ledger SQLite "
+                                 f"database ({exc})") from None
             raise
 
     def load(self) -> dict[str, list[bytes]]:

@@ -10,8 +10,10 @@ reader gets stuck. Per-message deflate is off: sync frames are already compact b
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 import trio
 from websockets.exceptions import (
@@ -23,7 +25,7 @@ from websockets.trio.client import connect as ws_connect
 from websockets.trio.connection import Connection
 from websockets.trio.server import Server, serve
 
-from ..core.errors import LinkBroken, LinkClosed
+from ..core.errors import InvalidUrl, LinkBroken, LinkClosed, ListenError
 from ..core.wire import FLOW, MAX_FRAME, Flow, encode
 
 WINDOW = 128 * 1024
@@ -34,8 +36,25 @@ _FLOW_TYPE = bytes([1, FLOW])  # wire version 1, type FLOW
 
 __all__ = [
     "Connection", "ConnectionClosed", "PeerLink", "dial", "serve_websockets", "port_of",
-    "API_MAX_SIZE",
+    "API_MAX_SIZE", "check_url", "open_listeners",
 ]
+
+
+def check_url(url: str, what: str = "URL") -> str:
+    """``url`` if it is a ws:// or wss:// URL with a host (and a valid port, if any); else
+    InvalidUrl naming ``what`` (e.g. "--peer"). Checked before anything is dialed or created,
+    so a typo is an error at once, not a peer retried forever."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # ValueError for a port that is not a number in 0-65535
+    except ValueError as exc:
+        raise InvalidUrl(f"{what} {url!r} is not a valid URL: {exc}") from None
+    if parts.scheme not in ("ws", "wss"):
+        raise InvalidUrl(f"{what} {url!r} is not a ws:// or wss:// URL "
+                         f"(e.g. ws://10.0.0.5:7070)")
+    if not parts.hostname:
+        raise InvalidUrl(f"{what} {url!r} has no host (e.g. ws://10.0.0.5:7070)")
+    return url
 
 
 class PeerLink:
@@ -102,21 +121,34 @@ async def dial(url: str, *, api: bool = False, timeout: float = 10.0) -> AsyncIt
         ) as ws:
             entered = True
             yield ws
-    except (OSError, WebSocketException, TimeoutError, ValueError) as exc:
+    except (OSError, WebSocketException, TimeoutError, ValueError,
+            trio.BrokenResourceError) as exc:
         if entered:
             raise
-        raise LinkBroken(f"cannot connect to {url}: {exc or type(exc).__name__}") from None
+        reason = str(exc) or type(exc).__name__
+        if url.startswith("wss://") and isinstance(exc, (trio.BrokenResourceError, ssl.SSLError)):
+            # What a TLS client sees from a plain-text server: the bytes are not TLS.
+            reason = f"TLS handshake failed ({reason}); is it a plain ws:// node?"
+        raise LinkBroken(f"cannot connect to {url}: {reason}") from None
+
+
+async def open_listeners(host: str, port: int) -> list[trio.SocketListener]:
+    """Bind ``host:port`` (0 = any free port); ListenError naming the address on failure."""
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 async def serve_websockets(
     handler: Callable[[Connection], Awaitable[None]],
-    host: str,
-    port: int,
+    listeners: list[trio.SocketListener],
     *,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled; ``task_status.started`` gets the Server (see ``port_of``)."""
-    await serve(handler, port, host=host, compression=None, max_size=API_MAX_SIZE,
+    """Serve on ``listeners`` (see ``open_listeners``) until cancelled; ``task_status.started``
+    gets the Server (see ``port_of``)."""
+    await serve(handler, listeners=listeners, compression=None, max_size=API_MAX_SIZE,
                 ping_interval=10, ping_timeout=20, task_status=task_status)
 
 

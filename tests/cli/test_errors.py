@@ -58,7 +58,7 @@ CASES = {
                    "InvalidMeta"),
     "negative --limit": (["read", "--node", "{url}", "c", "--limit", "-1"], None, 2,
                          "UsageError"),
-    "not a ws URL": (["status", "--node", "http://127.0.0.1:1"], None, 2, "UsageError"),
+    "not a ws URL": (["status", "--node", "http://127.0.0.1:1"], None, 2, "InvalidUrl"),
     "no --node": (["status"], None, 2, "UsageError"),
     "missing argument *": (["append", "--node", "{url}", "c"], None, 2, "UsageError"),
     "unknown command": (["frobnicate"], None, 2, "UsageError"),

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from p2p_ledger.core.errors import LedgerError, StoreLockedError
+from p2p_ledger.core.errors import LedgerError, StoreError, StoreLockedError
 from p2p_ledger.core.storage import MemoryStorage
 from p2p_ledger.trio.store import SqliteStore
 
@@ -130,7 +130,7 @@ def test_memory_storage_behaves_the_same():
 
 def test_a_failed_open_releases_the_lock(tmp_path):
     (tmp_path / "ledger.sqlite3").write_bytes(b"this is not a database" * 100)
-    with pytest.raises(sqlite3.DatabaseError):
+    with pytest.raises(StoreError, match="is not a p2p-ledger SQLite database"):
         SqliteStore(tmp_path)
     (tmp_path / "ledger.sqlite3").unlink()
     SqliteStore(tmp_path).close()
