@@ -38,6 +38,7 @@ import hashlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from .discovery import Announcement
 from .ledger import Appended, AppendRequest, Ledger
@@ -96,12 +97,23 @@ class Dial:
 Action = Send | Close | Dial
 
 
+class PeerState(StrEnum):
+    """Where a known peer URL stands (``status()`` shows the value)."""
+
+    NEW = "new"  # not dialed yet, or vouched for again: dial when due
+    CONNECTING = "connecting"  # a dial is under way
+    CONNECTED = "connected"  # a link to it is open
+    BACKOFF = "backoff"  # failed: dialed again at retry_at
+    DROPPED = "dropped"  # a learned peer that kept failing for drop_after: no longer dialed
+    SELF = "self"  # the URL reaches this very node: never dialed again
+
+
 @dataclass
 class PeerInfo:
     url: str
     seed: bool
     node_id: str = ""
-    state: str = "new"  # new | connecting | connected | backoff | dropped
+    state: PeerState = PeerState.NEW
     failures: int = 0
     retry_at: float = 0.0
     failing_since: float | None = None
@@ -220,9 +232,9 @@ class NodeCore:
             self._after_push = None
         # One dial at a time per node id: a node announced under several addresses is tried
         # one URL after the other, not all at once.
-        busy = {p.node_id for p in self.peers.values() if p.state == "connecting"}
+        busy = {p.node_id for p in self.peers.values() if p.state is PeerState.CONNECTING}
         for peer in self.peers.values():
-            due = peer.state in ("new", "backoff") and peer.retry_at <= now
+            due = peer.state in (PeerState.NEW, PeerState.BACKOFF) and peer.retry_at <= now
             if due and not self._connected(peer) and (not peer.node_id or
                                                        peer.node_id not in busy):
                 self._dial(peer)
@@ -238,7 +250,7 @@ class NodeCore:
             else:
                 deadlines.append(link.opened_at + self.config.handshake_timeout)
         deadlines += [p.retry_at for p in self.peers.values()
-                      if p.state in ("new", "backoff") and not self._connected(p)]
+                      if p.state in (PeerState.NEW, PeerState.BACKOFF) and not self._connected(p)]
         return min(deadlines)
 
     def append(self, requests: Sequence[AppendRequest], now: float) -> Appended:
@@ -283,13 +295,13 @@ class NodeCore:
         self.discovered[name] = ann.node_id
         for url in ann.urls:
             peer = self.peers.get(url)
-            if url == self.config.url or (peer is not None and peer.state == "self"):
+            if url == self.config.url or (peer is not None and peer.state is PeerState.SELF):
                 continue
             if peer is None:
                 self.peers[url] = PeerInfo(url, seed=False, node_id=ann.node_id, retry_at=now)
-            elif peer.state in ("new", "backoff", "dropped"):
+            elif peer.state in (PeerState.NEW, PeerState.BACKOFF, PeerState.DROPPED):
                 peer.node_id = ann.node_id
-                peer.state, peer.failures, peer.failing_since = "new", 0, None
+                peer.state, peer.failures, peer.failing_since = PeerState.NEW, 0, None
                 peer.retry_at = now
 
     def peer_lost(self, name: str, now: float) -> None:
@@ -317,13 +329,13 @@ class NodeCore:
         peers = []
         advertised = set(self.discovered.values())
         for peer in sorted(self.peers.values(), key=lambda p: p.url):
-            if peer.state == "self":
+            if peer.state is PeerState.SELF:
                 continue
             conn = self.by_node.get(peer.node_id) if peer.node_id else None
             link = self.links.get(conn) if conn is not None else None
             agrees = None if link is None or link.session.peer_root is None else \
                 link.session.peer_root == root
-            peers.append({"node_id": peer.node_id, "url": peer.url, "state": peer.state,
+            peers.append({"node_id": peer.node_id, "url": peer.url, "state": peer.state.value,
                           "root_agrees": agrees, "failures": peer.failures,
                           "last_error": peer.last_error, "mdns": peer.node_id in advertised})
         # Peers that dialed us without a listen URL still count.
@@ -331,7 +343,7 @@ class NodeCore:
             link = self.links[conn]
             if not link.url:
                 agrees = None if link.session.peer_root is None else link.session.peer_root == root
-                peers.append({"node_id": node_id, "url": "", "state": "connected",
+                peers.append({"node_id": node_id, "url": "", "state": PeerState.CONNECTED.value,
                               "root_agrees": agrees, "failures": 0, "last_error": "",
                               "mdns": node_id in advertised})
         return {
@@ -360,7 +372,7 @@ class NodeCore:
 
     def _dial(self, peer: PeerInfo) -> None:
         conn = self._new_conn()
-        peer.state = "connecting"
+        peer.state = PeerState.CONNECTING
         self._dialing[conn] = peer.url
         self._actions.append(Dial(conn, peer.url))
 
@@ -416,7 +428,7 @@ class NodeCore:
         if link.url and (self.config.discovery or link.url in self.peers):
             peer = self.peers.get(link.url) or self.peers.setdefault(
                 link.url, PeerInfo(link.url, seed=False))
-            peer.node_id, peer.state, peer.failures = event.node_id, "connected", 0
+            peer.node_id, peer.state, peer.failures = event.node_id, PeerState.CONNECTED, 0
             peer.failing_since, peer.last_error = None, ""
         # why: the first round starts at once from the timer (due now); a send_root() here as
         # well started two rounds per link open, and each moved the whole difference again.
@@ -427,7 +439,7 @@ class NodeCore:
         if link.gossiper and self._next_round == float("inf"):
             self._next_round = now + self._jitter(self.config.gossip_interval, 0.1)
         known = [(p.node_id, p.url) for p in self.peers.values()
-                 if p.node_id and p.state not in ("dropped", "self")]
+                 if p.node_id and p.state not in (PeerState.DROPPED, PeerState.SELF)]
         if self.config.url:
             known.append((self.config.node_id, self.config.url))
         link.session.send_peers(known)
@@ -481,9 +493,9 @@ class NodeCore:
             known = self.peers.get(url)
             if known is None:
                 self.peers[url] = PeerInfo(url, seed=False, node_id=node_id, retry_at=now)
-            elif known.state == "dropped":
+            elif known.state is PeerState.DROPPED:
                 # A live peer vouches for it again: after a long partition it is worth a retry.
-                known.state, known.failures, known.failing_since = "new", 0, None
+                known.state, known.failures, known.failing_since = PeerState.NEW, 0, None
                 known.retry_at = now
 
     def _forget_link(self, conn: int, link: Link, now: float, reason: str) -> None:
@@ -491,13 +503,13 @@ class NodeCore:
             del self.by_node[link.node_id]
         self._dialing.pop(conn, None)
         peer = self.peers.get(link.url) if link.url else None
-        if peer is None or peer.state == "dropped":
+        if peer is None or peer.state is PeerState.DROPPED:
             return
         if link.node_id and self.by_node.get(link.node_id) is not None:
-            peer.state = "connected"  # the surviving duplicate
+            peer.state = PeerState.CONNECTED  # the surviving duplicate
             return
-        if "ourselves" in reason:
-            peer.state = "self"
+        if link.session.reached_self:
+            peer.state = PeerState.SELF
             return
         if link.session.was_open:
             peer.failures = 0  # it worked: retry soon
@@ -509,13 +521,13 @@ class NodeCore:
         if peer.failing_since is None:
             peer.failing_since = now
         if not peer.seed and now - peer.failing_since >= self.config.drop_after:
-            peer.state = "dropped"
+            peer.state = PeerState.DROPPED
             self.log.append(f"dropped peer {peer.url} after {now - peer.failing_since:.0f}s")
             return
         # why: an unbounded exponent overflows float after ~1000 failures (a seed down for hours)
         delay = min(self.config.backoff_max,
                     self.config.backoff_base * 2 ** min(peer.failures - 1, 60))
-        peer.state = "backoff"
+        peer.state = PeerState.BACKOFF
         peer.retry_at = now + self._jitter(delay, 0.2)
 
     def _jitter(self, value: float, spread: float) -> float:

@@ -46,7 +46,8 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .entry import Entry, check_context, check_node_id
@@ -89,6 +90,7 @@ from .wire import (
     decode,
     encode,
 )
+from .yjs import decode_state_vector
 
 EMPTY_UPDATE = b"\x00\x00"  # a Yjs v1 update with no structs and no deletes
 EMPTY_STATE_VECTOR = b"\x00"
@@ -198,6 +200,7 @@ class PeerSession:
         self.peer: Hello | None = None
         self.peer_root: bytes | None = None
         self.was_open = False
+        self.reached_self = False  # the peer's HELLO carried our own node id
         self.close_reason: str | None = None  # set once CLOSED
         self._out: list[bytes] = []
         self._events: list[Event] = []
@@ -343,11 +346,10 @@ class PeerSession:
         if hello.cluster != self.local.cluster:
             raise RemoteProtocolError(
                 f"peer is in cluster {hello.cluster!r}, we are in {self.local.cluster!r}")
-        try:
+        with _peer_at_fault():
             check_node_id(hello.node_id)
-        except LocalInputError as exc:
-            raise RemoteProtocolError(str(exc)) from None
         if hello.node_id == self.local.node_id:
+            self.reached_self = True
             raise RemoteProtocolError("connected to ourselves")
         self.peer = hello
         peer_has_key = bool(hello.flags & FLAG_AUTH)
@@ -452,13 +454,11 @@ class PeerSession:
         if their_sv is None:
             self._request(name)
             return
-        try:
+        with _peer_at_fault():
             check_context(name)
-        except LocalInputError as exc:
-            raise RemoteProtocolError(str(exc)) from None
         ctx = self.ledger.contexts.get(name)
         ours = ctx.state_vector() if ctx else EMPTY_STATE_VECTOR
-        mine, theirs = _parse_sv(ours), _parse_sv(their_sv)
+        mine, theirs = decode_state_vector(ours), decode_state_vector(their_sv)
         we_have_more = any(clock > theirs.get(client, 0) for client, clock in mine.items())
         they_have_more = any(clock > mine.get(client, 0) for client, clock in theirs.items())
         if ctx is not None and we_have_more and self._first_answer(name, their_sv, ours):
@@ -468,10 +468,8 @@ class PeerSession:
             self._send(Sync1(name, not they_have_more, ours))
 
     def _request(self, name: str) -> None:
-        try:
+        with _peer_at_fault():
             check_context(name)
-        except LocalInputError as exc:
-            raise RemoteProtocolError(str(exc)) from None
         ctx = self.ledger.contexts.get(name)
         sv = ctx.state_vector() if ctx else EMPTY_STATE_VECTOR
         self._send(Sync1(name, True, sv))
@@ -487,10 +485,8 @@ class PeerSession:
         return True
 
     def _on_sync1(self, msg: Sync1) -> None:
-        try:
+        with _peer_at_fault():
             check_context(msg.context)
-        except LocalInputError as exc:
-            raise RemoteProtocolError(str(exc)) from None
         ctx = self.ledger.contexts.get(msg.context)
         sv = ctx.state_vector() if ctx else EMPTY_STATE_VECTOR
         last = self._answered.get(msg.context)
@@ -561,44 +557,27 @@ class PeerSession:
             del self._done[next(iter(self._done))]
 
     def _apply(self, context: str, update: bytes) -> None:
-        try:
+        with _peer_at_fault():
             check_context(context)
             new = self.ledger.apply_remote(context, update)
-        except LocalInputError as exc:
-            raise RemoteProtocolError(str(exc)) from None
-        except LedgerError as exc:
-            if isinstance(exc, (RemoteProtocolError, IntegrityError)):
-                raise
-            raise RemoteProtocolError(f"{type(exc).__name__}: {exc}") from None
         if new:
             self._events.append(EntriesReceived(context, tuple(new)))
 
 
+@contextmanager
+def _peer_at_fault() -> Iterator[None]:
+    """Run a check of what the peer sent: an error we would blame on local input (a bad context
+    name, node id, ...) or on our own state is the peer's fault here, so it becomes a
+    RemoteProtocolError (the link closes, nothing is stored); integrity errors stay as they are."""
+    try:
+        yield
+    except (RemoteProtocolError, IntegrityError):
+        raise
+    except LocalInputError as exc:
+        raise RemoteProtocolError(str(exc)) from None
+    except LedgerError as exc:
+        raise RemoteProtocolError(f"{type(exc).__name__}: {exc}") from None
+
+
 def _short_sv(sv: bytes) -> bytes:
     return sv if len(sv) <= MAX_SV_IN_VIEW else b""
-
-
-def _parse_sv(sv: bytes) -> dict[int, int]:
-    """A Yjs v1 state vector (varuint n, n × (varuint client, varuint clock)) as a dict."""
-    pos = 0
-
-    def varuint() -> int:
-        nonlocal pos
-        value = shift = 0
-        while True:
-            if pos >= len(sv) or shift > 63:
-                raise RemoteProtocolError("malformed state vector")
-            byte = sv[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                return value
-
-    out: dict[int, int] = {}
-    for _ in range(varuint()):
-        client = varuint()
-        out[client] = varuint()
-    if pos != len(sv):
-        raise RemoteProtocolError("trailing bytes after a state vector")
-    return out

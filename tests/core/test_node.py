@@ -9,7 +9,8 @@ import random
 import pytest
 
 from p2p_ledger.core import wire
-from p2p_ledger.core.node import Dial, NodeConfig, NodeCore
+from p2p_ledger.core.node import Dial, NodeConfig, NodeCore, PeerState, Send
+from p2p_ledger.core.protocol import LocalInfo, PeerSession
 from p2p_ledger.core.wire import Root, decode
 
 from .helpers import CoreNet, new_ledger, ordered_ids
@@ -138,13 +139,39 @@ def test_simultaneous_dials_resolve_to_one_link_on_both_ends(seed: int, order: s
     assert len(a.links) == 1 and len(b.links) == 1
 
 
+def test_a_peer_saying_ourselves_in_its_bye_is_not_taken_for_us() -> None:
+    """Self-connection is what our own session saw (our node id in the peer's HELLO), never a
+    word in a reason text: a peer whose BYE says "connected to ourselves" was once marked
+    ``self`` and never dialed again."""
+    core = NodeCore(new_ledger("a"), NodeConfig(node_id="a", url=A, seeds=(B,)),
+                    random.Random(1))
+    core.tick(0.0)
+    (dial,) = [x for x in core.take_actions() if isinstance(x, Dial)]
+    core.connection_made(dial.conn, 0.0)
+    peer = PeerSession(LocalInfo("b", url=B), new_ledger("b"), b"B" * 16)
+    peer.start()
+    for _ in range(4):  # the handshake, both ways
+        for frame in peer.take_output():
+            core.frame_received(dial.conn, frame, 0.1)
+        for action in core.take_actions():
+            if isinstance(action, Send):
+                peer.receive(action.frame)
+    assert core.peers[B].state is PeerState.CONNECTED
+    peer.close("connected to ourselves")
+    for frame in peer.take_output():
+        core.frame_received(dial.conn, frame, 0.2)
+    assert core.peers[B].state is PeerState.BACKOFF
+    core.tick(60.0)
+    assert any(isinstance(x, Dial) and x.url == B for x in core.take_actions())
+
+
 def test_self_dial_marks_the_peer_as_self_and_stops() -> None:
     net = CoreNet(3)
     net.add(A, seeds=("ws://h/alias-of-a",))
     net.cores["ws://h/alias-of-a"] = net.cores[A]  # another URL that reaches the same node
     net.up.add("ws://h/alias-of-a")
     net.run_until(30.0)
-    assert net.cores[A].peers["ws://h/alias-of-a"].state == "self"
+    assert net.cores[A].peers["ws://h/alias-of-a"].state is PeerState.SELF
     assert len(_dial_times(net, A, "ws://h/alias-of-a")) == 1
     assert net.cores[A].status()["peers"] == []
 

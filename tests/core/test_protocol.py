@@ -533,6 +533,11 @@ def _hostile_cases(victim) -> dict[str, tuple[list[bytes], str]]:  # noqa: ANN00
         "views-bad-context-name": ([encode(Views((View((), wire.ITEMS,
                                                        items=(("no way!", b"\x00" * 16),)),)))],
                                    "RemoteProtocolError"),
+        # 2^29 entries claimed in 5 bytes: refused before anything is sized by the count
+        "views-state-vector-claims-too-much": (
+            [encode(Views((View((), wire.ITEMS, items=(("ctx-1", b"\x00" * 16),),
+                                states=(bytes.fromhex("8080808003"),)),)))],
+            "RemoteProtocolError"),
     }
 
 

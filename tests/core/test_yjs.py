@@ -71,27 +71,6 @@ def rand_values(rng: random.Random, n: int, size: int = 100) -> list[bytes]:
     return [rng.randbytes(size) for _ in range(n)]
 
 
-def state_vector(sv: bytes) -> dict[int, int]:
-    out: dict[int, int] = {}
-    pos = 0
-
-    def vu() -> int:
-        nonlocal pos
-        r = shift = 0
-        while True:
-            b = sv[pos]
-            pos += 1
-            r |= (b & 0x7F) << shift
-            shift += 7
-            if b < 0x80:
-                return r
-
-    for _ in range(vu()):
-        client = vu()
-        out[client] = vu()
-    return out
-
-
 # ---- a tiny v1 encoder for crafted updates -----------------------------------------------------
 
 
@@ -319,6 +298,31 @@ def test_state_vectors_round_trip_and_garbage_is_refused() -> None:
             decode_state_vector(bad)
 
 
+def test_state_vectors_decode_as_pycrdt_writes_them() -> None:
+    rng = random.Random(5)
+    docs = [Doc(client_id=c) for c in (1, 300, 2**40, 2**53 - 1)]
+    merged: Doc[Any] = Doc(client_id=9)
+    assert decode_state_vector(merged.get_state()) == {}
+    for doc in docs:
+        arr = doc.get(NAME, type=Array)
+        for _ in range(rng.randrange(1, 5)):
+            arr.extend(rand_values(rng, rng.randrange(1, 200), 3))
+        merged.apply_update(doc.get_update())
+    expected = {doc.client_id: len(doc.get(NAME, type=Array)) for doc in docs}
+    assert decode_state_vector(merged.get_state()) == expected
+
+
+@pytest.mark.parametrize("sv, why", [
+    (b"", "truncated"), (b"\x01\x05", "cannot fit"), (b"\x01\x05\x80", "truncated"),
+    (b"\x00\x00", "trailing"), (b"\x01\x05\x03\x00", "trailing"),
+    (bytes.fromhex("8080808003"), "cannot fit"),  # 2^29 entries claimed in 5 bytes
+    (b"\x01\x05" + b"\xff" * 5 + b"\x7f", "too long"),  # a clock wider than u32
+])
+def test_malformed_state_vectors_are_refused(sv: bytes, why: str) -> None:
+    with pytest.raises(RemoteProtocolError, match=why):
+        decode_state_vector(sv)
+
+
 def test_parsed_clocks_match_pycrdt_state_vector() -> None:
     # the clock bookkeeping (lengths per content kind, UTF-16 for strings) agrees with yrs
     doc: Doc[Any] = Doc(client_id=77)
@@ -339,7 +343,7 @@ def test_parsed_clocks_match_pycrdt_state_vector() -> None:
         ends[item.client] = max(ends.get(item.client, 0), item.clock + item.length)
     for client, clock, length in info.gc_ranges:
         ends[client] = max(ends.get(client, 0), clock + length)
-    assert ends == state_vector(doc.get_state())
+    assert ends == decode_state_vector(doc.get_state())
     decoded = [v for it in info.items if it.content_ref == 8 for v in it.values]
     assert 3.5 in decoded and "two" in decoded and {"a": "b"} in decoded and [1.0] in decoded
 
