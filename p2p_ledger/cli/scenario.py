@@ -5,7 +5,9 @@ parser; every leaf parser sets ``func`` to a handler ``(argparse.Namespace) -> i
 code; bad input raises ``UsageError``, which the main command prints as one line).
 ``python -m p2p_ledger scenario run FILE...`` runs them.
 
-``run --real [--time-scale X]`` runs the same files on real node processes (``real.py``).
+``run --real [--time-scale X]`` runs the same files on real node processes on loopback
+(``harness/real.py``), ``run --netns`` on real node processes in network namespaces
+(``harness/netns.py``).
 ``run`` exits 0 iff every check of every scenario held, 1 if one failed, 2 for an invalid file.
 Results go to stdout (a summary per scenario, or one JSON object per line with ``--json``);
 a progress line goes to stderr only when stderr is a terminal.
@@ -17,6 +19,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..sim.runner import Report, run_scenario
 from ..sim.scenario import ScenarioError
@@ -57,9 +60,13 @@ def add_sim_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     run.add_argument("--real", action="store_true",
                      help="run on real node processes on loopback, every link through a "
                           "fault-injecting relay (see p2p_ledger/harness/real.py)")
+    run.add_argument("--netns", action="store_true",
+                     help="run on real node processes, one per Linux network namespace on a "
+                          "bridge; partitions and cuts are made by the kernel (root only; see "
+                          "p2p_ledger/harness/netns.py)")
     run.add_argument("--time-scale", type=float, default=None, metavar="X",
-                     help="with --real: wall seconds per scenario second (default 0.1: a 70 s "
-                          "scenario runs in about 7 s; writers' rates scale too)")
+                     help="with --real or --netns: wall seconds per scenario second (default "
+                          "0.1: a 70 s scenario runs in about 7 s; writers' rates scale too)")
     run.set_defaults(func=cmd_run)
 
     fuzz = sub.add_parser(
@@ -105,16 +112,17 @@ def _progress_done() -> None:
         sys.stderr.flush()
 
 
-def format_report(report: Report, real: bool = False) -> str:
-    """A human summary: one line for the scenario, one per check."""
+def format_report(report: Report, mode: str = "") -> str:
+    """A human summary: one line for the scenario, one per check. ``mode``: "" (simulated),
+    "real" (loopback relays) or "netns"; real runs count wire units and use the wall clock."""
     status = "PASS" if report.passed else "FAIL"
     conv = "never" if report.converged_after_s is None else f"{report.converged_after_s:.3f}s"
-    if real:  # relays count chunks, not protocol messages; the clock is the wall clock
-        traffic = f"{report.messages} relayed chunks, {_size(report.bytes)}"
+    unit = {"": "messages", "real": "relayed chunks", "netns": "packets"}[mode]
+    traffic = f"{report.messages} {unit}, {_size(report.bytes)}"
+    if mode:
         timing = (f"{report.nodes} real nodes, {report.sim_s:.1f}s of scenario time in "
                   f"{report.wall_s:.2f}s, steps digest")
     else:
-        traffic = f"{report.messages} messages, {_size(report.bytes)}"
         timing = f"{report.sim_s:.1f}s simulated in {report.wall_s:.2f}s, digest"
     lines = [
         f"{status} {report.scenario} (seed {report.seed}): converged after {conv}, "
@@ -136,24 +144,39 @@ def _size(n: int) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    real = bool(getattr(args, "real", False))
+    netns = bool(getattr(args, "netns", False))
+    real = bool(getattr(args, "real", False)) or netns
+    mode = "netns" if netns else "real" if real else ""
     scale: float | None = getattr(args, "time_scale", None)
+    if netns and getattr(args, "real", False):
+        raise UsageError("--real and --netns are two different real modes: pick one")
     if scale is not None and not (real and 0 < scale < float("inf")):
-        raise UsageError("--time-scale needs --real and a positive number")
+        raise UsageError("--time-scale needs --real or --netns and a positive number")
     if real and (args.plot is not None or args.trace is not None):
         raise UsageError("--plot and --trace are for simulated runs only")
     if args.plot is not None:
         _check_plot_dir(args.plot)  # before a long run, not after it
     if real:
-        from ..harness.real import DEFAULT_TIME_SCALE, run_real_scenario  # only when asked for
+        # only when asked for
+        from ..harness.real import DEFAULT_TIME_SCALE, RelayNetwork, run_real_scenario
 
         real_scale = scale or DEFAULT_TIME_SCALE
+        network: Any = RelayNetwork
+        if netns:
+            from ..harness.netns import NetnsNetwork, netns_unavailable
+
+            unavailable = netns_unavailable()
+            if unavailable is not None:
+                print(f"p2p-ledger: error: NetnsError: {unavailable}", file=sys.stderr)
+                return 1
+            network = NetnsNetwork
     failed = False
     for i, path in enumerate(args.files):
         _progress(f"[{i + 1}/{len(args.files)}] {path}")
         try:
             if real:
-                report = run_real_scenario(path, seed=args.seed, time_scale=real_scale)
+                report = run_real_scenario(path, seed=args.seed, time_scale=real_scale,
+                                           network=network)
             else:
                 report = run_scenario(path, seed=args.seed, timeline=args.plot is not None,
                                       keep_trace=args.trace is not None)
@@ -167,10 +190,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.json:
             row = report.to_json()
             if real:
-                row |= {"mode": "real", "time_scale": real_scale}
+                row |= {"mode": mode, "time_scale": real_scale}
             print(json.dumps(row), flush=True)
         else:
-            print(format_report(report, real=real), flush=True)
+            print(format_report(report, mode=mode), flush=True)
         if args.plot is not None:
             from ..sim.plot import plot_report  # matplotlib only when asked for
 

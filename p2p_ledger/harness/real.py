@@ -1,4 +1,9 @@
-"""Real mode: run a scenario file against real ``p2p-ledger node`` processes on loopback.
+"""Real mode: run a scenario file against real ``p2p-ledger node`` processes.
+
+``RealRun`` is the runner: processes, steps, writers, checks and the report. Where the processes
+live and how faults reach their links is its ``Network``: ``RelayNetwork`` here (loopback, one
+relay per link, described below; ``scenario run --real``) or ``netns.NetnsNetwork`` (one
+network namespace per node, faults made by the kernel; ``scenario run --netns``).
 
 Each scenario node is ``python -m p2p_ledger node --no-discovery`` on a temporary data
 directory, listening on ``127.0.0.1:0``. Every directed link a→b of the scenario's topology (a
@@ -52,10 +57,11 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -83,7 +89,6 @@ class RealNode:
     name: str
     data: Path
     logdir: Path
-    peers: list[str]  # relay URLs of this node's outgoing links
     proc: subprocess.Popen[bytes] | None = None
     url: str = ""
     port: int = 0
@@ -105,10 +110,122 @@ class RealNode:
         return "\n".join(f"  {self.name}| {line}" for line in text)
 
 
+class Network(Protocol):
+    """Where a run's node processes live and how the scenario's faults reach their links: the
+    part of a real run that differs between loopback relays (``RelayNetwork``) and hosts in
+    network namespaces (``netns.NetnsNetwork``). Every method but ``start`` is synchronous."""
+
+    mode: str  # the report's "mode"
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Set up (relays, a test bed); anything long-lived runs in ``nursery``."""
+
+    def node_command(self, name: str, argv: list[str]) -> list[str]:
+        """The full command line of node ``name``: ``argv`` (``p2p-ledger node --data ...``)
+        plus where it listens and whom it dials, wrapped as the network needs."""
+
+    def started(self, node: RealNode) -> None:
+        """``node`` printed its ready line (``node.url`` is set)."""
+
+    def stopped(self, node: RealNode) -> None:
+        """``node`` was killed."""
+
+    def set_cuts(self, cuts: set[tuple[str, str]]) -> None:
+        """Exactly these directed links are cut from now on."""
+
+    def set_links(self, pairs: list[tuple[str, str]] | None, changes: Mapping[str, float]) -> None:
+        """A ``link`` step (``pairs`` None: every link)."""
+
+    def connect(self, node: RealNode) -> AbstractAsyncContextManager[Client]:
+        """An API client of ``node``, never through a fault."""
+
+    def traffic(self) -> tuple[int, int, dict[str, int]]:
+        """(messages, bytes, other counters) for the report."""
+
+    def close(self) -> None:
+        """Tear down; called whatever happened, after every node was killed."""
+
+
 @dataclass
 class _LinkState:
     latency_ms: float = 0.0
     loss: float = 0.0
+
+
+class RelayNetwork:
+    """Loopback: one fault-injecting relay per directed link of the topology (see the module
+    doc); nodes run with ``--no-discovery`` so no direct address bypasses the relays."""
+
+    mode = "real"
+
+    def __init__(self, scenario: Scenario, rng: random.Random) -> None:
+        self.scenario = scenario
+        self.relays: dict[tuple[str, str], Relay] = {}
+        for a in scenario.nodes:
+            for b in scenario.seeds[a]:
+                self.relays[(a, b)] = Relay(f"{a}>{b}", seed=rng.getrandbits(32))
+        self.link_state = {pair: _LinkState(scenario.links.latency_ms, scenario.links.loss)
+                           for pair in self.relays}
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        for relay in self.relays.values():
+            await nursery.start(relay.run)
+        self._apply_links(list(self.relays))
+
+    def node_command(self, name: str, argv: list[str]) -> list[str]:
+        argv = [*argv, "--listen", "127.0.0.1:0", "--no-discovery"]
+        for b in self.scenario.seeds[name]:
+            argv += ["--peer", self.relays[(name, b)].url]
+        return argv
+
+    def started(self, node: RealNode) -> None:
+        self._retarget(node.name, ("127.0.0.1", node.port))
+
+    def stopped(self, node: RealNode) -> None:
+        self._retarget(node.name, None)
+
+    def _retarget(self, name: str, target: tuple[str, int] | None) -> None:
+        for (_, b), relay in self.relays.items():
+            if b == name:
+                relay.set_target(target)
+
+    def set_cuts(self, cuts: set[tuple[str, str]]) -> None:
+        for pair, relay in self.relays.items():
+            if pair in cuts:
+                if not relay.is_cut:
+                    relay.cut()
+            else:
+                relay.heal()
+
+    def set_links(self, pairs: list[tuple[str, str]] | None, changes: Mapping[str, float]) -> None:
+        chosen = [p for p in (pairs if pairs is not None else self.relays) if p in self.relays]
+        for pair in chosen:  # (links the topology does not dial have no relay)
+            state = self.link_state[pair]
+            state.latency_ms = changes.get("latency_ms", state.latency_ms)
+            state.loss = changes.get("loss", state.loss)
+        self._apply_links(chosen)
+
+    def _apply_links(self, pairs: list[tuple[str, str]]) -> None:
+        for pair in pairs:
+            state = self.link_state[pair]
+            self.relays[pair].set_delay(state.latency_ms / 1000)
+            self.relays[pair].set_drop(state.loss)
+
+    def connect(self, node: RealNode) -> AbstractAsyncContextManager[Client]:
+        return Client.connect(node.url, timeout=REQUEST_TIMEOUT)
+
+    def traffic(self) -> tuple[int, int, dict[str, int]]:
+        counters = [r.counters for r in self.relays.values()]
+        return (sum(c.chunks for c in counters), sum(c.bytes for c in counters),
+                {"connections": sum(c.connections for c in counters),
+                 "refused": sum(c.refused for c in counters),
+                 "broken": sum(c.broken for c in counters)})
+
+    def close(self) -> None:
+        pass  # the relays stop with the nursery they run in
+
+
+NetworkFactory = Callable[[Scenario, random.Random], Network]
 
 
 @dataclass
@@ -117,9 +234,9 @@ class RealRun:
 
     scenario: Scenario
     time_scale: float = DEFAULT_TIME_SCALE
+    network_factory: NetworkFactory = RelayNetwork
     root: Path = Path()  # a fresh temporary directory per run, made by run()
     nodes: dict[str, RealNode] = field(default_factory=dict)
-    relays: dict[tuple[str, str], Relay] = field(default_factory=dict)
     cuts: set[tuple[str, str]] = field(default_factory=set)
     acked: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (origin, context)
     contexts: set[str] = field(default_factory=set)
@@ -134,12 +251,7 @@ class RealRun:
         if not self.time_scale > 0 or math.isinf(self.time_scale):
             raise ValueError(f"time_scale must be a positive number, got {self.time_scale}")
         self.rng = random.Random(self.scenario.seed)
-        for a in self.scenario.nodes:
-            for b in self.scenario.seeds[a]:
-                self.relays[(a, b)] = Relay(f"{a}>{b}", seed=self.rng.getrandbits(32))
-        links = {pair: _LinkState(self.scenario.links.latency_ms, self.scenario.links.loss)
-                 for pair in self.relays}
-        self.link_state = links
+        self.network = self.network_factory(self.scenario, self.rng)
 
     # ---- the run -------------------------------------------------------------------------------
 
@@ -152,16 +264,14 @@ class RealRun:
         end = 0.0
         self.root = Path(tempfile.mkdtemp(prefix="p2p-ledger-real-"))
         try:
-            async with trio.open_nursery() as relays:
+            async with trio.open_nursery() as network:
                 try:
-                    for relay in self.relays.values():
-                        await relays.start(relay.run)
-                    self._apply_links(list(self.relays))
+                    await self.network.start(network)
                     converged_after, reference = await self._timeline()
                     end = trio.current_time()
                     checks, lost = await self._checks(converged_after, reference)
                 finally:
-                    relays.cancel_scope.cancel()
+                    network.cancel_scope.cancel()
         except Exception as exc:  # report it as a failed run, never hide it
             leaf = _leaf(exc)
             frames = traceback.format_exception(leaf)
@@ -170,21 +280,20 @@ class RealRun:
             end = trio.current_time()
         finally:
             self._stop_all()
+            messages, size, counters = self.network.traffic()
+            self.network.close()
             shutil.rmtree(self.root, ignore_errors=True)
         checks.append(CheckResult("no_errors", error is None, error or ""))
-        counters = [r.counters for r in self.relays.values()]
         return Report(
             scenario=self.scenario.name, seed=self.scenario.seed, source=self.scenario.source,
             passed=all(c.passed for c in checks), checks=checks,
-            converged_after_s=converged_after, messages=sum(c.chunks for c in counters),
-            bytes=sum(c.bytes for c in counters), acknowledged=len(self.acked), lost=lost,
+            converged_after_s=converged_after, messages=messages, bytes=size,
+            acknowledged=len(self.acked), lost=lost,
             trace_digest=hashlib.sha256("".join(self.log).encode()).hexdigest(),
             wall_s=time.perf_counter() - started,
             sim_s=max(0.0, end - self.t0) / self.time_scale if self.t0 else 0.0,
             events=len(self.log) + self.writes, nodes=len(self.scenario.nodes),
-            by_type={"connections": sum(c.connections for c in counters),
-                     "refused": sum(c.refused for c in counters),
-                     "broken": sum(c.broken for c in counters), "writes": self.writes},
+            by_type=counters | {"writes": self.writes},
             error=error,
         )
 
@@ -193,8 +302,7 @@ class RealRun:
 
         Returns (seconds from the reference time to convergence or None, the reference time)."""
         for name in self.scenario.nodes:
-            peers = [self.relays[(name, b)].url for b in self.scenario.seeds[name]]
-            self.nodes[name] = RealNode(name, self.root / name, self.root / "logs", peers)
+            self.nodes[name] = RealNode(name, self.root / name, self.root / "logs")
         async with trio.open_nursery() as starting:
             for node in self.nodes.values():
                 starting.start_soon(self._spawn, node)
@@ -230,7 +338,7 @@ class RealRun:
                 (args["context"], _payload(f"s{step.index}.{i}", args["payload_bytes"]),
                  args["key"], None) for i in range(args["count"])]
             if node.up:
-                async with Client.connect(node.url, timeout=REQUEST_TIMEOUT) as client:
+                async with self.network.connect(node) as client:
                     with trio.fail_after(REQUEST_TIMEOUT * 2):
                         entries = await client.append_many(items)
                 for entry in entries:
@@ -259,13 +367,7 @@ class RealRun:
                     starting.start_soon(self._spawn, self.nodes[name])
             self.last_recovery = trio.current_time()
         elif step.kind == "link":
-            pairs = args["pairs"] if args["pairs"] is not None else list(self.relays)
-            pairs = [p for p in pairs if p in self.relays]  # links the topology does not dial
-            for pair in pairs:
-                state = self.link_state[pair]
-                state.latency_ms = args["changes"].get("latency_ms", state.latency_ms)
-                state.loss = args["changes"].get("loss", state.loss)
-            self._apply_links(pairs)
+            self.network.set_links(args["pairs"], args["changes"])
         elif step.kind == "wait_converged":
             deadline = now + args["timeout_s"]
             while not await self._converged():
@@ -277,18 +379,7 @@ class RealRun:
 
     def _set_cuts(self, cuts: set[tuple[str, str]]) -> None:
         self.cuts = cuts
-        for pair, relay in self.relays.items():
-            if pair in cuts:
-                if not relay.is_cut:
-                    relay.cut()
-            else:
-                relay.heal()
-
-    def _apply_links(self, pairs: list[tuple[str, str]]) -> None:
-        for pair in pairs:
-            state = self.link_state[pair]
-            self.relays[pair].set_delay(state.latency_ms / 1000)
-            self.relays[pair].set_drop(state.loss)
+        self.network.set_cuts(cuts)
 
     async def _writer(self, step: Step, node: RealNode, end: float, rng: random.Random) -> None:
         """One agent: appends at the (scaled) rate until ``end``; skips while its node is down."""
@@ -302,7 +393,7 @@ class RealRun:
                 when += rng.expovariate(rate)
                 continue
             try:
-                async with Client.connect(node.url, timeout=REQUEST_TIMEOUT) as client:
+                async with self.network.connect(node) as client:
                     while when < end and node.up:
                         await trio.sleep_until(when)
                         when += rng.expovariate(rate)
@@ -327,11 +418,9 @@ class RealRun:
         node.logdir.mkdir(parents=True, exist_ok=True)
         stdout = node.logdir / f"{node.name}.{node.runs}.out"
         node.stderr = node.logdir / f"{node.name}.{node.runs}.err"
-        cmd = [sys.executable, "-m", "p2p_ledger", "node", "--data", str(node.data),
-               "--listen", "127.0.0.1:0", "--node-id", node.name, "--no-discovery",
-               "--gossip-interval", str(GOSSIP_INTERVAL)]
-        for url in node.peers:
-            cmd += ["--peer", url]
+        cmd = self.network.node_command(node.name, [
+            sys.executable, "-m", "p2p_ledger", "node", "--data", str(node.data),
+            "--node-id", node.name, "--gossip-interval", str(GOSSIP_INTERVAL)])
         env = {k: v for k, v in os.environ.items() if k != "P2P_LEDGER_CLUSTER_KEY"}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         # Output to files, not pipes: nothing can fill up and block the node.
@@ -346,9 +435,7 @@ class RealRun:
                 node.url = ready[0].split()[1]
                 node.port = int(node.url.rsplit(":", 1)[1])
                 node.up = True
-                for (_, b), relay in self.relays.items():
-                    if b == node.name:
-                        relay.set_target(("127.0.0.1", node.port))
+                self.network.started(node)
                 return
             if node.proc.poll() is not None or trio.current_time() > deadline:
                 self._kill(node)
@@ -358,10 +445,8 @@ class RealRun:
 
     def _crash(self, node: RealNode) -> None:
         node.up = False
-        for (_, b), relay in self.relays.items():
-            if b == node.name:
-                relay.set_target(None)
         self._kill(node)
+        self.network.stopped(node)
 
     @staticmethod
     def _kill(node: RealNode) -> None:
@@ -392,7 +477,7 @@ class RealRun:
         async def one(node: RealNode) -> None:
             try:
                 with trio.fail_after(REQUEST_TIMEOUT):
-                    async with Client.connect(node.url, timeout=REQUEST_TIMEOUT) as client:
+                    async with self.network.connect(node) as client:
                         out[node.name] = await client.status()
             except (LedgerError, OSError, trio.TooSlowError):
                 out[node.name] = None
@@ -410,7 +495,7 @@ class RealRun:
     async def _read_all(self, node: RealNode) -> dict[str, list[str]]:
         """Every context's ids on ``node``, in its causal order."""
         held: dict[str, list[str]] = {}
-        async with Client.connect(node.url, timeout=REQUEST_TIMEOUT) as client:
+        async with self.network.connect(node) as client:
             for context in sorted(self.contexts):
                 ids: list[str] = []
                 cursor = None
@@ -520,18 +605,21 @@ def _same_order(held: Mapping[str, Mapping[str, list[str]]]) -> CheckResult:
     return CheckResult("same_order", True, f"{contexts} contexts on {len(held)} nodes")
 
 
-async def run_real(scenario: Scenario, time_scale: float = DEFAULT_TIME_SCALE) -> Report:
+async def run_real(scenario: Scenario, time_scale: float = DEFAULT_TIME_SCALE,
+                   network: NetworkFactory = RelayNetwork) -> Report:
     """Run one scenario on real processes (inside a trio run)."""
-    return await RealRun(scenario, time_scale).run()
+    return await RealRun(scenario, time_scale, network).run()
 
 
 def run_real_scenario(source: str | Path | Mapping[str, Any] | Scenario, seed: int | None = None,
-                      time_scale: float = DEFAULT_TIME_SCALE) -> Report:
+                      time_scale: float = DEFAULT_TIME_SCALE,
+                      network: NetworkFactory = RelayNetwork) -> Report:
     """Load (unless given a Scenario) and run one scenario on real processes; blocking."""
     scenario = source if isinstance(source, Scenario) else load_scenario(source, seed)
     if isinstance(source, Scenario) and seed is not None:
         scenario.seed = seed
-    return trio.run(run_real, scenario, time_scale)
+    return trio.run(run_real, scenario, time_scale, network)
 
 
-__all__ = ["DEFAULT_TIME_SCALE", "RealRun", "RealRunError", "run_real", "run_real_scenario"]
+__all__ = ["DEFAULT_TIME_SCALE", "Network", "RealNode", "RealRun", "RealRunError", "RelayNetwork",
+           "run_real", "run_real_scenario"]

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import trio
+
 from ..core import errors
 from ..core.cursor import Cursor
 from ..core.entry import Entry, decode_record
@@ -48,9 +50,11 @@ class Client:
     @classmethod
     @asynccontextmanager
     async def connect(cls, url: str, cluster_key: bytes | str | None = None,
-                      timeout: float = 10.0) -> AsyncIterator[Client]:
+                      timeout: float = 10.0, stream: trio.abc.Stream | None = None,
+                      ) -> AsyncIterator[Client]:
+        """``stream``: an already connected TCP stream to use instead of dialing ``url``."""
         key = cluster_key_bytes(cluster_key)
-        async with dial(url, api=True, timeout=timeout) as ws:
+        async with dial(url, api=True, timeout=timeout, stream=stream) as ws:
             client = cls(ws, url, key)
             await client._hello()
             yield client

@@ -111,12 +111,14 @@ class PeerLink:
 
 
 @asynccontextmanager
-async def dial(url: str, *, api: bool = False, timeout: float = 10.0) -> AsyncIterator[Connection]:
-    """Open a websocket to ``url``; LinkBroken with a readable reason when that fails."""
+async def dial(url: str, *, api: bool = False, timeout: float = 10.0,
+               stream: trio.abc.Stream | None = None) -> AsyncIterator[Connection]:
+    """Open a websocket to ``url`` (over ``stream`` if given: an already connected TCP stream,
+    e.g. from another network namespace); LinkBroken with a readable reason when that fails."""
     entered = False
     try:
         async with ws_connect(
-            url, compression=None, proxy=None, open_timeout=timeout,
+            url, stream=stream, compression=None, proxy=None, open_timeout=timeout,
             max_size=API_MAX_SIZE if api else PEER_MAX_SIZE, ping_interval=10, ping_timeout=20,
         ) as ws:
             entered = True

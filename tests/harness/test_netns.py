@@ -1,0 +1,174 @@
+"""The network-namespace test bed: reachability, partitions on separate bridges, one-way cuts,
+unplugged cables, teardown whatever happens (exception, Ctrl-C, a creator SIGKILLed)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from p2p_ledger.harness.netns import PREFIX, TestBed, components, netns_unavailable
+
+UNAVAILABLE = netns_unavailable()
+needs_netns = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"{UNAVAILABLE}")
+PORT = 7000
+
+
+def _namespaces() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.split()}
+
+
+@pytest.fixture
+def bed() -> Iterator[TestBed]:
+    with TestBed(["a", "b", "c"]) as made:
+        listeners = [host.socket() for host in made.hosts.values()]  # one on every host
+        for host, listener in zip(made.hosts.values(), listeners, strict=True):
+            listener.bind((host.address, PORT))
+            listener.listen(64)
+        yield made
+        for listener in listeners:
+            listener.close()
+
+
+def _reach(bed: TestBed, src: str, dst: str) -> bool:
+    """Whether a TCP connect from ``src`` to ``dst`` completes (a dropped SYN times out)."""
+    sock = bed.hosts[src].socket()
+    sock.settimeout(0.4)
+    try:
+        sock.connect((bed.hosts[dst].address, PORT))
+    except OSError:
+        return False
+    finally:
+        sock.close()
+    return True
+
+
+def _matrix(bed: TestBed) -> set[str]:
+    """Every ordered pair that can connect, as "ab" strings."""
+    return {a + b for a in "abc" for b in "abc" if a != b and _reach(bed, a, b)}
+
+
+ALL = {"ab", "ac", "ba", "bc", "ca", "cb"}
+
+
+def test_components_separate_only_pairs_cut_both_ways() -> None:
+    names = ["a", "b", "c", "d"]
+    assert components(names, set()) == [names]
+    both = {("a", "b"), ("b", "a"), ("a", "c"), ("c", "a"), ("d", "b"), ("b", "d"),
+            ("d", "c"), ("c", "d"), ("a", "d"), ("d", "a")}
+    assert components(names, both) == [["a"], ["b", "c"], ["d"]]
+    assert components(names, {("a", "b")}) == [names]  # one-way: same bridge
+
+
+@needs_netns
+def test_hosts_reach_each_other_and_nothing_else(bed: TestBed) -> None:
+    assert _matrix(bed) == ALL
+    route = subprocess.run(bed.hosts["a"].command(["ip", "route", "show", "default"]),
+                           capture_output=True, text=True, check=True).stdout
+    assert route.strip() == ""  # no way out of the bed
+    assert not any(bed.hosts["a"].address in line for line in
+                   subprocess.run(["ip", "-o", "addr"], capture_output=True,
+                                  text=True).stdout.splitlines())  # not in our namespace
+
+
+@needs_netns
+def test_partition_one_way_cut_unplug_and_heal(bed: TestBed) -> None:
+    bed.set_cuts({("a", "b"), ("b", "a"), ("c", "b"), ("b", "c")})  # b alone
+    assert _matrix(bed) == {"ac", "ca"}
+    ports = subprocess.run(["ip", "-n", bed.switch, "-o", "link", "show", "master", "br1"],
+                           capture_output=True, text=True).stdout
+    assert f"{bed.hosts['b'].port}@" in ports  # b's port moved to a bridge of its own
+    # One-way a→b: a's packets are dropped on arrival; TCP needs both ways, so b→a fails too.
+    bed.set_cuts({("a", "b")})
+    assert _matrix(bed) == {"ac", "ca", "bc", "cb"}
+    bed.set_cuts(set())
+    assert _matrix(bed) == ALL
+    bed.unplug("c")
+    assert _matrix(bed) == {"ab", "ba"}
+    bed.plug("c")
+    assert _reach(bed, "a", "c")
+    packets, size = bed.traffic()
+    assert packets > 0 and size > packets * 40  # TCP/IP headers at least
+
+
+@needs_netns
+def test_leaving_the_block_kills_what_runs_inside_and_removes_everything() -> None:
+    with pytest.raises(RuntimeError), TestBed(["x", "y"]) as bed:
+        names = {bed.switch} | {h.netns for h in bed.hosts.values()}
+        assert names <= _namespaces()
+        sleeper = subprocess.Popen(bed.hosts["x"].command(["sleep", "600"]))
+        raise RuntimeError("a failing test")
+    assert sleeper.wait(10) == -signal.SIGKILL
+    assert not names & _namespaces()
+
+
+@needs_netns
+def test_ctrl_c_tears_the_bed_down(tmp_path: object) -> None:
+    script = textwrap.dedent("""
+        import subprocess, sys, time
+        from p2p_ledger.harness.netns import TestBed
+        with TestBed(["x", "y"]) as bed:
+            sleeper = subprocess.Popen(bed.hosts["y"].command(["sleep", "600"]))
+            print(bed.prefix, sleeper.pid, flush=True)
+            time.sleep(600)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    prefix, sleeper = proc.stdout.readline().split()
+    assert prefix.startswith(f"{PREFIX}-{proc.pid}-")
+    assert any(n.startswith(prefix) for n in _namespaces())
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) != 0  # KeyboardInterrupt
+    assert not any(n.startswith(prefix) for n in _namespaces())
+    assert _gone(int(sleeper))
+
+
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (SIGKILLed, reaped by init): a bounded poll of /proc."""
+    for _ in range(100):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(")")[-1].split()[0] == "Z":
+                    return True  # dead, only waiting for init to reap it
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@needs_netns
+def test_a_bed_left_by_a_killed_process_is_removed_by_the_next_one() -> None:
+    script = textwrap.dedent("""
+        import os, signal
+        from p2p_ledger.harness.netns import TestBed
+        bed = TestBed(["x"]).__enter__()
+        print(bed.prefix, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == -signal.SIGKILL
+    prefix = done.stdout.strip()
+    assert any(n.startswith(prefix) for n in _namespaces())  # left behind
+    with TestBed(["z"]) as fresh:
+        assert fresh.prefix != prefix
+        assert not any(n.startswith(prefix) for n in _namespaces())
+
+
+@needs_netns
+def test_a_socket_made_in_a_host_stays_there_and_the_thread_comes_back() -> None:
+    own = os.readlink("/proc/thread-self/ns/net")
+    with TestBed(["x"]) as bed:
+        sock = bed.hosts["x"].socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((bed.hosts["x"].address, 0))  # that address exists only inside the bed
+        sock.close()
+        assert os.readlink("/proc/thread-self/ns/net") == own
+        with pytest.raises(OSError):
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM).bind((bed.hosts["x"].address, 0))

@@ -1,0 +1,48 @@
+"""``scenario run --netns``: the shipped scenarios on real node processes, one per network
+namespace, with partitions, cuts and crashes made by the kernel; the simulator's checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from p2p_ledger.cli.scenario import main
+from p2p_ledger.harness import netns
+from p2p_ledger.harness.netns import netns_unavailable
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+UNAVAILABLE = netns_unavailable()
+
+
+def test_netns_and_real_are_exclusive(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--real", "--netns", str(SCENARIOS / "split_brain.toml")]) == 2
+    assert "pick one" in capsys.readouterr().err
+
+
+def test_without_namespaces_the_reason_is_one_line(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(netns, "netns_unavailable", lambda: "network namespaces need root")
+    assert main(["run", "--netns", str(SCENARIOS / "split_brain.toml")]) == 1
+    err = capsys.readouterr().err
+    assert err == "p2p-ledger: error: NetnsError: network namespaces need root\n"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(UNAVAILABLE is not None, reason=f"{UNAVAILABLE}")
+@pytest.mark.parametrize("name", ["split_brain", "three_way_partition", "star_hub_loss",
+                                  "crash_during_writes"])
+def test_shipped_scenario_passes_on_namespace_hosts(
+        name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "--netns", "--json", str(SCENARIOS / f"{name}.toml")])
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    failed = [f"{c['name']}: {c['detail']}" for c in row["checks"] if not c["passed"]]
+    assert code == 0 and row["passed"], failed
+    assert row["mode"] == "netns" and row["lost"] == 0 and row["acknowledged"] > 300
+    assert row["messages"] > 1000 and row["bytes"] > 100_000  # packets through the switch
+    ours = f"{netns.PREFIX}-{os.getpid()}-"
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert ours not in listed  # the bed is torn down
