@@ -429,6 +429,71 @@ def bench_merkle(scale: Scale) -> Table:
     return table
 
 
+# ---- storage: the grow-only gate and hostile input ------------------------------------------
+
+
+def bench_gate(scale: Scale) -> Table:
+    """What checking a peer's update costs next to pycrdt applying it unchecked, and what
+    refusing a hostile state vector costs next to answering an honest one."""
+    from pycrdt import Array, Doc
+
+    from ..core.context_log import ContextLog
+    from ..core.errors import RemoteProtocolError
+    from ..core.yjs import appended_values
+
+    table = Table("Gate: checking peer input (grow-only gate, hostile state vector)",
+                  ["case", "ours ms", "±%", "pycrdt ms", "ours cost x", "unit"])
+    n_small, n_big = 1000, scale.merkle_items
+
+    def update_of(n: int, one_struct_each: bool) -> bytes:
+        doc: Doc[Any] = Doc(client_id=91)
+        array = doc.get("entries", type=Array)
+        values = payloads(n, PAYLOAD, n)
+        if one_struct_each:  # each insert at the front: every item its own struct
+            for start in range(0, n, 100):
+                with doc.transaction():
+                    for v in values[start:start + 100]:
+                        array.insert(0, v)
+        else:
+            for start in range(0, n, 100):
+                with doc.transaction():
+                    array.extend(values[start:start + 100])
+        return doc.get_update()
+
+    cases = [(f"{n_small:,} entries, appended 100 at a time", update_of(n_small, False)),
+             (f"{n_big:,} entries, appended 100 at a time", update_of(n_big, False)),
+             (f"{n_big:,} entries, one struct each (worst)", update_of(n_big, True))]
+    for name, update in cases:
+        gate, apply_ = Sample(), Sample()
+        for _ in range(scale.repeats):
+            gate.add(timed(lambda u=update: appended_values(u)) * 1e3)  # type: ignore[misc]
+            apply_.add(timed(lambda u=update: Doc().apply_update(u)) * 1e3)  # type: ignore[misc]
+        table.add(f"gate: {name}", gate.median, gate.spread, apply_.median,
+                  ratio(gate.median, apply_.median), "ms per update")
+    ctx = ContextLog("ctx", 5)
+    ctx.append_local([make_entry("ctx", "k", b"x", {}, 1, "a", 1, 0)])
+    honest = ContextLog("ctx", 6).state_vector()
+    refuse, answer = Sample(), Sample()
+    for _ in range(max(scale.repeats, 5)):
+        def hostile() -> None:
+            try:
+                ctx.diff(bytes.fromhex("8080808003"))  # claims 2^29 entries in 5 bytes
+            except RemoteProtocolError:
+                return
+            raise RuntimeError("a 5-byte state vector claiming 2^29 entries was accepted")
+
+        refuse.add(timed(hostile) * 1e3)
+        answer.add(timed(lambda: ctx.diff(honest)) * 1e3)
+    table.add("refuse a 5-byte vector claiming 2^29 entries", refuse.median, refuse.spread,
+              answer.median, ratio(refuse.median, answer.median), "ms (pycrdt: honest diff)")
+    table.notes += [
+        f"gate = yjs.appended_values (parse every struct, refuse deletes and foreign types);"
+        f" pycrdt = applying the same update to a fresh Doc with no check. {PAYLOAD} B values.",
+        "unchecked, yrs sized a map by the claimed count: ~1 GB and ~0.6 s per SYNC1 frame.",
+    ]
+    return table
+
+
 # ---- driver --------------------------------------------------------------------------------
 
 
@@ -462,6 +527,8 @@ def run_bench(
             emit(t)
         say("storage: merkle")
         emit(bench_merkle(scale))
+        say("storage: gate")
+        emit(bench_gate(scale))
     if only in (None, "sync"):
         for t in bench_sync(scale):
             emit(t)

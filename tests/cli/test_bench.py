@@ -18,6 +18,7 @@ EXPECTED = [
     "Storage: rebuild",
     "Storage: memory after rebuilding",
     "Storage: Merkle tree",
+    "Gate: checking peer input",
     "Sync (a)",
     "Sync (b)",
     "Sync (c)",

@@ -72,11 +72,19 @@ def test_diff_sends_only_what_is_missing():
 @given(garbage=st.binary(min_size=1, max_size=40))
 def test_bad_state_vectors_raise_remote_protocol_error_only(garbage):
     ctx = log(1)
-    ctx.append_local(entries_of("a", [1]))
+    (entry,), _ = ctx.append_local(entries_of("a", [1]))
+    root, state, whole = ctx.root(), ctx.state_vector(), ctx.diff(None)
     try:
-        ctx.diff(garbage)
+        update = ctx.diff(garbage)
     except RemoteProtocolError:
-        pass
+        update = None
+    # A vector that parses gives a real update: what a peer at that vector lacks, at most our
+    # one entry; and asking changes nothing.
+    if update is not None:
+        replica = log(2)
+        got, _ = replica.apply_remote(update)
+        assert ids(got) in ([], [entry.id])
+    assert (ctx.root(), ctx.state_vector(), ctx.diff(None)) == (root, state, whole)
 
 
 @SETTINGS

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import random
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -709,10 +707,19 @@ def _check_gate_against_pycrdt(update: bytes) -> None:
 @given(st.binary(max_size=300))
 def test_random_bytes_never_raise_anything_else(data: bytes) -> None:
     for prefix in (b"", b"\x01", b"\x01\x01\x07\x00", b"\x01\x01\x07\x00\x08\x01\x07entries"):
+        update = prefix + data
         try:
-            appended_values(prefix + data)
+            values = appended_values(update)
         except LedgerError:
-            pass
+            continue
+        # Accepted: applying it may insert at most the values the gate reported, into the
+        # entries array, and nothing else (pycrdt may still refuse it or hold it back).
+        doc, array = new_doc(424_243)
+        try:
+            doc.apply_update(update)
+        except ValueError:
+            continue
+        assert Counter(values_of(array)) <= Counter(values)
 
 
 @SETTINGS
@@ -785,45 +792,3 @@ def test_random_histories_round_trip(ops: list[tuple[int, str, bytes]]) -> None:
     for doc, _ in docs:  # every doc converges with the merged state
         gated_apply(doc, final.get_update(doc.get_state()))
         assert values_of(doc.get(NAME, type=Array)) == values_of(final_array)
-
-
-# ---- cost --------------------------------------------------------------------------------------
-
-
-def _best_ms(fn: Callable[[], object], repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best * 1e3
-
-
-def test_cost(capsys: pytest.CaptureFixture[str]) -> None:
-    lines = []
-    for n, repeat in ((1000, 20), (100_000, 3)):
-        values = [os.urandom(100) for _ in range(n)]
-        doc, array = new_doc(91)
-        for start in range(0, n, 1000):
-            with doc.transaction():
-                array.extend(values[start : start + 1000])
-        update = doc.get_update()
-        assert appended_values(update) == values
-        parse_ms = _best_ms(lambda u=update: parse_update(u), repeat)  # type: ignore[misc]
-        gate_ms = _best_ms(lambda u=update: appended_values(u), repeat)  # type: ignore[misc]
-        apply_ms = _best_ms(lambda u=update: Doc().apply_update(u), repeat)  # type: ignore[misc]
-        lines.append(
-            f"{n:>7} entries x 100 B ({len(update) / 1e6:.2f} MB, 1 struct):"
-            f" parse {parse_ms:.2f} ms, gate {gate_ms:.2f} ms, pycrdt apply {apply_ms:.2f} ms"
-        )
-        assert gate_ms < 50 * n / 1000  # generous: ~50x the expected cost
-    # worst case shape: one struct per entry (nothing squashed), built by hand
-    n = 100_000
-    structs = [root_item(8, any_bytes([os.urandom(100)]))]
-    structs += [origin_item(8, any_bytes([os.urandom(100)]), (93, i)) for i in range(n - 1)]
-    update = build([(93, 0, structs)])
-    assert len(appended_values(update)) == n
-    gate_ms = _best_ms(lambda: appended_values(update), 3)
-    lines.append(f"{n:>7} entries x 100 B, one struct each: gate {gate_ms:.2f} ms")
-    with capsys.disabled():
-        print("\n" + "\n".join("yupdate cost: " + line for line in lines))

@@ -1,4 +1,5 @@
-"""Every shipped scenario passes, quickly; the fuzzer's TOML writer round-trips."""
+"""Every shipped scenario passes (its speed is in ``p2p-ledger scenario bench``); the fuzzer's
+TOML writer round-trips."""
 
 from __future__ import annotations
 
@@ -30,7 +31,6 @@ def test_shipped_scenario_passes(path: Path) -> None:
     assert {c.name for c in report.checks} >= {
         "converged_within_s", "no_acknowledged_loss", "same_order", "same_root",
         "watchers_exactly_once", "no_stuck_timers", "no_errors"}
-    assert report.wall_s < 30, f"{path.stem} took {report.wall_s:.1f}s"
 
 
 def test_small_scenario_reports_traffic() -> None:

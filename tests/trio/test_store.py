@@ -38,9 +38,15 @@ def test_second_store_on_the_same_dir_is_locked_out(tmp_path):
 
 def test_other_directories_are_independent(tmp_path):
     a = SqliteStore(tmp_path / "a")
-    b = SqliteStore(tmp_path / "b")
-    a.close()
-    b.close()
+    b = SqliteStore(tmp_path / "b")  # open at the same time: the lock is per directory
+    try:
+        a.commit([("c", b"in a")])
+        b.set_meta("node_id", "b")
+        assert b.load() == {} and a.get_meta("node_id") is None
+        assert a.load() == {"c": [b"in a"]} and b.get_meta("node_id") == "b"
+    finally:
+        a.close()
+        b.close()
 
 
 def test_creates_the_directory_and_uses_wal(tmp_path):
