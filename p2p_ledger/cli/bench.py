@@ -441,7 +441,7 @@ def bench_gate(scale: Scale) -> Table:
     from ..core.errors import RemoteProtocolError
     from ..core.yjs import appended_values
 
-    table = Table("Gate: checking peer input (grow-only gate, hostile state vector)",
+    table = Table("Storage: checking peer input (grow-only gate, hostile state vector)",
                   ["case", "ours ms", "±%", "pycrdt ms", "ours cost x", "unit"])
     n_small, n_big = 1000, scale.merkle_items
 

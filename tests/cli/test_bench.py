@@ -18,7 +18,7 @@ EXPECTED = [
     "Storage: rebuild",
     "Storage: memory after rebuilding",
     "Storage: Merkle tree",
-    "Gate: checking peer input",
+    "Storage: checking peer input",
     "Sync (a)",
     "Sync (b)",
     "Sync (c)",
