@@ -7,7 +7,10 @@ There is no second implementation of any sync logic here.
 
 A crash drops the ledger and core (everything in memory) and closes the node's sockets; a
 restart rebuilds both with ``Ledger.open`` from the same storage under a fresh incarnation, so
-exactly what was committed survives. Each node also has a watcher: an agent that reads every
+exactly what was committed survives. Each node's storage also keeps, commit by commit, what
+``Ledger.open`` would rebuild from it (``CheckedStorage``), and after every event the cluster
+checks that this rebuilt ledger holds every entry the live one holds: a crash at any moment would
+lose nothing. Each node also has a watcher: an agent that reads every
 context with a cursor (``ledger.get(context, after=cursor)``) whenever the node gets entries,
 and keeps its cursors across crashes; it records any entry it sees twice.
 
@@ -19,12 +22,17 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from pycrdt import Array, Doc
+
+from ..core.context_log import ARRAY_NAME, ContextLog
 from ..core.cursor import Cursor
 from ..core.entry import Entry
 from ..core.ledger import Ledger
 from ..core.node import Close, Dial, NodeConfig, NodeCore, Send
 from ..core.storage import MemoryStorage
+from ..core.yjs import decode_state_vector
 from .loop import NS, EventLoop, deadline_ns
 from .network import LinkProps, NetParams, Network
 
@@ -41,12 +49,50 @@ class Watcher:
     pending: dict[str, None] = field(default_factory=dict)  # contexts to read (ordered set)
 
 
+class CheckedStorage(MemoryStorage):
+    """A node's disk, plus the Yjs Docs ``Ledger.open`` would rebuild from it right now.
+
+    Each committed update is replayed into its context's rebuilt Doc as it is committed (what a
+    rebuild does, row by row, in commit order); a compaction rebuilds that context from its new
+    state. ``touched`` names the contexts committed since the cluster last compared. Bare Docs,
+    not ledgers: comparing array lengths and state vectors costs nothing, and only a mismatch
+    needs the full rebuild (``rebuilt_ids``) to name what is missing.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rebuilt: dict[str, tuple[Doc[Any], Array[Any]]] = {}
+        self.touched: set[str] = set()
+
+    def commit(self, updates: Sequence[tuple[str, bytes]]) -> None:
+        super().commit(updates)
+        for context, blob in updates:
+            (self.rebuilt.get(context) or self.fresh_doc(context))[0].apply_update(blob)
+            self.touched.add(context)
+
+    def replace_context(self, context: str, state: bytes) -> None:
+        super().replace_context(context, state)
+        self.fresh_doc(context)[0].apply_update(state)
+        self.touched.add(context)
+
+    def fresh_doc(self, context: str) -> tuple[Doc[Any], Array[Any]]:
+        doc: Doc[Any] = Doc()
+        pair = self.rebuilt[context] = (doc, doc.get(ARRAY_NAME, type=Array))
+        return pair
+
+    def rebuilt_ids(self, context: str) -> set[str]:
+        log = ContextLog(context, 0)
+        for blob in self.updates.get(context, []):
+            log.load_stored(blob)
+        return set(log.by_id)
+
+
 class SimNode:
     def __init__(self, name: str, url: str, config: NodeConfig) -> None:
         self.name = name
         self.url = url
         self.config = config
-        self.storage = MemoryStorage()
+        self.storage = CheckedStorage()
         self.ledger: Ledger | None = None
         self.core: NodeCore | None = None
         self.incarnation = 0
@@ -75,6 +121,9 @@ class Cluster:
         self.dirty = True  # some node's data changed since the last convergence check
         self.converged = False
         self.stuck_timers: list[str] = []  # ticks at a deadline that the tick did not move
+        self.not_durable: list[str] = []  # live entries a rebuild from storage would lack
+        self.commits_checked = 0
+        self._reported: set[tuple[str, str]] = set()
         self.track_arrivals = False
         self.arrivals: dict[str, list[int]] = {}
 
@@ -170,6 +219,8 @@ class Cluster:
             elif isinstance(action, Dial):
                 net.dial(name, action.conn, action.url)
         core.log.clear()  # info lines for a human; the trace has the events
+        if node.storage.touched:
+            self._check_durable(node)
         if node.watcher.pending:
             self._watch(node)
         deadline = core.next_deadline()
@@ -195,10 +246,35 @@ class Cluster:
             node.tick_at = when + 1_000_000
             self.loop.at(node.tick_at, self._tick, (name, node.incarnation, node.tick_at))
 
+    def _check_durable(self, node: SimNode) -> None:
+        """The ledger rebuilt from storage holds what the live one holds, in every context
+        committed since the last check. Equal Docs (array length and state vector) are enough;
+        otherwise the rebuilt ids are compared with the live ones."""
+        storage, ledger = node.storage, node.ledger
+        assert ledger is not None
+        for context in sorted(storage.touched):
+            self.commits_checked += 1
+            live = ledger.contexts.get(context)
+            doc, array = storage.rebuilt.get(context) or storage.fresh_doc(context)
+            if live is None or (len(array) == len(live.doc.get(ARRAY_NAME, type=Array))
+                                and decode_state_vector(doc.get_state())
+                                == decode_state_vector(live.state_vector())):
+                continue
+            for eid in sorted(live.by_id.keys() - storage.rebuilt_ids(context)):
+                if (node.name, eid) in self._reported:
+                    continue
+                self._reported.add((node.name, eid))
+                entry = live.by_id[eid]
+                self.not_durable.append(
+                    f"t={self.loop.now / NS:.6f}s {node.name}: {context}/{eid[:16]} "
+                    f"({entry.origin}:{entry.seq}) would be gone after a crash")
+        storage.touched.clear()
+
     # ---- watchers and convergence ------------------------------------------------------------
 
     def _on_entries(self, node: SimNode, context: str, entries: list[Entry]) -> None:
         node.watcher.pending[context] = None
+        node.storage.touched.add(context)  # new entries: check them even if nothing was stored
         self.dirty = True
         if self.track_arrivals:
             now = self.loop.now

@@ -12,6 +12,9 @@ Checks, on the state at the end:
   the reference time.
 * ``no_acknowledged_loss``: every acknowledged entry is in its origin's durable storage (rebuilt
   from disk, as after a crash) and, if the origin is up, in every live node's storage.
+* ``durable_at_every_commit`` (with ``no_acknowledged_loss``): after every event that committed
+  anything, the ledger rebuilt from each such node's storage (kept up to date commit by commit)
+  holds every entry its live ledger holds, so a crash at any moment loses nothing acknowledged.
 * ``same_order``: every live node lists every context in the same causal order.
 * ``same_root``: every live node has the same node-level Merkle root.
 * ``watchers_exactly_once``: each node's watcher (reading with cursors whenever entries arrive)
@@ -342,6 +345,12 @@ class ScenarioRun:
                     if lacking:
                         lost.append(f"{context}/{eid[:16]} (from {origin}) is missing on "
                                     f"{', '.join(lacking)}")
+            gone = cluster.not_durable
+            out.append(CheckResult(
+                "durable_at_every_commit", not gone,
+                f"{len(gone)} times an entry held live was missing from the ledger rebuilt from "
+                f"storage; first: {'; '.join(gone[:3])}" if gone else
+                f"rebuilt ledger checked after {cluster.commits_checked} commits"))
             out.append(CheckResult(
                 "no_acknowledged_loss", not lost,
                 f"{len(cluster.acked)} acknowledged, {len(lost)} lost"

@@ -58,6 +58,27 @@ def test_uncommitted_appends_fail_no_acknowledged_loss(monkeypatch: pytest.Monke
     assert report.acknowledged == 4
     detail = next(c.detail for c in report.checks if c.name == "no_acknowledged_loss")
     assert "gone from its origin" in detail
+    assert "durable_at_every_commit" in _failed(report)
+
+
+def test_updates_stored_one_commit_late_fail_durable_at_every_commit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each commit stores the previous commit's updates: the end state can look whole, but a
+    # crash between two commits would lose what the live ledger already holds (and acknowledged).
+    held: dict[int, list[tuple[str, bytes]]] = {}
+    original = Ledger._commit
+
+    def commit_late(self: Ledger, updates: list[tuple[str, bytes]]) -> None:
+        previous, held[id(self)] = held.get(id(self), []), list(updates)
+        if previous:
+            original(self, previous)
+
+    monkeypatch.setattr(Ledger, "_commit", commit_late)
+    report = run_scenario(small_scenario())
+    assert "durable_at_every_commit" in _failed(report)
+    detail = next(c.detail for c in report.checks if c.name == "durable_at_every_commit")
+    assert "would be gone after a crash" in detail
 
 
 def test_rereading_watcher_fails_exactly_once(monkeypatch: pytest.MonkeyPatch) -> None:
