@@ -24,6 +24,7 @@ their sessions get different node ids. That costs one build per side instead of 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 import time
@@ -42,7 +43,14 @@ from ..core.storage import MemoryStorage
 from ..core.wire import NAMES, Root, encode
 from ..trio.runtime import Node, open_node
 from ..trio.store import SqliteStore
-from ..trio.transport import PeerLink, dial, open_listeners, port_of, serve_websockets
+from ..trio.transport import (
+    API_MAX_SIZE,
+    PeerLink,
+    dial,
+    open_listeners,
+    port_of,
+    serve_websockets,
+)
 from .bench_common import (
     PAYLOAD,
     Sample,
@@ -338,9 +346,11 @@ async def ws_pair(a: Endpoint, b: Endpoint) -> AsyncIterator[WsDriver]:
                 inner.start_soon(driver.reader, side)
                 ready.set()
 
-        server = await nursery.start(serve_websockets, handler,
-                                     await open_listeners("127.0.0.1", 0))
-        # api=True: the baseline's SYNC_STEP2 carries a whole document in one message.
+        # The baseline's SYNC_STEP2 carries a whole document in one message: large messages
+        # both ways (API_MAX_SIZE here, api=True on the dialing side).
+        server = await nursery.start(functools.partial(
+            serve_websockets, handler, await open_listeners("127.0.0.1", 0),
+            max_size=API_MAX_SIZE))
         async with dial(f"ws://127.0.0.1:{port_of(server)}", api=True) as ws:
             side = driver.attach(a, PeerLink(ws))
             nursery.start_soon(driver.writer, side)

@@ -36,7 +36,7 @@ from ..core import errors
 from ..core.cursor import Cursor
 from ..core.entry import Entry
 from ..core.errors import LedgerError, LocalInputError, RemoteProtocolError
-from .transport import Connection, ConnectionClosed
+from .transport import Connection, ConnectionClosed, allow_large_messages
 
 log = logging.getLogger("p2p_ledger.api")
 
@@ -110,6 +110,7 @@ async def serve_client(node: ServedNode, ws: Connection, first: str) -> None:
                 await _reply(ws, auth, error=RemoteProtocolError("bad or missing cluster key"))
                 return
             await _reply(ws, auth)
+        allow_large_messages(ws)  # identified (and authenticated): requests may be large now
         while True:
             req = parse_message(await ws.recv())
             if req.get("op") == "watch":

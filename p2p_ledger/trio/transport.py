@@ -6,6 +6,15 @@ Peer links carry binary protocol frames with a credit window: a sender never has
 messages at once (its reader task flushes output while holding the send lock, see FACTS.md);
 with the bytes in flight bounded below the socket buffers, no send can block for long, so neither
 reader gets stuck. Per-message deflate is off: sync frames are already compact binary.
+
+Message size limits: websockets holds a whole message in memory before ``recv`` returns it, so
+the limit is what a connection can make us allocate. Every accepted connection starts with
+``PEER_MAX_SIZE`` (a peer frame is at most ``MAX_FRAME``): a stranger cannot make the node hold
+more than that before it has identified itself. An API client is raised to ``API_MAX_SIZE``
+(``allow_large_messages``) only once it said hello and, with a cluster key, proved the key.
+why: with 512 MiB for every connection, one 150 MiB first frame raised a node's peak RSS by
+300 MiB (measured: VmHWM +307 MB); with the small limit, +0 (the frame is refused, close 1009, as
+soon as its header arrives).
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ _FLOW_TYPE = bytes([1, FLOW])  # wire version 1, type FLOW
 
 __all__ = [
     "Connection", "ConnectionClosed", "PeerLink", "dial", "serve_websockets", "port_of",
-    "API_MAX_SIZE", "check_url", "open_listeners",
+    "API_MAX_SIZE", "allow_large_messages", "check_url", "open_listeners",
 ]
 
 
@@ -146,12 +155,19 @@ async def serve_websockets(
     handler: Callable[[Connection], Awaitable[None]],
     listeners: list[trio.SocketListener],
     *,
+    max_size: int = PEER_MAX_SIZE,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve on ``listeners`` (see ``open_listeners``) until cancelled; ``task_status.started``
-    gets the Server (see ``port_of``)."""
-    await serve(handler, listeners=listeners, compression=None, max_size=API_MAX_SIZE,
+    gets the Server (see ``port_of``). ``max_size`` bounds every message until
+    ``allow_large_messages`` raises it."""
+    await serve(handler, listeners=listeners, compression=None, max_size=max_size,
                 ping_interval=10, ping_timeout=20, task_status=task_status)
+
+
+def allow_large_messages(ws: Connection) -> None:
+    """Let an identified API client send messages up to ``API_MAX_SIZE`` (from its next one)."""
+    ws.protocol.max_message_size = API_MAX_SIZE
 
 
 def port_of(server: Server) -> int:
