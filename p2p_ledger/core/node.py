@@ -11,7 +11,9 @@ connection runs one ``PeerSession``; this class adds the node-wide policy:
 
 * peer table: seeds and peers learned by peer exchange, each ``connecting``, ``connected``,
   ``backoff`` (retry after base·2^failures with ±20% jitter, capped) or ``dropped`` (non-seed
-  peers failing for longer than ``drop_after``; seeds are retried forever);
+  peers failing for longer than ``drop_after``; seeds are retried forever); learned peers are
+  bounded: ``max_learned_peers`` in all, ``max_learned_per_link`` from one link, room made only
+  by forgetting dropped ones;
 * one link per peer pair: when two links to the same node open, both ends keep the one dialed
   by the smaller node id, so the race resolves the same way on both sides;
 * anti-entropy: one end of each link (picked by a hash of the two node ids, the same on both
@@ -74,6 +76,12 @@ class NodeConfig:
     # False: dial only the seeds, never peers learned by exchange or from an inbound HELLO
     # (a test harness routing every link through its own relay needs that).
     discovery: bool = True
+    # Peer exchange is a hint from other members, so what it can cost is bounded: at most
+    # max_learned_peers learned (non-seed) peers in the table, at most max_learned_per_link of
+    # them from one link's lifetime (one hostile member cannot fill the table alone). why: 2000
+    # made-up URLs in PEERS frames gave a 2001-entry table (+26 MB) and 2000 dials.
+    max_learned_peers: int = 64
+    max_learned_per_link: int = 32
 
 
 @dataclass(frozen=True)
@@ -133,6 +141,7 @@ class Link:
     last_round: float = float("-inf")  # when we last started a round on it
     last_sent: float = 0.0
     last_probe: float = float("-inf")  # when we last asked a silent peer for a sign of life
+    learned: int = 0  # peers added to the table from this link (max_learned_per_link)
 
 
 @dataclass
@@ -389,7 +398,7 @@ class NodeCore:
             if isinstance(event, Established):
                 self._established(conn, link, event, now)
             elif isinstance(event, PeersLearned):
-                self._learn(event.peers, now)
+                self._learn(link, event.peers, now)
             elif isinstance(event, EntriesReceived):
                 self.counters.entries_received += len(event.entries)
             elif isinstance(event, PeerRoot):  # (the root is kept on the session, for status)
@@ -425,9 +434,10 @@ class NodeCore:
             self._drain(other, old, now)
         self.by_node[event.node_id] = conn
         self.log.append(f"connected to {event.node_id} ({link.url or 'inbound'})")
-        if link.url and (self.config.discovery or link.url in self.peers):
-            peer = self.peers.get(link.url) or self.peers.setdefault(
-                link.url, PeerInfo(link.url, seed=False))
+        peer = self.peers.get(link.url) if link.url else None
+        if peer is None and link.url and self.config.discovery:
+            peer = self._add_learned(link, link.url, event.node_id, now)
+        if peer is not None:
             peer.node_id, peer.state, peer.failures = event.node_id, PeerState.CONNECTED, 0
             peer.failing_since, peer.last_error = None, ""
         # why: the first round starts at once from the timer (due now); a send_root() here as
@@ -484,7 +494,8 @@ class NodeCore:
         low_gossips = hashlib.sha256(f"{low}\n{high}".encode()).digest()[0] & 1 == 0
         return (self.config.node_id == low) == low_gossips
 
-    def _learn(self, peers: Sequence[tuple[str, str]], now: float) -> None:
+    def _learn(self, link: Link, peers: Sequence[tuple[str, str]], now: float) -> None:
+        """Peers named by an open (so, with a cluster key, authenticated) link's PEERS."""
         if not self.config.discovery:
             return
         for node_id, url in peers:
@@ -492,11 +503,26 @@ class NodeCore:
                 continue
             known = self.peers.get(url)
             if known is None:
-                self.peers[url] = PeerInfo(url, seed=False, node_id=node_id, retry_at=now)
+                self._add_learned(link, url, node_id, now)
             elif known.state is PeerState.DROPPED:
                 # A live peer vouches for it again: after a long partition it is worth a retry.
                 known.state, known.failures, known.failing_since = PeerState.NEW, 0, None
                 known.retry_at = now
+
+    def _add_learned(self, link: Link, url: str, node_id: str, now: float) -> PeerInfo | None:
+        """A new non-seed peer, within the bounds (None when over them): a full table makes room
+        by forgetting a dropped peer, never a live one."""
+        if link.learned >= self.config.max_learned_per_link:
+            return None
+        learned = [p for p in self.peers.values() if not p.seed]
+        if len(learned) >= self.config.max_learned_peers:
+            dropped = next((p for p in learned if p.state is PeerState.DROPPED), None)
+            if dropped is None:
+                return None
+            del self.peers[dropped.url]
+        link.learned += 1
+        peer = self.peers[url] = PeerInfo(url, seed=False, node_id=node_id, retry_at=now)
+        return peer
 
     def _forget_link(self, conn: int, link: Link, now: float, reason: str) -> None:
         if self.by_node.get(link.node_id) == conn:

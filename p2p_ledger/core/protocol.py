@@ -69,6 +69,7 @@ from .wire import (
     HELLO,
     INNER,
     ITEMS,
+    MAX_PEERS_PER_FRAME,
     MAX_SV_IN_VIEW,
     NAMES,
     PEERS,
@@ -165,6 +166,19 @@ class _Assembly:
     total: int
     chunks: dict[int, bytes] = field(default_factory=dict)  # offset → chunk
     received: int = 0
+
+
+MAX_URL = 256
+
+
+def check_peer_url(url: str) -> str:
+    """A URL a peer names (in HELLO or PEERS): ``scheme://rest``, at most MAX_URL printable ASCII
+    characters without spaces. Which schemes are dialed is the driver's business (ws/wss)."""
+    scheme, sep, rest = url.partition("://")
+    if (not sep or not rest or not scheme.isalnum() or len(url) > MAX_URL
+            or not url.isascii() or not url.isprintable() or " " in url):
+        raise RemoteProtocolError(f"peer named an invalid URL {url[:80]!r}")
+    return url
 
 
 def cluster_key_bytes(key: bytes | str | None) -> bytes | None:
@@ -275,8 +289,9 @@ class PeerSession:
     def send_peers(self, peers: Iterable[tuple[str, str]]) -> None:
         if self.is_open:
             known = tuple(peers)
-            for start in range(0, max(len(known), 1), 500):
-                self._send(Peers(known[start:start + 500]))
+            step = MAX_PEERS_PER_FRAME
+            for start in range(0, max(len(known), 1), step):
+                self._send(Peers(known[start:start + step]))
 
     def push(self, context: str, update: bytes) -> None:
         """Live push of a freshly committed local update."""
@@ -321,6 +336,10 @@ class PeerSession:
         elif isinstance(msg, Bye):
             self._closed(Closed(f"peer said: {msg.reason}", by_peer=True, error=False))
         elif isinstance(msg, Peers):
+            for node_id, url in msg.peers:
+                with _peer_at_fault():
+                    check_node_id(node_id)
+                check_peer_url(url)
             self._events.append(PeersLearned(msg.peers))
         elif isinstance(msg, Root):
             self._on_root(msg)
@@ -348,6 +367,8 @@ class PeerSession:
                 f"peer is in cluster {hello.cluster!r}, we are in {self.local.cluster!r}")
         with _peer_at_fault():
             check_node_id(hello.node_id)
+        if hello.url:
+            check_peer_url(hello.url)
         if hello.node_id == self.local.node_id:
             self.reached_self = True
             raise RemoteProtocolError("connected to ourselves")

@@ -8,7 +8,7 @@ anything malformed, truncated, oversized or with trailing bytes raises RemotePro
 |------|---------|---------------------------------------------------------------------------|
 | 1    | HELLO   | u16 protocol | str cluster | str node_id | str url | 16B nonce | u8 flags   |
 | 2    | AUTH    | 32B HMAC-SHA256(cluster key, "p2p-ledger-auth" + peer nonce + own node_id) |
-| 3    | PEERS   | u16 n × (str node_id, str url)                                            |
+| 3    | PEERS   | u16 n ≤ 64 × (str node_id, str url)                                       |
 | 4    | ROOT    | u8 flags (1 reply, 2 view follows) | 32B node root | [view of the top]  |
 | 5    | VIEWS   | u16 n × view (see below)                                                  |
 | 6    | SYNC1   | str context | u8 want_reply | blob Yjs state vector                       |
@@ -45,6 +45,7 @@ DIGEST_PREFIX = 16  # child digests travel truncated: the full 32-byte root is s
 NONCE_SIZE = 16
 MAX_SV_IN_VIEW = 255  # longer state vectors are left out of ITEMS views (a SYNC1 asks for them)
 ROOT_REPLY, ROOT_VIEW = 1, 2  # ROOT flags
+MAX_PEERS_PER_FRAME = 64  # a PEERS frame with more is a protocol error (a peer list is a hint)
 FLAG_AUTH = 1
 
 HELLO, AUTH, PEERS, ROOT, VIEWS, SYNC1, UPDATE, FLOW, BYE = range(1, 10)
@@ -161,6 +162,8 @@ def encode(msg: Message) -> bytes:
     elif isinstance(msg, Auth):
         t, body = AUTH, msg.mac
     elif isinstance(msg, Peers):
+        if len(msg.peers) > MAX_PEERS_PER_FRAME:
+            raise ValueError(f"PEERS of {len(msg.peers)} entries (at most {MAX_PEERS_PER_FRAME})")
         t, body = PEERS, _U16.pack(len(msg.peers)) + b"".join(_s(n) + _s(u) for n, u in msg.peers)
     elif isinstance(msg, Root):
         if msg.view is not None and msg.is_reply:
@@ -269,7 +272,10 @@ def decode(frame: bytes) -> Message:
     elif t == AUTH:
         msg = Auth(r.take(32))
     elif t == PEERS:
-        msg = Peers(tuple((r.s(), r.s()) for _ in range(r.u16())))
+        count = r.u16()
+        if count > MAX_PEERS_PER_FRAME:
+            raise RemoteProtocolError(f"PEERS of {count} entries (at most {MAX_PEERS_PER_FRAME})")
+        msg = Peers(tuple((r.s(), r.s()) for _ in range(count)))
     elif t == ROOT:
         flags = r.u8()
         if flags not in (0, ROOT_REPLY, ROOT_VIEW):

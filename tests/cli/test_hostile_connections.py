@@ -17,6 +17,7 @@ import json
 import os
 import socket
 import struct
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -150,3 +151,42 @@ def test_identified_client_may_send_large_requests(procs: Procs, tmp_path: Path)
     [entry] = json_lines(ok(run("append", "--node", node.url, "big", "-",
                                 stdin=payload.read_bytes())).stdout)
     assert entry["context"] == "big"
+
+
+def test_hostile_peer_with_2000_made_up_urls(procs: Procs) -> None:
+    """Issue 8, item 6, against a real node: the table stays bounded, the node keeps serving."""
+    from websockets.sync.client import connect
+
+    from p2p_ledger.core.node import NodeConfig
+    from p2p_ledger.core.wire import (
+        MAX_PEERS_PER_FRAME,
+        PROTOCOL_VERSION,
+        Hello,
+        Peers,
+        decode,
+        encode,
+    )
+
+    node = procs.node("victim", "--node-id", "victim")
+    with connect(node.url, compression=None, max_size=None) as ws:
+        ws.send(encode(Hello(PROTOCOL_VERSION, "default", "mallory", "ws://127.0.0.1:9/m",
+                             bytes(16), 0)))
+        assert isinstance(decode(ws.recv(timeout=20)), Hello)
+        made_up = [(f"fake{i}", f"ws://127.0.0.1:9/fake{i}") for i in range(2000)]
+        for start in range(0, len(made_up), MAX_PEERS_PER_FRAME):
+            ws.send(encode(Peers(tuple(made_up[start:start + MAX_PEERS_PER_FRAME]))))
+        ws.send(encode(Peers(())))
+        # The node handles a link's frames in order; poll its status (bounded) until mallory's
+        # link has taken them all: its table stops growing once one link's share is used.
+        limit = NodeConfig.max_learned_per_link
+        deadline = time.monotonic() + 20
+        while True:
+            [status] = json_lines(ok(run("status", "--node", node.url)).stdout)
+            peers = status["peers"]
+            if len(peers) >= limit or time.monotonic() > deadline:
+                break
+        print(f"peer table after 2000 made-up URLs: {len(peers)} entries")
+        assert limit <= len(peers) <= limit + 1  # + mallory itself when listed without URL
+    [status] = json_lines(ok(run("status", "--node", node.url)).stdout)
+    assert len(status["peers"]) <= limit + 1
+    assert "Traceback" not in node.log_text()
