@@ -165,7 +165,10 @@ _T0 = time.perf_counter()
 
 
 def say(msg: str) -> None:
-    """Progress on stderr (elapsed time, RSS), so stdout holds only the tables (or the JSON)."""
+    """Progress on stderr (elapsed time, RSS), so stdout holds only the tables (or the JSON);
+    only when stderr is a terminal, so a script's or CI's stderr stays clean."""
+    if not sys.stderr.isatty():
+        return
     print(f"[bench {time.perf_counter() - _T0:6.1f}s {current_rss() / 2**20:6.0f} MiB] {msg}",
           file=sys.stderr, flush=True)
 

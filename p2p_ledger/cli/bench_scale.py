@@ -44,6 +44,8 @@ def _status_kib(field: str) -> int:
 
 
 def _progress(msg: str) -> None:
+    if not sys.stderr.isatty():  # progress is for a person watching
+        return
     print(f"[bench --scale {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 

@@ -1,23 +1,34 @@
 """The ``p2p-ledger`` command: run a node, talk to a running one, check a stopped one's store.
 
 Each subcommand is a thin shell: ``node`` over ``runtime.open_node``, the client commands over
-``api.Client``, ``verify`` over ``Ledger.open(..., verify=True)``, ``demo`` over ``demo.run_demo``.
+``client.Client``, ``verify`` over ``Ledger.open(..., verify=True)`` (``--data``) or the API
+(``--node``), ``demo`` over ``demo.run_demo``; ``scenario`` and ``bench`` are plugins, imported
+only when asked for.
 
 Output contract (scripts and tests rely on it):
 
-* stdout carries data only: one JSON object per line, or the node's single ``ready`` line;
-* stderr carries logs, progress and errors;
+* stdout carries data only: one JSON object per line (``--format json``, the default whatever
+  stdout is), text for a person with ``--format text`` (or ``P2P_LEDGER_FORMAT=text``), or the
+  node's single ``ready`` line; renderings live in ``output.py``;
+* stderr carries logs, errors, and progress (only when stderr is a terminal);
 * an error is ONE stderr line, ``p2p-ledger: error: <ErrorClass>: message``, with exit status 2
   for usage and input errors (bad context name, payload too large, bad cursor, bad file...) and 1
   for runtime failures (node unreachable, integrity failure, data directory in use...);
   Ctrl-C exits 130 (``node`` treats SIGINT/SIGTERM as a clean stop and exits 0).
+
+Why argparse and not click: no extra dependency (the package needs three), every helper and
+plugin already adds flags to this one parser (``scenario`` and ``bench`` hang their own
+subparsers on it), and the two things click would bring are cheap here: consistent help comes
+from ``Formatter`` and the rule that every subcommand has a description and an example (a test
+checks it); one-line errors come from ``_Parser.error`` and ``_report``. Shell completion is
+the one loss; ``argcomplete`` can add it to an argparse parser later without a rewrite.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
+import difflib
 import logging
 import math
 import os
@@ -25,11 +36,19 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from contextlib import asynccontextmanager, contextmanager
 from importlib import import_module
 from pathlib import Path
-from typing import Any, NoReturn, TextIO, cast
+from typing import Any, NoReturn, cast
 
 import trio
 
@@ -47,6 +66,16 @@ from ..core.errors import (
 from ..core.protocol import cluster_key_bytes
 from ..trio.client import Client
 from ..trio.transport import check_url
+from .config import expand_config
+from .output import (
+    ENV_FORMAT,
+    FORMATS,
+    Output,
+    Progress,
+    contexts_text,
+    entry_text,
+    status_text,
+)
 
 PROG = "p2p-ledger"
 ENV_KEY = "P2P_LEDGER_CLUSTER_KEY"
@@ -115,7 +144,15 @@ def _client_options() -> _Parser:
     group.add_argument("--timeout", type=positive_float, default=10.0, metavar="S",
                        help="seconds to wait for the node to connect and answer each request "
                             "(default 10)")
+    _format_option(common)
     return common
+
+
+def _format_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format", choices=FORMATS, default=os.environ.get(ENV_FORMAT) or "json",
+        help=f"json: one JSON object per line, for scripts (default); text: for people "
+             f"(env {ENV_FORMAT})")
 
 
 def _key_option(group: argparse._ActionsContainer) -> None:
@@ -180,6 +217,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                "  p2p-ledger node --data ./n1 --listen 127.0.0.1:0      # any free port\n"
                "  p2p-ledger node --data ./n2 --listen 0.0.0.0:7071 --peer ws://10.0.0.5:7070 "
                "--cluster-key-file ./cluster.key\n")
+    p.add_argument("--config", metavar="FILE.toml",
+                   help="take node flags from a TOML file: keys are the long flags without "
+                        "dashes (peer = [...] for a repeatable one, no-discovery = true for a "
+                        "switch); flags given here override it; unknown keys are an error")
     p.add_argument("--data", required=True, metavar="DIR",
                    help="data directory (created if missing; one process at a time)")
     p.add_argument("--listen", type=_listen, metavar="HOST:PORT",
@@ -201,17 +242,24 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "append", parents=[client], formatter_class=Formatter,
-        help="append an entry (or one per stdin line)",
-        description="Append PAYLOAD to CONTEXT and print the entry as JSON. With PAYLOAD '-', "
-                    "append one entry per non-blank stdin line (batched, streamed) and print one "
-                    "JSON object per line. Exits 0 only once every entry is durable on the node.",
+        help="append an entry (or one per stdin line, or a file's content)",
+        description="Append PAYLOAD to CONTEXT and print the entry. With PAYLOAD '-', append one "
+                    "entry per non-blank stdin line (batched, streamed) and print one line per "
+                    "entry. With --file, append the file's whole content (any bytes, newlines "
+                    "included, up to the node's payload limit, 4 MiB by default) as one entry. "
+                    "Exits 0 only once every entry is durable on the node.",
         epilog="examples:\n"
                "  p2p-ledger append --node ws://127.0.0.1:7070 agent/notes 'hello' "
                "--key greeting --meta lang=en\n"
-               "  tail -f events.log | p2p-ledger append --node ws://127.0.0.1:7070 ops/events -\n")
+               "  tail -f events.log | p2p-ledger append --node ws://127.0.0.1:7070 ops/events -\n"
+               "  p2p-ledger append --node ws://127.0.0.1:7070 agent/plans --file plan.md "
+               "--key plan\n")
     p.add_argument("context", metavar="CONTEXT",
                    help="context name: 1-128 of A-Z a-z 0-9 . _ : / -")
-    p.add_argument("payload", metavar="PAYLOAD", help="the entry's text, or '-' for stdin lines")
+    p.add_argument("payload", metavar="PAYLOAD", nargs="?",
+                   help="the entry's text, or '-' for stdin lines (or use --file)")
+    p.add_argument("--file", metavar="PATH",
+                   help="append this file's content as one entry ('-': all of stdin)")
     p.add_argument("--key", default="", help="an optional key to read by (default: none)")
     p.add_argument("--meta", action="append", default=[], metavar="K=V",
                    help="metadata pair (repeatable)")
@@ -220,26 +268,31 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "read", parents=[client], formatter_class=Formatter,
         help="print a context's entries in causal order",
-        description="Print CONTEXT's entries as JSON lines in causal order, each with the "
-                    "'cursor' to pass to --after (or watch --since) to resume right after it.",
+        description="Print CONTEXT's entries in causal order (the same order on every node), "
+                    "each with the 'cursor' to pass to --after (or watch --since) to resume "
+                    "right after it.",
         epilog="examples:\n"
                "  p2p-ledger read --node ws://127.0.0.1:7070 agent/notes --limit 100\n"
+               "  p2p-ledger read --node ws://127.0.0.1:7070 agent/notes --tail 5 --format text\n"
                "  p2p-ledger read --node ws://127.0.0.1:7070 agent/notes --after "
                "'node-1a2b3c4d:100'\n")
     p.add_argument("context", metavar="CONTEXT")
     p.add_argument("--key", default=None, help="only entries with this key")
     p.add_argument("--after", default=None, metavar="CURSOR",
                    help="start after this cursor (from a previous line's 'cursor')")
-    p.add_argument("--limit", type=non_negative_int, default=None, metavar="N",
-                   help="print at most N entries")
+    ends = p.add_mutually_exclusive_group()
+    ends.add_argument("--limit", type=non_negative_int, default=None, metavar="N",
+                      help="print at most N entries (the first N)")
+    ends.add_argument("--tail", type=non_negative_int, default=None, metavar="N",
+                      help="print only the last N entries (reads the context through once)")
     p.set_defaults(run=_async(_read))
 
     p = sub.add_parser(
         "watch", parents=[client], formatter_class=Formatter,
         help="print entries as they arrive",
         description="Print CONTEXT's entries after --since, then each new one as it arrives "
-                    "(local or from a peer), as JSON lines with their 'cursor'. Runs until "
-                    "Ctrl-C, or exits 0 after --limit entries.",
+                    "(local or from a peer), each with its 'cursor'. Runs until Ctrl-C, or exits "
+                    "0 after --limit entries. On a terminal, says on stderr what it watches.",
         epilog="example:\n"
                "  p2p-ledger watch --node ws://127.0.0.1:7070 agent/notes --since "
                "'node-1a2b3c4d:100' --limit 1\n")
@@ -253,27 +306,39 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "status", parents=[client], formatter_class=Formatter,
-        help="print a node's status as JSON",
-        description="Print one JSON object: node_id, url, root (hex), contexts, entries and "
+        help="print a node's status",
+        description="Print one object: node_id, url, root (hex), contexts, entries and "
                     "peers (node_id, url, state, root_agrees, ...).",
-        epilog="example:\n  p2p-ledger status --node ws://127.0.0.1:7070\n")
+        epilog="example:\n  p2p-ledger status --node ws://127.0.0.1:7070 --format text\n")
     p.set_defaults(run=_async(_status))
 
     p = sub.add_parser(
-        "verify", formatter_class=Formatter,
-        help="check a stopped node's data directory",
-        description="Re-check every stored entry's content id and every Merkle root of a STOPPED "
-                    "node's data directory. Exit 0 with a one-line summary when sound; exit 1 "
-                    "naming the bad context and entry otherwise.",
-        epilog="example:\n  p2p-ledger verify --data ./n1\n")
-    p.add_argument("--data", required=True, metavar="DIR", help="the node's data directory")
+        "contexts", parents=[client], formatter_class=Formatter,
+        help="list a node's contexts with their entry counts and roots",
+        description="Print every context the node holds, sorted by name: its name, number of "
+                    "entries and Merkle root (hex). Two nodes hold the same entries of a "
+                    "context iff its roots are equal.",
+        epilog="example:\n  p2p-ledger contexts --node ws://127.0.0.1:7070 --format text\n")
+    p.set_defaults(run=_async(_contexts))
+
+    p = sub.add_parser(
+        "verify", parents=[client], formatter_class=Formatter,
+        help="check a node's entries and Merkle roots (stopped: --data; running: --node)",
+        description="With --data, re-check every stored entry's content id and every Merkle "
+                    "root of a STOPPED node's data directory. With --node, ask a RUNNING node to "
+                    "re-derive every root from the entries it holds. Exit 0 with a summary when "
+                    "sound; exit 1 naming the bad context and entry otherwise.",
+        epilog="examples:\n  p2p-ledger verify --data ./n1\n"
+               "  p2p-ledger verify --node ws://127.0.0.1:7070\n")
+    p.add_argument("--data", metavar="DIR", help="a stopped node's data directory")
     p.set_defaults(run=_cmd_verify)
 
     p = sub.add_parser(
         "snapshot", parents=[client], formatter_class=Formatter,
         help="save a context to a self-verifying file",
         description="Write CONTEXT as a snapshot file (every entry and the Merkle root). The "
-                    "file is checked before it is written; '-' writes to stdout.",
+                    "file is checked before it is written; '-' writes to stdout. A context the "
+                    "node does not hold is an error (UnknownContext, with near names).",
         epilog="example:\n  p2p-ledger snapshot --node ws://127.0.0.1:7070 agent/notes "
                "--out notes.snap\n")
     p.add_argument("context", metavar="CONTEXT")
@@ -284,7 +349,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "load", parents=[client], formatter_class=Formatter,
         help="add a snapshot's entries to a node",
         description="Send a snapshot file to the node, which verifies it whole and adds the "
-                    "entries it lacks. Prints {\"context\", \"added\"}.",
+                    "entries it lacks. Prints the context and how many entries were added.",
         epilog="example:\n  p2p-ledger load --node ws://127.0.0.1:7071 notes.snap\n")
     p.add_argument("file", metavar="FILE", help="snapshot file, or '-' for stdin")
     p.add_argument("--fail-if-exists", action="store_true",
@@ -353,10 +418,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (the console script exits with it)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in args_list if not a.startswith("-")), None)
+    parser = build_parser(command)
     try:
-        args = build_parser(command).parse_args(args_list)
+        if command == "node":
+            at = args_list.index("node") + 1
+            args_list[at:] = expand_config(_subparser(parser, "node"), args_list[at:])
+        args = parser.parse_args(args_list)
     except SystemExit as exc:  # --help, --version, usage errors: argparse already printed
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    except LedgerError as exc:  # a bad --config file
+        return _report(exc)
     # Our commands set `run`; the plugins (scenario, bench) set `func`.
     runner: Callable[[argparse.Namespace], object] | None = (
         getattr(args, "run", None) or getattr(args, "func", None))
@@ -367,6 +438,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BaseException as exc:  # noqa: B036 - sorted below; unexpected ones are re-raised
         return _report(exc)
     return result if isinstance(result, int) else EXIT_OK
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return cast(argparse.ArgumentParser, action.choices[name])
+    raise KeyError(name)
 
 
 def _async(fn: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.Namespace], int]:
@@ -419,11 +497,6 @@ def _error_line(kind: str | None, message: str) -> None:
 
 
 # ---- shared helpers ----------------------------------------------------------------------------
-
-def _emit(obj: Mapping[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()  # consumers (pipes, tests) act on each line as it comes
-
 
 def _entry_line(entry: Entry, cursor: Cursor) -> dict[str, Any]:
     return {**entry.to_json(), "cursor": str(cursor)}
@@ -536,19 +609,47 @@ async def _run_node(args: argparse.Namespace) -> int:
 async def _append(args: argparse.Namespace) -> int:
     check_context(args.context)
     meta = _parse_meta(args.meta)
+    if args.payload is not None and args.file is not None:
+        raise UsageError("append takes a PAYLOAD or --file PATH, not both")
+    if args.payload is None and args.file is None:
+        raise UsageError("append wants a PAYLOAD ('-' for one entry per stdin line) or "
+                         "--file PATH")
+    payload = _payload(_read_payload_file(args.file)) if args.file is not None else args.payload
+    out = Output(args.format)
     async with _client(args) as client:
-        if args.payload == "-":
-            return await _append_lines(args, client, meta)
-        with _within(args.timeout, client.url):
-            entry = await client.append(args.context, args.payload, args.key, meta)
-        _emit(entry.to_json())
+        if payload == "-" and args.file is None:
+            return await _append_lines(args, client, meta, out)
+        with _within(args.timeout + _transfer_seconds(payload), client.url):
+            entry = await client.append(args.context, payload, args.key, meta)
+        out.record(entry.to_json(), entry_text(entry))
     return EXIT_OK
 
 
-async def _append_lines(args: argparse.Namespace, client: Client, meta: dict[str, str]) -> int:
+def _read_payload_file(path: str) -> bytes:
+    """A whole file (or stdin) as one payload, refused before reading when it cannot fit."""
+    if path != "-":
+        with contextlib.suppress(OSError):
+            size = Path(path).stat().st_size
+            if size > MAX_LINE:
+                raise PayloadTooLarge(f"--file {path} is {size:,} bytes; no node accepts "
+                                      f"payloads over {MAX_LINE:,} bytes")
+        return _read_input(path)
+    data = sys.stdin.buffer.read(MAX_LINE + 1)
+    if len(data) > MAX_LINE:
+        raise PayloadTooLarge(f"stdin is over {MAX_LINE:,} bytes; no node accepts that payload")
+    return data
+
+
+def _transfer_seconds(payload: bytes | str) -> float:
+    # A big payload takes a while to send and commit: allow 10 MB/s on top of --timeout.
+    return len(payload) / 10e6
+
+
+async def _append_lines(args: argparse.Namespace, client: Client, meta: dict[str, str],
+                        out: Output) -> int:
     """One entry per non-blank stdin line, in batches; stdin is read while batches commit."""
     send, receive = trio.open_memory_channel[tuple[int, bytes]](4 * BATCH_LINES)
-    progress = _Progress(sys.stderr)
+    progress = Progress()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_read_lines, send)
         done = 0
@@ -571,13 +672,15 @@ async def _append_lines(args: argparse.Namespace, client: Client, meta: dict[str
                         entries = await client.append_many(items)
                 except LedgerError as exc:
                     lines = f"{batch[0][0]}-{batch[-1][0]}" if len(batch) > 1 else batch[0][0]
+                    progress.done()
                     raise _with_note(exc, f"(stdin line{'s' if len(batch) > 1 else ''} {lines}; "
                                           f"{done} entries appended before)") from None
-                sys.stdout.write("".join(json.dumps(e.to_json()) + "\n" for e in entries))
-                sys.stdout.flush()
+                out.records([e.to_json() for e in entries], [entry_text(e) for e in entries])
                 done += len(entries)
-                progress.update(done)
-    progress.finish(done)
+                if done >= PROGRESS_AFTER:
+                    progress.update(f"appended {done:,} entries "
+                                    f"({done / max(progress.elapsed, 1e-9):,.0f}/s)")
+    progress.done(f"appended {done:,} entries in {progress.elapsed:.1f}s")
     return EXIT_OK
 
 
@@ -612,11 +715,11 @@ async def _read_lines(send: trio.MemorySendChannel[tuple[int, bytes]]) -> None:
                 return
 
 
-def _payload(line: bytes) -> bytes | str:
+def _payload(data: bytes) -> bytes | str:
     try:
-        return line.decode("utf-8")  # text travels as JSON text; other bytes as base64
+        return data.decode("utf-8")  # text travels as JSON text; other bytes as base64
     except UnicodeDecodeError:
-        return line
+        return data
 
 
 def _with_note(exc: LedgerError, note: str) -> LedgerError:
@@ -626,51 +729,44 @@ def _with_note(exc: LedgerError, note: str) -> LedgerError:
         return exc
 
 
-class _Progress:
-    """A self-overwriting progress line on stderr, only for a terminal and a large input."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.enabled = stream.isatty()
-        self.started = time.monotonic()
-        self.shown = 0.0
-
-    def update(self, done: int) -> None:
-        now = time.monotonic()
-        if not self.enabled or done < PROGRESS_AFTER or now - self.shown < 0.2:
-            return
-        self.shown = now
-        rate = done / max(now - self.started, 1e-9)
-        self.stream.write(f"\rappended {done} entries ({rate:,.0f}/s)")
-        self.stream.flush()
-
-    def finish(self, done: int) -> None:
-        if self.shown:  # a progress line is showing: end it with the total
-            elapsed = time.monotonic() - self.started
-            self.stream.write(f"\rappended {done} entries in {elapsed:.1f}s\n")
-            self.stream.flush()
-
-
 async def _read(args: argparse.Namespace) -> int:
     check_context(args.context)
     cursor = Cursor.parse(args.after)
     remaining = args.limit
+    out = Output(args.format)
+    # --tail N: page through, keeping the last N (the API pages forward from a cursor only).
+    tail: deque[tuple[Entry, Cursor]] | None = None if args.tail is None else deque(
+        maxlen=args.tail)
+    progress = Progress()
+    seen = 0
     async with _client(args) as client:
         while remaining is None or remaining > 0:
             page = READ_PAGE if remaining is None else min(READ_PAGE, remaining)
             with _within(args.timeout, client.url):
                 entries, _ = await client.get(args.context, args.key, cursor, page)
-            lines = []
+            rows = []
             for entry in entries:
                 cursor = cursor.advanced((entry,))
-                lines.append(json.dumps(_entry_line(entry, cursor)) + "\n")
-            sys.stdout.write("".join(lines))
-            sys.stdout.flush()
+                rows.append((entry, cursor))
+            if tail is not None:
+                tail.extend(rows)
+                seen += len(rows)
+                progress.update(f"read {seen:,} entries for the last {args.tail:,}")
+            else:
+                _print_entries(out, rows)
             if remaining is not None:
                 remaining -= len(entries)
             if len(entries) < page:
                 break
+    if tail is not None:
+        progress.done()
+        _print_entries(out, tail)
     return EXIT_OK
+
+
+def _print_entries(out: Output, rows: Iterable[tuple[Entry, Cursor]]) -> None:
+    rows = list(rows)
+    out.records([_entry_line(e, c) for e, c in rows], [entry_text(e, c) for e, c in rows])
 
 
 async def _watch(args: argparse.Namespace) -> int:
@@ -679,13 +775,20 @@ async def _watch(args: argparse.Namespace) -> int:
     if args.limit == 0:
         return EXIT_OK
     seen = 0
+    out = Output(args.format)
     async with _client(args) as client:
+        if sys.stderr.isatty():  # a person is looking: say what this waits for, and where
+            what = f"{args.context}" + (f" (key {args.key!r})" if args.key else "")
+            start = f"after cursor {since}" if since else "from the start"
+            sys.stderr.write(f"watching {what} on {client.url} (node {client.node_id}), "
+                             f"{start}; Ctrl-C to stop\n")
+            sys.stderr.flush()
         # No deadline here: waiting for the next entry is the point (connects are bounded).
         stream = cast(AsyncGenerator[tuple[Entry, Cursor], None],
                       client.watch(args.context, args.key, since))
         async with contextlib.aclosing(stream):  # closes the watch's own connection on break
             async for entry, cursor in stream:
-                _emit(_entry_line(entry, cursor))
+                out.record(_entry_line(entry, cursor), entry_text(entry, cursor))
                 seen += 1
                 if args.limit is not None and seen >= args.limit:
                     break
@@ -696,8 +799,24 @@ async def _status(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         with _within(args.timeout, client.url):
             status = await client.status()
-    _emit(status)
+    Output(args.format).record(status, status_text(status))
     return EXIT_OK
+
+
+async def _contexts(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        with _within(args.timeout, client.url):
+            rows = await client.contexts()
+    out = Output(args.format)
+    if out.text:
+        out.record({}, contexts_text(rows))
+    else:
+        out.records(rows, [])
+    return EXIT_OK
+
+
+class UnknownContext(LocalInputError):
+    """The node holds no context of that name (the message lists near names)."""
 
 
 async def _snapshot(args: argparse.Namespace) -> int:
@@ -708,8 +827,11 @@ async def _snapshot(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         with _within(args.timeout, client.url):
             blob = await client.snapshot(args.context)
-    # Check what the node sent before anyone relies on the file.
-    context, root, entries = decode_snapshot(blob, DEFAULT_LIMITS)
+            # Check what the node sent before anyone relies on the file.
+            context, root, entries = decode_snapshot(blob, DEFAULT_LIMITS)
+            if not entries:  # a context exists once it has an entry: this one does not
+                names = [row["context"] for row in await client.contexts()]
+                raise UnknownContext(_unknown_context(args.context, names, client.url))
     if out is None:
         sys.stdout.buffer.write(blob)
         sys.stdout.buffer.flush()
@@ -725,24 +847,45 @@ async def _snapshot(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
-    _emit({"context": context, "entries": len(entries), "root": root.hex(), "bytes": len(blob),
-           "out": str(out)})
+    row = {"context": context, "entries": len(entries), "root": root.hex(), "bytes": len(blob),
+           "out": str(out)}
+    Output(args.format).record(row, f"wrote {out}: {len(entries):,} entries of {context}, "
+                                    f"{len(blob):,} bytes, root {root.hex()[:16]}")
     return EXIT_OK
+
+
+def _unknown_context(name: str, names: Sequence[str], url: str) -> str:
+    near = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    if near:
+        hint = "did you mean " + " or ".join(repr(n) for n in near) + "?"
+    elif names:
+        hint = f"it holds {len(names)} other contexts (p2p-ledger contexts --node {url})"
+    else:
+        hint = "it holds no context yet"
+    return f"node at {url} has no context {name!r}; {hint}"
 
 
 async def _load(args: argparse.Namespace) -> int:
     blob = _read_input(args.file)
+    progress = Progress()
     async with _client(args) as client:
         # Verifying a big snapshot takes the node a while: allow more than one request's worth.
-        with _within(args.timeout + len(blob) / 10e6, client.url):
+        with _within(args.timeout + _transfer_seconds(blob), client.url), \
+                progress.ticking(f"loading {len(blob):,} bytes into {client.url}"):
             context, added = await client.load(blob, args.fail_if_exists)
-    _emit({"context": context, "added": added})
+    Output(args.format).record({"context": context, "added": added},
+                               f"loaded {context}: {added:,} entries added")
     return EXIT_OK
 
 
-# ---- verify (offline) --------------------------------------------------------------------------
+# ---- verify ------------------------------------------------------------------------------------
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    if args.data is None:
+        if not args.node:
+            raise UsageError(f"verify wants --data DIR (a stopped node) or --node URL (a "
+                             f"running one; or set {ENV_NODE})")
+        return int(trio.run(_verify_running, args))
     from ..core.ledger import Ledger
     from ..trio.store import SqliteStore
 
@@ -755,17 +898,38 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     try:
         node_id = store.get_meta("node_id") or "?"
         instance = store.get_meta("instance") or ""
-        ledger = Ledger.open(store, node_id, instance, verify=True)  # re-hashes every entry
-        problems = ledger.verify()  # re-derives every root
+        with Progress().ticking(f"verifying {data}"):
+            ledger = Ledger.open(store, node_id, instance, verify=True)  # re-hashes every entry
+            problems = ledger.verify()  # re-derives every root
     finally:
         store.close()
+    return _verified(args, problems, node_id, ledger.entry_count(), len(ledger.contexts),
+                     ledger.root().hex(), time.monotonic() - started)
+
+
+async def _verify_running(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    async with _client(args) as client:
+        with _within(args.timeout, client.url):
+            status = await client.status()
+        # Re-deriving every root takes a while on a big node: allow ~1 s per 100k entries.
+        with _within(args.timeout + status["entries"] / 1e5, client.url), \
+                Progress().ticking(f"{client.url} verifying {status['entries']:,} entries"):
+            problems = await client.verify()
+    return _verified(args, problems, status["node_id"], status["entries"], status["contexts"],
+                     status["root"], time.monotonic() - started)
+
+
+def _verified(args: argparse.Namespace, problems: Sequence[str], node_id: str, entries: int,
+              contexts: int, root: str, seconds: float) -> int:
     if problems:
         from ..core.errors import IntegrityError
 
         raise IntegrityError("; ".join(problems))
-    print(f"ok: node {node_id}: {ledger.entry_count()} entries in {len(ledger.contexts)} "
-          f"contexts verified, root {ledger.root().hex()[:16]}, "
-          f"{time.monotonic() - started:.2f}s", flush=True)
+    row = {"ok": True, "node_id": node_id, "entries": entries, "contexts": contexts,
+           "root": root, "seconds": round(seconds, 3)}
+    Output(args.format).record(row, f"ok: node {node_id}: {entries} entries in {contexts} "
+                                    f"contexts verified, root {root[:16]}, {seconds:.2f}s")
     return EXIT_OK
 
 

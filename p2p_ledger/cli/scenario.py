@@ -24,6 +24,7 @@ from typing import Any
 from ..sim.runner import Report, run_scenario
 from ..sim.scenario import ScenarioError
 from .main import Formatter, UsageError, positive_float
+from .output import Progress
 
 
 def add_scenario_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -100,18 +101,6 @@ def add_sim_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     bench.set_defaults(func=cmd_bench)
 
 
-def _progress(text: str) -> None:
-    if sys.stderr.isatty():
-        sys.stderr.write(f"\r\x1b[K{text}")
-        sys.stderr.flush()
-
-
-def _progress_done() -> None:
-    if sys.stderr.isatty():
-        sys.stderr.write("\r\x1b[K")
-        sys.stderr.flush()
-
-
 def format_report(report: Report, mode: str = "") -> str:
     """A human summary: one line for the scenario, one per check. ``mode``: "" (simulated),
     "real" (loopback relays) or "netns"; real runs count wire units and use the wall clock."""
@@ -171,21 +160,20 @@ def cmd_run(args: argparse.Namespace) -> int:
                 return 1
             network = NetnsNetwork
     failed = False
+    progress = Progress()
     for i, path in enumerate(args.files):
-        _progress(f"[{i + 1}/{len(args.files)}] {path}")
         try:
-            if real:
-                report = run_real_scenario(path, seed=args.seed, time_scale=real_scale,
-                                           network=network)
-            else:
-                report = run_scenario(path, seed=args.seed, timeline=args.plot is not None,
-                                      keep_trace=args.trace is not None)
+            with progress.ticking(f"[{i + 1}/{len(args.files)}] {path}"):
+                if real:
+                    report = run_real_scenario(path, seed=args.seed, time_scale=real_scale,
+                                               network=network)
+                else:
+                    report = run_scenario(path, seed=args.seed, timeline=args.plot is not None,
+                                          keep_trace=args.trace is not None)
         except ScenarioError as exc:
-            _progress_done()
             # One stderr line, like every other p2p-ledger error.
             print(f"p2p-ledger: error: ScenarioError: {exc}", file=sys.stderr)
             return 2
-        _progress_done()
         failed |= not report.passed
         if args.json:
             row = report.to_json()
@@ -223,16 +211,22 @@ def _check_plot_dir(path: Path) -> None:
 def cmd_fuzz(args: argparse.Namespace) -> int:
     from ..sim.fuzz import fuzz
 
+    progress = Progress()
+    failures = 0
+
     def on_run(i: int, seed: int, report: Report) -> None:
-        _progress(f"run {i + 1}/{args.runs} (seed {seed})")
+        nonlocal failures
         if not report.passed:
-            _progress_done()
+            failures += 1
+            progress.done()
             print(f"FAIL seed {seed}: {', '.join(report.failed_checks())}", file=sys.stderr)
+        progress.update(f"run {i + 1}/{args.runs} (seed {seed}), {failures} failed, "
+                        f"{progress.elapsed:.0f}s")
 
     if args.runs < 1 or args.nodes < 2:
         raise UsageError("--runs must be >= 1 and --nodes >= 2")
     result = fuzz(args.runs, args.seed, args.nodes, args.duration, args.out, on_run)
-    _progress_done()
+    progress.done()
     for seed, report, path in result.failures:
         if args.json:
             row = report.to_json() | {"fuzz_seed": seed, "reproduce": str(path)}
@@ -255,8 +249,10 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench_sim import format_rows, run_sim_bench
 
-    rows = run_sim_bench(quick=args.quick, progress=_progress)
-    _progress_done()
+    progress = Progress()
+    rows = run_sim_bench(quick=args.quick,
+                         progress=lambda text: progress.update(text, force=True))
+    progress.done()
     if args.json:
         for row in rows:
             print(json.dumps(row))

@@ -13,6 +13,7 @@ Any websocket client can speak it. First message ``{"op": "hello"}``; the answer
 | get         | context, key, after, limit                  | entries, cursor               |
 | watch       | context, key, since                         | then a stream: entry, cursor  |
 | status      |                                             | the node's status object      |
+| contexts    |                                             | contexts: [{context, entries, root}] |
 | snapshot    | context                                     | snapshot_b64                  |
 | load        | snapshot_b64, fail_if_exists                | context, added                |
 | verify      |                                             | problems                      |
@@ -56,6 +57,7 @@ class ServedNode(Protocol):
     def watch(self, context: str, key: str | None = None, since: Cursor | str | None = None
               ) -> AsyncIterator[tuple[Entry, Cursor]]: ...
     def status(self) -> dict[str, Any]: ...
+    def contexts(self) -> list[dict[str, Any]]: ...
     def snapshot(self, context: str) -> bytes: ...
     async def load(self, blob: bytes, fail_if_exists: bool = False) -> tuple[str, int]: ...
     def verify(self) -> list[str]: ...
@@ -171,6 +173,8 @@ async def _dispatch(node: ServedNode, req: Mapping[str, Any]) -> dict[str, Any]:
             return {"entries": [_entry_out(e) for e in entries], "cursor": str(cursor)}
         if op == "status":
             return dict(node.status())
+        if op == "contexts":
+            return {"contexts": node.contexts()}
         if op == "snapshot":
             return {"snapshot_b64": base64.b64encode(node.snapshot(_context(req))).decode()}
         if op == "load":

@@ -132,6 +132,11 @@ class Client:
         resp = await self._call("status")
         return {k: v for k, v in resp.items() if k not in ("id", "ok")}
 
+    async def contexts(self) -> list[dict[str, Any]]:
+        """The node's contexts, sorted by name: ``{"context", "entries", "root"}`` each (root in
+        hex). Raises LinkBroken when the connection fails."""
+        return list((await self._call("contexts"))["contexts"])
+
     async def snapshot(self, context: str) -> bytes:
         resp = await self._call("snapshot", context=context)
         return base64.b64decode(resp["snapshot_b64"])

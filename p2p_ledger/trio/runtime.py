@@ -163,6 +163,12 @@ class Node:
     def status(self) -> dict[str, Any]:
         return self.core.status()
 
+    def contexts(self) -> list[dict[str, Any]]:
+        """Every context this node holds, sorted by name: ``{"context": name, "entries": count,
+        "root": hex Merkle root}`` (two nodes agree on a context iff its roots are equal)."""
+        return [{"context": name, "entries": len(ctx), "root": ctx.root().hex()}
+                for name, ctx in sorted(self.ledger.contexts.items())]
+
     def verify(self) -> list[str]:
         return self.ledger.verify()
 

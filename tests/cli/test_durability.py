@@ -32,8 +32,10 @@ def test_acknowledged_entries_survive_sigkill(procs: Procs) -> None:
     assert [r["id"] for r in read] == acked  # all of them, in causal (= append) order
     assert again.stop() == 0
 
-    result = ok(cli("verify", "--data", str(first.data)))
-    assert result.stdout.startswith("ok: node d: 305 entries in 1 contexts"), result.stdout
+    [verified] = json_lines(ok(cli("verify", "--data", str(first.data))).stdout)
+    assert verified["ok"] is True and (verified["node_id"], verified["entries"]) == ("d", 305)
+    text = ok(cli("verify", "--data", str(first.data), "--format", "text")).stdout
+    assert text.startswith("ok: node d: 305 entries in 1 contexts"), text
 
 
 def _corrupt_payload(data: Path, marker: bytes) -> None:

@@ -1,0 +1,114 @@
+"""``node --config FILE.toml``: every ``node`` flag from a file, command-line flags on top.
+
+A key is a long flag of ``p2p-ledger node`` without its dashes, its value what the flag takes::
+
+    data = "/var/lib/p2p-ledger"
+    listen = "0.0.0.0:7070"
+    peer = ["ws://10.0.0.5:7070", "ws://10.0.0.6:7070"]   # a repeatable flag takes a list
+    cluster-key-file = "/etc/p2p-ledger/cluster.key"
+    gossip-interval = 0.5
+    no-discovery = true                                  # a switch: true (false = absent)
+
+The file becomes command-line tokens placed before the real ones and parsed by the same parser,
+so every value is checked exactly as on the command line (and every flag another module adds
+to ``node`` is a valid key at once). A flag given on the command line replaces the file's value
+(for a repeatable flag, the whole list; for one of a mutually exclusive pair, the pair). An
+unknown key or a value of the wrong type is a ``UsageError`` naming the file and the key.
+Relative paths are taken from the current directory, as on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tomllib
+from collections.abc import Sequence
+from typing import Any
+
+from ..core.errors import LocalInputError
+
+
+class ConfigError(LocalInputError):
+    """The --config file cannot be read, is not TOML, or holds an unknown key or a bad value."""
+
+
+def expand_config(node: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """``argv`` (the tokens after ``node``) with ``--config FILE`` replaced by the file's flags,
+    minus those the command line sets itself."""
+    argv = list(argv)
+    path, rest = _take_config(argv)
+    if path is None:
+        return argv
+    table = _load(path)
+    flags = {s[2:]: a for a in node._actions for s in a.option_strings if s.startswith("--")}
+    for name in ("config", "help"):
+        flags.pop(name, None)
+    given = _dests_given(node, rest)
+    tokens: list[str] = []
+    for key, value in table.items():
+        action = flags.get(key)
+        if action is None:
+            raise ConfigError(f"{path}: unknown key {key!r} (known: {', '.join(sorted(flags))})")
+        if _group_of(node, action) & given:
+            continue  # the command line says otherwise
+        tokens += _tokens(path, key, action, value)
+    return tokens + rest
+
+
+def _take_config(argv: list[str]) -> tuple[str | None, list[str]]:
+    for i, token in enumerate(argv):
+        if token == "--":
+            break
+        if token == "--config":
+            if i + 1 >= len(argv):
+                raise ConfigError("--config wants a FILE.toml")
+            return argv[i + 1], argv[:i] + argv[i + 2:]
+        if token.startswith("--config="):
+            return token.partition("=")[2], argv[:i] + argv[i + 1:]
+    return None, argv
+
+
+def _load(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read --config {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {path} is not valid TOML: {exc}") from None
+
+
+def _dests_given(node: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    given = set()
+    for token in argv:
+        if token == "--":
+            break
+        action = node._option_string_actions.get(token.partition("=")[0])
+        if action is not None:
+            given.add(action.dest)
+    return given
+
+
+def _group_of(node: argparse.ArgumentParser, action: argparse.Action) -> set[str]:
+    """The dests a command-line flag overrides: its own, and its mutually exclusive partners'."""
+    for group in node._mutually_exclusive_groups:
+        if action in group._group_actions:
+            return {a.dest for a in group._group_actions}
+    return {action.dest}
+
+
+def _tokens(path: str, key: str, action: argparse.Action, value: Any) -> list[str]:
+    flag = f"--{key}"
+    if action.nargs == 0:  # a switch
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: {key} is a switch: true or false, got {value!r}")
+        return [flag] if value else []
+    repeatable = isinstance(action, argparse._AppendAction)
+    values = value if repeatable and isinstance(value, list) else [value]
+    tokens = []
+    for item in values:
+        if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+            want = "a value or a list of values" if repeatable else "one value"
+            raise ConfigError(f"{path}: {key} wants {want}, got {value!r}")
+        tokens.append(f"{flag}={item}")
+    return tokens
+
