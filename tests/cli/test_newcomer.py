@@ -8,6 +8,7 @@ Cases that need a real process (a node that must fail to start, the console entr
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,27 @@ def test_plot_dir_is_checked_before_the_run(tmp_path: Path) -> None:
                  str(afile))
     assert_one_line_error(result, 2, "UsageError")
     assert result.stdout == ""  # nothing ran
+
+
+# ---- the README's command-line section ---------------------------------------------------------
+
+def test_readme_usage_lists_every_command_and_only_real_flags() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## The command line"):]
+    usage = section[section.index("```") + 3:]
+    usage = usage[:usage.index("```")]
+    commands: dict[str, argparse.ArgumentParser] = {}
+    for plugin in ("scenario", "bench", None):
+        commands |= {k: v for k, v in _subcommands(build_parser(plugin)).items()
+                     if k not in commands and (plugin is None or k.startswith(plugin))}
+    listed = {" ".join(line.split()[1:3]) if line.split()[1] == "scenario" else line.split()[1]
+              for line in usage.splitlines() if line.startswith("p2p-ledger ")}
+    assert listed == set(commands) - {"scenario"}, "README usage and parser differ"
+    for line in usage.splitlines():
+        if not line.startswith("p2p-ledger "):
+            continue
+        words = line.split()
+        name = " ".join(words[1:3]) if words[1] == "scenario" else words[1]
+        known = {s for a in commands[name]._actions for s in a.option_strings}
+        for flag in re.findall(r"(?<![\w-])--[a-z][a-z-]*", line.split("(")[0]):
+            assert flag in known, f"README shows {name} {flag}, which the parser lacks"
