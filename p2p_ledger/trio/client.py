@@ -7,6 +7,7 @@ the bytes, not the server.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -21,6 +22,8 @@ from ..core.errors import LedgerError, LinkBroken, RemoteProtocolError
 from ..core.protocol import cluster_key_bytes
 from .api import api_mac, parse_message
 from .transport import Connection, ConnectionClosed, dial
+
+WATCH_BUFFER = 256  # entries a watch stream holds for a slow consumer (then the socket waits)
 
 
 def _error_from(resp: Mapping[str, Any]) -> LedgerError:
@@ -46,6 +49,8 @@ class Client:
         self.key = key
         self.node_id = ""
         self._next_id = 1
+        self._timeout = 10.0
+        self._nursery: trio.Nursery | None = None  # runs the watch streams (see watch)
 
     @classmethod
     @asynccontextmanager
@@ -56,8 +61,14 @@ class Client:
         key = cluster_key_bytes(cluster_key)
         async with dial(url, api=True, timeout=timeout, stream=stream) as ws:
             client = cls(ws, url, key)
+            client._timeout = timeout
             await client._hello()
-            yield client
+            async with trio.open_nursery() as nursery:
+                client._nursery = nursery
+                try:
+                    yield client
+                finally:
+                    nursery.cancel_scope.cancel()  # ends the watch streams still running
 
     async def _hello(self) -> None:
         resp = await self._call("hello")
@@ -112,21 +123,51 @@ class Client:
 
     async def watch(self, context: str, key: str | None = None,
                     since: Cursor | str | None = None) -> AsyncIterator[tuple[Entry, Cursor]]:
-        """Stream entries on a connection of its own (the watch holds it).
+        """The backlog after ``since``, then every new entry, each with its resume cursor.
 
-        The generator owns a websocket: wrap it in ``contextlib.aclosing`` when you may stop
-        before it ends, so the connection closes inside the task that opened it (trio requires
-        it)::
+        The stream runs on a connection of its own, owned by a task in this client's nursery
+        (not by the generator: a generator that holds a nursery across ``yield`` corrupts trio's
+        cancel scopes when the loop is left inside ``move_on_after``). Leave the ``async for``
+        whenever you like; ``contextlib.aclosing`` closes the connection at once, otherwise it
+        closes when the generator is collected or the client closes::
 
             async with aclosing(client.watch("ctx")) as stream:
                 async for entry, cursor in stream: ...
         """
-        async with Client.connect(self.url, self.key) as other:
-            await other._call("watch", context=context, key=key,
-                              since=None if since is None else str(since))
-            while True:
-                resp = await other._recv()
-                yield _entry_in(resp), Cursor.parse(resp["cursor"])
+        if self._nursery is None:
+            raise RuntimeError("Client.watch needs a client from Client.connect")
+        send, receive = trio.open_memory_channel[tuple[Entry, Cursor] | LedgerError](WATCH_BUFFER)
+        scope = await self._nursery.start(self._watch_task, context, key, since, send)
+        try:
+            async with receive:
+                async for item in receive:
+                    if isinstance(item, LedgerError):
+                        raise item
+                    yield item
+        finally:
+            scope.cancel()  # synchronous: safe in aclose and in the garbage collector's hook
+
+    async def _watch_task(
+        self, context: str, key: str | None, since: Cursor | str | None,
+        send: trio.MemorySendChannel[tuple[Entry, Cursor] | LedgerError],
+        task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run one watch; errors before it started go to ``start``'s caller, later ones down the
+        channel (the consumer raises them)."""
+        with trio.CancelScope() as scope:
+            async with send, Client.connect(self.url, self.key, self._timeout) as other:
+                await other._call("watch", context=context, key=key,
+                                  since=None if since is None else str(since))
+                task_status.started(scope)
+                try:
+                    while True:
+                        resp = await other._recv()
+                        await send.send((_entry_in(resp), Cursor.parse(resp["cursor"])))
+                except LedgerError as exc:
+                    with contextlib.suppress(trio.BrokenResourceError):
+                        await send.send(exc)
+                except trio.BrokenResourceError:
+                    pass  # the consumer left
 
     async def status(self) -> dict[str, Any]:
         resp = await self._call("status")
