@@ -216,7 +216,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         epilog="examples:\n"
                "  p2p-ledger node --data ./n1 --listen 127.0.0.1:0      # any free port\n"
                "  p2p-ledger node --data ./n2 --listen 0.0.0.0:7071 --peer ws://10.0.0.5:7070 "
-               "--cluster-key-file ./cluster.key\n")
+               "--cluster-key-file ./cluster.key\n"
+               "  p2p-ledger node --data ./n3 --listen 0.0.0.0:7070 --mdns --cluster lab   "
+               "# zero-config LAN\n")
     p.add_argument("--config", metavar="FILE.toml",
                    help="take node flags from a TOML file: keys are the long flags without "
                         "dashes (peer = [...] for a repeatable one, no-discovery = true for a "
@@ -236,6 +238,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="seconds between anti-entropy rounds per peer (default 1)")
     p.add_argument("--no-discovery", dest="discovery", action="store_false",
                    help="dial only the --peer seeds; ignore peers learned from others")
+    p.add_argument("--mdns", action="store_true",
+                   help="find and join peers of the same --cluster on the LAN (advertise and "
+                        "browse DNS-SD _p2p-ledger._tcp by multicast; needs a --listen address "
+                        "that is not loopback, 0.0.0.0 advertises every interface)")
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"], help="stderr log level")
     p.set_defaults(run=_cmd_node)
@@ -590,7 +596,7 @@ async def _run_node(args: argparse.Namespace) -> int:
         async with open_node(
             args.data, listen=args.listen, peers=args.peer, node_id=args.node_id,
             cluster=args.cluster, cluster_key=cluster_key,
-            gossip_interval=args.gossip_interval, discovery=args.discovery,
+            gossip_interval=args.gossip_interval, discovery=args.discovery, mdns=args.mdns,
         ) as node:
             log.info("node %s ready at %s (data %s, %d entries in %d contexts, peers %s)",
                      node.node_id, node.url or "-", args.data, node.ledger.entry_count(),

@@ -18,6 +18,7 @@ TXT keys (DNS-SD style: short ASCII keys, each value ≤ 255 bytes):
 ``cluster`` the cluster name (only peers of our own cluster are dialed)
 ``id``     the node id (also its label: DNS-SD instance names may be renamed on conflict)
 ``scheme`` ``ws`` or ``wss``
+``run``    random per process: a restarted node's record changes, so the others see an update
 =========  ==========================================================
 
 The record proves nothing: with a cluster key the handshake (HELLO/AUTH) still authenticates
@@ -51,9 +52,10 @@ class Announcement:
     urls: tuple[str, ...]  # in the order given (the driver puts IPv4 first)
 
 
-def txt_record(node_id: str, cluster: str, scheme: str = "ws") -> dict[str, str]:
-    """The TXT properties a node advertises."""
-    return {"proto": str(PROTOCOL_VERSION), "cluster": cluster, "id": node_id, "scheme": scheme}
+def txt_record(node_id: str, cluster: str, run: str, scheme: str = "ws") -> dict[str, str]:
+    """The TXT properties a node advertises (``run``: a random token per process)."""
+    return {"proto": str(PROTOCOL_VERSION), "cluster": cluster, "id": node_id, "scheme": scheme,
+            "run": run}
 
 
 def instance_name(node_id: str) -> str:

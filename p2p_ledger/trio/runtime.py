@@ -363,17 +363,30 @@ async def open_node(
     cluster_key: bytes | str | None = None,
     gossip_interval: float = 1.0,
     discovery: bool = True,
+    mdns: bool = False,
     limits: Limits = DEFAULT_LIMITS,
     synchronous: str = "FULL",
 ) -> AsyncIterator[Node]:
     """Run a node until the block exits: rebuilt from ``data_dir``, serving ``listen`` if given,
     dialing ``peers``. Appends work with no peer reachable and sync when one comes back.
 
-    Raises InvalidUrl (a bad peer URL) and ListenError (address in use...) before the data
-    directory is created or opened; StoreError / StoreLockedError when it cannot be used."""
+    ``mdns``: advertise and browse the LAN (DNS-SD, ``trio/mdns.py``); opt-in, needs a
+    ``listen`` address that is not loopback-only.
+
+    Raises InvalidUrl (a bad peer URL), MdnsUnavailable and ListenError (address in use...)
+    before the data directory is created or opened; StoreError / StoreLockedError when it
+    cannot be used."""
     key = cluster_key_bytes(cluster_key)
     for url in peers:
         check_url(url, "peer URL")
+    advertise: list[str] = []
+    if mdns:
+        from .mdns import MdnsUnavailable, advertised_addresses  # zeroconf only when asked
+
+        if not discovery:
+            raise MdnsUnavailable("mdns finds peers to dial, but discovery is off (only the "
+                                  "seeds are dialed): use one or the other")
+        advertise = advertised_addresses(_parse_listen(listen)[0] if listen else None)
     listeners = await open_listeners(*_parse_listen(listen)) if listen is not None else []
     try:
         store = SqliteStore(Path(data_dir), synchronous=synchronous)
@@ -394,6 +407,8 @@ async def open_node(
                     await holder[0]._handle_connection(ws)
 
                 server = await nursery.start(serve_websockets, handler, listeners)
+                if advertise:  # why: ws://0.0.0.0:PORT in HELLO/PEERS sends peers to themselves
+                    host = advertise[0]
                 shown = f"[{host}]" if ":" in host else host
                 url = f"ws://{shown}:{port_of(server)}"
             config = NodeConfig(node_id=node_id, cluster=cluster, url=url, seeds=tuple(peers),
@@ -406,6 +421,10 @@ async def open_node(
                 holder.append(node)
             nursery.start_soon(node._timer)
             nursery.start_soon(node._committer)
+            if mdns:
+                from .mdns import run_mdns
+
+                await nursery.start(run_mdns, node, advertise, port_of(server))
             try:
                 yield node
             finally:

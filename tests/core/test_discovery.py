@@ -27,7 +27,7 @@ URL = re.compile(r"wss?://(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:.]+\]):\d{1,5}")
 
 
 def _txt(**changes: str | None) -> dict[bytes, bytes | None]:
-    props: dict[str, str | None] = {**txt_record("b", "default"), **changes}
+    props: dict[str, str | None] = {**txt_record("b", "default", run="1234"), **changes}
     return {k.encode(): None if v is None else v.encode() for k, v in props.items()}
 
 
