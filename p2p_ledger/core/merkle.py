@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from hashlib import sha256
 
 from .errors import LocalInputError, RemoteProtocolError
+from .reader import Reader
 
 __all__ = [
     "DIGEST_SIZE",
@@ -197,33 +198,6 @@ class NodeView:
         return self.children is None
 
 
-class _Reader:
-    """Bounds-checked cursor; every short read becomes MalformedProof."""
-
-    __slots__ = ("data", "pos")
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def take(self, n: int) -> bytes:
-        end = self.pos + n
-        if end > len(self.data):
-            raise MalformedProof("truncated proof")
-        chunk = self.data[self.pos : end]
-        self.pos = end
-        return chunk
-
-    def u8(self) -> int:
-        return self.take(1)[0]
-
-    def u16(self) -> int:
-        return int(_U16.unpack(self.take(2))[0])
-
-    def u32(self) -> int:
-        return int(_U32.unpack(self.take(4))[0])
-
-
 @dataclass(frozen=True)
 class Proof:
     """Membership proof: the key's whole bucket plus the inner nodes above it.
@@ -276,13 +250,13 @@ class Proof:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             # Contract: decode raises only ValueError, even for a non-bytes.
             raise MalformedProof("proof must be bytes")
-        r = _Reader(bytes(data))
+        r = Reader(bytes(data), MalformedProof, "proof")
         if r.u8() != _PROOF_VERSION:
             raise MalformedProof("unsupported proof version")
         n_items = r.u32()
         # Every item needs at least 36 bytes; refuse absurd counts up front
         # instead of looping until the data runs out.
-        if n_items * (DIGEST_SIZE + 4) > len(r.data) - r.pos:
+        if n_items * (DIGEST_SIZE + 4) > r.remaining:
             raise MalformedProof("truncated proof")
         bucket = []
         for _ in range(n_items):

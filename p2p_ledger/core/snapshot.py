@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from .entry import Entry, Limits, check_context, decode_record
 from .errors import IntegrityError, InvalidContextName, InvalidSnapshot, UnsupportedVersion
 from .merkle import MerkleTree
+from .reader import Reader
 
 MAGIC = b"P2PLSNAP"
 VERSION = 1
@@ -38,38 +39,28 @@ def decode_snapshot(blob: bytes, limits: Limits) -> tuple[str, bytes, list[Entry
     """Returns (context, root, entries), every entry verified and the root recomputed."""
     if not blob.startswith(MAGIC):
         raise InvalidSnapshot("not a p2p-ledger snapshot (bad magic)")
-    view = memoryview(blob)
-    pos = len(MAGIC)
-
-    def take(n: int) -> bytes:
-        nonlocal pos
-        if pos + n > len(view):
-            raise InvalidSnapshot(f"snapshot truncated at byte {pos}")
-        out = bytes(view[pos : pos + n])
-        pos += n
-        return out
-
-    version = take(1)[0]
+    r = Reader(bytes(blob), InvalidSnapshot, "snapshot", pos=len(MAGIC))
+    version = r.u8()
     if version != VERSION:
         raise UnsupportedVersion(f"snapshot format version {version}; this build reads {VERSION}")
     try:
-        context = check_context(take(_U32.unpack(take(4))[0]).decode("utf-8"))
+        context = check_context(r.take(r.u32()).decode("utf-8"))
     except (UnicodeDecodeError, InvalidContextName) as exc:
         raise InvalidSnapshot(f"snapshot names no valid context: {exc}") from None
-    root = take(32)
-    count = _U64.unpack(take(8))[0]
+    root = r.take(32)
+    count = r.u64()
     if count > len(blob):  # each record takes more than one byte: a lie about the count
         raise InvalidSnapshot(f"snapshot claims {count} entries in {len(blob)} bytes")
     tree = MerkleTree()
     entries = []
     for _ in range(count):
-        entry = decode_record(take(_U32.unpack(take(4))[0]), limits)
+        entry = decode_record(r.take(r.u32()), limits)
         if entry.context != context:
             raise IntegrityError(f"entry {entry.id} belongs to {entry.context!r}, not {context!r}")
         tree.set(bytes.fromhex(entry.id))
         entries.append(entry)
-    if pos != len(blob):
-        raise InvalidSnapshot(f"{len(blob) - pos} unexpected bytes after the last entry")
+    if r.remaining:
+        raise InvalidSnapshot(f"{r.remaining} unexpected bytes after the last entry")
     if tree.root() != root:
         raise IntegrityError(
             f"snapshot of {context}: entries give root {tree.root().hex()}, file says {root.hex()}"

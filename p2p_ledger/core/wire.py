@@ -35,6 +35,7 @@ import struct
 from dataclasses import dataclass
 
 from .errors import RemoteProtocolError
+from .reader import Reader
 
 WIRE_VERSION = 1
 PROTOCOL_VERSION = 3  # 2: UPDATE carries a transfer id; 3: ROOT may carry a view, ITEMS carry
@@ -189,27 +190,13 @@ def encode(msg: Message) -> bytes:
     return frame
 
 
-class _Reader:
-    __slots__ = ("data", "pos")
+class _Reader(Reader):
+    """A frame's fields: a short read or a bad field is the peer's fault."""
 
-    def __init__(self, data: bytes) -> None:
-        self.data, self.pos = data, 0
+    __slots__ = ()
 
-    def take(self, n: int) -> bytes:
-        end = self.pos + n
-        if end > len(self.data):
-            raise RemoteProtocolError(f"truncated frame: wanted {n} bytes at {self.pos}")
-        out, self.pos = self.data[self.pos:end], end
-        return out
-
-    def u8(self) -> int:
-        return self.take(1)[0]
-
-    def u16(self) -> int:
-        return int(_U16.unpack(self.take(2))[0])
-
-    def u32(self) -> int:
-        return int(_U32.unpack(self.take(4))[0])
+    def __init__(self, frame: bytes) -> None:
+        super().__init__(frame, RemoteProtocolError, "frame")
 
     def s(self) -> str:
         try:
@@ -292,7 +279,7 @@ def decode(frame: bytes) -> Message:
             raise RemoteProtocolError(f"update chunk {offset}+{len(chunk)} outside {total}")
         msg = UpdateChunk(context, transfer, total, offset, chunk)
     elif t == FLOW:
-        msg = Flow(int(_U64.unpack(r.take(8))[0]))
+        msg = Flow(r.u64())
     elif t == BYE:
         msg = Bye(r.s())
     else:
