@@ -16,18 +16,16 @@ Three kinds, from the smallest to the largest:
           await cluster.wait_converged()
           assert [e.payload for e in await cluster.read(b, "notes")] == [b"hello"]
 
-  Each node's stdout and stderr go to files under ``root/logs`` (so no pipe can fill), the
-  ``ready ws://HOST:PORT ID`` line is awaited with a deadline, every wait polls a condition
-  under ``trio.fail_after`` (no bare sleeps), and leaving the block SIGKILLs whatever still runs.
+  The processes are ``harness.process.NodeProcess``es: stdout and stderr in files under
+  ``root/logs`` (no pipe can fill), the ready line awaited with a deadline. Every wait polls a
+  condition under ``trio.fail_after`` (no bare sleeps); leaving the block SIGKILLs whatever
+  still runs.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -42,17 +40,15 @@ from .core.cursor import Cursor
 from .core.entry import Entry, make_entry
 from .core.ledger import Ledger
 from .core.protocol import Closed, Event, LocalInfo, PeerSession
+from .harness.process import NodeFailedToStart, NodeProcess
 from .trio.client import Client
 
 __all__ = [
-    "LocalCluster", "NodeFailedToStart", "ProcNode", "SessionPair", "Side", "counter_ns",
+    "LocalCluster", "NodeFailedToStart", "NodeProcess", "SessionPair", "Side", "counter_ns",
     "deleting_update", "foreign_entry", "forged_update", "open_pair", "self_deleting_update",
 ]
 
-# The directory that holds the p2p_ledger package: node processes import this very copy.
-_PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-GOSSIP = "0.2"
-READY_TIMEOUT = 20.0
+GOSSIP = "0.2"  # seconds between gossip rounds in LocalCluster nodes: brisk tests
 POLL = 0.05
 
 
@@ -193,45 +189,18 @@ def foreign_entry(context: str, payload: bytes = b"x", origin: str = "mallory",
 
 # ---- a cluster of real node processes --------------------------------------------------------
 
-class NodeFailedToStart(RuntimeError):
-    pass
-
-
-@dataclass
-class ProcNode:
-    """One node process (and its data directory, kept across restarts)."""
-
-    node_id: str
-    data: Path
-    peers: list[str]
-    key: str | None
-    extra: list[str]
-    logdir: Path
-    proc: subprocess.Popen[bytes] | None = None
-    url: str = ""
-    runs: int = 0
-    port: int = 0
-    logs: list[Path] = field(default_factory=list)
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_text(self) -> str:
-        """Everything this node logged (stderr), across every run."""
-        return "".join(p.read_text(errors="replace") for p in self.logs if p.exists())
-
-
 class LocalCluster:
     """Real node processes on loopback, addressed by index (0, 1, ...) in start order.
 
     Use it as ``async with LocalCluster(dir) as cluster:`` (or call ``close()``): every process
-    still running is SIGKILLed at the end; data and logs stay under ``dir``.
+    still running is SIGKILLed at the end; data and logs stay under ``dir``. ``nodes[i]`` is the
+    ``harness.process.NodeProcess`` of node ``i`` (``url``, ``name``, ``log_text()``, ...).
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
-        self.nodes: list[ProcNode] = []
+        self.nodes: list[NodeProcess] = []
+        self._keys: list[str | None] = []  # each node's cluster key
 
     async def __aenter__(self) -> LocalCluster:
         return self
@@ -252,11 +221,11 @@ class LocalCluster:
         """Start a new node; ``peers`` are URLs or indexes of running nodes. Returns its index."""
         node_id = node_id or f"n{len(self.nodes) + 1}"
         urls = [self.nodes[p].url if isinstance(p, int) else p for p in peers]
-        node = ProcNode(node_id, self.root / node_id, urls, key, list(extra),
-                        self.root / "logs")
-        node.logdir.mkdir(parents=True, exist_ok=True)
+        args = ["--gossip-interval", GOSSIP, *(["--cluster-key", key] if key else []), *extra]
+        node = NodeProcess(node_id, self.root / node_id, self.root / "logs", urls, args)
         self.nodes.append(node)
-        await self._spawn(node, "127.0.0.1:0")
+        self._keys.append(key)
+        await node.start()
         return len(self.nodes) - 1
 
     async def start(self, n: int, chain: bool = True, key: str | None = None) -> list[int]:
@@ -267,90 +236,32 @@ class LocalCluster:
             out.append(await self.add(peers=peers, key=key))
         return out
 
-    async def _spawn(self, node: ProcNode, listen: str) -> None:
-        node.runs += 1
-        stdout = node.logdir / f"{node.node_id}.{node.runs}.out"
-        stderr = node.logdir / f"{node.node_id}.{node.runs}.err"
-        node.logs.append(stderr)
-        cmd = [sys.executable, "-m", "p2p_ledger", "node", "--data", str(node.data),
-               "--listen", listen, "--node-id", node.node_id, "--gossip-interval", GOSSIP]
-        for url in node.peers:
-            cmd += ["--peer", url]
-        if node.key is not None:
-            cmd += ["--cluster-key", node.key]
-        cmd += node.extra
-        env = {k: v for k, v in os.environ.items() if k != "P2P_LEDGER_CLUSTER_KEY"}
-        env["PYTHONPATH"] = str(_PACKAGE_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-        with open(stdout, "wb") as out, open(stderr, "wb") as err:
-            node.proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                         cwd=self.root, env=env)
-        deadline = trio.current_time() + READY_TIMEOUT
-        while True:
-            text = stdout.read_text(errors="replace")
-            ready = [line for line in text.splitlines() if line.startswith("ready ")]
-            if ready:
-                _, url, node_id = ready[0].split()
-                assert node_id == node.node_id, ready[0]
-                node.url = url
-                node.port = int(url.rsplit(":", 1)[1])
-                return
-            if node.proc.poll() is not None:
-                raise NodeFailedToStart(f"{node.node_id} exited with {node.proc.returncode}:\n"
-                                        + stderr.read_text(errors="replace")[-3000:])
-            if trio.current_time() > deadline:
-                self._kill(node)
-                raise NodeFailedToStart(f"{node.node_id} not ready after {READY_TIMEOUT}s:\n"
-                                        + stderr.read_text(errors="replace")[-3000:])
-            await trio.sleep(POLL)
-
     def kill(self, i: int) -> None:
         """SIGKILL: no BYE, no clean shutdown; whatever was committed is on disk."""
-        self._kill(self.nodes[i])
+        self.nodes[i].kill()
 
-    def stop(self, i: int, timeout: float = 10.0) -> int:
-        """SIGTERM and wait: the clean way down."""
-        node = self.nodes[i]
-        assert node.proc is not None
-        node.proc.send_signal(signal.SIGTERM)
-        return node.proc.wait(timeout)
-
-    @staticmethod
-    def _kill(node: ProcNode) -> None:
-        if node.proc is not None and node.proc.poll() is None:
-            node.proc.kill()
-            node.proc.wait(10)
+    def stop(self, i: int, timeout: float = 10.0) -> int | None:
+        """SIGTERM and wait: the clean way down. Returns the exit status."""
+        return self.nodes[i].stop(timeout)
 
     async def restart(self, i: int, same_port: bool = False, attempts: int = 10) -> None:
         """Start node ``i`` again on its data directory (killing it first if it runs).
 
         ``same_port`` listens on the old port again (retrying while it is still busy)."""
-        node = self.nodes[i]
-        self._kill(node)
-        if not same_port:
-            await self._spawn(node, "127.0.0.1:0")
-            return
-        for attempt in range(attempts):
-            try:
-                await self._spawn(node, f"127.0.0.1:{node.port}")
-                return
-            except NodeFailedToStart:
-                if attempt == attempts - 1:
-                    raise
-                await trio.sleep(0.5)  # the port is still held: try again shortly
+        await self.nodes[i].restart(same_port, attempts)
 
     def close(self) -> None:
         """SIGKILL every node still running."""
         for node in self.nodes:
-            self._kill(node)
+            node.kill()
 
     # ---- the API -----------------------------------------------------------------------------
 
     @asynccontextmanager
     async def client(self, i: int, key: str | None | bool = True) -> AsyncIterator[Client]:
         """A Client on node ``i``; ``key=True`` uses the node's own cluster key."""
-        node = self.nodes[i]
-        use = node.key if key is True else (key or None)
-        async with Client.connect(node.url, use, timeout=10) as client:
+        use = self._keys[i] if key is True else (key or None)
+        async with Client.connect(self.nodes[i].url, use, timeout=10) as client:
             yield client
 
     async def append(self, i: int, context: str, payload: bytes | str, key: str = "") -> Entry:
@@ -403,10 +314,10 @@ class LocalCluster:
         return next(iter(roots.values()))
 
     async def wait_connected(self, i: int, others: Sequence[int], timeout: float = 20.0) -> None:
-        want = {self.nodes[j].node_id for j in others}
+        want = {self.nodes[j].name for j in others}
 
         async def linked() -> bool:
             peers = (await self.status(i))["peers"]
             return want <= {p["node_id"] for p in peers if p["state"] == "connected"}
 
-        await self.wait_for(linked, timeout, f"{self.nodes[i].node_id} connected to {want}")
+        await self.wait_for(linked, timeout, f"{self.nodes[i].name} connected to {want}")

@@ -22,10 +22,7 @@ Whatever happens (error, Ctrl-C), every process is stopped and the temporary dir
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,11 +30,12 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, ClassVar
+from typing import ClassVar
 
 import trio
 
 from ..core.errors import LedgerError
+from ..harness.process import NodeFailedToStart, NodeProcess, stop_all
 from ..harness.relay import Relay
 from ..trio.client import Client
 
@@ -47,6 +45,7 @@ REQUEST_TIMEOUT = 5.0  # one API call
 TICK = 0.5  # status table refresh
 GOSSIP_INTERVAL = 0.25  # faster than the default 1 s, so the demo is brisk
 WRITE_CHUNK = 100
+ARGS = ("--no-discovery", "--gossip-interval", str(GOSSIP_INTERVAL))
 CONTEXTS = ("demo/shared", "demo/{name}")  # one context everyone writes, one per node
 
 Print = Callable[[str], None]
@@ -54,28 +53,6 @@ Print = Callable[[str], None]
 
 class DemoError(Exception):
     """A phase did not happen within its timeout; the message says which and why."""
-
-
-@dataclass
-class DemoNode:
-    name: str
-    data: Path
-    log_path: Path
-    seeds: list[str]
-    proc: subprocess.Popen[bytes] | None = None
-    url: str = ""
-    node_id: str = ""
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_tail(self, lines: int = 5) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").splitlines()[-lines:]
-        except OSError:
-            return "(no log)"
-        return "\n".join(f"    {self.name}| {line}" for line in text) or "    (empty log)"
 
 
 @dataclass
@@ -94,11 +71,11 @@ class Demo:
     entries: int
     tmp: Path
     out: Print
-    nodes: list[DemoNode] = field(default_factory=list)
+    nodes: list[NodeProcess] = field(default_factory=list)
     acked: dict[str, set[str]] = field(default_factory=dict)  # context -> acknowledged ids
     timings: dict[str, float] = field(default_factory=dict)
     rounds: int = 0
-    victim: DemoNode | None = None
+    victim: NodeProcess | None = None
     missed: int = 0  # entries written while the victim was down
     relays: dict[tuple[str, str], Relay] = field(default_factory=dict)  # (from, to) -> relay
     split: tuple[str, str] = ("", "")  # the two roots seen during the partition
@@ -135,7 +112,7 @@ class Demo:
         self.out(f"  {len(self.relays)} relays on 127.0.0.1, one per direction of every link")
         for name in names:
             seeds = [self.relays[(name, b)].url for b in names if b != name]
-            node = DemoNode(name, self.tmp / name, self.tmp / f"{name}.log", seeds)
+            node = NodeProcess(name, self.tmp / name, self.tmp / "logs", seeds, ARGS)
             self.nodes.append(node)
             await self.start_node(node, "127.0.0.1:0")
             self.out(f"  {name} ready at {node.url}  pid {node.proc.pid if node.proc else '?'}, "
@@ -149,9 +126,7 @@ class Demo:
     async def phase_crash(self) -> None:
         """SIGKILL a node, keep writing to the others"""
         victim = self.victim = self.nodes[len(self.nodes) // 2]
-        assert victim.proc is not None
-        victim.proc.send_signal(signal.SIGKILL)
-        await trio.to_thread.run_sync(victim.proc.wait)
+        victim.kill()
         self.retarget(victim)
         self.out(f"  {victim.name} killed with SIGKILL (no clean shutdown); the others stay linked "
                  "to each other")
@@ -218,38 +193,21 @@ class Demo:
 
     # ---- helpers -----------------------------------------------------------------------------
 
-    def retarget(self, node: DemoNode) -> None:
+    def retarget(self, node: NodeProcess) -> None:
         """Point the relays into ``node`` at its current port (none while it is down)."""
         port = int(node.url.rsplit(":", 1)[1]) if node.alive else None
         for (_, b), relay in self.relays.items():
             if b == node.name:
                 relay.set_target(None if port is None else ("127.0.0.1", port))
 
-    async def start_node(self, node: DemoNode, listen: str) -> None:
-        node.data.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "p2p_ledger", "node", "--data", str(node.data),
-               "--listen", listen, "--node-id", node.name, "--no-discovery",
-               "--gossip-interval", str(GOSSIP_INTERVAL)]
-        for seed in node.seeds:
-            cmd += ["--peer", seed]
-        with open(node.log_path, "ab") as log:  # the child keeps its own copy of the fd
-            node.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log,
-                                         stdin=subprocess.DEVNULL, env=_child_env())
-        stdout = node.proc.stdout
-        assert stdout is not None
-        with trio.move_on_after(READY_TIMEOUT):
-            line = await trio.to_thread.run_sync(stdout.readline, abandon_on_cancel=True)
-            parts = line.decode(errors="replace").split()
-            if len(parts) == 3 and parts[0] == "ready":
-                node.url, node.node_id = parts[1], parts[2]
-                self.retarget(node)
-                return
-        # No ready line: stop this attempt for good, so a retry can take the data directory.
-        _stop([node])
-        raise DemoError(f"{node.name} was not ready within {READY_TIMEOUT:g}s (exit status "
-                        f"{node.proc.returncode}):\n{node.log_tail()}")
+    async def start_node(self, node: NodeProcess, listen: str) -> None:
+        try:
+            await node.start(listen, timeout=READY_TIMEOUT)
+        except NodeFailedToStart as exc:
+            raise DemoError(str(exc)) from None
+        self.retarget(node)
 
-    async def write(self, writers: Sequence[DemoNode]) -> None:
+    async def write(self, writers: Sequence[NodeProcess]) -> None:
         started = time.monotonic()
         async with trio.open_nursery() as nursery:
             for node in writers:
@@ -260,7 +218,7 @@ class Demo:
                  f"(acknowledged = durable on that node) in {elapsed:.2f}s; "
                  f"{self.total} acknowledged so far")
 
-    async def write_from(self, node: DemoNode) -> None:
+    async def write_from(self, node: NodeProcess) -> None:
         self.rounds += 1
         round_ = self.rounds
         contexts = [c.format(name=node.name) for c in CONTEXTS]
@@ -276,7 +234,7 @@ class Demo:
                 for entry in entries:
                     self.acked.setdefault(entry.context, set()).add(entry.id)
 
-    async def converge(self, members: Sequence[DemoNode], label: str,
+    async def converge(self, members: Sequence[NodeProcess], label: str,
                        expect: int | None = None) -> float:
         """Show the table every TICK until the members hold the same root and every acked entry
         (or ``expect`` entries: what their side of a partition holds)."""
@@ -306,7 +264,7 @@ class Demo:
     async def poll(self) -> dict[str, Row]:
         rows = {n.name: Row(n.name, n.url if n.alive else "(down)") for n in self.nodes}
 
-        async def one(node: DemoNode) -> None:
+        async def one(node: NodeProcess) -> None:
             try:
                 with trio.fail_after(REQUEST_TIMEOUT):
                     async with Client.connect(node.url, timeout=REQUEST_TIMEOUT) as client:
@@ -388,35 +346,6 @@ async def read_ids(client: Client, context: str) -> set[str]:
         ids.update(e.id for e in entries)
 
 
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # Children import the same p2p_ledger as we do, installed or not.
-    root = str(Path(__file__).resolve().parents[2])  # the folder holding p2p_ledger/
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    env.pop("P2P_LEDGER_CLUSTER_KEY", None)  # the demo cluster runs without a key
-    return env
-
-
-def _stop(nodes: Sequence[DemoNode]) -> None:
-    """SIGTERM (clean shutdown), then SIGKILL whatever is still running after a grace period."""
-    for node in nodes:
-        if node.alive and node.proc is not None:
-            node.proc.terminate()
-    deadline = time.monotonic() + 5
-    for node in nodes:
-        proc = node.proc
-        if proc is None:
-            continue
-        try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        stream: IO[bytes] | None = proc.stdout
-        if stream is not None:
-            stream.close()
-
-
 def run_demo(nodes: int = 3, entries: int = 100, out: Print = print) -> int:
     """Run the demo; 0 when every phase passed, 1 (with the reason) when one did not."""
     tmp = Path(tempfile.mkdtemp(prefix="p2p-ledger-demo-"))
@@ -431,10 +360,10 @@ def run_demo(nodes: int = 3, entries: int = 100, out: Print = print) -> int:
             raise  # a bug (or Ctrl-C): the traceback / the CLI's "interrupted" says it best
         out(f"\ndemo FAILED: {failure}")
         for node in demo.nodes:
-            out(f"  last log lines of {node.name}:\n{node.log_tail()}")
+            out(f"  last log lines of {node.name}:\n{node.log_tail(5) or '    (empty log)'}")
         return 1
     finally:
-        _stop(demo.nodes)
+        stop_all(demo.nodes)
         shutil.rmtree(tmp, ignore_errors=True)
         out(f"\nstopped {len(demo.nodes)} nodes, removed {tmp}")
 

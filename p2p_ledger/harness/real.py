@@ -49,11 +49,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import random
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import traceback
@@ -69,15 +66,15 @@ from ..core.errors import LedgerError
 from ..sim.runner import CheckResult, Report
 from ..sim.scenario import Scenario, Step, load_scenario, partition_cuts
 from ..trio.client import Client
+from .process import NodeFailedToStart, NodeProcess
 from .relay import Relay
 
 DEFAULT_TIME_SCALE = 0.1
 GOSSIP_INTERVAL = 0.2
-READY_TIMEOUT = 20.0  # Python start-up included
 REQUEST_TIMEOUT = 5.0
 POLL = 0.05
 FINAL_WAIT_CAP = 60.0
-REPO = Path(__file__).resolve().parents[2]
+ARGS = ("--gossip-interval", str(GOSSIP_INTERVAL))  # the network adds the rest
 
 
 class RealRunError(Exception):
@@ -85,29 +82,13 @@ class RealRunError(Exception):
 
 
 @dataclass
-class RealNode:
-    name: str
-    data: Path
-    logdir: Path
-    proc: subprocess.Popen[bytes] | None = None
-    url: str = ""
-    port: int = 0
-    runs: int = 0
+class RealNode(NodeProcess):
     up: bool = False  # what the scenario says; a process dying on its own is an error
-    stderr: Path | None = None
+    network: Network | None = None  # where it lives: it says where to listen and whom to dial
 
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_tail(self, lines: int = 8) -> str:
-        if self.stderr is None:
-            return ""
-        try:
-            text = self.stderr.read_text(errors="replace").splitlines()[-lines:]
-        except OSError:
-            return ""
-        return "\n".join(f"  {self.name}| {line}" for line in text)
+    def command(self, listen: str) -> list[str]:
+        assert self.network is not None
+        return self.network.node_command(self.name, self.base_command())
 
 
 class Network(Protocol):
@@ -302,7 +283,8 @@ class RealRun:
 
         Returns (seconds from the reference time to convergence or None, the reference time)."""
         for name in self.scenario.nodes:
-            self.nodes[name] = RealNode(name, self.root / name, self.root / "logs")
+            self.nodes[name] = RealNode(name, self.root / name, self.root / "logs", (), ARGS,
+                                        network=self.network)
         async with trio.open_nursery() as starting:
             for node in self.nodes.values():
                 starting.start_soon(self._spawn, node)
@@ -414,45 +396,17 @@ class RealRun:
     # ---- processes -----------------------------------------------------------------------------
 
     async def _spawn(self, node: RealNode) -> None:
-        node.runs += 1
-        node.logdir.mkdir(parents=True, exist_ok=True)
-        stdout = node.logdir / f"{node.name}.{node.runs}.out"
-        node.stderr = node.logdir / f"{node.name}.{node.runs}.err"
-        cmd = self.network.node_command(node.name, [
-            sys.executable, "-m", "p2p_ledger", "node", "--data", str(node.data),
-            "--node-id", node.name, "--gossip-interval", str(GOSSIP_INTERVAL)])
-        env = {k: v for k, v in os.environ.items() if k != "P2P_LEDGER_CLUSTER_KEY"}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-        # Output to files, not pipes: nothing can fill up and block the node.
-        with open(stdout, "wb") as out, open(node.stderr, "wb") as err:
-            node.proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                         cwd=self.root, env=env)
-        deadline = trio.current_time() + READY_TIMEOUT
-        while True:
-            ready = [line for line in stdout.read_text(errors="replace").splitlines()
-                     if line.startswith("ready ")]
-            if ready:
-                node.url = ready[0].split()[1]
-                node.port = int(node.url.rsplit(":", 1)[1])
-                node.up = True
-                self.network.started(node)
-                return
-            if node.proc.poll() is not None or trio.current_time() > deadline:
-                self._kill(node)
-                raise RealRunError(f"node {node.name} did not start (exit status "
-                                   f"{node.proc.returncode}):\n{node.log_tail()}")
-            await trio.sleep(POLL)
+        try:
+            await node.start()
+        except NodeFailedToStart as exc:
+            raise RealRunError(f"node {exc}") from None
+        node.up = True
+        self.network.started(node)
 
     def _crash(self, node: RealNode) -> None:
         node.up = False
-        self._kill(node)
+        node.kill()  # SIGKILL: no clean shutdown, only what was committed survives
         self.network.stopped(node)
-
-    @staticmethod
-    def _kill(node: RealNode) -> None:
-        if node.proc is not None and node.proc.poll() is None:
-            node.proc.kill()  # SIGKILL: no clean shutdown, only what was committed survives
-            node.proc.wait(10)
 
     def _check_processes(self) -> None:
         for node in self.nodes.values():
@@ -464,7 +418,7 @@ class RealRun:
     def _stop_all(self) -> None:
         for node in self.nodes.values():
             node.up = False
-            self._kill(node)
+            node.kill()
 
     # ---- observation ---------------------------------------------------------------------------
 

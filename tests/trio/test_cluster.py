@@ -31,7 +31,7 @@ async def test_chain_of_seeds_forms_a_full_mesh(cluster: LocalCluster) -> None:
     for i in (n1, n2, n3):
         peers = (await cluster.status(i))["peers"]
         by_id = {p["node_id"]: p for p in peers}
-        others = {cluster.nodes[j].node_id for j in (n1, n2, n3) if j != i}
+        others = {cluster.nodes[j].name for j in (n1, n2, n3) if j != i}
         assert {k: by_id[k]["state"] for k in others} == dict.fromkeys(others, "connected")
         # One link per pair: no node appears twice as connected.
         connected = [p["node_id"] for p in peers if p["state"] == "connected"]
@@ -63,7 +63,7 @@ async def test_replication_and_one_causal_order(cluster: LocalCluster) -> None:
     async def writer(i: int) -> None:
         async with cluster.client(i) as client:
             for n in range(15):
-                e = await client.append("shared", f"{cluster.nodes[i].node_id}-{n}")
+                e = await client.append("shared", f"{cluster.nodes[i].name}-{n}")
                 acked.append(e.id)
 
     async with trio.open_nursery() as nursery:
