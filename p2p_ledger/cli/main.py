@@ -340,6 +340,19 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_verify)
 
     p = sub.add_parser(
+        "repair", formatter_class=Formatter,
+        help="rebuild a damaged store from what still verifies (a stopped node)",
+        description="For a STOPPED node whose store is damaged (StoreDamagedError): move the "
+                    "damaged files into DIR/damaged-TIME/ (nothing is deleted), salvage every "
+                    "stored update that can still be read, keep those that pass the same checks "
+                    "as an update from a peer, and write them to a new store. The node then "
+                    "starts and fetches what was dropped from its peers. Prints a report.",
+        epilog="example:\n  p2p-ledger repair --data ./n1 && p2p-ledger verify --data ./n1\n")
+    p.add_argument("--data", required=True, metavar="DIR", help="the node's data directory")
+    _format_option(p)
+    p.set_defaults(run=_cmd_repair)
+
+    p = sub.add_parser(
         "snapshot", parents=[client], formatter_class=Formatter,
         help="save a context to a self-verifying file",
         description="Write CONTEXT as a snapshot file (every entry and the Merkle root). The "
@@ -893,9 +906,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                              f"running one; or set {ENV_NODE})")
         return int(trio.run(_verify_running, args))
     from ..core.ledger import Ledger
-    from ..trio.store import SqliteStore
+    from ..trio.store import SqliteStore, refuse_vanished
 
     data = Path(args.data)
+    refuse_vanished(data)  # a store gone from next to its WAL files: StoreDamagedError
     if not (data / "ledger.sqlite3").is_file():
         # Opening the store would create an empty one: say what is wrong instead.
         raise UsageError(f"{data} is not a p2p-ledger data directory (no ledger.sqlite3)")
@@ -936,6 +950,18 @@ def _verified(args: argparse.Namespace, problems: Sequence[str], node_id: str, e
            "root": root, "seconds": round(seconds, 3)}
     Output(args.format).record(row, f"ok: node {node_id}: {entries} entries in {contexts} "
                                     f"contexts verified, root {root[:16]}, {seconds:.2f}s")
+    return EXIT_OK
+
+
+def _cmd_repair(args: argparse.Namespace) -> int:
+    from ..trio.repair import repair
+
+    with Progress().ticking(f"repairing {args.data}"):
+        report = repair(args.data)
+    Output(args.format).record(
+        report.to_json(), f"repaired {args.data}: kept {report.kept} updates "
+                          f"({report.entries} entries in {report.contexts} contexts), dropped "
+                          f"{report.dropped}; damaged files kept in {report.damaged_copy}")
     return EXIT_OK
 
 

@@ -10,7 +10,8 @@ LedgerError
 │   └── ForbiddenUpdate    a Yjs update that would delete or rewrite (the ledger only grows)
 ├── SnapshotError          InvalidSnapshot, UnsupportedVersion, AlreadyExists
 ├── StoreError             the data directory cannot be used (not a directory, not SQLite)
-│   └── StoreLockedError   another process holds the data directory
+│   ├── StoreLockedError   another process holds the data directory
+│   └── StoreDamagedError  the store is truncated, malformed, emptied or vanished
 ├── ListenError            the node cannot accept connections where it was told to (port in use)
 └── LinkClosed / LinkBroken  a peer link ended cleanly / failed (trio naming: Closed vs Broken)
 """
@@ -104,6 +105,12 @@ class StoreError(LedgerError):
 
 class StoreLockedError(StoreError):
     """Another process already has this data directory open."""
+
+
+class StoreDamagedError(StoreError):
+    """The store cannot be read (truncated, malformed), was emptied, or vanished next to its
+    WAL files: refused, never replaced by a new node (``p2p-ledger repair`` keeps what
+    verifies)."""
 
 
 class ListenError(LedgerError):

@@ -3,6 +3,13 @@
 One row per committed Yjs update; a commit is one SQLite transaction, so concurrent appends that
 the ledger batches share one fsync (group commit). A lock file with ``flock`` keeps a second
 process out of the same data directory (SQLite itself would let both in and interleave).
+
+A damaged store is refused with one named line (``StoreDamagedError``), never a traceback and
+never silently replaced by a new node: a database that cannot be read (truncated, malformed), an
+empty (0-byte) database, and a database that has vanished while its WAL files are still there.
+A new database is built beside its final name and renamed into place, so a 0-byte
+``ledger.sqlite3`` is never a state this code leaves behind: it always means damage.
+``p2p-ledger repair`` (``repair.py``) keeps what still verifies.
 """
 
 from __future__ import annotations
@@ -13,8 +20,10 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..core.errors import StoreError, StoreLockedError
+from ..core.errors import StoreDamagedError, StoreError, StoreLockedError
 
+DB_NAME = "ledger.sqlite3"
+REPAIR_HINT = "`p2p-ledger repair --data {dir}` keeps what still verifies"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS updates (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -32,17 +41,18 @@ class SqliteStore:
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"data directory {self.path} is a file, not a directory")
         self.path.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        self._lock_fd = self.lock(self.path)
+        db = self.path / DB_NAME
         try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            raise StoreLockedError(
-                f"data directory {self.path} is in use by another p2p-ledger process"
-            ) from None
-        try:
+            if not db.exists():
+                refuse_vanished(self.path)
+                _create(db)
+            elif db.stat().st_size == 0:
+                raise StoreDamagedError(
+                    f"{db} is empty (0 bytes): the store was emptied; refusing to start a new "
+                    f"node in its place (restore it, or move the directory away)")
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per commit().
-            self.db = sqlite3.connect(self.path / "ledger.sqlite3", isolation_level=None)
+            self.db = sqlite3.connect(db, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit is on disk when it returns (survives power loss, not just kill -9).
             self.db.execute(f"PRAGMA synchronous={synchronous}")
@@ -51,14 +61,30 @@ class SqliteStore:
             # Not a database (or unreadable): release the lock so the caller can report it.
             os.close(self._lock_fd)
             if isinstance(exc, sqlite3.DatabaseError):
-                raise StoreError(f"{self.path / 'ledger.sqlite3'} is not a p2p-ledger SQLite "
-                                 f"database ({exc})") from None
+                raise _named(db, exc) from None
             raise
+
+    @staticmethod
+    def lock(path: Path) -> int:
+        """Take the data directory's lock (StoreLockedError if a process holds it); returns the
+        file descriptor, whose closing releases it."""
+        fd = os.open(path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreLockedError(
+                f"data directory {path} is in use by another p2p-ledger process") from None
+        return fd
 
     def load(self) -> dict[str, list[bytes]]:
         out: dict[str, list[bytes]] = {}
-        for context, blob in self.db.execute("SELECT context, blob FROM updates ORDER BY id"):
-            out.setdefault(context, []).append(bytes(blob))
+        try:
+            for context, blob in self.db.execute(
+                    "SELECT context, blob FROM updates ORDER BY id"):
+                out.setdefault(context, []).append(bytes(blob))
+        except sqlite3.DatabaseError as exc:
+            raise _named(self.path / DB_NAME, exc) from None
         return out
 
     def commit(self, updates: Sequence[tuple[str, bytes]]) -> None:
@@ -92,3 +118,44 @@ class SqliteStore:
     def close(self) -> None:
         self.db.close()
         os.close(self._lock_fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def refuse_vanished(path: Path) -> None:
+    """StoreDamagedError when the database is gone but its WAL files are still there."""
+    left = [DB_NAME + s for s in ("-wal", "-shm") if (path / (DB_NAME + s)).exists()]
+    if left and not (path / DB_NAME).exists():
+        raise StoreDamagedError(
+            f"{path / DB_NAME} is missing but {' and '.join(left)} are still there: the store "
+            f"vanished; refusing to start a new node in its place (restore it, or move the "
+            f"directory away)")
+
+
+def _create(db: Path) -> None:
+    """A new, empty database, built beside ``db`` and renamed into place (never 0 bytes)."""
+    tmp = db.with_name(DB_NAME + ".new")
+    tmp.unlink(missing_ok=True)
+    conn = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(SCHEMA)
+    finally:
+        conn.close()
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, db)
+    fsync_dir(db.parent)
+
+
+def _named(db: Path, exc: sqlite3.DatabaseError) -> StoreError:
+    if "not a database" in str(exc):
+        return StoreError(f"{db} is not a p2p-ledger SQLite database ({exc})")
+    return StoreDamagedError(f"{db} is damaged ({exc}): " + REPAIR_HINT.format(dir=db.parent))
