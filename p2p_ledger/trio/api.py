@@ -16,7 +16,7 @@ Any websocket client can speak it. First message ``{"op": "hello"}``; the answer
 | contexts    |                                             | contexts: [{context, entries, root}] |
 | snapshot    | context                                     | snapshot_b64                  |
 | load        | snapshot_b64, fail_if_exists                | context, added                |
-| verify      |                                             | problems                      |
+| verify      |                                             | problems ([] = all sound)     |
 
 Entries travel as ``{"record": base64(id + canonical encoding)}``: the client (``client.py``)
 re-checks each content id, so a reader trusts the bytes, not the server.

@@ -41,7 +41,17 @@ def _entry_in(obj: Mapping[str, Any]) -> Entry:
 
 
 class Client:
-    """Reach a running node over its websocket API with the calls an embedded Node offers."""
+    """Reach a running node over its websocket API with the calls an embedded ``Node`` offers.
+
+    Same names, arguments and results as ``Node``; every call is ``async`` here (each is a
+    round trip), where ``Node.get``/``status``/``contexts``/``verify``/``snapshot`` are plain
+    methods (they read local memory). Every entry received is re-checked (content id,
+    canonical form): a reader trusts the bytes, not the node.
+
+    Every call may also raise ``LinkBroken`` (the connection failed) or ``RemoteProtocolError``
+    (the node's answer is not the API); an error the node reports is raised as the same
+    ``LedgerError`` subclass it raised there (``InvalidContextName``, ``PayloadTooLarge``, ...).
+    """
 
     def __init__(self, ws: Connection, url: str, key: bytes | None) -> None:
         self.ws = ws
@@ -57,7 +67,14 @@ class Client:
     async def connect(cls, url: str, cluster_key: bytes | str | None = None,
                       timeout: float = 10.0, stream: trio.abc.Stream | None = None,
                       ) -> AsyncIterator[Client]:
-        """``stream``: an already connected TCP stream to use instead of dialing ``url``."""
+        """Connect to the node at ``url`` (``ws://`` or ``wss://``) for the ``async with`` block.
+
+        Args: ``cluster_key`` the node's key when it has one (proved with an HMAC, never sent);
+        ``timeout`` for connecting and the handshake; ``stream`` an already connected TCP
+        stream to use instead of dialing ``url``.
+        Raises ``LinkBroken`` when the node cannot be reached, needs a key we lack, or refuses
+        ours (``RemoteProtocolError``: bad key).
+        """
         key = cluster_key_bytes(cluster_key)
         async with dial(url, api=True, timeout=timeout, stream=stream) as ws:
             client = cls(ws, url, key)
@@ -102,6 +119,7 @@ class Client:
 
     async def append(self, context: str, payload: bytes | str, key: str = "",
                      meta: Mapping[str, str] | None = None) -> Entry:
+        """As ``Node.append``: returns the entry once it is durable on that node."""
         resp = await self._call("append", context=context, key=key, meta=dict(meta or {}),
                                 **_payload_fields(payload))
         return _entry_in(resp["entry"])
@@ -109,6 +127,7 @@ class Client:
     async def append_many(
         self, items: Sequence[tuple[str, bytes | str, str, Mapping[str, str] | None]]
     ) -> list[Entry]:
+        """As ``Node.append_many``: all items validated, then committed together."""
         reqs = [{"context": c, "key": k, "meta": dict(m or {}), **_payload_fields(p)}
                 for c, p, k, m in items]
         resp = await self._call("append_many", items=reqs)
@@ -117,6 +136,7 @@ class Client:
     async def get(self, context: str, key: str | None = None,
                   after: Cursor | str | None = None, limit: int | None = None,
                   ) -> tuple[list[Entry], Cursor]:
+        """As ``Node.get`` (awaited here): ``(entries, cursor)`` in causal order."""
         resp = await self._call("get", context=context, key=key,
                                 after=None if after is None else str(after), limit=limit)
         return [_entry_in(e) for e in resp["entries"]], Cursor.parse(resp["cursor"])
@@ -170,6 +190,7 @@ class Client:
                     pass  # the consumer left
 
     async def status(self) -> dict[str, Any]:
+        """As ``Node.status``: the node's JSON summary (root, entries, peers...)."""
         resp = await self._call("status")
         return {k: v for k, v in resp.items() if k not in ("id", "ok")}
 
@@ -179,15 +200,18 @@ class Client:
         return list((await self._call("contexts"))["contexts"])
 
     async def snapshot(self, context: str) -> bytes:
+        """As ``Node.snapshot``: a self-verifying snapshot file of ``context``."""
         resp = await self._call("snapshot", context=context)
         return base64.b64decode(resp["snapshot_b64"])
 
     async def load(self, blob: bytes, fail_if_exists: bool = False) -> tuple[str, int]:
+        """As ``Node.load``: ``(context, entries added)``; the file is refused as a whole."""
         resp = await self._call("load", snapshot_b64=base64.b64encode(blob).decode(),
                                 fail_if_exists=fail_if_exists)
         return str(resp["context"]), int(resp["added"])
 
     async def verify(self) -> list[str]:
+        """As ``Node.verify``: one line per problem; an empty list means every check passed."""
         return list((await self._call("verify"))["problems"])
 
 

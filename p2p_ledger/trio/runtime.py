@@ -74,7 +74,14 @@ class _Outbox:
 
 
 class Node:
-    """A running node. Get one from ``open_node``; every method runs on the trio thread."""
+    """A running node. Get one from ``open_node``; every method runs on the trio thread.
+
+    Reads (``get``, ``status``, ``contexts``, ``verify``, ``snapshot``) are plain methods: they
+    read the node's in-memory state and return at once, with no I/O to wait for. Calls that wait
+    are ``async``: ``append``/``append_many`` (until the commit is durable), ``watch`` (for new
+    entries) and ``load``. ``Client`` offers the same calls with the same arguments and results
+    against a node in another process; there every call is ``async`` (each is a round trip).
+    """
 
     def __init__(self, ledger: Ledger, core: NodeCore, nursery: trio.Nursery) -> None:
         self.ledger = ledger
@@ -90,10 +97,12 @@ class Node:
 
     @property
     def node_id(self) -> str:
+        """This node's id (stored in its data directory: the same across restarts)."""
         return self.ledger.node_id
 
     @property
     def url(self) -> str:
+        """``ws://HOST:PORT`` where it listens (peers and clients dial it); "" if not listening."""
         return self.core.config.url
 
     @property
@@ -107,7 +116,16 @@ class Node:
         self, context: str, payload: bytes | str, key: str = "",
         meta: Mapping[str, str] | None = None,
     ) -> Entry:
-        """Append one entry; returns once it is durable here (and on its way to every peer)."""
+        """Append one entry to ``context``; returns it once it is durable here.
+
+        Args: ``context`` the log's name (1-128 of ``A-Z a-z 0-9 . _ : / -``); ``payload`` bytes,
+        or a str stored as UTF-8; ``key`` an optional label to filter reads by; ``meta`` str→str.
+        Returns the ``Entry`` (its ``id`` is the sha256 content id), committed to SQLite and
+        already pushed to every connected peer.
+        Raises a ``LocalInputError`` subclass (``InvalidContextName``, ``PayloadTooLarge``,
+        ``KeyTooLarge``, ``MetaTooLarge``, ...) before anything is stored; a storage error
+        (``OSError``, ``sqlite3.Error``) if the commit failed: then nothing was acknowledged.
+        """
         batch, start = self._join((self.ledger.prepare(context, key, payload, meta),))
         await batch.done.wait()
         if batch.error is not None:
@@ -117,7 +135,12 @@ class Node:
     async def append_many(
         self, items: Sequence[tuple[str, bytes | str, str, Mapping[str, str] | None]]
     ) -> list[Entry]:
-        """Validate all, then append all in one commit (concurrent callers share commits too)."""
+        """Append several entries in one durable commit.
+
+        Args: ``items`` of ``(context, payload, key, meta)`` as for ``append`` (meta may be None).
+        Returns the entries in the order given. Every item is validated first: one bad item
+        raises its ``LocalInputError`` and none is stored. Concurrent callers share commits too.
+        """
         prepare = self.ledger.prepare
         requests = [prepare(c, k, p, m) for c, p, k, m in items]
         if not requests:
@@ -142,12 +165,25 @@ class Node:
         self, context: str, key: str | None = None, after: Cursor | str | None = None,
         limit: int | None = None,
     ) -> tuple[list[Entry], Cursor]:
+        """Read ``context`` in causal order: the entries ``after`` does not cover, at most
+        ``limit`` of them, only those labelled ``key`` if given.
+
+        Synchronous: it reads the in-memory index (no I/O). Returns ``(entries, cursor)``; pass
+        the cursor back as ``after`` to page on with no gap and no duplicate, even when entries
+        arrive late from peers. An unknown context reads as empty. Raises
+        ``InvalidContextName`` or ``InvalidCursor`` for bad arguments.
+        """
         return self.ledger.get(context, key, after, limit)
 
     async def watch(
         self, context: str, key: str | None = None, since: Cursor | str | None = None
     ) -> AsyncIterator[tuple[Entry, Cursor]]:
-        """The backlog after ``since``, then every new entry, each once, with its resume cursor."""
+        """Stream ``context``: the backlog after ``since``, then every new entry (local or from a
+        peer) as it arrives, each once, with the cursor to resume from after it.
+
+        An async generator that never ends by itself: leave the ``async for`` (or cancel) to
+        stop. ``key`` filters by label. Raises ``InvalidContextName`` / ``InvalidCursor``.
+        """
         check_context(context)
         cursor = Cursor.parse(since)
         while True:
@@ -161,6 +197,9 @@ class Node:
                 yield entry, cursor
 
     def status(self) -> dict[str, Any]:
+        """A JSON-ready summary: ``node_id``, ``url``, ``root`` (hex node Merkle root: two nodes
+        hold the same data iff equal), ``entries``, ``contexts``, ``peers`` (each with its
+        ``state``: new, connecting, connected, backoff, dropped), traffic counters."""
         return self.core.status()
 
     def contexts(self) -> list[dict[str, Any]]:
@@ -170,17 +209,36 @@ class Node:
                 for name, ctx in sorted(self.ledger.contexts.items())]
 
     def verify(self) -> list[str]:
+        """Re-check everything this node holds, from scratch.
+
+        Every context is rebuilt from its Yjs state with each entry's content id, canonical
+        encoding, limits and context re-verified, and the rebuilt Merkle root compared with the
+        live one. Returns one human-readable line per problem; **an empty list means every check
+        passed** (and is also what a node holding no context returns). It checks memory, not
+        the disk: ``p2p-ledger verify --data DIR`` re-reads a stopped node's store.
+        """
         return self.ledger.verify()
 
     def snapshot(self, context: str) -> bytes:
+        """A self-verifying snapshot file of ``context`` (every entry and its Merkle root), for
+        ``load`` on any node. Raises ``InvalidContextName``."""
         return self.ledger.snapshot(context)
 
     async def load(self, blob: bytes, fail_if_exists: bool = False) -> tuple[str, int]:
+        """Add the entries of a ``snapshot`` this node lacks (they then sync to its peers).
+
+        Returns ``(context, number of entries added)``. The whole file is verified first and
+        refused as a whole: ``InvalidSnapshot``, ``UnsupportedVersion``, ``IntegrityError``
+        (an entry or the root does not match); ``AlreadyExists`` when ``fail_if_exists`` and
+        the context holds entries.
+        """
         result = self.ledger.load_snapshot(blob, fail_if_exists)
         self._kick()
         return result
 
     def compact(self, context: str) -> None:
+        """Fold the context's stored update history into one state row (smaller store, faster
+        start); reads are unchanged. Raises ``InvalidContextName``."""
         self.ledger.compact(context)
 
     # ---- internals ---------------------------------------------------------------------------
