@@ -30,6 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .bench_common import Table
+
 PAYLOAD = 100
 TASKS = 128
 SPREAD_CONTEXTS = 10_000
@@ -265,8 +267,6 @@ def _catch_up(source: Path, target: Path, entries: int, timeout: float) -> float
 
 
 def run_scale(entries: int, tables: list[Any]) -> None:
-    from .bench import Table
-
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="p2pl-scale-") as tmp_text:
         tmp = Path(tmp_text)

@@ -40,6 +40,7 @@ import ipaddress
 import logging
 import secrets
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import ifaddr
@@ -57,7 +58,7 @@ from ..core.discovery import (
 from ..core.errors import LocalInputError
 
 if TYPE_CHECKING:
-    from .runtime import Node
+    from ..core.node import NodeCore
 
 log = logging.getLogger("p2p_ledger")
 
@@ -109,8 +110,9 @@ def interface_addresses(ipv6: bool) -> list[str]:
 class _Discovery:
     """The trio side: pending browse events, the resolver, the core calls."""
 
-    def __init__(self, node: Node, zc: Zeroconf) -> None:
-        self.node = node
+    def __init__(self, core: NodeCore, flush: Callable[[], None], zc: Zeroconf) -> None:
+        self.core = core
+        self.flush = flush  # carries out what the core decided (the runtime's Node._flush)
         self.zc = zc
         self.token = trio.lowlevel.current_trio_token()
         self.pending: dict[str, ServiceStateChange] = {}
@@ -133,7 +135,7 @@ class _Discovery:
             self.wake.set()
 
     async def resolver(self) -> None:
-        core = self.node.core
+        core = self.core
         while True:
             await self.wake.wait()
             self.wake = trio.Event()
@@ -157,20 +159,21 @@ class _Discovery:
                             log.info("mdns: ignoring %s: %s", name, exc)
                         continue
                     core.peer_discovered(name, ann, trio.current_time())
-                self.node._flush()
+                self.flush()
 
 
-async def run_mdns(node: Node, addresses: list[str], port: int,
+async def run_mdns(core: NodeCore, flush: Callable[[], None], addresses: list[str], port: int,
                    *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Advertise ``node`` on ``addresses``:``port`` and feed what is browsed to its core, until
-    cancelled. Failing to start (no multicast, port 5353 refused...) is logged and ends only
-    this task: the node runs on without LAN discovery."""
+    """Advertise the node of ``core`` on ``addresses``:``port`` and feed what is browsed to
+    ``core`` (then ``flush()``, so the runtime carries out its decisions), until cancelled.
+    Failing to start (no multicast, port 5353 refused...) is logged and ends only this task:
+    the node runs on without LAN discovery."""
     if not addresses:
         log.warning("mdns: no interface other than loopback is up: not advertising or "
                     "browsing (the node runs without LAN discovery)")
         task_status.started()
         return
-    config = node.core.config
+    config = core.config
     v6 = any(":" in a for a in addresses)
     info = ServiceInfo(
         SERVICE_TYPE, f"{instance_name(config.node_id)}.{SERVICE_TYPE}",
@@ -188,7 +191,7 @@ async def run_mdns(node: Node, addresses: list[str], port: int,
         return
     browser: ServiceBrowser | None = None
     try:
-        discovery = _Discovery(node, zc)
+        discovery = _Discovery(core, flush, zc)
         browser = ServiceBrowser(zc, SERVICE_TYPE, handlers=[discovery.on_change])
         task_status.started()
         log.info("mdns: advertising %s on %s port %d (cluster %s)", info.name,

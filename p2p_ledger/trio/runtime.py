@@ -482,7 +482,7 @@ async def open_node(
             if mdns:
                 from .mdns import run_mdns
 
-                await nursery.start(run_mdns, node, advertise, port_of(server))
+                await nursery.start(run_mdns, core, node._flush, advertise, port_of(server))
             try:
                 yield node
             finally:

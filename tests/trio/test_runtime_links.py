@@ -1,7 +1,8 @@
 """Real loopback websockets, in-process (``open_node``): the websockets.trio two-way bulk deadlock
 regression, and a peer that vanishes without a BYE.
 
-websockets.trio 17.4 deadlocks when both ends send large messages at once (FACTS.md); the
+websockets.trio 17.4 deadlocks when both ends send large messages at once (ARCHITECTURE.md,
+"Transport": 1 MB each way hung every time); the
 transport keeps frames ≤ CHUNK and bytes in flight ≤ WINDOW. With 1 MB frames and no window the
 sync below hangs (measured); ``trio.fail_after`` turns such a hang into a failure.
 """
