@@ -51,6 +51,7 @@ from .core.errors import (
     PayloadTooLarge,
     RemoteProtocolError,
     SnapshotError,
+    StoreDamagedError,
     StoreError,
     StoreLockedError,
     UnsupportedVersion,
@@ -71,7 +72,7 @@ __all__ = [
     "InvalidMeta", "InvalidNodeId", "InvalidPayload", "InvalidSnapshot", "InvalidUrl",
     "KeyTooLarge", "LedgerError", "Limits", "LinkBroken", "LinkClosed", "ListenError",
     "LocalInputError", "MdnsUnavailable", "MetaTooLarge", "Node", "PayloadTooLarge",
-    "RemoteProtocolError", "SnapshotError", "StoreError", "StoreLockedError",
+    "RemoteProtocolError", "SnapshotError", "StoreDamagedError", "StoreError", "StoreLockedError",
     "UnsupportedVersion", "__version__", "open_node",
 ]
 
