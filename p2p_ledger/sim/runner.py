@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,14 +50,19 @@ class CheckResult:
     detail: str = ""
 
 
+FINAL_SAMPLE_S = 0.1  # timeline sampling once every step ran (what converges, and how fast)
+
+
 @dataclass
 class Timeline:
     """What the plot draws: samples of each node's missing-entry count, crashes, partitions."""
 
     nodes: list[str]
+    description: str = ""
     times: list[float] = field(default_factory=list)
     missing: dict[str, list[float]] = field(default_factory=dict)  # nan while down
     crashes: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    # (start, stop, what is cut: describe_cuts' text), one per stretch with the same cuts
     partitions: list[tuple[float, float, str]] = field(default_factory=list)
     reference_s: float = 0.0
     converged_s: float | None = None
@@ -116,7 +122,8 @@ class ScenarioRun:
         self.last_write = 0  # ns: the last acknowledged write
         self.waiting: tuple[Step, int] | None = None  # a wait_converged step and its deadline
         self.wait_failures: list[str] = []
-        self.timeline = Timeline(list(scenario.nodes)) if timeline else None
+        self.timeline = Timeline(list(scenario.nodes), scenario.description) if timeline \
+            else None
         self._sample_every = to_ns(_sample_interval(scenario))
         self._next_sample = 0
         self._crashed_at: dict[str, float] = {}
@@ -136,6 +143,11 @@ class ScenarioRun:
             self._run(lambda: self.next_step >= len(self.scenario.steps)
                       and self.writers_active == 0 and self.waiting is None, None)
             self.reference = max(self.last_recovery, self.last_write)
+            if self.timeline is not None:
+                # The final catch-up is what a plot zooms into: sample it finely.
+                last = self._next_sample - self._sample_every  # the latest sample's time
+                self._sample_every = min(self._sample_every, to_ns(FINAL_SAMPLE_S))
+                self._next_sample = max(self.loop.now, last + self._sample_every)
             limit = self.scenario.checks.converged_within_s or self.scenario.final_wait_s
             horizon = self.reference + to_ns(limit)
             if self.cluster.check_converged():
@@ -273,7 +285,7 @@ class ScenarioRun:
         if self.timeline is None:
             return
         cuts = self.cluster.net.cuts
-        label = _describe_cuts(cuts) if cuts else ""
+        label = describe_cuts(cuts, self.timeline.nodes) if cuts else ""
         if self._cut_since is not None and self._cut_since[1] != label:
             self.timeline.partitions.append((self._cut_since[0], now, self._cut_since[1]))
             self._cut_since = None
@@ -405,11 +417,64 @@ def _sample_interval(scenario: Scenario) -> float:
     return max(0.01, (end + 30.0) / 600)
 
 
-def _describe_cuts(cuts: set[tuple[str, str]]) -> str:
-    pairs = sorted(cuts)
-    if len(pairs) <= 4:
-        return " ".join(f"{a}>{b}" for a, b in pairs)
-    return f"{len(pairs)} cuts"
+def describe_cuts(cuts: set[tuple[str, str]], nodes: Sequence[str]) -> str:
+    """What a set of directed cuts does, for people: the groups a partition made
+    (``a b c | d e f``), then the cuts inside groups (``a ⇄ b``, ``c → a``,
+    ``n1–n12 → n13–n25``)."""
+    order = {name: i for i, name in enumerate(nodes)}
+    # Two nodes share a group when a chain of pairs, each open in at least one direction,
+    # joins them; so between groups every pair is cut both ways.
+    group = {name: name for name in nodes}
+
+    def find(name: str) -> str:
+        while group[name] != name:
+            name = group[name]
+        return name
+
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1:]:
+            if (a, b) not in cuts or (b, a) not in cuts:
+                group[find(a)] = find(b)
+    groups: dict[str, list[str]] = {}
+    for name in nodes:
+        groups.setdefault(find(name), []).append(name)
+    parts = []
+    if len(groups) > 1:
+        parts.append(" | ".join(_names(g) for g in groups.values()))
+    inside = {(a, b) for a, b in cuts if find(a) == find(b)}
+    if inside:
+        both = {(a, b) for a, b in inside if (b, a) in inside and order[a] < order[b]}
+        one_way = {(a, b) for a, b in inside if (b, a) not in inside}
+        sources = sorted({a for a, _ in one_way}, key=order.__getitem__)
+        targets = sorted({b for _, b in one_way}, key=order.__getitem__)
+        if len(both) + len(one_way) <= 3:
+            parts.append(", ".join([f"{a} ⇄ {b}" for a, b in sorted(both)]
+                                   + [f"{a} → {b}" for a, b in sorted(one_way)]))
+        elif not both and len(one_way) == len(sources) * len(targets):
+            parts.append(f"{_names(sources)} → {_names(targets)}")  # every source to every target
+        else:
+            parts.append(f"{len(both) + len(one_way)} links cut")
+    return "; ".join(parts)
+
+
+def _names(names: Sequence[str]) -> str:
+    """``a b c``; runs of numbered names as ranges (``n1–n5 n16–n25``); long lists shortened
+    (``n1 n3 n5 … (13 nodes)``)."""
+    runs: list[list[str]] = []
+    last: tuple[str, int] | None = None
+    for name in names:
+        m = re.fullmatch(r"(.*?)(\d+)", name)
+        key = (m.group(1), int(m.group(2))) if m else None
+        if runs and key and last and key == (last[0], last[1] + 1):
+            runs[-1].append(name)
+        else:
+            runs.append([name])
+        last = key
+    tokens = [r[0] if len(r) == 1 else f"{r[0]}–{r[-1]}" if len(r) > 2 else " ".join(r)
+              for r in runs]
+    if len(" ".join(tokens).split()) <= 5:
+        return " ".join(tokens)
+    return f"{' '.join(tokens[:3])} … ({len(names)} nodes)"
 
 
 def _group_roots(roots: Mapping[str, str]) -> str:
