@@ -306,8 +306,8 @@ class NodeCore:
             peer = self.peers.get(url)
             if url == self.config.url or (peer is not None and peer.state is PeerState.SELF):
                 continue
-            if peer is None:
-                self.peers[url] = PeerInfo(url, seed=False, node_id=ann.node_id, retry_at=now)
+            if peer is None:  # within max_learned_peers, like peers learned by exchange
+                self._add_learned(None, url, ann.node_id, now)
             elif peer.state in (PeerState.NEW, PeerState.BACKOFF, PeerState.DROPPED):
                 peer.node_id = ann.node_id
                 peer.state, peer.failures, peer.failing_since = PeerState.NEW, 0, None
@@ -509,10 +509,11 @@ class NodeCore:
                 known.state, known.failures, known.failing_since = PeerState.NEW, 0, None
                 known.retry_at = now
 
-    def _add_learned(self, link: Link, url: str, node_id: str, now: float) -> PeerInfo | None:
-        """A new non-seed peer, within the bounds (None when over them): a full table makes room
-        by forgetting a dropped peer, never a live one."""
-        if link.learned >= self.config.max_learned_per_link:
+    def _add_learned(self, link: Link | None, url: str, node_id: str,
+                     now: float) -> PeerInfo | None:
+        """A new non-seed peer from ``link``'s PEERS (None: from mDNS), within the bounds (None
+        when over them): a full table makes room by forgetting a dropped peer, never a live one."""
+        if link is not None and link.learned >= self.config.max_learned_per_link:
             return None
         learned = [p for p in self.peers.values() if not p.seed]
         if len(learned) >= self.config.max_learned_peers:
@@ -520,7 +521,8 @@ class NodeCore:
             if dropped is None:
                 return None
             del self.peers[dropped.url]
-        link.learned += 1
+        if link is not None:
+            link.learned += 1
         peer = self.peers[url] = PeerInfo(url, seed=False, node_id=node_id, retry_at=now)
         return peer
 

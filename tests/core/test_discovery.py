@@ -186,5 +186,17 @@ def test_the_number_of_tracked_records_is_bounded() -> None:
     for i in range(MAX_DISCOVERED + 10):
         a.peer_discovered(f"n{i}", _ann(f"n{i}", f"ws://h/n{i}"), 0.0)
     assert len(a.discovered) == MAX_DISCOVERED
-    assert len(a.peers) == MAX_DISCOVERED
+    assert len(a.peers) == a.config.max_learned_peers  # the peer table's own bound holds too
     assert sum("too many discovered peers" in line for line in a.take_log()) == 10
+
+
+def test_a_flood_of_addresses_fills_no_more_than_the_learned_peer_bound() -> None:
+    net = CoreNet(8)
+    a = net.add(A, max_learned_peers=10)
+    urls = tuple(f"ws://h/x{i}" for i in range(8))  # the parser keeps at most 8 per record
+    for i in range(5):
+        a.peer_discovered(f"x{i}", _ann(f"x{i}", *(u + f"-{i}" for u in urls)), 0.0)
+    assert len(a.peers) == 10 and len(a.discovered) == 5
+    net.run_until(0.0)
+    nodes = {p.node_id for p in a.peers.values()}
+    assert len([d for t, s, d in net.dials if s == A]) == len(nodes)  # one URL per node at once
