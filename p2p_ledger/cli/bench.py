@@ -5,7 +5,7 @@ repeats, shown with its spread and with the ratio to a baseline measured in the 
 right beside it (same disk, same moment). The "goal" columns only say whether a stated target
 was met on this run.
 
-Two groups (``--only``):
+Three groups (``--only``):
 
 * ``storage`` (here): durable appends through ``Ledger.append`` on ``SqliteStore`` (WAL,
   synchronous=FULL), one per commit and grouped, and through ``open_node`` with concurrent trio
@@ -15,6 +15,9 @@ Two groups (``--only``):
 * ``sync`` (``bench_sync``): two nodes, our root/tree gossip against the plain Yjs sync
   protocol (one state-vector exchange per document per round), in memory, over real loopback
   websockets, and end to end with ``open_node``.
+* ``heal`` (``bench_heal``): seconds from a partition's heal until every root agrees, in the
+  simulator (10 s to 1 h cuts, against the old 30 s redial cap) and on real processes through
+  relays, and the CPU a dead peer costs.
 
 ``--quick`` shrinks every size so the whole run takes seconds (the smoke test uses it).
 """
@@ -509,8 +512,8 @@ def run_bench(
     scale = QUICK if quick else FULL
     if repeats is not None:
         scale = Scale(**{**scale.__dict__, "repeats": max(1, repeats)})
-    if only not in (None, "storage", "sync"):
-        raise ValueError(f"--only wants storage or sync, got {only!r}")
+    if only not in (None, "storage", "sync", "heal"):
+        raise ValueError(f"--only wants storage, sync or heal, got {only!r}")
     t_start = time.perf_counter()
     tables: list[Table] = []
 
@@ -532,6 +535,11 @@ def run_bench(
     if only in (None, "sync"):
         for t in bench_sync(scale):
             emit(t)
+    if only in (None, "heal"):
+        from .bench_heal import bench_heal
+
+        for t in bench_heal(scale):
+            emit(t)
     total = time.perf_counter() - t_start
     if as_json:
         json.dump({"quick": quick, "repeats": scale.repeats, "seconds": total,
@@ -546,7 +554,7 @@ def run_bench(
 def add_bench_command(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``bench`` on an argparse subparsers object; the handler is ``args.func``."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "bench", help="measure storage and sync against same-run baselines",
+        "bench", help="measure storage, sync and healing against same-run baselines",
         description=__doc__.split("\n\n")[0] if __doc__ else None)
     configure_parser(parser)
     return parser
@@ -555,7 +563,7 @@ def add_bench_command(subparsers: Any) -> argparse.ArgumentParser:
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="small sizes, a few seconds (what the smoke test runs)")
-    parser.add_argument("--only", choices=("storage", "sync"), help="run one group")
+    parser.add_argument("--only", choices=("storage", "sync", "heal"), help="run one group")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--repeats", type=int, help="repeats per measurement (median shown)")
     parser.add_argument("--scale", action="store_true",

@@ -106,6 +106,9 @@ def format_report(report: Report, mode: str = "") -> str:
     "real" (loopback relays) or "netns"; real runs count wire units and use the wall clock."""
     status = "PASS" if report.passed else "FAIL"
     conv = "never" if report.converged_after_s is None else f"{report.converged_after_s:.3f}s"
+    if mode and report.converged_after_node_s is not None:
+        conv += (f" of scenario time ({report.converged_after_node_s:.3f}s on the nodes' clocks,"
+                 f" time scale {report.time_scale:g})")
     unit = {"": "messages", "real": "relayed chunks", "netns": "packets"}[mode]
     traffic = f"{report.messages} {unit}, {_size(report.bytes)}"
     if mode:
@@ -178,7 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.json:
             row = report.to_json()
             if real:
-                row |= {"mode": mode, "time_scale": real_scale}
+                row |= {"mode": mode}
             print(json.dumps(row), flush=True)
         else:
             print(format_report(report, mode=mode), flush=True)

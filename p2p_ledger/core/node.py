@@ -10,10 +10,20 @@ connection, ``Close`` one, or ``Dial`` a URL under a connection id the core pick
 connection runs one ``PeerSession``; this class adds the node-wide policy:
 
 * peer table: seeds and peers learned by peer exchange, each ``connecting``, ``connected``,
-  ``backoff`` (retry after base·2^failures with ±20% jitter, capped) or ``dropped`` (non-seed
-  peers failing for longer than ``drop_after``; seeds are retried forever); learned peers are
-  bounded: ``max_learned_peers`` in all, ``max_learned_per_link`` from one link, room made only
-  by forgetting dropped ones;
+  ``backoff`` or ``dropped`` (non-seed peers failing for longer than ``drop_after``; seeds are
+  retried forever); learned peers are bounded: ``max_learned_peers`` in all,
+  ``max_learned_per_link`` from one link, room made only by forgetting dropped ones;
+* healing (see AGENTS.md, "Healing"): a peer that could not be reached is redialed
+  ``backoff_base``·2^(failures-1) after the previous attempt *started*, capped at
+  ``probe_interval`` (1 s), minus up to 20% jitter (jitter only shortens, so the cap is a
+  bound): however long a cut lasted, a healed peer is dialed within ``probe_interval``. A
+  dial still unresolved after ``dial_timeout`` is abandoned, so a dial lost in a cut cannot
+  hold the next one back. A dial to a dead peer is a refused or unanswered TCP connect: cheap.
+  A peer that answered and *refused* us (other cluster, bad key, other protocol) backs off up
+  to ``backoff_max`` instead: retrying cannot help until someone changes a configuration. A
+  sign that the network works skips the wait: a handshake completed on any link (we dialed or
+  were dialed) retries every unreachable peer at once, and a peer named in peer exchange is
+  retried at once;
 * one link per peer pair: when two links to the same node open, both ends keep the one dialed
   by the smaller node id, so the race resolves the same way on both sides;
 * anti-entropy: one end of each link (picked by a hash of the two node ids, the same on both
@@ -70,7 +80,9 @@ class NodeConfig:
     handshake_timeout: float = 10.0
     idle_timeout: float = 10.0
     backoff_base: float = 0.2
-    backoff_max: float = 30.0
+    probe_interval: float = 1.0  # longest redial delay of an unreachable peer (heal bound)
+    backoff_max: float = 30.0  # longest redial delay of a peer that refused us
+    dial_timeout: float = 2.0  # a dial not connected by then is abandoned (and retried)
     drop_after: float = 300.0
     max_update_bytes: int = 256 * 1024 * 1024
     # False: dial only the seeds, never peers learned by exchange or from an inbound HELLO
@@ -126,6 +138,8 @@ class PeerInfo:
     retry_at: float = 0.0
     failing_since: float | None = None
     last_error: str = ""
+    refused: bool = False  # the last failure was the peer refusing us, not a network failure
+    attempt_at: float = float("-inf")  # when the last dial started
 
 
 @dataclass
@@ -142,6 +156,7 @@ class Link:
     last_sent: float = 0.0
     last_probe: float = float("-inf")  # when we last asked a silent peer for a sign of life
     learned: int = 0  # peers added to the table from this link (max_learned_per_link)
+    refused: bool = False  # the handshake ended in a refusal (a BYE or a bad HELLO/AUTH)
 
 
 @dataclass
@@ -165,7 +180,7 @@ class NodeCore:
         self.log: list[str] = []  # info-level lines for the driver to print
         self._actions: list[Action] = []
         self._next_conn = 1
-        self._dialing: dict[int, str] = {}  # conn → URL, for dials not yet resolved
+        self._dialing: dict[int, tuple[str, float]] = {}  # conn → (URL, started), unresolved
         self._next_round = float("inf")  # the node's gossip timer (one round per interval)
         self._last_round = float("-inf")  # when we last took part in a round (either end)
         self._after_push: float | None = None  # a local append at this time brought the
@@ -193,13 +208,16 @@ class NodeCore:
         return conn
 
     def connection_made(self, conn: int, now: float) -> None:
-        """A ``Dial`` succeeded."""
-        peer = self._peer_for_conn(conn)
-        self._open_link(conn, peer.url if peer else "", dialed=True, now=now)
+        """A ``Dial`` succeeded (one we already abandoned is closed: see ``dial_timeout``)."""
+        dialing = self._dialing.pop(conn, None)
+        if dialing is None:
+            self._actions.append(Close(conn, "dial abandoned"))
+            return
+        self._open_link(conn, dialing[0], dialed=True, now=now)
 
     def dial_failed(self, conn: int, now: float, reason: str) -> None:
-        peer = self._peer_for_conn(conn)
-        self._dialing.pop(conn, None)
+        dialing = self._dialing.pop(conn, None)
+        peer = self.peers.get(dialing[0]) if dialing else None
         if peer is not None:
             self._backoff(peer, now, reason)
 
@@ -219,6 +237,14 @@ class NodeCore:
 
     def tick(self, now: float) -> None:
         """Run every timer that is due; call again at ``next_deadline()``."""
+        for conn, (url, started) in list(self._dialing.items()):
+            if now >= started + self.config.dial_timeout:
+                del self._dialing[conn]
+                self._actions.append(Close(conn, "dial timed out"))
+                peer = self.peers.get(url)
+                if peer is not None:
+                    self._backoff(peer, now, f"no answer from {url} within "
+                                             f"{self.config.dial_timeout:g}s")
         for conn, link in list(self.links.items()):
             session = link.session
             if not session.is_open:
@@ -246,7 +272,7 @@ class NodeCore:
             due = peer.state in (PeerState.NEW, PeerState.BACKOFF) and peer.retry_at <= now
             if due and not self._connected(peer) and (not peer.node_id or
                                                        peer.node_id not in busy):
-                self._dial(peer)
+                self._dial(peer, now)
                 busy.add(peer.node_id)
 
     def next_deadline(self) -> float:
@@ -260,6 +286,7 @@ class NodeCore:
                 deadlines.append(link.opened_at + self.config.handshake_timeout)
         deadlines += [p.retry_at for p in self.peers.values()
                       if p.state in (PeerState.NEW, PeerState.BACKOFF) and not self._connected(p)]
+        deadlines += [started + self.config.dial_timeout for _, started in self._dialing.values()]
         return min(deadlines)
 
     def append(self, requests: Sequence[AppendRequest], now: float) -> Appended:
@@ -372,17 +399,14 @@ class NodeCore:
         conn, self._next_conn = self._next_conn, self._next_conn + 1
         return conn
 
-    def _peer_for_conn(self, conn: int) -> PeerInfo | None:
-        url = self._dialing.get(conn)
-        return self.peers.get(url) if url else None
-
     def _connected(self, peer: PeerInfo) -> bool:
         return bool(peer.node_id) and peer.node_id in self.by_node
 
-    def _dial(self, peer: PeerInfo) -> None:
+    def _dial(self, peer: PeerInfo, now: float) -> None:
         conn = self._new_conn()
         peer.state = PeerState.CONNECTING
-        self._dialing[conn] = peer.url
+        peer.attempt_at = now
+        self._dialing[conn] = (peer.url, now)
         self._actions.append(Dial(conn, peer.url))
 
     def _open_link(self, conn: int, url: str, dialed: bool, now: float) -> None:
@@ -405,6 +429,9 @@ class NodeCore:
                 if event.asks:
                     self._last_round = now
             elif isinstance(event, Closed):
+                # A refusal: the handshake ended in a BYE from the peer or a HELLO/AUTH we
+                # refused (not a timeout, not a broken connection).
+                link.refused = not session.was_open and (event.by_peer or event.error)
                 who = "peer" if event.by_peer else "we"
                 self.log.append(f"link {link.node_id or link.url or conn} closed ({who}): "
                                 f"{event.reason}")
@@ -438,8 +465,17 @@ class NodeCore:
         if peer is None and link.url and self.config.discovery:
             peer = self._add_learned(link, link.url, event.node_id, now)
         if peer is not None:
-            peer.node_id, peer.state, peer.failures = event.node_id, PeerState.CONNECTED, 0
-            peer.failing_since, peer.last_error = None, ""
+            peer.node_id = event.node_id
+        for peer in self.peers.values():
+            if peer.node_id == event.node_id and peer.state not in (PeerState.DROPPED,
+                                                                    PeerState.SELF):
+                # Any of its URLs: the link (ours or theirs) reaches it, no dial is needed.
+                peer.state, peer.failures, peer.refused = PeerState.CONNECTED, 0, False
+                peer.failing_since, peer.last_error = None, ""
+        # why: a handshake just crossed the network, which is what a heal looks like from
+        # here: peers that were unreachable may be back, and waiting out their redial delay
+        # was what made heals slow (60 s cut: 14-15 s to converge with a 30 s cap).
+        self._retry_unreachable(now)
         # why: the first round starts at once from the timer (due now); a send_root() here as
         # well started two rounds per link open, and each moved the whole difference again.
         # Only one end of a link runs its gossip timer: when both did, every difference crossed
@@ -504,6 +540,8 @@ class NodeCore:
             known = self.peers.get(url)
             if known is None:
                 self._add_learned(link, url, node_id, now)
+            elif known.state is PeerState.BACKOFF and not known.refused:
+                self._retry_now(known, now)  # a live peer knows it: it may be back
             elif known.state is PeerState.DROPPED:
                 # A live peer vouches for it again: after a long partition it is worth a retry.
                 known.state, known.failures, known.failing_since = PeerState.NEW, 0, None
@@ -531,32 +569,55 @@ class NodeCore:
             del self.by_node[link.node_id]
         self._dialing.pop(conn, None)
         peer = self.peers.get(link.url) if link.url else None
-        if peer is None or peer.state is PeerState.DROPPED:
-            return
-        if link.node_id and self.by_node.get(link.node_id) is not None:
-            peer.state = PeerState.CONNECTED  # the surviving duplicate
-            return
-        if link.session.reached_self:
+        if peer is not None and peer.state is PeerState.DROPPED:
+            peer = None
+        if peer is not None and link.session.reached_self:
             peer.state = PeerState.SELF
             return
-        if link.session.was_open:
-            peer.failures = 0  # it worked: retry soon
-        self._backoff(peer, now, reason)
+        if link.node_id and link.node_id in self.by_node:
+            if peer is not None:
+                peer.state = PeerState.CONNECTED  # the surviving duplicate
+            return
+        # The link's own URL, and any other URL of the node that this link made "connected".
+        affected = [peer] if peer is not None else []
+        if link.node_id:
+            affected += [p for p in self.peers.values() if p is not peer
+                         and p.node_id == link.node_id and p.state is PeerState.CONNECTED]
+        for p in affected:
+            if link.session.was_open:
+                p.failures = 0  # it worked: retry soon
+                p.attempt_at = now  # (the delay counts from the loss, not from the old dial)
+            self._backoff(p, now, reason, refused=link.refused)
 
-    def _backoff(self, peer: PeerInfo, now: float, reason: str) -> None:
+    def _backoff(self, peer: PeerInfo, now: float, reason: str, refused: bool = False) -> None:
+        """Schedule the next dial of a peer that failed: ``backoff_base``·2^(failures-1) after
+        the failed attempt started, capped at ``probe_interval`` (unreachable) or
+        ``backoff_max`` (refused), shortened by up to 20% jitter, never before now."""
         peer.failures += 1
         peer.last_error = reason
+        peer.refused = refused
         if peer.failing_since is None:
             peer.failing_since = now
         if not peer.seed and now - peer.failing_since >= self.config.drop_after:
             peer.state = PeerState.DROPPED
             self.log.append(f"dropped peer {peer.url} after {now - peer.failing_since:.0f}s")
             return
+        cap = self.config.backoff_max if refused else self.config.probe_interval
         # why: an unbounded exponent overflows float after ~1000 failures (a seed down for hours)
-        delay = min(self.config.backoff_max,
-                    self.config.backoff_base * 2 ** min(peer.failures - 1, 60))
+        delay = min(cap, self.config.backoff_base * 2 ** min(peer.failures - 1, 60))
         peer.state = PeerState.BACKOFF
-        peer.retry_at = now + self._jitter(delay, 0.2)
+        # why: jitter only shortens the delay, so the cap bounds how long a healed peer waits
+        peer.retry_at = max(now, peer.attempt_at + delay * (1 - self.rng.uniform(0, 0.2)))
+
+    def _retry_unreachable(self, now: float) -> None:
+        for peer in self.peers.values():
+            if peer.state is PeerState.BACKOFF and not peer.refused and not self._connected(peer):
+                self._retry_now(peer, now)
+
+    def _retry_now(self, peer: PeerInfo, now: float) -> None:
+        """Dial at the next tick, unless the last attempt started under ``backoff_base`` ago
+        (evidence arriving in a burst must not turn into a burst of dials)."""
+        peer.retry_at = min(peer.retry_at, max(now, peer.attempt_at + self.config.backoff_base))
 
     def _jitter(self, value: float, spread: float) -> float:
         return value * (1 + self.rng.uniform(-spread, spread))

@@ -5,8 +5,11 @@ that may misbehave the way the scenario asks:
 
 * **dial**: a ``Dial`` reaches the target after one link latency (the target's core sees
   ``connection_accepted``) and the answer comes back one latency later (``connection_made``).
-  A dial fails with "connection refused" when the target is down, "unknown host" for a URL no
-  node owns, and "timed out" (after ``dial_timeout_s``) when either direction is cut.
+  A dial fails with "connection refused" when the target is down and "unknown host" for a URL
+  no node owns. A SYN lost in a cut is sent again as a kernel does (Linux: 1 s after the
+  dial, then 2 s, 4 s... later), so a dial that is still waiting when the cut heals gets
+  through at its next retransmission; it fails "timed out" ``dial_timeout_s`` after it started
+  (unless the node abandons it first: NodeConfig.dial_timeout).
 * **frames**: each ``Send`` is dropped if its direction is cut (at send or at arrival) or with
   probability ``loss``; it arrives after ``latency_ms`` plus up to ``jitter_ms``. Frames keep
   their order (FIFO per direction) unless picked for reordering (probability ``reorder``: an
@@ -58,7 +61,7 @@ LINK_FIELDS = tuple(f.name for f in fields(LinkProps))
 @dataclass(frozen=True)
 class NetParams:
     break_after_s: float = 30.0  # a cut this long breaks the connections across it
-    dial_timeout_s: float = 3.0  # a dial across a cut fails after this long
+    dial_timeout_s: float = 3.0  # the kernel gives up a dial whose SYNs a cut drops
 
 
 class Host(Protocol):
@@ -82,7 +85,8 @@ class Host(Protocol):
 class SimConn:
     """One simulated connection; end 0 is the dialer, end 1 the target."""
 
-    __slots__ = ("id", "nodes", "conns", "states", "floor", "open_at", "reset_sent")
+    __slots__ = ("id", "nodes", "conns", "states", "floor", "open_at", "reset_sent", "started",
+                 "syns")
 
     def __init__(self, cid: int, dialer: str, conn: int, target: str) -> None:
         self.id = cid
@@ -92,6 +96,8 @@ class SimConn:
         self.floor = [0, 0]  # FIFO: earliest delivery time per direction (0: dialer → target)
         self.open_at = [0, 0]  # no frame may arrive at an end before it opened
         self.reset_sent = False
+        self.started = 0  # when the dial began (ns)
+        self.syns = 0  # SYNs sent so far
 
     def alive(self) -> bool:
         return self.states[0] != CLOSED or self.states[1] != CLOSED
@@ -182,19 +188,33 @@ class Network:
             self.loop.after(to_ns(0.001), self._dial_fail, (sc, "unknown host"))
             return
         self.by_pair.setdefault(_pair(node, target), {})[sc.id] = sc
-        if self.blocked(node, target):
-            self.loop.after(to_ns(self.params.dial_timeout_s), self._dial_fail,
-                            (sc, "connection timed out"))
+        sc.started = self.loop.now
+        self.loop.after(to_ns(self.params.dial_timeout_s), self._dial_fail,
+                        (sc, "connection timed out"))
+        self._send_syn(sc)
+
+    def _send_syn(self, sc: SimConn) -> None:
+        dialer, target = sc.nodes
+        if sc.states[0] != DIALING:
             return
-        self.loop.after(self._latency(node, target), self._syn, sc)
+        sc.syns += 1
+        if self.blocked(dialer, target):
+            self._syn_lost(sc)
+            return
+        self.loop.after(self._latency(dialer, target), self._syn, sc)
+
+    def _syn_lost(self, sc: SimConn) -> None:
+        """Retransmit as the kernel does: 1 s after the dial, then 2 s, 4 s, ... after that."""
+        again = sc.started + to_ns(float(2 ** sc.syns - 1))
+        if again < sc.started + to_ns(self.params.dial_timeout_s):
+            self.loop.at(max(again, self.loop.now), self._send_syn, sc)
 
     def _syn(self, sc: SimConn) -> None:
         dialer, target = sc.nodes
         if sc.states[0] != DIALING:
             return
         if self.blocked(dialer, target):
-            self.loop.after(to_ns(self.params.dial_timeout_s), self._dial_fail,
-                            (sc, "connection timed out"))
+            self._syn_lost(sc)
             return
         if not self.host.is_up(target):
             self.loop.after(self._latency(target, dialer), self._dial_fail,

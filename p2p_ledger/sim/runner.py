@@ -87,6 +87,11 @@ class Report:
     nodes: int
     by_type: dict[str, int] = field(default_factory=dict)
     error: str | None = None
+    # The same convergence time on the nodes' own timers (their clocks run in real time in real
+    # mode, where converged_after_s is in scenario seconds: wall / time_scale). A time scale
+    # shortens a partition on the nodes' clocks too, so a report states both.
+    converged_after_node_s: float | None = None
+    time_scale: float = 1.0
     timeline: Timeline | None = None
     trace: list[str] | None = None
 
@@ -97,7 +102,9 @@ class Report:
         return {
             "scenario": self.scenario, "seed": self.seed, "source": self.source,
             "passed": self.passed, "checks": [asdict(c) for c in self.checks],
-            "converged_after_s": self.converged_after_s, "messages": self.messages,
+            "converged_after_s": self.converged_after_s,
+            "converged_after_node_s": self.converged_after_node_s,
+            "time_scale": self.time_scale, "messages": self.messages,
             "bytes": self.bytes, "acknowledged": self.acknowledged, "lost": self.lost,
             "trace_digest": self.trace_digest, "wall_s": round(self.wall_s, 4),
             "sim_s": round(self.sim_s, 3), "events": self.events, "nodes": self.nodes,
@@ -319,7 +326,8 @@ class ScenarioRun:
         return Report(
             scenario=scenario.name, seed=scenario.seed, source=scenario.source,
             passed=all(c.passed for c in checks), checks=checks,
-            converged_after_s=converged_after, messages=net.messages, bytes=net.bytes,
+            converged_after_s=converged_after, converged_after_node_s=converged_after,
+            messages=net.messages, bytes=net.bytes,
             acknowledged=len(cluster.acked), lost=len(lost), trace_digest=self.loop.digest,
             wall_s=wall, sim_s=now_s, events=self.loop.events, nodes=len(cluster.nodes),
             by_type=dict(sorted(net.by_type.items())), error=error, timeline=self.timeline,

@@ -18,7 +18,8 @@ Format (times in simulated seconds; every table but ``[scenario]`` and the nodes
     duplicate = 0.0
     reorder = 0.0
     break_after_s = 30               # network-wide: a cut this long breaks connections across it
-    dial_timeout_s = 3               # network-wide: a dial across a cut fails after this
+    dial_timeout_s = 3               # network-wide: the kernel gives up a dial across a cut
+                                     # (SYNs resent 1 s, 3 s, ... after the dial) after this
 
     [config]                         # NodeConfig overrides for every node (seconds)
     gossip_interval = 1.0
@@ -70,7 +71,7 @@ def partition_cuts(groups: list[list[str]]) -> set[tuple[str, str]]:
 STEP_KINDS = ("append", "writers", "partition", "cut", "heal", "crash", "restart", "link",
               "wait_converged")
 CONFIG_FIELDS = ("gossip_interval", "push_gossip_delay", "handshake_timeout", "idle_timeout",
-                 "backoff_base", "backoff_max", "drop_after")
+                 "backoff_base", "probe_interval", "backoff_max", "dial_timeout", "drop_after")
 CHECK_FLAGS = ("no_acknowledged_loss", "same_order", "same_root", "watchers_exactly_once")
 NET_FIELDS = ("break_after_s", "dial_timeout_s")
 

@@ -93,6 +93,7 @@ class Node:
         self._changed: dict[str, trio.Event] = {}
         self._outboxes: dict[int, _Outbox] = {}
         self._link_scopes: dict[int, trio.CancelScope] = {}
+        self._dial_scopes: dict[int, trio.CancelScope] = {}  # dials not connected yet
         ledger.listeners.append(self._on_new_entries)
 
     @property
@@ -266,6 +267,9 @@ class Node:
             if isinstance(action, Send):
                 self._enqueue(action.conn, action.frame)
             elif isinstance(action, Close):
+                dialing = self._dial_scopes.pop(action.conn, None)
+                if dialing is not None:
+                    dialing.cancel()  # the core gave up on this dial (dial_timeout)
                 outbox = self._outboxes.pop(action.conn, None)
                 if outbox is not None:
                     outbox.send.close()  # the writer sends what is queued (the BYE), then ends
@@ -331,13 +335,21 @@ class Node:
         await self._run_link(conn, PeerLink(ws), first=bytes(first))
 
     async def _dial(self, conn: int, url: str) -> None:
+        scope = self._dial_scopes[conn] = trio.CancelScope()
+        # The core abandons a dial after dial_timeout (Close cancels this scope); the
+        # transport's own timeout is only a backstop.
+        timeout = self.core.config.dial_timeout + 1
         try:
-            async with dial(url) as ws:
-                link = PeerLink(ws)
-                self._open_outbox(conn)
-                self.core.connection_made(conn, self._now())
-                await self._run_link(conn, link)
+            with scope:
+                async with dial(url, timeout=timeout) as ws:
+                    if self._dial_scopes.pop(conn, None) is None:
+                        return  # abandoned in the same instant
+                    link = PeerLink(ws)
+                    self._open_outbox(conn)
+                    self.core.connection_made(conn, self._now())
+                    await self._run_link(conn, link)
         except LinkBroken as exc:
+            self._dial_scopes.pop(conn, None)
             if conn in self._outboxes or conn in self.core.links:
                 self._outboxes.pop(conn, None)
                 self.core.connection_lost(conn, self._now(), str(exc))

@@ -24,6 +24,8 @@ EXPECTED = [
     "Sync (c)",
     "Sync, end to end",
     "Sync (d)",
+    "Heal (simulator)",
+    "Heal: what a dead peer costs",
 ]
 # Columns that may legitimately hold 0 (the spread of identical repeats).
 MAY_BE_ZERO = {"±%"}

@@ -135,7 +135,9 @@ class CoreNet:
     """NodeCores wired by ``Send`` → ``frame_received`` on the other end, with a float clock.
 
     ``up`` says which URLs accept dials; ``mute`` holds (src_url, dst_url) pairs whose frames
-    are silently lost (a hung peer); ``run_until`` jumps the clock from deadline to deadline.
+    are silently lost (a hung peer); dials to a URL in ``black`` are never answered (a cut
+    dropping SYNs; ``abandoned`` lists the dials the cores gave up on); ``run_until`` jumps the
+    clock from deadline to deadline.
     """
 
     def __init__(self, seed: int = 0) -> None:
@@ -144,6 +146,9 @@ class CoreNet:
         self.cores: dict[str, NodeCore] = {}
         self.up: set[str] = set()
         self.mute: set[tuple[str, str]] = set()
+        self.black: set[str] = set()
+        self.pending: set[tuple[str, int]] = set()  # unanswered dials (into ``black``)
+        self.abandoned: list[tuple[float, str, int]] = []
         self.wires: dict[tuple[str, int], tuple[str, int]] = {}
         self.dials: list[tuple[float, str, str]] = []  # (time, from url, to url)
         self.sent: list[tuple[float, str, str, bytes]] = []  # (time, from, to, frame)
@@ -171,6 +176,9 @@ class CoreNet:
         if isinstance(action, Dial):
             self.dials.append((self.now, url, action.url))
             target = self.cores.get(action.url)
+            if action.url in self.black:
+                self.pending.add((url, action.conn))
+                return
             if target is None or action.url not in self.up or url not in self.up:
                 core.dial_failed(action.conn, self.now, f"cannot connect to {action.url}")
                 return
@@ -185,6 +193,10 @@ class CoreNet:
             self.sent.append((self.now, url, peer[0], action.frame))
             self.cores[peer[0]].frame_received(peer[1], action.frame, self.now)
         elif isinstance(action, Close):
+            if (url, action.conn) in self.pending:
+                self.pending.discard((url, action.conn))
+                self.abandoned.append((self.now, url, action.conn))
+                return
             peer = self.wires.pop((url, action.conn), None)
             if peer is not None:
                 self.wires.pop(peer, None)
