@@ -80,12 +80,19 @@ class Client:
             client = cls(ws, url, key)
             client._timeout = timeout
             await client._hello()
-            async with trio.open_nursery() as nursery:
-                client._nursery = nursery
-                try:
-                    yield client
-                finally:
-                    nursery.cancel_scope.cancel()  # ends the watch streams still running
+            try:
+                async with trio.open_nursery() as nursery:
+                    client._nursery = nursery
+                    try:
+                        yield client
+                    finally:
+                        nursery.cancel_scope.cancel()  # ends the watch streams still running
+            except BaseExceptionGroup as group:
+                # why: the nursery wraps what the caller's block raised in a group; callers
+                # catch LedgerError (a LinkBroken when the node goes away mid-call)
+                if len(group.exceptions) == 1:
+                    raise group.exceptions[0] from None
+                raise
 
     async def _hello(self) -> None:
         resp = await self._call("hello")

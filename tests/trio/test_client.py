@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from p2p_ledger.core.errors import InvalidContextName
+from p2p_ledger.core.errors import InvalidContextName, LinkBroken
 from p2p_ledger.trio.client import Client
 from p2p_ledger.trio.runtime import open_node
 
@@ -73,3 +73,13 @@ async def test_watch_delivers_new_entries_and_errors(tmp_path: Path) -> None:
                 for payload in ("a", "b", "c"):
                     await node.append("live", payload)
             assert seen == [b"a", b"b", b"c"]
+
+
+async def test_an_error_in_the_clients_block_comes_out_as_itself(tmp_path: Path) -> None:
+    """Regression: the client's nursery wrapped whatever its ``async with`` block raised in an
+    ExceptionGroup, so callers catching ``LedgerError`` (the real-mode runner's writers, when a
+    node was killed mid-call) missed the ``LinkBroken`` and the run died."""
+    async with open_node(tmp_path / "n", listen="127.0.0.1:0", discovery=False) as node:
+        with pytest.raises(LinkBroken, match="node went away"):
+            async with Client.connect(node.url):
+                raise LinkBroken("node went away")
