@@ -163,8 +163,12 @@ def snippet(spec: str) -> str:
                                 node.end_lineno]  # type: ignore[attr-defined]
     indent = min(len(line) - len(line.lstrip()) for line in lines if line.strip())
     body = "\n".join(line[indent:] for line in lines)
+    # Fit the code in what a slide leaves under a few bullets (~290 px), never below 9 px.
+    lines_n, width = body.count("\n") + 1, max(len(line) for line in body.splitlines())
+    size = max(9.0, min(16.0, 290 / (lines_n * 1.3), 1120 / (width * 0.61)))
     return (f'<div class="snippet"><div class="where">{html.escape(path_text)} · '
-            f'{html.escape(qualname)}</div><pre><code>{html.escape(body)}</code></pre></div>')
+            f'{html.escape(qualname)}</div><pre style="font-size:{size:.1f}px"><code>'
+            f'{html.escape(body)}</code></pre></div>')
 
 
 def find_table(bench: dict, title: str) -> dict:
