@@ -40,12 +40,15 @@ from .core.cursor import Cursor
 from .core.entry import Entry, make_entry
 from .core.ledger import Ledger
 from .core.protocol import Closed, Event, LocalInfo, PeerSession
+from .core.storage import MemoryStorage
 from .harness.process import NodeFailedToStart, NodeProcess
 from .trio.client import Client
+from .trio.transport import Connection, open_listeners, port_of, serve_websockets
 
 __all__ = [
     "LocalCluster", "NodeFailedToStart", "NodeProcess", "SessionPair", "Side", "counter_ns",
-    "deleting_update", "foreign_entry", "forged_update", "open_pair", "self_deleting_update",
+    "deleting_update", "foreign_entry", "forged_update", "open_pair", "open_raw_peer",
+    "serve_raw_peer",    "self_deleting_update",
 ]
 
 GOSSIP = "0.2"  # seconds between gossip rounds in LocalCluster nodes: brisk tests
@@ -152,6 +155,31 @@ def open_pair(a: Ledger, b: Ledger, swapped: bool = False, **kw: object) -> Sess
     pair.reset_counters()
     return pair
 
+
+
+async def open_raw_peer(ws: Connection, node_id: str) -> PeerSession:
+    """Play a peer by hand on the websocket ``ws``: a ``PeerSession`` on an empty ledger sends
+    its HELLO and reads until the link is open; returns the session with what it would send
+    next still queued (``take_output()``). For tests of peers that misbehave once the link is
+    open: one that vanishes without a BYE, one that never reads again."""
+    ledger = Ledger.open(MemoryStorage(), node_id, f"{node_id}-raw")
+    session = PeerSession(LocalInfo(node_id), ledger, (node_id.encode() * 16)[:16])
+    session.start()
+    for frame in session.take_output():
+        await ws.send(frame)
+    while not session.is_open:
+        message = await ws.recv()
+        session.receive(message if isinstance(message, bytes) else message.encode())
+    return session
+
+
+async def serve_raw_peer(nursery: trio.Nursery,
+                         handler: Callable[[Connection], Awaitable[None]]) -> str:
+    """Serve ``handler`` (a hand-played peer, see ``open_raw_peer``) on a free loopback port,
+    in ``nursery``, until it is cancelled; returns the ``ws://`` URL for a node to dial."""
+    listeners = await open_listeners("127.0.0.1", 0)
+    server = await nursery.start(serve_websockets, handler, listeners)
+    return f"ws://127.0.0.1:{port_of(server)}"
 
 # ---- forged Yjs updates ------------------------------------------------------------------------
 

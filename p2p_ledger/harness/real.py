@@ -69,7 +69,7 @@ import trio
 from ..core.entry import Entry
 from ..core.errors import LedgerError
 from ..sim.runner import CheckResult, Report
-from ..sim.scenario import Scenario, Step, load_scenario, partition_cuts
+from ..sim.scenario import CUT_STEPS, Scenario, Step, cuts_after, load_scenario
 from ..trio.client import Client
 from .process import NodeFailedToStart, NodeProcess
 from .relay import Relay
@@ -346,13 +346,10 @@ class RealRun:
             for name in args["nodes"]:
                 writers.start_soon(self._writer, step, self.nodes[name], end,
                                    random.Random(self.rng.getrandbits(32)))
-        elif step.kind == "partition":
-            self.set_cuts(partition_cuts(args["groups"]))
-        elif step.kind == "cut":
-            self.set_cuts(self.cuts | set(args["pairs"]))
-        elif step.kind == "heal":
-            self.set_cuts(self.cuts - set(args["pairs"]) if args else set())
-            self.last_recovery = now
+        elif step.kind in CUT_STEPS:
+            self.set_cuts(cuts_after(step.kind, args, self.cuts))
+            if step.kind == "heal":
+                self.last_recovery = now
         elif step.kind == "crash":
             for name in args["nodes"]:
                 self._crash(self.nodes[name])

@@ -40,7 +40,7 @@ from typing import Any
 from ..core.ledger import Ledger
 from .cluster import Cluster
 from .loop import NS, EventLoop, to_ns
-from .scenario import Scenario, Step, load_scenario, partition_cuts
+from .scenario import CUT_STEPS, Scenario, Step, cuts_after, load_scenario
 
 
 @dataclass
@@ -218,13 +218,10 @@ class ScenarioRun:
             for node in args["nodes"]:
                 self.writers_active += 1
                 self._schedule_write((step, node, end, 0))
-        elif step.kind == "partition":
-            net.set_cuts(partition_cuts(args["groups"]))
-        elif step.kind == "cut":
-            net.set_cuts(net.cuts | set(args["pairs"]))
-        elif step.kind == "heal":
-            net.set_cuts(net.cuts - set(args["pairs"]) if args else set())
-            self.last_recovery = now
+        elif step.kind in CUT_STEPS:
+            net.set_cuts(cuts_after(step.kind, args, net.cuts))
+            if step.kind == "heal":
+                self.last_recovery = now
         elif step.kind == "crash":
             for node in args["nodes"]:
                 cluster.crash(node)

@@ -68,6 +68,23 @@ def partition_cuts(groups: list[list[str]]) -> set[tuple[str, str]]:
     return {(a, b) for g in groups for h in groups if g is not h for a in g for b in h}
 
 
+CUT_STEPS = ("partition", "cut", "heal")
+
+
+def cuts_after(kind: str, args: Mapping[str, Any], cuts: set[tuple[str, str]],
+               ) -> set[tuple[str, str]]:
+    """The directed (from, to) links cut after a ``partition``, ``cut`` or ``heal`` step, given
+    those cut before: a partition replaces every cut, a cut adds its pairs, a heal removes its
+    pairs (all of them when it names none). One rule for the simulator and the real runners."""
+    if kind == "partition":
+        return partition_cuts(args["groups"])
+    if kind == "cut":
+        return cuts | set(args["pairs"])
+    if kind == "heal":
+        return cuts - set(args["pairs"]) if args else set()
+    raise ValueError(f"{kind!r} is not one of {CUT_STEPS}")
+
+
 STEP_KINDS = ("append", "writers", "partition", "cut", "heal", "crash", "restart", "link",
               "wait_converged")
 CONFIG_FIELDS = ("gossip_interval", "push_gossip_delay", "handshake_timeout", "idle_timeout",

@@ -271,56 +271,52 @@ def test_basic_mapping_api_and_input_validation() -> None:
         t.prove(h(b"absent"))
 
 
+class _CountingSha256:
+    """Stands in for merkle's sha256 (through monkeypatch) and counts the calls."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        monkeypatch.setattr(merkle, "sha256", self)
+
+    def __call__(self, data: bytes = b"") -> Any:
+        self.calls += 1
+        return hashlib.sha256(data)
+
+
 def test_root_rehashes_only_dirty_path(monkeypatch: pytest.MonkeyPatch) -> None:
     t = build(entry_keys(3000))
     t.root()
-    calls = 0
-    real = hashlib.sha256
-
-    def counting(data: bytes = b"") -> Any:
-        nonlocal calls
-        calls += 1
-        return real(data)
-
-    monkeypatch.setattr(merkle, "sha256", counting)
-    assert t.root() and calls == 0  # fully cached
+    counter = _CountingSha256(monkeypatch)
+    assert t.root() and counter.calls == 0  # fully cached
     t.set(entry_keys(3000)[5], b"")  # no change: nothing dirtied
     t.root()
-    assert calls == 0
+    assert counter.calls == 0
     t.set(h(b"new"), b"x")
     t.root()
     depth = max(len(v.prefix) for v in walk(t))
     # One bucket (its items + itself, possibly after a split) and its ancestors.
-    assert 0 < calls <= 2 * (t.max_leaf + 2) + depth + 1
+    assert 0 < counter.calls <= 2 * (t.max_leaf + 2) + depth + 1
 
 
 def test_item_hashes_are_cached(monkeypatch: pytest.MonkeyPatch) -> None:
     t = build(entry_keys(3000))
     t.root()
-    calls = 0
-    real = hashlib.sha256
-
-    def counting(data: bytes = b"") -> Any:
-        nonlocal calls
-        calls += 1
-        return real(data)
-
-    monkeypatch.setattr(merkle, "sha256", counting)
+    counter = _CountingSha256(monkeypatch)
     depth = max(len(v.prefix) for v in walk(t))
     cheap = 0
     for i in range(20):
-        calls = 0
+        counter.calls = 0
         t.set(h(b"cached-%d" % i), b"")
         t.root()
         # New item: its item hash, its bucket, the inner nodes above (a split adds buckets).
-        assert calls <= 1 + t.max_leaf + depth + 2
-        cheap += calls <= 2 + depth + 1
+        assert counter.calls <= 1 + t.max_leaf + depth + 2
+        cheap += counter.calls <= 2 + depth + 1
     assert cheap >= 15  # most inserts split nothing: no other item is rehashed
-    calls = 0
+    counter.calls = 0
     key = entry_keys(3000)[7]
     t.set(key, b"replaced")  # a replaced value must not keep its stale cached item hash
     t.root()
-    assert calls <= 2 + depth + 1
+    assert counter.calls <= 2 + depth + 1
     monkeypatch.undo()
     expected = dict.fromkeys(entry_keys(3000), b"")
     expected.update({h(b"cached-%d" % i): b"" for i in range(20)})

@@ -614,6 +614,19 @@ def test_hostile_update_split_across_chunks_is_refused_after_reassembly() -> Non
     assert snapshot_state(victim) == before
 
 
+def _open_session_on_30_contexts() -> PeerSession:
+    """An open session (peer "b" said HELLO) on a ledger of 30 contexts × 2 entries of 5 KB,
+    with nothing left to send."""
+    victim = new_ledger("a")
+    for i in range(60):
+        append(victim, f"ctx-{i % 30}", b"x" * 5_000)
+    session = PeerSession(LocalInfo("a"), victim, b"N" * 16)
+    session.start()
+    session.receive(encode(Hello(wire.PROTOCOL_VERSION, "default", "b", "", b"n" * 16, 0)))
+    session.take_output()
+    return session
+
+
 @pytest.mark.parametrize("prefixes", [
     [()] * 300,  # the same EMPTY view again and again
     [(), (0,), (1,), (0, 0)] * 2,
@@ -623,13 +636,7 @@ def test_one_views_frame_cannot_make_us_send_the_ledger_many_times(prefixes: lis
     """An EMPTY view at p means "send me everything under p". A 604-byte frame of 300 EMPTY
     views at the root made the session build 300 copies of the ledger (303 MB from 1 MB) in one
     ``receive`` call, before any queue bound could act. Honest VIEWS hold disjoint prefixes."""
-    victim = new_ledger("a")
-    for i in range(60):
-        append(victim, f"ctx-{i % 30}", b"x" * 5_000)
-    session = PeerSession(LocalInfo("a"), victim, b"N" * 16)
-    session.start()
-    session.receive(encode(Hello(wire.PROTOCOL_VERSION, "default", "b", "", b"n" * 16, 0)))
-    session.take_output()
+    session = _open_session_on_30_contexts()
     session.receive(encode(Views(tuple(View(p, wire.EMPTY) for p in prefixes))))
     sent = sum(map(len, session.take_output()))
     assert sent < 2 * 60 * 5_000, f"{sent} bytes sent for a {len(prefixes)}-view frame"
@@ -638,17 +645,11 @@ def test_one_views_frame_cannot_make_us_send_the_ledger_many_times(prefixes: lis
 
 
 def test_disjoint_empty_views_send_each_context_once() -> None:
-    victim = new_ledger("a")
-    for i in range(60):
-        append(victim, f"ctx-{i % 30}", b"x" * 5_000)
-    session = PeerSession(LocalInfo("a"), victim, b"N" * 16)
-    session.start()
-    session.receive(encode(Hello(wire.PROTOCOL_VERSION, "default", "b", "", b"n" * 16, 0)))
-    session.take_output()
+    session = _open_session_on_30_contexts()
     session.receive(encode(Views(tuple(View((i,), wire.EMPTY) for i in range(16)))))
     assert session.is_open
     contexts = [decode(f).context for f in session.take_output()]  # type: ignore[union-attr]
-    assert sorted(set(contexts)) == sorted(victim.contexts)
+    assert sorted(set(contexts)) == sorted(session.ledger.contexts)
 
 
 _SV_PROBE = """

@@ -128,3 +128,16 @@ def test_cli_reports_invalid_file_in_one_line(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert lines == [f"p2p-ledger: error: ScenarioError: {step}: steps[0] (at = 1) crash: "
                      "unknown node 'c' (nodes: a, b)"]
+
+
+def test_cut_steps_compose_the_same_way_in_every_runner() -> None:
+    from p2p_ledger.sim.scenario import cuts_after
+
+    split = cuts_after("partition", {"groups": [["a"], ["b", "c"]]}, {("x", "y")})
+    assert split == {("a", "b"), ("a", "c"), ("b", "a"), ("c", "a")}  # a partition replaces
+    more = cuts_after("cut", {"pairs": [("b", "c")]}, split)
+    assert more == split | {("b", "c")}
+    assert cuts_after("heal", {"pairs": [("a", "b")]}, more) == more - {("a", "b")}
+    assert cuts_after("heal", {}, more) == set()  # a heal naming nothing heals everything
+    with pytest.raises(ValueError):
+        cuts_after("crash", {}, more)

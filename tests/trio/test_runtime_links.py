@@ -14,11 +14,8 @@ import random
 from pathlib import Path
 
 import trio
-from websockets.trio.server import serve
 
-from p2p_ledger.core.ledger import Ledger
-from p2p_ledger.core.protocol import LocalInfo, PeerSession
-from p2p_ledger.core.storage import MemoryStorage
+from p2p_ledger.testing import open_raw_peer, serve_raw_peer
 from p2p_ledger.trio.runtime import Node, open_node
 
 ENTRY = 64 * 1024
@@ -73,13 +70,7 @@ async def test_two_way_bulk_sync_over_websockets_does_not_deadlock(tmp_path: Pat
 async def _vanishing_peer(ws, handshakes: list[str]) -> None:  # noqa: ANN001
     """Speaks just enough of the protocol to open the link, then closes the websocket without
     a BYE, as a killed process would."""
-    session = PeerSession(LocalInfo("ghost"), Ledger.open(MemoryStorage(), "ghost", "g"),
-                          b"G" * 16)
-    session.start()
-    for frame in session.take_output():
-        await ws.send(frame)
-    while not session.is_open:
-        session.receive(await ws.recv())
+    session = await open_raw_peer(ws, "ghost")
     handshakes.append("open")
     for frame in session.take_output():
         await ws.send(frame)
@@ -89,10 +80,8 @@ async def _vanishing_peer(ws, handshakes: list[str]) -> None:  # noqa: ANN001
 async def test_a_peer_that_vanishes_without_bye_costs_only_its_link(tmp_path: Path) -> None:
     handshakes: list[str] = []
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(functools.partial(
-            serve, functools.partial(_vanishing_peer, handshakes=handshakes), 0,
-            host="127.0.0.1", compression=None))
-        url = f"ws://127.0.0.1:{server.listeners[0].socket.getsockname()[1]}"
+        url = await serve_raw_peer(nursery,
+                                   functools.partial(_vanishing_peer, handshakes=handshakes))
         async with open_node(tmp_path / "n", peers=[url], synchronous="OFF") as node:
             await _until(lambda: len(handshakes) >= 3, timeout=20)  # it keeps redialing
             # The node is alive and well: appends and reads still work.

@@ -11,11 +11,8 @@ from pathlib import Path
 
 import pytest
 import trio
-from websockets.trio.server import serve
 
-from p2p_ledger.core.ledger import Ledger
-from p2p_ledger.core.protocol import LocalInfo, PeerSession
-from p2p_ledger.core.storage import MemoryStorage
+from p2p_ledger.testing import open_raw_peer, serve_raw_peer
 from p2p_ledger.trio import runtime
 from p2p_ledger.trio.runtime import Node, open_node
 
@@ -87,13 +84,7 @@ async def test_watch_with_a_key_resumes_from_its_cursor(tmp_path: Path) -> None:
 
 async def _silent_peer(ws, opened: list[str]) -> None:  # noqa: ANN001
     """Opens the link, then never sends again (no FLOW credit): the node's sends pile up."""
-    session = PeerSession(LocalInfo("sloth"), Ledger.open(MemoryStorage(), "sloth", "s"),
-                          b"S" * 16)
-    session.start()
-    for frame in session.take_output():
-        await ws.send(frame)
-    while not session.is_open:
-        session.receive(await ws.recv())
+    await open_raw_peer(ws, "sloth")
     opened.append("open")
     try:
         await trio.sleep_forever()
@@ -111,10 +102,7 @@ async def test_a_peer_that_reads_too_slowly_is_dropped(tmp_path: Path,
     caplog.set_level(logging.WARNING, logger="p2p_ledger")
     opened: list[str] = []
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(functools.partial(
-            serve, functools.partial(_silent_peer, opened=opened), 0,
-            host="127.0.0.1", compression=None))
-        url = f"ws://127.0.0.1:{server.listeners[0].socket.getsockname()[1]}"
+        url = await serve_raw_peer(nursery, functools.partial(_silent_peer, opened=opened))
         async with open_node(tmp_path / "n", peers=[url], synchronous="OFF") as node:
             await _when(node, lambda: "sloth" in node.core.by_node)
             conn = node.core.by_node["sloth"]
