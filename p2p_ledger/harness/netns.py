@@ -35,7 +35,8 @@ Faults are the kernel's, not a relay's:
   host sees NO-CARRIER, like a pulled cable).
 * Latency and loss cannot be emulated here: ``tc qdisc add ... netem`` fails with "Specified
   qdisc kind is unknown" (the kernel has no sch_netem; of the qdiscs only pfifo, htb and tbf
-  exist, and no tc classifier or action at all). ``netem_available()`` probes it again.
+  exist, and no tc classifier or action at all). To check another kernel:
+  ``ip netns exec HOST tc qdisc add dev eth0 root netem delay 10ms`` in a bed's host.
 
 Programs run in a host with ``host.command(argv)`` (``ip netns exec``); this process opens
 sockets in a host with ``host.socket()`` (``setns`` on the calling thread, around the
@@ -93,22 +94,6 @@ def netns_unavailable() -> str | None:
         return f"`ip netns add` does not work here: {exc}"
     _ip("netns", "del", name, check=False)
     return None
-
-
-def netns_available() -> bool:
-    return netns_unavailable() is None
-
-
-def netem_available() -> str | None:
-    """None if ``tc qdisc ... netem`` works in a namespace, else the kernel's answer."""
-    if netns_unavailable() is not None or shutil.which("tc") is None:
-        return "no network namespaces or no tc"
-    with TestBed(["x"]) as bed:
-        done = subprocess.run(
-            bed.hosts["x"].command(["tc", "qdisc", "add", "dev", "eth0", "root", "netem",
-                                    "delay", "10ms"]),
-            capture_output=True, text=True, timeout=IP_TIMEOUT)
-    return None if done.returncode == 0 else (done.stderr.strip() or f"exit {done.returncode}")
 
 
 @dataclass

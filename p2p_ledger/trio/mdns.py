@@ -104,7 +104,7 @@ def interface_addresses(ipv6: bool) -> list[str]:
                 ip6 = ipaddress.IPv6Address(addr.ip[0])
                 if not ip6.is_loopback and not ip6.is_link_local:
                     v6.append(str(ip6))
-    return sorted(set(v4), key=v4.index) + sorted(set(v6), key=v6.index)
+    return list(dict.fromkeys(v4)) + list(dict.fromkeys(v6))  # without repeats, in order
 
 
 class _Discovery:

@@ -172,3 +172,35 @@ def test_a_socket_made_in_a_host_stays_there_and_the_thread_comes_back() -> None
         assert os.readlink("/proc/thread-self/ns/net") == own
         with pytest.raises(OSError):
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM).bind((bed.hosts["x"].address, 0))
+
+
+def _multicast_arrives(bed: TestBed, src: str, dst: str) -> bool:
+    """Whether a datagram to the mDNS group sent from ``src`` reaches a member on ``dst``."""
+    group, port = "224.0.0.251", 5353
+    receiver = bed.hosts[dst].socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = bed.hosts[src].socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        receiver.bind((group, port))
+        receiver.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                            socket.inet_aton(group) + socket.inet_aton(bed.hosts[dst].address))
+        receiver.settimeout(1.0)
+        sender.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
+                          socket.inet_aton(bed.hosts[src].address))
+        sender.sendto(b"hello", (group, port))
+        try:
+            return receiver.recv(16) == b"hello"
+        except TimeoutError:
+            return False
+    finally:
+        receiver.close()
+        sender.close()
+
+
+@needs_netns
+def test_multicast_crosses_the_bed_a_partition_stops_it_a_one_way_cut_does_not() -> None:
+    with TestBed(["a", "b"]) as bed:
+        assert _multicast_arrives(bed, "a", "b")
+        bed.set_cuts({("a", "b")})  # the drop rule is for unicast only
+        assert _multicast_arrives(bed, "a", "b")
+        bed.set_cuts({("a", "b"), ("b", "a")})  # separate bridges
+        assert not _multicast_arrives(bed, "a", "b")
