@@ -47,8 +47,8 @@ from .trio.transport import Connection, open_listeners, port_of, serve_websocket
 
 __all__ = [
     "LocalCluster", "NodeFailedToStart", "NodeProcess", "SessionPair", "Side", "counter_ns",
-    "deleting_update", "foreign_entry", "forged_update", "open_pair", "open_raw_peer",
-    "serve_raw_peer",    "self_deleting_update",
+    "deleting_update", "foreign_entry", "forged_update", "make_tls_files", "open_pair",
+    "open_raw_peer", "self_deleting_update", "serve_raw_peer",
 ]
 
 GOSSIP = "0.2"  # seconds between gossip rounds in LocalCluster nodes: brisk tests
@@ -349,3 +349,59 @@ class LocalCluster:
             return want <= {p["node_id"] for p in peers if p["state"] == "connected"}
 
         await self.wait_for(linked, timeout, f"{self.nodes[i].name} connected to {want}")
+
+
+def make_tls_files(directory: str | os.PathLike[str], hosts: Sequence[str] = ("127.0.0.1",
+                   "localhost"), name: str = "p2p-ledger test") -> tuple[Path, Path, Path]:
+    """A fresh CA and a server certificate it signs for ``hosts`` (IP addresses or DNS names),
+    written as PEM files; returns (ca.pem, cert.pem, key.pem). For tests and local clusters:
+    ``node --tls-cert cert.pem --tls-key key.pem``, peers and clients ``--tls-ca ca.pem``."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
+                                       crl_sign=True, content_commitment=False,
+                                       key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, encipher_only=False,
+                                       decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = out / "ca.pem", out / "cert.pem", out / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    paths[2].chmod(0o600)
+    return paths

@@ -141,6 +141,9 @@ def _client_options() -> _Parser:
     group.add_argument("--node", metavar="URL", default=os.environ.get(ENV_NODE),
                        help=f"the node's API URL, e.g. ws://127.0.0.1:7070 (env {ENV_NODE})")
     _key_option(group)
+    group.add_argument("--tls-ca", metavar="PEM",
+                       help="CA certificate(s) a wss:// node's certificate must chain to "
+                            "(default: the system's trust store)")
     group.add_argument("--timeout", type=positive_float, default=10.0, metavar="S",
                        help="seconds to wait for the node to connect and answer each request "
                             "(default 10)")
@@ -234,6 +237,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--cluster", default="default", metavar="NAME",
                    help="cluster name; peers of another cluster are refused (default: default)")
     _key_option(p)
+    tls = p.add_argument_group("TLS (wss://)")
+    tls.add_argument("--tls-cert", metavar="PEM",
+                     help="serve wss:// with this certificate (chain); needs --tls-key")
+    tls.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    tls.add_argument("--tls-ca", metavar="PEM",
+                     help="CA certificate(s) that wss:// peers' certificates must chain to "
+                          "(default: the system's trust store); host names are checked too")
     p.add_argument("--gossip-interval", type=positive_float, default=1.0, metavar="S",
                    help="seconds between anti-entropy rounds per peer (default 1)")
     p.add_argument("--no-discovery", dest="discovery", action="store_false",
@@ -556,7 +566,7 @@ async def _client(args: argparse.Namespace) -> AsyncIterator[Client]:
     # The connect is bounded by its own timeout. Not by a cancel scope around the `async with`:
     # the connection runs a nursery, and a scope that closes around it corrupts trio's stack.
     url, key = _node_url(args), _cluster_key(args)
-    async with Client.connect(url, key, timeout=args.timeout) as client:
+    async with Client.connect(url, key, timeout=args.timeout, tls_ca=args.tls_ca) as client:
         yield client
 
 
@@ -608,7 +618,8 @@ async def _run_node(args: argparse.Namespace) -> int:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_node(
             args.data, listen=args.listen, peers=args.peer, node_id=args.node_id,
-            cluster=args.cluster, cluster_key=cluster_key,
+            cluster=args.cluster, cluster_key=cluster_key, tls_cert=args.tls_cert,
+            tls_key=args.tls_key, tls_ca=args.tls_ca,
             gossip_interval=args.gossip_interval, discovery=args.discovery, mdns=args.mdns,
         ) as node:
             log.info("node %s ready at %s (data %s, %d entries in %d contexts, peers %s)",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,7 +22,7 @@ from ..core.entry import Entry, decode_record
 from ..core.errors import LedgerError, LinkBroken, RemoteProtocolError
 from ..core.protocol import cluster_key_bytes
 from .api import api_mac, parse_message
-from .transport import Connection, ConnectionClosed, dial
+from .transport import Connection, ConnectionClosed, client_tls, dial
 
 WATCH_BUFFER = 256  # entries a watch stream holds for a slow consumer (then the socket waits)
 
@@ -60,25 +61,30 @@ class Client:
         self.node_id = ""
         self._next_id = 1
         self._timeout = 10.0
+        self._tls_ca: str | os.PathLike[str] | None = None
         self._nursery: trio.Nursery | None = None  # runs the watch streams (see watch)
 
     @classmethod
     @asynccontextmanager
     async def connect(cls, url: str, cluster_key: bytes | str | None = None,
                       timeout: float = 10.0, stream: trio.abc.Stream | None = None,
+                      tls_ca: str | os.PathLike[str] | None = None,
                       ) -> AsyncIterator[Client]:
         """Connect to the node at ``url`` (``ws://`` or ``wss://``) for the ``async with`` block.
 
         Args: ``cluster_key`` the node's key when it has one (proved with an HMAC, never sent);
         ``timeout`` for connecting and the handshake; ``stream`` an already connected TCP
-        stream to use instead of dialing ``url``.
+        stream to use instead of dialing ``url``; ``tls_ca`` the CA (PEM bundle) a ``wss://``
+        node's certificate must chain to (default: the system's trust store; the host name is
+        checked too).
         Raises ``LinkBroken`` when the node cannot be reached, needs a key we lack, or refuses
         ours (``RemoteProtocolError``: bad key).
         """
         key = cluster_key_bytes(cluster_key)
-        async with dial(url, api=True, timeout=timeout, stream=stream) as ws:
+        tls = client_tls(tls_ca) if url.startswith("wss://") else None
+        async with dial(url, api=True, timeout=timeout, stream=stream, tls=tls) as ws:
             client = cls(ws, url, key)
-            client._timeout = timeout
+            client._timeout, client._tls_ca = timeout, tls_ca
             await client._hello()
             try:
                 async with trio.open_nursery() as nursery:
@@ -182,7 +188,8 @@ class Client:
         """Run one watch; errors before it started go to ``start``'s caller, later ones down the
         channel (the consumer raises them)."""
         with trio.CancelScope() as scope:
-            async with send, Client.connect(self.url, self.key, self._timeout) as other:
+            async with send, Client.connect(self.url, self.key, self._timeout,
+                                            tls_ca=self._tls_ca) as other:
                 await other._call("watch", context=context, key=key,
                                   since=None if since is None else str(since))
                 task_status.started(scope)

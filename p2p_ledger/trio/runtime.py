@@ -16,9 +16,11 @@ A failing link task ends its own link (the core hears ``connection_lost``) and n
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
+import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -30,7 +32,7 @@ import trio
 
 from ..core.cursor import Cursor
 from ..core.entry import DEFAULT_LIMITS, Entry, Limits, check_context, check_node_id
-from ..core.errors import InvalidNodeId, LedgerError, LinkBroken, LinkClosed
+from ..core.errors import InvalidNodeId, LedgerError, LinkBroken, LinkClosed, TlsError
 from ..core.ledger import AppendRequest, Ledger
 from ..core.node import Close, Dial, NodeConfig, NodeCore, Send
 from ..core.protocol import cluster_key_bytes
@@ -41,10 +43,12 @@ from .transport import (
     Connection,
     PeerLink,
     check_url,
+    client_tls,
     dial,
     open_listeners,
     port_of,
     serve_websockets,
+    server_tls,
 )
 
 log = logging.getLogger("p2p_ledger")
@@ -94,6 +98,7 @@ class Node:
         self._outboxes: dict[int, _Outbox] = {}
         self._link_scopes: dict[int, trio.CancelScope] = {}
         self._dial_scopes: dict[int, trio.CancelScope] = {}  # dials not connected yet
+        self._tls: ssl.SSLContext | None = None  # verifies wss:// peers (open_node)
         ledger.listeners.append(self._on_new_entries)
 
     @property
@@ -341,7 +346,7 @@ class Node:
         timeout = self.core.config.dial_timeout + 1
         try:
             with scope:
-                async with dial(url, timeout=timeout) as ws:
+                async with dial(url, timeout=timeout, tls=self._tls) as ws:
                     if self._dial_scopes.pop(conn, None) is None:
                         return  # abandoned in the same instant
                     link = PeerLink(ws)
@@ -436,6 +441,9 @@ async def open_node(
     mdns: bool = False,
     limits: Limits = DEFAULT_LIMITS,
     synchronous: str = "FULL",
+    tls_cert: str | os.PathLike[str] | None = None,
+    tls_key: str | os.PathLike[str] | None = None,
+    tls_ca: str | os.PathLike[str] | None = None,
 ) -> AsyncIterator[Node]:
     """Run a node until the block exits: rebuilt from ``data_dir``, serving ``listen`` if given,
     dialing ``peers``. Appends work with no peer reachable and sync when one comes back.
@@ -445,8 +453,17 @@ async def open_node(
 
     Raises InvalidUrl (a bad peer URL), MdnsUnavailable and ListenError (address in use...)
     before the data directory is created or opened; StoreError / StoreLockedError when it
-    cannot be used."""
+    cannot be used.
+
+    TLS: with ``tls_cert`` and ``tls_key`` (PEM files) the node serves ``wss://`` only. Every
+    ``wss://`` peer it dials must present a certificate valid for its host name, signed by a CA
+    in ``tls_ca`` (a PEM bundle) or, without it, in the system's trust store. TlsError (one
+    line) for files that cannot be used, before anything is created."""
     key = cluster_key_bytes(cluster_key)
+    if (tls_cert is None) != (tls_key is None):
+        raise TlsError("--tls-cert and --tls-key go together")
+    server_context = None if tls_cert is None or tls_key is None else server_tls(tls_cert, tls_key)
+    client_context = client_tls(tls_ca)
     for url in peers:
         check_url(url, "peer URL")
     advertise: list[str] = []
@@ -476,17 +493,20 @@ async def open_node(
                 async def handler(ws: Connection) -> None:
                     await holder[0]._handle_connection(ws)
 
-                server = await nursery.start(serve_websockets, handler, listeners)
+                server = await nursery.start(functools.partial(
+                    serve_websockets, handler, listeners, tls=server_context))
                 if advertise:  # why: ws://0.0.0.0:PORT in HELLO/PEERS sends peers to themselves
                     host = advertise[0]
                 shown = f"[{host}]" if ":" in host else host
-                url = f"ws://{shown}:{port_of(server)}"
+                scheme = "ws" if server_context is None else "wss"
+                url = f"{scheme}://{shown}:{port_of(server)}"
             config = NodeConfig(node_id=node_id, cluster=cluster, url=url, seeds=tuple(peers),
                                 key=key, gossip_interval=gossip_interval,
                                 idle_timeout=max(10.0, 5 * gossip_interval),
                                 discovery=discovery)
             core = NodeCore(ledger, config, Random(secrets.randbits(64)))
             node = Node(ledger, core, nursery)
+            node._tls = client_context
             if listen is not None:
                 holder.append(node)
             nursery.start_soon(node._timer)

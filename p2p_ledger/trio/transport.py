@@ -20,6 +20,7 @@ soon as its header arrives).
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -35,7 +36,7 @@ from websockets.trio.client import connect as ws_connect
 from websockets.trio.connection import Connection
 from websockets.trio.server import Server, serve
 
-from ..core.errors import InvalidUrl, LinkBroken, LinkClosed, ListenError
+from ..core.errors import InvalidUrl, LinkBroken, LinkClosed, ListenError, TlsError
 from ..core.wire import FLOW, MAX_FRAME, Flow, encode
 
 WINDOW = 128 * 1024
@@ -46,7 +47,8 @@ _FLOW_TYPE = bytes([1, FLOW])  # wire version 1, type FLOW
 
 __all__ = [
     "Connection", "ConnectionClosed", "PeerLink", "dial", "serve_websockets", "port_of",
-    "API_MAX_SIZE", "allow_large_messages", "check_url", "open_listeners",
+    "API_MAX_SIZE", "allow_large_messages", "check_url", "client_tls", "open_listeners",
+    "server_tls",
 ]
 
 
@@ -122,13 +124,17 @@ class PeerLink:
 
 @asynccontextmanager
 async def dial(url: str, *, api: bool = False, timeout: float = 10.0,
-               stream: trio.abc.Stream | None = None) -> AsyncIterator[Connection]:
+               stream: trio.abc.Stream | None = None,
+               tls: ssl.SSLContext | None = None) -> AsyncIterator[Connection]:
     """Open a websocket to ``url`` (over ``stream`` if given: an already connected TCP stream,
-    e.g. from another network namespace); LinkBroken with a readable reason when that fails."""
+    e.g. from another network namespace); LinkBroken with a readable reason when that fails.
+    A ``wss://`` URL verifies the server's certificate and name with ``tls`` (``client_tls``),
+    or the system's trust store."""
     entered = False
     try:
         async with ws_connect(
             url, stream=stream, compression=None, proxy=None, open_timeout=timeout,
+            ssl=tls if url.startswith("wss://") else None,
             max_size=API_MAX_SIZE if api else PEER_MAX_SIZE, ping_interval=10, ping_timeout=20,
         ) as ws:
             entered = True
@@ -138,7 +144,13 @@ async def dial(url: str, *, api: bool = False, timeout: float = 10.0,
         if entered:
             raise
         reason = str(exc) or type(exc).__name__
-        if url.startswith("wss://") and isinstance(exc, (trio.BrokenResourceError, ssl.SSLError)):
+        untrusted = next((e for e in (exc, exc.__cause__)
+                          if isinstance(e, ssl.SSLCertVerificationError)), None)
+        if untrusted is not None:
+            reason = (f"its TLS certificate is not trusted ({untrusted.verify_message}); give "
+                      f"its CA with --tls-ca")
+        elif url.startswith("wss://") and isinstance(exc, (trio.BrokenResourceError,
+                                                           ssl.SSLError)):
             # What a TLS client sees from a plain-text server: the bytes are not TLS.
             reason = f"TLS handshake failed ({reason}); is it a plain ws:// node?"
         raise LinkBroken(f"cannot connect to {url}: {reason}") from None
@@ -157,13 +169,37 @@ async def serve_websockets(
     listeners: list[trio.SocketListener],
     *,
     max_size: int = PEER_MAX_SIZE,
+    tls: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve on ``listeners`` (see ``open_listeners``) until cancelled; ``task_status.started``
     gets the Server (see ``port_of``). ``max_size`` bounds every message until
     ``allow_large_messages`` raises it."""
-    await serve(handler, listeners=listeners, compression=None, max_size=max_size,
+    await serve(handler, listeners=listeners, compression=None, max_size=max_size, ssl=tls,
                 ping_interval=10, ping_timeout=20, task_status=task_status)
+
+
+def server_tls(cert: str | os.PathLike[str], key: str | os.PathLike[str]) -> ssl.SSLContext:
+    """The TLS context of a node serving ``wss://`` (TLS 1.2 or later); TlsError, one line, for
+    files that cannot be used."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise TlsError(f"cannot use --tls-cert {cert} with --tls-key {key}: "
+                       f"{getattr(exc, 'strerror', None) or exc}") from None
+    return context
+
+
+def client_tls(ca: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
+    """The TLS context for dialing ``wss://``: verifies the certificate (against ``ca``, a PEM
+    bundle, else the system's trust store) and the host name."""
+    try:
+        return ssl.create_default_context(cafile=None if ca is None else os.fspath(ca))
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise TlsError(f"cannot use --tls-ca {ca}: "
+                       f"{getattr(exc, 'strerror', None) or exc}") from None
 
 
 def allow_large_messages(ws: Connection) -> None:
