@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ..sim.scenario import Scenario
+from ..sim.scenario import Scenario, cut_groups
 from ..trio.client import Client
 from .real import REQUEST_TIMEOUT, RealNode
 
@@ -198,7 +198,7 @@ class TestBed:
         unknown = {n for pair in cuts for n in pair} - self.hosts.keys()
         if unknown:
             raise NetnsError(f"unknown hosts {sorted(unknown)}")
-        groups = components(list(self.hosts), cuts)
+        groups = cut_groups(list(self.hosts), cuts)
         for k, group in enumerate(groups):
             bridge = self._bridge(k)
             for name in group:
@@ -231,27 +231,6 @@ class TestBed:
 
     def _ip_in(self, netns: str, *args: str) -> None:
         _ip("-n", netns, *args)
-
-
-def components(names: Sequence[str], cuts: set[tuple[str, str]]) -> list[list[str]]:
-    """Groups of hosts joined by a pair with at least one direction open; two hosts in
-    different groups are cut both ways. Ordered by first appearance in ``names``."""
-    parent = {n: n for n in names}
-
-    def find(n: str) -> str:
-        while parent[n] != n:
-            parent[n] = parent[parent[n]]
-            n = parent[n]
-        return n
-
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            if (a, b) not in cuts or (b, a) not in cuts:
-                parent[find(b)] = find(a)
-    groups: dict[str, list[str]] = {}
-    for n in names:
-        groups.setdefault(find(n), []).append(n)
-    return list(groups.values())
 
 
 # ---- namespaces, processes, sockets ------------------------------------------------------------

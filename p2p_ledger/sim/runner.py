@@ -40,7 +40,7 @@ from typing import Any
 from ..core.ledger import Ledger
 from .cluster import Cluster
 from .loop import NS, EventLoop, to_ns
-from .scenario import CUT_STEPS, Scenario, Step, cuts_after, load_scenario
+from .scenario import CUT_STEPS, Scenario, Step, cut_groups, cuts_after, load_scenario
 
 
 @dataclass
@@ -427,26 +427,12 @@ def describe_cuts(cuts: set[tuple[str, str]], nodes: Sequence[str]) -> str:
     (``a b c | d e f``), then the cuts inside groups (``a ⇄ b``, ``c → a``,
     ``n1–n12 → n13–n25``)."""
     order = {name: i for i, name in enumerate(nodes)}
-    # Two nodes share a group when a chain of pairs, each open in at least one direction,
-    # joins them; so between groups every pair is cut both ways.
-    group = {name: name for name in nodes}
-
-    def find(name: str) -> str:
-        while group[name] != name:
-            name = group[name]
-        return name
-
-    for i, a in enumerate(nodes):
-        for b in nodes[i + 1:]:
-            if (a, b) not in cuts or (b, a) not in cuts:
-                group[find(a)] = find(b)
-    groups: dict[str, list[str]] = {}
-    for name in nodes:
-        groups.setdefault(find(name), []).append(name)
+    groups = cut_groups(nodes, cuts)
+    where = {name: k for k, group in enumerate(groups) for name in group}
     parts = []
     if len(groups) > 1:
-        parts.append(" | ".join(_names(g) for g in groups.values()))
-    inside = {(a, b) for a, b in cuts if find(a) == find(b)}
+        parts.append(" | ".join(_names(g) for g in groups))
+    inside = {(a, b) for a, b in cuts if where[a] == where[b]}
     if inside:
         both = {(a, b) for a, b in inside if (b, a) in inside and order[a] < order[b]}
         one_way = {(a, b) for a, b in inside if (b, a) not in inside}

@@ -53,7 +53,7 @@ from __future__ import annotations
 import json
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,28 @@ TOPOLOGIES = ("full", "chain", "ring", "star", "none")
 def partition_cuts(groups: list[list[str]]) -> set[tuple[str, str]]:
     """Every directed (from, to) pair that a partition into ``groups`` cuts."""
     return {(a, b) for g in groups for h in groups if g is not h for a in g for b in h}
+
+
+def cut_groups(nodes: Sequence[str], cuts: set[tuple[str, str]]) -> list[list[str]]:
+    """The partition a set of directed cuts makes (the inverse of ``partition_cuts``): two
+    nodes share a group when a chain of pairs, each open in at least one direction, joins
+    them, so between groups every pair is cut both ways. Groups and their members are in the
+    order of ``nodes``."""
+    group = {name: name for name in nodes}
+
+    def find(name: str) -> str:
+        while group[name] != name:
+            name = group[name]
+        return name
+
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1:]:
+            if (a, b) not in cuts or (b, a) not in cuts:
+                group[find(b)] = find(a)
+    groups: dict[str, list[str]] = {}
+    for name in nodes:
+        groups.setdefault(find(name), []).append(name)
+    return list(groups.values())
 
 
 CUT_STEPS = ("partition", "cut", "heal")

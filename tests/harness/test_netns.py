@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from p2p_ledger.harness.netns import PREFIX, TestBed, components, netns_unavailable
+from p2p_ledger.harness.netns import PREFIX, TestBed, netns_unavailable
+from p2p_ledger.sim.scenario import cut_groups
 
 UNAVAILABLE = netns_unavailable()
 needs_netns = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"{UNAVAILABLE}")
@@ -59,13 +60,13 @@ def _matrix(bed: TestBed) -> set[str]:
 ALL = {"ab", "ac", "ba", "bc", "ca", "cb"}
 
 
-def test_components_separate_only_pairs_cut_both_ways() -> None:
+def test_cut_groups_separate_only_pairs_cut_both_ways() -> None:
     names = ["a", "b", "c", "d"]
-    assert components(names, set()) == [names]
+    assert cut_groups(names, set()) == [names]
     both = {("a", "b"), ("b", "a"), ("a", "c"), ("c", "a"), ("d", "b"), ("b", "d"),
             ("d", "c"), ("c", "d"), ("a", "d"), ("d", "a")}
-    assert components(names, both) == [["a"], ["b", "c"], ["d"]]
-    assert components(names, {("a", "b")}) == [names]  # one-way: same bridge
+    assert cut_groups(names, both) == [["a"], ["b", "c"], ["d"]]
+    assert cut_groups(names, {("a", "b")}) == [names]  # one-way: same bridge
 
 
 @needs_netns
