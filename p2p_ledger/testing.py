@@ -1,10 +1,12 @@
 """Helpers that tests, benchmarks and embedding users share (as ``trio.testing`` is for trio).
 
-Three kinds, from the smallest to the largest:
+From the smallest to the largest:
 
 * ``SessionPair`` / ``open_pair``: two ``PeerSession``s on two ledgers with the wire between them
   in memory; ``pump()`` moves frames until both are quiet and counts flights, messages, bytes.
   Sans-I/O and deterministic: no clock, no sockets.
+* ``open_raw_peer`` / ``serve_raw_peer``: a peer played by hand over a real websocket, for
+  peers that misbehave once the link is open (vanish without a BYE, stop reading).
 * Forged Yjs updates (``forged_update``, ``deleting_update``, ``self_deleting_update``) and
   ``foreign_entry``: what a hostile or foreign peer could send, to test the grow-only gate.
 * ``LocalCluster``: real ``p2p-ledger node`` processes on loopback, driven through ``Client``.

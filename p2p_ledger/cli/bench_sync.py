@@ -453,6 +453,52 @@ def in_sync_row(table: Table, pair: Pair, contexts: int, repeats: int) -> None:
 # ---- (b) reconcile after divergence, (c) one missing entry ---------------------------------
 
 
+@dataclass
+class MemRounds:
+    """Ours and the plain Yjs baseline, one in-memory round each per repeat, after the same
+    divergence."""
+
+    missing: Sample = field(default_factory=Sample)  # bytes of the records one side lacks
+    ours_bytes: Sample = field(default_factory=Sample)
+    ours_messages: Sample = field(default_factory=Sample)
+    ours_round_trips: Sample = field(default_factory=Sample)
+    ours_seconds: Sample = field(default_factory=Sample)
+    yjs_bytes: Sample = field(default_factory=Sample)
+    yjs_messages: Sample = field(default_factory=Sample)
+    yjs_seconds: Sample = field(default_factory=Sample)
+    by_type: dict[str, int] = field(default_factory=dict)  # ours, bytes per type, last round
+
+    def samples(self) -> tuple[Sample, dict[str, int], Sample, Sample, Sample, Sample, Sample,
+                               Sample, Sample]:
+        """missing, by_type, ours (bytes, messages, round trips, seconds), Yjs (bytes,
+        messages, seconds)."""
+        return (self.missing, self.by_type, self.ours_bytes, self.ours_messages,
+                self.ours_round_trips, self.ours_seconds, self.yjs_bytes, self.yjs_messages,
+                self.yjs_seconds)
+
+
+def mem_rounds(pair: Pair, ya: YjsEndpoint, yb: YjsEndpoint, repeats: int, case: str,
+               diverge_once: Callable[[int], int]) -> MemRounds:
+    """``repeats`` times: ``diverge_once(r)`` (returns the missing bytes), then one round of
+    ours and one of Yjs; each must converge in that one round."""
+    out = MemRounds()
+    for r in range(repeats):
+        out.missing.add(diverge_once(r))
+        tr = mem_round(pair.sa, pair.sb)
+        out.by_type = tr.by_type
+        out.ours_bytes.add(tr.bytes)
+        out.ours_messages.add(tr.messages)
+        out.ours_round_trips.add(tr.round_trips)
+        out.ours_seconds.add(tr.seconds)
+        ty = yjs_round(ya, yb)
+        out.yjs_bytes.add(ty.bytes)
+        out.yjs_messages.add(ty.messages)
+        out.yjs_seconds.add(ty.seconds)
+        if pair.a.root() != pair.b.root():
+            raise RuntimeError(f"{case} the ledgers did not converge in one round")
+    return out
+
+
 def reconcile_table(title: str) -> Table:
     return Table(title, ["measure", "from", "ours", "Yjs", "ours/Yjs", "goal", "met"])
 
@@ -462,24 +508,10 @@ def bench_diverged(pair: Pair, scale: Scale, table: Table) -> None:
     d = max(1, round(n * scale.diverged_fraction))
     names = sorted(pair.a.contexts)
     per = scale.diverged_entries
-    missing, o_bytes, o_msgs, o_rt, o_mem, y_bytes, y_msgs, y_mem = (Sample() for _ in range(8))
-    types: dict[str, int] = {}
     ya, yb = YjsEndpoint(pair.docs_a), YjsEndpoint(pair.docs_b)
-    for r in range(scale.repeats):
-        chosen = random.Random(100 + r).sample(names, d)
-        missing.add(diverge(pair.a, chosen, per, pair.docs_a, seed=200 + r))
-        tr = mem_round(pair.sa, pair.sb)
-        types = tr.by_type
-        o_bytes.add(tr.bytes)
-        o_msgs.add(tr.messages)
-        o_rt.add(tr.round_trips)
-        o_mem.add(tr.seconds)
-        ty = yjs_round(ya, yb)
-        y_bytes.add(ty.bytes)
-        y_msgs.add(ty.messages)
-        y_mem.add(ty.seconds)
-        if pair.a.root() != pair.b.root():
-            raise RuntimeError("(b) the ledgers did not converge in one round")
+    m = mem_rounds(pair, ya, yb, scale.repeats, "(b)", lambda r: diverge(
+        pair.a, random.Random(100 + r).sample(names, d), per, pair.docs_a, seed=200 + r))
+    missing, types, o_bytes, o_msgs, o_rt, o_mem, y_bytes, y_msgs, y_mem = m.samples()
 
     def setup(r: int) -> None:
         chosen = random.Random(300 + r).sample(names, d)
@@ -517,23 +549,10 @@ def bench_diverged(pair: Pair, scale: Scale, table: Table) -> None:
 
 def bench_one_missing(pair: Pair, scale: Scale, table: Table) -> None:
     names = sorted(pair.a.contexts)
-    missing, o_bytes, o_msgs, o_rt, o_mem, y_bytes, y_msgs = (Sample() for _ in range(7))
-    types: dict[str, int] = {}
     ya, yb = YjsEndpoint(pair.docs_a), YjsEndpoint(pair.docs_b)
-    for r in range(scale.repeats):
-        name = random.Random(500 + r).choice(names)
-        missing.add(diverge(pair.a, [name], 1, pair.docs_a, seed=600 + r))
-        tr = mem_round(pair.sa, pair.sb)
-        types = tr.by_type
-        o_bytes.add(tr.bytes)
-        o_msgs.add(tr.messages)
-        o_rt.add(tr.round_trips)
-        o_mem.add(tr.seconds)
-        ty = yjs_round(ya, yb)
-        y_bytes.add(ty.bytes)
-        y_msgs.add(ty.messages)
-        if pair.a.root() != pair.b.root():
-            raise RuntimeError("(c) the ledgers did not converge in one round")
+    m = mem_rounds(pair, ya, yb, scale.repeats, "(c)", lambda r: diverge(
+        pair.a, [random.Random(500 + r).choice(names)], 1, pair.docs_a, seed=600 + r))
+    missing, types, o_bytes, o_msgs, o_rt, o_mem, y_bytes, y_msgs, _ = m.samples()
 
     def setup(r: int) -> None:
         diverge(pair.a, [random.Random(700 + r).choice(names)], 1, pair.docs_a, seed=800 + r)
