@@ -54,6 +54,7 @@ from .core.errors import (
     StoreDamagedError,
     StoreError,
     StoreLockedError,
+    TlsError,
     UnsupportedVersion,
 )
 
@@ -73,7 +74,7 @@ __all__ = [
     "KeyTooLarge", "LedgerError", "Limits", "LinkBroken", "LinkClosed", "ListenError",
     "LocalInputError", "MdnsUnavailable", "MetaTooLarge", "Node", "PayloadTooLarge",
     "RemoteProtocolError", "SnapshotError", "StoreDamagedError", "StoreError", "StoreLockedError",
-    "UnsupportedVersion", "__version__", "open_node",
+    "TlsError", "UnsupportedVersion", "__version__", "open_node",
 ]
 
 
