@@ -67,6 +67,7 @@ from ..core.protocol import cluster_key_bytes
 from ..trio.client import Client
 from ..trio.transport import check_url
 from .config import expand_config
+from .logformat import LOG_FORMATS, setup_logging
 from .output import (
     ENV_FORMAT,
     FORMATS,
@@ -254,6 +255,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                         "that is not loopback, 0.0.0.0 advertises every interface)")
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"], help="stderr log level")
+    p.add_argument("--log-format", default="text", choices=LOG_FORMATS,
+                   help="stderr lines: text, or json (one object per line: ts, level, logger, "
+                        "msg; peer changes add event, peer, url, reason, retry_in_s)")
     p.set_defaults(run=_cmd_node)
 
     p = sub.add_parser(
@@ -591,17 +595,8 @@ def _read_input(path: str) -> bytes:
 
 # ---- node --------------------------------------------------------------------------------------
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        stream=sys.stderr, level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    if level != "debug":
-        # websockets logs every API connection at info: noise next to the node's own lines.
-        logging.getLogger("websockets").setLevel(logging.WARNING)
-
-
 def _cmd_node(args: argparse.Namespace) -> int:
-    _setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     return int(trio.run(_run_node, args))
 
 

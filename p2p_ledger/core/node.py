@@ -117,6 +117,33 @@ class Dial:
 Action = Send | Close | Dial
 
 
+@dataclass(frozen=True)
+class PeerEvent:
+    """A peer's state changed; the driver logs it (one line per change, never per retry).
+
+    ``kind``: ``connected`` (a handshake finished), ``lost`` (an open link ended: ``reason``),
+    ``unreachable`` (dialing failed: ``reason``, next dial in ``retry_in`` seconds), ``refused``
+    (the handshake ended in a refusal, either side: ``reason``, ``retry_in``; ``url`` is
+    ``inbound`` for a peer that dialed us) or ``dropped`` (a learned peer failed for
+    ``drop_after``: no longer dialed). A peer that keeps failing the same way reports once."""
+
+    kind: str
+    url: str
+    node_id: str = ""
+    reason: str = ""
+    retry_in: float | None = None
+
+    def text(self) -> str:
+        who = self.node_id or self.url
+        where = f" ({self.url})" if self.node_id and self.url else ""
+        out = f"peer {who}{where} {self.kind}"
+        if self.reason:
+            out += f": {self.reason}"
+        if self.retry_in is not None:
+            out += f"; next try in {self.retry_in:.1f}s"
+        return out
+
+
 class PeerState(StrEnum):
     """Where a known peer URL stands (``status()`` shows the value)."""
 
@@ -139,6 +166,7 @@ class PeerInfo:
     failing_since: float | None = None
     last_error: str = ""
     refused: bool = False  # the last failure was the peer refusing us, not a network failure
+    reported: str = ""  # the last PeerEvent kind reported for it (one event per change)
     attempt_at: float = float("-inf")  # when the last dial started
 
 
@@ -178,6 +206,7 @@ class NodeCore:
         self.by_node: dict[str, int] = {}
         self.counters = Counters()
         self.log: list[str] = []  # info-level lines for the driver to print
+        self.events: list[PeerEvent] = []  # peer state changes, for the driver to log
         self._actions: list[Action] = []
         self._next_conn = 1
         self._dialing: dict[int, tuple[str, float]] = {}  # conn → (URL, started), unresolved
@@ -196,6 +225,10 @@ class NodeCore:
     def take_actions(self) -> list[Action]:
         actions, self._actions = self._actions, []
         return actions
+
+    def take_events(self) -> list[PeerEvent]:
+        events, self.events = self.events, []
+        return events
 
     def take_log(self) -> list[str]:
         lines, self.log = self.log, []
@@ -432,9 +465,6 @@ class NodeCore:
                 # A refusal: the handshake ended in a BYE from the peer or a HELLO/AUTH we
                 # refused (not a timeout, not a broken connection).
                 link.refused = not session.was_open and (event.by_peer or event.error)
-                who = "peer" if event.by_peer else "we"
-                self.log.append(f"link {link.node_id or link.url or conn} closed ({who}): "
-                                f"{event.reason}")
         for frame in session.take_output():
             link.last_sent = now
             self.counters.messages_sent += 1
@@ -460,7 +490,7 @@ class NodeCore:
             old.session.close("duplicate connection")
             self._drain(other, old, now)
         self.by_node[event.node_id] = conn
-        self.log.append(f"connected to {event.node_id} ({link.url or 'inbound'})")
+        self.events.append(PeerEvent("connected", link.url or "inbound", event.node_id))
         peer = self.peers.get(link.url) if link.url else None
         if peer is None and link.url and self.config.discovery:
             peer = self._add_learned(link, link.url, event.node_id, now)
@@ -471,7 +501,7 @@ class NodeCore:
                                                                     PeerState.SELF):
                 # Any of its URLs: the link (ours or theirs) reaches it, no dial is needed.
                 peer.state, peer.failures, peer.refused = PeerState.CONNECTED, 0, False
-                peer.failing_since, peer.last_error = None, ""
+                peer.failing_since, peer.last_error, peer.reported = None, "", "connected"
         # why: a handshake just crossed the network, which is what a heal looks like from
         # here: peers that were unreachable may be back, and waiting out their redial delay
         # was what made heals slow (60 s cut: 14-15 s to converge with a 30 s cap).
@@ -578,6 +608,10 @@ class NodeCore:
             if peer is not None:
                 peer.state = PeerState.CONNECTED  # the surviving duplicate
             return
+        if link.session.was_open:
+            self.events.append(PeerEvent("lost", link.url or "inbound", link.node_id, reason))
+        elif link.refused and peer is None:  # someone dialed us and one side refused
+            self.events.append(PeerEvent("refused", "inbound", link.node_id, reason))
         # The link's own URL, and any other URL of the node that this link made "connected".
         affected = [peer] if peer is not None else []
         if link.node_id:
@@ -587,6 +621,7 @@ class NodeCore:
             if link.session.was_open:
                 p.failures = 0  # it worked: retry soon
                 p.attempt_at = now  # (the delay counts from the loss, not from the old dial)
+                p.reported = "lost"
             self._backoff(p, now, reason, refused=link.refused)
 
     def _backoff(self, peer: PeerInfo, now: float, reason: str, refused: bool = False) -> None:
@@ -600,7 +635,8 @@ class NodeCore:
             peer.failing_since = now
         if not peer.seed and now - peer.failing_since >= self.config.drop_after:
             peer.state = PeerState.DROPPED
-            self.log.append(f"dropped peer {peer.url} after {now - peer.failing_since:.0f}s")
+            self.events.append(PeerEvent("dropped", peer.url, peer.node_id,
+                                         f"failing for {now - peer.failing_since:.0f}s"))
             return
         cap = self.config.backoff_max if refused else self.config.probe_interval
         # why: an unbounded exponent overflows float after ~1000 failures (a seed down for hours)
@@ -608,6 +644,11 @@ class NodeCore:
         peer.state = PeerState.BACKOFF
         # why: jitter only shortens the delay, so the cap bounds how long a healed peer waits
         peer.retry_at = max(now, peer.attempt_at + delay * (1 - self.rng.uniform(0, 0.2)))
+        kind = "refused" if refused else "unreachable"
+        if peer.reported != kind:
+            peer.reported = kind
+            self.events.append(PeerEvent(kind, peer.url, peer.node_id, reason,
+                                         round(peer.retry_at - now, 3)))
 
     def _retry_unreachable(self, now: float) -> None:
         for peer in self.peers.values():

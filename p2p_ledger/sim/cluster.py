@@ -30,7 +30,7 @@ from ..core.context_log import ARRAY_NAME, ContextLog
 from ..core.cursor import Cursor
 from ..core.entry import Entry
 from ..core.ledger import Ledger
-from ..core.node import Close, Dial, NodeConfig, NodeCore, Send
+from ..core.node import Close, Dial, NodeConfig, NodeCore, PeerEvent, Send
 from ..core.storage import MemoryStorage
 from ..core.yjs import decode_state_vector
 from .loop import NS, EventLoop, deadline_ns
@@ -124,6 +124,7 @@ class Cluster:
         self.not_durable: list[str] = []  # live entries a rebuild from storage would lack
         self.commits_checked = 0
         self._reported: set[tuple[str, str]] = set()
+        self.peer_events: list[tuple[int, str, PeerEvent]] = []  # (ns, node, event), logged
         self.track_arrivals = False
         self.arrivals: dict[str, list[int]] = {}
 
@@ -219,6 +220,9 @@ class Cluster:
             elif isinstance(action, Dial):
                 net.dial(name, action.conn, action.url)
         core.log.clear()  # info lines for a human; the trace has the events
+        for event in core.take_events():  # what a real node would log, in the trace
+            self.peer_events.append((self.loop.now, name, event))
+            self.loop.record("peer", f"{name} {event.kind} {event.node_id or event.url}")
         if node.storage.touched:
             self._check_durable(node)
         if node.watcher.pending:

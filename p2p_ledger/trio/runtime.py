@@ -268,6 +268,10 @@ class Node:
     def _carry_out(self) -> None:
         for line in self.core.take_log():
             log.info("%s", line)
+        for event in self.core.take_events():
+            log.info("%s", event.text(), extra={"event": event.kind, "peer": event.node_id,
+                                                "url": event.url, "reason": event.reason,
+                                                "retry_in_s": event.retry_in})
         for action in self.core.take_actions():
             if isinstance(action, Send):
                 self._enqueue(action.conn, action.frame)
@@ -327,11 +331,17 @@ class Node:
     async def _handle_connection(self, ws: Connection) -> None:
         """Server side: a binary first frame is a peer, a text one an API client."""
         try:
+            # why: asked later, on a socket already closed, it raised OSError (EBADF) out of
+            # this handler: a traceback in the log for every connection a relay cut at once
+            remote = ws.remote_address
+        except OSError:
+            remote = "?"
+        try:
             with trio.fail_after(self.core.config.handshake_timeout):
                 first = await ws.recv()
         except Exception as exc:  # a client that never speaks, or closes at once
             log.info("connection from %s ended before its first message: %s",
-                     ws.remote_address, type(exc).__name__)
+                     remote, type(exc).__name__)
             return
         if isinstance(first, str):
             await serve_client(self, ws, first)

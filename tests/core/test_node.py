@@ -191,7 +191,7 @@ def test_learned_peer_is_dropped_after_drop_after_but_a_seed_is_not() -> None:
     last_dial_c = max(_dial_times(net, A, C))
     assert killed_at + 20.0 <= last_dial_c <= killed_at + 20.0 + 4.0 + 1e-9
     assert max(_dial_times(net, A, B)) > killed_at + 55.0
-    assert any("dropped peer ws://h/c" in line for line in core.take_log())
+    assert [(e.kind, e.url) for e in core.take_events() if e.kind == "dropped"] == [("dropped", C)]
     assert all(p["url"] != C or p["state"] == "dropped" for p in core.status()["peers"])
 
 
@@ -472,7 +472,8 @@ def test_silent_peer_is_closed_after_idle_timeout_then_redialed() -> None:
     assert net.connected(A) == {B}
     net.run_until(heard + 10.0)
     assert net.connected(A) == set()
-    assert any("closed (we): peer silent for 10s" in line for line in a.take_log())
+    assert [(e.kind, e.reason) for e in a.take_events() if e.kind == "lost"] == [
+        ("lost", "peer silent for 10s")]
     assert a.peers[B].state == "backoff" and a.peers[B].failures == 1
     net.mute.clear()
     net.run_until(heard + 11.0)
@@ -489,7 +490,8 @@ def test_handshake_that_never_finishes_times_out() -> None:
     (first,) = a.links
     net.run_until(3.0)
     assert first not in a.links
-    assert any("handshake timed out" in line for line in a.take_log())
+    assert any(e.kind == "unreachable" and e.reason == "handshake timed out"
+               for e in a.take_events())
     # The delay counts from when that dial started (3 s ago): the next one goes out at once.
     assert _dial_times(net, A, B) == [0.0, 3.0]
 
@@ -504,3 +506,45 @@ def test_next_deadline_is_the_earliest_timer() -> None:
     assert core.next_deadline() == core.config.dial_timeout
     core.connection_made(dial.conn, now=1.0)
     assert core.next_deadline() == 1.0 + core.config.handshake_timeout
+
+
+# ---- peer events (what the driver logs) --------------------------------------------------------
+
+def _events(core: NodeCore) -> list[tuple[str, str]]:
+    return [(e.kind, e.node_id or e.url) for e in core.take_events()]
+
+
+def test_a_dead_seed_is_reported_once_not_once_per_retry() -> None:
+    net = CoreNet(40)
+    a = net.add(A, seeds=(DEAD,))
+    net.run_until(600.0)
+    assert len(_dial_times(net, A, DEAD)) > 500
+    (event,) = a.take_events()
+    assert event.kind == "unreachable" and event.url == DEAD
+    assert "cannot connect" in event.reason and event.retry_in is not None
+    assert "next try in 0.2s" in event.text() or "next try in 0.1s" in event.text()
+
+
+def test_lost_unreachable_connected_each_once() -> None:
+    net = CoreNet(41)
+    a = net.add(A, seeds=(B,))
+    net.add(B)
+    net.run_until(1.0)
+    assert _events(a) == [("connected", "b")]
+    net.kill(B)  # SIGKILL: the connection breaks
+    net.run_until(100.0)
+    assert _events(a) == [("lost", "b"), ("unreachable", "b")]
+    net.add(B)
+    net.run_until(102.0)
+    assert _events(a) == [("connected", "b")]
+
+
+def test_refusals_are_reported_on_both_sides() -> None:
+    net = CoreNet(42)
+    a = net.add(A, seeds=(B,))
+    b = net.add(B, cluster="other")
+    net.run_until(300.0)
+    events = a.take_events()
+    assert [e.kind for e in events] == ["refused"] and "cluster" in events[0].reason
+    inbound = b.take_events()
+    assert inbound and {(e.kind, e.url) for e in inbound} == {("refused", "inbound")}
