@@ -90,7 +90,7 @@ def timeline_figure(report: Report) -> Any:
     unit, unit_name = time_unit(end)
     columns = [_Column(unit, 0.0, 0.0, end * 1.01 / unit, WIDTH_IN * 0.8, True)]
     catch_up = end - timeline.reference_s
-    zoom = 0.5 < catch_up < ZOOM_BELOW * end
+    zoom = 0 < catch_up < ZOOM_BELOW * end  # (a heal after hours of cut can take 0.04 s)
     if zoom:
         columns[0].width_in, columns[0].last = WIDTH_IN * 0.62, False
         pad = max(2.0, 0.3 * catch_up)
