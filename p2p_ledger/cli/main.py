@@ -333,6 +333,32 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(run=_async(_status))
 
     p = sub.add_parser(
+        "prove", parents=[client], formatter_class=Formatter,
+        help="print an inclusion proof of an entry (JSON), checkable offline",
+        description="Ask the node for a proof that entry ID is in CONTEXT: the entry's record, "
+                    "the context's Merkle root and the path between them. Anyone can check it "
+                    "without trusting the node: 'p2p-ledger check-proof FILE --root HEX'.",
+        epilog="example:\n  p2p-ledger prove --node ws://127.0.0.1:7070 agent/notes 3f2a... "
+               "> proof.json\n")
+    p.add_argument("context", metavar="CONTEXT")
+    p.add_argument("entry_id", metavar="ID", help="the entry's id (hex, from read)")
+    p.set_defaults(run=_async(_prove))
+
+    p = sub.add_parser(
+        "check-proof", formatter_class=Formatter,
+        help="check an inclusion proof offline (no node needed)",
+        description="Check a proof from 'prove': the record hashes to its id, belongs to the "
+                    "context, and the Merkle path leads from the id to the context root. With "
+                    "--root, that root must be the one you trust (e.g. read from 'contexts' on "
+                    "another node). Exit 0 and the entry when it holds; exit 1 naming what "
+                    "failed (InvalidProof) otherwise.",
+        epilog="example:\n  p2p-ledger check-proof proof.json --root 9c41...\n")
+    p.add_argument("file", metavar="FILE", help="the proof (JSON), or '-' for stdin")
+    p.add_argument("--root", metavar="HEX", help="the context root you trust")
+    _format_option(p)
+    p.set_defaults(run=_cmd_check_proof)
+
+    p = sub.add_parser(
         "contexts", parents=[client], formatter_class=Formatter,
         help="list a node's contexts with their entry counts and roots",
         description="Print every context the node holds, sorted by name: its name, number of "
@@ -825,6 +851,34 @@ async def _status(args: argparse.Namespace) -> int:
         with _within(args.timeout, client.url):
             status = await client.status()
     Output(args.format).record(status, status_text(status))
+    return EXIT_OK
+
+
+async def _prove(args: argparse.Namespace) -> int:
+    check_context(args.context)
+    async with _client(args) as client:
+        with _within(args.timeout, client.url):
+            proof = await client.prove(args.context, args.entry_id)
+    Output(args.format).record(proof)
+    return EXIT_OK
+
+
+def _cmd_check_proof(args: argparse.Namespace) -> int:
+    import json
+
+    from ..core.proof import InvalidProof, check_proof
+
+    text = _read_input(args.file)  # UsageError when it cannot be read
+    try:
+        doc = json.loads(text)
+        root = None if args.root is None else bytes.fromhex(args.root)
+    except ValueError as exc:
+        raise InvalidProof(f"{args.file}: {exc}") from None
+    entry = check_proof(doc, root)
+    row = {"ok": True, "context": entry.context, "entry_id": entry.id,
+           "context_root": doc["context_root"], "entry": entry.to_json()}
+    Output(args.format).record(row, f"ok: entry {entry.id[:16]} is in context {entry.context} "
+                                    f"under root {doc['context_root'][:16]}")
     return EXIT_OK
 
 

@@ -4,7 +4,7 @@ LedgerError
 ├── LocalInputError        the caller passed something invalid (bad name, too big, bad cursor)
 │   ├── InvalidContextName, InvalidKey, KeyTooLarge, InvalidPayload, PayloadTooLarge,
 │   │   MetaTooLarge, InvalidMeta, InvalidCursor, InvalidNodeId, InvalidClusterKey,
-│   │   InvalidUrl, TlsError
+│   │   InvalidUrl, TlsError, UnknownEntry
 ├── IntegrityError         stored or received bytes do not match their content address / root
 ├── RemoteProtocolError    a peer or a file sent something malformed or forbidden
 │   └── ForbiddenUpdate    a Yjs update that would delete or rewrite (the ledger only grows)
@@ -69,6 +69,10 @@ class InvalidClusterKey(LocalInputError):
 
 class InvalidUrl(LocalInputError):
     """Not a ws:// or wss:// URL with a host (a --peer or --node value)."""
+
+
+class UnknownEntry(LocalInputError):
+    """No entry with that id in that context on this node (``prove``)."""
 
 
 class TlsError(LocalInputError):

@@ -17,6 +17,7 @@ Any websocket client can speak it. First message ``{"op": "hello"}``; the answer
 | snapshot    | context                                     | snapshot_b64                  |
 | load        | snapshot_b64, fail_if_exists                | context, added                |
 | verify      |                                             | problems ([] = all sound)     |
+| prove       | context, entry_id                           | inclusion (see core/proof.py) |
 
 Entries travel as ``{"record": base64(id + canonical encoding)}``: the client (``client.py``)
 re-checks each content id, so a reader trusts the bytes, not the server.
@@ -61,6 +62,7 @@ class ServedNode(Protocol):
     def snapshot(self, context: str) -> bytes: ...
     async def load(self, blob: bytes, fail_if_exists: bool = False) -> tuple[str, int]: ...
     def verify(self) -> list[str]: ...
+    def prove(self, context: str, entry_id: str) -> dict[str, Any]: ...
 
 
 def api_mac(key: bytes, nonce: bytes) -> str:
@@ -186,6 +188,11 @@ async def _dispatch(node: ServedNode, req: Mapping[str, Any]) -> dict[str, Any]:
             return {"context": context, "added": added}
         if op == "verify":
             return {"problems": node.verify()}
+        if op == "prove":
+            entry_id = req.get("entry_id")
+            if not isinstance(entry_id, str):
+                raise LocalInputError("entry_id must be a string (hex)")
+            return {"inclusion": node.prove(_context(req), entry_id)}
     except (TypeError, AttributeError) as exc:  # a field of the wrong JSON type
         raise LocalInputError(f"bad request for {op}: {exc}") from None
     raise RemoteProtocolError(f"unknown op {op!r}")

@@ -228,6 +228,12 @@ class Client:
         """As ``Node.verify``: one line per problem; an empty list means every check passed."""
         return list((await self._call("verify"))["problems"])
 
+    async def prove(self, context: str, entry_id: str) -> dict[str, Any]:
+        """The node's inclusion proof of the entry; check it with ``core.proof.check_proof``
+        (this client does not trust it either)."""
+        resp = await self._call("prove", context=context, entry_id=entry_id)
+        return dict(resp["inclusion"])
+
 
 def _payload_fields(payload: bytes | str) -> dict[str, str]:
     if isinstance(payload, str):

@@ -35,6 +35,7 @@ from ..core.entry import DEFAULT_LIMITS, Entry, Limits, check_context, check_nod
 from ..core.errors import InvalidNodeId, LedgerError, LinkBroken, LinkClosed, TlsError
 from ..core.ledger import AppendRequest, Ledger
 from ..core.node import Close, Dial, NodeConfig, NodeCore, Send
+from ..core.proof import make_proof
 from ..core.protocol import cluster_key_bytes
 from ..core.storage import Storage
 from .api import serve_client
@@ -224,6 +225,11 @@ class Node:
         the disk: ``p2p-ledger verify --data DIR`` re-reads a stopped node's store.
         """
         return self.ledger.verify()
+
+    def prove(self, context: str, entry_id: str) -> dict[str, Any]:
+        """An inclusion proof of the entry in its context's Merkle tree, which anyone can check
+        offline (``core.proof.check_proof``); UnknownEntry if this node does not hold it."""
+        return make_proof(self.ledger, context, entry_id)
 
     def snapshot(self, context: str) -> bytes:
         """A self-verifying snapshot file of ``context`` (every entry and its Merkle root), for
