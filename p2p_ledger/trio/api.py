@@ -105,6 +105,12 @@ async def serve_client(node: ServedNode, ws: Connection, first: str) -> None:
         if hello.get("op") != "hello":
             await _reply(ws, hello, error=RemoteProtocolError("first message must be op=hello"))
             return
+        # Identified (and, with a key, authenticated): requests may be large from now on. The
+        # limit rises before the answer that lets the client go on, never after it.
+        # why: raised after the reply, a client's first large request raced the change and got
+        # close 1009 (seen once: a 360 KB append --file in a full test run under load).
+        if key is None:
+            allow_large_messages(ws)
         await _reply(ws, hello, node_id=node.node_id, nonce=nonce.hex(),
                      auth_required=key is not None)
         if key is not None:
@@ -113,8 +119,8 @@ async def serve_client(node: ServedNode, ws: Connection, first: str) -> None:
                     str(auth.get("mac", "")), api_mac(key, nonce)):
                 await _reply(ws, auth, error=RemoteProtocolError("bad or missing cluster key"))
                 return
+            allow_large_messages(ws)
             await _reply(ws, auth)
-        allow_large_messages(ws)  # identified (and authenticated): requests may be large now
         while True:
             req = parse_message(await ws.recv())
             if req.get("op") == "watch":
