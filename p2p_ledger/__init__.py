@@ -55,8 +55,10 @@ from .core.errors import (
     StoreError,
     StoreLockedError,
     TlsError,
+    UnknownEntry,
     UnsupportedVersion,
 )
+from .core.proof import InvalidProof
 
 if TYPE_CHECKING:
     from .trio.client import Client
@@ -70,11 +72,12 @@ _LAZY = {"open_node": ".trio.runtime", "Node": ".trio.runtime", "Client": ".trio
 __all__ = [
     "DEFAULT_LIMITS", "AlreadyExists", "Client", "Cursor", "Entry", "ForbiddenUpdate",
     "IntegrityError", "InvalidClusterKey", "InvalidContextName", "InvalidCursor", "InvalidKey",
-    "InvalidMeta", "InvalidNodeId", "InvalidPayload", "InvalidSnapshot", "InvalidUrl",
+    "InvalidMeta", "InvalidNodeId", "InvalidPayload", "InvalidProof", "InvalidSnapshot",
+    "InvalidUrl",
     "KeyTooLarge", "LedgerError", "Limits", "LinkBroken", "LinkClosed", "ListenError",
     "LocalInputError", "MdnsUnavailable", "MetaTooLarge", "Node", "PayloadTooLarge",
     "RemoteProtocolError", "SnapshotError", "StoreDamagedError", "StoreError", "StoreLockedError",
-    "TlsError", "UnsupportedVersion", "__version__", "open_node",
+    "TlsError", "UnknownEntry", "UnsupportedVersion", "__version__", "open_node",
 ]
 
 
