@@ -85,6 +85,9 @@ def add_sim_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     fuzz.add_argument("--nodes", type=int, default=4, help="at most this many nodes (default 4)")
     fuzz.add_argument("--duration", type=positive_float, default=40.0, metavar="S",
                       help="simulated seconds of faults per run (default 40)")
+    fuzz.add_argument("--workers", type=int, default=1, metavar="N",
+                      help="spread the runs over N processes (default 1; the results do not "
+                           "depend on it)")
     fuzz.add_argument("--out", type=Path, default=Path("fuzz-failures"),
                       help="where failing scenarios are written (default ./fuzz-failures)")
     fuzz.add_argument("--json", action="store_true",
@@ -226,9 +229,10 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         progress.update(f"run {i + 1}/{args.runs} (seed {seed}), {failures} failed, "
                         f"{progress.elapsed:.0f}s")
 
-    if args.runs < 1 or args.nodes < 2:
-        raise UsageError("--runs must be >= 1 and --nodes >= 2")
-    result = fuzz(args.runs, args.seed, args.nodes, args.duration, args.out, on_run)
+    if args.runs < 1 or args.nodes < 2 or args.workers < 1:
+        raise UsageError("--runs and --workers must be >= 1 and --nodes >= 2")
+    result = fuzz(args.runs, args.seed, args.nodes, args.duration, args.out, on_run,
+                  workers=args.workers)
     progress.done()
     for seed, report, path in result.failures:
         if args.json:
@@ -241,6 +245,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         print(json.dumps({"summary": True, "runs": result.runs,
                           "failed": len(result.failures), "base_seed": args.seed,
                           "max_nodes": args.nodes, "duration_s": args.duration,
+                          "workers": args.workers,
                           "wall_s": round(result.wall_s, 3),
                           "runs_per_minute": round(result.runs_per_minute, 1)}))
     else:

@@ -87,6 +87,14 @@ class CheckedStorage(MemoryStorage):
         return set(log.by_id)
 
 
+def _same_doc(doc: Doc[Any], array: Array[Any], live: ContextLog) -> bool:
+    if len(array) != len(live.doc.get(ARRAY_NAME, type=Array)):
+        return False
+    mine, theirs = doc.get_state(), live.state_vector()
+    # yrs may encode the same state vector in another order: decode only when bytes differ
+    return mine == theirs or decode_state_vector(mine) == decode_state_vector(theirs)
+
+
 class SimNode:
     def __init__(self, name: str, url: str, config: NodeConfig) -> None:
         self.name = name
@@ -260,9 +268,7 @@ class Cluster:
             self.commits_checked += 1
             live = ledger.contexts.get(context)
             doc, array = storage.rebuilt.get(context) or storage.fresh_doc(context)
-            if live is None or (len(array) == len(live.doc.get(ARRAY_NAME, type=Array))
-                                and decode_state_vector(doc.get_state())
-                                == decode_state_vector(live.state_vector())):
+            if live is None or _same_doc(doc, array, live):
                 continue
             for eid in sorted(live.by_id.keys() - storage.rebuilt_ids(context)):
                 if (node.name, eid) in self._reported:

@@ -10,13 +10,24 @@ that may misbehave the way the scenario asks:
   dial, then 2 s, 4 s... later), so a dial that is still waiting when the cut heals gets
   through at its next retransmission; it fails "timed out" ``dial_timeout_s`` after it started
   (unless the node abandons it first: NodeConfig.dial_timeout).
-* **frames**: each ``Send`` is dropped if its direction is cut (at send or at arrival) or with
-  probability ``loss``; it arrives after ``latency_ms`` plus up to ``jitter_ms``. Frames keep
-  their order (FIFO per direction) unless picked for reordering (probability ``reorder``: an
-  extra delay of up to two latencies, outside the FIFO), and are delivered twice with
-  probability ``duplicate``.
+* **frames**: each ``Send`` arrives after ``latency_ms`` plus up to ``jitter_ms``. What
+  ``loss``, ``reorder``, ``duplicate`` and cuts do depends on the transport (``[links]
+  transport``, network-wide):
+
+  - ``"tcp"`` (the default) is what a node sees through TCP: every frame arrives once, in the
+    order sent, or the connection breaks. A lost segment is retransmitted (the frame, and every
+    frame behind it, arrives one retransmission timeout later: max(200 ms, 3 latencies)); a
+    reordered one waits in the receiver's buffer (up to two latencies more, behind it too); a
+    duplicate is discarded by TCP. Frames that reach a cut direction wait, in order, and are
+    delivered one latency after the heal, unless the connection breaks first.
+  - ``"datagram"`` is a misbehaving path or peer, beyond what TCP allows: a frame is dropped
+    when its direction is cut (at send or at arrival) or with probability ``loss`` while the
+    connection stays up, picked for reordering (probability ``reorder``: an extra delay of up
+    to two latencies, outside the FIFO) and delivered twice with probability ``duplicate``. A
+    node must still lose no acknowledged entry and skip no watcher delivery.
 * **close**: a ``Close`` (or a crash: the kernel closes the sockets) sends a FIN after the last
-  frame; the other end sees ``connection_lost``. A frame arriving at a closed end is answered
+  frame (with TCP, a FIN waits behind frames held by a cut); the other end sees
+  ``connection_lost``. A frame arriving at a closed end is answered
   with a reset, so a peer that missed the FIN learns on its next frame.
 * **cuts**: a set of one-way cuts (src, dst); a partition is the set of cuts between groups.
   When a pair stays cut (in either direction) for ``break_after_s``, its connections break and
@@ -58,10 +69,15 @@ class LinkProps:
 LINK_FIELDS = tuple(f.name for f in fields(LinkProps))
 
 
+TRANSPORTS = ("tcp", "datagram")
+MIN_RTO_NS = 200_000_000  # Linux's minimum TCP retransmission timeout
+
+
 @dataclass(frozen=True)
 class NetParams:
     break_after_s: float = 30.0  # a cut this long breaks the connections across it
     dial_timeout_s: float = 3.0  # the kernel gives up a dial whose SYNs a cut drops
+    transport: str = "tcp"  # "tcp": in order, once, or broken; "datagram": loss/dup/reorder
 
 
 class Host(Protocol):
@@ -86,7 +102,7 @@ class SimConn:
     """One simulated connection; end 0 is the dialer, end 1 the target."""
 
     __slots__ = ("id", "nodes", "conns", "states", "floor", "open_at", "reset_sent", "started",
-                 "syns")
+                 "syns", "held")
 
     def __init__(self, cid: int, dialer: str, conn: int, target: str) -> None:
         self.id = cid
@@ -98,6 +114,8 @@ class SimConn:
         self.reset_sent = False
         self.started = 0  # when the dial began (ns)
         self.syns = 0  # SYNs sent so far
+        # TCP: what reached a cut direction, in order (None = the FIN), per receiving end
+        self.held: tuple[list[bytes | None], list[bytes | None]] = ([], [])
 
     def alive(self) -> bool:
         return self.states[0] != CLOSED or self.states[1] != CLOSED
@@ -155,6 +173,7 @@ class Network:
     def set_cuts(self, cuts: set[tuple[str, str]]) -> None:
         """Replace the set of one-way cuts; schedule connection breaks for newly cut pairs."""
         old_pairs = {_pair(a, b) for a, b in self.cuts}
+        healed = sorted(self.cuts - cuts)
         self.cuts = set(cuts)
         new_pairs = {_pair(a, b) for a, b in self.cuts}
         for pair in sorted(old_pairs - new_pairs):
@@ -164,6 +183,11 @@ class Network:
             self.cut_since[pair] = self.loop.now
             if self.by_pair.get(pair):
                 self.loop.after(breaker, self._break, (pair, self.loop.now))
+        for src, dst in healed:  # TCP: what waited at the cut is retransmitted
+            for sc in self.by_pair.get(_pair(src, dst), {}).values():
+                side = sc.nodes.index(dst)
+                if sc.held[side]:
+                    self.loop.after(self._latency(src, dst), self._release, (sc, side))
 
     def _break(self, arg: tuple[tuple[str, str], int]) -> None:
         pair, since = arg
@@ -261,6 +285,18 @@ class Network:
         src, dst = sc.nodes[side], sc.nodes[dst_side]
         props = self.props.get((src, dst), self.defaults)
         rng = self.rng
+        if self.params.transport == "tcp":
+            # In order and once: loss and reordering only delay this frame and those behind it
+            # (a cut holds them at arrival); TCP discards duplicates.
+            base = self._latency_props(props)
+            when = max(self.loop.now + base, sc.floor[side])
+            if props.loss and rng.random() < props.loss:
+                when += max(MIN_RTO_NS, 3 * base)
+            elif props.reorder and rng.random() < props.reorder:
+                when += int(rng.uniform(0, 2 * base))
+            sc.floor[side] = when
+            self.loop.at(when, self._deliver, (sc, dst_side, frame))
+            return
         if (src, dst) in self.cuts or (props.loss and rng.random() < props.loss):
             self.dropped += 1
             return
@@ -310,9 +346,30 @@ class Network:
     def _deliver(self, arg: tuple[SimConn, int, bytes]) -> None:
         sc, side, frame = arg
         src, dst = sc.nodes[1 - side], sc.nodes[side]
-        if (src, dst) in self.cuts:
+        if self.params.transport == "tcp":
+            if (src, dst) in self.cuts or sc.held[side]:
+                sc.held[side].append(frame)  # waits for the heal, behind what already waits
+                return
+        elif (src, dst) in self.cuts:
             self.dropped += 1
             return
+        self._arrive(sc, side, frame)
+
+    def _release(self, arg: tuple[SimConn, int]) -> None:
+        """TCP, one latency after a heal: deliver what waited at the cut, in order."""
+        sc, side = arg
+        if (sc.nodes[1 - side], sc.nodes[side]) in self.cuts:
+            return  # cut again meanwhile: the next heal releases them
+        held = list(sc.held[side])
+        sc.held[side].clear()
+        for frame in held:
+            if frame is None:
+                self._end(sc, side, "connection closed by peer")
+                return
+            self._arrive(sc, side, frame)
+
+    def _arrive(self, sc: SimConn, side: int, frame: bytes) -> None:
+        src, dst = sc.nodes[1 - side], sc.nodes[side]
         if sc.states[side] == OPEN:
             conn = sc.conns[side]
             self.loop.record("recv", f"{dst}#{conn}<{src} c{sc.id} {NAMES.get(frame[1], '?')} "
@@ -327,14 +384,18 @@ class Network:
             self._forget(sc)
             return
         src, dst = sc.nodes[1 - side], sc.nodes[side]
-        if (src, dst) in self.cuts:
+        if (src, dst) in self.cuts and self.params.transport != "tcp":
             return  # lost: the reset on the next frame or the cut's break will tell
         when = max(self.loop.now + self._latency(src, dst), sc.floor[1 - side])
         self.loop.at(when, self._fin_arrives, (sc, side))
 
     def _fin_arrives(self, arg: tuple[SimConn, int]) -> None:
         sc, side = arg
-        if (sc.nodes[1 - side], sc.nodes[side]) in self.cuts:
+        if self.params.transport == "tcp":
+            if (sc.nodes[1 - side], sc.nodes[side]) in self.cuts or sc.held[side]:
+                sc.held[side].append(None)  # after the frames that wait, like them
+                return
+        elif (sc.nodes[1 - side], sc.nodes[side]) in self.cuts:
             return
         self._end(sc, side, "connection closed by peer")
 
@@ -360,6 +421,7 @@ class Network:
             self._dial_fail((sc, reason))
             return
         sc.states[side] = CLOSED
+        sc.held[side].clear()
         node, conn = sc.nodes[side], sc.conns[side]
         self.ends[node].pop(conn, None)
         self._forget(sc)

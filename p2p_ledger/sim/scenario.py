@@ -17,6 +17,9 @@ Format (times in simulated seconds; every table but ``[scenario]`` and the nodes
     loss = 0.0                       # probabilities, 0..1
     duplicate = 0.0
     reorder = 0.0
+    transport = "tcp"                # network-wide: "tcp" (in order, once, or broken: loss and
+                                     # reorder only delay) or "datagram" (frames dropped,
+                                     # duplicated, reordered inside a connection; see network.py)
     break_after_s = 30               # network-wide: a cut this long breaks connections across it
     dial_timeout_s = 3               # network-wide: the kernel gives up a dial across a cut
                                      # (SYNs resent 1 s, 3 s, ... after the dial) after this
@@ -60,7 +63,7 @@ from typing import Any
 
 from ..core.entry import CONTEXT_RE, NODE_ID_RE
 from ..core.node import NodeConfig
-from .network import LINK_FIELDS, LinkProps, NetParams
+from .network import LINK_FIELDS, TRANSPORTS, LinkProps, NetParams
 
 TOPOLOGIES = ("full", "chain", "ring", "star", "none")
 def partition_cuts(groups: list[list[str]]) -> set[tuple[str, str]]:
@@ -349,10 +352,15 @@ class _Validator:
 
     def parse_links(self, value: object) -> tuple[LinkProps, NetParams]:
         table = self.table(value, "[links]")
-        self.keys(table, LINK_FIELDS + NET_FIELDS, "[links]")
+        self.keys(table, LINK_FIELDS + NET_FIELDS + ("transport",), "[links]")
         props = self.link_changes(table, "[links]")
-        net = {k: self.number(table[k], f"[links] {k}", low=0, low_open=True)
-               for k in NET_FIELDS if k in table}
+        net: dict[str, Any] = {k: self.number(table[k], f"[links] {k}", low=0, low_open=True)
+                               for k in NET_FIELDS if k in table}
+        if "transport" in table:
+            if table["transport"] not in TRANSPORTS:
+                raise self.fail("[links] transport", f"expected one of {', '.join(TRANSPORTS)}, "
+                                f"got {table['transport']!r}")
+            net["transport"] = table["transport"]
         return LinkProps(**props), NetParams(**net)
 
     def link_changes(self, table: Mapping[str, Any], where: str) -> dict[str, float]:

@@ -43,12 +43,12 @@ class RecordingHost:
         return [c for c in self.calls if c[0] == kind]
 
 
-def _net(props: LinkProps | None = None, down: tuple[str, ...] = ()) -> tuple[
-        EventLoop, Network, RecordingHost]:
+def _net(props: LinkProps | None = None, down: tuple[str, ...] = (),
+         transport: str = "tcp") -> tuple[EventLoop, Network, RecordingHost]:
     loop = EventLoop()
     host = RecordingHost(down)
     net = Network(loop, random.Random(1), host, props or LinkProps(latency_ms=10),
-                  NetParams(break_after_s=5, dial_timeout_s=2))
+                  NetParams(break_after_s=5, dial_timeout_s=2, transport=transport))
     for node in ("a", "b"):
         net.add_node(node, f"sim://{node}")
     return loop, net, host
@@ -98,9 +98,9 @@ def test_fifo_without_reorder_and_loss_counts() -> None:
     assert net.messages == 50
 
 
-def test_loss_duplicate_reorder() -> None:
+def test_datagram_loss_duplicate_reorder() -> None:
     loop, net, host = _net(LinkProps(latency_ms=10, jitter_ms=5, loss=0.2, duplicate=0.2,
-                                     reorder=0.3))
+                                     reorder=0.3), transport="datagram")
     _connect(loop, net, host)
     for i in range(300):
         net.send("a", 1, f"{i:03d}".encode())
@@ -113,8 +113,56 @@ def test_loss_duplicate_reorder() -> None:
     assert net.dropped == 300 - len(unique)
 
 
-def test_asymmetric_cut_then_break() -> None:
+def test_tcp_loss_duplicate_reorder_only_delay() -> None:
+    # What TCP hands the application: every frame once, in order; loss costs a retransmission.
+    loop, net, host = _net(LinkProps(latency_ms=10, jitter_ms=5, loss=0.2, duplicate=0.2,
+                                     reorder=0.3))
+    target = _connect(loop, net, host)
+    for i in range(300):
+        net.send("a", 1, f"{i:03d}".encode())
+    loop.run_until(to_ns(0.5))
+    early = len(host.of("frame"))
+    loop.run_until(to_ns(60))
+    frames = [c[3] for c in host.of("frame")]
+    assert frames == [f"{i:03d}" for i in range(300)]
+    assert all(c[2] == str(target) for c in host.of("frame"))
+    assert early < 300  # ~60 retransmissions of >= 200 ms each hold the stream back
+    assert net.dropped == 0
+
+
+def test_tcp_frames_wait_at_a_short_cut_and_arrive_in_order() -> None:
     loop, net, host = _net()
+    target = _connect(loop, net, host)
+    net.send("a", 1, b"before")
+    loop.run_until(to_ns(1.001))  # "before" is in flight
+    net.set_cuts({("a", "b")})
+    net.send("a", 1, b"during")
+    net.close("a", 1, "done")  # its FIN waits behind the frames
+    loop.run_until(to_ns(3))
+    assert host.of("frame") == []
+    net.set_cuts(set())
+    loop.run_until(to_ns(3.005))
+    assert host.of("frame") == []  # retransmitted one latency after the heal
+    loop.run_until(to_ns(4))
+    assert host.calls[-3:] == [("frame", "b", str(target), "before"),
+                               ("frame", "b", str(target), "during"),
+                               ("lost", "b", str(target), "connection closed by peer")]
+
+
+def test_tcp_frames_held_at_a_cut_die_with_the_connection() -> None:
+    loop, net, host = _net()
+    target = _connect(loop, net, host)
+    net.set_cuts({("a", "b")})
+    net.send("a", 1, b"never")
+    loop.run_until(to_ns(7))  # the cut lasted break_after_s: both ends see the break
+    net.set_cuts(set())
+    loop.run_until(to_ns(9))
+    assert host.of("frame") == []
+    assert ("lost", "b", str(target), "connection timed out (network partition)") in host.calls
+
+
+def test_asymmetric_cut_then_break() -> None:
+    loop, net, host = _net(transport="datagram")
     target = _connect(loop, net, host)
     net.set_cuts({("a", "b")})  # b no longer hears a; a still hears b
     net.send("a", 1, b"lost")
@@ -155,7 +203,7 @@ def test_close_and_crash_reach_the_peer() -> None:
 
 
 def test_frame_to_a_closed_end_is_reset() -> None:
-    loop, net, host = _net()
+    loop, net, host = _net(transport="datagram")
     target = _connect(loop, net, host)
     net.set_cuts({("b", "a")})
     net.close("b", target, "bye")  # the FIN is lost in the cut

@@ -65,6 +65,7 @@ def test_append_to_a_down_node_is_caught() -> None:
 
 @pytest.mark.parametrize(("change", "expected"), [
     ({"links": {"latency": 5}}, "[links]: unknown field 'latency'"),
+    ({"links": {"transport": "udp"}}, "transport: expected one of tcp, datagram, got 'udp'"),
     ({"checks": {"converged_within_s": "fast"}}, "[checks] converged_within_s: expected a number"),
     ({"checks": {"same_root": 1}}, "[checks] same_root: expected true or false"),
     ({"config": {"gossip_interval": 0}}, "[config] gossip_interval: must be > 0"),
