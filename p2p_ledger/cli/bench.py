@@ -555,7 +555,10 @@ def add_bench_command(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``bench`` on an argparse subparsers object; the handler is ``args.func``."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "bench", help="measure storage, sync and healing against same-run baselines",
-        description=__doc__.split("\n\n")[0] if __doc__ else None)
+        description=(__doc__ or "").split("\n\n")[0].replace("``", ""),
+        epilog="examples:\n  p2p-ledger bench --quick\n  p2p-ledger bench --only sync --json\n"
+               "  p2p-ledger bench --scale --entries 1000000\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     configure_parser(parser)
     return parser
 

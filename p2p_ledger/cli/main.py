@@ -457,9 +457,9 @@ def _add_plugin(sub: Any, command: str | None, name: str, module: str, func: str
                                            f"the {name} command is unavailable: {reason}"))
 
 
-def _fail(kind: str, message: str) -> int:
+def _fail(kind: str, message: str, code: int = EXIT_FAILURE) -> int:
     _error_line(kind, message)
-    return EXIT_FAILURE
+    return code
 
 
 def _version() -> str:
@@ -487,6 +487,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     except LedgerError as exc:  # a bad --config file
         return _report(exc)
+    if getattr(args, "format", "json") not in FORMATS:  # argparse checks flags, not defaults
+        return _fail("UsageError", f"{ENV_FORMAT}={args.format!r}: want one of "
+                                   f"{', '.join(FORMATS)}", EXIT_USAGE)
     # Our commands set `run`; the plugins (scenario, bench) set `func`.
     runner: Callable[[argparse.Namespace], object] | None = (
         getattr(args, "run", None) or getattr(args, "func", None))

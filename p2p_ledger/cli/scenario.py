@@ -31,7 +31,12 @@ def add_scenario_commands(subparsers: argparse._SubParsersAction[argparse.Argume
     """Add ``scenario {run,fuzz,bench}`` to a parser's subcommands."""
     parser = subparsers.add_parser(
         "scenario", help="simulate partitions, crashes and lossy links; fuzz; benchmark",
-        description="Run the deterministic network simulator on scenario files.")
+        formatter_class=Formatter,
+        description="Run the deterministic network simulator: replay scenario files (run), "
+                    "draw random fault schedules (fuzz), measure the simulator (bench). The "
+                    "same file and seed give the same run, byte for byte.",
+        epilog="examples:\n  p2p-ledger scenario run scenarios/*.toml --plot /tmp/plots\n"
+               "  p2p-ledger scenario fuzz --runs 500\n")
     sub = parser.add_subparsers(dest="scenario_command", metavar="COMMAND", required=True)
     add_sim_subcommands(sub)
 
@@ -98,7 +103,8 @@ def add_sim_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "bench", help="simulator speed and dissemination benchmarks", formatter_class=Formatter,
         description="Measure how fast the simulator runs (simulated seconds per wall second) "
                     "and how entries spread (messages, bytes, time to converge) as clusters "
-                    "grow; prints a table (or JSON lines).")
+                    "grow; prints a table (or JSON lines).",
+        epilog="example:\n  p2p-ledger scenario bench --quick\n")
     bench.add_argument("--json", action="store_true", help="rows as JSON lines")
     bench.add_argument("--quick", action="store_true", help="smaller runs")
     bench.set_defaults(func=cmd_bench)

@@ -34,7 +34,7 @@ def _subcommands(parser: argparse.ArgumentParser,
     return found
 
 
-def test_every_subcommand_has_a_description() -> None:
+def test_every_subcommand_has_a_description_and_an_example() -> None:
     commands: dict[str, argparse.ArgumentParser] = {}
     for plugin in ("scenario", "bench", None):  # plugins load only when asked for
         commands |= {k: v for k, v in _subcommands(build_parser(plugin)).items()
@@ -43,6 +43,8 @@ def test_every_subcommand_has_a_description() -> None:
             "scenario run", "scenario fuzz", "scenario bench", "bench"} <= commands.keys()
     missing = [name for name, p in commands.items() if len((p.description or "").split()) < 8]
     assert not missing, f"no real description: {missing}"
+    no_example = [name for name, p in commands.items() if "example" not in (p.epilog or "")]
+    assert not no_example, f"no example: {no_example}"
 
 
 @pytest.mark.parametrize("command", [["scenario", "run"], ["scenario", "fuzz"]])

@@ -153,6 +153,8 @@ def test_text_format_for_people(shared_node: NodeProc) -> None:
     assert "\x1b" not in line  # a payload cannot drive the terminal
     env = ok(run("read", "--node", url, "people", env={"P2P_LEDGER_FORMAT": "text"})).stdout
     assert env.splitlines() == [line]
+    assert_one_line_error(run("read", "--node", url, "people", env={"P2P_LEDGER_FORMAT": "xml"}),
+                          2, "UsageError")
     status = ok(run("status", "--node", url, "--format", "text")).stdout
     assert status.startswith(f"node shared at {url}\n") and "no peers" in status
 
