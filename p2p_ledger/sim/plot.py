@@ -16,7 +16,7 @@ One figure, one shared time axis, read top to bottom:
   when every live node held every entry.
 
 Long runs are drawn in minutes or hours (``time_unit``). When the final catch-up is too short
-to see on the whole run's axis (a day offline, then 17 s to sync), a narrow **zoom** column on
+to see on the whole run's axis (a day offline, then seconds to sync), a narrow **zoom** column on
 the right shows it in seconds after the clock started (the runner samples that stretch every
 ``FINAL_SAMPLE_S``).
 """
@@ -94,7 +94,7 @@ def timeline_figure(report: Report) -> Any:
     if zoom:
         columns[0].width_in, columns[0].last = WIDTH_IN * 0.62, False
         pad = max(2.0, 0.3 * catch_up)
-        columns.append(_Column(1.0, timeline.reference_s, -pad, catch_up * 1.05,
+        columns.append(_Column(1.0, timeline.reference_s, -pad, max(1.0, catch_up * 1.05),
                                WIDTH_IN * 0.18, False))
     small = len(nodes) <= SMALL_MULTIPLES
     peak = max([v for n in nodes for v in timeline.missing[n] if not math.isnan(v)] + [1.0])
