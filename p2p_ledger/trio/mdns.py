@@ -180,7 +180,8 @@ async def run_mdns(core: NodeCore, flush: Callable[[], None], addresses: list[st
         addresses=[socket.inet_pton(socket.AF_INET6 if ":" in a else socket.AF_INET, a)
                    for a in addresses],
         port=port,
-        properties=txt_record(config.node_id, config.cluster, run=secrets.token_hex(4)),
+        properties=txt_record(config.node_id, config.cluster, run=secrets.token_hex(4),
+                              scheme="wss" if config.url.startswith("wss:") else "ws"),
         server=f"p2p-ledger-{config.node_id.replace('.', '-')[:40]}.local.")
     try:
         zc = await trio.to_thread.run_sync(lambda: Zeroconf(

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +18,7 @@ import pytest
 import trio
 
 from p2p_ledger.harness.netns import Host, TestBed, netns_unavailable
+from p2p_ledger.testing import make_tls_files
 from p2p_ledger.trio.client import Client
 from p2p_ledger.trio.mdns import MdnsUnavailable, advertised_addresses
 from p2p_ledger.trio.runtime import open_node
@@ -93,6 +94,7 @@ class LanNode:
     logs: Path
     cluster: str
     listen: str
+    extra: Sequence[str] = ()
     proc: subprocess.Popen[bytes] | None = None
     runs: int = 0
 
@@ -107,7 +109,8 @@ class LanNode:
         err = self.logs / f"{self.name}.{self.runs}.err"
         argv = [sys.executable, "-m", "p2p_ledger", "node", "--data", str(self.data),
                 "--listen", self.listen, "--mdns", "--cluster", self.cluster,
-                "--node-id", self.name, "--gossip-interval", "0.2", "--log-level", "debug"]
+                "--node-id", self.name, "--gossip-interval", "0.2", "--log-level", "debug",
+                *self.extra]
         with open(out, "wb") as stdout, open(err, "wb") as stderr:
             self.proc = subprocess.Popen(self.host.command(argv), stdout=stdout, stderr=stderr,
                                          stdin=subprocess.DEVNULL)
@@ -256,3 +259,24 @@ async def _row_of(node: LanNode, peer: str, test: Callable[[dict[str, Any]], boo
     rows = [p for p in (await node.status())["peers"] if p["node_id"] == peer]
     return bool(rows) and all(test(r) for r in rows)
 
+
+
+@pytest.mark.slow
+@needs_netns
+async def test_a_tls_node_advertises_wss_and_is_dialed_over_tls(tmp_path: Path) -> None:
+    with TestBed(["t1", "t2"]) as bed:
+        addresses = [h.address for h in bed.hosts.values()]
+        ca, cert, key = make_tls_files(tmp_path / "tls", hosts=addresses)
+        (tmp_path / "logs").mkdir()
+        nodes = [LanNode(h, tmp_path / h.name, tmp_path / "logs", "lan", f"{h.address}:{PORT}",
+                         extra=["--tls-cert", str(cert), "--tls-key", str(key),
+                                "--tls-ca", str(ca)])
+                 for h in bed.hosts.values()]
+        async with trio.open_nursery() as nursery:
+            for node in nodes:
+                nursery.start_soon(node.start)
+        other = f"wss://{bed.hosts['t2'].address}:{PORT}"
+        await _until(lambda: f"mdns: discovered t2 at {other}" in nodes[0].log()
+                     and "connected to t2 (" in nodes[0].log(), "t1 linked to t2 over wss")
+        for node in nodes:
+            node.stop(signal.SIGTERM)
