@@ -298,15 +298,12 @@ class NodeCore:
             self._next_round = now + self._jitter(self.config.gossip_interval, 0.1)
             self._gossip_round(now, self._after_push)
             self._after_push = None
-        # One dial at a time per node id: a node announced under several addresses is tried
-        # one URL after the other, not all at once.
-        busy = {p.node_id for p in self.peers.values() if p.state is PeerState.CONNECTING}
+        busy = self._dialing_nodes()
         for peer in self.peers.values():
-            due = peer.state in (PeerState.NEW, PeerState.BACKOFF) and peer.retry_at <= now
-            if due and not self._connected(peer) and (not peer.node_id or
-                                                       peer.node_id not in busy):
+            if self._may_dial(peer, busy) and peer.retry_at <= now:
                 self._dial(peer, now)
-                busy.add(peer.node_id)
+                if peer.node_id:
+                    busy.add(peer.node_id)
 
     def next_deadline(self) -> float:
         deadlines = [self._next_round]
@@ -317,8 +314,8 @@ class NodeCore:
                 deadlines += [link.last_heard + self.config.idle_timeout, self._probe_at(link)]
             else:
                 deadlines.append(link.opened_at + self.config.handshake_timeout)
-        deadlines += [p.retry_at for p in self.peers.values()
-                      if p.state in (PeerState.NEW, PeerState.BACKOFF) and not self._connected(p)]
+        busy = self._dialing_nodes()
+        deadlines += [p.retry_at for p in self.peers.values() if self._may_dial(p, busy)]
         deadlines += [started + self.config.dial_timeout for _, started in self._dialing.values()]
         return min(deadlines)
 
@@ -431,6 +428,19 @@ class NodeCore:
     def _new_conn(self) -> int:
         conn, self._next_conn = self._next_conn, self._next_conn + 1
         return conn
+
+    def _dialing_nodes(self) -> set[str]:
+        """Node ids with a dial in flight. One dial at a time per node id: a node announced
+        under several addresses is tried one URL after the other, not all at once."""
+        return {p.node_id for p in self.peers.values()
+                if p.node_id and p.state is PeerState.CONNECTING}
+
+    def _may_dial(self, peer: PeerInfo, busy: set[str]) -> bool:
+        """Whether ``peer`` waits for its ``retry_at`` (the same rule for ``tick`` and
+        ``next_deadline``: a URL held back by another dial of its node is no deadline, or the
+        timer would spin until that dial ends; its end wakes the timer anyway)."""
+        return (peer.state in (PeerState.NEW, PeerState.BACKOFF) and not self._connected(peer)
+                and peer.node_id not in busy)
 
     def _connected(self, peer: PeerInfo) -> bool:
         return bool(peer.node_id) and peer.node_id in self.by_node

@@ -201,3 +201,14 @@ def test_a_flood_of_addresses_fills_no_more_than_the_learned_peer_bound() -> Non
     net.run_until(0.0)
     nodes = {p.node_id for p in a.peers.values()}
     assert len([d for t, s, d in net.dials if s == A]) == len(nodes)  # one URL per node at once
+
+
+def test_a_url_held_back_by_another_dial_of_its_node_is_no_deadline() -> None:
+    # Regression: next_deadline() returned the held-back URL's retry time (now) while tick()
+    # would not dial it: the runtime's timer spun until the first dial ended.
+    net = CoreNet(9)
+    a = net.add(A)
+    a.peer_discovered("b", _ann("b", "ws://h/b-first", "ws://h/b-second"), 0.0)
+    a.tick(0.0)
+    assert [type(x).__name__ for x in a.take_actions()] == ["Dial"]  # the first URL only
+    assert a.next_deadline() > 0.0
