@@ -90,14 +90,19 @@ def timeline_figure(report: Report) -> Any:
     unit, unit_name = time_unit(end)
     columns = [_Column(unit, 0.0, 0.0, end * 1.01 / unit, WIDTH_IN * 0.8, True)]
     catch_up = end - timeline.reference_s
-    zoom = 0 < catch_up < ZOOM_BELOW * end  # (a heal after hours of cut can take 0.04 s)
+    peak = max([v for n in nodes for v in timeline.missing[n] if not math.isnan(v)] + [1.0])
+    pad = max(2.0, 0.3 * catch_up)
+    # A catch-up of any length (a heal after hours of cut can take 0.04 s), if there is one to
+    # see: some node lacks a visible share of the peak in the zoomed stretch.
+    zoom = 0 < catch_up < ZOOM_BELOW * end and any(
+        m > 0.02 * peak for node in nodes
+        for t, m in zip(times, timeline.missing[node], strict=True)
+        if t >= timeline.reference_s - pad)  # nan > x is False: a node down shows nothing
     if zoom:
         columns[0].width_in, columns[0].last = WIDTH_IN * 0.62, False
-        pad = max(2.0, 0.3 * catch_up)
         columns.append(_Column(1.0, timeline.reference_s, -pad, max(1.0, catch_up * 1.05),
                                WIDTH_IN * 0.18, False))
     small = len(nodes) <= SMALL_MULTIPLES
-    peak = max([v for n in nodes for v in timeline.missing[n] if not math.isnan(v)] + [1.0])
 
     # Panel heights in inches: the strip, then a row per node or a heatmap, then the band.
     rows: list[tuple[str, float]] = [("network", 0.45)]
