@@ -26,6 +26,7 @@ From the smallest to the largest:
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -38,8 +39,10 @@ from typing import Any
 import trio
 from pycrdt import Array, Doc
 
+from .core.bundle import encode_bundle
 from .core.cursor import Cursor
-from .core.entry import Entry, make_entry
+from .core.entry import NO_PREV, Entry, make_entry
+from .core.identity import Head, Identity
 from .core.ledger import Ledger
 from .core.protocol import Closed, Event, LocalInfo, PeerSession
 from .core.storage import MemoryStorage
@@ -214,7 +217,16 @@ def self_deleting_update(records: list[bytes], client_id: int = 4444) -> bytes:
 
 def foreign_entry(context: str, payload: bytes = b"x", origin: str = "mallory",
                   seq: int = 1) -> Entry:
-    return make_entry(context, "k", payload, {}, seq, origin, seq, 1_700_000_000_000_000_000)
+    """An entry of the test identity ``origin`` (``Identity.from_seed``) that no head vouches
+    for: what a member forging without the key can make."""
+    prev = NO_PREV if seq == 1 else hashlib.sha256(b"%d" % seq).digest()
+    return make_entry(context, "k", payload, {}, seq, Identity.from_seed(origin).origin, 1, seq,
+                      1_700_000_000_000_000_000, prev)
+
+
+def bundled(update: bytes, heads: Sequence[Head] = ()) -> bytes:
+    """A Yjs update as a bundle (with ``heads``, none by default: what a forger sends)."""
+    return encode_bundle(heads, update)
 
 
 # ---- a cluster of real node processes --------------------------------------------------------

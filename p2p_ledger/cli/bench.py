@@ -41,7 +41,8 @@ from typing import Any, TextIO
 
 import trio
 
-from ..core.entry import make_entry
+from ..core.bundle import decode_bundle
+from ..core.entry import NO_PREV, make_entry
 from ..core.ledger import AppendRequest, Ledger
 from ..core.merkle import MerkleTree, verify_proof
 from ..trio.runtime import open_node
@@ -93,8 +94,12 @@ class RawSqlite:
 def entry_records(context: str, n: int, size: int, seed: int) -> list[bytes]:
     """Records (id + canonical encoding) shaped like the ledger's: the baseline's bytes."""
     base = time.time_ns()
-    return [make_entry(context, "k", p, {}, i + 1, "bench-node", i + 1, base + i).record
-            for i, p in enumerate(payloads(n, size, seed))]
+    origin, prev, out = "ab" * 32, NO_PREV, []
+    for i, p in enumerate(payloads(n, size, seed)):
+        entry = make_entry(context, "k", p, {}, i + 1, origin, 1, i + 1, base + i, prev)
+        prev = bytes.fromhex(entry.id)
+        out.append(entry.record)
+    return out
 
 
 def raw_replay(path: Path, context: str, batches: Sequence[int], seed: int) -> float:
@@ -256,7 +261,7 @@ def floors(store: SqliteStore) -> tuple[float, float, float]:
         doc: Doc[Any] = Doc()
         doc.get("entries", type=Array)
         for u in updates:
-            doc.apply_update(u)
+            doc.apply_update(decode_bundle(u).update)
         docs.append(doc)
     t_apply = time.perf_counter() - t0
     records = [bytes(r) for doc in docs for r in doc.get("entries", type=Array)]
@@ -474,7 +479,7 @@ def bench_gate(scale: Scale) -> Table:
         table.add(f"gate: {name}", gate.median, gate.spread, apply_.median,
                   ratio(gate.median, apply_.median), "ms per update")
     ctx = ContextLog("ctx", 5)
-    ctx.append_local([make_entry("ctx", "k", b"x", {}, 1, "a", 1, 0)])
+    ctx.append_local([make_entry("ctx", "k", b"x", {}, 1, "ab" * 32, 1, 1, 0)])
     honest = ContextLog("ctx", 6).state_vector()
     refuse, answer = Sample(), Sample()
     for _ in range(max(scale.repeats, 5)):

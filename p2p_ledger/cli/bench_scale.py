@@ -117,7 +117,7 @@ async def _start(data: Path) -> dict[str, Any]:
 
 def _raw(path: Path, batches: Sequence[int], contexts: int) -> dict[str, Any]:
     """The baseline: the same records, one row each, the same commit batch sizes."""
-    from ..core.entry import make_entry
+    from ..core.entry import NO_PREV, make_entry
 
     names = _context_names(contexts)
     rng = random.Random(1)
@@ -131,8 +131,10 @@ def _raw(path: Path, batches: Sequence[int], contexts: int) -> dict[str, Any]:
         rows = []
         for _ in range(size):
             name = names[i % len(names)]
+            seq = i // len(names) + 1
+            prev = NO_PREV if seq == 1 else rng.randbytes(32)  # the same shape as the ledger's
             rows.append((name, make_entry(name, "k", rng.randbytes(PAYLOAD), {}, i + 1,
-                                          "bench-node", i // len(names) + 1, base + i).record))
+                                          "ab" * 32, 1, seq, base + i, prev).record))
             i += 1
         t0 = time.perf_counter()
         db.execute("BEGIN")

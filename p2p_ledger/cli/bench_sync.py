@@ -37,6 +37,7 @@ from typing import Any, Protocol
 import trio
 from pycrdt import Decoder, Doc, create_sync_message, handle_sync_message, write_var_uint
 
+from ..core.bundle import decode_bundle
 from ..core.ledger import Ledger
 from ..core.protocol import LocalInfo, PeerSession, State
 from ..core.storage import MemoryStorage
@@ -136,7 +137,7 @@ def diverge(ledger: Ledger, names: Sequence[str], per_context: int, docs: dict[s
         doc = docs.get(name)
         if doc is None:
             doc = docs[name] = Doc()
-        doc.apply_update(update)
+        doc.apply_update(decode_bundle(update).update)
     return sum(len(e.record) for e in appended.entries)
 
 

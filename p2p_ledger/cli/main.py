@@ -910,7 +910,7 @@ async def _snapshot(args: argparse.Namespace) -> int:
         with _within(args.timeout, client.url):
             blob = await client.snapshot(args.context)
             # Check what the node sent before anyone relies on the file.
-            context, root, entries = decode_snapshot(blob, DEFAULT_LIMITS)
+            context, root, entries, _heads = decode_snapshot(blob, DEFAULT_LIMITS)
             if not entries:  # a context exists once it has an entry: this one does not
                 names = [row["context"] for row in await client.contexts()]
                 raise UnknownContext(_unknown_context(args.context, names, client.url))
@@ -968,7 +968,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             raise UsageError(f"verify wants --data DIR (a stopped node) or --node URL (a "
                              f"running one; or set {ENV_NODE})")
         return int(trio.run(_verify_running, args))
+    import secrets
+
     from ..core.ledger import Ledger
+    from ..trio.identity import open_identity
     from ..trio.store import SqliteStore, refuse_vanished
 
     data = Path(args.data)
@@ -980,10 +983,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     store = SqliteStore(data)  # StoreLockedError if the node is running
     try:
         node_id = store.get_meta("node_id") or "?"
-        instance = store.get_meta("instance") or ""
+        identity = open_identity(data, store, create=False)  # IdentityError: no key, mismatch
         with Progress().ticking(f"verifying {data}"):
-            ledger = Ledger.open(store, node_id, instance, verify=True)  # re-hashes every entry
-            problems = ledger.verify()  # re-derives every root
+            # re-hashes every entry; verify() re-checks every signature and re-derives every root
+            ledger = Ledger.open(store, identity, secrets.token_hex(16), verify=True,
+                                 label=node_id)
+            problems = ledger.verify()
     finally:
         store.close()
     return _verified(args, problems, node_id, ledger.entry_count(), len(ledger.contexts),

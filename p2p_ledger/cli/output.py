@@ -62,7 +62,8 @@ def mapping_text(obj: Mapping[str, Any]) -> str:
 
 
 def entry_text(entry: Entry, cursor: Cursor | None = None) -> str:
-    """``HH:MM:SS origin:seq [key] payload {meta}``; the cursor to resume after it, if given."""
+    """``HH:MM:SS origin:seq [key] payload {meta}`` (the origin's first 12 hex digits, enough for
+    a person); the cursor to resume after it, if given."""
     when = datetime.fromtimestamp(entry.appended_at_ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
     try:
         payload = entry.payload.decode("utf-8")
@@ -71,7 +72,7 @@ def entry_text(entry: Entry, cursor: Cursor | None = None) -> str:
             shown += f"… ({len(entry.payload):,} bytes)"
     except UnicodeDecodeError:
         shown = f"<{len(entry.payload):,} bytes, not UTF-8>"
-    parts = [when, f"{entry.origin}:{entry.seq}"]
+    parts = [when, f"{entry.origin[:12]}:{entry.seq}"]
     if entry.key:
         parts.append(f"[{printable(entry.key)}]")
     parts.append(shown)

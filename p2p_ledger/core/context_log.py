@@ -1,14 +1,24 @@
 """One context: a pycrdt Doc holding a grow-only Array of records, plus an index and a Merkle tree.
 
-The Doc is the replication format (Yjs state vectors and updates move exactly what a peer
-lacks); the index is the read model (id → entry, causal order, per-origin seqs); the Merkle tree
-over entry ids says in 32 bytes whether two copies hold the same set. This is the only module
-that touches pycrdt.
+The Doc is the replication format (Yjs state vectors and updates move what a peer lacks, fast);
+the index is the read model (id → entry, causal order, per-writer seqs); the Merkle tree over
+entry ids says in 32 bytes whether two copies hold the same set — it, not the Yjs state, is the
+truth about what a node holds. This is the only module that touches pycrdt.
 
-Every update from outside (a peer, a snapshot) passes the grow-only gate (``yupdate``) and record
-verification *before* it is applied: pycrdt observers run after the fact and cannot veto.
-Entries are indexed from what the Array observer reports was actually inserted, so the index never
-disagrees with the Doc (Yjs ignores a struct it has already seen, whatever its content).
+Every update from outside (a peer, a snapshot) passes the grow-only gate (``yjs``), record
+verification (content ids, limits) and **authentication** *before* it is applied: pycrdt observers
+run after the fact and cannot veto. An entry is authentic when a signed head of its writer names
+it, or when an authentic entry of the same writer one seq above names it as ``prev`` (see
+``identity``); anything else is a ForgedEntry and the whole update is refused. Entries are indexed
+from what the Array observer reports was actually inserted, so the index never disagrees with the
+Doc. Yjs ignores a struct whose (client, clock) it has already seen, whatever its content, so a
+member that squats a position can hide an entry from the Doc; such an entry is found by id (the
+peer protocol descends this tree) and re-inserted as a new item of our own client
+(``add_authentic``); the index deduplicates by id.
+
+Forks: two authentic entries for one writer position (a writer that signed both) are both kept
+(they are signed data; every node keeps the same set), ordered by (Lamport, id) like any other
+entry, and recorded in ``forks`` with a proof anyone can check (``fork_proof``).
 """
 
 from __future__ import annotations
@@ -22,15 +32,16 @@ from typing import Any
 from pycrdt import Array, ArrayEvent, Doc, get_update
 
 from .cursor import Cursor
-from .entry import DEFAULT_LIMITS, ID_SIZE, Entry, Limits, decode_body, decode_record
-from .errors import ForbiddenUpdate, IntegrityError, RemoteProtocolError
+from .entry import DEFAULT_LIMITS, ID_SIZE, NO_PREV, Entry, Limits, decode_body, decode_record
+from .errors import ForbiddenUpdate, ForgedEntry, IntegrityError, RemoteProtocolError
+from .identity import Head
 from .merkle import MerkleTree
 from .yjs import decode_state_vector, encode_state_vector, gate_update
 
 ARRAY_NAME = "entries"
 # pycrdt commit cost grows with the square of the inserts in one transaction: keep them small.
 TRANSACTION_CHUNK = 100
-_EMPTY_UPDATE = b"\x00\x00"  # no structs, no delete set
+EMPTY_UPDATE = _EMPTY_UPDATE = b"\x00\x00"  # no structs, no delete set
 _NEVER = 0xFFFFFFFF  # a clock no struct reaches: get_update leaves out every struct of that client
 
 
@@ -53,14 +64,18 @@ class ContextLog:
         self._array_len = 0  # array elements accounted for by observer events
         self.by_id: dict[str, Entry] = {}
         self.ordered: list[Entry] = []
-        self._order_keys: list[tuple[int, str, int]] = []
-        self.by_origin: dict[str, dict[int, Entry]] = {}
-        # Highest seq per origin below which nothing is missing: reads deliver only up to it so
+        self._order_keys: list[tuple[int, str]] = []
+        self.by_writer: dict[str, dict[int, Entry]] = {}
+        # Highest seq per writer below which nothing is missing: reads deliver only up to it so
         # that a cursor never jumps over an entry that arrives late.
         self.contiguous: dict[str, int] = {}
         self._max_seq: dict[str, int] = {}
         self.tree = MerkleTree()
         self.max_lamport = 0
+        self.heads: dict[bytes, Head] = {}  # raw entry id → a verified head naming it
+        # (writer, seq) → the ids of every authentic entry there, when there is more than one
+        self.forks: dict[tuple[str, int], list[str]] = {}
+        self.new_forks: list[tuple[str, int]] = []  # for the ledger to report, then clear
 
     def _on_insert(self, event: ArrayEvent) -> None:
         # Runs inside pycrdt after the update is applied: only collect; indexing happens outside.
@@ -78,8 +93,8 @@ class ContextLog:
     def root(self) -> bytes:
         return self.tree.root()
 
-    def max_seq(self, origin: str) -> int:
-        return self._max_seq.get(origin, 0)
+    def max_seq(self, writer: str) -> int:
+        return self._max_seq.get(writer, 0)
 
     def state_vector(self) -> bytes:
         return self.doc.get_state()
@@ -99,34 +114,177 @@ class ContextLog:
     def get(
         self, key: str | None = None, after: Cursor | None = None, limit: int | None = None
     ) -> tuple[list[Entry], Cursor]:
-        """Entries not covered by ``after``, in causal order; returns them and the next cursor."""
+        """Entries not covered by ``after``, in causal order; returns them and the next cursor.
+
+        A writer's entries are delivered in seq order with no gap (an entry waits for its
+        predecessor, even when a saturated or hostile clock sorts it first), so the cursor that
+        comes back never covers an entry that was not delivered.
+        """
         after = after or Cursor()
         out: list[Entry] = []
         if limit is not None and limit <= 0:
             return out, after
-        # Everything before the first uncovered entry of every origin is covered: start there.
+        # Everything before the first uncovered entry of every writer is covered: start there.
         starts = [
-            seqs[after.get(origin, 0) + 1].order_key
-            for origin, seqs in self.by_origin.items()
-            if after.get(origin, 0) + 1 in seqs
+            seqs[after.get(writer, 0) + 1].order_key
+            for writer, seqs in self.by_writer.items()
+            if after.get(writer, 0) + 1 in seqs
         ]
         if not starts:
             return out, after
-        contiguous = self.contiguous
-        for entry in self.ordered[bisect.bisect_left(self._order_keys, min(starts)) :]:
-            if entry.seq > contiguous.get(entry.origin, 0) or after.covers(entry):
-                continue
-            if key is not None and entry.key != key:
-                continue
-            out.append(entry)
-            if limit is not None and len(out) >= limit:
-                break
+        for (writer, seq), ids in self.forks.items():  # a sibling may sort first
+            if seq == after.get(writer, 0) + 1:
+                starts += [self.by_id[i].order_key for i in ids]
+        reached: dict[str, int] = {}  # writer → last seq delivered by this call
+        forks = self.forks
+        tail = self.ordered[bisect.bisect_left(self._order_keys, min(starts)) :]
+        skipped = True
+        while skipped and (limit is None or len(out) < limit):
+            # Another pass only when an entry had to wait for a predecessor sorted after it.
+            skipped = False
+            for entry in tail:
+                writer, seq = entry.writer, entry.seq
+                last = reached.get(writer)
+                if last is None:
+                    last = after.get(writer, 0)
+                if seq != last + 1 and not (seq == last > after.get(writer, 0)
+                                            and (writer, seq) in forks
+                                            and entry not in out):
+                    if seq > last + 1 and seq <= self.contiguous.get(writer, 0):
+                        skipped = True
+                    continue  # covered, or its predecessor is not delivered yet
+                reached[writer] = seq
+                if key is not None and entry.key != key:
+                    continue
+                out.append(entry)
+                if limit is not None and len(out) >= limit:
+                    break
         return out, after.advanced(out)
+
+    # ---- authentication ------------------------------------------------------------------------
+
+    def authenticate(
+        self, entries: Sequence[Entry], heads: Sequence[Head] = (), trusted: bool = False,
+    ) -> list[Head]:
+        """Check that every entry of ``entries`` we do not hold yet is vouched for by a head or
+        by an authentic successor (in ``entries`` or held); returns the heads that were needed
+        (their signatures checked, unless ``trusted``). ForgedEntry if any entry is not."""
+        offered: dict[bytes, Head] = {}
+        for head in heads:
+            offered.setdefault(head.entry_id, head)
+        by_id = self.by_id
+        fresh = [e for e in entries if e.id not in by_id]
+        if not fresh:
+            return []
+        # Successors vouch downwards: walk each writer from its highest seq.
+        fresh.sort(key=lambda e: (e.writer, -e.seq))
+        # prev ids named by authentic entries of this batch → the position they vouch for (an
+        # entry vouches only for its own writer's previous seq: never another origin's entry)
+        vouched: dict[bytes, tuple[str, int]] = {}
+        used: list[Head] = []
+        known_heads = self.heads
+        for entry in fresh:
+            raw = bytes.fromhex(entry.id)
+            ok = (vouched.get(raw) == (entry.writer, entry.seq) or raw in known_heads
+                  or self._vouched_by_held(entry))
+            if not ok:
+                offer = offered.get(raw)
+                if offer is None:
+                    raise ForgedEntry(
+                        f"entry {entry.id} (seq {entry.seq} of {entry.writer} in {self.name}): "
+                        f"no signature of its origin vouches for it")
+                if (offer.origin.hex(), offer.chain, offer.seq) != (
+                        entry.origin, entry.chain, entry.seq):
+                    raise ForgedEntry(f"the head naming entry {entry.id} names another position")
+                if not trusted:
+                    offer.verify(self.name)
+                used.append(offer)
+            if entry.prev != NO_PREV:
+                vouched[entry.prev] = (entry.writer, entry.seq - 1)
+        return used
+
+    def _vouched_by_held(self, entry: Entry) -> bool:
+        """An entry we hold, one seq above on the same writer, names ``entry`` as its prev."""
+        above = self.by_writer.get(entry.writer, {}).get(entry.seq + 1)
+        if above is None:
+            return False
+        raw = bytes.fromhex(entry.id)
+        if above.prev == raw:
+            return True
+        ids = self.forks.get((entry.writer, entry.seq + 1), ())
+        return any(self.by_id[i].prev == raw for i in ids)
+
+    def keep_heads(self, heads: Iterable[Head]) -> None:
+        for head in heads:
+            self.heads.setdefault(head.entry_id, head)
+
+    def proof_for(self, entries: Iterable[Entry]) -> tuple[list[Head], list[bytes]]:
+        """What a receiver needs besides ``entries`` to authenticate them: for the top of each
+        run of one writer, the head naming it, or the records that link it up to the nearest
+        entry with a head, and that head. Every entry we hold is authentic, so the path
+        exists."""
+        positions = {(e.writer, e.seq): e for e in entries}
+        heads: dict[bytes, Head] = {}
+        vouchers: dict[str, bytes] = {}
+        for (writer, seq), entry in positions.items():
+            if (writer, seq + 1) in positions:
+                continue
+            current = entry
+            while True:
+                raw = bytes.fromhex(current.id)
+                head = self.heads.get(raw)
+                if head is not None:
+                    heads[raw] = head
+                    break
+                above = self._successor(current)
+                if above is None:
+                    raise IntegrityError(
+                        f"entry {current.id} of {self.name} has no head and no successor")
+                if (writer, above.seq) in positions:
+                    break  # the run above is in the batch already and brings its own proof
+                vouchers[above.id] = above.record
+                current = above
+        return list(heads.values()), list(vouchers.values())
+
+    def _successor(self, entry: Entry) -> Entry | None:
+        raw = bytes.fromhex(entry.id)
+        seq = entry.seq + 1
+        above = self.by_writer.get(entry.writer, {}).get(seq)
+        if above is not None and above.prev == raw:
+            return above
+        for other in self.forks.get((entry.writer, seq), ()):
+            if self.by_id[other].prev == raw:
+                return self.by_id[other]
+        return None
+
+    def fork_proof(self, writer: str, seq: int) -> dict[str, Any]:
+        """Two signed statements putting two different entries at one position of ``writer``:
+        for each, a head and the records from the head's entry down to the forked one (each
+        naming the next as prev). ``identity.check_fork_proof`` checks it with nothing else."""
+        ids = self.forks[(writer, seq)][:2]
+        branches = []
+        for entry_id in ids:
+            current = self.by_id[entry_id]
+            records = [current.record]
+            while (head := self.heads.get(bytes.fromhex(current.id))) is None:
+                above = self._successor(current)
+                if above is None:
+                    raise IntegrityError(f"entry {current.id}: no head and no successor")
+                records.append(above.record)
+                current = above
+            branches.append({"head": head.to_json(),
+                             "records": [r.hex() for r in reversed(records)]})
+        return {"context": self.name, "writer": writer, "seq": seq, "ids": ids,
+                "branches": branches}
 
     # ---- writes ------------------------------------------------------------------------------
 
-    def append_local(self, entries: Sequence[Entry]) -> tuple[list[Entry], bytes]:
-        """Insert entries this node created; returns those indexed and the Yjs update to persist."""
+    def append_local(
+        self, entries: Sequence[Entry], heads: Sequence[Head] = ()
+    ) -> tuple[list[Entry], bytes]:
+        """Insert authentic entries as new items of our own Yjs client (our appends, or entries
+        found by id); returns those indexed and the Yjs update to persist."""
+        self.keep_heads(heads)
         before = self.doc.get_state()
         records = [e.record for e in entries]
         for start in range(0, len(records), TRANSACTION_CHUNK):
@@ -136,24 +294,39 @@ class ContextLog:
         known = dict(zip(records, entries, strict=True))
         return self._index_inserted(known, trusted=True), self.doc.get_update(before)
 
-    def apply_remote(self, update: bytes) -> tuple[list[Entry], bytes | None]:
-        """Gate, verify and apply an update from a peer.
+    def apply_remote(
+        self, update: bytes, heads: Sequence[Head] = ()
+    ) -> tuple[list[Entry], bytes | None]:
+        """``receive`` without vouchers: the entries new to this node and the update applied."""
+        new, _, applied, _ = self.receive(update, heads)
+        return new, applied
 
-        Returns the entries new to this node and the update that was applied — what the Doc
-        lacked of ``update`` — for the caller to persist (None when that was nothing). Replaying
-        the persisted updates in order rebuilds exactly this Doc, pending structs included.
-        Raises ForbiddenUpdate / RemoteProtocolError / IntegrityError before touching the Doc.
+    def receive(
+        self, update: bytes, heads: Sequence[Head] = (), vouchers: Sequence[bytes] = ()
+    ) -> tuple[list[Entry], list[Head], bytes | None, bytes | None]:
+        """Gate, verify, authenticate and apply an update from a peer (and entries it sent by
+        id, as ``vouchers``).
+
+        Returns the entries new to this node, the heads that vouched for them, the update that
+        was applied — what the Doc lacked of ``update`` — and the update of entries re-inserted
+        as our own items (vouchers we lacked), each None when it was nothing: the caller
+        persists both, in that order, with the heads. Replaying the persisted updates in order
+        rebuilds exactly this Doc, pending structs included. Raises ForbiddenUpdate /
+        RemoteProtocolError / IntegrityError / ForgedEntry before touching the Doc.
         """
         state = decode_state_vector(self.doc.get_state())
-        values, holes = gate_update(update, state, ARRAY_NAME)
         known: dict[bytes, Entry] = {}
+        values: list[bytes] = []
+        holes: Iterable[int] = ()
+        if update != _EMPTY_UPDATE:
+            values, holes = gate_update(update, state, ARRAY_NAME)
         for record in values:
-            entry = decode_record(record, self.limits)
-            if entry.context != self.name:
-                raise ForbiddenUpdate(
-                    f"entry {entry.id} belongs to context {entry.context!r}, not {self.name!r}"
-                )
-            known[record] = entry
+            known[record] = self._decode_own(record)
+        extra = {}
+        for record in vouchers:
+            entry = self._decode_own(record)
+            extra[entry.id] = entry
+        used = self.authenticate([*known.values(), *extra.values()], heads)
         for client in holes:
             # why: yrs 0.28 (pycrdt 0.14.13) shows an item whose own client's previous item is
             # missing in the array at once when its origin is another client's known item, but
@@ -163,17 +336,43 @@ class ContextLog:
             # (tests/core/test_ledger.py, _gap_scenario). Such a client's structs are dropped
             # here; the state vector still asks for them, so anti-entropy resends them in order.
             state[client] = _NEVER
-        try:
-            applied = get_update(update, encode_state_vector(state))
-        except Exception as exc:  # the gate parsed it, so this is a pycrdt-level refusal
-            raise RemoteProtocolError(f"update refused by pycrdt for {self.name}: {exc}") from None
-        if applied == _EMPTY_UPDATE:
-            return [], None
-        self._apply(applied)
-        return self._index_inserted(known, trusted=True), applied
+        applied: bytes | None = None
+        new: list[Entry] = []
+        if update != _EMPTY_UPDATE:
+            try:
+                applied = get_update(update, encode_state_vector(state))
+            except Exception as exc:  # the gate parsed it, so this is a pycrdt-level refusal
+                raise RemoteProtocolError(
+                    f"update refused by pycrdt for {self.name}: {exc}") from None
+            if applied == _EMPTY_UPDATE:
+                applied = None
+            else:
+                self._apply(applied)
+                new = self._index_inserted(known, trusted=True)
+        # Authentic records that did not come as Yjs items (found by id, or a path to a head):
+        # keep them as new items of our own client.
+        missing = [e for e in extra.values() if e.id not in self.by_id]
+        reinserted = None
+        if missing:
+            added, reinserted = self.append_local(missing)
+            new += added
+        if applied is None and reinserted is None:
+            return new, [], None, None  # nothing kept: the heads are not needed (nor stored)
+        # Kept only with what the caller persists them with: every head we hold is stored.
+        self.keep_heads(used)
+        return new, used, applied, reinserted
 
-    def load_stored(self, update: bytes, verify: bool = False) -> list[Entry]:
+    def _decode_own(self, record: bytes) -> Entry:
+        entry = decode_record(record, self.limits)
+        if entry.context != self.name:
+            raise ForbiddenUpdate(
+                f"entry {entry.id} belongs to context {entry.context!r}, not {self.name!r}")
+        return entry
+
+    def load_stored(self, update: bytes, heads: Sequence[Head] = (),
+                    verify: bool = False) -> list[Entry]:
         """Re-apply an update this node persisted itself (rebuild on start)."""
+        self.keep_heads(heads)
         self._apply(update)
         return self._index_inserted({}, trusted=not verify)
 
@@ -210,22 +409,14 @@ class ContextLog:
                 new.append(entry)
         return new
 
-    def add_missing(self, entries: Iterable[Entry]) -> tuple[list[Entry], bytes | None]:
-        """Insert already verified entries that this node lacks (snapshot load)."""
-        missing = [e for e in entries if e.id not in self.by_id]
-        missing = list({e.id: e for e in missing}.values())
-        if not missing:
-            return [], None
-        return self.append_local(missing)
-
     def _index(self, entry: Entry) -> bool:
         """Add one entry to the read model; the caller adds its id to the Merkle tree."""
         by_id = self.by_id
         if entry.id in by_id:
-            return False  # the same entry inserted twice (e.g. two snapshot loads): keep one
+            return False  # the same entry inserted twice (e.g. found by id, then by Yjs): one
         by_id[entry.id] = entry
-        origin, seq, lamport = entry.origin, entry.seq, entry.lamport
-        key = (lamport, origin, seq)
+        writer, seq, lamport = entry.writer, entry.seq, entry.lamport
+        key = (lamport, entry.id)
         keys = self._order_keys
         if not keys or keys[-1] < key:
             keys.append(key)  # the common case (local appends, catch-up in order)
@@ -234,20 +425,29 @@ class ContextLog:
             pos = bisect.bisect_left(keys, key)
             keys.insert(pos, key)
             self.ordered.insert(pos, entry)
-        seqs = self.by_origin.get(origin)
+        seqs = self.by_writer.get(writer)
         if seqs is None:
-            seqs = self.by_origin[origin] = {}
-        seqs[seq] = entry
-        run = self.contiguous.get(origin, 0)
+            seqs = self.by_writer[writer] = {}
+        held = seqs.get(seq)
+        if held is not None:
+            ids = self.forks.get((writer, seq))
+            if ids is None:
+                ids = self.forks[(writer, seq)] = [held.id]
+                self.new_forks.append((writer, seq))
+            ids.append(entry.id)
+            ids.sort()
+        else:
+            seqs[seq] = entry
+        run = self.contiguous.get(writer, 0)
         if seq == run + 1:
             run += 1
             while run + 1 in seqs:
                 run += 1
-            self.contiguous[origin] = run
-        elif origin not in self.contiguous:
-            self.contiguous[origin] = run
-        if seq > self._max_seq.get(origin, 0):
-            self._max_seq[origin] = seq
+            self.contiguous[writer] = run
+        elif writer not in self.contiguous:
+            self.contiguous[writer] = run
+        if seq > self._max_seq.get(writer, 0):
+            self._max_seq[writer] = seq
         if lamport > self.max_lamport:
             self.max_lamport = lamport
         return True

@@ -1,15 +1,19 @@
 """Entries: the immutable records of the ledger, their canonical encoding and content id.
 
-Canonical encoding, version 1 (all integers big-endian; ``str`` is UTF-8 with a u32 length):
+Canonical encoding, version 2 (all integers big-endian; ``str`` is UTF-8 with a u32 length):
 
-    b"P2PL" u8(version=1)
+    b"P2PL" u8(version=2)
     str context | str key | u32 len + payload bytes
     u32 n_meta, then n_meta × (str name | str value), sorted by the name's UTF-8 bytes
-    u64 lamport | str origin | u64 seq | u64 appended_at_ns
+    u64 lamport | 32 B origin (Ed25519 public key) | u64 chain | u64 seq | u64 appended_at_ns
+    32 B prev (id of the writer's entry seq - 1; zeros for seq 1)
 
 ``id`` = sha256(encoding) in hex. What the ledger stores and ships (a *record*) is the 32 raw id
 bytes followed by the encoding, so a record whose claimed id lies is caught by re-hashing.
 Every field is covered by the id: an entry can never change without becoming another entry.
+
+A *writer* is one chain of one origin (``origin.chain``, see ``identity``): its entries are
+numbered 1, 2, 3… and each names its predecessor, so one signed head vouches for the whole chain.
 """
 
 from __future__ import annotations
@@ -29,17 +33,23 @@ from .errors import (
     InvalidNodeId,
     InvalidPayload,
     KeyTooLarge,
+    LamportOutOfRange,
     LocalInputError,
     MetaTooLarge,
     PayloadTooLarge,
 )
 
 MAGIC = b"P2PL"
-ENCODING_VERSION = 1
+ENCODING_VERSION = 2
 ID_SIZE = 32
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _U64_MAX = 2**64 - 1
+# why: Lamport times travel through JSON clients (exact up to 2^53) and a byzantine entry must not
+# drive the clock to where appends fail: entries above this are refused (LamportOutOfRange) and
+# the local clock saturates here (ties then break by id), so no value can stop writes.
+MAX_LAMPORT = 2**53 - 1
+NO_PREV = bytes(32)
 
 CONTEXT_RE = re.compile(r"[A-Za-z0-9._:/-]{1,128}")
 NODE_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -64,16 +74,19 @@ class Entry:
     payload: bytes
     meta: Mapping[str, str]
     lamport: int
-    origin: str
+    origin: str  # hex of the author's Ed25519 public key
+    chain: int
     seq: int
     appended_at_ns: int
+    prev: bytes = field(repr=False)
     id: str
     body: bytes = field(repr=False, compare=False)
+    writer: str = field(repr=False, compare=False)  # "origin.chain": cursors count per writer
 
     @property
-    def order_key(self) -> tuple[int, str, int]:
-        """Causal order: Lamport time, then origin and seq to break ties the same way everywhere."""
-        return (self.lamport, self.origin, self.seq)
+    def order_key(self) -> tuple[int, str]:
+        """Causal order: Lamport time, ties broken by id (unique, the same everywhere)."""
+        return (self.lamport, self.id)
 
     @property
     def record(self) -> bytes:
@@ -87,6 +100,7 @@ class Entry:
             "key": self.key,
             "lamport": self.lamport,
             "origin": self.origin,
+            "chain": f"{self.chain:016x}",
             "seq": self.seq,
             "appended_at_ns": self.appended_at_ns,
             "meta": dict(self.meta),
@@ -105,13 +119,14 @@ def _entry_constructor() -> Callable[..., Entry]:
     # an entry); writing the slots through their descriptors builds the same object in half the
     # time, and entries are built once per append and once per record received or rebuilt.
     setters = [vars(Entry)[f.name].__set__ for f in fields(Entry)]
-    (s_context, s_key, s_payload, s_meta, s_lamport, s_origin, s_seq, s_at, s_id,
-     s_body) = setters
+    (s_context, s_key, s_payload, s_meta, s_lamport, s_origin, s_chain, s_seq, s_at, s_prev,
+     s_id, s_body, s_writer) = setters
     new = object.__new__
 
     def build(
         context: str, key: str, payload: bytes, meta: Mapping[str, str], lamport: int,
-        origin: str, seq: int, appended_at_ns: int, id: str, body: bytes,
+        origin: str, chain: int, seq: int, appended_at_ns: int, prev: bytes, id: str,
+        body: bytes,
     ) -> Entry:
         entry: Entry = new(Entry)
         s_context(entry, context)
@@ -120,10 +135,13 @@ def _entry_constructor() -> Callable[..., Entry]:
         s_meta(entry, meta)
         s_lamport(entry, lamport)
         s_origin(entry, origin)
+        s_chain(entry, chain)
         s_seq(entry, seq)
         s_at(entry, appended_at_ns)
+        s_prev(entry, prev)
         s_id(entry, id)
         s_body(entry, body)
+        s_writer(entry, f"{origin}.{chain:016x}")
         return entry
 
     return build
@@ -192,8 +210,7 @@ def _str(value: str) -> bytes:
 
 _MAGIC_VERSION = MAGIC + bytes([ENCODING_VERSION])
 _HEAD = struct.Struct(">4sBI")  # magic, version, length of the context
-_LAMPORT_ORIGIN = struct.Struct(">QI")  # lamport, length of the origin
-_TAIL = struct.Struct(">QQ")  # seq, appended_at_ns
+_TAIL = struct.Struct(">Q32sQQQ32s")  # lamport, origin, chain, seq, appended_at_ns, prev
 _u32_at = _U32.unpack_from
 _pack_u32 = _U32.pack
 
@@ -205,8 +222,10 @@ def encode_body(
     meta: Mapping[str, str],
     lamport: int,
     origin: str,
+    chain: int,
     seq: int,
     appended_at_ns: int,
+    prev: bytes,
 ) -> bytes:
     raw_context = context.encode("utf-8")
     raw_key = key.encode("utf-8")
@@ -217,11 +236,7 @@ def encode_body(
     if meta:
         for name in sorted(meta, key=lambda k: k.encode("utf-8")):
             parts += [_str(name), _str(meta[name])]
-    raw_origin = origin.encode("utf-8")
-    parts += [
-        _LAMPORT_ORIGIN.pack(lamport, len(raw_origin)), raw_origin,
-        _TAIL.pack(seq, appended_at_ns),
-    ]
+    parts.append(_TAIL.pack(lamport, bytes.fromhex(origin), chain, seq, appended_at_ns, prev))
     return b"".join(parts)
 
 
@@ -232,19 +247,22 @@ def make_entry(
     meta: Mapping[str, str],
     lamport: int,
     origin: str,
+    chain: int,
     seq: int,
     appended_at_ns: int,
+    prev: bytes = NO_PREV,
 ) -> Entry:
     """Build an entry from already validated fields and compute its content id."""
-    if not (0 <= lamport <= _U64_MAX and 0 <= seq <= _U64_MAX
+    if not (0 <= lamport <= _U64_MAX and 0 <= seq <= _U64_MAX and 0 <= chain <= _U64_MAX
             and 0 <= appended_at_ns <= _U64_MAX):
-        for name, value in (("lamport", lamport), ("seq", seq),
+        for name, value in (("lamport", lamport), ("seq", seq), ("chain", chain),
                             ("appended_at_ns", appended_at_ns)):
             if not 0 <= value <= _U64_MAX:
                 raise ValueError(f"{name} out of range: {value}")
-    body = encode_body(context, key, payload, meta, lamport, origin, seq, appended_at_ns)
+    body = encode_body(context, key, payload, meta, lamport, origin, chain, seq,
+                       appended_at_ns, prev)
     return _new_entry(
-        context, key, payload, dict(meta), lamport, origin, seq, appended_at_ns,
+        context, key, payload, dict(meta), lamport, origin, chain, seq, appended_at_ns, prev,
         hashlib.sha256(body).hexdigest(), body,
     )
 
@@ -304,14 +322,11 @@ def _parse(body: bytes, entry_id: str) -> tuple[Entry, int, int]:
         end = pos + n
         meta[raw.decode("utf-8")] = body[pos:end].decode("utf-8")
         pos = end
-    lamport, n = _LAMPORT_ORIGIN.unpack_from(body, pos)
-    pos += 12
-    end = pos + n
-    origin = body[pos:end].decode("utf-8")
-    seq, at = _TAIL.unpack_from(body, end)
-    if end + 16 != size:
+    lamport, raw_origin, chain, seq, at, prev = _TAIL.unpack_from(body, pos)
+    if pos + _TAIL.size != size:
         raise ValueError("trailing bytes")
-    entry = _new_entry(context, key, payload, meta, lamport, origin, seq, at, entry_id, body)
+    entry = _new_entry(context, key, payload, meta, lamport, raw_origin.hex(), chain, seq, at,
+                       prev, entry_id, body)
     return entry, key_size, meta_size
 
 
@@ -347,8 +362,6 @@ def decode_record(record: bytes, limits: Limits = DEFAULT_LIMITS) -> Entry:
     problem = None
     if not CONTEXT_RE.fullmatch(entry.context):
         problem = f"invalid context name {entry.context!r}"
-    elif not NODE_ID_RE.fullmatch(entry.origin):
-        problem = f"invalid node id {entry.origin!r}"
     elif key_size > limits.max_key:
         problem = f"key is {key_size} bytes; the limit is {limits.max_key}"
     elif len(entry.payload) > limits.max_payload:
@@ -359,4 +372,9 @@ def decode_record(record: bytes, limits: Limits = DEFAULT_LIMITS) -> Entry:
         raise IntegrityError(f"entry {claimed} is invalid: {problem}")
     if entry.seq < 1 or entry.lamport < 1:
         raise IntegrityError(f"entry {claimed} has seq or lamport below 1")
+    if (entry.seq == 1) != (entry.prev == NO_PREV):
+        raise IntegrityError(f"entry {claimed}: only seq 1 (seq {entry.seq}) has no predecessor")
+    if entry.lamport > MAX_LAMPORT:
+        raise LamportOutOfRange(
+            f"entry {claimed} has Lamport time {entry.lamport}; the limit is {MAX_LAMPORT}")
     return entry

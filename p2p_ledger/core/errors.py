@@ -6,6 +6,8 @@ LedgerError
 │   │   MetaTooLarge, InvalidMeta, InvalidCursor, InvalidNodeId, InvalidClusterKey,
 │   │   InvalidUrl, TlsError, UnknownEntry
 ├── IntegrityError         stored or received bytes do not match their content address / root
+│   ├── ForgedEntry        an entry no valid signature of its origin vouches for
+│   └── LamportOutOfRange  an entry's Lamport time is beyond MAX_LAMPORT
 ├── RemoteProtocolError    a peer or a file sent something malformed or forbidden
 │   └── ForbiddenUpdate    a Yjs update that would delete or rewrite (the ledger only grows)
 ├── SnapshotError          InvalidSnapshot, UnsupportedVersion, AlreadyExists
@@ -13,6 +15,7 @@ LedgerError
 │   ├── StoreLockedError   another process holds the data directory
 │   └── StoreDamagedError  the store is truncated, malformed, emptied or vanished
 ├── ListenError            the node cannot accept connections where it was told to (port in use)
+├── IdentityError          the data directory's key file is unreadable, or its store vanished
 └── LinkClosed / LinkBroken  a peer link ended cleanly / failed (trio naming: Closed vs Broken)
 """
 
@@ -83,6 +86,15 @@ class IntegrityError(LedgerError):
     """Bytes do not match the content address (or Merkle root) they claim."""
 
 
+class ForgedEntry(IntegrityError):
+    """An entry that no valid signature of its origin vouches for (or a bad signature)."""
+
+
+class LamportOutOfRange(IntegrityError):
+    """An entry whose Lamport time is beyond ``entry.MAX_LAMPORT``: refused, so no entry can
+    drive a clock to where appends fail."""
+
+
 class RemoteProtocolError(LedgerError):
     """A peer (or a file from elsewhere) sent something malformed or forbidden."""
 
@@ -123,6 +135,11 @@ class StoreDamagedError(StoreError):
 
 class ListenError(LedgerError):
     """The node cannot listen where it was told to (address in use, unknown host...)."""
+
+
+class IdentityError(LedgerError):
+    """The data directory's identity key is unreadable or invalid, or the key is there and the
+    ledger store it belongs to is gone (starting would silently make a new node)."""
 
 
 class LinkClosed(LedgerError):

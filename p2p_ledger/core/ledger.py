@@ -6,6 +6,11 @@ can observe (or ship to a peer) an entry between its insertion and its commit.
 
 The node-level Merkle tree maps sha256(context name) → that context's root: its 32-byte root says
 whether two nodes hold exactly the same data, and descending it finds the differing contexts.
+
+Authorship: the ledger appends as its ``Identity`` (entries carry its public key as ``origin``);
+each context's entries of this open form one writer chain (``identity.chain_for(instance,
+context)``, fresh per open) and every commit signs the chain's new head. What is stored and
+shipped is a ``bundle``: a Yjs update plus the heads (and vouchers) that authenticate it.
 """
 
 from __future__ import annotations
@@ -15,14 +20,26 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from .bundle import decode_bundle, encode_bundle
 from .clock import LamportClock
-from .context_log import ContextLog, client_id_for
+from .context_log import ARRAY_NAME, EMPTY_UPDATE, ContextLog, client_id_for
 from .cursor import Cursor
-from .entry import DEFAULT_LIMITS, Entry, Limits, check_context, check_fields, make_entry
+from .entry import (
+    DEFAULT_LIMITS,
+    ID_SIZE,
+    NO_PREV,
+    Entry,
+    Limits,
+    check_context,
+    check_fields,
+    make_entry,
+)
 from .errors import AlreadyExists, IntegrityError, LedgerError
+from .identity import Identity, chain_for, writer_key
 from .merkle import MerkleTree
 from .snapshot import decode_snapshot, encode_snapshot
 from .storage import Storage
+from .yjs import appended_values
 
 Listener = Callable[[str, list[Entry]], None]
 
@@ -50,14 +67,17 @@ def context_key(name: str) -> bytes:
 class Ledger:
     def __init__(
         self,
-        node_id: str,
+        identity: Identity,
         instance: str,
         storage: Storage,
         limits: Limits = DEFAULT_LIMITS,
         now_ns: Callable[[], int] = time.time_ns,
+        label: str = "",
     ) -> None:
         """Use ``Ledger.open``: it rebuilds the state from storage."""
-        self.node_id = node_id
+        self.identity = identity
+        self.origin = identity.origin
+        self.node_id = label or identity.origin[:16]  # a human label (logs, HELLO)
         self.instance = instance
         self.storage = storage
         self.limits = limits
@@ -67,24 +87,38 @@ class Ledger:
         self.tree = MerkleTree()
         self.names: dict[bytes, str] = {}  # context_key → name, to answer tree descents
         self.listeners: list[Listener] = []
+        self.fork_log: list[str] = []  # one line per fork found, for the node to log
+        self._chains: dict[str, int] = {}
 
     @classmethod
     def open(
         cls,
         storage: Storage,
-        node_id: str,
+        identity: Identity | str,
         instance: str,
         limits: Limits = DEFAULT_LIMITS,
         now_ns: Callable[[], int] = time.time_ns,
         verify: bool = False,
+        label: str | None = None,
     ) -> Ledger:
-        """Rebuild every context from storage, checking every entry's content id."""
-        ledger = cls(node_id, instance, storage, limits, now_ns)
-        for name, updates in storage.load().items():
+        """Rebuild every context from storage, checking every entry's content id (and, with
+        ``verify``, every signature: see ``verify()``).
+
+        ``identity`` may be a string: then the key is derived from it (``Identity.from_seed``,
+        for simulations and tests) and it is the label too. ``instance`` must be fresh for
+        every open (it names this open's Yjs clients and writer chains; reusing one after the
+        store lost its tail would reuse positions).
+        """
+        if isinstance(identity, str):
+            label = identity if label is None else label
+            identity = Identity.from_seed(identity)
+        ledger = cls(identity, instance, storage, limits, now_ns, label or "")
+        for name, blobs in storage.load().items():
             ctx = ledger._context(name)
             try:
-                for update in updates:
-                    ctx.load_stored(update, verify=verify)
+                for blob in blobs:
+                    bundle = decode_bundle(blob)
+                    ctx.load_stored(bundle.update, bundle.heads, verify=verify)
             except LedgerError as exc:
                 raise IntegrityError(f"context {name}: {exc}") from None
             ledger._refresh(ctx)
@@ -101,6 +135,52 @@ class Ledger:
 
     def entry_count(self) -> int:
         return sum(len(c) for c in self.contexts.values())
+
+    def writer(self, context: str) -> str:
+        """Our writer (cursor key) in ``context`` for this open."""
+        return writer_key(self.origin, self._chain(context))
+
+    def forks(self) -> list[dict[str, object]]:
+        """Every fork found: a writer that signed two entries for one position."""
+        return [{"context": name, "writer": writer, "seq": seq, "ids": list(ids)}
+                for name, ctx in sorted(self.contexts.items())
+                for (writer, seq), ids in sorted(ctx.forks.items())]
+
+    def fork_proof(self, context: str, writer: str, seq: int) -> dict[str, object]:
+        """The two signed statements of a fork (``identity.check_fork_proof`` checks it)."""
+        ctx = self.contexts.get(context)
+        if ctx is None or (writer, seq) not in ctx.forks:
+            raise LookupError(f"no fork of {writer} at seq {seq} in {context}")
+        return ctx.fork_proof(writer, seq)
+
+    def bundle_diff(self, context: str, state_vector: bytes | None) -> bytes | None:
+        """What a peer with ``state_vector`` lacks of ``context``, with the heads (and vouchers)
+        that authenticate it; None when it lacks nothing."""
+        ctx = self.contexts[context]
+        update = ctx.diff(state_vector)
+        if update == EMPTY_UPDATE:
+            return None
+        by_id = ctx.by_id
+        entries = []
+        for record in appended_values(update, ARRAY_NAME):
+            entry = by_id.get(record[:ID_SIZE].hex())
+            if entry is not None:
+                entries.append(entry)
+        heads, vouchers = ctx.proof_for(entries)
+        return encode_bundle(heads, update, vouchers)
+
+    def bundle_records(self, context: str, ids: Iterable[bytes]) -> bytes | None:
+        """The entries of ``context`` with these ids that we hold, as a bundle of vouchers (no
+        Yjs update: the receiver re-inserts them as its own items); None if we hold none."""
+        ctx = self.contexts.get(context)
+        if ctx is None:
+            return None
+        entries = [e for e in (ctx.by_id.get(i.hex()) for i in ids) if e is not None]
+        if not entries:
+            return None
+        heads, vouchers = ctx.proof_for(entries)
+        records = {e.id: e.record for e in entries}
+        return encode_bundle(heads, EMPTY_UPDATE, [*records.values(), *vouchers])
 
     def get(
         self,
@@ -135,48 +215,61 @@ class Ledger:
         Returns the entries in request order and the committed Yjs updates (what to push to peers).
         """
         groups: dict[str, list[Entry]] = {}
-        next_seq: dict[str, int] = {}
-        node_id, tick, now_ns = self.node_id, self.clock.tick, self.now_ns
+        tips: dict[str, tuple[int, bytes]] = {}  # context → (last seq, its id) of our chain
+        origin, tick, now_ns = self.origin, self.clock.tick, self.now_ns
         for req in requests:
             name = req.context
             batch = groups.get(name)
             if batch is None:
                 batch = groups[name] = []
-                next_seq[name] = self._context(name).max_seq(node_id) + 1
-            batch.append(make_entry(
-                name, req.key, req.payload, req.meta, tick(), node_id,
-                next_seq[name] + len(batch), now_ns(),
-            ))
+                ctx = self._context(name)
+                writer = writer_key(origin, self._chain(name))
+                seq = ctx.max_seq(writer)
+                last = ctx.by_writer.get(writer, {}).get(seq)
+                tips[name] = (seq, bytes.fromhex(last.id) if last is not None else NO_PREV)
+            seq, prev = tips[name]
+            entry = make_entry(name, req.key, req.payload, req.meta, tick(), origin,
+                               self._chain(name), seq + 1, now_ns(), prev)
+            tips[name] = (seq + 1, bytes.fromhex(entry.id))
+            batch.append(entry)
         updates = []
+        sign = self.identity.sign_head
         for name, entries in groups.items():
-            _, update = self.contexts[name].append_local(entries)
-            updates.append((name, update))
+            last = entries[-1]
+            head = sign(name, last.chain, last.seq, bytes.fromhex(last.id))
+            _, update = self.contexts[name].append_local(entries, (head,))
+            updates.append((name, encode_bundle((head,), update)))
         self._commit(updates)
         for name, entries in groups.items():
             self._refresh(self.contexts[name])
             self._notify(name, entries)
         return Appended(_in_request_order(requests, groups), updates)
 
-    def apply_remote(self, context: str, update: bytes) -> list[Entry]:
-        """Apply a peer's Yjs update for a context; returns the entries that were new here.
+    def apply_remote(self, context: str, blob: bytes) -> list[Entry]:
+        """Apply a peer's bundle for a context; returns the entries that were new here.
 
-        Refused (RemoteProtocolError, ForbiddenUpdate, IntegrityError) before anything changes
-        if the update is malformed, not append-only, or carries an entry whose id lies.
+        Refused (RemoteProtocolError, ForbiddenUpdate, IntegrityError, ForgedEntry,
+        LamportOutOfRange) before anything changes if the bundle is malformed, not append-only,
+        or carries an entry whose id lies or that no signature of its origin vouches for.
         """
         check_context(context)
+        bundle = decode_bundle(blob)
         created = context not in self.contexts
         ctx = self._context(context)
         try:
-            new, applied = ctx.apply_remote(update)
+            new, heads, applied, reinserted = ctx.receive(
+                bundle.update, bundle.heads, bundle.vouchers)
         except LedgerError:
             if created:
                 del self.contexts[context]  # refused before anything was applied
             raise
         # Persist exactly what was applied to the Doc (the update less what it already held),
-        # pending structs included: replaying the stored updates in order then rebuilds the
-        # same Doc, whatever yrs integrated now or holds for later.
-        if applied is not None:
-            self._commit([(context, applied)])
+        # pending structs included, then what we re-inserted as our own items: replaying the
+        # stored updates in order then rebuilds the same Doc, whatever yrs integrated now or
+        # holds for later. The heads that vouched for the entries go with them.
+        rows = [(context, encode_bundle(heads, u)) for u in (applied, reinserted) if u is not None]
+        if rows:
+            self._commit(rows)
         if new:
             self._refresh(ctx)
             self._notify(context, new)
@@ -191,8 +284,9 @@ class Ledger:
             for name, _ in updates:
                 ctx = self.contexts[name] = ContextLog(
                     name, client_id_for(self.instance, name), self.limits)
-                for update in stored.get(name, []):
-                    ctx.load_stored(update)
+                for blob in stored.get(name, []):
+                    bundle = decode_bundle(blob)
+                    ctx.load_stored(bundle.update, bundle.heads)
                 if not len(ctx):
                     del self.contexts[name]
                 self._refresh(ctx)
@@ -204,37 +298,52 @@ class Ledger:
         check_context(context)
         ctx = self.contexts.get(context)
         entries = ctx.ordered if ctx else []
-        return encode_snapshot(context, self.context_root(context), entries)
+        heads = ctx.proof_for(entries)[0] if ctx else []
+        return encode_snapshot(context, self.context_root(context), entries, heads)
 
     def load_snapshot(self, blob: bytes, fail_if_exists: bool = False) -> tuple[str, int]:
-        """Verify a snapshot and add the entries this node lacks; returns (context, added)."""
-        context, _root, entries = decode_snapshot(blob, self.limits)
+        """Verify a snapshot (content ids, root, and every entry's signature) and add the
+        entries this node lacks; returns (context, added)."""
+        context, _root, entries, heads = decode_snapshot(blob, self.limits)
         existing = self.contexts.get(context)
         if fail_if_exists and existing is not None and len(existing):
             raise AlreadyExists(f"context {context} already holds {len(existing)} entries")
+        created = existing is None
         ctx = self._context(context)
-        added, update = ctx.add_missing(entries)
-        if update is not None:
-            self._commit([(context, update)])
-            for entry in added:
-                self.clock.observe(entry.lamport)
-            self._refresh(ctx)
-            self._notify(context, added)
+        try:
+            used = ctx.authenticate(entries, heads)
+        except LedgerError:
+            if created:
+                del self.contexts[context]
+            raise
+        missing = list({e.id: e for e in entries if e.id not in ctx.by_id}.values())
+        if not missing:
+            if created:
+                del self.contexts[context]
+            return context, 0
+        added, update = ctx.append_local(missing, used)
+        self._commit([(context, encode_bundle(used, update))])
+        self._refresh(ctx)
+        self._notify(context, added)
         return context, len(added)
 
     def compact(self, context: str) -> None:
         """Fold a context's stored update history into one state blob; reads are unchanged."""
         ctx = self.contexts.get(check_context(context))
         if ctx is not None:
-            self.storage.replace_context(context, ctx.compacted_state())
+            heads = list(ctx.heads.values())
+            self.storage.replace_context(context, encode_bundle(heads, ctx.compacted_state()))
 
     def verify(self) -> list[str]:
-        """Recheck every entry and every root from scratch; returns problems (empty = sound)."""
+        """Recheck every entry, signature and root from scratch; returns problems (empty =
+        sound)."""
         problems = []
         for name, ctx in self.contexts.items():
             fresh = ContextLog(name, 0, self.limits)
             try:
                 fresh.load_stored(ctx.compacted_state(), verify=True)
+                ContextLog(name, 0, self.limits).authenticate(
+                    fresh.ordered, list(ctx.heads.values()))
             except LedgerError as exc:
                 problems.append(f"context {name}: {exc}")
                 continue
@@ -251,7 +360,18 @@ class Ledger:
                 name, client_id_for(self.instance, name), self.limits)
         return ctx
 
+    def _chain(self, context: str) -> int:
+        chain = self._chains.get(context)
+        if chain is None:
+            chain = self._chains[context] = chain_for(self.instance, context)
+        return chain
+
     def _refresh(self, ctx: ContextLog) -> None:
+        for writer, seq in ctx.new_forks:
+            ids = ctx.forks[(writer, seq)]
+            self.fork_log.append(f"fork in {ctx.name}: writer {writer} signed "
+                                 f"{' and '.join(ids)} for seq {seq}")
+        ctx.new_forks.clear()
         if not len(ctx):
             return  # an empty context is no data: it must not change the node root
         key = context_key(ctx.name)

@@ -232,6 +232,9 @@ class NodeCore:
 
     def take_log(self) -> list[str]:
         lines, self.log = self.log, []
+        if self.ledger.fork_log:
+            lines += self.ledger.fork_log
+            self.ledger.fork_log.clear()
         return lines
 
     def connection_accepted(self, now: float) -> int:
@@ -414,6 +417,7 @@ class NodeCore:
                               "mdns": node_id in advertised})
         return {
             "node_id": self.config.node_id,
+            "origin": self.ledger.origin,
             "url": self.config.url,
             "root": root.hex(),
             "contexts": len(self.ledger.contexts),
@@ -421,6 +425,7 @@ class NodeCore:
             "peers": peers,
             "messages_sent": self.counters.messages_sent,
             "bytes_sent": self.counters.bytes_sent,
+            "forks": self.ledger.forks(),
         }
 
     # ---- internals ---------------------------------------------------------------------------

@@ -93,7 +93,6 @@ from .wire import (
 )
 from .yjs import decode_state_vector
 
-EMPTY_UPDATE = b"\x00\x00"  # a Yjs v1 update with no structs and no deletes
 EMPTY_STATE_VECTOR = b"\x00"
 ITEMS_PER_VIEW = 200  # keeps a VIEWS frame of long names and state vectors under MAX_FRAME
 MAX_ASSEMBLIES = 32  # unfinished transfers kept per link; beyond, the oldest is abandoned
@@ -453,7 +452,7 @@ class PeerSession:
                 self._send(Views((view,)))
         elif theirs.kind == EMPTY:
             for name, _ in self._items(prefix) if mine is not None else ():
-                self._send_update(name, self.ledger.contexts[name].diff(None))
+                self._send_update(name, self.ledger.bundle_diff(name, None))
         else:
             their_roots = dict(theirs.items)
             their_svs = {name: sv for (name, _), sv in zip(theirs.items, theirs.states,
@@ -465,7 +464,7 @@ class PeerSession:
                     if name not in their_roots and whole:
                         ctx = self.ledger.contexts[name]
                         if self._first_answer(name, EMPTY_STATE_VECTOR, ctx.state_vector()):
-                            self._send_update(name, ctx.diff(None))
+                            self._send_update(name, self.ledger.bundle_diff(name, None))
                     else:
                         self._reconcile(name, their_svs.get(name))
 
@@ -483,7 +482,7 @@ class PeerSession:
         we_have_more = any(clock > theirs.get(client, 0) for client, clock in mine.items())
         they_have_more = any(clock > mine.get(client, 0) for client, clock in theirs.items())
         if ctx is not None and we_have_more and self._first_answer(name, their_sv, ours):
-            self._send_update(name, ctx.diff(their_sv))
+            self._send_update(name, self.ledger.bundle_diff(name, their_sv))
         if they_have_more or not we_have_more:
             # why: equal vectors with different roots cannot happen honestly; ask both ways
             self._send(Sync1(name, not they_have_more, ours))
@@ -520,12 +519,13 @@ class PeerSession:
             return
         self._answered[msg.context] = (msg.state_vector, msg.want_reply, sv, self._round)
         if ctx is not None:
-            self._send_update(msg.context, ctx.diff(msg.state_vector))
+            self._send_update(msg.context, self.ledger.bundle_diff(msg.context, msg.state_vector))
         if msg.want_reply:
             self._send(Sync1(msg.context, False, sv))
 
-    def _send_update(self, context: str, update: bytes) -> None:
-        if update == EMPTY_UPDATE:
+    def _send_update(self, context: str, update: bytes | None) -> None:
+        """Send a bundle (a Yjs update and its signatures) in chunks; None is nothing to send."""
+        if update is None:
             return
         self._next_transfer = self._next_transfer % 0xFFFFFFFF + 1  # 1, 2, … 2^32-1, 1, …
         total = len(update)

@@ -26,6 +26,7 @@ from typing import Any
 
 from pycrdt import Array, Doc
 
+from ..core.bundle import decode_bundle
 from ..core.context_log import ARRAY_NAME, ContextLog
 from ..core.cursor import Cursor
 from ..core.entry import Entry
@@ -67,12 +68,13 @@ class CheckedStorage(MemoryStorage):
     def commit(self, updates: Sequence[tuple[str, bytes]]) -> None:
         super().commit(updates)
         for context, blob in updates:
-            (self.rebuilt.get(context) or self.fresh_doc(context))[0].apply_update(blob)
+            doc = (self.rebuilt.get(context) or self.fresh_doc(context))[0]
+            doc.apply_update(decode_bundle(blob).update)
             self.touched.add(context)
 
     def replace_context(self, context: str, state: bytes) -> None:
         super().replace_context(context, state)
-        self.fresh_doc(context)[0].apply_update(state)
+        self.fresh_doc(context)[0].apply_update(decode_bundle(state).update)
         self.touched.add(context)
 
     def fresh_doc(self, context: str) -> tuple[Doc[Any], Array[Any]]:
@@ -83,7 +85,8 @@ class CheckedStorage(MemoryStorage):
     def rebuilt_ids(self, context: str) -> set[str]:
         log = ContextLog(context, 0)
         for blob in self.updates.get(context, []):
-            log.load_stored(blob)
+            bundle = decode_bundle(blob)
+            log.load_stored(bundle.update, bundle.heads)
         return set(log.by_id)
 
 
@@ -227,7 +230,7 @@ class Cluster:
                 net.close(name, action.conn, action.reason)
             elif isinstance(action, Dial):
                 net.dial(name, action.conn, action.url)
-        core.log.clear()  # info lines for a human; the trace has the events
+        core.take_log()  # info lines for a human; the trace has the events
         for event in core.take_events():  # what a real node would log, in the trace
             self.peer_events.append((self.loop.now, name, event))
             self.loop.record("peer", f"{name} {event.kind} {event.node_id or event.url}")

@@ -32,13 +32,15 @@ import trio
 
 from ..core.cursor import Cursor
 from ..core.entry import DEFAULT_LIMITS, Entry, Limits, check_context, check_node_id
-from ..core.errors import InvalidNodeId, LedgerError, LinkBroken, LinkClosed, TlsError
+from ..core.errors import LedgerError, LinkBroken, LinkClosed, TlsError
+from ..core.identity import Identity
 from ..core.ledger import AppendRequest, Ledger
 from ..core.node import Close, Dial, NodeConfig, NodeCore, Send
 from ..core.proof import make_proof
 from ..core.protocol import cluster_key_bytes
 from ..core.storage import Storage
 from .api import serve_client
+from .identity import open_identity
 from .store import SqliteStore
 from .transport import (
     Connection,
@@ -429,18 +431,14 @@ def _parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _identity(storage: Storage, node_id: str | None) -> tuple[str, str]:
-    stored = storage.get_meta("node_id")
+def _label(storage: Storage, node_id: str | None, identity: Identity) -> str:
+    """The node's human label: ``node_id`` if given (it may change), else the stored one, else
+    one made from the origin. Entries carry the origin, never the label."""
     if node_id is not None:
         check_node_id(node_id)
-        if stored is not None and stored != node_id:
-            raise InvalidNodeId(
-                f"this data directory belongs to node {stored!r}, not {node_id!r}")
-    node_id = stored or node_id or f"node-{secrets.token_hex(4)}"
-    instance = storage.get_meta("instance") or secrets.token_hex(16)
-    storage.set_meta("node_id", node_id)
-    storage.set_meta("instance", instance)
-    return node_id, instance
+    label = node_id or storage.get_meta("node_id") or f"node-{identity.origin[:8]}"
+    storage.set_meta("node_id", label)
+    return label
 
 
 @asynccontextmanager
@@ -498,8 +496,12 @@ async def open_node(
             listener.socket.close()
         raise
     try:
-        node_id, instance = _identity(store, node_id)
-        ledger = Ledger.open(store, node_id, instance, limits)
+        identity = open_identity(Path(data_dir), store)
+        label = _label(store, node_id, identity)
+        # why: a fresh instance per open gives fresh Yjs client ids and writer chains, so a
+        # store that lost its tail (restored backup, a disk that lied about fsync) never reuses
+        # a position it may already have given out.
+        ledger = Ledger.open(store, identity, secrets.token_hex(16), limits, label=label)
         async with trio.open_nursery() as nursery:
             url = ""
             if listen is not None:
@@ -516,7 +518,7 @@ async def open_node(
                 shown = f"[{host}]" if ":" in host else host
                 scheme = "ws" if server_context is None else "wss"
                 url = f"{scheme}://{shown}:{port_of(server)}"
-            config = NodeConfig(node_id=node_id, cluster=cluster, url=url, seeds=tuple(peers),
+            config = NodeConfig(node_id=label, cluster=cluster, url=url, seeds=tuple(peers),
                                 key=key, gossip_interval=gossip_interval,
                                 idle_timeout=max(10.0, 5 * gossip_interval),
                                 discovery=discovery)

@@ -22,14 +22,16 @@ def test_append_then_read_and_status(node: NodeProc) -> None:
                  "--key", "greeting", "--meta", "lang=en", "--meta", "by=test")).stdout
     [entry] = json_lines(out)
     assert entry["payload"] == "hello wörld" and entry["key"] == "greeting"
-    assert entry["meta"] == {"lang": "en", "by": "test"} and entry["origin"] == "n1"
+    assert entry["meta"] == {"lang": "en", "by": "test"} and len(entry["origin"]) == 64
     assert len(entry["id"]) == 64 and entry["seq"] == 1
 
     [line] = json_lines(ok(cli("read", "--node", node.url, "agent/notes")).stdout)
-    assert line["id"] == entry["id"] and line["cursor"] == "n1:1"
+    writer = f"{entry['origin']}.{entry['chain']}"
+    assert line["id"] == entry["id"] and line["cursor"] == f"{writer}:1"
 
     [status] = json_lines(ok(cli("status", "--node", node.url)).stdout)
     assert status["node_id"] == "n1" and status["url"] == node.url
+    assert status["origin"] == entry["origin"] and status["forks"] == []
     assert status["entries"] == 1 and status["contexts"] == 1
     assert len(bytes.fromhex(status["root"])) == 32 and status["peers"] == []
 

@@ -149,7 +149,10 @@ def test_text_format_for_people(shared_node: NodeProc) -> None:
     ok(run("append", "--node", url, "people", "line one\nline two \x1b[31mred",
            "--key", "k", "--meta", "by=me"))
     [line] = ok(run("read", "--node", url, "people", "--format", "text")).stdout.splitlines()
-    assert line.endswith(r"shared:1 [k] line one\nline two \x1b[31mred {by=me} (cursor shared:1)")
+    [entry] = json_lines(ok(run("read", "--node", url, "people")).stdout)
+    writer = f"{entry['origin']}.{entry['chain']}"
+    assert line.endswith(rf"{entry['origin'][:12]}:1 [k] line one\nline two \x1b[31mred "
+                         rf"{{by=me}} (cursor {writer}:1)")
     assert "\x1b" not in line  # a payload cannot drive the terminal
     env = ok(run("read", "--node", url, "people", env={"P2P_LEDGER_FORMAT": "text"})).stdout
     assert env.splitlines() == [line]

@@ -10,7 +10,8 @@ import random
 from collections.abc import Iterable
 from pathlib import Path
 
-from p2p_ledger.core.entry import Entry
+from p2p_ledger.core.entry import NO_PREV, Entry, make_entry
+from p2p_ledger.core.identity import Head, Identity
 from p2p_ledger.core.ledger import Ledger
 from p2p_ledger.core.node import Close, Dial, NodeConfig, NodeCore, Send
 from p2p_ledger.core.storage import MemoryStorage
@@ -69,8 +70,8 @@ def sync(src: Ledger, dst: Ledger, context: str) -> list[Entry]:
     if context not in src.contexts:
         return []
     have = dst.contexts.get(context)
-    update = src.contexts[context].diff(have.state_vector() if have is not None else None)
-    return dst.apply_remote(context, update)
+    bundle = src.bundle_diff(context, have.state_vector() if have is not None else None)
+    return dst.apply_remote(context, bundle) if bundle is not None else []
 
 
 def sync_all(ledgers: Iterable[Ledger]) -> None:
@@ -241,3 +242,37 @@ class CoreNet:
         return {link.url for link in core.links.values()
                 if link.session.is_open and link.node_id in core.by_node
                 and core.by_node[link.node_id] in core.links}
+
+
+def origin_of(name: str) -> str:
+    """The origin (hex public key) of the test identity named ``name`` (Identity.from_seed)."""
+    return Identity.from_seed(name).origin
+
+
+def writer_of(name: str, chain: int = 1) -> str:
+    return f"{origin_of(name)}.{chain:016x}"
+
+
+HEADS: dict[bytes, Head] = {}  # raw entry id → a head for it, for every entry chain_entries made
+
+
+def chain_entries(name: str, seqs, context: str = "ctx", lamport0: int = 0, key: str = "k",
+                  chain: int = 1, payload=None) -> list[Entry]:
+    """Entries ``seqs`` of the writer chain ``chain`` of identity ``name`` (the whole chain
+    1..max is built so that prev links are right); each gets a signed head in ``HEADS``."""
+    identity = Identity.from_seed(name)
+    prev, out, wanted = NO_PREV, [], set(seqs)
+    for s in range(1, max(wanted, default=0) + 1):
+        data = payload(s) if payload else f"{name}{s}".encode()
+        k = key(s) if callable(key) else key
+        e = make_entry(context, k, data, {}, lamport0 + s, identity.origin, chain, s, 0, prev)
+        prev = bytes.fromhex(e.id)
+        HEADS[prev] = identity.sign_head(context, chain, s, prev)
+        if s in wanted:
+            out.append(e)
+    order = {s: i for i, s in enumerate(seqs)}
+    return sorted(out, key=lambda e: order[e.seq])
+
+
+def heads_for(entries: Iterable[Entry]) -> list[Head]:
+    return [HEADS[bytes.fromhex(e.id)] for e in entries if bytes.fromhex(e.id) in HEADS]

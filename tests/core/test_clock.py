@@ -1,4 +1,4 @@
-"""Lamport clock laws."""
+"""Lamport clock laws, and its saturation at MAX_LAMPORT (no value can make appends fail)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2p_ledger.core.clock import LamportClock
+from p2p_ledger.core.entry import MAX_LAMPORT
 
 SETTINGS = settings(max_examples=200, deadline=None, derandomize=True, database=None)
-ops = st.lists(st.one_of(st.just(None), st.integers(0, 2**64)), max_size=40)
+ops = st.lists(st.one_of(st.just(None), st.integers(0, MAX_LAMPORT - 50)), max_size=40)
 
 
 @SETTINGS
@@ -37,11 +38,24 @@ def test_clock_laws(start, ops):
 
 
 @SETTINGS
-@given(start=st.integers(0, 1000), seen=st.integers(0, 2**64))
+@given(start=st.integers(0, 1000), seen=st.integers(0, MAX_LAMPORT - 1))
 def test_tick_after_observe_is_later(start, seen):
     clock = LamportClock(start)
     clock.observe(seen)
     assert clock.tick() > seen
+
+
+@SETTINGS
+@given(seen=st.integers(MAX_LAMPORT - 3, 2**64))
+def test_clock_saturates_instead_of_failing(seen):
+    """An observed time at or past the limit (a hostile entry) never makes a tick fail: the
+    clock stays at MAX_LAMPORT, and entries with equal times are ordered by id."""
+    clock = LamportClock()
+    clock.observe(seen)
+    assert clock.time <= MAX_LAMPORT
+    ticks = [clock.tick() for _ in range(10)]
+    assert ticks[-1] == MAX_LAMPORT
+    assert ticks == sorted(ticks)
 
 
 def test_default_clock_starts_at_zero():

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from p2p_ledger.core.context_log import ContextLog, client_id_for
 from p2p_ledger.core.cursor import Cursor
-from p2p_ledger.core.entry import Limits, make_entry
+from p2p_ledger.core.entry import Limits
 from p2p_ledger.core.errors import (
     ForbiddenUpdate,
     IntegrityError,
@@ -17,18 +17,24 @@ from p2p_ledger.core.errors import (
 )
 from p2p_ledger.testing import forged_update
 
-from .helpers import ids
+from .helpers import HEADS, chain_entries, ids, writer_of
 
 SETTINGS = settings(max_examples=100, deadline=None, derandomize=True, database=None)
 
 
 def entries_of(origin: str, seqs, context: str = "ctx", lamport0: int = 0, key: str = "k"):
-    return [make_entry(context, key, f"{origin}{s}".encode(), {}, lamport0 + s, origin, s, 0)
-            for s in seqs]
+    return chain_entries(origin, list(seqs), context, lamport0, key)
+
+
+A, B = writer_of("a"), writer_of("b")
 
 
 def log(client_id: int = 1, name: str = "ctx", **kw) -> ContextLog:
-    return ContextLog(name, client_id, **kw)
+    """A context that already holds a head for every test entry (signatures are tested in
+    test_trust.py; here the Doc, index and tree)."""
+    ctx = ContextLog(name, client_id, **kw)
+    ctx.heads = HEADS  # shared: entries made later are covered too
+    return ctx
 
 
 def test_client_id_for():
@@ -45,7 +51,7 @@ def test_append_local_indexes_and_replicates():
     batch = entries_of("a", range(1, 251))  # more than one transaction chunk
     indexed, update = source.append_local(batch)
     assert ids(indexed) == ids(batch)
-    assert len(source) == 250 and source.max_seq("a") == 250 and source.max_seq("b") == 0
+    assert len(source) == 250 and source.max_seq(A) == 250 and source.max_seq(B) == 0
     assert source.max_lamport == 250
     replica = log(2)
     assert ids(replica.apply_remote(update)[0]) == ids(batch)
@@ -111,30 +117,28 @@ def test_gap_in_an_origin_hides_later_entries_until_filled():
     second.append_local(entries_of("a", [3, 4], lamport0=1))
     reader = log(13)
     reader.apply_remote(second.diff(first.state_vector()))  # b:1, a:3, a:4 but not a:1-2
-    assert len(reader) == 3 and reader.contiguous["a"] == 0 and reader.max_seq("a") == 4
+    assert len(reader) == 3 and reader.contiguous[A] == 0 and reader.max_seq(A) == 4
     got, cursor = reader.get()
     assert ids(got) == ids(b_entries), "a:3 and a:4 must wait for a:1 and a:2"
-    assert str(cursor) == "b:1"
+    assert str(cursor) == f"{B}:1"
     assert reader.get(limit=1)[0] == got
     reader.apply_remote(early)
     got, cursor = reader.get(after=cursor)
-    assert [(e.origin, e.seq) for e in got] == [("a", 1), ("a", 2), ("a", 3), ("a", 4)]
-    assert str(cursor) == "a:4,b:1"
+    assert [(e.writer, e.seq) for e in got] == [(A, 1), (A, 2), (A, 3), (A, 4)]
+    assert cursor == {A: 4, B: 1}
     assert reader.get(after=cursor) == ([], cursor)
     assert reader.root() == second.root()
 
 
 def test_get_limits_and_key_filter():
     ctx = log(1)
-    batch = entries_of("a", range(1, 7))
-    batch = [e if e.seq % 2 else make_entry("ctx", "even", b"", {}, e.lamport, "a", e.seq, 0)
-             for e in batch]
+    batch = chain_entries("a", range(1, 7), key=lambda s: "k" if s % 2 else "even")
     ctx.append_local(batch)
     start = Cursor()
     assert ctx.get(limit=0) == ([], start)
     assert ctx.get(limit=-1) == ([], start)
     got, cursor = ctx.get(limit=2)
-    assert [e.seq for e in got] == [1, 2] and cursor == {"a": 2}
+    assert [e.seq for e in got] == [1, 2] and cursor == {A: 2}
     assert [e.seq for e in ctx.get(key="even")[0]] == [2, 4, 6]
     assert [e.seq for e in ctx.get(key="even", after=cursor)[0]] == [4, 6]
     assert ctx.get(key="missing") == ([], start)
@@ -180,14 +184,14 @@ def test_load_stored_verify_applies_limits():
         log(1, limits=Limits(max_payload=1)).load_stored(update, verify=True)
 
 
-def test_add_missing_and_duplicates_are_indexed_once():
+def test_entries_received_by_id_and_duplicates_are_indexed_once():
     source = log(1)
     batch = entries_of("a", [1, 2, 3])
     source.append_local(batch)
     loader = log(2)
-    added, update = loader.add_missing(batch[:2] + batch[:1])
+    added, _, _, update = loader.receive(b"\x00\x00", (), [e.record for e in batch[:2] + batch[:1]])
     assert ids(added) == ids(batch[:2]) and update is not None
-    assert loader.add_missing(batch[:2]) == ([], None)
+    assert loader.receive(b"\x00\x00", (), [e.record for e in batch[:2]])[0] == []
     # The same records now arrive again through Yjs under the source's client id.
     assert ids(loader.apply_remote(source.diff())[0]) == ids(batch[2:])
     assert len(loader) == 3 and loader.root() == source.root()

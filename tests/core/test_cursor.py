@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,12 +13,23 @@ from p2p_ledger.core.entry import make_entry
 from p2p_ledger.core.errors import InvalidCursor, LocalInputError
 
 SETTINGS = settings(max_examples=200, deadline=None, derandomize=True, database=None)
-node_ids = st.text("abcXYZ019._-", min_size=1, max_size=10)
+node_ids = st.builds(lambda o, c: f"{o.hex()}.{c:016x}", st.binary(min_size=32, max_size=32),
+                     st.integers(0, 2**64 - 1))  # writers: origin.chain
 vectors = st.dictionaries(node_ids, st.integers(1, 2**64 - 1), max_size=6)
 
 
-def entry(origin: str, seq: int):
-    return make_entry("ctx", "k", b"", {}, seq, origin, seq, 0)
+def W(name: str) -> str:
+    """A writer key named after ``name``."""
+    return f"{hashlib.sha256(name.encode()).hexdigest()}.{len(name):016x}"
+
+
+A, B, C = W("a"), W("b"), W("c")
+
+
+def entry(writer: str, seq: int):
+    origin, chain = writer.split(".")
+    prev = bytes(32) if seq == 1 else hashlib.sha256(b"%d" % seq).digest()
+    return make_entry("ctx", "k", b"", {}, seq, origin, int(chain, 16), seq, 0, prev)
 
 
 @SETTINGS
@@ -41,20 +54,21 @@ def test_parse_special_values():
     assert Cursor.parse(None) == Cursor() == {}
     assert Cursor.parse("") == Cursor()
     assert str(Cursor()) == ""
-    c = Cursor({"a": 1})
+    c = Cursor({A: 1})
     assert Cursor.parse(c) is c
-    assert Cursor.parse(" a:1,b:2 ") == {"a": 1, "b": 2}
-    assert Cursor.parse("b:2,a:1") == {"a": 1, "b": 2}
+    assert Cursor.parse(f" {A}:1,{B}:2 ") == {A: 1, B: 2}
+    assert Cursor.parse(f"{B}:2,{A}:1") == {A: 1, B: 2}
     # zero (and negative) seqs mean "nothing seen" and are dropped
-    assert Cursor.parse("a:0") == Cursor() and str(Cursor.parse("a:0,b:1")) == "b:1"
-    assert Cursor({"a": 0, "b": -1, "c": 2}) == {"c": 2}
-    assert repr(Cursor({"a": 1})) == "Cursor('a:1')"
+    assert Cursor.parse(f"{A}:0") == Cursor() and str(Cursor.parse(f"{A}:0,{B}:1")) == f"{B}:1"
+    assert Cursor({A: 0, B: -1, C: 2}) == {C: 2}
+    assert repr(Cursor({A: 1})) == f"Cursor('{A}:1')"
 
 
 @pytest.mark.parametrize(
     "text",
     ["a", "a:", ":1", "a:x", "a:-1", "a:+1", "a:1.5", "a:1,a:2", "a b:1", "a/b:1", "\u00e9:1",
-     "a:1:2", "x" * 65 + ":1", "a:1,b"],
+     "a:1:2", "x" * 65 + ":1", "a:1,b", "a:1", A + ":x", f"{A}:1,{A}:2", A.upper() + ":1",
+     A[:-1] + ":1", A.split(".")[0] + ":1"],
 )
 def test_invalid_text_raises_invalid_cursor(text):
     with pytest.raises(InvalidCursor):
@@ -62,7 +76,7 @@ def test_invalid_text_raises_invalid_cursor(text):
     assert issubclass(InvalidCursor, LocalInputError)
 
 
-@pytest.mark.parametrize("text", ["a:\u00b2", "a:1\u00b9", "a:" + "9" * 5000])
+@pytest.mark.parametrize("text", [A + ":\u00b2", A + ":1\u00b9", A + ":" + "9" * 5000])
 def test_non_ascii_or_huge_digits_raise_invalid_cursor(text):
     with pytest.raises(InvalidCursor):
         Cursor.parse(text)
@@ -70,7 +84,7 @@ def test_non_ascii_or_huge_digits_raise_invalid_cursor(text):
 
 def test_non_ascii_decimal_digits_are_refused():
     with pytest.raises(InvalidCursor):
-        Cursor.parse("a:\u0661\u0662")  # int() reads this as 12
+        Cursor.parse(A + ":\u0661\u0662")  # int() reads this as 12
 
 
 @SETTINGS
@@ -104,6 +118,6 @@ def test_advanced(seen, batch):
 
 
 def test_advanced_never_goes_back():
-    cursor = Cursor({"a": 5})
-    assert cursor.advanced([entry("a", 2)]) == {"a": 5}
-    assert cursor.advanced([entry("a", 7), entry("a", 6)]) == {"a": 7}
+    cursor = Cursor({A: 5})
+    assert cursor.advanced([entry(A, 2)]) == {A: 5}
+    assert cursor.advanced([entry(A, 7), entry(A, 6)]) == {A: 7}

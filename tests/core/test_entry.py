@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from p2p_ledger.core.entry import (
     DEFAULT_LIMITS,
     ID_SIZE,
+    MAX_LAMPORT,
     Limits,
     check_context,
     check_fields,
@@ -31,6 +32,7 @@ from p2p_ledger.core.errors import (
     InvalidNodeId,
     InvalidPayload,
     KeyTooLarge,
+    LamportOutOfRange,
     LedgerError,
     LocalInputError,
     MetaTooLarge,
@@ -42,7 +44,11 @@ SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 VECTORS = json.loads((Path(__file__).parent / "data" / "entry_vectors.json").read_text())["vectors"]
-FIELDS = ("context", "key", "payload", "meta", "lamport", "origin", "seq", "appended_at_ns")
+FIELDS = ("context", "key", "payload", "meta", "lamport", "origin", "chain", "seq",
+          "appended_at_ns", "prev")
+ORIGIN_A = hashlib.sha256(b"node-a").hexdigest()
+ORIGIN_B = hashlib.sha256(b"node-b").hexdigest()
+PREV = hashlib.sha256(b"prev").digest()
 VALIDATION_ERRORS = (
     InvalidContextName, KeyTooLarge, PayloadTooLarge, MetaTooLarge, InvalidMeta, InvalidNodeId,
 )
@@ -53,13 +59,15 @@ def _s(value: str) -> bytes:
     return struct.pack(">I", len(raw)) + raw
 
 
-def reference_body(context, key, payload, meta_items, lamport, origin, seq, at) -> bytes:
+def reference_body(context, key, payload, meta_items, lamport, origin, chain, seq, at,
+                   prev) -> bytes:
     """Independent encoder written from the spec; ``meta_items`` is written in the given order."""
-    out = b"P2PL\x01" + _s(context) + _s(key) + struct.pack(">I", len(payload)) + payload
+    out = b"P2PL\x02" + _s(context) + _s(key) + struct.pack(">I", len(payload)) + payload
     out += struct.pack(">I", len(meta_items))
     for name, value in meta_items:
         out += _s(name) + _s(value)
-    return out + struct.pack(">Q", lamport) + _s(origin) + struct.pack(">QQ", seq, at)
+    return (out + struct.pack(">Q", lamport) + bytes.fromhex(origin)
+            + struct.pack(">QQQ", chain, seq, at) + prev)
 
 
 def record_of(body: bytes) -> bytes:
@@ -69,19 +77,23 @@ def record_of(body: bytes) -> bytes:
 def sample(**changes):
     fields = dict(
         context="ctx", key="k", payload=b"payload", meta={"a": "1", "b": "2"},
-        lamport=5, origin="node-a", seq=3, appended_at_ns=1_700_000_000_000_000_000,
+        lamport=5, origin=ORIGIN_A, chain=7, seq=3, appended_at_ns=1_700_000_000_000_000_000,
+        prev=PREV,
     )
     fields.update(changes)
     return make_entry(**fields)
 
 
 contexts = st.text("abcXYZ019._:/-", min_size=1, max_size=20)
-node_ids = st.text("abcXYZ019._-", min_size=1, max_size=12)
+origins = st.binary(min_size=32, max_size=32).map(bytes.hex)
 u64 = st.integers(1, 2**64 - 1)
 metas = st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=5)
 entries = st.builds(
     make_entry, context=contexts, key=st.text(max_size=20), payload=st.binary(max_size=64),
-    meta=metas, lamport=u64, origin=node_ids, seq=u64, appended_at_ns=st.integers(0, 2**64 - 1),
+    meta=metas, lamport=st.integers(1, MAX_LAMPORT), origin=origins,
+    chain=st.integers(0, 2**64 - 1), seq=st.integers(2, 2**64 - 1),
+    appended_at_ns=st.integers(0, 2**64 - 1),
+    prev=st.binary(min_size=32, max_size=32).filter(lambda p: p != bytes(32)),
 )
 
 
@@ -92,13 +104,20 @@ entries = st.builds(
 def test_golden_vectors(vector):
     entry = make_entry(
         vector["context"], vector["key"], bytes.fromhex(vector["payload_hex"]), vector["meta"],
-        vector["lamport"], vector["origin"], vector["seq"], vector["appended_at_ns"],
+        vector["lamport"], vector["origin"], vector["chain"], vector["seq"],
+        vector["appended_at_ns"], bytes.fromhex(vector["prev_hex"]),
     )
     assert entry.body.hex() == vector["encoding_hex"]
     expected_id = hashlib.sha256(bytes.fromhex(vector["encoding_hex"])).hexdigest()
     assert entry.id == vector["id"] == expected_id
     assert entry.record == bytes.fromhex(vector["id"] + vector["encoding_hex"])
-    decoded = decode_record(bytes.fromhex(vector["id"] + vector["encoding_hex"]))
+    record = bytes.fromhex(vector["id"] + vector["encoding_hex"])
+    if vector["lamport"] > MAX_LAMPORT:
+        with pytest.raises(LamportOutOfRange):
+            decode_record(record)
+        decoded = decode_body(entry.body)
+    else:
+        decoded = decode_record(record)
     assert decoded == entry
     assert decoded.payload == bytes.fromhex(vector["payload_hex"])
 
@@ -108,7 +127,8 @@ def test_golden_vectors_match_the_spec_encoder():
         body = reference_body(
             v["context"], v["key"], bytes.fromhex(v["payload_hex"]),
             sorted(v["meta"].items(), key=lambda kv: kv[0].encode()),
-            v["lamport"], v["origin"], v["seq"], v["appended_at_ns"],
+            v["lamport"], v["origin"], v["chain"], v["seq"], v["appended_at_ns"],
+            bytes.fromhex(v["prev_hex"]),
         )
         assert body.hex() == v["encoding_hex"], v["name"]
 
@@ -121,8 +141,8 @@ def test_golden_vectors_match_the_spec_encoder():
     [
         ("context", "ctx2"), ("key", "k2"), ("key", ""), ("payload", b"payloaD"),
         ("payload", b""), ("meta", {"a": "1", "b": "3"}), ("meta", {"a": "1", "c": "2"}),
-        ("meta", {"a": "1"}), ("meta", {}), ("lamport", 6), ("origin", "node-b"), ("seq", 4),
-        ("appended_at_ns", 1),
+        ("meta", {"a": "1"}), ("meta", {}), ("lamport", 6), ("origin", ORIGIN_B), ("seq", 4),
+        ("appended_at_ns", 1), ("chain", 8), ("prev", bytes(31) + b"\x01"),
     ],
 )
 def test_every_field_changes_the_id(field, other):
@@ -144,7 +164,7 @@ def test_meta_order_does_not_change_the_id(entry, data):
     items = data.draw(st.permutations(list(entry.meta.items())))
     again = make_entry(
         entry.context, entry.key, entry.payload, dict(items), entry.lamport, entry.origin,
-        entry.seq, entry.appended_at_ns,
+        entry.chain, entry.seq, entry.appended_at_ns, entry.prev,
     )
     assert again.id == entry.id and again.body == entry.body
 
@@ -155,14 +175,14 @@ def test_id_is_sha256_of_the_spec_encoding(entry):
     body = reference_body(
         entry.context, entry.key, entry.payload,
         sorted(entry.meta.items(), key=lambda kv: kv[0].encode()),
-        entry.lamport, entry.origin, entry.seq, entry.appended_at_ns,
+        entry.lamport, entry.origin, entry.chain, entry.seq, entry.appended_at_ns, entry.prev,
     )
     assert entry.body == body
     assert entry.id == hashlib.sha256(body).hexdigest()
 
 
 def test_make_entry_rejects_out_of_range_integers():
-    for field in ("lamport", "seq", "appended_at_ns"):
+    for field in ("lamport", "seq", "appended_at_ns", "chain"):
         with pytest.raises(ValueError):
             sample(**{field: -1})
         with pytest.raises(ValueError):
@@ -242,13 +262,13 @@ def test_mutated_records_are_either_valid_entries_or_integrity_errors(entry, dat
     assert decoded.body == bytes(body)
     assert make_entry(
         decoded.context, decoded.key, decoded.payload, decoded.meta, decoded.lamport,
-        decoded.origin, decoded.seq, decoded.appended_at_ns,
+        decoded.origin, decoded.chain, decoded.seq, decoded.appended_at_ns, decoded.prev,
     ).body == bytes(body)
 
 
 def test_unsorted_meta_is_not_canonical():
     args = ("ctx", "k", b"p")
-    tail = (5, "node-a", 3, 7)
+    tail = (5, ORIGIN_A, 1, 3, 7, PREV)
     body = reference_body(*args, [("b", "2"), ("a", "1")], *tail)
     with pytest.raises(IntegrityError, match="canonical"):
         decode_record(record_of(body))
@@ -261,7 +281,7 @@ def test_unsorted_meta_is_not_canonical():
 
 
 def test_duplicate_meta_names_are_not_canonical():
-    body = reference_body("ctx", "k", b"p", [("a", "1"), ("a", "2")], 5, "node-a", 3, 7)
+    body = reference_body("ctx", "k", b"p", [("a", "1"), ("a", "2")], 5, ORIGIN_A, 1, 3, 7, PREV)
     with pytest.raises(IntegrityError):
         decode_record(record_of(body))
 
@@ -270,7 +290,7 @@ def test_duplicate_meta_names_are_not_canonical():
     "mutate",
     [
         pytest.param(lambda b: b"P2PX" + b[4:], id="magic"),
-        pytest.param(lambda b: b[:4] + b"\x02" + b[5:], id="version-2"),
+        pytest.param(lambda b: b[:4] + b"\x01" + b[5:], id="version-1"),
         pytest.param(lambda b: b[:4] + b"\x00" + b[5:], id="version-0"),
         pytest.param(lambda b: b + b"\x00", id="trailing-byte"),
         pytest.param(lambda b: b[:-1], id="truncated"),
@@ -294,8 +314,9 @@ def test_invalid_utf8_is_refused():
     [
         pytest.param({"context": "has space"}, id="bad-context"),
         pytest.param({"context": "x" * 129}, id="long-context"),
-        pytest.param({"origin": "bad:origin"}, id="bad-origin"),
-        pytest.param({"origin": ""}, id="empty-origin"),
+        pytest.param({"seq": 1}, id="seq-1-with-prev"),
+        pytest.param({"prev": bytes(32)}, id="seq-3-without-prev"),
+        pytest.param({"lamport": MAX_LAMPORT + 1}, id="lamport-over-limit"),
         pytest.param({"key": "k" * 257}, id="long-key"),
         pytest.param({"seq": 0}, id="seq-0"),
         pytest.param({"lamport": 0}, id="lamport-0"),
@@ -417,7 +438,7 @@ def test_unencodable_strings_are_local_input_errors(args):
 @SETTINGS
 @given(entry=entries)
 def test_entry_is_immutable_and_order_key(entry):
-    assert entry.order_key == (entry.lamport, entry.origin, entry.seq)
+    assert entry.order_key == (entry.lamport, entry.id)
     with pytest.raises(AttributeError):
         entry.key = "other"  # type: ignore[misc]
     assert replace(entry, key=entry.key) == entry
@@ -447,7 +468,7 @@ def _oracle(body: bytes):
         return take(u32()).decode("utf-8")
 
     try:
-        if take(5) != b"P2PL\x01":
+        if take(5) != b"P2PL\x02":
             return None
         context, key = text(), text()
         payload = take(u32())
@@ -456,16 +477,18 @@ def _oracle(body: bytes):
             name = text()
             meta[name] = text()
         lamport = struct.unpack(">Q", take(8))[0]
-        origin = text()
-        seq, at = struct.unpack(">QQ", take(16))
+        origin = take(32).hex()
+        chain, seq, at = struct.unpack(">QQQ", take(24))
+        prev = take(32)
     except (ValueError, UnicodeDecodeError):
         return None
     if pos != len(body):
         return None
     items = sorted(meta.items(), key=lambda kv: kv[0].encode("utf-8"))
-    if reference_body(context, key, payload, items, lamport, origin, seq, at) != body:
+    if reference_body(context, key, payload, items, lamport, origin, chain, seq, at,
+                      prev) != body:
         return None
-    return (context, key, payload, meta, lamport, origin, seq, at)
+    return (context, key, payload, meta, lamport, origin, chain, seq, at, prev)
 
 
 def _fast(body: bytes):
@@ -473,8 +496,8 @@ def _fast(body: bytes):
         e = decode_body(body)
     except IntegrityError:
         return None
-    return (e.context, e.key, e.payload, dict(e.meta), e.lamport, e.origin, e.seq,
-            e.appended_at_ns)
+    return (e.context, e.key, e.payload, dict(e.meta), e.lamport, e.origin, e.chain, e.seq,
+            e.appended_at_ns, e.prev)
 
 
 meta_texts = st.text(alphabet=st.sampled_from("aAzZ\u00e9\u00ff\u0100\U0001f600\x00"), max_size=3)
@@ -484,13 +507,13 @@ meta_texts = st.text(alphabet=st.sampled_from("aAzZ\u00e9\u00ff\u0100\U0001f600\
 @given(
     context=st.text(max_size=4), key=st.text(max_size=4), payload=st.binary(max_size=8),
     meta_items=st.lists(st.tuples(meta_texts, meta_texts), max_size=4),
-    lamport=u64, origin=st.text(max_size=4), seq=u64, at=u64, data=st.data(),
+    lamport=u64, origin=origins, seq=u64, at=u64, data=st.data(),
 )
 def test_decoder_agrees_with_reencode_and_compare(
     context, key, payload, meta_items, lamport, origin, seq, at, data
 ):
     # meta_items in any order, with duplicates: canonical only when strictly sorted.
-    body = reference_body(context, key, payload, meta_items, lamport, origin, seq, at)
+    body = reference_body(context, key, payload, meta_items, lamport, origin, 5, seq, at, PREV)
     assert _fast(body) == _oracle(body)
     mutated = bytearray(body)
     for _ in range(data.draw(st.integers(0, 3))):
@@ -503,7 +526,7 @@ def test_decoder_agrees_with_reencode_and_compare(
 
 def test_lone_surrogate_bytes_are_refused():
     # "\ud800" encoded the lax way (CESU/WTF-8) is not UTF-8: no entry could re-encode to it.
-    body = reference_body("ctx", "k", b"p", [], 1, "node-a", 1, 1)
+    body = reference_body("ctx", "k", b"p", [], 1, ORIGIN_A, 1, 1, 1, bytes(32))
     bad = body.replace(b"\x00\x00\x00\x01k", b"\x00\x00\x00\x03\xed\xa0\x80")
     with pytest.raises(IntegrityError, match="malformed"):
         decode_record(record_of(bad))
@@ -523,7 +546,8 @@ def test_entries_built_by_the_codec_equal_dataclass_built_ones():
 
     entry = sample(meta={"z": "1", "a": "2"})
     plain = Entry(entry.context, entry.key, entry.payload, dict(entry.meta), entry.lamport,
-                  entry.origin, entry.seq, entry.appended_at_ns, entry.id, entry.body)
+                  entry.origin, entry.chain, entry.seq, entry.appended_at_ns, entry.prev,
+                  entry.id, entry.body, entry.writer)
     for built in (entry, decode_record(entry.record), decode_body(entry.body)):
         assert built == plain and type(built) is Entry
         assert built.body == plain.body and built.record == plain.record

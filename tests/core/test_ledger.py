@@ -9,7 +9,7 @@ import pytest
 from pycrdt import Array, Doc
 
 from p2p_ledger.core.cursor import Cursor
-from p2p_ledger.core.entry import Limits, decode_record, make_entry
+from p2p_ledger.core.entry import Limits, decode_record
 from p2p_ledger.core.errors import (
     ForbiddenUpdate,
     IntegrityError,
@@ -22,14 +22,16 @@ from p2p_ledger.core.errors import (
     RemoteProtocolError,
 )
 from p2p_ledger.core.storage import MemoryStorage
-from p2p_ledger.testing import deleting_update, forged_update
+from p2p_ledger.testing import bundled, deleting_update, forged_update
 from p2p_ledger.trio.store import SqliteStore
 
 from .helpers import (
     Backend,
     append,
+    chain_entries,
     ids,
     open_ledger,
+    origin_of,
     page_all,
     read_ids,
     state_of,
@@ -80,7 +82,7 @@ def test_append_assigns_lamport_and_gap_free_seq(backend):
     assert [(e.context, e.seq) for e in entries] == [
         ("c1", 1), ("c1", 2), ("c2", 1), ("c1", 3), ("c2", 2)]
     assert [e.payload for e in second.entries] == [b"p", b"z", b"q"]  # request order
-    assert all(e.origin == "a" and e.key == "k" for e in entries)
+    assert all(e.origin == origin_of("a") and e.key == "k" for e in entries)
     for e in entries:
         assert decode_record(e.record) == e
     assert sorted(name for name, _ in second.updates) == ["c1", "c2"]
@@ -142,8 +144,9 @@ def test_listeners_hear_new_entries_once():
 def test_unknown_context_reads_empty_and_names_are_checked():
     ledger = open_ledger(MemoryStorage(), "a")
     assert ledger.get("nothing") == ([], Cursor())
-    got, cursor = ledger.get("nothing", after="x:3")
-    assert got == [] and cursor == {"x": 3}
+    x = "ab" * 32 + ".0000000000000001"
+    got, cursor = ledger.get("nothing", after=f"{x}:3")
+    assert got == [] and cursor == {x: 3}
     with pytest.raises(InvalidContextName):
         ledger.get("no such name")
     with pytest.raises(InvalidCursor):
@@ -158,7 +161,7 @@ def test_key_filter_and_cursor_text():
     assert [e.payload for e in k1] == [b"0", b"3", b"6"]
     assert ledger.get("c1", key="zz") == ([], Cursor())
     page, cursor = ledger.get("c1", limit=4)
-    assert str(cursor) == "a:4"
+    assert str(cursor) == f"{ledger.writer('c1')}:4"
     rest, end = ledger.get("c1", after=str(cursor))
     assert [e.payload for e in page + rest] == [str(i).encode() for i in range(9)]
     assert ledger.get("c1", after=end) == ([], end)
@@ -216,7 +219,7 @@ def test_get_from_any_cursor_pages_exactly_once():
     assert_causal(everything)
     top = defaultdict(int)
     for e in everything:
-        top[e.origin] = max(top[e.origin], e.seq)
+        top[e.writer] = max(top[e.writer], e.seq)
     for _ in range(30):
         cursor = Cursor({o: rng.randint(0, s) for o, s in top.items()})
         key = rng.choice((None, *KEYS))
@@ -277,7 +280,7 @@ def run_history(seed: int, backend: Backend, steps: int, pushes: bool, restarts:
             lamports = [e.lamport for e in result.entries]
             assert lamports == sorted(set(lamports)) and lamports[0] > seen
             for e in result.entries:
-                assert e.origin == n and decode_record(e.record) == e
+                assert e.origin == origin_of(n) and decode_record(e.record) == e
                 authored[e.id] = e
             if pushes:
                 for name, update in result.updates:
@@ -324,7 +327,7 @@ def check_converged(rng, ledgers, readers, authored):
         # seq per origin per context: 1, 2, 3... and Lamport grows with seq
         per_origin = defaultdict(list)
         for e in expected:
-            per_origin[e.origin].append(e)
+            per_origin[e.writer].append(e)
         for own in per_origin.values():
             assert [e.seq for e in own] == list(range(1, len(own) + 1))
         for limit in (1, 3, 7):
@@ -341,7 +344,7 @@ def check_converged(rng, ledgers, readers, authored):
         assert set(ids(delivered)) == wanted, "an entry was never delivered"
         per_origin = defaultdict(list)
         for e in delivered:
-            per_origin[e.origin].append(e.seq)
+            per_origin[e.writer].append(e.seq)
         for seqs in per_origin.values():
             if reader.key is None:
                 assert seqs == list(range(1, len(seqs) + 1))
@@ -398,7 +401,9 @@ def test_sqlite_reopen_keeps_entries_clock_and_seq(tmp_path):
         assert b2.root() == root
         assert {name: b2.get(name)[0] for name in CONTEXTS} == reads
         nxt = append(b2, "c1", "z").entries[0]
-        assert nxt.seq == 2 and nxt.lamport > clock
+        # a new open is a new writer chain: it never reuses a position of the last one
+        assert nxt.seq == 1 and nxt.writer != mine.writer and nxt.origin == mine.origin
+        assert nxt.lamport > clock
         sync_all([a, b2])
         assert a.root() == b2.root()
     finally:
@@ -406,10 +411,10 @@ def test_sqlite_reopen_keeps_entries_clock_and_seq(tmp_path):
 
 
 def test_open_refuses_a_stored_record_whose_id_lies():
-    good = make_entry("c1", "k", b"x", {}, 1, "a", 1, 0)
-    liar = bytes.fromhex(make_entry("c1", "k", b"y", {}, 1, "a", 1, 0).id) + good.body
+    good, other = chain_entries("a", [1], "c1")[0], chain_entries("z", [1], "c1")[0]
+    liar = bytes.fromhex(other.id) + good.body
     storage = MemoryStorage()
-    storage.updates["c1"] = [forged_update([liar])]
+    storage.updates["c1"] = [bundled(forged_update([liar]))]
     with pytest.raises(IntegrityError, match="c1"):
         open_ledger(storage, "a")
 
@@ -439,7 +444,7 @@ def test_deleting_update_is_forbidden_and_changes_nothing(backend):
         before = state_of(victim)
         update = deleting_update(victim.contexts["c1"].diff(), index=0)
         with pytest.raises(ForbiddenUpdate):
-            victim.apply_remote("c1", update)
+            victim.apply_remote("c1", bundled(update))
         assert state_of(victim) == before
         assert len(victim.contexts["c1"]._array) == 4
 
@@ -448,15 +453,14 @@ def test_update_that_inserts_and_deletes_is_forbidden():
     ledger = open_ledger(MemoryStorage(), "a")
     append(ledger, "c1", "mine")
     before = state_of(ledger)
-    records = [make_entry(name, "k", b"p", {}, 1, "z", s, 0).record
-               for name, s in (("c1", 1), ("c1", 2), ("new", 1), ("new", 2))]
+    records = [e.record for name in ("c1", "new") for e in chain_entries("z", [1, 2], name)]
     for name, chunk in (("c1", records[:2]), ("new", records[2:])):
         doc = Doc(client_id=99)
         arr = doc.get("entries", type=Array)
         arr.extend(chunk)
         del arr[0]
         with pytest.raises(ForbiddenUpdate):
-            ledger.apply_remote(name, doc.get_update())
+            ledger.apply_remote(name, bundled(doc.get_update()))
     assert state_of(ledger) == before and "new" not in ledger.contexts
 
 
@@ -465,11 +469,10 @@ def test_update_with_a_lying_record_is_refused_and_nothing_is_stored(backend):
     append(ledger, "c1", "mine")
     before = state_of(ledger)
     for name in ("c1", "new"):
-        good = make_entry(name, "k", b"ok", {}, 9, "z", 1, 0)
-        honest_id = make_entry(name, "k", b"other", {}, 9, "z", 2, 0).id
-        liar = bytes.fromhex(honest_id) + make_entry(name, "k", b"lie", {}, 9, "z", 2, 0).body
-        with pytest.raises(IntegrityError, match=honest_id):
-            ledger.apply_remote(name, forged_update([good.record, liar]))
+        good, honest = chain_entries("z", [1, 2], name)
+        liar = bytes.fromhex(honest.id) + chain_entries("y", [2], name)[0].body
+        with pytest.raises(IntegrityError, match=honest.id):
+            ledger.apply_remote(name, bundled(forged_update([good.record, liar])))
     assert state_of(ledger) == before and "new" not in ledger.contexts
     assert ledger.get("new") == ([], Cursor())
 
@@ -478,13 +481,14 @@ def test_malformed_updates_are_refused():
     ledger = open_ledger(MemoryStorage(), "a")
     append(ledger, "c1", "mine")
     before = state_of(ledger)
-    wrong_ctx = make_entry("c2", "k", b"", {}, 1, "z", 1, 0).record
-    for name, update in (("c1", b"\x01\x02garbage"), ("c1", forged_update([wrong_ctx])),
-                         ("new", b""), ("c1", forged_update([b"short"]))):
+    wrong_ctx = chain_entries("z", [1], "c2")[0].record
+    for name, update in (("c1", b"\x01\x02garbage"), ("c1", bundled(forged_update([wrong_ctx]))),
+                         ("new", b""), ("new", bundled(b"")), ("c1", bundled(b"\x01\x02")),
+                         ("c1", bundled(forged_update([b"short"])))):
         with pytest.raises((RemoteProtocolError, IntegrityError)):
             ledger.apply_remote(name, update)
     with pytest.raises(InvalidContextName):
-        ledger.apply_remote("bad name", forged_update([]))
+        ledger.apply_remote("bad name", bundled(forged_update([])))
     assert state_of(ledger) == before and "new" not in ledger.contexts
 
 
@@ -578,7 +582,8 @@ def _pending_scenario():
     assert b.apply_remote("c1", u2) == []  # its origin (z's item) is missing: pending
     assert len(storage.updates["c1"]) == 2  # ... and persisted as applied
     new = b.apply_remote("c1", uz)
-    assert sorted((e.origin, e.seq) for e in new) == [("a", 2), ("z", 1)]  # both surface
+    got = sorted((e.origin, e.seq) for e in new)
+    assert got == sorted([(origin_of("a"), 2), (origin_of("z"), 1)])  # both surface
     return a, b, storage
 
 
@@ -593,7 +598,8 @@ def test_own_entries_survive_reopen_after_pending_updates():
     mine = append(b, "c1", "mine").entries[0]
     reopened = open_ledger(storage, "b", "b-2")
     assert mine.id in read_ids(reopened, "c1")
-    assert append(reopened, "c1", "next").entries[0].seq == 2
+    nxt = append(reopened, "c1", "next").entries[0]
+    assert (nxt.seq, nxt.origin) == (1, mine.origin) and nxt.writer != mine.writer
 
 
 def _gap_scenario(storage):
@@ -657,7 +663,7 @@ def test_empty_update_does_not_change_the_root():
     append(a, "c1", "x")
     sync(a, b, "c1")
     assert a.root() == b.root()
-    b.apply_remote("c2", Doc().get_update())
+    b.apply_remote("c2", bundled(Doc().get_update()))
     assert b.get("c2") == ([], Cursor())
     assert a.root() == b.root()
 

@@ -14,7 +14,13 @@ from hypothesis import strategies as st
 from pycrdt import Array, Doc
 
 from p2p_ledger.core import wire
-from p2p_ledger.core.errors import ForbiddenUpdate, IntegrityError, RemoteProtocolError
+from p2p_ledger.core.bundle import encode_bundle
+from p2p_ledger.core.errors import (
+    ForbiddenUpdate,
+    ForgedEntry,
+    IntegrityError,
+    RemoteProtocolError,
+)
 from p2p_ledger.core.protocol import (
     Closed,
     EntriesReceived,
@@ -249,8 +255,8 @@ def _twins(n_entries: int, payload_size: int = 100) -> tuple:
     rng = random.Random(n_entries)
     for i in range(n_entries):
         append(a, f"ctx-{i % 7}", rng.randbytes(payload_size))
-    for name, ctx in a.contexts.items():
-        b.apply_remote(name, ctx.diff(None))
+    for name in a.contexts:
+        b.apply_remote(name, a.bundle_diff(name, None))
     assert a.root() == b.root()
     return a, b
 
@@ -494,6 +500,7 @@ def _victim() -> tuple:
 
 
 def _chunk(context: str, update: bytes, transfer: int = 1) -> list[bytes]:
+    update = encode_bundle((), update)  # the Yjs update as a bundle, with no signatures
     return [encode(UpdateChunk(context, transfer, len(update), o, update[o:o + CHUNK]))
             for o in range(0, len(update), CHUNK)]
 
@@ -535,6 +542,8 @@ def _hostile_cases(victim) -> dict[str, tuple[list[bytes], str]]:  # noqa: ANN00
             "ForbiddenUpdate"),
         "entry-id-lies": (_chunk("ctx-1", forged_update([_record_with_lying_id()])),
                           "IntegrityError"),
+        "entries-no-signature-vouches-for": (_chunk("ctx-1", forged_update(records)),
+                                             "ForgedEntry"),
         "entry-of-another-context": (_chunk("ctx-1", forged_update(
             [foreign_entry("elsewhere").record])), "ForbiddenUpdate"),
         "entry-of-another-context-new": (_chunk("brand-new", forged_update(
@@ -593,7 +602,7 @@ def test_hostile_input_closes_the_session_and_changes_nothing(case: str, swapped
 
 def test_error_classes_in_reasons_are_real_error_classes() -> None:
     names = {"RemoteProtocolError": RemoteProtocolError, "ForbiddenUpdate": ForbiddenUpdate,
-             "IntegrityError": IntegrityError}
+             "IntegrityError": IntegrityError, "ForgedEntry": ForgedEntry}
     assert all(issubclass(cls, Exception) for cls in names.values())
     assert {c for _, c in _hostile_cases(_twins(30, 50)[0]).values()} == set(names)
 
@@ -740,7 +749,7 @@ def test_items_with_state_vectors_send_what_is_missing_without_asking() -> None:
     a, b = new_ledger("a"), new_ledger("b")
     append(a, "notes", b"one")
     for name in ("notes",):
-        b.apply_remote(name, a.contexts[name].diff(None))
+        b.apply_remote(name, a.bundle_diff(name, None))
     append(a, "notes", b"two")
     pair = open_pair(a, b)
     sv_b = b.contexts["notes"].state_vector()

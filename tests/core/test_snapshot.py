@@ -9,9 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from p2p_ledger.core.cursor import Cursor
-from p2p_ledger.core.entry import DEFAULT_LIMITS, Limits, make_entry
+from p2p_ledger.core.entry import DEFAULT_LIMITS, Limits
 from p2p_ledger.core.errors import (
     AlreadyExists,
+    ForgedEntry,
     IntegrityError,
     InvalidContextName,
     InvalidSnapshot,
@@ -19,11 +20,21 @@ from p2p_ledger.core.errors import (
     SnapshotError,
     UnsupportedVersion,
 )
+from p2p_ledger.core.identity import HEAD_SIZE
 from p2p_ledger.core.merkle import MerkleTree
 from p2p_ledger.core.snapshot import MAGIC, decode_snapshot, encode_snapshot
 from p2p_ledger.core.storage import MemoryStorage
 
-from .helpers import append, open_ledger, read_ids, state_of, sync, sync_all
+from .helpers import (
+    append,
+    chain_entries,
+    heads_for,
+    open_ledger,
+    read_ids,
+    state_of,
+    sync,
+    sync_all,
+)
 
 SETTINGS = settings(
     max_examples=150, deadline=None, derandomize=True, database=None,
@@ -72,8 +83,9 @@ def test_round_trip_into_a_fresh_ledger():
 
 def test_decode_snapshot_returns_the_stated_root(blob):
     src = source_ledger()
-    context, root, entries = decode_snapshot(blob, DEFAULT_LIMITS)
+    context, root, entries, heads = decode_snapshot(blob, DEFAULT_LIMITS)
     assert context == "c1" and root == src.context_root("c1")
+    assert heads  # one per writer chain top: what the loader checks every entry against
     assert [e.id for e in entries] == read_ids(src, "c1")
 
 
@@ -89,8 +101,10 @@ def test_loading_twice_adds_nothing(blob):
 def test_loading_into_a_ledger_that_has_part_of_it():
     src = source_ledger()
     dst = fresh()
-    first = src.get("c1", limit=2)[0]
-    partial = encode_snapshot("c1", _root(first), first)
+    first = [e for e in src.get("c1")[0] if e.writer == src.writer("c1") and e.seq <= 2]
+    heads, vouchers = src.contexts["c1"].proof_for(first)
+    assert len(first) == 2 and not vouchers  # a1 and a2 were one commit: one head
+    partial = encode_snapshot("c1", _root(first), first, heads)
     assert dst.load_snapshot(partial) == ("c1", 2)
     assert dst.load_snapshot(src.snapshot("c1")) == ("c1", 2)
     assert dst.context_root("c1") == src.context_root("c1")
@@ -112,8 +126,8 @@ def test_fail_if_exists(blob):
 
 def test_snapshot_of_an_empty_or_unknown_context():
     empty = fresh().snapshot("nothing")
-    context, root, entries = decode_snapshot(empty, DEFAULT_LIMITS)
-    assert (context, root, entries) == ("nothing", MerkleTree().root(), [])
+    context, root, entries, heads = decode_snapshot(empty, DEFAULT_LIMITS)
+    assert (context, root, entries, heads) == ("nothing", MerkleTree().root(), [], [])
     dst = fresh()
     assert dst.load_snapshot(empty) == ("nothing", 0)
     assert dst.get("nothing") == ([], Cursor())
@@ -155,14 +169,17 @@ def test_trailing_bytes_are_invalid(blob):
     _refused(blob + b"\x00", InvalidSnapshot)
 
 
-@pytest.mark.parametrize("version", [0, 2, 255])
+@pytest.mark.parametrize("version", [0, 1, 255])
 def test_wrong_version(blob, version):
     bad = blob[: len(MAGIC)] + bytes([version]) + blob[len(MAGIC) + 1 :]
     _refused(bad, UnsupportedVersion)
 
 
 def test_tampered_record_is_an_integrity_error(blob):
-    for pos in (HEADER + 4, HEADER + 4 + 32 + 10, len(blob) - 1):  # id, body, last byte
+    n_heads = struct.unpack(">I", blob[-4 - 2 * HEAD_SIZE:-2 * HEAD_SIZE])[0]
+    assert n_heads == 2  # a's and b's chains
+    last = len(blob) - 4 - n_heads * HEAD_SIZE - 1
+    for pos in (HEADER + 4, HEADER + 4 + 32 + 10, last):  # id, body, last byte of a record
         bad = bytearray(blob)
         bad[pos] ^= 0x01
         _refused(bytes(bad), IntegrityError)
@@ -179,32 +196,32 @@ def test_missing_or_extra_entries_do_not_match_the_root():
     entries = src.get("c1")[0]
     root = src.context_root("c1")
     _refused(encode_snapshot("c1", root, entries[:-1]), IntegrityError)
-    extra = make_entry("c1", "k", b"extra", {}, 99, "q", 1, 0)
+    extra = chain_entries("q", [1], "c1")[0]
     _refused(encode_snapshot("c1", root, [*entries, extra]), IntegrityError)
 
 
 def test_record_of_another_context_is_an_integrity_error():
-    alien = make_entry("c2", "k", b"x", {}, 1, "q", 1, 0)
+    alien = chain_entries("q", [1], "c2")[0]
     _refused(encode_snapshot("c1", _root([alien]), [alien]), IntegrityError)
 
 
 def test_invalid_context_name_in_the_header():
     for name in (b"bad name", b"", b"\xff\xfe"):
-        blob = MAGIC + b"\x01" + struct.pack(">I", len(name)) + name + MerkleTree().root()
+        blob = MAGIC + b"\x02" + struct.pack(">I", len(name)) + name + MerkleTree().root()
         blob += struct.pack(">Q", 0)
         with pytest.raises(InvalidSnapshot):
             decode_snapshot(blob, DEFAULT_LIMITS)
 
 
 def test_count_larger_than_the_file():
-    blob = MAGIC + b"\x01" + struct.pack(">I", 2) + b"c1" + MerkleTree().root()
+    blob = MAGIC + b"\x02" + struct.pack(">I", 2) + b"c1" + MerkleTree().root()
     with pytest.raises(InvalidSnapshot):
         decode_snapshot(blob + struct.pack(">Q", 2**64 - 1), DEFAULT_LIMITS)
 
 
 def test_snapshot_limits_are_the_loaders():
-    big = make_entry("c1", "k", b"x" * 100, {}, 1, "q", 1, 0)
-    blob = encode_snapshot("c1", _root([big]), [big])
+    big = chain_entries("q", [1], "c1", payload=lambda s: b"x" * 100)[0]
+    blob = encode_snapshot("c1", _root([big]), [big], heads_for([big]))
     with pytest.raises(IntegrityError):
         open_ledger(MemoryStorage(), "z", limits=Limits(max_payload=10)).load_snapshot(blob)
     assert fresh().load_snapshot(blob) == ("c1", 1)
@@ -263,3 +280,22 @@ def test_entries_synced_after_a_snapshot_load_survive_reopen():
     assert len(read_ids(loader, "c1")) == 3
     reopened = open_ledger(storage, "l", "l-2")
     assert read_ids(reopened, "c1") == read_ids(loader, "c1")
+
+
+def test_entries_without_a_valid_signature_are_refused(blob):
+    """A snapshot whose entries no signature vouches for (forged authorship, defect 4 of the
+    trust issue) or whose head is tampered with is refused whole: nothing is stored."""
+    forged = chain_entries("someone-else", [1, 2], "c1")
+    _refused_on_load(encode_snapshot("c1", _root(forged), forged), ForgedEntry)
+    bad = bytearray(blob)
+    bad[-1] ^= 1  # the last byte of the last head's signature
+    _refused_on_load(bytes(bad), ForgedEntry)
+
+
+def _refused_on_load(blob, cls):
+    dst = fresh()
+    append(dst, "c1", "mine")
+    before = state_of(dst)
+    with pytest.raises(cls):
+        dst.load_snapshot(blob)
+    assert state_of(dst) == before

@@ -1,0 +1,183 @@
+"""Trust: identities, signed chains, forks and the clock, against a hostile member.
+
+Each test reproduces one defect of the trust issue (#8) at the ledger level with a hostile peer
+that knows everything on the wire (Yjs client ids and clocks, entry ids) but not the other
+nodes' keys.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from p2p_ledger.core.bundle import encode_bundle
+from p2p_ledger.core.entry import MAX_LAMPORT, NO_PREV, make_entry
+from p2p_ledger.core.errors import ForgedEntry, IntegrityError, LamportOutOfRange
+from p2p_ledger.core.identity import Identity, check_fork_proof
+from p2p_ledger.core.storage import MemoryStorage
+from p2p_ledger.testing import bundled, forged_update
+
+from .helpers import append, open_ledger, read_ids, sync, sync_all
+
+
+def signed(identity: Identity, context: str, lamports, chain: int = 9, payload: bytes = b"m"):
+    """A chain of entries by ``identity`` with the given Lamport times, and its signed head."""
+    prev, out = NO_PREV, []
+    for seq, lamport in enumerate(lamports, 1):
+        entry = make_entry(context, "k", payload + b"%d" % seq, {}, lamport, identity.origin,
+                           chain, seq, 0, prev)
+        prev = bytes.fromhex(entry.id)
+        out.append(entry)
+    head = identity.sign_head(context, chain, len(out), prev)
+    return out, head
+
+
+def send(ledger, context, entries, heads, client_id=4242):
+    return ledger.apply_remote(context, encode_bundle(
+        heads, forged_update([e.record for e in entries], client_id)))
+
+
+# ---- defect 1: one entry stops every write ------------------------------------------------------
+
+
+def test_an_entry_beyond_max_lamport_is_refused_and_changes_nothing():
+    victim = open_ledger(MemoryStorage(), "a")
+    append(victim, "c1", "before")
+    mallory = Identity.from_seed("mallory")
+    entries, head = signed(mallory, "c1", [2**64 - 1])
+    root = victim.root()
+    with pytest.raises(LamportOutOfRange):
+        send(victim, "c1", entries, [head])
+    assert victim.root() == root and victim.clock.time == 1
+
+
+def test_an_entry_at_the_limit_cannot_stop_writes():
+    """The highest accepted time saturates the clock; appends go on (ordered by id among
+    themselves), survive a restart and replicate."""
+    storage = MemoryStorage()
+    victim = open_ledger(storage, "a")
+    entries, head = signed(Identity.from_seed("mallory"), "c1", [MAX_LAMPORT])
+    assert len(send(victim, "c1", entries, [head])) == 1
+    mine = append(victim, "c1", "still writing", "and again").entries
+    assert [e.lamport for e in mine] == [MAX_LAMPORT, MAX_LAMPORT]
+    reopened = open_ledger(storage, "a", "a-2")
+    assert append(reopened, "c1", "after restart").entries[0].lamport == MAX_LAMPORT
+    peer = open_ledger(MemoryStorage(), "b")
+    sync_all([reopened, peer])
+    assert peer.root() == reopened.root()
+    assert read_ids(peer, "c1") == read_ids(reopened, "c1")
+    assert len(read_ids(peer, "c1")) == 4
+
+
+# ---- defect 4: entries bound to their author ---------------------------------------------
+
+
+def test_an_entry_under_another_origin_is_refused():
+    """Mallory writes an entry with origin = a's key and a's next position: no signature of a's
+    key vouches for it, so it is refused, stored nowhere, and a's next append is unaffected."""
+    a, b = open_ledger(MemoryStorage(), "a"), open_ledger(MemoryStorage(), "b")
+    first = append(a, "c1", "real").entries[0]
+    sync(a, b, "c1")
+    fake = make_entry("c1", "k", b"forged", {}, 5, a.origin, first.chain, 2, 0,
+                      bytes.fromhex(first.id))
+    mallory = Identity.from_seed("mallory")
+    wrong_key = mallory.sign_head("c1", first.chain, 2, bytes.fromhex(fake.id))
+    for heads in ([], [wrong_key]):
+        root = b.root()
+        with pytest.raises(ForgedEntry):
+            send(b, "c1", [fake], heads)
+        assert b.root() == root and fake.id not in b.contexts["c1"].by_id
+    assert append(a, "c1", "next").entries[0].seq == 2
+    sync_all([a, b])
+    assert a.root() == b.root() and fake.id not in read_ids(b, "c1")
+
+
+def test_a_head_signed_for_another_context_does_not_vouch():
+    b = open_ledger(MemoryStorage(), "b")
+    entries, _ = signed(Identity.from_seed("m"), "c1", [1])
+    elsewhere = Identity.from_seed("m").sign_head("c2", 9, 1, bytes.fromhex(entries[0].id))
+    with pytest.raises(ForgedEntry):
+        send(b, "c1", entries, [elsewhere])
+
+
+def test_an_entry_cannot_vouch_for_another_writers_entry():
+    """A member's authentic entry that names someone else's (made up) entry as its prev does
+    not make that entry authentic."""
+    b = open_ledger(MemoryStorage(), "b")
+    victim = Identity.from_seed("victim")
+    made_up = make_entry("c1", "k", b"not mine", {}, 1, victim.origin, 3, 1, 0, NO_PREV)
+    mallory = Identity.from_seed("mallory")
+    cover = make_entry("c1", "k", b"cover", {}, 2, mallory.origin, 3, 2, 0,
+                       bytes.fromhex(made_up.id))
+    head = mallory.sign_head("c1", 3, 2, bytes.fromhex(cover.id))
+    with pytest.raises(ForgedEntry):
+        send(b, "c1", [made_up, cover], [head])
+
+
+def test_unsigned_updates_are_refused_whole():
+    b = open_ledger(MemoryStorage(), "b")
+    entries, _ = signed(Identity.from_seed("m"), "c1", [1, 2])
+    with pytest.raises(ForgedEntry):
+        b.apply_remote("c1", bundled(forged_update([e.record for e in entries])))
+    assert "c1" not in b.contexts or not len(b.contexts["c1"])
+
+
+def test_one_head_vouches_for_a_whole_chain():
+    """Catch-up verifies one signature per writer chain, not one per entry."""
+    b = open_ledger(MemoryStorage(), "b")
+    entries, head = signed(Identity.from_seed("m"), "c1", range(1, 501))
+    assert len(send(b, "c1", entries, [head])) == 500
+    assert b.verify() == []
+
+
+# ---- defect 3: a node that loses the tail of its store -------------------------------------------
+
+
+def test_a_node_that_lost_its_tail_starts_a_new_chain_and_nothing_is_skipped():
+    """a's store loses its last commits (restored backup); it restarts under the same key. Its
+    new appends take a new writer chain, so no position is signed twice; the lost entries come
+    back from b; a cursor taken before the loss, resumed anywhere, delivers everything."""
+    storage = MemoryStorage()
+    a, b = open_ledger(storage, "a"), open_ledger(MemoryStorage(), "b")
+    for i in range(4):
+        append(a, "c1", f"a{i}")
+    sync_all([a, b])
+    cursor = a.get("c1", limit=2)[1]
+    seen = read_ids(a, "c1")[:2]
+    storage.updates["c1"] = storage.updates["c1"][:2]  # the last two commits are gone
+    a2 = open_ledger(storage, "a", "a-after-loss")
+    assert len(a2.contexts["c1"]) == 2
+    new = append(a2, "c1", "after the loss").entries[0]
+    assert new.origin == a.origin and new.writer != a.writer("c1") and new.seq == 1
+    sync_all([a2, b])
+    assert a2.root() == b.root() and a2.forks() == [] and b.forks() == []
+    for node in (a2, b):
+        rest = node.get("c1", after=cursor)[0]
+        assert seen + [e.id for e in rest] == read_ids(node, "c1")
+        assert new.id in [e.id for e in rest]
+
+
+# ---- forks: one writer signs two entries for one position ---------------------------------------
+
+
+def test_an_equivocating_writer_is_a_fork_reported_with_a_checkable_proof():
+    mallory = Identity.from_seed("mallory")
+    left, left_head = signed(mallory, "c1", [1, 2], chain=5, payload=b"left")
+    right, right_head = signed(mallory, "c1", [1, 2], chain=5, payload=b"right")
+    b, c = open_ledger(MemoryStorage(), "b"), open_ledger(MemoryStorage(), "c")
+    send(b, "c1", left, [left_head], client_id=4242)
+    send(c, "c1", right, [right_head], client_id=4343)
+    append(b, "c1", "honest b")
+    append(c, "c1", "honest c")
+    sync_all([b, c])
+    assert b.root() == c.root()
+    assert read_ids(b, "c1") == read_ids(c, "c1")  # one total order, (lamport, id)
+    assert len(read_ids(b, "c1")) == 6  # both branches are signed data: both are kept
+    forks = b.forks()
+    assert forks == c.forks() and [f["seq"] for f in forks] == [1, 2]
+    assert b.fork_log and any(left[0].id in line and right[0].id in line for line in b.fork_log)
+    writer = left[0].writer
+    proof = b.fork_proof("c1", writer, 1)
+    assert sorted(check_fork_proof(proof)) == sorted([left[0].id, right[0].id])
+    proof["branches"][1]["head"]["signature"] = "00" * 64
+    with pytest.raises(IntegrityError):
+        check_fork_proof(proof)
