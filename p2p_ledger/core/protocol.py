@@ -50,6 +50,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from .context_log import ContextLog
 from .entry import Entry, check_context, check_node_id
 from .errors import (
     IntegrityError,
@@ -63,12 +64,15 @@ from .wire import (
     AUTH,
     BYE,
     CHUNK,
+    CTREE,
     DIGEST_PREFIX,
     EMPTY,
     FLAG_AUTH,
     HELLO,
+    IDS,
     INNER,
     ITEMS,
+    MAX_IDS,
     MAX_PEERS_PER_FRAME,
     MAX_SV_IN_VIEW,
     NAMES,
@@ -78,8 +82,10 @@ from .wire import (
     SYNC1,
     UPDATE,
     VIEWS,
+    WANT,
     Auth,
     Bye,
+    ContextTree,
     Hello,
     Message,
     Peers,
@@ -88,6 +94,7 @@ from .wire import (
     UpdateChunk,
     View,
     Views,
+    Want,
     decode,
     encode,
 )
@@ -109,7 +116,7 @@ class State(enum.Enum):
 ALLOWED: dict[State, frozenset[int]] = {
     State.HELLO_SENT: frozenset({HELLO, BYE}),
     State.AUTH_WAIT: frozenset({AUTH, BYE}),
-    State.OPEN: frozenset({PEERS, ROOT, VIEWS, SYNC1, UPDATE, BYE}),
+    State.OPEN: frozenset({PEERS, ROOT, VIEWS, SYNC1, UPDATE, BYE, CTREE, WANT}),
     State.CLOSED: frozenset(),
 }
 
@@ -343,15 +350,15 @@ class PeerSession:
         elif isinstance(msg, Root):
             self._on_root(msg)
         elif isinstance(msg, Views):
-            # why: an EMPTY view asks for everything under its prefix; repeated or nested
-            # prefixes in one frame made us build many copies of the ledger (604 B in, 303 MB
-            # out) inside one receive(). Honest VIEWS hold disjoint prefixes.
-            prefixes = sorted(v.prefix for v in msg.views)
-            for p, q in zip(prefixes, prefixes[1:], strict=False):
-                if q[:len(p)] == p:
-                    raise RemoteProtocolError(f"VIEWS overlap at prefix {list(p)}")
+            _disjoint(msg.views)
             for view in msg.views:
                 self._on_view(view)
+        elif isinstance(msg, ContextTree):
+            self._on_ctree(msg)
+        elif isinstance(msg, Want):
+            with _peer_at_fault():
+                check_context(msg.context)
+            self._send_update(msg.context, self.ledger.bundle_records(msg.context, msg.ids))
         elif isinstance(msg, Sync1):
             self._on_sync1(msg)
         elif isinstance(msg, UpdateChunk):
@@ -483,9 +490,13 @@ class PeerSession:
         they_have_more = any(clock > mine.get(client, 0) for client, clock in theirs.items())
         if ctx is not None and we_have_more and self._first_answer(name, their_sv, ours):
             self._send_update(name, self.ledger.bundle_diff(name, their_sv))
-        if they_have_more or not we_have_more:
-            # why: equal vectors with different roots cannot happen honestly; ask both ways
-            self._send(Sync1(name, not they_have_more, ours))
+        if they_have_more:
+            self._send(Sync1(name, False, ours))
+        elif not we_have_more:
+            # why: equal vectors, different roots: a position of some Yjs client holds another
+            # entry here than there (a member squatted it, or a node lost a tail it had
+            # shipped). State vectors cannot say which entries differ; the entry ids can.
+            self._send_ctree(name, ctx)
 
     def _request(self, name: str) -> None:
         with _peer_at_fault():
@@ -521,7 +532,53 @@ class PeerSession:
         if ctx is not None:
             self._send_update(msg.context, self.ledger.bundle_diff(msg.context, msg.state_vector))
         if msg.want_reply:
-            self._send(Sync1(msg.context, False, sv))
+            if decode_state_vector(msg.state_vector) == decode_state_vector(sv):
+                self._send_ctree(msg.context, ctx)  # as in _reconcile: look at the ids
+            else:
+                self._send(Sync1(msg.context, False, sv))
+
+    # ---- finding entries by id (a context's tree of entry ids) ---------------------------------
+
+    def _send_ctree(self, name: str, ctx: ContextLog | None) -> None:
+        """Show the peer the top of our tree of ``name``'s entry ids: it descends where the
+        digests differ, asks (WANT) for the ids it lacks and sends those we lack."""
+        self._send(ContextTree(name, (self._ctx_view(ctx, ()),)))
+
+    def _ctx_view(self, ctx: ContextLog | None, prefix: tuple[int, ...]) -> View:
+        node = ctx.tree.node(prefix) if ctx is not None else None
+        if node is None or ctx is None:
+            return View(prefix, EMPTY)
+        if node.children is not None:
+            return View(prefix, INNER, children=tuple(
+                None if d is None else d[:DIGEST_PREFIX] for d in node.children))
+        return View(prefix, IDS, ids=tuple(k for k, _ in ctx.tree.items_under(prefix)))
+
+    def _on_ctree(self, msg: ContextTree) -> None:
+        with _peer_at_fault():
+            check_context(msg.context)
+        _disjoint(msg.views)
+        name = msg.context
+        ctx = self.ledger.contexts.get(name)
+        for theirs in msg.views:
+            prefix = theirs.prefix
+            mine = ctx.tree.node(prefix) if ctx is not None else None
+            if theirs.kind == INNER and mine is not None and mine.children is not None:
+                short = [None if d is None else d[:DIGEST_PREFIX] for d in mine.children]
+                differing = [i for i in range(16) if theirs.children[i] != short[i]]
+                if differing:
+                    self._send(ContextTree(name, tuple(
+                        self._ctx_view(ctx, prefix + (i,)) for i in differing)))
+            elif theirs.kind == INNER:
+                self._send(ContextTree(name, (self._ctx_view(ctx, prefix),)))
+            else:  # EMPTY or IDS: compare the ids themselves
+                ours = {k for k, _ in ctx.tree.items_under(prefix)} if mine is not None \
+                    and ctx is not None else set()
+                lacking = sorted(set(theirs.ids) - ours)
+                for start in range(0, len(lacking), MAX_IDS):
+                    self._send(Want(name, tuple(lacking[start:start + MAX_IDS])))
+                extra = ours - set(theirs.ids)
+                if extra:
+                    self._send_update(name, self.ledger.bundle_records(name, sorted(extra)))
 
     def _send_update(self, context: str, update: bytes | None) -> None:
         """Send a bundle (a Yjs update and its signatures) in chunks; None is nothing to send."""
@@ -598,6 +655,16 @@ def _peer_at_fault() -> Iterator[None]:
         raise RemoteProtocolError(str(exc)) from None
     except LedgerError as exc:
         raise RemoteProtocolError(f"{type(exc).__name__}: {exc}") from None
+
+
+def _disjoint(views: Iterable[View]) -> None:
+    # why: an EMPTY view asks for everything under its prefix; repeated or nested prefixes in
+    # one frame made us build many copies of the ledger (604 B in, 303 MB out) inside one
+    # receive(). Honest VIEWS (and CTREEs) hold disjoint prefixes.
+    prefixes = sorted(v.prefix for v in views)
+    for p, q in zip(prefixes, prefixes[1:], strict=False):
+        if q[:len(p)] == p:
+            raise RemoteProtocolError(f"views overlap at prefix {list(p)}")
 
 
 def _short_sv(sv: bytes) -> bytes:

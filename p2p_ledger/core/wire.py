@@ -15,11 +15,17 @@ anything malformed, truncated, oversized or with trailing bytes raises RemotePro
 | 7    | UPDATE  | str context | u32 transfer | u32 total | u32 offset | blob chunk (≤ CHUNK B) |
 | 8    | FLOW    | u64 bytes received so far (transport flow control, never reaches the core) |
 | 9    | BYE     | str reason                                                                |
+| 10   | CTREE   | str context | u16 n × view of the context's tree of entry ids           |
+| 11   | WANT    | str context | u16 n ≤ MAX_IDS × 32B entry id                             |
 
 A view describes the node-level tree at a prefix: ``u8 depth | depth × u8 nibble | u8 kind``
 then kind 0 EMPTY: nothing; kind 1 INNER: u16 bitmap of present children + 16B truncated digest
 per present child; kind 2 ITEMS: u16 n × (str context, 16B truncated context root, u8 len +
 that many bytes of the context's Yjs state vector: 0 = omitted, it is longer than MAX_SV_IN_VIEW).
+CTREE views describe one context's tree of entry ids the same way, with kind 3 IDS (u16 n ≤
+MAX_IDS × 32B entry id) at its leaves: when two nodes' Yjs state vectors agree but their roots do
+not (a position squatted by a hostile member), the missing entries are found by id and asked
+for with WANT; the answer is an UPDATE whose bundle carries the records (see core/bundle.py).
 
 A ROOT that starts a round may carry the starter's view of the top of its tree (flag 2) when the
 starter already knows the roots differ: the peer then answers with the next level at once.
@@ -38,8 +44,8 @@ from .errors import RemoteProtocolError
 from .reader import Reader
 
 WIRE_VERSION = 1
-PROTOCOL_VERSION = 3  # 2: UPDATE carries a transfer id; 3: ROOT may carry a view, ITEMS carry
-# state vectors
+PROTOCOL_VERSION = 4  # 2: UPDATE carries a transfer id; 3: ROOT may carry a view, ITEMS carry
+# state vectors; 4: UPDATE carries a signed bundle (entry encoding v2), CTREE and WANT
 MAX_FRAME = 64 * 1024
 CHUNK = 32 * 1024  # update bytes per frame: small frames keep websockets.trio out of its deadlock
 DIGEST_PREFIX = 16  # child digests travel truncated: the full 32-byte root is still compared
@@ -48,11 +54,13 @@ MAX_SV_IN_VIEW = 255  # longer state vectors are left out of ITEMS views (a SYNC
 ROOT_REPLY, ROOT_VIEW = 1, 2  # ROOT flags
 MAX_PEERS_PER_FRAME = 64  # a PEERS frame with more is a protocol error (a peer list is a hint)
 FLAG_AUTH = 1
+MAX_IDS = 1024  # entry ids in one IDS view or WANT (32 KiB)
 
-HELLO, AUTH, PEERS, ROOT, VIEWS, SYNC1, UPDATE, FLOW, BYE = range(1, 10)
+HELLO, AUTH, PEERS, ROOT, VIEWS, SYNC1, UPDATE, FLOW, BYE, CTREE, WANT = range(1, 12)
 NAMES = {HELLO: "HELLO", AUTH: "AUTH", PEERS: "PEERS", ROOT: "ROOT", VIEWS: "VIEWS",
-         SYNC1: "SYNC1", UPDATE: "UPDATE", FLOW: "FLOW", BYE: "BYE"}
-EMPTY, INNER, ITEMS = 0, 1, 2
+         SYNC1: "SYNC1", UPDATE: "UPDATE", FLOW: "FLOW", BYE: "BYE", CTREE: "CTREE",
+         WANT: "WANT"}
+EMPTY, INNER, ITEMS, IDS = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,23 @@ class View:
     items: tuple[tuple[str, bytes], ...] = ()  # ITEMS: (context, truncated root)
     # ITEMS: the contexts' Yjs state vectors, parallel to items; b"" (or missing) = omitted
     states: tuple[bytes, ...] = ()
+    ids: tuple[bytes, ...] = ()  # IDS (a context's tree): the entry ids under the prefix
+
+
+@dataclass(frozen=True)
+class ContextTree:
+    """Views of one context's tree of entry ids (finding entries by id)."""
+
+    context: str
+    views: tuple[View, ...]
+
+
+@dataclass(frozen=True)
+class Want:
+    """Send me these entries of this context (by id)."""
+
+    context: str
+    ids: tuple[bytes, ...]
 
 
 @dataclass(frozen=True)
@@ -123,7 +148,8 @@ class Bye:
     reason: str
 
 
-Message = Hello | Auth | Peers | Root | Views | Sync1 | UpdateChunk | Flow | Bye
+Message = (Hello | Auth | Peers | Root | Views | Sync1 | UpdateChunk | Flow | Bye | ContextTree
+           | Want)
 
 _U16, _U32, _U64 = struct.Struct(">H"), struct.Struct(">I"), struct.Struct(">Q")
 
@@ -152,7 +178,15 @@ def _view(v: View) -> bytes:
             if len(sv) > MAX_SV_IN_VIEW:
                 sv = b""
             out += [_s(name), root[:DIGEST_PREFIX], bytes([len(sv)]), sv]
+    elif v.kind == IDS:
+        out += [_U16.pack(len(v.ids)), *v.ids]
     return b"".join(out)
+
+
+def _ids(ids: tuple[bytes, ...]) -> bytes:
+    if len(ids) > MAX_IDS or any(len(i) != 32 for i in ids):
+        raise ValueError(f"at most {MAX_IDS} ids of 32 bytes")
+    return _U16.pack(len(ids)) + b"".join(ids)
 
 
 def encode(msg: Message) -> bytes:
@@ -182,6 +216,11 @@ def encode(msg: Message) -> bytes:
         t, body = FLOW, _U64.pack(msg.received)
     elif isinstance(msg, Bye):
         t, body = BYE, _s(msg.reason[:1000])
+    elif isinstance(msg, ContextTree):
+        t, body = CTREE, (_s(msg.context) + _U16.pack(len(msg.views))
+                          + b"".join(_view(v) for v in msg.views))
+    elif isinstance(msg, Want):
+        t, body = WANT, _s(msg.context) + _ids(msg.ids)
     else:  # pragma: no cover - the Union is closed
         raise TypeError(msg)
     frame = bytes([WIRE_VERSION, t]) + body
@@ -214,7 +253,15 @@ class _Reader(Reader):
         return value == 1
 
 
-def _read_view(r: _Reader) -> View:
+def _read_ids(r: _Reader) -> tuple[bytes, ...]:
+    n = r.u16()
+    if n > MAX_IDS:
+        raise RemoteProtocolError(f"{n} entry ids in one message; the limit is {MAX_IDS}")
+    return tuple(r.take(32) for _ in range(n))
+
+
+def _read_view(r: _Reader, tree: bool = False) -> View:
+    """A view of the node-level tree, or (``tree``) of one context's tree of entry ids."""
     depth = r.u8()
     if depth > 64:
         raise RemoteProtocolError(f"view depth {depth} exceeds 64 nibbles")
@@ -228,7 +275,9 @@ def _read_view(r: _Reader) -> View:
         bitmap = r.u16()
         children = tuple(r.take(DIGEST_PREFIX) if bitmap >> i & 1 else None for i in range(16))
         return View(prefix, INNER, children=children)
-    if kind == ITEMS:
+    if kind == IDS and tree:
+        return View(prefix, IDS, ids=_read_ids(r))
+    if kind == ITEMS and not tree:
         items, states = [], []
         for _ in range(r.u16()):
             items.append((r.s(), r.take(DIGEST_PREFIX)))
@@ -282,6 +331,11 @@ def decode(frame: bytes) -> Message:
         msg = Flow(r.u64())
     elif t == BYE:
         msg = Bye(r.s())
+    elif t == CTREE:
+        context = r.s()
+        msg = ContextTree(context, tuple(_read_view(r, tree=True) for _ in range(r.u16())))
+    elif t == WANT:
+        msg = Want(r.s(), _read_ids(r))
     else:
         raise RemoteProtocolError(f"unknown message type {t}")
     if r.pos != len(frame):

@@ -8,13 +8,15 @@ nodes' keys.
 from __future__ import annotations
 
 import pytest
+from pycrdt import Array, Doc
 
 from p2p_ledger.core.bundle import encode_bundle
 from p2p_ledger.core.entry import MAX_LAMPORT, NO_PREV, make_entry
 from p2p_ledger.core.errors import ForgedEntry, IntegrityError, LamportOutOfRange
 from p2p_ledger.core.identity import Identity, check_fork_proof
 from p2p_ledger.core.storage import MemoryStorage
-from p2p_ledger.testing import bundled, forged_update
+from p2p_ledger.core.yjs import decode_state_vector
+from p2p_ledger.testing import bundled, forged_update, open_pair
 
 from .helpers import append, open_ledger, read_ids, sync, sync_all
 
@@ -181,3 +183,46 @@ def test_an_equivocating_writer_is_a_fork_reported_with_a_checkable_proof():
     proof["branches"][1]["head"]["signature"] = "00" * 64
     with pytest.raises(IntegrityError):
         check_fork_proof(proof)
+
+
+# ---- defect 2: a squatted Yjs position hides an entry -------------------------------------------
+
+
+def _squatted():
+    """t appends an entry; mallory, who saw t's Yjs client id and next clock go by, gives w a
+    valid entry of her own at that very position first. w's Yjs then ignores t's real entry
+    (it has "seen" that struct): equal state vectors, different roots."""
+    t, w = open_ledger(MemoryStorage(), "t"), open_ledger(MemoryStorage(), "w")
+    append(t, "c1", "t0")
+    sync(t, w, "c1")
+    client = t.contexts["c1"].doc.client_id
+    clock = decode_state_vector(t.contexts["c1"].state_vector())[client]
+    real = append(t, "c1", "acknowledged on t").entries[0]
+    mallory = Identity.from_seed("mallory")
+    squat, head = signed(mallory, "c1", [9], payload=b"squat")
+    doc = Doc(client_id=client)
+    doc.apply_update(w.contexts["c1"].doc.get_update())
+    before = doc.get_state()
+    doc.get("entries", type=Array).append(squat[0].record)
+    update = doc.get_update(before)
+    assert decode_state_vector(doc.get_state())[client] == clock + 1  # t's very next position
+    w.apply_remote("c1", encode_bundle([head], update))
+    sync(t, w, "c1")
+    assert real.id not in w.contexts["c1"].by_id, "the squatted position hides t's entry"
+    return t, w, real
+
+
+def test_a_squatted_position_cannot_stop_convergence():
+    t, w, real = _squatted()
+    pair = open_pair(t, w)
+    for _ in range(3):
+        pair.first.session.send_root()
+        pair.pump()
+        pair.b.session.send_root()
+        pair.pump()
+    assert t.root() == w.root()
+    assert real.id in w.contexts["c1"].by_id
+    assert read_ids(t, "c1") == read_ids(w, "c1")
+    assert w.verify() == [] and t.verify() == []
+    reopened = open_ledger(w.storage, "w", "w-2")  # the re-inserted entry is durable
+    assert real.id in reopened.contexts["c1"].by_id

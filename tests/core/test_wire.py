@@ -140,7 +140,7 @@ def test_random_bodies_under_a_valid_header(kind: int, body: bytes) -> None:
     _decode_or_protocol_error(bytes([wire.WIRE_VERSION, kind]) + body)
 
 
-@settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(VECTORS), st.data())
 def test_mutated_vectors(case: dict, data: st.DataObject) -> None:
     frame = bytearray(bytes.fromhex(case["hex"]))

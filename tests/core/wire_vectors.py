@@ -10,10 +10,12 @@ from typing import Any
 from p2p_ledger.core import wire
 from p2p_ledger.core.wire import (
     EMPTY,
+    IDS,
     INNER,
     ITEMS,
     Auth,
     Bye,
+    ContextTree,
     Flow,
     Hello,
     Message,
@@ -23,6 +25,7 @@ from p2p_ledger.core.wire import (
     UpdateChunk,
     View,
     Views,
+    Want,
 )
 
 PATH = Path(__file__).parent / "data" / "wire_vectors.json"
@@ -36,8 +39,9 @@ def _view_from(obj: dict[str, Any]) -> View:
     children = tuple(None if c is None else _b(c) for c in obj.get("children", ()))
     items = tuple((item[0], _b(item[1])) for item in obj.get("items", ()))
     states = tuple(_b(item[2]) if len(item) > 2 else b"" for item in obj.get("items", ()))
+    ids = tuple(_b(i) for i in obj.get("ids", ()))
     return View(tuple(obj["prefix"]), obj["kind"], children=children, items=items,
-                states=states if any(states) else ())
+                states=states if any(states) else (), ids=ids)
 
 
 def message_from(case: dict[str, Any]) -> Message:
@@ -63,6 +67,10 @@ def message_from(case: dict[str, Any]) -> Message:
         return Flow(f["received"])
     if kind == "Bye":
         return Bye(f["reason"])
+    if kind == "ContextTree":
+        return ContextTree(f["context"], tuple(_view_from(v) for v in f["views"]))
+    if kind == "Want":
+        return Want(f["context"], tuple(_b(i) for i in f["ids"]))
     raise ValueError(kind)
 
 
@@ -74,10 +82,10 @@ def _cases() -> list[dict[str, Any]]:
     d16 = [bytes([i] * 16).hex() for i in range(16)]
     return [
         {"name": "hello-plain", "type": "Hello", "fields": {
-            "protocol": 3, "cluster": "default", "node_id": "n1", "url": "ws://127.0.0.1:7001",
+            "protocol": 4, "cluster": "default", "node_id": "n1", "url": "ws://127.0.0.1:7001",
             "nonce": "00112233445566778899aabbccddeeff", "flags": 0}},
         {"name": "hello-auth-unicode", "type": "Hello", "fields": {
-            "protocol": 3, "cluster": "équipe", "node_id": "node-2", "url": "",
+            "protocol": 4, "cluster": "équipe", "node_id": "node-2", "url": "",
             "nonce": "ff" * 16, "flags": 1}},
         {"name": "auth", "type": "Auth", "fields": {"mac": bytes(range(32)).hex()}},
         {"name": "peers-empty", "type": "Peers", "fields": {"peers": []}},
@@ -114,6 +122,15 @@ def _cases() -> list[dict[str, Any]]:
         {"name": "flow", "type": "Flow", "fields": {"received": 2**40 + 7}},
         {"name": "bye", "type": "Bye", "fields": {"reason": "node shutting down"}},
         {"name": "bye-empty", "type": "Bye", "fields": {"reason": ""}},
+        {"name": "ctree-all-kinds", "type": "ContextTree", "fields": {"context": "notes", "views": [
+            {"prefix": [], "kind": EMPTY},
+            {"prefix": [7], "kind": INNER,
+             "children": [d16[i] if i in (1, 14) else None for i in range(16)]},
+            {"prefix": [8, 2], "kind": IDS, "ids": ["11" * 32, "22" * 32]},
+            {"prefix": [9], "kind": IDS, "ids": []},
+        ]}},
+        {"name": "want", "type": "Want", "fields": {"context": "a:b/c",
+                                                   "ids": ["aa" * 32, "bb" * 32]}},
     ]
 
 
