@@ -31,6 +31,8 @@ from .core.entry import DEFAULT_LIMITS, Entry, Limits
 from .core.errors import (
     AlreadyExists,
     ForbiddenUpdate,
+    ForgedEntry,
+    IdentityError,
     IntegrityError,
     InvalidClusterKey,
     InvalidContextName,
@@ -42,6 +44,7 @@ from .core.errors import (
     InvalidSnapshot,
     InvalidUrl,
     KeyTooLarge,
+    LamportOutOfRange,
     LedgerError,
     LinkBroken,
     LinkClosed,
@@ -71,9 +74,9 @@ _LAZY = {"open_node": ".trio.runtime", "Node": ".trio.runtime", "Client": ".trio
 
 __all__ = [
     "DEFAULT_LIMITS", "AlreadyExists", "Client", "Cursor", "Entry", "ForbiddenUpdate",
-    "IntegrityError", "InvalidClusterKey", "InvalidContextName", "InvalidCursor", "InvalidKey",
-    "InvalidMeta", "InvalidNodeId", "InvalidPayload", "InvalidProof", "InvalidSnapshot",
-    "InvalidUrl",
+    "ForgedEntry", "IdentityError", "IntegrityError", "LamportOutOfRange", "InvalidClusterKey",
+    "InvalidContextName", "InvalidCursor", "InvalidKey", "InvalidMeta", "InvalidNodeId",
+    "InvalidPayload", "InvalidProof", "InvalidSnapshot", "InvalidUrl",
     "KeyTooLarge", "LedgerError", "Limits", "LinkBroken", "LinkClosed", "ListenError",
     "LocalInputError", "MdnsUnavailable", "MetaTooLarge", "Node", "PayloadTooLarge",
     "RemoteProtocolError", "SnapshotError", "StoreDamagedError", "StoreError", "StoreLockedError",

@@ -5,7 +5,7 @@ repeats, shown with its spread and with the ratio to a baseline measured in the 
 right beside it (same disk, same moment). The "goal" columns only say whether a stated target
 was met on this run.
 
-Three groups (``--only``):
+Four groups (``--only``):
 
 * ``storage`` (here): durable appends through ``Ledger.append`` on ``SqliteStore`` (WAL,
   synchronous=FULL), one per commit and grouped, and through ``open_node`` with concurrent trio
@@ -18,6 +18,8 @@ Three groups (``--only``):
 * ``heal`` (``bench_heal``): seconds from a partition's heal until every root agrees, in the
   simulator (10 s to 1 h cuts, against the old 30 s redial cap) and on real processes through
   relays, and the CPU a dead peer costs.
+* ``trust`` (``bench_trust``): durable appends and cold catch-up with Ed25519-signed chain heads
+  checked, against the same code with signing and checking turned into no-ops.
 
 ``--quick`` shrinks every size so the whole run takes seconds (the smoke test uses it).
 """
@@ -517,8 +519,8 @@ def run_bench(
     scale = QUICK if quick else FULL
     if repeats is not None:
         scale = Scale(**{**scale.__dict__, "repeats": max(1, repeats)})
-    if only not in (None, "storage", "sync", "heal"):
-        raise ValueError(f"--only wants storage, sync or heal, got {only!r}")
+    if only not in (None, "storage", "sync", "heal", "trust"):
+        raise ValueError(f"--only wants storage, sync, heal or trust, got {only!r}")
     t_start = time.perf_counter()
     tables: list[Table] = []
 
@@ -540,6 +542,11 @@ def run_bench(
     if only in (None, "sync"):
         for t in bench_sync(scale):
             emit(t)
+    if only in (None, "trust"):
+        from .bench_trust import bench_trust
+
+        say("trust: signing and verification")
+        emit(bench_trust(scale))
     if only in (None, "heal"):
         from .bench_heal import bench_heal
 
@@ -571,7 +578,8 @@ def add_bench_command(subparsers: Any) -> argparse.ArgumentParser:
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="small sizes, a few seconds (what the smoke test runs)")
-    parser.add_argument("--only", choices=("storage", "sync", "heal"), help="run one group")
+    parser.add_argument("--only", choices=("storage", "sync", "heal", "trust"),
+                        help="run one group")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--repeats", type=int, help="repeats per measurement (median shown)")
     parser.add_argument("--scale", action="store_true",
