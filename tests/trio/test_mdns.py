@@ -277,6 +277,7 @@ async def test_a_tls_node_advertises_wss_and_is_dialed_over_tls(tmp_path: Path) 
                 nursery.start_soon(node.start)
         other = f"wss://{bed.hosts['t2'].address}:{PORT}"
         await _until(lambda: f"mdns: discovered t2 at {other}" in nodes[0].log()
-                     and "connected to t2 (" in nodes[0].log(), "t1 linked to t2 over wss")
+                     and f"peer t2 ({other}) connected" in nodes[0].log(),
+                     "t1 linked to t2 over wss")
         for node in nodes:
             node.stop(signal.SIGTERM)
