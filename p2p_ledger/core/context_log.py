@@ -29,7 +29,7 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from pycrdt import Array, ArrayEvent, Doc, get_update
+from pycrdt import Array, ArrayEvent, Doc, get_update, merge_updates
 
 from .cursor import Cursor
 from .entry import DEFAULT_LIMITS, ID_SIZE, NO_PREV, Entry, Limits, decode_body, decode_record
@@ -61,6 +61,7 @@ class ContextLog:
         # cannot see the cycle back to this object, so a bound method would never be freed.
         self._array.observe(_weak_observer(weakref.ref(self)))
         self._inserted: list[bytes] = []
+        self._unsettled: list[bytes] = []  # applied updates with structs yrs holds pending
         self._array_len = 0  # array elements accounted for by observer events
         self.by_id: dict[str, Entry] = {}
         self.ordered: list[Entry] = []
@@ -348,6 +349,7 @@ class ContextLog:
                 applied = None
             else:
                 self._apply(applied)
+                self._settle(applied)
                 new = self._index_inserted(known, trusted=True)
         # Authentic records that did not come as Yjs items (found by id, or a path to a head):
         # keep them as new items of our own client.
@@ -374,7 +376,15 @@ class ContextLog:
         """Re-apply an update this node persisted itself (rebuild on start)."""
         self.keep_heads(heads)
         self._apply(update)
+        self._settle(update)
         return self._index_inserted({}, trusted=not verify)
+
+    def _settle(self, update: bytes) -> None:
+        """Keep the applied updates whose structs yrs still holds pending (an origin missing):
+        ``Doc.get_update()`` leaves pending structs out, so ``compacted_state`` adds these."""
+        state = self.doc.get_state()
+        self._unsettled = [u for u in [*self._unsettled, update]
+                           if get_update(u, state) != _EMPTY_UPDATE]
 
     def _apply(self, update: bytes) -> None:
         try:
@@ -453,7 +463,10 @@ class ContextLog:
         return True
 
     def compacted_state(self) -> bytes:
-        """The whole Doc as one update: replaces the stored history without changing any read."""
+        """The whole Doc as one update, pending structs included: replaces the stored history
+        without changing any read, now or once what the pending structs wait for arrives."""
+        if self._unsettled:
+            return merge_updates(self.doc.get_update(), *self._unsettled)
         return self.doc.get_update()
 
 
