@@ -333,7 +333,7 @@ class NodeCore:
             if link.session.is_open:
                 for context, update in appended.updates:
                     link.session.push(context, update)
-                differed |= link.gossiper and link.session.peer_root != before
+                differed |= link.gossiper and link.session.agrees_with(before) is not True
                 self._drain(conn, link, now)
         soon = now + self.config.push_gossip_delay
         if differed and soon < self._next_round:
@@ -402,8 +402,7 @@ class NodeCore:
                 continue
             conn = self.by_node.get(peer.node_id) if peer.node_id else None
             link = self.links.get(conn) if conn is not None else None
-            agrees = None if link is None or link.session.peer_root is None else \
-                link.session.peer_root == root
+            agrees = None if link is None else link.session.agrees_with(root)
             peers.append({"node_id": peer.node_id, "url": peer.url, "state": peer.state.value,
                           "root_agrees": agrees, "failures": peer.failures,
                           "last_error": peer.last_error, "mdns": peer.node_id in advertised})
@@ -411,7 +410,7 @@ class NodeCore:
         for node_id, conn in sorted(self.by_node.items()):
             link = self.links[conn]
             if not link.url:
-                agrees = None if link.session.peer_root is None else link.session.peer_root == root
+                agrees = link.session.agrees_with(root)
                 peers.append({"node_id": node_id, "url": "", "state": PeerState.CONNECTED.value,
                               "root_agrees": agrees, "failures": 0, "last_error": "",
                               "mdns": node_id in advertised})

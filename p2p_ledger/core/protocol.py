@@ -17,11 +17,14 @@ RemoteProtocolError that closes the link with a BYE and a reason):
 Anti-entropy in OPEN is stateless ping-pong, so a lost, repeated or crossed message costs at
 most a wasted round, never a wrong answer:
 
-* ROOT(r): equal to ours → reply ROOT(is_reply); different → reply with our VIEW of the
-  node-level tree at the top. A ROOT(is_reply) is only noted (``peer_root``): it answers a round
-  and never starts anything (a quiet link's liveness probe is a round: see NodeCore). A starter
-  whose root differs from the peer's last one sends its top view (if INNER) with the ROOT; the
-  peer then answers that view directly (one half trip saved).
+* ROOT(r) (r = a node root truncated to 16 bytes, as every digest on the wire): equal to ours →
+  reply ROOT(is_reply), which carries no root (it means "equal to yours"); different → reply
+  with our VIEW of the node-level tree at the top. A ROOT(is_reply) is only noted
+  (``peer_root`` := the root we sent): it answers a round and never starts anything (a quiet
+  link's liveness probe is a round: see NodeCore). HELLO carries the sender's root, so
+  ``peer_root`` is known from the start. A starter whose root differs from the peer's last one
+  sends its top view (if INNER) with the ROOT; the peer then answers that view directly (one
+  half trip saved).
 * VIEWS: for each view of theirs at prefix p, compare with ours at p. Both inner → send our views
   of the children whose digests differ. Theirs inner, ours small → send our items at p.
   Theirs a list of (context, root, state vector) items → for each context whose root differs:
@@ -218,7 +221,8 @@ class PeerSession:
         self.max_update_bytes = max_update_bytes
         self.state = State.HELLO_SENT
         self.peer: Hello | None = None
-        self.peer_root: bytes | None = None
+        self.peer_root: bytes | None = None  # the peer's last known root, truncated
+        self._sent_root = b""  # the truncated root of our last ROOT (what a reply agrees with)
         self.was_open = False
         self.reached_self = False  # the peer's HELLO carried our own node id
         self.close_reason: str | None = None  # set once CLOSED
@@ -246,7 +250,7 @@ class PeerSession:
         """Queue our HELLO; then feed the peer's frames to ``receive``."""
         flags = FLAG_AUTH if self.local.key else 0
         self._send(Hello(PROTOCOL_VERSION, self.local.cluster, self.local.node_id,
-                         self.local.url, self.nonce, flags))
+                         self.local.url, self.nonce, flags, self.ledger.root()[:DIGEST_PREFIX]))
 
     def take_output(self) -> list[bytes]:
         out, self._out = self._out, []
@@ -259,6 +263,10 @@ class PeerSession:
     @property
     def is_open(self) -> bool:
         return self.state is State.OPEN
+
+    def agrees_with(self, root: bytes) -> bool | None:
+        """Whether the peer's last known root is ``root`` (None: not known yet)."""
+        return None if self.peer_root is None else self.peer_root == root[:DIGEST_PREFIX]
 
     def receive(self, frame: bytes) -> None:
         """Handle one frame. Violations close the session (a Closed event) and never raise."""
@@ -282,7 +290,7 @@ class PeerSession:
         round stays one small round trip."""
         if self.is_open:
             self._round += 1
-            root = self.ledger.root()
+            root = self.ledger.root()[:DIGEST_PREFIX]
             view = None
             if self.peer_root is not None and self.peer_root != root:
                 top = self._view(())
@@ -290,6 +298,7 @@ class PeerSession:
                 # one view anyway, and in a busy cluster the peer's last root is often stale, so
                 # its items and state vectors would ride along on rounds that find no difference
                 view = top if top.kind == INNER else None
+            self._sent_root = root
             self._send(Root(False, root, view))
 
     def send_peers(self, peers: Iterable[tuple[str, str]]) -> None:
@@ -379,6 +388,7 @@ class PeerSession:
             self.reached_self = True
             raise RemoteProtocolError("connected to ourselves")
         self.peer = hello
+        self.peer_root = hello.root
         peer_has_key = bool(hello.flags & FLAG_AUTH)
         if self.local.key is None:
             if peer_has_key:
@@ -397,15 +407,19 @@ class PeerSession:
         self._events.append(Established(self.peer.node_id, self.peer.url))
 
     def _on_root(self, msg: Root) -> None:
-        mine = self.ledger.root()
-        self.peer_root = msg.root
-        if not msg.is_reply:
-            self._round += 1
-        self._events.append(PeerRoot(msg.root, msg.root == mine, not msg.is_reply))
+        mine = self.ledger.root()[:DIGEST_PREFIX]
         if msg.is_reply:
-            return  # an answer: it asks nothing (the next round repairs)
+            # An answer: the peer held the root we sent. It asks nothing (the next round
+            # repairs whatever changed since).
+            if self._sent_root:
+                self.peer_root = self._sent_root
+            self._events.append(PeerRoot(self._sent_root, self._sent_root == mine, False))
+            return
+        self.peer_root = msg.root
+        self._round += 1
+        self._events.append(PeerRoot(msg.root, msg.root == mine, True))
         if msg.root == mine:
-            self._send(Root(True, mine))
+            self._send(Root(True))
             return
         if msg.view is not None:
             # The starter knew the roots differ and showed its top: answer with the next level

@@ -6,10 +6,11 @@ anything malformed, truncated, oversized or with trailing bytes raises RemotePro
 
 | type | name    | body                                                                      |
 |------|---------|---------------------------------------------------------------------------|
-| 1    | HELLO   | u16 protocol | str cluster | str node_id | str url | 16B nonce | u8 flags   |
+| 1    | HELLO   | u16 protocol | str cluster | str node_id | str url | 16B nonce | u8 flags  |
+|      |         | | 16B node root (truncated)                                               |
 | 2    | AUTH    | 32B HMAC-SHA256(cluster key, "p2p-ledger-auth" + peer nonce + own node_id) |
 | 3    | PEERS   | u16 n ≤ 64 × (str node_id, str url)                                       |
-| 4    | ROOT    | u8 flags (1 reply, 2 view follows) | 32B node root | [view of the top]  |
+| 4    | ROOT    | u8 flags (1 reply, 2 view follows) | request: 16B node root, [top view] |
 | 5    | VIEWS   | u16 n × view (see below)                                                  |
 | 6    | SYNC1   | str context | u8 want_reply | blob Yjs state vector                       |
 | 7    | UPDATE  | str context | u32 transfer | u32 total | u32 offset | blob chunk (≤ CHUNK B) |
@@ -27,8 +28,12 @@ MAX_IDS × 32B entry id) at its leaves: when two nodes' Yjs state vectors agree 
 not (a position squatted by a hostile member), the missing entries are found by id and asked
 for with WANT; the answer is an UPDATE whose bundle carries the records (see core/bundle.py).
 
-A ROOT that starts a round may carry the starter's view of the top of its tree (flag 2) when the
-starter already knows the roots differ: the peer then answers with the next level at once.
+A ROOT that starts a round carries the starter's node root truncated to 16 bytes (like every
+digest on the wire) and may carry its view of the top of its tree (flag 2) when the starter
+already knows the roots differ: the peer then answers with the next level at once. A ROOT reply
+(flag 1) is the whole body: it means "equal to the root you sent" (a differing root is answered
+with VIEWS), so an in-sync round is 19 + 3 bytes. HELLO carries the sender's root too, so the
+first round on a fresh link already knows whether the roots differ.
 
 An UPDATE's ``transfer`` numbers the sender's updates on one link (a counter per session, from
 1, wrapping at 2^32): every chunk of one update carries the same id, so the receiver reassembles
@@ -44,11 +49,12 @@ from .errors import RemoteProtocolError
 from .reader import Reader
 
 WIRE_VERSION = 1
-PROTOCOL_VERSION = 4  # 2: UPDATE carries a transfer id; 3: ROOT may carry a view, ITEMS carry
-# state vectors; 4: UPDATE carries a signed bundle (entry encoding v2), CTREE and WANT
+PROTOCOL_VERSION = 5  # 2: UPDATE carries a transfer id; 3: ROOT may carry a view, ITEMS carry
+# state vectors; 4: UPDATE carries a signed bundle (entry encoding v2), CTREE and WANT;
+# 5: ROOT carries a 16-byte root, its reply none; HELLO carries the root
 MAX_FRAME = 64 * 1024
 CHUNK = 32 * 1024  # update bytes per frame: small frames keep websockets.trio out of its deadlock
-DIGEST_PREFIX = 16  # child digests travel truncated: the full 32-byte root is still compared
+DIGEST_PREFIX = 16  # digests travel truncated to 16 bytes (roots and children alike)
 NONCE_SIZE = 16
 MAX_SV_IN_VIEW = 255  # longer state vectors are left out of ITEMS views (a SYNC1 asks for them)
 ROOT_REPLY, ROOT_VIEW = 1, 2  # ROOT flags
@@ -71,6 +77,7 @@ class Hello:
     url: str
     nonce: bytes
     flags: int
+    root: bytes = bytes(DIGEST_PREFIX)  # the sender's node root, truncated
 
 
 @dataclass(frozen=True)
@@ -86,7 +93,7 @@ class Peers:
 @dataclass(frozen=True)
 class Root:
     is_reply: bool
-    root: bytes
+    root: bytes = b""  # a request's truncated node root; a reply carries none (b"")
     view: View | None = None  # a round starter's view of its top (never on a reply)
 
 
@@ -165,6 +172,13 @@ def _blob(data: bytes) -> bytes:
     return _U32.pack(len(data)) + data
 
 
+def _digest(root: bytes) -> bytes:
+    """A root on the wire: a node root truncated to DIGEST_PREFIX bytes by the caller."""
+    if len(root) != DIGEST_PREFIX:
+        raise ValueError(f"a root on the wire has {DIGEST_PREFIX} bytes, got {len(root)}")
+    return root
+
+
 def _view(v: View) -> bytes:
     out = [bytes([len(v.prefix)]), bytes(v.prefix), bytes([v.kind])]
     if v.kind == INNER:
@@ -193,7 +207,8 @@ def encode(msg: Message) -> bytes:
     """One frame for one message."""
     if isinstance(msg, Hello):
         t, body = HELLO, b"".join([_U16.pack(msg.protocol), _s(msg.cluster), _s(msg.node_id),
-                                   _s(msg.url), msg.nonce, bytes([msg.flags])])
+                                   _s(msg.url), msg.nonce, bytes([msg.flags]),
+                                   _digest(msg.root)])
     elif isinstance(msg, Auth):
         t, body = AUTH, msg.mac
     elif isinstance(msg, Peers):
@@ -204,7 +219,8 @@ def encode(msg: Message) -> bytes:
         if msg.view is not None and msg.is_reply:
             raise ValueError("a ROOT reply carries no view")
         flags = (ROOT_REPLY if msg.is_reply else 0) | (ROOT_VIEW if msg.view is not None else 0)
-        t, body = ROOT, bytes([flags]) + msg.root + (b"" if msg.view is None else _view(msg.view))
+        root = b"" if msg.is_reply else _digest(msg.root)
+        t, body = ROOT, bytes([flags]) + root + (b"" if msg.view is None else _view(msg.view))
     elif isinstance(msg, Views):
         t, body = VIEWS, _U16.pack(len(msg.views)) + b"".join(_view(v) for v in msg.views)
     elif isinstance(msg, Sync1):
@@ -304,7 +320,8 @@ def decode(frame: bytes) -> Message:
     t = frame[1]
     msg: Message
     if t == HELLO:
-        msg = Hello(r.u16(), r.s(), r.s(), r.s(), r.take(NONCE_SIZE), r.u8())
+        msg = Hello(r.u16(), r.s(), r.s(), r.s(), r.take(NONCE_SIZE), r.u8(),
+                    r.take(DIGEST_PREFIX))
     elif t == AUTH:
         msg = Auth(r.take(32))
     elif t == PEERS:
@@ -316,8 +333,11 @@ def decode(frame: bytes) -> Message:
         flags = r.u8()
         if flags not in (0, ROOT_REPLY, ROOT_VIEW):
             raise RemoteProtocolError(f"ROOT flags {flags} are not 0, 1 or 2")
-        root = r.take(32)
-        msg = Root(flags == ROOT_REPLY, root, _read_view(r) if flags == ROOT_VIEW else None)
+        if flags == ROOT_REPLY:
+            msg = Root(True)
+        else:
+            root = r.take(DIGEST_PREFIX)
+            msg = Root(False, root, _read_view(r) if flags == ROOT_VIEW else None)
     elif t == VIEWS:
         msg = Views(tuple(_read_view(r) for _ in range(r.u16())))
     elif t == SYNC1:

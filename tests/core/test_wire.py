@@ -93,10 +93,12 @@ def _updates(draw: st.DrawFn) -> UpdateChunk:
 
 messages = st.one_of(
     st.builds(Hello, st.integers(0, 0xFFFF), _text, _text, _text,
-              st.binary(min_size=16, max_size=16), st.integers(0, 255)),
+              st.binary(min_size=16, max_size=16), st.integers(0, 255),
+              st.binary(min_size=16, max_size=16)),
     st.builds(Auth, st.binary(min_size=32, max_size=32)),
     st.builds(Peers, st.lists(st.tuples(_text, _text), max_size=5).map(tuple)),
-    st.builds(Root, st.booleans(), st.binary(min_size=32, max_size=32)),
+    st.builds(Root, st.just(False), st.binary(min_size=16, max_size=16)),
+    st.just(Root(True)),
     st.builds(Views, st.lists(_views(), max_size=4).map(tuple)),
     st.builds(Sync1, _text, st.booleans(), st.binary(max_size=100)),
     _updates(),
@@ -183,7 +185,7 @@ def test_named_malformed_frames(frame: object) -> None:
 
 
 def test_wrong_version_names_both_versions() -> None:
-    frame = bytearray(encode(Root(False, b"\x00" * 32)))
+    frame = bytearray(encode(Root(False, b"\x00" * 16)))
     frame[0] = 7
     with pytest.raises(RemoteProtocolError, match="wire version 7"):
         decode(bytes(frame))

@@ -49,7 +49,7 @@ def message_from(case: dict[str, Any]) -> Message:
     kind = case["type"]
     if kind == "Hello":
         return Hello(f["protocol"], f["cluster"], f["node_id"], f["url"], _b(f["nonce"]),
-                     f["flags"])
+                     f["flags"], _b(f["root"]))
     if kind == "Auth":
         return Auth(_b(f["mac"]))
     if kind == "Peers":
@@ -82,24 +82,25 @@ def _cases() -> list[dict[str, Any]]:
     d16 = [bytes([i] * 16).hex() for i in range(16)]
     return [
         {"name": "hello-plain", "type": "Hello", "fields": {
-            "protocol": 4, "cluster": "default", "node_id": "n1", "url": "ws://127.0.0.1:7001",
-            "nonce": "00112233445566778899aabbccddeeff", "flags": 0}},
+            "protocol": 5, "cluster": "default", "node_id": "n1", "url": "ws://127.0.0.1:7001",
+            "nonce": "00112233445566778899aabbccddeeff", "flags": 0,
+            "root": "5a" * 16}},
         {"name": "hello-auth-unicode", "type": "Hello", "fields": {
-            "protocol": 4, "cluster": "équipe", "node_id": "node-2", "url": "",
-            "nonce": "ff" * 16, "flags": 1}},
+            "protocol": 5, "cluster": "équipe", "node_id": "node-2", "url": "",
+            "nonce": "ff" * 16, "flags": 1, "root": "00" * 16}},
         {"name": "auth", "type": "Auth", "fields": {"mac": bytes(range(32)).hex()}},
         {"name": "peers-empty", "type": "Peers", "fields": {"peers": []}},
         {"name": "peers-two", "type": "Peers", "fields": {
             "peers": [["n1", "ws://a:1"], ["n2", "ws://b:2"]]}},
-        {"name": "root-ask", "type": "Root", "fields": {"is_reply": False, "root": "ab" * 32}},
+        {"name": "root-ask", "type": "Root", "fields": {"is_reply": False, "root": "ab" * 16}},
         {"name": "root-ask-with-view", "type": "Root", "fields": {
-            "is_reply": False, "root": "ef" * 32, "view": {
+            "is_reply": False, "root": "ef" * 16, "view": {
                 "prefix": [], "kind": INNER,
                 "children": [d16[i] if i in (2, 9) else None for i in range(16)]}}},
         {"name": "root-ask-with-items", "type": "Root", "fields": {
-            "is_reply": False, "root": "01" * 32, "view": {
+            "is_reply": False, "root": "01" * 16, "view": {
                 "prefix": [], "kind": ITEMS, "items": [["notes", d16[3], "01b4c3e20205"]]}}},
-        {"name": "root-reply", "type": "Root", "fields": {"is_reply": True, "root": "cd" * 32}},
+        {"name": "root-reply", "type": "Root", "fields": {"is_reply": True, "root": ""}},
         {"name": "views-empty-list", "type": "Views", "fields": {"views": []}},
         {"name": "views-all-kinds", "type": "Views", "fields": {"views": [
             {"prefix": [], "kind": EMPTY},
