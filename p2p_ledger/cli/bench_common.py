@@ -164,6 +164,32 @@ PAYLOAD = 100  # bytes per entry unless a case says otherwise
 _T0 = time.perf_counter()
 
 
+def met(scale: Scale, ok: bool | None) -> bool | None:
+    """A goal cell: a goal stated for the full sizes is never shown as met on a ``--quick`` run
+    (shown as "-"), and None (nothing measured) is never a pass."""
+    return None if scale.quick or ok is None else ok
+
+
+def filesystem_of(path: Path) -> str:
+    """The filesystem type holding ``path`` (from /proc/mounts: the longest matching mount
+    point), e.g. "ext4", "overlay" or "tmpfs" (RAM: fsync costs nothing and nothing is
+    durable); "unknown" where /proc is missing."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return "unknown"  # no /proc: say so rather than guess
+    target, best, kind = str(path.resolve()), "", "unknown"
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) > len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
 def say(msg: str) -> None:
     """Progress on stderr (elapsed time, RSS), so stdout holds only the tables (or the JSON);
     only when stderr is a terminal, so a script's or CI's stderr stays clean."""
