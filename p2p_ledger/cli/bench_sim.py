@@ -15,6 +15,7 @@ All numbers except the wall-clock rates are simulated, so they are the same on e
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 import time
@@ -65,20 +66,76 @@ def bench_fuzz_rate(runs: int = 100) -> Row:
                 f"{runs} runs of <= 4 nodes x 40 s faults, {len(result.failures)} failed")
 
 
+TOPOLOGIES = ("full", "star", "chain", "ring", "random")
+
+
+def topology_edges(topology: str, names: list[str], rng: random.Random) -> set[tuple[str, str]]:
+    """Who dials whom (as (dialer, dialed) pairs) for a topology other than the full mesh:
+    star (every leaf dials the hub; leaves cannot reach each other), chain, ring, and a sparse
+    connected random graph (a random tree plus n/2 extra edges: mean degree ~3)."""
+    n = len(names)
+    if topology == "star":
+        return {(leaf, names[0]) for leaf in names[1:]}
+    if topology in ("chain", "ring"):
+        edges = {(names[i], names[i - 1]) for i in range(1, n)}
+        return edges | ({(names[0], names[-1])} if topology == "ring" else set())
+    if topology == "random":
+        edges = {(names[i], names[rng.randrange(i)]) for i in range(1, n)}
+        while len(edges) < n - 1 + n // 2:
+            a, b = rng.sample(names, 2)
+            if (b, a) not in edges:
+                edges.add((a, b))
+        return edges
+    raise ValueError(f"unknown topology {topology!r}")
+
+
+def hop_counts(edges: set[tuple[str, str]], names: list[str]) -> dict[str, int]:
+    """Per node, the most hops from it to any other node (its eccentricity)."""
+    adj: dict[str, set[str]] = {n: set() for n in names}
+    for a, b in edges:
+        adj[a].add(b)
+        adj[b].add(a)
+    out = {}
+    for src in names:
+        dist, frontier = {src: 0}, [src]
+        while frontier:
+            nxt = []
+            for u in frontier:
+                for v in adj[u]:
+                    if v not in dist:
+                        dist[v] = dist[u] + 1
+                        nxt.append(v)
+            frontier = nxt
+        out[src] = max(dist.values())
+    return out
+
+
 def dissemination(
     nodes: int = 25, latency_ms: float = 100.0, rate_per_s: float = 20.0,
     duration_s: float = 20.0, partition: bool = False, seed: int = 1,
-    config: dict[str, float] | None = None,
+    config: dict[str, float] | None = None, topology: str = "full", jitter_ms: float = 0.0,
+    loss: float = 0.0,
 ) -> dict[str, float]:
-    """Run the broadcast test; returns latency percentiles (s), messages per append, etc."""
+    """Run the broadcast test; returns latency percentiles (s), messages per append, etc.
+    Spans are from the append to the moment the last node holds the entry; ``hops_s`` lists,
+    per append, the floor (the most hops from its origin × latency)."""
     loop = EventLoop()
     rng = random.Random(seed)
     names = [f"n{i}" for i in range(1, nodes + 1)]
     overrides: dict[str, Any] = dict(config or {})
-    configs = [NodeConfig(node_id=n, url=f"sim://{n}",
-                          seeds=() if n == names[0] else (f"sim://{names[0]}",), **overrides)
-               for n in names]
-    cluster = Cluster(loop, rng, configs, LinkProps(latency_ms=latency_ms), NetParams())
+    if topology == "full":
+        configs = [NodeConfig(node_id=n, url=f"sim://{n}",
+                              seeds=() if n == names[0] else (f"sim://{names[0]}",), **overrides)
+                   for n in names]
+        ecc = dict.fromkeys(names, 1)
+    else:
+        edges = topology_edges(topology, names, random.Random(seed * 7919))
+        ecc = hop_counts(edges, names)
+        configs = [NodeConfig(node_id=n, url=f"sim://{n}", discovery=False,
+                              seeds=tuple(f"sim://{b}" for a, b in sorted(edges) if a == n),
+                              **overrides) for n in names]
+    cluster = Cluster(loop, rng, configs, LinkProps(latency_ms=latency_ms, jitter_ms=jitter_ms),
+                      NetParams())
     net = cluster.net
     for name in names:
         cluster.start(name)
@@ -86,6 +143,8 @@ def dissemination(
     before = net.messages
     loop.run_until(to_ns(15.0))
     background = (net.messages - before) / 5.0
+    if loss:
+        net.set_props(None, {"loss": loss})
     cluster.track_arrivals = True
     if partition:
         half = names[: nodes // 2]
@@ -94,11 +153,13 @@ def dissemination(
     start_msgs, start, start_types = net.messages, loop.now, dict(net.by_type)
     end = start + to_ns(duration_s)
     appended: list[str] = []
+    floors: dict[str, float] = {}
 
     def write(k: int) -> None:
         node = rng.choice(names)
         entries = cluster.append(node, "bench", [("", f"{node}.{k}".encode())])
         appended.extend(e.id for e in entries)
+        floors.update((e.id, ecc[node] * latency_ms / 1000) for e in entries)
         when = loop.now + max(1, to_ns(rng.expovariate(rate_per_s)))
         if when < end:
             loop.at(when, write, k + 1)
@@ -124,16 +185,77 @@ def dissemination(
         1, len(appended))
     for kind, count in net.by_type.items():
         out[f"per_append_{kind}"] = (count - start_types.get(kind, 0)) / max(1, len(appended))
-    spans = []
+    spans, stretch = [], []
     for eid in appended:
         times = cluster.arrivals.get(eid, [])
         if len(times) == nodes:
             spans.append((max(times) - min(times)) / NS)
+            stretch.append(spans[-1] / floors[eid])
     out["complete"] = float(len(spans))
     if spans:
         out["median_s"] = statistics.median(spans)
         out["max_s"] = max(spans)
+    out["spans"] = spans  # type: ignore[assignment]
+    out["stretch"] = stretch  # type: ignore[assignment]
     return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (nearest rank) of a non-empty list."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def dissemination_by_topology(quick: bool = False,
+                              progress: Callable[[str], None] | None = None) -> list[Row]:
+    """Dissemination p50/p99/max (append → every node holds it) over seeds, per topology
+    and loss rate, with forwarding off (the same-run baseline: direct push + anti-entropy) and
+    on. 25 nodes, 50 ms links with 10 ms jitter, appends at random nodes."""
+    say = progress or (lambda _text: None)
+    seeds = (1,) if quick else (1, 2)
+    rows: list[Row] = []
+    for topology in TOPOLOGIES:
+        for loss in (0.0, 0.02, 0.10):
+            for forward in (False, True):
+                say(f"dissemination {topology} loss {loss:.0%} forward={forward}")
+                spans: list[float] = []
+                stretch: list[float] = []
+                mpa: list[float] = []
+                appends = complete = 0.0
+                for seed in seeds:
+                    d = dissemination(latency_ms=50.0, jitter_ms=10.0, rate_per_s=5.0,
+                                      duration_s=3.0 if quick else 6.0, seed=seed,
+                                      topology=topology, loss=loss,
+                                      config={"forward": forward})
+                    spans += d["spans"]  # type: ignore[arg-type]
+                    stretch += d["stretch"]  # type: ignore[arg-type]
+                    mpa.append(d["messages_per_append"])
+                    appends += d["appends"]
+                    complete += d["complete"]
+                if not spans:
+                    continue
+                rows.append({
+                    "topology": topology, "loss": loss, "forward": forward,
+                    "p50_ms": round(percentile(spans, 50) * 1e3, 1),
+                    "p99_ms": round(percentile(spans, 99) * 1e3, 1),
+                    "max_ms": round(max(spans) * 1e3, 1),
+                    "p99_over_floor": round(percentile(stretch, 99), 2),
+                    "msgs_per_append": round(statistics.mean(mpa), 1),
+                    "complete": f"{complete:.0f}/{appends:.0f}", "seeds": len(seeds)})
+    return rows
+
+
+def format_topology_rows(rows: list[Row]) -> str:
+    lines = ["Dissemination by topology (25 nodes, 50 ms ±10 ms links; floor = most hops from"
+             " the origin × 50 ms)",
+             f"{'topology':<8} {'loss':>5} {'forward':<7} {'p50 ms':>8} {'p99 ms':>8} "
+             f"{'max ms':>8} {'p99/floor':>9} {'msgs/append':>11} {'complete':>9}"]
+    for r in rows:
+        lines.append(f"{r['topology']:<8} {r['loss']:>5.0%} {('yes' if r['forward'] else 'no'):<7}"
+                     f" {r['p50_ms']:>8.0f} {r['p99_ms']:>8.0f} {r['max_ms']:>8.0f}"
+                     f" {r['p99_over_floor']:>9.1f} {r['msgs_per_append']:>11.1f}"
+                     f" {r['complete']:>9}")
+    return "\n".join(lines)
 
 
 def run_sim_bench(quick: bool = False, progress: Callable[[str], None] | None = None) -> list[Row]:

@@ -261,17 +261,26 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench_sim import format_rows, run_sim_bench
+    from .bench_sim import (
+        dissemination_by_topology,
+        format_rows,
+        format_topology_rows,
+        run_sim_bench,
+    )
 
     progress = Progress()
     rows = run_sim_bench(quick=args.quick,
                          progress=lambda text: progress.update(text, force=True))
+    by_topology = dissemination_by_topology(
+        quick=args.quick, progress=lambda text: progress.update(text, force=True))
     progress.done()
     if args.json:
-        for row in rows:
+        for row in rows + by_topology:
             print(json.dumps(row))
     else:
         print(format_rows(rows))
+        print()
+        print(format_topology_rows(by_topology))
     return 0
 
 

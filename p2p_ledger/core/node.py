@@ -36,7 +36,10 @@ connection runs one ``PeerSession``; this class adds the node-wide policy:
   gossiping end; 2/3 for the other) starts a round on the link, which the peer answers at once
   (one question and its answer tell both ends the other is alive); a link silent for
   ``idle_timeout`` is closed;
-* live push: a committed local append's Yjs update goes to every open session at once;
+* live push: a committed local append's Yjs update goes to every open session at once; a
+  peer's pushed update that brought entries new to us is forwarded to every other open link
+  still eager (epidemic forwarding: the session prunes a link that carries duplicates and grafts
+  it back when anti-entropy brings what the pushes missed);
 * LAN discovery (mDNS, opt-in): the driver reports ``peer_discovered`` / ``peer_lost`` for
   DNS-SD records (``discovery.py``). A record of our cluster and protocol adds its URLs as
   learned peers, dialed at once (one URL of a node at a time); a peer in backoff or dropped is
@@ -94,6 +97,9 @@ class NodeConfig:
     # made-up URLs in PEERS frames gave a 2001-entry table (+26 MB) and 2000 dials.
     max_learned_peers: int = 64
     max_learned_per_link: int = 32
+    # False: never forward a peer's pushed update (the bench's same-run baseline: dissemination
+    # by direct push and anti-entropy only)
+    forward: bool = True
 
 
 @dataclass(frozen=True)
@@ -472,6 +478,8 @@ class NodeCore:
                 self._learn(link, event.peers, now)
             elif isinstance(event, EntriesReceived):
                 self.counters.entries_received += len(event.entries)
+                if event.pushed and self.config.forward:
+                    self._forward(conn, event.context, event.update, now)
             elif isinstance(event, PeerRoot):  # (the root is kept on the session, for status)
                 if event.asks:
                     self._last_round = now
@@ -533,6 +541,17 @@ class NodeCore:
         if self.config.url:
             known.append((self.config.node_id, self.config.url))
         link.session.send_peers(known)
+
+    def _forward(self, came_from: int, context: str, update: bytes, now: float) -> None:
+        """Epidemic forwarding: a pushed update that brought entries new to us goes on to
+        every other open link still ``eager`` (not pruned), so a write crosses any topology in
+        hops × latency instead of waiting for anti-entropy rounds. Only new entries are
+        forwarded, so each node forwards each update at most once (a peer repeating a push
+        gets nothing forwarded), and duplicates prune the links that carry them."""
+        for conn, link in list(self.links.items()):
+            if conn != came_from and link.session.is_open and link.session.eager:
+                link.session.push(context, update)
+                self._drain(conn, link, now)
 
     def _probe_at(self, link: Link) -> float:
         """When we ask a quiet peer for a sign of life: a ROOT that starts a round, which every

@@ -71,6 +71,7 @@ from .wire import (
     DIGEST_PREFIX,
     EMPTY,
     FLAG_AUTH,
+    GRAFT,
     HELLO,
     IDS,
     INNER,
@@ -81,6 +82,7 @@ from .wire import (
     NAMES,
     PEERS,
     PROTOCOL_VERSION,
+    PRUNE,
     ROOT,
     SYNC1,
     UPDATE,
@@ -89,9 +91,11 @@ from .wire import (
     Auth,
     Bye,
     ContextTree,
+    Graft,
     Hello,
     Message,
     Peers,
+    Prune,
     Root,
     Sync1,
     UpdateChunk,
@@ -119,7 +123,7 @@ class State(enum.Enum):
 ALLOWED: dict[State, frozenset[int]] = {
     State.HELLO_SENT: frozenset({HELLO, BYE}),
     State.AUTH_WAIT: frozenset({AUTH, BYE}),
-    State.OPEN: frozenset({PEERS, ROOT, VIEWS, SYNC1, UPDATE, BYE, CTREE, WANT}),
+    State.OPEN: frozenset({PEERS, ROOT, VIEWS, SYNC1, UPDATE, BYE, CTREE, WANT, PRUNE, GRAFT}),
     State.CLOSED: frozenset(),
 }
 
@@ -156,6 +160,8 @@ class PeerRoot:
 class EntriesReceived:
     context: str
     entries: tuple[Entry, ...]
+    update: bytes = b""  # the update that brought them (what a forward sends on)
+    pushed: bool = False  # it came as a push (a fresh update), not as an answer
 
 
 @dataclass(frozen=True)
@@ -173,6 +179,7 @@ class _Assembly:
     """One update being reassembled from its chunks."""
     context: str
     total: int
+    pushed: bool = False
     chunks: dict[int, bytes] = field(default_factory=dict)  # offset → chunk
     received: int = 0
 
@@ -239,6 +246,11 @@ class PeerSession:
         self._round = 0
         self._answered: dict[str, tuple[bytes, bool, bytes, int]] = {}
         self._offered: dict[str, tuple[bytes, bytes, int]] = {}  # the same for ITEMS answers
+        # Epidemic forwarding (Plumtree's eager/lazy push, with anti-entropy as the lazy
+        # side): whether pushed updates are forwarded on this link. A pushed update that
+        # brings nothing (a duplicate) makes us PRUNE the link; an answer that brings entries
+        # we lacked (the pushes missed us) makes us GRAFT it back. Both ends keep the flag.
+        self.eager = True
         self.sent_messages = 0
         self.sent_bytes = 0
         self.sent_by_type: dict[str, int] = {}
@@ -309,9 +321,10 @@ class PeerSession:
                 self._send(Peers(known[start:start + step]))
 
     def push(self, context: str, update: bytes) -> None:
-        """Live push of a freshly committed local update."""
+        """Live push of a fresh update: a local append's, or a forward of a peer's push (the
+        node forwards only on ``eager`` links)."""
         if self.is_open:
-            self._send_update(context, update)
+            self._send_update(context, update, pushed=True)
 
     def close(self, reason: str) -> None:
         if self.state is not State.CLOSED:
@@ -356,6 +369,10 @@ class PeerSession:
                     check_node_id(node_id)
                 check_peer_url(url)
             self._events.append(PeersLearned(msg.peers))
+        elif isinstance(msg, Prune):
+            self.eager = False
+        elif isinstance(msg, Graft):
+            self.eager = True
         elif isinstance(msg, Root):
             self._on_root(msg)
         elif isinstance(msg, Views):
@@ -594,7 +611,7 @@ class PeerSession:
                 if extra:
                     self._send_update(name, self.ledger.bundle_records(name, sorted(extra)))
 
-    def _send_update(self, context: str, update: bytes | None) -> None:
+    def _send_update(self, context: str, update: bytes | None, pushed: bool = False) -> None:
         """Send a bundle (a Yjs update and its signatures) in chunks; None is nothing to send."""
         if update is None:
             return
@@ -602,7 +619,7 @@ class PeerSession:
         total = len(update)
         for offset in range(0, total, CHUNK):
             self._send(UpdateChunk(context, self._next_transfer, total, offset,
-                                   update[offset:offset + CHUNK]))
+                                   update[offset:offset + CHUNK], pushed))
 
     def _on_chunk(self, msg: UpdateChunk) -> None:
         if msg.total > self.max_update_bytes:
@@ -615,7 +632,7 @@ class PeerSession:
         if assembly is None:
             if msg.offset == 0 and len(msg.chunk) == msg.total:  # the whole update at once
                 self._remember_done(transfer)
-                self._apply(msg.context, msg.chunk)
+                self._apply(msg.context, msg.chunk, msg.pushed)
                 return
             while len(self._assembly) >= MAX_ASSEMBLIES:
                 # why: a transfer missing a lost chunk never finishes; the oldest goes, and
@@ -623,7 +640,7 @@ class PeerSession:
                 oldest = next(iter(self._assembly))
                 self._assembly_bytes -= self._assembly.pop(oldest).received
                 self._remember_done(oldest)
-            assembly = self._assembly[transfer] = _Assembly(msg.context, msg.total)
+            assembly = self._assembly[transfer] = _Assembly(msg.context, msg.total, msg.pushed)
         elif (assembly.context, assembly.total) != (msg.context, msg.total):
             raise RemoteProtocolError(f"chunks of transfer {transfer} disagree on context or size")
         if msg.offset in assembly.chunks:
@@ -641,19 +658,29 @@ class PeerSession:
         update = b"".join(assembly.chunks[o] for o in sorted(assembly.chunks))
         if len(update) != assembly.total:
             raise RemoteProtocolError(f"update chunks for {msg.context} overlap")
-        self._apply(msg.context, update)
+        self._apply(msg.context, update, assembly.pushed)
 
     def _remember_done(self, transfer: int) -> None:
         self._done[transfer] = None
         if len(self._done) > DONE_MEMORY:
             del self._done[next(iter(self._done))]
 
-    def _apply(self, context: str, update: bytes) -> None:
+    def _apply(self, context: str, update: bytes, pushed: bool = False) -> None:
         with _peer_at_fault():
             check_context(context)
             new = self.ledger.apply_remote(context, update)
         if new:
-            self._events.append(EntriesReceived(context, tuple(new)))
+            self._events.append(EntriesReceived(context, tuple(new), update, pushed))
+            if not pushed and not self.eager:
+                # An answer brought entries we lacked: the pushes missed us, so the peer
+                # forwards to us again (Plumtree's graft, with anti-entropy as the lazy push).
+                self.eager = True
+                self._send(Graft())
+        elif pushed and self.eager:
+            # A push that brought nothing: we had it from another link. Stop forwarding on
+            # this one, both ways (Plumtree's prune); duplicates stop after one each.
+            self.eager = False
+            self._send(Prune())
 
 
 @contextmanager

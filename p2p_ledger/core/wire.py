@@ -14,10 +14,13 @@ anything malformed, truncated, oversized or with trailing bytes raises RemotePro
 | 5    | VIEWS   | u16 n × view (see below)                                                  |
 | 6    | SYNC1   | str context | u8 want_reply | blob Yjs state vector                       |
 | 7    | UPDATE  | str context | u32 transfer | u32 total | u32 offset | blob chunk (≤ CHUNK B) |
+|      |         | | u8 flags (1 = pushed: a fresh update, forwarded epidemically)          |
 | 8    | FLOW    | u64 bytes received so far (transport flow control, never reaches the core) |
 | 9    | BYE     | str reason                                                                |
 | 10   | CTREE   | str context | u16 n × view of the context's tree of entry ids           |
 | 11   | WANT    | str context | u16 n ≤ MAX_IDS × 32B entry id                             |
+| 12   | PRUNE   | (empty) stop forwarding pushed updates on this link (a duplicate came)    |
+| 13   | GRAFT   | (empty) forward pushed updates on this link again                         |
 
 A view describes the node-level tree at a prefix: ``u8 depth | depth × u8 nibble | u8 kind``
 then kind 0 EMPTY: nothing; kind 1 INNER: u16 bitmap of present children + 16B truncated digest
@@ -51,7 +54,8 @@ from .reader import Reader
 WIRE_VERSION = 1
 PROTOCOL_VERSION = 5  # 2: UPDATE carries a transfer id; 3: ROOT may carry a view, ITEMS carry
 # state vectors; 4: UPDATE carries a signed bundle (entry encoding v2), CTREE and WANT;
-# 5: ROOT carries a 16-byte root, its reply none; HELLO carries the root
+# 5: ROOT carries a 16-byte root, its reply none; HELLO carries the root; UPDATE carries a
+# pushed flag; PRUNE and GRAFT (epidemic forwarding)
 MAX_FRAME = 64 * 1024
 CHUNK = 32 * 1024  # update bytes per frame: small frames keep websockets.trio out of its deadlock
 DIGEST_PREFIX = 16  # digests travel truncated to 16 bytes (roots and children alike)
@@ -62,10 +66,11 @@ MAX_PEERS_PER_FRAME = 64  # a PEERS frame with more is a protocol error (a peer 
 FLAG_AUTH = 1
 MAX_IDS = 1024  # entry ids in one IDS view or WANT (32 KiB)
 
-HELLO, AUTH, PEERS, ROOT, VIEWS, SYNC1, UPDATE, FLOW, BYE, CTREE, WANT = range(1, 12)
+HELLO, AUTH, PEERS, ROOT, VIEWS, SYNC1, UPDATE, FLOW, BYE, CTREE, WANT, PRUNE, GRAFT = range(1, 14)
 NAMES = {HELLO: "HELLO", AUTH: "AUTH", PEERS: "PEERS", ROOT: "ROOT", VIEWS: "VIEWS",
          SYNC1: "SYNC1", UPDATE: "UPDATE", FLOW: "FLOW", BYE: "BYE", CTREE: "CTREE",
-         WANT: "WANT"}
+         WANT: "WANT", PRUNE: "PRUNE", GRAFT: "GRAFT"}
+UPDATE_PUSHED = 1  # UPDATE flags
 EMPTY, INNER, ITEMS, IDS = 0, 1, 2, 3
 
 
@@ -143,6 +148,7 @@ class UpdateChunk:
     total: int
     offset: int
     chunk: bytes
+    pushed: bool = False  # a fresh update (a local append or a forward), not an answer
 
 
 @dataclass(frozen=True)
@@ -155,8 +161,18 @@ class Bye:
     reason: str
 
 
+@dataclass(frozen=True)
+class Prune:
+    """Stop forwarding pushed updates to me on this link (one came twice)."""
+
+
+@dataclass(frozen=True)
+class Graft:
+    """Forward pushed updates to me on this link again."""
+
+
 Message = (Hello | Auth | Peers | Root | Views | Sync1 | UpdateChunk | Flow | Bye | ContextTree
-           | Want)
+           | Want | Prune | Graft)
 
 _U16, _U32, _U64 = struct.Struct(">H"), struct.Struct(">I"), struct.Struct(">Q")
 
@@ -227,7 +243,8 @@ def encode(msg: Message) -> bytes:
         t, body = SYNC1, _s(msg.context) + bytes([msg.want_reply]) + _blob(msg.state_vector)
     elif isinstance(msg, UpdateChunk):
         t, body = UPDATE, b"".join([_s(msg.context), _U32.pack(msg.transfer),
-                                    _U32.pack(msg.total), _U32.pack(msg.offset), _blob(msg.chunk)])
+                                    _U32.pack(msg.total), _U32.pack(msg.offset), _blob(msg.chunk),
+                                    bytes([UPDATE_PUSHED if msg.pushed else 0])])
     elif isinstance(msg, Flow):
         t, body = FLOW, _U64.pack(msg.received)
     elif isinstance(msg, Bye):
@@ -237,6 +254,10 @@ def encode(msg: Message) -> bytes:
                           + b"".join(_view(v) for v in msg.views))
     elif isinstance(msg, Want):
         t, body = WANT, _s(msg.context) + _ids(msg.ids)
+    elif isinstance(msg, Prune):
+        t, body = PRUNE, b""
+    elif isinstance(msg, Graft):
+        t, body = GRAFT, b""
     else:  # pragma: no cover - the Union is closed
         raise TypeError(msg)
     frame = bytes([WIRE_VERSION, t]) + body
@@ -346,7 +367,7 @@ def decode(frame: bytes) -> Message:
         context, transfer, total, offset, chunk = r.s(), r.u32(), r.u32(), r.u32(), r.blob()
         if offset + len(chunk) > total or (not chunk and total):
             raise RemoteProtocolError(f"update chunk {offset}+{len(chunk)} outside {total}")
-        msg = UpdateChunk(context, transfer, total, offset, chunk)
+        msg = UpdateChunk(context, transfer, total, offset, chunk, r.flag())
     elif t == FLOW:
         msg = Flow(r.u64())
     elif t == BYE:
@@ -356,6 +377,10 @@ def decode(frame: bytes) -> Message:
         msg = ContextTree(context, tuple(_read_view(r, tree=True) for _ in range(r.u16())))
     elif t == WANT:
         msg = Want(r.s(), _read_ids(r))
+    elif t == PRUNE:
+        msg = Prune()
+    elif t == GRAFT:
+        msg = Graft()
     else:
         raise RemoteProtocolError(f"unknown message type {t}")
     if r.pos != len(frame):

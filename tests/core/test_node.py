@@ -548,3 +548,99 @@ def test_refusals_are_reported_on_both_sides() -> None:
     assert [e.kind for e in events] == ["refused"] and "cluster" in events[0].reason
     inbound = b.take_events()
     assert inbound and {(e.kind, e.url) for e in inbound} == {("refused", "inbound")}
+
+
+# ---- epidemic forwarding -----------------------------------------------------------------------
+
+def _updates_sent(net: CoreNet, src: str, after: float = 0.0) -> list[tuple[str, wire.Message]]:
+    return [(d, decode(f)) for t, s, d, f in net.sent
+            if s == src and t >= after and f[1] == wire.UPDATE]
+
+
+def test_a_pushed_update_reaches_a_node_two_hops_away_without_a_round() -> None:
+    """A - B - C (no link A - C): B forwards A's fresh push to C at once; no gossip round runs
+    between the append and C holding the entry."""
+    net = CoreNet(31)
+    a = net.add(A, discovery=False, gossip_interval=30.0)
+    net.add(B, seeds=(A,), discovery=False, gossip_interval=30.0)
+    c = net.add(C, seeds=(B,), discovery=False, gossip_interval=30.0)
+    net.run_until(1.0)
+    assert net.connected(B) == {A, C} and net.connected(A) == {B}
+    rounds_before = len([f for *_, f in net.sent if f[1] == wire.ROOT])
+    appended = a.append([a.ledger.prepare("ctx", "k", b"far")], now=1.0)
+    net.flush()  # deliver what is in flight; no timer fires
+    assert ordered_ids(c.ledger, "ctx") == [appended.entries[0].id]
+    assert len([f for *_, f in net.sent if f[1] == wire.ROOT]) == rounds_before
+    forwarded = _updates_sent(net, B, after=1.0)
+    assert [d for d, _ in forwarded] == [C]
+    assert all(isinstance(m, wire.UpdateChunk) and m.pushed for _, m in forwarded)
+
+
+def test_duplicate_pushes_prune_the_link_and_stop_repeating() -> None:
+    """A full triangle: A's push reaches B and C directly, and B and C forward it to each other:
+    each copy arrives twice, so the B - C link is pruned (both ends), and A's next append
+    crosses each link once."""
+    net = CoreNet(32)
+    a = net.add(A, gossip_interval=30.0)
+    b = net.add(B, seeds=(A,), gossip_interval=30.0)
+    c = net.add(C, seeds=(A,), gossip_interval=30.0)
+    net.run_until(2.0)
+    assert net.connected(A) == {B, C} and net.connected(B) == {A, C}
+    a.append([a.ledger.prepare("ctx", "k", b"one")], now=2.0)
+    net.flush()
+    assert b.counters.entries_received == c.counters.entries_received == 1  # once each
+    prunes = [(s, d) for _, s, d, f in net.sent if f[1] == wire.PRUNE]
+    assert prunes and {frozenset(p) for p in prunes} == {frozenset((B, C))}
+    for core in (b, c):
+        link = next(lk for lk in core.links.values() if lk.node_id in ("b", "c"))
+        assert not link.session.eager
+    net.now = 3.0
+    a.append([a.ledger.prepare("ctx", "k", b"two")], now=3.0)
+    net.flush()
+    assert _updates_sent(net, B, after=3.0) == [] and _updates_sent(net, C, after=3.0) == []
+    assert b.ledger.root() == c.ledger.root() == a.ledger.root()
+
+
+def test_an_answer_that_brings_missed_entries_grafts_the_link() -> None:
+    """Pushes that missed a node (a pruned link) are repaired by anti-entropy; the answer that
+    brings them makes the node GRAFT the link, so the next pushes are forwarded to it again."""
+    net = CoreNet(33)
+    a = net.add(A, discovery=False, gossip_interval=1.0)
+    b = net.add(B, seeds=(A,), discovery=False, gossip_interval=1.0)
+    net.run_until(1.0)
+    link_b = next(iter(b.links.values()))
+    link_a = next(iter(a.links.values()))
+    link_a.session.eager = link_b.session.eager = False  # as if pruned earlier
+    net.mute.add((A, B))  # the push is lost
+    a.append([a.ledger.prepare("ctx", "k", b"missed")], now=1.0)
+    net.flush()
+    net.mute.clear()
+    net.run_until(5.0)  # a round repairs it
+    assert a.ledger.root() == b.ledger.root()
+    assert [(s, d) for _, s, d, f in net.sent if f[1] == wire.GRAFT] == [(B, A)]
+    assert link_a.session.eager and link_b.session.eager
+
+
+def test_a_peer_repeating_a_push_cannot_make_us_amplify() -> None:
+    """A hostile peer M sends B the same pushed update 50 times (fresh transfer ids): B
+    forwards it to its other peers once, and prunes M's link once; nothing else grows."""
+    net = CoreNet(34)
+    b = net.add(B, discovery=False, gossip_interval=30.0)
+    net.add(A, seeds=(B,), discovery=False, gossip_interval=30.0)
+    net.add(C, seeds=(B,), discovery=False, gossip_interval=30.0)
+    m = net.add("ws://h/m", seeds=(B,), discovery=False, gossip_interval=30.0)
+    net.run_until(1.0)
+    assert net.connected(B) == {A, C, "ws://h/m"}
+    appended = m.append([m.ledger.prepare("ctx", "k", b"spam")], now=1.0)
+    net.flush()
+    (context, update), = appended.updates
+    conn_at_b = next(c for c, lk in b.links.items() if lk.node_id == "m")
+    for i in range(50):
+        frame = wire.encode(wire.UpdateChunk(context, 1000 + i, len(update), 0, update, True))
+        b.frame_received(conn_at_b, frame, 1.0)
+    net.flush()
+    forwarded = _updates_sent(net, B, after=1.0)
+    assert sorted(d for d, _ in forwarded) == [A, C]  # the first push only, once per peer
+    prunes = [(s, d) for _, s, d, f in net.sent if f[1] == wire.PRUNE]
+    assert prunes == [(B, "ws://h/m")]
+    assert b.counters.entries_received == 1

@@ -88,7 +88,8 @@ def _updates(draw: st.DrawFn) -> UpdateChunk:
     chunk = draw(st.binary(min_size=1, max_size=200))
     offset = draw(st.integers(0, 2**20))
     total = draw(st.integers(offset + len(chunk), 2**32 - 1))
-    return UpdateChunk(draw(_text), draw(st.integers(0, 2**32 - 1)), total, offset, chunk)
+    return UpdateChunk(draw(_text), draw(st.integers(0, 2**32 - 1)), total, offset, chunk,
+                       draw(st.booleans()))
 
 
 messages = st.one_of(
@@ -104,6 +105,7 @@ messages = st.one_of(
     _updates(),
     st.builds(Flow, st.integers(0, 2**64 - 1)),
     st.builds(Bye, st.text(max_size=100)),
+    st.just(wire.Prune()), st.just(wire.Graft()),
 )
 
 
@@ -164,7 +166,7 @@ def test_mutated_vectors(case: dict, data: st.DataObject) -> None:
     b"", b"\x01", "text frame", 12345, None,
     bytes([2, wire.ROOT, 0]) + b"\x00" * 32,  # wire version 2
     bytes([0, wire.ROOT, 0]) + b"\x00" * 32,
-    bytes([1, 0]), bytes([1, 10]), bytes([1, 255]),  # unknown types
+    bytes([1, 0]), bytes([1, 14]), bytes([1, 255]),  # unknown types
     bytes([1, wire.ROOT, 2]) + b"\x00" * 32,  # flag byte not 0/1
     bytes([1, wire.SYNC1]) + b"\x00\x02\xff\xfe" + b"\x00" + b"\x00\x00\x00\x00",  # not UTF-8
     bytes([1, wire.UPDATE]) + b"\x00\x01c" + (1).to_bytes(4, "big") + (10).to_bytes(4, "big")

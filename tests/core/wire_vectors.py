@@ -17,9 +17,11 @@ from p2p_ledger.core.wire import (
     Bye,
     ContextTree,
     Flow,
+    Graft,
     Hello,
     Message,
     Peers,
+    Prune,
     Root,
     Sync1,
     UpdateChunk,
@@ -62,7 +64,8 @@ def message_from(case: dict[str, Any]) -> Message:
     if kind == "Sync1":
         return Sync1(f["context"], f["want_reply"], _b(f["state_vector"]))
     if kind == "UpdateChunk":
-        return UpdateChunk(f["context"], f["transfer"], f["total"], f["offset"], _b(f["chunk"]))
+        return UpdateChunk(f["context"], f["transfer"], f["total"], f["offset"], _b(f["chunk"]),
+                           f.get("pushed", False))
     if kind == "Flow":
         return Flow(f["received"])
     if kind == "Bye":
@@ -71,6 +74,10 @@ def message_from(case: dict[str, Any]) -> Message:
         return ContextTree(f["context"], tuple(_view_from(v) for v in f["views"]))
     if kind == "Want":
         return Want(f["context"], tuple(_b(i) for i in f["ids"]))
+    if kind == "Prune":
+        return Prune()
+    if kind == "Graft":
+        return Graft()
     raise ValueError(kind)
 
 
@@ -120,6 +127,9 @@ def _cases() -> list[dict[str, Any]]:
         {"name": "update-middle-chunk", "type": "UpdateChunk", "fields": {
             "context": "notes", "transfer": 0x01020304, "total": 100000, "offset": 32768,
             "chunk": "ee" * 8}},
+        {"name": "update-pushed", "type": "UpdateChunk", "fields": {
+            "context": "notes", "transfer": 9, "total": 2, "offset": 0, "chunk": "0000",
+            "pushed": True}},
         {"name": "flow", "type": "Flow", "fields": {"received": 2**40 + 7}},
         {"name": "bye", "type": "Bye", "fields": {"reason": "node shutting down"}},
         {"name": "bye-empty", "type": "Bye", "fields": {"reason": ""}},
@@ -132,6 +142,8 @@ def _cases() -> list[dict[str, Any]]:
         ]}},
         {"name": "want", "type": "Want", "fields": {"context": "a:b/c",
                                                    "ids": ["aa" * 32, "bb" * 32]}},
+        {"name": "prune", "type": "Prune", "fields": {}},
+        {"name": "graft", "type": "Graft", "fields": {}},
     ]
 
 
