@@ -89,6 +89,7 @@ class Ledger:
         self.listeners: list[Listener] = []
         self.fork_log: list[str] = []  # one line per fork found, for the node to log
         self._chains: dict[str, int] = {}
+        self.last_update_took = False  # see apply_remote
 
     @classmethod
     def open(
@@ -270,6 +271,9 @@ class Ledger:
         rows = [(context, encode_bundle(heads, u)) for u in (applied, reinserted) if u is not None]
         if rows:
             self._commit(rows)
+        # Whether the Doc took anything from it (new entries, or structs Yjs holds back until
+        # what they wait for arrives): a push that did is worth forwarding.
+        self.last_update_took = applied is not None
         if new:
             self._refresh(ctx)
             self._notify(context, new)

@@ -165,13 +165,20 @@ class EntriesReceived:
 
 
 @dataclass(frozen=True)
+class DuplicatePush:
+    """A pushed update that brought nothing new (the node decides whether to prune)."""
+    context: str
+    update: bytes
+
+
+@dataclass(frozen=True)
 class Closed:
     reason: str
     by_peer: bool
     error: bool
 
 
-Event = Established | PeersLearned | PeerRoot | EntriesReceived | Closed
+Event = Established | PeersLearned | PeerRoot | EntriesReceived | DuplicatePush | Closed
 
 
 @dataclass
@@ -248,8 +255,9 @@ class PeerSession:
         self._offered: dict[str, tuple[bytes, bytes, int]] = {}  # the same for ITEMS answers
         # Epidemic forwarding (Plumtree's eager/lazy push, with anti-entropy as the lazy
         # side): whether pushed updates are forwarded on this link. A pushed update that
-        # brings nothing (a duplicate) makes us PRUNE the link; an answer that brings entries
-        # we lacked (the pushes missed us) makes us GRAFT it back. Both ends keep the flag.
+        # came by push on another link first makes the node PRUNE this one (``prune``); an
+        # answer that brings entries we lacked (the pushes missed us) makes us GRAFT it back.
+        # Both ends keep the flag.
         self.eager = True
         self.sent_messages = 0
         self.sent_bytes = 0
@@ -669,7 +677,10 @@ class PeerSession:
         with _peer_at_fault():
             check_context(context)
             new = self.ledger.apply_remote(context, update)
-        if new:
+        if new or (pushed and self.ledger.last_update_took):
+            # (a push Yjs holds back, waiting for an earlier one, is new too: forwarding waits
+            # for no one; without it, out-of-order pushes stopped at the first node they
+            # reached early)
             self._events.append(EntriesReceived(context, tuple(new), update, pushed))
             if not pushed and not self.eager:
                 # An answer brought entries we lacked: the pushes missed us, so the peer
@@ -677,8 +688,12 @@ class PeerSession:
                 self.eager = True
                 self._send(Graft())
         elif pushed and self.eager:
-            # A push that brought nothing: we had it from another link. Stop forwarding on
-            # this one, both ways (Plumtree's prune); duplicates stop after one each.
+            self._events.append(DuplicatePush(context, update))
+
+    def prune(self) -> None:
+        """Stop forwarding pushes on this link, both ways (Plumtree's prune): the node saw a
+        pushed update arrive here after it came by push on another link."""
+        if self.is_open and self.eager:
             self.eager = False
             self._send(Prune())
 

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from p2p_ledger.core import wire
-from p2p_ledger.core.node import Dial, NodeConfig, NodeCore, PeerState, Send
+from p2p_ledger.core.node import PRUNE_AFTER, Dial, NodeConfig, NodeCore, PeerState, Send
 from p2p_ledger.core.protocol import LocalInfo, PeerSession
 from p2p_ledger.core.wire import Root, decode
 
@@ -577,27 +577,30 @@ def test_a_pushed_update_reaches_a_node_two_hops_away_without_a_round() -> None:
 
 
 def test_duplicate_pushes_prune_the_link_and_stop_repeating() -> None:
-    """A full triangle: A's push reaches B and C directly, and B and C forward it to each other:
-    each copy arrives twice, so the B - C link is pruned (both ends), and A's next append
-    crosses each link once."""
+    """A full triangle: A's pushes reach B and C directly, and B and C forward them to each
+    other, so every copy arrives twice over B - C. After PRUNE_AFTER such copies in a row the
+    link is pruned (both ends), and A's next append crosses each link once."""
     net = CoreNet(32)
     a = net.add(A, gossip_interval=30.0)
     b = net.add(B, seeds=(A,), gossip_interval=30.0)
     c = net.add(C, seeds=(A,), gossip_interval=30.0)
     net.run_until(2.0)
     assert net.connected(A) == {B, C} and net.connected(B) == {A, C}
-    a.append([a.ledger.prepare("ctx", "k", b"one")], now=2.0)
-    net.flush()
-    assert b.counters.entries_received == c.counters.entries_received == 1  # once each
-    prunes = [(s, d) for _, s, d, f in net.sent if f[1] == wire.PRUNE]
-    assert prunes and {frozenset(p) for p in prunes} == {frozenset((B, C))}
+    for i in range(PRUNE_AFTER):
+        net.now = 2.0 + i
+        a.append([a.ledger.prepare("ctx", "k", f"n{i}".encode())], now=net.now)
+        net.flush()
+        prunes = [(s, d) for _, s, d, f in net.sent if f[1] == wire.PRUNE]
+        assert bool(prunes) == (i == PRUNE_AFTER - 1)  # not at the first duplicate
+    assert b.counters.entries_received == c.counters.entries_received == PRUNE_AFTER
+    assert {frozenset(p) for p in prunes} == {frozenset((B, C))}
     for core in (b, c):
         link = next(lk for lk in core.links.values() if lk.node_id in ("b", "c"))
         assert not link.session.eager
-    net.now = 3.0
-    a.append([a.ledger.prepare("ctx", "k", b"two")], now=3.0)
+    net.now = 10.0
+    a.append([a.ledger.prepare("ctx", "k", b"last")], now=10.0)
     net.flush()
-    assert _updates_sent(net, B, after=3.0) == [] and _updates_sent(net, C, after=3.0) == []
+    assert _updates_sent(net, B, after=10.0) == [] and _updates_sent(net, C, after=10.0) == []
     assert b.ledger.root() == c.ledger.root() == a.ledger.root()
 
 
@@ -623,7 +626,8 @@ def test_an_answer_that_brings_missed_entries_grafts_the_link() -> None:
 
 def test_a_peer_repeating_a_push_cannot_make_us_amplify() -> None:
     """A hostile peer M sends B the same pushed update 50 times (fresh transfer ids): B
-    forwards it to its other peers once, and prunes M's link once; nothing else grows."""
+    forwards it to its other peers once; nothing else grows (and no link is pruned: the copies
+    all came on M's own link, so they say nothing about cycles)."""
     net = CoreNet(34)
     b = net.add(B, discovery=False, gossip_interval=30.0)
     net.add(A, seeds=(B,), discovery=False, gossip_interval=30.0)
@@ -641,6 +645,27 @@ def test_a_peer_repeating_a_push_cannot_make_us_amplify() -> None:
     net.flush()
     forwarded = _updates_sent(net, B, after=1.0)
     assert sorted(d for d, _ in forwarded) == [A, C]  # the first push only, once per peer
-    prunes = [(s, d) for _, s, d, f in net.sent if f[1] == wire.PRUNE]
-    assert prunes == [(B, "ws://h/m")]
+    assert [f for *_, f in net.sent if f[1] in (wire.PRUNE, wire.GRAFT)] == []
     assert b.counters.entries_received == 1
+
+
+def test_a_push_arriving_after_anti_entropy_delivered_it_does_not_prune() -> None:
+    """A chain A - B: the push is late (anti-entropy delivered the entry first). Its copy is a
+    duplicate, but not of another push: pruning the link would cut the chain's only path."""
+    net = CoreNet(35)
+    a = net.add(A, discovery=False, gossip_interval=1.0)
+    b = net.add(B, seeds=(A,), discovery=False, gossip_interval=1.0)
+    net.run_until(1.0)
+    net.mute.add((A, B))
+    appended = a.append([a.ledger.prepare("ctx", "k", b"late")], now=1.0)
+    net.flush()
+    net.mute.clear()
+    net.run_until(5.0)  # a round delivers it
+    assert ordered_ids(b.ledger, "ctx") == [appended.entries[0].id]
+    (context, update), = appended.updates
+    conn_at_b = next(iter(b.links))
+    b.frame_received(conn_at_b, wire.encode(
+        wire.UpdateChunk(context, 77, len(update), 0, update, True)), 5.0)
+    net.flush()
+    assert [f for *_, f in net.sent if f[1] == wire.PRUNE] == []
+    assert next(iter(b.links.values())).session.eager
