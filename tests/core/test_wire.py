@@ -139,7 +139,7 @@ def test_random_bytes(frame: bytes) -> None:
 
 
 @settings(max_examples=500)
-@given(st.integers(1, 9), st.binary(max_size=300))
+@given(st.integers(1, 11), st.binary(max_size=300))
 def test_random_bodies_under_a_valid_header(kind: int, body: bytes) -> None:
     _decode_or_protocol_error(bytes([wire.WIRE_VERSION, kind]) + body)
 
