@@ -227,3 +227,26 @@ def test_a_full_chunk_fits_in_a_frame() -> None:
 
 def test_bye_reason_is_truncated_not_refused() -> None:
     assert decode(encode(Bye("why " * 1000))) == Bye(("why " * 1000)[:1000])
+
+
+# ---- boundaries (from the mutation run: each of these survived a changed comparison) ----------
+
+def test_a_string_of_65535_bytes_has_a_length_prefix_and_65536_is_refused() -> None:
+    assert wire._s("x" * 0xFFFF)[:2] == b"\xff\xff"
+    with pytest.raises(ValueError, match="string too long for the wire"):
+        wire._s("x" * 0x10000)
+
+
+def test_a_state_vector_of_exactly_255_bytes_travels_in_a_view_and_256_does_not() -> None:
+    kept, dropped = b"\x01" * wire.MAX_SV_IN_VIEW, b"\x01" * (wire.MAX_SV_IN_VIEW + 1)
+    for sv, expected in ((kept, (kept,)), (dropped, ())):
+        view = View((1,), wire.ITEMS, items=(("ctx", bytes(16)),), states=(sv,))
+        msg = decode(encode(Views((view,))))
+        assert isinstance(msg, Views) and msg.views[0].states == expected
+
+
+def test_a_peers_frame_holds_exactly_max_peers_per_frame() -> None:
+    full = wire.Peers(tuple((f"n{i}", f"ws://h:{i}") for i in range(wire.MAX_PEERS_PER_FRAME)))
+    assert decode(encode(full)) == full
+    with pytest.raises(ValueError, match="at most"):
+        encode(wire.Peers(full.peers + (("one", "ws://h:1"),)))
