@@ -250,3 +250,11 @@ def test_a_peers_frame_holds_exactly_max_peers_per_frame() -> None:
     assert decode(encode(full)) == full
     with pytest.raises(ValueError, match="at most"):
         encode(wire.Peers(full.peers + (("one", "ws://h:1"),)))
+
+
+def test_a_frame_of_exactly_max_frame_bytes_is_encoded() -> None:
+    overhead = len(encode(Sync1("c", False, b"")))
+    exact = Sync1("c", False, b"\x00" * (MAX_FRAME - overhead))
+    assert len(encode(exact)) == MAX_FRAME and decode(encode(exact)) == exact
+    with pytest.raises(ValueError, match="exceeds"):
+        encode(Sync1("c", False, b"\x00" * (MAX_FRAME - overhead + 1)))
