@@ -116,7 +116,8 @@ class Demo:
             self.nodes.append(node)
             await self.start_node(node, "127.0.0.1:0")
             self.out(f"  {name} ready at {node.url}  pid {node.proc.pid if node.proc else '?'}, "
-                     f"dials {len(seeds)} peers through relays (--no-discovery)")
+                     f"dials {len(seeds)} peers through relays (--no-discovery); "
+                     f"dashboard {node.url.replace('ws://', 'http://')}/")
 
     async def phase_write(self) -> None:
         """write from every node at once, watch the roots converge"""

@@ -255,6 +255,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                         "that is not loopback, 0.0.0.0 advertises every interface)")
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"], help="stderr log level")
+    p.add_argument("--public-metrics", action="store_true",
+                   help="with a cluster key, serve /metrics and /readyz without the bearer "
+                        "token (they never show entry contents)")
     p.add_argument("--log-format", default="text", choices=LOG_FORMATS,
                    help="stderr lines: text, or json (one object per line: ts, level, logger, "
                         "msg; peer changes add event, peer, url, reason, retry_in_s)")
@@ -645,6 +648,7 @@ async def _run_node(args: argparse.Namespace) -> int:
             cluster=args.cluster, cluster_key=cluster_key, tls_cert=args.tls_cert,
             tls_key=args.tls_key, tls_ca=args.tls_ca,
             gossip_interval=args.gossip_interval, discovery=args.discovery, mdns=args.mdns,
+            public_metrics=args.public_metrics,
         ) as node:
             log.info("node %s ready at %s (data %s, %d entries in %d contexts, peers %s)",
                      node.node_id, node.url or "-", args.data, node.ledger.entry_count(),

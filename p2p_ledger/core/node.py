@@ -67,7 +67,7 @@ from .protocol import (
     PeerSession,
     PeersLearned,
 )
-from .wire import PROTOCOL_VERSION
+from .wire import NAMES, PROTOCOL_VERSION
 
 MAX_DISCOVERED = 256  # DNS-SD instances tracked at once (anyone on the LAN can announce)
 
@@ -204,7 +204,20 @@ class Counters:
     messages_sent: int = 0
     bytes_sent: int = 0
     entries_received: int = 0
-    links_refused: dict[str, int] = field(default_factory=dict)
+    links_refused: dict[str, int] = field(default_factory=dict)  # by the reason's first word
+    # Per wire message type name (ROOT, VIEWS, UPDATE, ...): frames and bytes, each way.
+    frames_sent: dict[str, int] = field(default_factory=dict)
+    bytes_sent_by_type: dict[str, int] = field(default_factory=dict)
+    frames_received: dict[str, int] = field(default_factory=dict)
+    bytes_received_by_type: dict[str, int] = field(default_factory=dict)
+    rounds: int = 0  # anti-entropy rounds started here or answered here
+    heals: list[float] = field(default_factory=list)  # disagreement → agreement, seconds
+    # (the driver drains ``heals`` into its histogram)
+
+
+def _count(counts: dict[str, int], frame: bytes, amount: int) -> None:
+    kind = NAMES.get(frame[1], "?") if len(frame) > 1 else "?"
+    counts[kind] = counts.get(kind, 0) + amount
 
 
 class NodeCore:
@@ -219,6 +232,8 @@ class NodeCore:
         self.counters = Counters()
         self.log: list[str] = []  # info-level lines for the driver to print
         self.events: list[PeerEvent] = []  # peer state changes, for the driver to log
+        self.agreed_since: float | None = 0.0  # see _check_agreement
+        self._disagreed_at: float | None = None
         self._actions: list[Action] = []
         self._next_conn = 1
         self._dialing: dict[int, tuple[str, float]] = {}  # conn → (URL, started), unresolved
@@ -277,6 +292,8 @@ class NodeCore:
         if link is None:
             return
         link.last_heard = now
+        _count(self.counters.frames_received, frame, 1)
+        _count(self.counters.bytes_received_by_type, frame, len(frame))
         link.session.receive(frame)
         self._drain(conn, link, now)
 
@@ -439,6 +456,7 @@ class NodeCore:
             "contexts": len(self.ledger.contexts),
             "entries": self.ledger.entry_count(),
             "peers": peers,
+            "agreed_since": self.agreed_since,
             "messages_sent": self.counters.messages_sent,
             "bytes_sent": self.counters.bytes_sent,
             "forks": self.ledger.forks(),
@@ -509,6 +527,8 @@ class NodeCore:
             elif isinstance(event, PeerRoot):  # (the root is kept on the session, for status)
                 if event.asks:
                     self._last_round = now
+                    self.counters.rounds += 1
+                self._check_agreement(now)
             elif isinstance(event, Closed):
                 # A refusal: the handshake ended in a BYE from the peer or a HELLO/AUTH we
                 # refused (not a timeout, not a broken connection).
@@ -517,6 +537,8 @@ class NodeCore:
             link.last_sent = now
             self.counters.messages_sent += 1
             self.counters.bytes_sent += len(frame)
+            _count(self.counters.frames_sent, frame, 1)
+            _count(self.counters.bytes_sent_by_type, frame, len(frame))
             self._actions.append(Send(conn, frame))
         if session.close_reason is not None and conn in self.links:
             del self.links[conn]
@@ -596,10 +618,25 @@ class NodeCore:
         after = timeout / 2 if link.gossiper else timeout * 2 / 3
         return max(link.last_heard + after, link.last_probe + timeout / 6)
 
+    def _check_agreement(self, now: float) -> None:
+        """Track whether every open link's peer last reported our root: ``agreed_since`` (when
+        they all started agreeing, None while some differ) and, per disagreement that ended,
+        its length in ``counters.heals``."""
+        root = self.ledger.root()
+        agree = all(link.session.peer_root == root for link in self.links.values()
+                    if link.session.is_open)
+        if agree and self.agreed_since is None:
+            if self._disagreed_at is not None:
+                self.counters.heals.append(now - self._disagreed_at)
+            self.agreed_since, self._disagreed_at = now, None
+        elif not agree and self.agreed_since is not None:
+            self.agreed_since, self._disagreed_at = None, now
+
     def _start_round(self, conn: int, link: Link, now: float) -> None:
         link.session.send_root()
         link.next_gossip = float("inf")
         link.last_round = self._last_round = now
+        self.counters.rounds += 1
         self._drain(conn, link, now)
 
     def _gossip_round(self, now: float, after_push: float | None) -> None:

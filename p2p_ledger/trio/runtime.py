@@ -40,7 +40,9 @@ from ..core.proof import make_proof
 from ..core.protocol import cluster_key_bytes
 from ..core.storage import Storage
 from .api import serve_client
+from .http import process_request
 from .identity import open_identity
+from .metrics import NodeMetrics
 from .store import SqliteStore
 from .transport import (
     Connection,
@@ -102,6 +104,7 @@ class Node:
         self._link_scopes: dict[int, trio.CancelScope] = {}
         self._dial_scopes: dict[int, trio.CancelScope] = {}  # dials not connected yet
         self._tls: ssl.SSLContext | None = None  # verifies wss:// peers (open_node)
+        self.metrics = NodeMetrics(self)  # GET /metrics (metrics.py)
         ledger.listeners.append(self._on_new_entries)
 
     @property
@@ -135,10 +138,12 @@ class Node:
         ``KeyTooLarge``, ``MetaTooLarge``, ...) before anything is stored; a storage error
         (``OSError``, ``sqlite3.Error``) if the commit failed: then nothing was acknowledged.
         """
+        started = trio.current_time()
         batch, start = self._join((self.ledger.prepare(context, key, payload, meta),))
         await batch.done.wait()
         if batch.error is not None:
             raise batch.error
+        self.metrics.append_latency.observe(trio.current_time() - started)
         return batch.entries[start]
 
     async def append_many(
@@ -154,10 +159,12 @@ class Node:
         requests = [prepare(c, k, p, m) for c, p, k, m in items]
         if not requests:
             return []
+        started = trio.current_time()
         batch, start = self._join(requests)
         await batch.done.wait()
         if batch.error is not None:
             raise batch.error
+        self.metrics.append_latency.observe(trio.current_time() - started)
         return batch.entries[start : start + len(requests)]
 
     def _join(self, requests: Sequence[AppendRequest]) -> tuple[_Batch, int]:
@@ -209,7 +216,10 @@ class Node:
         """A JSON-ready summary: ``node_id``, ``url``, ``root`` (hex node Merkle root: two nodes
         hold the same data iff equal), ``entries``, ``contexts``, ``peers`` (each with its
         ``state``: new, connecting, connected, backoff, dropped), traffic counters."""
-        return self.core.status()
+        status = self.core.status()
+        since = self.core.agreed_since  # (on the trio clock: say how long ago)
+        status["agreed_for_s"] = None if since is None else round(self._now() - since, 3)
+        return status
 
     def contexts(self) -> list[dict[str, Any]]:
         """Every context this node holds, sorted by name: ``{"context": name, "entries": count,
@@ -276,7 +286,11 @@ class Node:
     def _carry_out(self) -> None:
         for line in self.core.take_log():
             log.info("%s", line)
+        for heal in self.core.counters.heals:
+            self.metrics.heal.observe(heal)
+        self.core.counters.heals.clear()
         for event in self.core.take_events():
+            self.metrics.on_event(event)
             log.info("%s", event.text(), extra={"event": event.kind, "peer": event.node_id,
                                                 "url": event.url, "reason": event.reason,
                                                 "retry_in_s": event.retry_in})
@@ -333,6 +347,7 @@ class Node:
                 batch.error = exc
             else:
                 batch.entries = appended.entries
+                self.metrics.commit_batch.observe(len(batch.requests))
             batch.done.set()
             self._flush()
 
@@ -458,6 +473,7 @@ async def open_node(
     tls_cert: str | os.PathLike[str] | None = None,
     tls_key: str | os.PathLike[str] | None = None,
     tls_ca: str | os.PathLike[str] | None = None,
+    public_metrics: bool = False,
 ) -> AsyncIterator[Node]:
     """Run a node until the block exits: rebuilt from ``data_dir``, serving ``listen`` if given,
     dialing ``peers``. Appends work with no peer reachable and sync when one comes back.
@@ -472,7 +488,11 @@ async def open_node(
     TLS: with ``tls_cert`` and ``tls_key`` (PEM files) the node serves ``wss://`` only. Every
     ``wss://`` peer it dials must present a certificate valid for its host name, signed by a CA
     in ``tls_ca`` (a PEM bundle) or, without it, in the system's trust store. TlsError (one
-    line) for files that cannot be used, before anything is created."""
+    line) for files that cannot be used, before anything is created.
+
+    The listen port also answers plain HTTP (``trio/http.py``): ``/healthz``, ``/readyz``,
+    ``/metrics`` (with a cluster key, only for its bearer token unless ``public_metrics``) and
+    the dashboard page at ``/``."""
     key = cluster_key_bytes(cluster_key)
     if (tls_cert is None) != (tls_key is None):
         raise TlsError("--tls-cert and --tls-key go together")
@@ -512,7 +532,8 @@ async def open_node(
                     await holder[0]._handle_connection(ws)
 
                 server = await nursery.start(functools.partial(
-                    serve_websockets, handler, listeners, tls=server_context))
+                    serve_websockets, handler, listeners, tls=server_context,
+                    process_request=process_request(lambda: holder[0], public_metrics)))
                 if advertise:  # why: ws://0.0.0.0:PORT in HELLO/PEERS sends peers to themselves
                     host = advertise[0]
                 shown = f"[{host}]" if ":" in host else host

@@ -24,6 +24,7 @@ import os
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 import trio
@@ -170,13 +171,15 @@ async def serve_websockets(
     *,
     max_size: int = PEER_MAX_SIZE,
     tls: ssl.SSLContext | None = None,
+    process_request: Callable[[Any, Any], Any] | None = None,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve on ``listeners`` (see ``open_listeners``) until cancelled; ``task_status.started``
     gets the Server (see ``port_of``). ``max_size`` bounds every message until
     ``allow_large_messages`` raises it."""
     await serve(handler, listeners=listeners, compression=None, max_size=max_size, ssl=tls,
-                ping_interval=10, ping_timeout=20, task_status=task_status)
+                ping_interval=10, ping_timeout=20, process_request=process_request,
+                task_status=task_status)
 
 
 def server_tls(cert: str | os.PathLike[str], key: str | os.PathLike[str]) -> ssl.SSLContext:

@@ -1,0 +1,136 @@
+"""The dashboard in a real browser, and the plain-HTTP endpoints on the node's port.
+
+Two real nodes (websocket server, SQLite, peer links) run in this trio run; headless Chromium
+(Debian's ``chromium``; ``.ci/run`` installs it) opens one node's page, an entry is appended on
+the *other* node, and the rendered DOM must show that entry (through the live tail, which reads
+the JSON API over a websocket) and both nodes, within a few seconds. A screenshot is saved.
+/metrics is scraped with prometheus_client's own parser and must move as the node works.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from p2p_ledger.trio.http import metrics_token
+from p2p_ledger.trio.runtime import open_node
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SCREENSHOT_DIR = os.environ.get("P2P_LEDGER_SCREENSHOT_DIR")  # keep the picture somewhere
+
+
+def _http(url: str, token: str | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+async def get(url: str, token: str | None = None) -> tuple[int, str]:
+    return await trio.to_thread.run_sync(_http, url, token)
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+async def test_health_readiness_and_metrics_move(tmp_path: Path) -> None:
+    async with open_node(tmp_path / "a", listen="127.0.0.1:0", node_id="a") as a, \
+            open_node(tmp_path / "b", listen="127.0.0.1:0", node_id="b", peers=[a.url]) as b:
+        http_a = a.url.replace("ws://", "http://")
+        assert await get(http_a + "/healthz") == (200, "ok\n")
+        status, text = await get(http_a + "/metrics")
+        before = _samples(text)
+        assert status == 200 and before[("p2p_ledger_entries", ())] == 0
+        for i in range(5):
+            await a.append("ctx", f"entry {i}")
+        await b.append("ctx", "from b")
+        with trio.fail_after(20):
+            while a.ledger.root() != b.ledger.root():
+                await trio.sleep(0.05)
+        with trio.fail_after(20):  # until a round tells a that b holds its root
+            while (ready := await get(http_a + "/readyz"))[0] != 200:
+                assert ready[1].startswith("not ready: not caught up")
+                await trio.sleep(0.1)
+        assert "caught up" in ready[1]
+        after = _samples((await get(http_a + "/metrics"))[1])
+        assert after[("p2p_ledger_entries", ())] == 6
+        assert after[("p2p_ledger_contexts", ())] == 1
+        assert after[("p2p_ledger_peers", (("state", "connected"),))] >= 1
+        assert after[("p2p_ledger_append_latency_seconds_count", ())] == 5
+        assert after[("p2p_ledger_commit_batch_entries_sum", ())] == 5
+        assert after[("p2p_ledger_frames_sent_total", (("type", "UPDATE"),))] >= 1
+        assert after[("p2p_ledger_received_bytes_total", (("type", "UPDATE"),))] > 0
+        assert after[("p2p_ledger_reconcile_rounds_total", ())] >= 1
+        assert after[("p2p_ledger_forks_seen_total", ())] == 0
+        assert ("p2p_ledger_heal_duration_seconds_count", ()) in after
+        assert "entry 0" not in text and "from b" not in text  # no entry contents
+        assert (await get(http_a + "/nope"))[0] == 404
+
+
+async def test_a_cluster_key_guards_metrics_and_readiness(tmp_path: Path) -> None:
+    async with open_node(tmp_path / "k", listen="127.0.0.1:0", cluster_key="s3cret") as node:
+        base = node.url.replace("ws://", "http://")
+        assert (await get(base + "/healthz"))[0] == 200
+        assert (await get(base + "/metrics"))[0] == 401
+        assert (await get(base + "/readyz"))[0] == 401
+        assert (await get(base + "/metrics", "wrong"))[0] == 401
+        token = metrics_token(b"s3cret")
+        assert (await get(base + "/metrics", token))[0] == 200
+        assert (await get(base + "/readyz", token))[0] == 200
+    async with open_node(tmp_path / "p", listen="127.0.0.1:0", cluster_key="s3cret",
+                         public_metrics=True) as node:
+        assert (await get(node.url.replace("ws://", "http://") + "/metrics"))[0] == 200
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
+async def test_the_dashboard_shows_peers_and_a_remote_entry_in_a_browser(tmp_path: Path) -> None:
+    assert CHROMIUM is not None
+    async with open_node(tmp_path / "a", listen="127.0.0.1:0", node_id="alpha") as a, \
+            open_node(tmp_path / "b", listen="127.0.0.1:0", node_id="beta", peers=[a.url]) as b:
+        await b.append("agent/notes", "warming up", key="boot")
+        with trio.fail_after(20):
+            while a.ledger.root() != b.ledger.root():
+                await trio.sleep(0.05)
+        page = a.url.replace("ws://", "http://") + "/"
+        profile = tmp_path / "chromium-profile"
+        base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                f"--user-data-dir={profile}", "--window-size=1280,860"]
+
+        async def later() -> None:  # while the page is open: an entry on the *other* node
+            await trio.sleep(1.5)
+            await b.append("agent/notes", "hello from beta", key="greeting")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(later)
+            with trio.fail_after(60):
+                dom = await trio.run_process(
+                    [*base, "--virtual-time-budget=6000", "--run-all-compositor-stages-before-draw",
+                     "--dump-dom", page], capture_stdout=True, capture_stderr=True)
+        html = dom.stdout.decode()
+        assert "hello from beta" in html, html[-3000:]
+        assert "alpha" in html and "<td>beta</td>" in html
+        assert "agrees" in html
+        shot = Path(SCREENSHOT_DIR) if SCREENSHOT_DIR else tmp_path
+        shot.mkdir(parents=True, exist_ok=True)
+        with trio.fail_after(60):
+            await trio.run_process([*base, "--virtual-time-budget=6000",
+                                    f"--screenshot={shot / 'dashboard.png'}", page],
+                                   capture_stdout=True, capture_stderr=True)
+        assert (shot / "dashboard.png").stat().st_size > 10_000
