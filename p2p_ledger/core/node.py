@@ -232,7 +232,7 @@ class NodeCore:
         self.counters = Counters()
         self.log: list[str] = []  # info-level lines for the driver to print
         self.events: list[PeerEvent] = []  # peer state changes, for the driver to log
-        self.agreed_since: float | None = 0.0  # see _check_agreement
+        self.agreed_since: float | None = None  # see _check_agreement
         self._disagreed_at: float | None = None
         self._actions: list[Action] = []
         self._next_conn = 1

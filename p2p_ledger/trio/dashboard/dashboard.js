@@ -79,7 +79,7 @@ function decodeRecord(b64) {
   const raw = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
   const view = new DataView(raw.buffer);
   const dec = new TextDecoder();
-  let at = 32 + 5;  // id, magic "P2PL", version
+  let at = 32 + 5;  // id, magic "P2PL", version (2)
   const u32 = () => { const v = view.getUint32(at); at += 4; return v; };
   const u64 = () => { const v = view.getBigUint64(at); at += 8; return v; };
   const bytes = () => { const n = u32(); const out = raw.slice(at, at + n); at += n; return out; };
@@ -89,7 +89,9 @@ function decodeRecord(b64) {
   const metas = u32();
   for (let i = 0; i < metas; i++) { bytes(); bytes(); }
   const lamport = u64();
-  const origin = dec.decode(bytes());
+  const origin = Array.from(raw.slice(at, at + 32), (b) => b.toString(16).padStart(2, "0")).join("");
+  at += 32;  // the origin: the author's Ed25519 public key
+  u64();  // chain
   const seq = u64();
   let text;
   try { text = new TextDecoder("utf-8", {fatal: true}).decode(payload); }
@@ -109,7 +111,7 @@ function follow(context) {
       if (!resp.record) return;
       const e = decodeRecord(resp.record);
       const li = document.createElement("li");
-      li.innerHTML = `<span class="who">${esc(e.origin)}:${e.seq}</span>` +
+      li.innerHTML = `<span class="who">${esc(e.origin.slice(0, 8))}…:${e.seq}</span>` +
         `<span class="key">${esc(e.key || "·")}</span><span class="payload">${esc(e.text)}</span>`;
       $("tail").prepend(li);
       while ($("tail").children.length > 200) $("tail").lastChild.remove();
