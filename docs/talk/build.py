@@ -7,7 +7,8 @@ Theory of operation: nothing on a slide is typed in by hand if the code or a run
 2. **Draw.** The module map is computed from the package's own imports (``ast``), the timeline
    is the scenario run's plot.
 3. **Fill.** ``slides.md`` holds the words. Placeholders are resolved against the run:
-   ``{{bench:TITLE|CASE|COLUMN}}`` (a bench cell; TITLE and CASE are substrings),
+   ``{{bench:TITLE|CASE|COLUMN}}`` (a bench cell; TITLE and CASE are substrings, CASE
+   ``@last`` is the table's last row),
    ``{{scenario:FIELD}}`` (a field of the scenario report), ``{{snippet:PATH:QUALNAME}}`` (the
    source of a function or class, cut from the file by name with ``ast``),
    ``{{figure:modules}}`` / ``{{figure:timeline}}``, ``{{table:TITLE|COL,COL|ROWS}}``.
@@ -196,6 +197,8 @@ def fmt(value: object) -> str:
 def bench_cell(bench: dict, spec: str) -> str:
     title, case, column = spec.split("|")
     table = find_table(bench, title)
+    if case == "@last":  # the largest size measured (rows grow with the size in every table)
+        case = str(table["rows"][-1][table["columns"][0]])
     for row in table["rows"]:
         if case.lower() in str(row.get(table["columns"][0], "")).lower():
             if column not in row or row[column] is None:
