@@ -130,8 +130,9 @@ function render(status, contexts) {
   const linked = status.peers.filter((p) => p.state === "connected");
   const agree = linked.length > 0 && linked.every((p) => p.root_agrees === true);
   if (!linked.length) $("agreed").innerHTML = '<span class="muted">no linked peer</span>';
-  else if (agree && status.agreed_for_s !== null)
-    $("agreed").innerHTML = `<span class="yes">all agree</span> <span class="hint">for ${fmtSecs(status.agreed_for_s)}</span>`;
+  else if (agree)  // (how long: from the node's own tracking, once a round confirmed it)
+    $("agreed").innerHTML = '<span class="yes">all agree</span>' + (status.agreed_for_s === null ?
+      "" : ` <span class="hint">for ${fmtSecs(status.agreed_for_s)}</span>`);
   else $("agreed").innerHTML = '<span class="no">converging…</span>';
   history.push(!linked.length ? "alone" : agree ? "ok" : "diff");
   while (history.length > 90) history.shift();
