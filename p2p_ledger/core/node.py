@@ -623,7 +623,7 @@ class NodeCore:
         they all started agreeing, None while some differ) and, per disagreement that ended,
         its length in ``counters.heals``."""
         root = self.ledger.root()
-        agree = all(link.session.peer_root == root for link in self.links.values()
+        agree = all(link.session.agrees_with(root) for link in self.links.values()
                     if link.session.is_open)
         if agree and self.agreed_since is None:
             if self._disagreed_at is not None:

@@ -64,7 +64,7 @@ def ready(node: Node) -> tuple[bool, str]:
     if not core.peers and not core.links:
         return True, "no peers"
     root = node.ledger.root()
-    if any(link.session.is_open and link.session.peer_root == root
+    if any(link.session.is_open and link.session.agrees_with(root)
            for link in core.links.values()):
         return True, "caught up with a peer"
     return False, "not caught up with any peer yet"
