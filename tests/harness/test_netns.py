@@ -95,7 +95,11 @@ def test_partition_one_way_cut_unplug_and_heal(bed: TestBed) -> None:
     bed.unplug("c")
     assert _matrix(bed) == {"ab", "ba"}
     bed.plug("c")
-    assert _reach(bed, "a", "c")
+    # why: the first SYN after the port comes back up can be lost while the bridge port and the
+    # neighbour entries settle (failed 1 in ~10 under load with one 0.4 s try): poll, bounded.
+    deadline = time.monotonic() + 5
+    while not _reach(bed, "a", "c"):
+        assert time.monotonic() < deadline, "c unreachable 5 s after its cable was plugged back"
     packets, size = bed.traffic()
     assert packets > 0 and size > packets * 40  # TCP/IP headers at least
 
