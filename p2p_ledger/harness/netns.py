@@ -255,7 +255,7 @@ def kill_inside(netns: str) -> None:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
-                pass
+                pass  # why: it exited between `ip netns pids` and the kill: what we wanted
         time.sleep(0.02)  # the kernel reaps asynchronously; bounded (50 × 20 ms)
 
 

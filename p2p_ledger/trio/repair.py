@@ -150,7 +150,7 @@ def _last_id(conn: sqlite3.Connection) -> int:
         if row is not None:
             return int(row[0])
     except sqlite3.DatabaseError:
-        pass
+        pass  # why: sqlite_sequence itself is damaged: fall back to scanning the rowids below
     last = 0
     try:
         for (rowid,) in conn.execute("SELECT id FROM updates ORDER BY id"):
