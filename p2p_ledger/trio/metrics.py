@@ -63,6 +63,9 @@ class NodeCollector(Collector):
                                   value=moved)
         yield CounterMetricFamily("p2p_ledger_entries_received", "Entries received from peers",
                                   value=counters.entries_received)
+        yield CounterMetricFamily("p2p_ledger_forks_seen", "Positions for which one writer "
+                                  "signed two different entries (kept, reported, provable)",
+                                  value=len(ledger.forks()))
 
 
 class NodeMetrics:
@@ -89,9 +92,6 @@ class NodeMetrics:
         self.peer_events = Counter(
             "p2p_ledger_peer_events_total", "Peer state changes (the log lines)", ["event"],
             registry=r)
-        self.forks = Counter(
-            "p2p_ledger_forks_seen_total", "Conflicting histories signed by one identity "
-            "(none until entries are signed)", registry=r)
 
     def on_event(self, event: PeerEvent) -> None:
         self.peer_events.labels(event.kind).inc()

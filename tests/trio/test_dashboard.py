@@ -19,6 +19,10 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from p2p_ledger.core.bundle import encode_bundle
+from p2p_ledger.core.entry import NO_PREV, make_entry
+from p2p_ledger.core.identity import Identity
+from p2p_ledger.testing import forged_update
 from p2p_ledger.trio.http import metrics_token
 from p2p_ledger.trio.runtime import open_node
 
@@ -81,6 +85,22 @@ async def test_health_readiness_and_metrics_move(tmp_path: Path) -> None:
         assert ("p2p_ledger_heal_duration_seconds_count", ()) in after
         assert "entry 0" not in text and "from b" not in text  # no entry contents
         assert (await get(http_a + "/nope"))[0] == 404
+
+
+async def test_forks_seen_counts_the_positions_a_writer_signed_twice(tmp_path: Path) -> None:
+    mallory = Identity.from_seed("mallory")
+
+    def branch(payload: bytes) -> bytes:
+        entry = make_entry("c1", "k", payload, {}, 1, mallory.origin, 5, 1, 0, NO_PREV)
+        head = mallory.sign_head("c1", 5, 1, bytes.fromhex(entry.id))
+        return encode_bundle([head], forged_update([entry.record], 4242 + len(payload)))
+
+    async with open_node(tmp_path / "f", listen="127.0.0.1:0") as node:
+        url = node.url.replace("ws://", "http://") + "/metrics"
+        node.ledger.apply_remote("c1", branch(b"left"))
+        assert _samples((await get(url))[1])[("p2p_ledger_forks_seen_total", ())] == 0
+        node.ledger.apply_remote("c1", branch(b"right!"))
+        assert _samples((await get(url))[1])[("p2p_ledger_forks_seen_total", ())] == 1
 
 
 async def test_a_cluster_key_guards_metrics_and_readiness(tmp_path: Path) -> None:
