@@ -50,6 +50,7 @@ from .core.errors import (
     LinkClosed,
     ListenError,
     LocalInputError,
+    MdnsUnavailable,
     MetaTooLarge,
     PayloadTooLarge,
     RemoteProtocolError,
@@ -65,12 +66,10 @@ from .core.proof import InvalidProof
 
 if TYPE_CHECKING:
     from .trio.client import Client
-    from .trio.mdns import MdnsUnavailable
     from .trio.runtime import Node, open_node
 
 # The drivers load trio and websockets: imported on first use.
-_LAZY = {"open_node": ".trio.runtime", "Node": ".trio.runtime", "Client": ".trio.client",
-         "MdnsUnavailable": ".trio.mdns"}
+_LAZY = {"open_node": ".trio.runtime", "Node": ".trio.runtime", "Client": ".trio.client"}
 
 __all__ = [
     "DEFAULT_LIMITS", "AlreadyExists", "Client", "Cursor", "Entry", "ForbiddenUpdate",

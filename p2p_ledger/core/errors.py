@@ -82,6 +82,10 @@ class TlsError(LocalInputError):
     """A TLS certificate, key or CA file that cannot be used (missing, unreadable, mismatched)."""
 
 
+class MdnsUnavailable(LocalInputError):
+    """mDNS was asked for where it cannot work (no listen address, or a loopback-only one)."""
+
+
 class IntegrityError(LedgerError):
     """Bytes do not match the content address (or Merkle root) they claim."""
 

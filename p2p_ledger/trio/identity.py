@@ -18,6 +18,7 @@ from pathlib import Path
 from ..core.errors import IdentityError
 from ..core.identity import Identity
 from ..core.storage import Storage
+from .store import fsync_dir
 
 KEY_FILE = "identity.key"
 _HEADER = "p2p-ledger ed25519 private key v1"
@@ -56,7 +57,7 @@ def open_identity(data_dir: Path, store: Storage, create: bool = True) -> Identi
     _write(pending, identity)
     store.set_meta("origin", identity.origin)
     os.replace(pending, path)
-    _fsync_dir(data_dir)
+    fsync_dir(data_dir)
     return identity
 
 
@@ -86,14 +87,6 @@ def _write(path: Path, identity: Identity) -> None:
     try:
         os.fchmod(fd, 0o600)
         os.write(fd, f"{_HEADER}\n{identity.private_bytes().hex()}\n".encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
         os.fsync(fd)
     finally:
         os.close(fd)

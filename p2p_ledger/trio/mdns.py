@@ -55,7 +55,7 @@ from ..core.discovery import (
     parse_announcement,
     txt_record,
 )
-from ..core.errors import LocalInputError
+from ..core.errors import MdnsUnavailable
 
 if TYPE_CHECKING:
     from ..core.node import NodeCore
@@ -65,10 +65,6 @@ log = logging.getLogger("p2p_ledger")
 MAX_PENDING = 1024  # browse events not yet handled (one per instance)
 RESOLVE_TIMEOUT_MS = 3000
 CLOSE_TIMEOUT = 5.0
-
-
-class MdnsUnavailable(LocalInputError):
-    """mDNS was asked for where it cannot work (no listen address, or a loopback-only one)."""
 
 
 def advertised_addresses(host: str | None) -> list[str]:
