@@ -12,10 +12,12 @@ from p2p_ledger.sim.fuzz import fuzz, random_scenario, run_seeds
 
 
 @pytest.mark.slow
-def test_fuzz_a_thousand_runs_at_users_sizes(tmp_path: Path) -> None:
+def test_fuzz_hundreds_of_runs_at_users_sizes(tmp_path: Path) -> None:
     # Up to 7 nodes and 120 simulated seconds per run (the default, 4 nodes / 40 s, never
     # reached the losses of issue 13); every commit of every run is checked for durability.
-    runs = 1000
+    # why: 1,000 runs took 267 s of a 10.8-minute CI suite; 300 keep it in budget, and the
+    # release soak (README) runs 20,000.
+    runs = 300
     result = fuzz(runs, seed=2026, max_nodes=7, duration_s=120.0, out_dir=tmp_path, workers=2)
     print(f"fuzz: {runs} runs, base seed 2026, {len(result.failures)} failed, "
           f"{result.wall_s:.0f}s ({result.runs_per_minute:.0f} runs/min)")
