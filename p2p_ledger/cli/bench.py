@@ -10,8 +10,9 @@ Four groups (``--only``):
 * ``storage`` (here): durable appends through ``Ledger.append`` on ``SqliteStore`` (WAL,
   synchronous=FULL), one per commit and grouped, and through ``open_node`` with concurrent trio
   tasks, against raw SQLite inserting the same entry records with the same commit pattern;
-  rebuilding 100k entries (``Ledger.open``) against its floors (read the rows, apply them to
-  bare pycrdt docs, hash every record); the Merkle tree against a plain binary Merkle root; RSS.
+  rebuilding 100k entries (``Ledger.open`` and every context loaded) against its floors (read
+  the rows, apply them to bare pycrdt docs, hash every record); the Merkle tree against a plain
+  binary Merkle root; RSS.
 * ``sync`` (``bench_sync``): two nodes, our root/tree gossip against the plain Yjs sync
   protocol (one state-vector exchange per document per round), in memory, over real loopback
   websockets, and end to end with ``open_node``.
@@ -64,6 +65,7 @@ from .bench_common import (
     gc_paused,
     max_rss,
     met,
+    open_loaded,
     payloads,
     ratio,
     say,
@@ -307,13 +309,13 @@ def floors(store: SqliteStore) -> tuple[float, float, float]:
 
 RSS_PROBE = """
 import gc, json, resource, sys, time
-from p2p_ledger.cli.bench_common import current_rss, gc_pause, status_kib
+from p2p_ledger.cli.bench_common import current_rss, gc_pause, open_loaded, status_kib
 from p2p_ledger.core.ledger import Ledger
 from p2p_ledger.trio.store import SqliteStore
 before, objects_before = current_rss(), len(gc.get_objects())
 store = SqliteStore(sys.argv[1])
 t0 = time.perf_counter()
-ledger = Ledger.open(store, "bench-node", "bench-instance")
+ledger = open_loaded(store, "bench-node", "bench-instance")
 seconds = time.perf_counter() - t0
 after = current_rss()
 pause, objects = gc_pause()
@@ -345,7 +347,7 @@ def _rebuild_row(scale: Scale, path: Path, n: int, floor: float,
                 drop_caches()
             gc.collect()
             t0 = time.perf_counter()
-            ledger = Ledger.open(store, "bench-node", "bench-instance")
+            ledger = open_loaded(store, "bench-node", "bench-instance")
             runs.add(time.perf_counter() - t0)
             discard(ledger)
         finally:
@@ -374,7 +376,7 @@ def bench_rebuild(scale: Scale) -> tuple[Table, Table]:
             for _ in range(scale.repeats):
                 gc.collect()
                 t0 = time.perf_counter()
-                ledger = Ledger.open(store, "bench-node", "bench-instance")
+                ledger = open_loaded(store, "bench-node", "bench-instance")
                 ours.add(time.perf_counter() - t0)
                 discard(ledger)
                 t_read, t_apply, t_hash = floors(store)
@@ -382,7 +384,8 @@ def bench_rebuild(scale: Scale) -> tuple[Table, Table]:
                 apply_.add(t_read + t_apply)
                 hashing.add(t_read + t_apply + t_hash)
             t0 = time.perf_counter()
-            ledger = Ledger.open(store, "bench-node", "bench-instance", verify=True)
+            ledger = Ledger.open(store, "bench-node", "bench-instance")
+            assert not ledger.verify()
             verified.add(time.perf_counter() - t0)
             discard(ledger)
         finally:
@@ -390,7 +393,7 @@ def bench_rebuild(scale: Scale) -> tuple[Table, Table]:
         floor = hashing.median
         table.add("Ledger.open, 100 entries per row, warm cache", ours.median, ours.spread,
                   n / ours.median, ratio(ours.median, floor), met(scale, ours.median < 2))
-        table.add("Ledger.open(verify=True), 1 run", verified.median, None,
+        table.add("Ledger.verify (from the store), 1 run", verified.median, None,
                   n / verified.median, ratio(verified.median, floor),
                   met(scale, verified.median < 2))
         # Cold cache (the page cache dropped before each open) and a store written one append
@@ -430,7 +433,7 @@ def bench_rebuild(scale: Scale) -> tuple[Table, Table]:
                 got["objects"])
         mem.add("child: one full gc.collect() (ms)", None, None, got["gc_pause"] * 1e3)
         # The same rebuild in this process, as asked: getrusage and /proc/self/status.
-        ledger = Ledger.open(SqliteStore(d / "store"), "bench-node", "bench-instance")
+        ledger = open_loaded(SqliteStore(d / "store"), "bench-node", "bench-instance")
         mem.add("bench process: VmRSS with the ledger alive", current_rss() / 2**20, None,
                 None)
         mem.add("bench process: ru_maxrss so far", max_rss() / 2**20, None, None)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.ledger import Ledger
+from ..core.storage import Storage
 
 Cell = str | int | float | None
 
@@ -245,20 +246,19 @@ def gc_paused() -> Iterator[None]:
 
 
 def discard(*ledgers: Ledger) -> None:
-    """Free ledgers now.
-
-    Workaround for a leak in the core: each ContextLog registers its bound method as a pycrdt
-    Array observer, so the Rust side holds a reference back to the ContextLog: a cycle that
-    Python's GC cannot see, and a dropped ledger is never freed. Emptying the ContextLog drops
-    its Doc, whose Rust side then drops the callback.
-    """
+    """Free ledgers' loaded contexts now (and collect), so the next measure starts clean."""
     for ledger in ledgers:
-        for ctx in ledger.contexts.values():
-            state = getattr(ctx, "__dict__", None)
-            if state is not None:
-                state.clear()
-        ledger.contexts.clear()
+        ledger.drop_memory()
     gc.collect()
+
+
+def open_loaded(storage: Storage, node_id: str, instance: str) -> Ledger:
+    """``Ledger.open`` and then every context loaded: the full rebuild from the stored rows
+    (what every start did before per-context summaries; a start now loads nothing)."""
+    ledger = Ledger.open(storage, node_id, instance)
+    for name in ledger.contexts:
+        ledger.contexts[name]  # loads it
+    return ledger
 
 
 def gc_pause() -> tuple[float, int]:

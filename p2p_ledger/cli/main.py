@@ -1,7 +1,7 @@
 """The ``p2p-ledger`` command: run a node, talk to a running one, check a stopped one's store.
 
 Each subcommand is a thin shell: ``node`` over ``runtime.open_node``, the client commands over
-``client.Client``, ``verify`` over ``Ledger.open(..., verify=True)`` (``--data``) or the API
+``client.Client``, ``verify`` over ``Ledger.verify`` (``--data``) or the API
 (``--node``), ``demo`` over ``demo.run_demo``; ``scenario`` and ``bench`` are plugins, imported
 only when asked for.
 
@@ -63,6 +63,7 @@ from ..core.errors import (
     PayloadTooLarge,
     UnsupportedVersion,
 )
+from ..core.ledger import DEFAULT_MEMORY_BUDGET
 from ..core.protocol import cluster_key_bytes
 from ..trio.client import Client
 from ..trio.transport import check_url
@@ -127,6 +128,25 @@ def non_negative_int(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
     return int(text)
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kib": 1024, "kb": 1000, "m": 1024**2, "mib": 1024**2,
+               "mb": 1000**2, "g": 1024**3, "gib": 1024**3, "gb": 1000**3}
+
+
+def byte_size(text: str) -> int:
+    """``256MB``, ``1.5GiB``, ``300000000``: a size in bytes (KB/MB/GB powers of 1000, K/M/G
+    and KiB/MiB/GiB of 1024)."""
+    number = text.strip().rstrip("BbIiKkMmGg")
+    unit = text.strip()[len(number):].lower()
+    try:
+        value = float(number) * _SIZE_UNITS[unit]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(
+            f"wants a size like 256MB, 1GiB or 300000000, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive size, got {text!r}")
+    return int(value)
 
 
 def _listen(text: str) -> str:
@@ -249,6 +269,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="seconds between anti-entropy rounds per peer (default 1)")
     p.add_argument("--no-discovery", dest="discovery", action="store_false",
                    help="dial only the --peer seeds; ignore peers learned from others")
+    p.add_argument("--memory-budget", type=byte_size, default=DEFAULT_MEMORY_BUDGET,
+                   metavar="SIZE",
+                   help="memory for contexts loaded from the store, e.g. 256MB or 1GiB (default "
+                        "256MiB): beyond it the least recently used are unloaded and reload "
+                        "from disk when next needed; the estimate counts 1300 B per entry plus "
+                        "3x its stored bytes")
     p.add_argument("--mdns", action="store_true",
                    help="find and join peers of the same --cluster on the LAN (advertise and "
                         "browse DNS-SD _p2p-ledger._tcp by multicast; needs a --listen address "
@@ -648,7 +674,7 @@ async def _run_node(args: argparse.Namespace) -> int:
             cluster=args.cluster, cluster_key=cluster_key, tls_cert=args.tls_cert,
             tls_key=args.tls_key, tls_ca=args.tls_ca,
             gossip_interval=args.gossip_interval, discovery=args.discovery, mdns=args.mdns,
-            public_metrics=args.public_metrics,
+            public_metrics=args.public_metrics, memory_budget=args.memory_budget,
         ) as node:
             log.info("node %s ready at %s (data %s, %d entries in %d contexts, peers %s)",
                      node.node_id, node.url or "-", args.data, node.ledger.entry_count(),
@@ -988,11 +1014,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     try:
         node_id = store.get_meta("node_id") or "?"
         identity = open_identity(data, store, create=False)  # IdentityError: no key, mismatch
-        with Progress().ticking(f"verifying {data}"):
-            # re-hashes every entry; verify() re-checks every signature and re-derives every root
-            ledger = Ledger.open(store, identity, secrets.token_hex(16), verify=True,
-                                 label=node_id)
-            problems = ledger.verify()
+        # Opens from the stored summaries (a store without them gets them computed once), then
+        # checks one context at a time: every content id, signature, root and summary.
+        ledger = Ledger.open(store, identity, secrets.token_hex(16), label=node_id)
+        progress = Progress()
+        problems = ledger.verify(lambda done, total, entries: progress.update(
+            f"verifying {data}: {done:,}/{total:,} contexts, {entries:,} entries"))
+        progress.done()
     finally:
         store.close()
     return _verified(args, problems, node_id, ledger.entry_count(), len(ledger.contexts),

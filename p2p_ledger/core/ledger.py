@@ -2,7 +2,20 @@
 
 Sans-I/O except for the injected ``Storage``, which is called synchronously: when ``append``
 or ``apply_remote`` returns, what it added is durable. Because nothing here awaits, no other task
-can observe (or ship to a peer) an entry between its insertion and its commit.
+can observe (or ship to a peer) an entry between its insertion and its commit. With
+``defer_commits`` (the runtime), ``apply_remote`` stages its rows instead and the next
+``flush`` commits everything staged in one transaction (group commit of received updates);
+a read of a context holding staged rows (its entries, root, state vector, a diff) flushes
+first, and the node tree and counts change only on commit, so what is read or shipped is still
+always durable.
+
+The working set is bounded; the ledger lives on disk. Every context has a ``Summary``
+(``storage.py``: root, entry count, state vector, Lamport maximum), persisted in the same
+transaction as its rows: ``open`` builds the node-level tree from the summaries alone and loads
+no context. A context's ``ContextLog`` (its pycrdt Doc, index and tree of ids) is rebuilt from
+its stored rows on first need (a write, a read of entries, a diff to send, a proof) and evicted
+least-recently-used beyond ``memory_budget``; gossip about a context that is in sync, or whose
+peer already holds all of it, answers from the summary without loading it.
 
 The node-level Merkle tree maps sha256(context name) → that context's root: its 32-byte root says
 whether two nodes hold exactly the same data, and descending it finds the differing contexts.
@@ -17,7 +30,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from .bundle import decode_bundle, encode_bundle
@@ -34,12 +48,23 @@ from .entry import (
     check_fields,
     make_entry,
 )
-from .errors import AlreadyExists, IntegrityError, LedgerError
+from .errors import AlreadyExists, IntegrityError, LedgerError, RemoteProtocolError
 from .identity import Identity, chain_for, writer_key
 from .merkle import MerkleTree
 from .snapshot import decode_snapshot, encode_snapshot
-from .storage import Storage
-from .yjs import appended_values
+from .storage import Storage, Summary
+from .yjs import appended_values, decode_state_vector
+
+EMPTY_STATE_VECTOR = b"\x00"
+# why: the budget counts an estimate of a loaded context's memory, not a measurement (Python
+# cannot size one object graph cheaply): a fixed cost per entry (its Entry object, index slots,
+# Merkle item) plus three times its stored bytes (the records live in the Entry objects and in
+# the Doc). Fitted on loaded contexts here: 100k x 100 B entries (254 stored B each) grew RSS by
+# 2,078 B per entry, 20k x 2 KB (2,154 stored B) by 7,672 B: ~1,330 + 2.94 x stored.
+ENTRY_COST = 1300
+STORED_FACTOR = 3
+# The runtime's default budget (open_node, --memory-budget): ~120k loaded entries of 100 B.
+DEFAULT_MEMORY_BUDGET = 256 * 1024 * 1024
 
 Listener = Callable[[str, list[Entry]], None]
 
@@ -64,6 +89,49 @@ def context_key(name: str) -> bytes:
     return hashlib.sha256(name.encode("utf-8")).digest()
 
 
+def memory_cost(summary: Summary) -> int:
+    """The budget's estimate of a loaded context's memory, in bytes (see ENTRY_COST)."""
+    return ENTRY_COST * summary.entries + STORED_FACTOR * summary.stored
+
+
+def summarize(ctx: ContextLog, stored: int) -> Summary:
+    return Summary(ctx.root(), len(ctx), ctx.state_vector(), ctx.max_lamport, len(ctx.forks),
+                   stored)
+
+
+def same_summary(a: Summary, b: Summary) -> bool:
+    """Equal content (yrs may encode one state vector in different orders)."""
+    return (a.root, a.entries, a.max_lamport, a.forks) == (b.root, b.entries, b.max_lamport,
+                                                           b.forks) and \
+        decode_state_vector(a.state_vector) == decode_state_vector(b.state_vector)
+
+
+class Contexts(Mapping[str, ContextLog]):
+    """Every context a ledger holds, by name. Membership, iteration and ``len`` read the
+    summaries; looking a context up loads its ``ContextLog`` (and may evict others)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._ledger.holds(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ledger.context_names())
+
+    def __len__(self) -> int:
+        return len(self._ledger.context_names())
+
+    def __getitem__(self, name: str) -> ContextLog:
+        ledger = self._ledger
+        ledger._flush_if(name)
+        ctx = ledger._load(name)
+        if ctx is None:
+            raise KeyError(name)
+        ledger._evict()
+        return ctx
+
+
 class Ledger:
     def __init__(
         self,
@@ -73,8 +141,9 @@ class Ledger:
         limits: Limits = DEFAULT_LIMITS,
         now_ns: Callable[[], int] = time.time_ns,
         label: str = "",
+        memory_budget: int | None = None,
     ) -> None:
-        """Use ``Ledger.open``: it rebuilds the state from storage."""
+        """Use ``Ledger.open``: it reads the state from storage."""
         self.identity = identity
         self.origin = identity.origin
         self.node_id = label or identity.origin[:16]  # a human label (logs, HELLO)
@@ -83,7 +152,18 @@ class Ledger:
         self.limits = limits
         self.now_ns = now_ns
         self.clock = LamportClock()
-        self.contexts: dict[str, ContextLog] = {}
+        self.memory_budget = memory_budget  # bytes of loaded contexts (memory_cost); None: all
+        self.summaries: dict[str, Summary] = {}  # every stored context, as last committed
+        self._live: OrderedDict[str, ContextLog] = OrderedDict()  # loaded, least recent first
+        self._costs: dict[str, int] = {}  # memory_cost of each loaded context
+        self._live_cost = 0
+        self._entries = 0  # entries in all summaries
+        self.loads = 0  # contexts loaded from storage since open (tests, metrics)
+        self.contexts = Contexts(self)
+        self.defer_commits = False  # apply_remote stages its rows until flush() (the runtime)
+        self._staged: list[tuple[str, bytes]] = []
+        self._dirty: set[str] = set()  # contexts holding staged rows: never evicted
+        self._held: list[tuple[str, list[Entry]]] = []  # notifications of staged entries
         self.tree = MerkleTree()
         self.names: dict[bytes, str] = {}  # context_key → name, to answer tree descents
         self.listeners: list[Listener] = []
@@ -99,30 +179,35 @@ class Ledger:
         instance: str,
         limits: Limits = DEFAULT_LIMITS,
         now_ns: Callable[[], int] = time.time_ns,
-        verify: bool = False,
         label: str | None = None,
+        memory_budget: int | None = None,
     ) -> Ledger:
-        """Rebuild every context from storage, checking every entry's content id (and, with
-        ``verify``, every signature: see ``verify()``).
+        """Open the ledger stored in ``storage``: the node-level tree from the persisted
+        per-context summaries, no context loaded, no entry re-checked (``verify`` does that, a
+        context at a time). A store written before summaries existed (or by a tool that wrote
+        rows only) gets them recomputed once here, one context in memory at a time.
 
         ``identity`` may be a string: then the key is derived from it (``Identity.from_seed``,
         for simulations and tests) and it is the label too. ``instance`` must be fresh for
         every open (it names this open's Yjs clients and writer chains; reusing one after the
-        store lost its tail would reuse positions).
+        store lost its tail would reuse positions). ``memory_budget``: bytes of loaded contexts
+        (as ``memory_cost`` estimates them) beyond which the least recently used are evicted.
         """
         if isinstance(identity, str):
             label = identity if label is None else label
             identity = Identity.from_seed(identity)
-        ledger = cls(identity, instance, storage, limits, now_ns, label or "")
-        for name, blobs in storage.load().items():
-            ctx = ledger._context(name)
-            try:
-                for blob in blobs:
-                    bundle = decode_bundle(blob)
-                    ctx.load_stored(bundle.update, bundle.heads, verify=verify)
-            except LedgerError as exc:
-                raise IntegrityError(f"context {name}: {exc}") from None
-            ledger._refresh(ctx)
+        ledger = cls(identity, instance, storage, limits, now_ns, label or "", memory_budget)
+        summaries = storage.summaries()
+        if summaries is None:
+            summaries = {}
+            for name in storage.contexts():
+                ctx, stored = ledger._read(name)
+                summaries[name] = summarize(ctx, stored)
+            storage.put_summaries(summaries)
+        ledger.summaries = summaries
+        for name, summary in summaries.items():
+            ledger._entries += summary.entries
+            ledger._refresh_summary(name, summary)
         return ledger
 
     # ---- reads -------------------------------------------------------------------------------
@@ -131,35 +216,91 @@ class Ledger:
         return self.tree.root()
 
     def context_root(self, name: str) -> bytes:
-        ctx = self.contexts.get(name)
-        return ctx.root() if ctx else MerkleTree().root()
+        self._flush_if(name)
+        ctx = self._live.get(name)
+        if ctx is not None:
+            return ctx.root()
+        summary = self.summaries.get(name)
+        return summary.root if summary else MerkleTree().root()
+
+    def state_vector(self, name: str) -> bytes:
+        """The Yjs state vector of ``name`` (empty if we hold nothing), without loading it."""
+        self._flush_if(name)
+        ctx = self._live.get(name)
+        if ctx is not None:
+            return ctx.state_vector()
+        summary = self.summaries.get(name)
+        return summary.state_vector if summary else EMPTY_STATE_VECTOR
+
+    def context_entries(self, name: str) -> int:
+        summary = self.summaries.get(name)
+        return summary.entries if summary else 0
 
     def entry_count(self) -> int:
-        return sum(len(c) for c in self.contexts.values())
+        return self._entries
+
+    def holds(self, name: str) -> bool:
+        return name in self.summaries or name in self._live
+
+    def context_names(self) -> list[str]:
+        """Every context held (stored, or new in memory), in a deterministic order."""
+        return [*self.summaries, *(n for n in self._live if n not in self.summaries)]
+
+    def live_contexts(self) -> list[str]:
+        """The contexts loaded in memory now, least recently used first."""
+        return list(self._live)
 
     def writer(self, context: str) -> str:
         """Our writer (cursor key) in ``context`` for this open."""
         return writer_key(self.origin, self._chain(context))
 
+    def fork_count(self) -> int:
+        return sum(s.forks for s in self.summaries.values())
+
     def forks(self) -> list[dict[str, object]]:
         """Every fork found: a writer that signed two entries for one position."""
-        return [{"context": name, "writer": writer, "seq": seq, "ids": list(ids)}
-                for name, ctx in sorted(self.contexts.items())
-                for (writer, seq), ids in sorted(ctx.forks.items())]
+        self.flush()
+        out: list[dict[str, object]] = []
+        for name in sorted(n for n, s in self.summaries.items() if s.forks):
+            ctx = self._load(name)
+            assert ctx is not None
+            out += [{"context": name, "writer": writer, "seq": seq, "ids": list(ids)}
+                    for (writer, seq), ids in sorted(ctx.forks.items())]
+        self._evict()
+        return out
 
     def fork_proof(self, context: str, writer: str, seq: int) -> dict[str, object]:
         """The two signed statements of a fork (``identity.check_fork_proof`` checks it)."""
-        ctx = self.contexts.get(context)
+        self._flush_if(context)
+        ctx = self._load(context)
         if ctx is None or (writer, seq) not in ctx.forks:
             raise LookupError(f"no fork of {writer} at seq {seq} in {context}")
-        return ctx.fork_proof(writer, seq)
+        proof = ctx.fork_proof(writer, seq)
+        self._evict()
+        return proof
 
     def bundle_diff(self, context: str, state_vector: bytes | None) -> bytes | None:
         """What a peer with ``state_vector`` lacks of ``context``, with the heads (and vouchers)
-        that authenticate it; None when it lacks nothing."""
-        ctx = self.contexts[context]
+        that authenticate it; None when it lacks nothing (decided from the summary's state
+        vector when the context is not loaded: it is then not loaded)."""
+        self._flush_if(context)
+        if state_vector and context not in self._live:
+            summary = self.summaries.get(context)
+            if summary is None:
+                return None
+            try:
+                theirs = decode_state_vector(state_vector)
+            except RemoteProtocolError as exc:
+                raise RemoteProtocolError(f"bad state vector for {context}: {exc}") from None
+            if all(clock <= theirs.get(client, 0)
+                   for client, clock in decode_state_vector(summary.state_vector).items()):
+                return None  # a grow-only log: they hold every struct we hold
+        ctx = self._load(context)
+        if ctx is None:
+            return None
         update = ctx.diff(state_vector)
         if update == EMPTY_UPDATE:
+            self._evict()
             return None
         by_id = ctx.by_id
         entries = []
@@ -168,18 +309,21 @@ class Ledger:
             if entry is not None:
                 entries.append(entry)
         heads, vouchers = ctx.proof_for(entries)
+        self._evict()
         return encode_bundle(heads, update, vouchers)
 
     def bundle_records(self, context: str, ids: Iterable[bytes]) -> bytes | None:
         """The entries of ``context`` with these ids that we hold, as a bundle of vouchers (no
         Yjs update: the receiver re-inserts them as its own items); None if we hold none."""
-        ctx = self.contexts.get(context)
+        self._flush_if(context)
+        ctx = self._load(context)
         if ctx is None:
             return None
         entries = [e for e in (ctx.by_id.get(i.hex()) for i in ids) if e is not None]
         if not entries:
             return None
         heads, vouchers = ctx.proof_for(entries)
+        self._evict()
         records = {e.id: e.record for e in entries}
         return encode_bundle(heads, EMPTY_UPDATE, [*records.values(), *vouchers])
 
@@ -196,8 +340,13 @@ class Ledger:
         """
         check_context(context)
         cursor = Cursor.parse(after)
-        ctx = self.contexts.get(context)
-        return ctx.get(key, cursor, limit) if ctx else ([], cursor)
+        self._flush_if(context)
+        ctx = self._load(context)
+        if ctx is None:
+            return [], cursor
+        out = ctx.get(key, cursor, limit)
+        self._evict()
+        return out
 
     # ---- writes ------------------------------------------------------------------------------
 
@@ -214,6 +363,7 @@ class Ledger:
         """Append a batch in one durable commit (group commit).
 
         Returns the entries in request order and the committed Yjs updates (what to push to peers).
+        Rows staged by ``apply_remote`` are committed in the same transaction.
         """
         groups: dict[str, list[Entry]] = {}
         tips: dict[str, tuple[int, bytes]] = {}  # context → (last seq, its id) of our chain
@@ -238,12 +388,12 @@ class Ledger:
         for name, entries in groups.items():
             last = entries[-1]
             head = sign(name, last.chain, last.seq, bytes.fromhex(last.id))
-            _, update = self.contexts[name].append_local(entries, (head,))
+            _, update = self._context(name).append_local(entries, (head,))
             updates.append((name, encode_bundle((head,), update)))
         self._commit(updates)
         for name, entries in groups.items():
-            self._refresh(self.contexts[name])
             self._notify(name, entries)
+        self._evict()
         return Appended(_in_request_order(requests, groups), updates)
 
     def apply_remote(self, context: str, blob: bytes) -> list[Entry]:
@@ -255,114 +405,242 @@ class Ledger:
         """
         check_context(context)
         bundle = decode_bundle(blob)
-        created = context not in self.contexts
+        created = not self.holds(context)
         ctx = self._context(context)
         try:
             new, heads, applied, reinserted = ctx.receive(
                 bundle.update, bundle.heads, bundle.vouchers)
         except LedgerError:
             if created:
-                del self.contexts[context]  # refused before anything was applied
+                self._drop(context)  # refused before anything was applied
             raise
         # Persist exactly what was applied to the Doc (the update less what it already held),
         # pending structs included, then what we re-inserted as our own items: replaying the
         # stored updates in order then rebuilds the same Doc, whatever yrs integrated now or
         # holds for later. The heads that vouched for the entries go with them.
         rows = [(context, encode_bundle(heads, u)) for u in (applied, reinserted) if u is not None]
-        if rows:
-            self._commit(rows)
         # Whether the Doc took anything from it (new entries, or structs Yjs holds back until
         # what they wait for arrives): a push that did is worth forwarding.
         self.last_update_took = applied is not None
-        if new:
-            self._refresh(ctx)
-            self._notify(context, new)
+        if not rows:
+            if created:
+                self._drop(context)
+        elif self.defer_commits:
+            self._staged += rows
+            self._dirty.add(context)
+            if new:
+                self._held.append((context, new))
+            return new
+        else:
+            self._commit(rows)
+            if new:
+                self._notify(context, new)
+        self._evict()
         return new
 
+    def has_staged(self) -> bool:
+        return bool(self._staged)
+
+    def staged_rows(self) -> int:
+        return len(self._staged)
+
+    def _flush_if(self, context: str) -> None:
+        """Before reading ``context``: commit what is staged if some of it is there."""
+        if context in self._dirty:
+            self._commit([])
+
+    def flush(self) -> None:
+        """Commit the rows ``apply_remote`` staged (``defer_commits``), in one transaction, then
+        tell the listeners about their entries. Every read calls it first."""
+        if self._staged:
+            self._commit([])
+
     def _commit(self, updates: list[tuple[str, bytes]]) -> None:
+        """Commit ``updates`` (after the staged rows) with the summaries of every context they
+        touch, in one transaction; then update the node tree and the summaries. On failure the
+        touched contexts are dropped from memory (the next use reloads what is durable)."""
+        rows, self._staged = [*self._staged, *updates], []
+        held, self._held = self._held, []
+        self._dirty = set()
+        added: dict[str, int] = {}
+        for name, blob in rows:
+            added[name] = added.get(name, 0) + len(blob)
+        summaries = {}
+        for name, size in added.items():
+            before = self.summaries.get(name)
+            summaries[name] = summarize(self._live[name], size + (before.stored if before else 0))
         try:
-            self.storage.commit(updates)
+            self.storage.commit(rows, summaries)
         except BaseException:
-            # The docs now hold entries that are not durable: rebuild them from what is.
-            stored = self.storage.load()
-            for name, _ in updates:
-                ctx = self.contexts[name] = ContextLog(
-                    name, client_id_for(self.instance, name), self.limits)
-                for blob in stored.get(name, []):
-                    bundle = decode_bundle(blob)
-                    ctx.load_stored(bundle.update, bundle.heads)
-                if not len(ctx):
-                    del self.contexts[name]
-                self._refresh(ctx)
+            # The docs now hold entries that are not durable: forget them, reload what is.
+            for name in added:
+                self._drop(name)
             raise
+        for name, summary in summaries.items():
+            before = self.summaries.get(name)
+            self._entries += summary.entries - (before.entries if before else 0)
+            self.summaries[name] = summary
+            cost = memory_cost(summary)
+            self._live_cost += cost - self._costs.get(name, 0)
+            self._costs[name] = cost
+            self._refresh(self._live[name])
+        for context, entries in held:
+            self._notify(context, entries)
 
     # ---- snapshots and compaction --------------------------------------------------------------
 
     def snapshot(self, context: str) -> bytes:
         check_context(context)
-        ctx = self.contexts.get(context)
+        self._flush_if(context)
+        ctx = self._load(context)
         entries = ctx.ordered if ctx else []
         heads = ctx.proof_for(entries)[0] if ctx else []
-        return encode_snapshot(context, self.context_root(context), entries, heads)
+        blob = encode_snapshot(context, self.context_root(context), entries, heads)
+        self._evict()
+        return blob
 
     def load_snapshot(self, blob: bytes, fail_if_exists: bool = False) -> tuple[str, int]:
         """Verify a snapshot (content ids, root, and every entry's signature) and add the
         entries this node lacks; returns (context, added)."""
         context, _root, entries, heads = decode_snapshot(blob, self.limits)
-        existing = self.contexts.get(context)
-        if fail_if_exists and existing is not None and len(existing):
-            raise AlreadyExists(f"context {context} already holds {len(existing)} entries")
-        created = existing is None
+        self._flush_if(context)
+        held = self.context_entries(context)
+        if fail_if_exists and held:
+            raise AlreadyExists(f"context {context} already holds {held} entries")
+        created = not self.holds(context)
         ctx = self._context(context)
         try:
             used = ctx.authenticate(entries, heads)
         except LedgerError:
             if created:
-                del self.contexts[context]
+                self._drop(context)
             raise
         missing = list({e.id: e for e in entries if e.id not in ctx.by_id}.values())
         if not missing:
             if created:
-                del self.contexts[context]
+                self._drop(context)
             return context, 0
         added, update = ctx.append_local(missing, used)
         self._commit([(context, encode_bundle(used, update))])
-        self._refresh(ctx)
         self._notify(context, added)
+        self._evict()
         return context, len(added)
 
     def compact(self, context: str) -> None:
         """Fold a context's stored update history into one state blob; reads are unchanged."""
-        ctx = self.contexts.get(check_context(context))
+        check_context(context)
+        self._flush_if(context)
+        ctx = self._load(context)
         if ctx is not None:
             heads = list(ctx.heads.values())
-            self.storage.replace_context(context, encode_bundle(heads, ctx.compacted_state()))
+            state = encode_bundle(heads, ctx.compacted_state())
+            self.storage.replace_context(context, state)
+            summary = self.summaries.get(context)
+            if summary is not None:
+                self.summaries[context] = summary._replace(stored=len(state))
+            self._evict()
 
-    def verify(self) -> list[str]:
-        """Recheck every entry, signature and root from scratch; returns problems (empty =
-        sound)."""
+    def verify(self, progress: Callable[[int, int, int], None] | None = None) -> list[str]:
+        """Recheck what storage holds from scratch, one context in memory at a time: every
+        entry's content id, canonical form and limits, every signature, and each context's
+        stored summary (root, count, state vector) against what its rows rebuild. Calls
+        ``progress(contexts done, contexts, entries done)`` after each context. Returns the
+        problems (empty = sound)."""
+        self.flush()
         problems = []
-        for name, ctx in self.contexts.items():
-            fresh = ContextLog(name, 0, self.limits)
+        names = sorted(set(self.storage.contexts()) | self.summaries.keys())
+        done = 0
+        for number, name in enumerate(names, 1):
             try:
-                fresh.load_stored(ctx.compacted_state(), verify=True)
+                fresh, stored = self._read(name, verify=True)
                 ContextLog(name, 0, self.limits).authenticate(
-                    fresh.ordered, list(ctx.heads.values()))
+                    fresh.ordered, list(fresh.heads.values()))
             except LedgerError as exc:
                 problems.append(f"context {name}: {exc}")
                 continue
-            if fresh.root() != ctx.root():
-                problems.append(f"context {name}: root {ctx.root().hex()} does not match entries")
+            summary = self.summaries.get(name)
+            rebuilt = summarize(fresh, stored)
+            if summary is None or not same_summary(summary, rebuilt):
+                problems.append(f"context {name}: its stored summary ({summary and summary.entries}"
+                                f" entries) does not match its rows ({rebuilt.entries} entries, "
+                                f"root {rebuilt.root.hex()[:16]})")
+            live = self._live.get(name)
+            if live is not None and live.root() != fresh.root():
+                problems.append(f"context {name}: root {live.root().hex()} in memory does not "
+                                f"match the stored entries")
+            done += len(fresh)
+            del fresh
+            if progress is not None:
+                progress(number, len(names), done)
         return problems
 
     # ---- internals ---------------------------------------------------------------------------
 
     def _context(self, name: str) -> ContextLog:
-        ctx = self.contexts.get(name)
+        """The loaded context ``name``, loading it, or a new empty one."""
+        ctx = self._load(name)
         if ctx is None:
-            ctx = self.contexts[name] = ContextLog(
+            ctx = self._live[name] = ContextLog(
                 name, client_id_for(self.instance, name), self.limits)
+            self._costs[name] = 0
         return ctx
+
+    def _load(self, name: str) -> ContextLog | None:
+        """The ContextLog of ``name`` (rebuilt from its stored rows if not loaded), most
+        recently used now; None if we hold nothing there. Evicts nothing (``_evict`` does,
+        when the caller is done): a context being worked on is never dropped under it."""
+        ctx = self._live.get(name)
+        if ctx is not None:
+            self._live.move_to_end(name)
+            return ctx
+        summary = self.summaries.get(name)
+        if summary is None:
+            return None
+        ctx, _ = self._read(name)
+        ctx.new_forks.clear()  # reported when they were found
+        self._live[name] = ctx
+        self._costs[name] = cost = memory_cost(summary)
+        self._live_cost += cost
+        self.loads += 1
+        return ctx
+
+    def _read(self, name: str, verify: bool = False) -> tuple[ContextLog, int]:
+        """A context rebuilt from its stored rows (each content id re-hashed; with ``verify``
+        every record fully decoded and checked) and the stored bytes; not kept."""
+        ctx = ContextLog(name, client_id_for(self.instance, name), self.limits)
+        stored = 0
+        try:
+            for blob in self.storage.load_context(name):
+                stored += len(blob)
+                bundle = decode_bundle(blob)
+                ctx.load_stored(bundle.update, bundle.heads, verify=verify)
+        except LedgerError as exc:
+            raise IntegrityError(f"context {name}: {exc}") from None
+        return ctx, stored
+
+    def _drop(self, name: str) -> None:
+        """Forget the loaded ContextLog of ``name`` (its summary stays)."""
+        if self._live.pop(name, None) is not None:
+            self._live_cost -= self._costs.pop(name, 0)
+        self._dirty.discard(name)
+
+    def _evict(self) -> None:
+        """Drop least recently used contexts while over the memory budget, never the most
+        recent one (the one just used) nor one holding staged rows."""
+        budget = self.memory_budget
+        if budget is None or self._live_cost <= budget:
+            return
+        for name in list(self._live)[:-1]:
+            if self._live_cost <= budget:
+                break
+            if name not in self._dirty:
+                self._drop(name)
+
+    def drop_memory(self) -> None:
+        """Unload every context (benchmarks; the next use reloads it)."""
+        self.flush()
+        for name in list(self._live):
+            self._drop(name)
 
     def _chain(self, context: str) -> int:
         chain = self._chains.get(context)
@@ -376,12 +654,15 @@ class Ledger:
             self.fork_log.append(f"fork in {ctx.name}: writer {writer} signed "
                                  f"{' and '.join(ids)} for seq {seq}")
         ctx.new_forks.clear()
-        if not len(ctx):
+        self._refresh_summary(ctx.name, self.summaries[ctx.name])
+
+    def _refresh_summary(self, name: str, summary: Summary) -> None:
+        if not summary.entries:
             return  # an empty context is no data: it must not change the node root
-        key = context_key(ctx.name)
-        self.names[key] = ctx.name
-        self.tree.set(key, ctx.root())
-        self.clock.observe(ctx.max_lamport)
+        key = context_key(name)
+        self.names[key] = name
+        self.tree.set(key, summary.root)
+        self.clock.observe(summary.max_lamport)
 
     def _notify(self, context: str, entries: list[Entry]) -> None:
         for listener in list(self.listeners):

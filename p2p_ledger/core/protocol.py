@@ -475,8 +475,7 @@ class PeerSession:
         ITEMS_PER_VIEW items; when split, every part holds at least ITEMS_PER_VIEW // 2, so a
         view of fewer is the whole list (its absentees are contexts the sender lacks)."""
         items = self._items(prefix)
-        contexts = self.ledger.contexts
-        states = tuple(_short_sv(contexts[name].state_vector()) for name, _ in items)
+        states = tuple(_short_sv(self.ledger.state_vector(name)) for name, _ in items)
         parts = max(1, -(-len(items) // ITEMS_PER_VIEW))
         size = -(-len(items) // parts) if items else 0
         return [View(prefix, ITEMS, items=items[i:i + size], states=states[i:i + size])
@@ -508,8 +507,8 @@ class PeerSession:
             for name in sorted(their_roots.keys() | our_roots.keys()):
                 if their_roots.get(name) != our_roots.get(name):
                     if name not in their_roots and whole:
-                        ctx = self.ledger.contexts[name]
-                        if self._first_answer(name, EMPTY_STATE_VECTOR, ctx.state_vector()):
+                        sv = self.ledger.state_vector(name)
+                        if self._first_answer(name, EMPTY_STATE_VECTOR, sv):
                             self._send_update(name, self.ledger.bundle_diff(name, None))
                     else:
                         self._reconcile(name, their_svs.get(name))
@@ -522,12 +521,12 @@ class PeerSession:
             return
         with _peer_at_fault():
             check_context(name)
-        ctx = self.ledger.contexts.get(name)
-        ours = ctx.state_vector() if ctx else EMPTY_STATE_VECTOR
+        held = name in self.ledger.contexts
+        ours = self.ledger.state_vector(name)  # (from its summary: nothing is loaded yet)
         mine, theirs = decode_state_vector(ours), decode_state_vector(their_sv)
         we_have_more = any(clock > theirs.get(client, 0) for client, clock in mine.items())
         they_have_more = any(clock > mine.get(client, 0) for client, clock in theirs.items())
-        if ctx is not None and we_have_more and self._first_answer(name, their_sv, ours):
+        if held and we_have_more and self._first_answer(name, their_sv, ours):
             self._send_update(name, self.ledger.bundle_diff(name, their_sv))
         if they_have_more:
             self._send(Sync1(name, False, ours))
@@ -535,14 +534,12 @@ class PeerSession:
             # why: equal vectors, different roots: a position of some Yjs client holds another
             # entry here than there (a member squatted it, or a node lost a tail it had
             # shipped). State vectors cannot say which entries differ; the entry ids can.
-            self._send_ctree(name, ctx)
+            self._send_ctree(name, self.ledger.contexts.get(name))
 
     def _request(self, name: str) -> None:
         with _peer_at_fault():
             check_context(name)
-        ctx = self.ledger.contexts.get(name)
-        sv = ctx.state_vector() if ctx else EMPTY_STATE_VECTOR
-        self._send(Sync1(name, True, sv))
+        self._send(Sync1(name, True, self.ledger.state_vector(name)))
 
     def _first_answer(self, name: str, their_sv: bytes, our_sv: bytes) -> bool:
         """Whether to send what a peer with ``their_sv`` lacks, seen in its ITEMS view: not when
@@ -557,8 +554,8 @@ class PeerSession:
     def _on_sync1(self, msg: Sync1) -> None:
         with _peer_at_fault():
             check_context(msg.context)
-        ctx = self.ledger.contexts.get(msg.context)
-        sv = ctx.state_vector() if ctx else EMPTY_STATE_VECTOR
+        held = msg.context in self.ledger.contexts
+        sv = self.ledger.state_vector(msg.context)
         last = self._answered.get(msg.context)
         if last is not None and last[:3] == (msg.state_vector, msg.want_reply, sv) and \
                 last[3] >= self._round - 1:
@@ -568,11 +565,12 @@ class PeerSession:
             # later.
             return
         self._answered[msg.context] = (msg.state_vector, msg.want_reply, sv, self._round)
-        if ctx is not None:
+        if held:
             self._send_update(msg.context, self.ledger.bundle_diff(msg.context, msg.state_vector))
         if msg.want_reply:
             if decode_state_vector(msg.state_vector) == decode_state_vector(sv):
-                self._send_ctree(msg.context, ctx)  # as in _reconcile: look at the ids
+                # as in _reconcile: look at the ids
+                self._send_ctree(msg.context, self.ledger.contexts.get(msg.context))
             else:
                 self._send(Sync1(msg.context, False, sv))
 

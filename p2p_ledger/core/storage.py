@@ -3,25 +3,63 @@
 The ledger calls storage synchronously: when ``commit`` returns, the updates are durable. The
 runtime uses SQLite (``store.SqliteStore``); the simulator and unit tests use ``MemoryStorage``,
 whose ``commit`` is durable by definition (a simulated crash keeps exactly what was committed).
+
+Besides the update rows, storage keeps one ``Summary`` per context, written in the same
+transaction as the rows it describes: what a start needs (the node-level Merkle tree, entry
+counts, state vectors for gossip, the Lamport clock) without loading any context. ``summaries``
+answers None when they do not describe the stored rows (a store written before they existed):
+then the ledger recomputes them once, a context at a time (``Ledger.open``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple, Protocol
+
+
+class Summary(NamedTuple):
+    """One context as a start needs it, kept current by every commit touching the context."""
+
+    root: bytes  # the context's Merkle root over entry ids
+    entries: int
+    state_vector: bytes  # Yjs state vector of the context's Doc (gossip's fast path)
+    max_lamport: int
+    forks: int  # positions with more than one authentic entry
+    stored: int  # bytes of the context's stored update rows (the memory budget's proxy)
 
 
 class Storage(Protocol):
     def load(self) -> dict[str, list[bytes]]:
-        """Every context's stored Yjs updates, in commit order."""
+        """Every context's stored Yjs updates, in commit order (repair and tools; the ledger
+        reads one context at a time with ``load_context``)."""
         ...
 
-    def commit(self, updates: Sequence[tuple[str, bytes]]) -> None:
-        """Append (context, update) pairs in one durable transaction."""
+    def contexts(self) -> list[str]:
+        """The names of the contexts that have stored rows."""
+        ...
+
+    def load_context(self, context: str) -> list[bytes]:
+        """One context's stored updates, in commit order."""
+        ...
+
+    def summaries(self) -> dict[str, Summary] | None:
+        """Every context's summary, or None when they do not describe the stored rows."""
+        ...
+
+    def commit(self, updates: Sequence[tuple[str, bytes]],
+               summaries: Mapping[str, Summary] | None = None) -> None:
+        """Append (context, update) pairs and replace those contexts' summaries, in one durable
+        transaction. ``summaries`` None leaves the summaries stale (tools that write rows only):
+        the next open recomputes them."""
+        ...
+
+    def put_summaries(self, summaries: Mapping[str, Summary]) -> None:
+        """Replace every summary by these (recomputed from the rows: the migration)."""
         ...
 
     def replace_context(self, context: str, state: bytes) -> None:
-        """Atomically replace a context's update history by one state (compaction)."""
+        """Atomically replace a context's update history by one state (compaction); its
+        summary keeps its content and counts ``len(state)`` stored bytes."""
         ...
 
     def get_meta(self, name: str) -> str | None: ...
@@ -36,19 +74,42 @@ class MemoryStorage:
 
     def __init__(self) -> None:
         self.updates: dict[str, list[bytes]] = {}
+        self.summary: dict[str, Summary] | None = {}
         self.meta: dict[str, str] = {}
         self.commits = 0
 
     def load(self) -> dict[str, list[bytes]]:
         return {name: list(blobs) for name, blobs in self.updates.items()}
 
-    def commit(self, updates: Sequence[tuple[str, bytes]]) -> None:
+    def contexts(self) -> list[str]:
+        return list(self.updates)
+
+    def load_context(self, context: str) -> list[bytes]:
+        return list(self.updates.get(context, ()))
+
+    def summaries(self) -> dict[str, Summary] | None:
+        if self.summary is None or not self.summary.keys() >= self.updates.keys():
+            return None  # (rows written straight into ``updates``, as tests do, have none)
+        return dict(self.summary)
+
+    def commit(self, updates: Sequence[tuple[str, bytes]],
+               summaries: Mapping[str, Summary] | None = None) -> None:
         for context, blob in updates:
             self.updates.setdefault(context, []).append(blob)
+        if summaries is None:
+            if updates:
+                self.summary = None  # rows without their summaries: stale until recomputed
+        elif self.summary is not None:
+            self.summary.update(summaries)
         self.commits += 1
+
+    def put_summaries(self, summaries: Mapping[str, Summary]) -> None:
+        self.summary = dict(summaries)
 
     def replace_context(self, context: str, state: bytes) -> None:
         self.updates[context] = [state]
+        if self.summary is not None and context in self.summary:
+            self.summary[context] = self.summary[context]._replace(stored=len(state))
 
     def get_meta(self, name: str) -> str | None:
         return self.meta.get(name)

@@ -20,7 +20,7 @@ Everything random (incarnation ids, each core's rng) is drawn from the run's one
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ from ..core.cursor import Cursor
 from ..core.entry import Entry
 from ..core.ledger import Ledger
 from ..core.node import Close, Dial, NodeConfig, NodeCore, PeerEvent, Send
-from ..core.storage import MemoryStorage
+from ..core.storage import MemoryStorage, Summary
 from ..core.yjs import decode_state_vector
 from .loop import NS, EventLoop, deadline_ns
 from .network import LinkProps, NetParams, Network
@@ -65,8 +65,9 @@ class CheckedStorage(MemoryStorage):
         self.rebuilt: dict[str, tuple[Doc[Any], Array[Any]]] = {}
         self.touched: set[str] = set()
 
-    def commit(self, updates: Sequence[tuple[str, bytes]]) -> None:
-        super().commit(updates)
+    def commit(self, updates: Sequence[tuple[str, bytes]],
+               summaries: Mapping[str, Summary] | None = None) -> None:
+        super().commit(updates, summaries)
         for context, blob in updates:
             doc = (self.rebuilt.get(context) or self.fresh_doc(context))[0]
             doc.apply_update(decode_bundle(blob).update)
@@ -120,9 +121,10 @@ class Cluster:
 
     def __init__(
         self, loop: EventLoop, rng: random.Random, configs: Sequence[NodeConfig],
-        links: LinkProps, params: NetParams,
+        links: LinkProps, params: NetParams, memory_budget: int | None = None,
     ) -> None:
         self.loop = loop
+        self.memory_budget = memory_budget  # each ledger's (1: only the context in use loaded)
         self.rng = rng
         self.nodes: dict[str, SimNode] = {c.node_id: SimNode(c.node_id, c.url, c) for c in configs}
         self.net = Network(loop, rng, self, links, params)
@@ -148,7 +150,8 @@ class Cluster:
         instance = f"{self.rng.getrandbits(64):016x}"
         core_rng = random.Random(self.rng.getrandbits(64))
         loop = self.loop
-        ledger = Ledger.open(node.storage, name, instance, now_ns=lambda: EPOCH_NS + loop.now)
+        ledger = Ledger.open(node.storage, name, instance, now_ns=lambda: EPOCH_NS + loop.now,
+                             memory_budget=self.memory_budget)
         ledger.listeners.append(lambda context, entries: self._on_entries(node, context, entries))
         node.ledger = ledger
         node.core = NodeCore(ledger, node.config, core_rng)

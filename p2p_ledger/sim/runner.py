@@ -116,13 +116,14 @@ class ScenarioRun:
     """One execution of a scenario; ``run()`` once, then read the report."""
 
     def __init__(
-        self, scenario: Scenario, timeline: bool = False, keep_trace: bool = False
+        self, scenario: Scenario, timeline: bool = False, keep_trace: bool = False,
+        memory_budget: int | None = None,
     ) -> None:
         self.scenario = scenario
         self.rng = random.Random(scenario.seed)
         self.loop = EventLoop(keep_trace=keep_trace)
         self.cluster = Cluster(self.loop, self.rng, scenario.node_configs(), scenario.links,
-                               scenario.net)
+                               scenario.net, memory_budget)
         self.next_step = 0
         self.writers_active = 0
         self.last_recovery = 0  # ns: the last heal or restart

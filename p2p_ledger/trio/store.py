@@ -1,8 +1,10 @@
 """SQLite storage (stdlib, WAL): the runtime's durable ``Storage``.
 
-One row per committed Yjs update; a commit is one SQLite transaction, so concurrent appends that
-the ledger batches share one fsync (group commit). A lock file with ``flock`` keeps a second
-process out of the same data directory (SQLite itself would let both in and interleave).
+One row per committed Yjs update, and one summary row per context (``core.storage.Summary``)
+written in the same transaction as the updates it describes; a commit is one SQLite
+transaction, so concurrent appends that the ledger batches share one fsync (group commit). A
+lock file with ``flock`` keeps a second process out of the same data directory (SQLite itself
+would let both in and interleave).
 
 A damaged store is refused with one named line (``StoreDamagedError``), never a traceback and
 never silently replaced by a new node: a database that cannot be read (truncated, malformed), an
@@ -17,10 +19,11 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..core.errors import StoreDamagedError, StoreError, StoreLockedError
+from ..core.storage import Summary
 
 DB_NAME = "ledger.sqlite3"
 REPAIR_HINT = "`p2p-ledger repair --data {dir}` keeps what still verifies"
@@ -32,7 +35,20 @@ CREATE TABLE IF NOT EXISTS updates (
 );
 CREATE INDEX IF NOT EXISTS updates_by_context ON updates (context, id);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS summaries (
+    context TEXT PRIMARY KEY,
+    root BLOB NOT NULL,
+    entries INTEGER NOT NULL,
+    state_vector BLOB NOT NULL,
+    max_lamport INTEGER NOT NULL,
+    forks INTEGER NOT NULL,
+    stored INTEGER NOT NULL
+);
 """
+# The highest update row id the summaries describe, written in the same transaction as they
+# are: rows written without summaries (an older version, a tool) leave it behind, and the next
+# open recomputes them instead of trusting stale ones.
+SUMMARIES_UPTO = "summaries_upto"
 
 
 class SqliteStore:
@@ -87,22 +103,72 @@ class SqliteStore:
             raise _named(self.path / DB_NAME, exc) from None
         return out
 
-    def commit(self, updates: Sequence[tuple[str, bytes]]) -> None:
-        if not updates:
+    def contexts(self) -> list[str]:
+        return [str(c) for (c,) in self.db.execute("SELECT DISTINCT context FROM updates")]
+
+    def load_context(self, context: str) -> list[bytes]:
+        try:
+            return [bytes(blob) for (blob,) in self.db.execute(
+                "SELECT blob FROM updates WHERE context = ? ORDER BY id", (context,))]
+        except sqlite3.DatabaseError as exc:
+            raise _named(self.path / DB_NAME, exc) from None
+
+    def summaries(self) -> dict[str, Summary] | None:
+        upto = self.get_meta(SUMMARIES_UPTO)
+        last = self.db.execute("SELECT max(id) FROM updates").fetchone()[0]
+        if upto is None or int(upto) != (last or 0):
+            return None
+        return {str(row[0]): Summary(bytes(row[1]), int(row[2]), bytes(row[3]), int(row[4]),
+                                     int(row[5]), int(row[6]))
+                for row in self.db.execute("SELECT * FROM summaries")}
+
+    def commit(self, updates: Sequence[tuple[str, bytes]],
+               summaries: Mapping[str, Summary] | None = None) -> None:
+        if not updates and not summaries:
             return
         self.db.execute("BEGIN")
         try:
             self.db.executemany("INSERT INTO updates (context, blob) VALUES (?, ?)", updates)
+            if summaries is not None:
+                self._put(summaries)
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
 
+    def put_summaries(self, summaries: Mapping[str, Summary]) -> None:
+        self.db.execute("BEGIN")
+        try:
+            self.db.execute("DELETE FROM summaries")
+            self._put(summaries)
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _put(self, summaries: Mapping[str, Summary]) -> None:
+        """Inside a transaction: write summaries, and say they describe every row so far."""
+        self.db.executemany(
+            "INSERT OR REPLACE INTO summaries VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(name, *summary) for name, summary in summaries.items()])
+        self._mark_current()
+
+    def _mark_current(self) -> None:
+        last = self.db.execute("SELECT max(id) FROM updates").fetchone()[0]
+        self.db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)",
+                        (SUMMARIES_UPTO, str(last or 0)))
+
     def replace_context(self, context: str, state: bytes) -> None:
         self.db.execute("BEGIN")
         try:
+            current = self.get_meta(SUMMARIES_UPTO) == str(
+                self.db.execute("SELECT max(id) FROM updates").fetchone()[0] or 0)
             self.db.execute("DELETE FROM updates WHERE context = ?", (context,))
             self.db.execute("INSERT INTO updates (context, blob) VALUES (?, ?)", (context, state))
+            self.db.execute("UPDATE summaries SET stored = ? WHERE context = ?",
+                            (len(state), context))
+            if current:
+                self._mark_current()  # the content is unchanged: the summaries still hold
         except BaseException:
             self.db.execute("ROLLBACK")
             raise

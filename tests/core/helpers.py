@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from p2p_ledger.core.entry import NO_PREV, Entry, make_entry
+from p2p_ledger.core.errors import IntegrityError
 from p2p_ledger.core.identity import Head, Identity
 from p2p_ledger.core.ledger import Ledger
 from p2p_ledger.core.node import Close, Dial, NodeConfig, NodeCore, Send
@@ -51,9 +52,16 @@ class Backend:
         self.open_stores.clear()
 
 
-def open_ledger(storage, node_id: str, instance: str | None = None, **kw) -> Ledger:
+def open_ledger(storage, node_id: str, instance: str | None = None, verify: bool = False,
+                **kw) -> Ledger:
+    """Ledger.open; with ``verify``, then ``Ledger.verify`` (IntegrityError on a problem)."""
     kw.setdefault("now_ns", counter_ns())
-    return Ledger.open(storage, node_id, instance or f"{node_id}-1", **kw)
+    ledger = Ledger.open(storage, node_id, instance or f"{node_id}-1", **kw)
+    if verify:
+        problems = ledger.verify()
+        if problems:
+            raise IntegrityError("; ".join(problems))
+    return ledger
 
 
 def new_ledger(node_id: str, instance: str | None = None) -> Ledger:

@@ -535,10 +535,10 @@ class FlakyStorage(MemoryStorage):
         super().__init__()
         self.fail = False
 
-    def commit(self, updates) -> None:
+    def commit(self, updates, summaries=None) -> None:
         if self.fail:
             raise OSError("disk full")
-        super().commit(updates)
+        super().commit(updates, summaries)
 
 
 def _durable_view(ledger):
@@ -739,11 +739,11 @@ def test_context_logs_made_by_verify_and_rollback_are_freed():
     class FailOnce(MemoryStorage):
         fail = False
 
-        def commit(self, updates):
+        def commit(self, updates, summaries=None):
             if self.fail:
                 self.fail = False
                 raise OSError("disk full")
-            super().commit(updates)
+            super().commit(updates, summaries)
 
     storage = FailOnce()
     ledger = open_ledger(storage, "a")

@@ -1,0 +1,356 @@
+"""The working set is bounded; the ledger lives on disk.
+
+Persisted per-context summaries (a start loads no context), lazy loading, the LRU memory
+budget, identical answers before and after eviction, migration of stores written without
+summaries, and the group commit of received updates (``defer_commits``).
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+
+import pytest
+
+from p2p_ledger.core.bundle import decode_bundle
+from p2p_ledger.core.ledger import Ledger, memory_cost, same_summary, summarize
+from p2p_ledger.core.proof import check_proof, make_proof
+from p2p_ledger.core.storage import MemoryStorage
+from p2p_ledger.testing import open_pair
+from p2p_ledger.trio.store import SqliteStore
+
+from .helpers import append, open_ledger, page_all, sync_all
+
+CONTEXTS = [f"ctx-{i:02d}" for i in range(12)]
+
+
+def _fill(ledger: Ledger, seed: int, appends: int = 60) -> random.Random:
+    rng = random.Random(seed)
+    print("seed", seed)
+    for _ in range(appends):
+        name = rng.choice(CONTEXTS)
+        payloads = [rng.randbytes(rng.randint(1, 40)) for _ in range(rng.randint(1, 4))]
+        append(ledger, name, *payloads, key=rng.choice("ab"))
+    return rng
+
+
+def _recomputed(ledger: Ledger) -> dict:
+    """Every stored context's summary as its rows rebuild it (not through the ledger's cache)."""
+    out = {}
+    for name in ledger.storage.contexts():
+        ctx, stored = ledger._read(name)
+        out[name] = summarize(ctx, stored)
+    return out
+
+
+def _assert_summaries_current(storage) -> None:
+    persisted = storage.summaries()
+    assert persisted is not None, "summaries do not describe the stored rows"
+    fresh = open_ledger(storage, "checker", "checker-1")
+    recomputed = _recomputed(fresh)
+    assert persisted.keys() == recomputed.keys()
+    for name, summary in recomputed.items():
+        assert same_summary(persisted[name], summary), name
+        assert persisted[name].stored == summary.stored, name
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def storage(request, tmp_path):
+    if request.param == "memory":
+        yield MemoryStorage()
+        return
+    store = SqliteStore(tmp_path / "node", synchronous="OFF")
+    yield store
+    store.close()
+
+
+def test_a_start_loads_no_context_and_knows_roots_counts_and_state_vectors(storage):
+    a = open_ledger(storage, "a")
+    _fill(a, 1)
+    reopened = open_ledger(storage, "a", "a-2")
+    assert reopened.loads == 0 and reopened.live_contexts() == []
+    assert reopened.root() == a.root() and reopened.entry_count() == a.entry_count()
+    assert sorted(reopened.contexts) == sorted(a.contexts)
+    for name in CONTEXTS:
+        assert reopened.context_root(name) == a.context_root(name)
+        assert reopened.context_entries(name) == len(a.contexts[name])
+        assert reopened.state_vector(name) == a.contexts[name].state_vector()
+    assert reopened.clock.time >= a.clock.time
+    assert reopened.loads == 0, "roots, counts and state vectors come from the summaries"
+    _assert_summaries_current(storage)
+
+
+def test_persisted_summaries_equal_recomputed_ones_after_every_kind_of_write(storage):
+    a, b = open_ledger(storage, "a"), open_ledger(MemoryStorage(), "b")
+    rng = _fill(a, 2, 30)
+    _fill(b, 3, 30)
+    sync_all([a, b])  # remote updates
+    blob = b.snapshot(CONTEXTS[0])
+    c = open_ledger(MemoryStorage(), "c")
+    c.load_snapshot(blob)
+    a.compact(rng.choice(CONTEXTS))  # stored bytes change, content does not
+    append(a, CONTEXTS[1], "after compaction")
+    _assert_summaries_current(storage)
+    assert a.verify() == []
+
+
+class _FailingSqlite(SqliteStore):
+    """Fails inside the transaction, after the update rows went in and before the summaries."""
+
+    fail = False
+
+    def _put(self, summaries):
+        if self.fail:
+            raise OSError("disk full")
+        super()._put(summaries)
+
+
+class _FailingMemory(MemoryStorage):
+    fail = False
+
+    def commit(self, updates, summaries=None):
+        if self.fail:
+            raise OSError("disk full")
+        super().commit(updates, summaries)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_commit_failing_midway_leaves_rows_and_summaries_in_agreement(kind, tmp_path):
+    storage = _FailingMemory() if kind == "memory" else _FailingSqlite(tmp_path / "n")
+    a = open_ledger(storage, "a")
+    _fill(a, 4, 20)
+    peer = open_ledger(MemoryStorage(), "p")
+    remote = append(peer, CONTEXTS[3], "from a peer").updates[0][1]
+    root, count = a.root(), a.entry_count()
+    storage.fail = True
+    with pytest.raises(OSError):
+        append(a, CONTEXTS[0], "lost")
+    with pytest.raises(OSError):
+        a.apply_remote(CONTEXTS[3], remote)
+    storage.fail = False
+    assert (a.root(), a.entry_count()) == (root, count)
+    _assert_summaries_current(storage)
+    assert len(a.apply_remote(CONTEXTS[3], remote)) == 1
+    append(a, CONTEXTS[0], "kept")
+    _assert_summaries_current(storage)
+    if kind == "sqlite":
+        storage.close()
+
+
+def test_summaries_survive_a_killed_writer_process(tmp_path):
+    """A real crash: a child appends in a loop and is SIGKILLed mid-stream; every commit it
+    finished is described by the summaries, and nothing else is."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "node"
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(data)],
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    for _ in range(30):  # 30 finished commits, then kill it wherever it is
+        assert child.stdout.readline().startswith("committed")
+    child.kill()
+    child.wait(timeout=30)
+    store = SqliteStore(data)
+    try:
+        _assert_summaries_current(store)
+        assert open_ledger(store, "x", "x-2").verify() == []
+    finally:
+        store.close()
+
+
+_KILLED_WRITER = """
+import sys
+from p2p_ledger.core.ledger import Ledger
+from p2p_ledger.trio.store import SqliteStore
+store = SqliteStore(sys.argv[1])
+ledger = Ledger.open(store, "x", "x-1")
+for i in range(100000):
+    ledger.append([ledger.prepare(f"c{i % 7}", "k", b"p" * (i % 50)) for _ in range(1 + i % 5)])
+    print("committed", i, flush=True)
+"""
+
+
+def test_the_memory_budget_bounds_the_loaded_contexts():
+    storage = MemoryStorage()
+    a = open_ledger(storage, "a")
+    _fill(a, 5)
+    one = max(memory_cost(s) for s in a.summaries.values())
+    budget = 3 * one
+    b = open_ledger(storage, "a", "a-2", memory_budget=budget)
+    rng = random.Random(6)
+    for step in range(200):
+        name = rng.choice(CONTEXTS)
+        action = rng.choice(["get", "append", "diff", "proof", "lookup"])
+        if action == "get":
+            b.get(name, limit=3)
+        elif action == "append":
+            append(b, name, f"step {step}")
+        elif action == "diff":
+            b.bundle_diff(name, None)
+        elif action == "lookup":
+            b.contexts[name]
+        else:
+            entry = b.get(name, limit=1)[0][0]
+            make_proof(b, name, entry.id)
+        live = b.live_contexts()
+        assert live[-1] == name, "the context just used stays loaded"
+        cost = sum(memory_cost(b.summaries[n]) for n in live)
+        assert b._live_cost == cost
+        assert cost <= max(budget, memory_cost(b.summaries[name])), (step, live)
+    assert b.loads > len(CONTEXTS), "contexts were evicted and reloaded"
+
+
+def test_answers_are_identical_before_and_after_eviction(storage):
+    a = open_ledger(storage, "a")
+    b = open_ledger(MemoryStorage(), "b")
+    _fill(a, 7)
+    _fill(b, 8, 20)
+    sync_all([a, b])
+    # The same store read by a ledger that keeps nothing but the context in use.
+    tiny = open_ledger(storage, "a", "a-2", memory_budget=1)
+    peer_sv = b.contexts[CONTEXTS[0]].state_vector()
+    for _ in range(2):  # the second pass reads reloaded contexts
+        for name in CONTEXTS:
+            assert tiny.get(name) == a.get(name)
+            assert tiny.get(name, key="a") == a.get(name, key="a")
+            assert page_all(tiny, name, 3) == page_all(a, name, 3)
+            middle = a.get(name, limit=4)[1]
+            assert tiny.get(name, after=middle) == a.get(name, after=middle)
+            assert tiny.context_root(name) == a.context_root(name)
+            assert tiny.bundle_diff(name, None) == a.bundle_diff(name, None)
+            assert tiny.bundle_diff(name, peer_sv) == a.bundle_diff(name, peer_sv)
+            assert tiny.snapshot(name) == a.snapshot(name)
+            for entry in a.get(name, limit=3)[0]:
+                proof = make_proof(tiny, name, entry.id)
+                assert proof == make_proof(a, name, entry.id)
+                assert check_proof(proof, a.context_root(name)) == entry
+            assert len(tiny.live_contexts()) == 1
+    assert tiny.root() == a.root() and tiny.forks() == a.forks()
+    assert tiny.verify() == []
+
+
+def test_watchers_see_each_entry_once_across_evictions():
+    storage = MemoryStorage()
+    a = open_ledger(storage, "a", memory_budget=1)
+    peer = open_ledger(MemoryStorage(), "p")
+    seen: list[tuple[str, str]] = []
+    a.listeners.append(lambda context, entries: seen.extend((context, e.id) for e in entries))
+    rng = random.Random(9)
+    for step in range(60):
+        name = rng.choice(CONTEXTS[:4])
+        if rng.random() < 0.5:
+            append(a, name, f"{step}")
+        else:
+            blob = append(peer, name, f"p{step}").updates[0][1]
+            a.apply_remote(name, blob)
+    held = {(n, e.id) for n in CONTEXTS[:4] for e in a.get(n)[0]}
+    assert len(seen) == len(set(seen)) and set(seen) == held
+
+
+def test_gossip_about_contexts_in_sync_loads_none():
+    sa, sb = MemoryStorage(), MemoryStorage()
+    a, b = open_ledger(sa, "a"), open_ledger(sb, "b")
+    _fill(a, 10)
+    sync_all([a, b])
+    a2, b2 = open_ledger(sa, "a", "a-2"), open_ledger(sb, "b", "b-2")
+    pair = open_pair(a2, b2)
+    pair.a.session.send_root()
+    pair.pump()
+    assert a2.root() == b2.root()
+    assert a2.loads == 0 and b2.loads == 0
+    # One context differs: the round descends to it (state vectors from the summaries) and
+    # loads that context only.
+    append(a, CONTEXTS[5], "new")
+    a3 = open_ledger(sa, "a", "a-3")
+    pair = open_pair(a3, b2)
+    pair.a.session.send_root()
+    pair.pump()
+    assert a3.root() == b2.root()
+    assert a3.live_contexts() == [CONTEXTS[5]] and b2.live_contexts() == [CONTEXTS[5]]
+
+
+def test_a_peer_holding_everything_is_answered_without_loading():
+    storage = MemoryStorage()
+    a = open_ledger(storage, "a")
+    _fill(a, 11, 10)
+    name = next(iter(a.contexts))
+    sv = a.state_vector(name)
+    cold = open_ledger(storage, "a", "a-2")
+    assert cold.bundle_diff(name, sv) is None and cold.loads == 0
+    assert cold.bundle_diff(name, b"\x00") is not None and cold.loads == 1
+
+
+def _old_store(path, rows):
+    """A database as written before summaries existed: the old schema, update rows only."""
+    path.mkdir()
+    db = sqlite3.connect(path / "ledger.sqlite3")
+    db.executescript("""
+        CREATE TABLE updates (id INTEGER PRIMARY KEY AUTOINCREMENT, context TEXT NOT NULL,
+                              blob BLOB NOT NULL);
+        CREATE INDEX updates_by_context ON updates (context, id);
+        CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """)
+    db.executemany("INSERT INTO updates (context, blob) VALUES (?, ?)", rows)
+    db.commit()
+    db.close()
+
+
+def test_an_old_store_gets_its_summaries_computed_once(tmp_path):
+    source = open_ledger(MemoryStorage(), "a")
+    _fill(source, 12)
+    rows = [(name, blob) for name, blobs in source.storage.load().items() for blob in blobs]
+    _old_store(tmp_path / "old", rows)
+    store = SqliteStore(tmp_path / "old")
+    try:
+        assert store.summaries() is None
+        migrated = open_ledger(store, "a", "a-2")
+        assert migrated.root() == source.root() and migrated.entry_count() == source.entry_count()
+        assert migrated.live_contexts() == []  # computed one at a time, none kept
+        _assert_summaries_current(store)
+        for name in CONTEXTS:
+            assert migrated.get(name) == source.get(name)
+        append(migrated, CONTEXTS[0], "new")
+        _assert_summaries_current(store)
+    finally:
+        store.close()
+
+
+def test_rows_written_without_summaries_make_the_next_open_recompute_them(storage):
+    a = open_ledger(storage, "a")
+    _fill(a, 13, 20)
+    b = open_ledger(MemoryStorage(), "b")
+    blob = append(b, CONTEXTS[2], "written by a tool").updates[0][1]
+    bundle = decode_bundle(blob)
+    assert bundle.heads
+    storage.commit([(CONTEXTS[2], blob)])  # a writer that keeps no summaries
+    assert storage.summaries() is None
+    reopened = open_ledger(storage, "a", "a-2")
+    assert len(reopened.get(CONTEXTS[2])[0]) == len(a.get(CONTEXTS[2])[0]) + 1
+    _assert_summaries_current(storage)
+
+
+def test_received_updates_are_staged_and_committed_together_before_any_read():
+    storage = MemoryStorage()
+    a = open_ledger(storage, "a")
+    a.defer_commits = True
+    peer = open_ledger(MemoryStorage(), "p")
+    notified: list[str] = []
+    a.listeners.append(lambda context, entries: notified.extend(e.id for e in entries))
+    blobs = [(name, append(peer, name, name).updates[0][1]) for name in CONTEXTS[:3]]
+    commits, root = storage.commits, a.root()
+    for name, blob in blobs:
+        assert len(a.apply_remote(name, blob)) == 1
+    assert a.has_staged() and storage.commits == commits and not notified
+    assert a.root() == root, "the node root shows durable data only"
+    assert a.entry_count() == 0
+    entries = a.get(CONTEXTS[0])[0]  # reading a context with staged rows commits them
+    assert len(entries) == 1 and not a.has_staged()
+    assert storage.commits == commits + 1, "one transaction for every staged update"
+    assert len(notified) == 3 and a.root() == peer.root()
+    _assert_summaries_current(storage)
+    # Appends take the staged rows into their own commit.
+    a.apply_remote(CONTEXTS[4], append(peer, CONTEXTS[4], "x").updates[0][1])
+    append(a, CONTEXTS[5], "mine")
+    assert storage.commits == commits + 2 and not a.has_staged()
+    _assert_summaries_current(storage)
