@@ -36,7 +36,7 @@ from pathlib import Path
 from ..core.errors import LedgerError, StoreDamagedError
 from ..core.ledger import Ledger
 from ..core.storage import MemoryStorage
-from .store import DB_NAME, SCHEMA, SqliteStore, fsync_dir
+from .store import DB_NAME, SCHEMA, SUMMARIES_UPTO, SqliteStore, fsync_dir
 
 SCAN_AHEAD = 10_000  # rowids probed past the last readable one when sqlite_sequence is lost
 
@@ -193,7 +193,9 @@ def _write(work_dir: Path, meta: dict[str, str], rows: list[tuple[str, bytes]]) 
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(SCHEMA)
         conn.execute("BEGIN")
-        conn.executemany("INSERT INTO meta (name, value) VALUES (?, ?)", sorted(meta.items()))
+        # Not the old summaries' mark: the new store has none, its first open computes them.
+        conn.executemany("INSERT INTO meta (name, value) VALUES (?, ?)",
+                         sorted((k, v) for k, v in meta.items() if k != SUMMARIES_UPTO))
         conn.executemany("INSERT INTO updates (context, blob) VALUES (?, ?)", rows)
         conn.execute("COMMIT")
     finally:

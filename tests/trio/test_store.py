@@ -140,3 +140,30 @@ def test_a_failed_open_releases_the_lock(tmp_path):
         SqliteStore(tmp_path)
     (tmp_path / "ledger.sqlite3").unlink()
     SqliteStore(tmp_path).close()
+
+
+def test_a_repaired_store_gets_fresh_summaries(tmp_path):
+    """repair rewrites the rows numbered from 1: had it copied the old summaries' mark, an
+    intact store (same row count) would have looked summarised with an empty summary table."""
+    from p2p_ledger.core.ledger import Ledger
+    from p2p_ledger.trio.identity import open_identity
+    from p2p_ledger.trio.repair import repair
+
+    data = tmp_path / "node"
+    store = SqliteStore(data)
+    identity = open_identity(data, store)
+    store.set_meta("node_id", "n")
+    ledger = Ledger.open(store, identity, "i-1", label="n")
+    for i in range(5):
+        ledger.append([ledger.prepare(f"c{i % 2}", "k", f"p{i}")])
+    root, count = ledger.root(), ledger.entry_count()
+    store.close()
+    repair(data)
+    store = SqliteStore(data)
+    try:
+        assert store.summaries() is None
+        reopened = Ledger.open(store, open_identity(data, store), "i-2", label="n")
+        assert (reopened.root(), reopened.entry_count()) == (root, count)
+        assert store.summaries() is not None
+    finally:
+        store.close()
