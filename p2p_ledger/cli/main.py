@@ -275,6 +275,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                         "256MiB): beyond it the least recently used are unloaded and reload "
                         "from disk when next needed; the estimate counts 1300 B per entry plus "
                         "3x its stored bytes")
+    p.add_argument("--verify-in-background", action="store_true",
+                   help="run the full integrity check (content ids, signatures, stored roots) a "
+                        "context at a time while serving; `status` shows its progress (a start "
+                        "itself checks nothing: it reads the stored summaries)")
     p.add_argument("--mdns", action="store_true",
                    help="find and join peers of the same --cluster on the LAN (advertise and "
                         "browse DNS-SD _p2p-ledger._tcp by multicast; needs a --listen address "
@@ -675,6 +679,7 @@ async def _run_node(args: argparse.Namespace) -> int:
             tls_key=args.tls_key, tls_ca=args.tls_ca,
             gossip_interval=args.gossip_interval, discovery=args.discovery, mdns=args.mdns,
             public_metrics=args.public_metrics, memory_budget=args.memory_budget,
+            verify_in_background=args.verify_in_background,
         ) as node:
             log.info("node %s ready at %s (data %s, %d entries in %d contexts, peers %s)",
                      node.node_id, node.url or "-", args.data, node.ledger.entry_count(),

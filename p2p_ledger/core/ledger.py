@@ -541,38 +541,47 @@ class Ledger:
             self._evict()
 
     def verify(self, progress: Callable[[int, int, int], None] | None = None) -> list[str]:
-        """Recheck what storage holds from scratch, one context in memory at a time: every
-        entry's content id, canonical form and limits, every signature, and each context's
-        stored summary (root, count, state vector) against what its rows rebuild. Calls
-        ``progress(contexts done, contexts, entries done)`` after each context. Returns the
-        problems (empty = sound)."""
-        self.flush()
-        problems = []
-        names = sorted(set(self.storage.contexts()) | self.summaries.keys())
+        """Recheck what storage holds from scratch, one context in memory at a time (see
+        ``verify_context``). Calls ``progress(contexts done, contexts, entries done)`` after
+        each context. Returns the problems (empty = sound)."""
+        problems: list[str] = []
+        names = self.stored_context_names()
         done = 0
         for number, name in enumerate(names, 1):
-            try:
-                fresh, stored = self._read(name, verify=True)
-                ContextLog(name, 0, self.limits).authenticate(
-                    fresh.ordered, list(fresh.heads.values()))
-            except LedgerError as exc:
-                problems.append(f"context {name}: {exc}")
-                continue
-            summary = self.summaries.get(name)
-            rebuilt = summarize(fresh, stored)
-            if summary is None or not same_summary(summary, rebuilt):
-                problems.append(f"context {name}: its stored summary ({summary and summary.entries}"
-                                f" entries) does not match its rows ({rebuilt.entries} entries, "
-                                f"root {rebuilt.root.hex()[:16]})")
-            live = self._live.get(name)
-            if live is not None and live.root() != fresh.root():
-                problems.append(f"context {name}: root {live.root().hex()} in memory does not "
-                                f"match the stored entries")
-            done += len(fresh)
-            del fresh
+            entries, found = self.verify_context(name)
+            problems += found
+            done += entries
             if progress is not None:
                 progress(number, len(names), done)
         return problems
+
+    def stored_context_names(self) -> list[str]:
+        """Every context with stored rows or a summary, sorted (what ``verify`` checks)."""
+        return sorted(set(self.storage.contexts()) | self.summaries.keys())
+
+    def verify_context(self, name: str) -> tuple[int, list[str]]:
+        """Rebuild ``name`` from its stored rows, aside from the loaded one: every entry's
+        content id, canonical form and limits, every signature, and its stored summary (root,
+        count, state vector) against what the rows rebuild. Returns (entries, problems)."""
+        self._flush_if(name)
+        try:
+            fresh, stored = self._read(name, verify=True)
+            ContextLog(name, 0, self.limits).authenticate(
+                fresh.ordered, list(fresh.heads.values()))
+        except LedgerError as exc:
+            return 0, [f"context {name}: {exc}"]
+        problems = []
+        summary = self.summaries.get(name)
+        rebuilt = summarize(fresh, stored)
+        if summary is None or not same_summary(summary, rebuilt):
+            problems.append(f"context {name}: its stored summary ({summary and summary.entries}"
+                            f" entries) does not match its rows ({rebuilt.entries} entries, "
+                            f"root {rebuilt.root.hex()[:16]})")
+        live = self._live.get(name)
+        if live is not None and live.root() != fresh.root():
+            problems.append(f"context {name}: root {live.root().hex()} in memory does not "
+                            f"match the stored entries")
+        return len(fresh), problems
 
     # ---- internals ---------------------------------------------------------------------------
 

@@ -110,6 +110,10 @@ class Node:
         self._dial_scopes: dict[int, trio.CancelScope] = {}  # dials not connected yet
         self._tls: ssl.SSLContext | None = None  # verifies wss:// peers (open_node)
         self.metrics = NodeMetrics(self)  # GET /metrics (metrics.py)
+        # The last full integrity check of this open (status "verified"): a start checks
+        # nothing (it reads the stored summaries); verify() or the background check do.
+        self.verified: dict[str, Any] = {"state": "never", "contexts": 0, "entries": 0,
+                                         "problems": 0}
         ledger.listeners.append(self._on_new_entries)
 
     @property
@@ -220,8 +224,11 @@ class Node:
     def status(self) -> dict[str, Any]:
         """A JSON-ready summary: ``node_id``, ``url``, ``root`` (hex node Merkle root: two nodes
         hold the same data iff equal), ``entries``, ``contexts``, ``peers`` (each with its
-        ``state``: new, connecting, connected, backoff, dropped), traffic counters."""
+        ``state``: new, connecting, connected, backoff, dropped), traffic counters, and
+        ``verified``: the full integrity check of this open (``state`` never, running, ok or
+        failed; ``contexts``, ``entries`` and ``problems`` counted so far)."""
         status = self.core.status()
+        status["verified"] = dict(self.verified)
         since = self.core.agreed_since  # (on the trio clock: say how long ago)
         status["agreed_for_s"] = None if since is None else round(self._now() - since, 3)
         return status
@@ -244,7 +251,31 @@ class Node:
         (and is also what a node holding no context returns). The node waits meanwhile:
         ``p2p-ledger verify --data DIR`` does the same on a stopped node's store.
         """
-        return self.ledger.verify()
+        self.verified = {"state": "running", "contexts": 0, "entries": 0, "problems": 0}
+        problems = self.ledger.verify(lambda done, _total, entries: self.verified.update(
+            contexts=done, entries=entries))
+        self._verify_done(problems)
+        return problems
+
+    async def _verify_in_background(self) -> None:
+        """The full check, a context per step, yielding to the node between contexts."""
+        self.verified = {"state": "running", "contexts": 0, "entries": 0, "problems": 0}
+        problems: list[str] = []
+        for name in self.ledger.stored_context_names():
+            entries, found = self.ledger.verify_context(name)
+            problems += found
+            self.verified.update(contexts=self.verified["contexts"] + 1,
+                                 entries=self.verified["entries"] + entries,
+                                 problems=len(problems))
+            await trio.sleep(0)
+        self._verify_done(problems)
+
+    def _verify_done(self, problems: list[str]) -> None:
+        self.verified.update(state="failed" if problems else "ok", problems=len(problems))
+        for line in problems:
+            log.error("verify: %s", line)
+        log.info("verify: %s, %d entries in %d contexts checked", self.verified["state"],
+                 self.verified["entries"], self.verified["contexts"])
 
     def prove(self, context: str, entry_id: str) -> dict[str, Any]:
         """An inclusion proof of the entry in its context's Merkle tree, which anyone can check
@@ -520,6 +551,7 @@ async def open_node(
     tls_ca: str | os.PathLike[str] | None = None,
     public_metrics: bool = False,
     memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
+    verify_in_background: bool = False,
 ) -> AsyncIterator[Node]:
     """Run a node until the block exits: rebuilt from ``data_dir``, serving ``listen`` if given,
     dialing ``peers``. Appends work with no peer reachable and sync when one comes back.
@@ -542,7 +574,9 @@ async def open_node(
 
     ``memory_budget``: bytes of loaded contexts (estimated: ``core.ledger.memory_cost``) beyond
     which the least recently used are unloaded (they reload from the store when next needed);
-    None keeps every context that was used loaded."""
+    None keeps every context that was used loaded. A start checks no entry (it reads stored
+    summaries); ``verify_in_background`` runs the full check a context at a time while the node
+    serves (``status()["verified"]`` follows it)."""
     key = cluster_key_bytes(cluster_key)
     if (tls_cert is None) != (tls_key is None):
         raise TlsError("--tls-cert and --tls-key go together")
@@ -602,6 +636,8 @@ async def open_node(
                 holder.append(node)
             nursery.start_soon(node._timer)
             nursery.start_soon(node._committer)
+            if verify_in_background:
+                nursery.start_soon(node._verify_in_background)
             if mdns:
                 from .mdns import run_mdns
 

@@ -1,0 +1,48 @@
+"""status()["verified"]: a start checks nothing; verify() and the background check report."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import trio
+
+from p2p_ledger.trio.runtime import open_node
+
+
+async def _fill(data: Path) -> None:
+    async with open_node(data, node_id="n") as node:
+        for i in range(30):
+            await node.append(f"c{i % 3}", f"p{i}")
+
+
+async def _wait_verified(node: object) -> dict:
+    with trio.fail_after(30):
+        while node.status()["verified"]["state"] in ("never", "running"):  # type: ignore
+            await trio.sleep(0.01)  # a bounded poll of the background task
+    return node.status()["verified"]  # type: ignore
+
+
+async def test_a_start_checks_nothing_and_verify_reports(tmp_path: Path) -> None:
+    await _fill(tmp_path / "n")
+    async with open_node(tmp_path / "n", node_id="n") as node:
+        assert node.status()["verified"]["state"] == "never"
+        assert node.verify() == []
+        assert node.status()["verified"] == {"state": "ok", "contexts": 3, "entries": 30,
+                                             "problems": 0}
+
+
+async def test_the_background_check_passes_then_catches_a_lying_summary(tmp_path: Path) -> None:
+    data = tmp_path / "n"
+    await _fill(data)
+    async with open_node(data, node_id="n", verify_in_background=True) as node:
+        assert await _wait_verified(node) == {"state": "ok", "contexts": 3, "entries": 30,
+                                              "problems": 0}
+    db = sqlite3.connect(data / "ledger.sqlite3")
+    db.execute("UPDATE summaries SET entries = entries + 1 WHERE context = 'c1'")
+    db.commit()
+    db.close()
+    async with open_node(data, node_id="n", verify_in_background=True) as node:
+        assert node.status()["entries"] == 31  # what the summaries say, unchecked at start
+        verified = await _wait_verified(node)
+        assert verified["state"] == "failed" and verified["problems"] == 1
