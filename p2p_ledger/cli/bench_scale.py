@@ -238,6 +238,7 @@ def _catch_up(source: Path, target: Path, entries: int, timeout: float) -> float
     """Seconds for a fresh node process to hold every entry of a full one (real processes)."""
     import trio
 
+    from ..core.errors import LinkBroken
     from ..trio.client import Client
 
     def spawn(data: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -260,13 +261,19 @@ def _catch_up(source: Path, target: Path, entries: int, timeout: float) -> float
         procs.append(dst)
 
         async def wait() -> float:
-            async with Client.connect(dst_url) as client:
-                while time.perf_counter() - t0 < timeout:
-                    status = await client.status()
-                    held = int(status.get("entries", 0))  # type: ignore[call-overload]
-                    if held >= entries:
-                        return time.perf_counter() - t0
-                    await trio.sleep(0.05)  # a bounded poll of another process
+            while time.perf_counter() - t0 < timeout:
+                try:
+                    async with Client.connect(dst_url) as client:
+                        while time.perf_counter() - t0 < timeout:
+                            status = await client.status()
+                            held = int(status.get("entries", 0))  # type: ignore[call-overload]
+                            if held >= entries:
+                                return time.perf_counter() - t0
+                            await trio.sleep(0.05)  # a bounded poll of another process
+                except LinkBroken:
+                    # why: applying one big bundle (a 100k-entry context arrives whole) keeps
+                    # the node busy longer than the client's keepalive: connect again
+                    await trio.sleep(0.2)
             raise RuntimeError(f"catch-up did not finish within {timeout:.0f}s")
 
         return trio.run(wait)
