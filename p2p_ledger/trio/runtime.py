@@ -33,7 +33,7 @@ import trio
 
 from ..core.cursor import Cursor
 from ..core.entry import DEFAULT_LIMITS, Entry, Limits, check_context, check_node_id
-from ..core.errors import LedgerError, LinkBroken, LinkClosed, TlsError
+from ..core.errors import LedgerError, LinkBroken, LinkClosed, MdnsUnavailable, TlsError
 from ..core.identity import Identity
 from ..core.ledger import DEFAULT_MEMORY_BUDGET, AppendRequest, Ledger
 from ..core.node import Close, Dial, NodeConfig, NodeCore, Send
@@ -586,7 +586,7 @@ async def open_node(
         check_url(url, "peer URL")
     advertise: list[str] = []
     if mdns:
-        from .mdns import MdnsUnavailable, advertised_addresses  # zeroconf only when asked
+        from .mdns import advertised_addresses  # zeroconf only when asked
 
         if not discovery:
             raise MdnsUnavailable("mdns finds peers to dial, but discovery is off (only the "
