@@ -224,7 +224,7 @@ def dissemination_by_topology(quick: bool = False,
     and loss rate, with forwarding off (the same-run baseline: direct push + anti-entropy) and
     on. 25 nodes, 50 ms links with 10 ms jitter, appends at random nodes."""
     say = progress or (lambda _text: None)
-    seeds = (1,) if quick else (1, 2)
+    seeds = (1,) if quick else (1, 2, 3)
     rows: list[Row] = []
     for topology in TOPOLOGIES:
         for loss in (0.0, 0.02, 0.10):

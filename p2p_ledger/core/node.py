@@ -37,9 +37,13 @@ connection runs one ``PeerSession``; this class adds the node-wide policy:
   (one question and its answer tell both ends the other is alive); a link silent for
   ``idle_timeout`` is closed;
 * live push: a committed local append's Yjs update goes to every open session at once; a
-  peer's pushed update that brought entries new to us is forwarded to every other open link
-  still eager (epidemic forwarding: the session prunes a link that carries duplicates and grafts
-  it back when anti-entropy brings what the pushes missed);
+  peer's pushed update, the first push of it here, is forwarded to every other open link
+  still eager (epidemic forwarding, Plumtree: a link that keeps carrying duplicates is pruned,
+  and grafted back when anti-entropy brings what the pushes missed). Lazy links get the
+  update's digest in a batched IHAVE instead; an announced update that does not come by push
+  within ``graft_timeout`` is asked for with a GRAFT, which makes that link eager again. A
+  fresh push that brought nothing (Yjs could not take it: an earlier update is missing) asks
+  its sender for what we lack at once;
 * LAN discovery (mDNS, opt-in): the driver reports ``peer_discovered`` / ``peer_lost`` for
   DNS-SD records (``discovery.py``). A record of our cluster and protocol adds its URLs as
   learned peers, dialed at once (one URL of a node at a time); a peer in backoff or dropped is
@@ -58,6 +62,7 @@ from enum import StrEnum
 from .discovery import Announcement
 from .ledger import Appended, AppendRequest, Ledger
 from .protocol import (
+    Announced,
     Closed,
     DuplicatePush,
     EntriesReceived,
@@ -66,14 +71,20 @@ from .protocol import (
     PeerRoot,
     PeerSession,
     PeersLearned,
+    Requested,
 )
-from .wire import NAMES, PROTOCOL_VERSION
+from .wire import DIGEST_PREFIX, NAMES, PROTOCOL_VERSION
 
 MAX_DISCOVERED = 256  # DNS-SD instances tracked at once (anyone on the LAN can announce)
 
 
 PUSH_MEMORY = 4096  # pushed updates remembered (by digest) to tell which duplicates prune
 PRUNE_AFTER = 3  # duplicate pushes in a row (and no first arrival) before a link is pruned
+PUSH_CACHE_BYTES = 8 * 1024 * 1024  # recent pushed updates kept to answer a GRAFT's request
+MAX_MISSING = 1024  # announced updates we wait for (graft timers) in all ...
+MAX_MISSING_PER_LINK = 256  # ... and announced by one link (a hostile IHAVE flood is bounded)
+ANNOUNCERS = 3  # links remembered per announced update (asked one after the other)
+SERVED_MEMORY = 1024  # digests a link's GRAFTs already got an answer for (each is sent once)
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,13 @@ class NodeConfig:
     # False: never forward a peer's pushed update (the bench's same-run baseline: dissemination
     # by direct push and anti-entropy only)
     forward: bool = True
+    # Lazy push (Plumtree's IHAVE): the digests of fresh pushed updates go to links that are
+    # not eager, batched for ihave_delay; an announced update that has not come by push
+    # graft_timeout after its announcement is asked for with a GRAFT (which makes that link
+    # eager again). ihave_fanout: at most that many lazy links announce each batch.
+    ihave_delay: float = 0.25
+    graft_timeout: float = 0.1
+    ihave_fanout: int = 3
 
 
 @dataclass(frozen=True)
@@ -197,6 +215,18 @@ class Link:
     learned: int = 0  # peers added to the table from this link (max_learned_per_link)
     refused: bool = False  # the handshake ended in a refusal (a BYE or a bad HELLO/AUTH)
     duplicates: int = 0  # pushes in a row that came here after coming by push on another link
+    ihave: dict[bytes, None] = field(default_factory=dict)  # digests to announce (lazy push)
+    ihave_due: float = float("inf")  # when the batch in ``ihave`` goes out
+    pending: int = 0  # announced updates we wait for with this link among the announcers
+    served: dict[bytes, None] = field(default_factory=dict)  # digests its GRAFTs got
+
+
+@dataclass
+class Missing:
+    """An update announced (IHAVE) that has not come by push: at ``deadline`` the first
+    announcer still linked is asked for it (GRAFT), then the next one."""
+    deadline: float
+    announcers: list[int]
 
 
 @dataclass
@@ -220,6 +250,11 @@ def _count(counts: dict[str, int], frame: bytes, amount: int) -> None:
     counts[kind] = counts.get(kind, 0) + amount
 
 
+def _digest(update: bytes) -> bytes:
+    """A pushed update's name on the wire (IHAVE, GRAFT) and in the node's memory."""
+    return hashlib.sha256(update).digest()[:DIGEST_PREFIX]
+
+
 class NodeCore:
     def __init__(self, ledger: Ledger, config: NodeConfig, rng: random.Random) -> None:
         self.ledger = ledger
@@ -241,9 +276,15 @@ class NodeCore:
         self._last_round = float("-inf")  # when we last took part in a round (either end)
         self._after_push: float | None = None  # a local append at this time brought the
         # next round forward
-        # sha256 of recently pushed updates (ours and forwarded ones) → the link they first
-        # came on (0 = our own append): tells a cycle's duplicate from a repaired one
+        # digests (sha256, truncated) of recently pushed updates (ours and forwarded ones) →
+        # the link they first came on by push (0 = our own append): tells a cycle's
+        # duplicate from a repaired one
         self._pushes: dict[bytes, int] = {}
+        # The recent pushed updates themselves (digest → context, update), within
+        # PUSH_CACHE_BYTES, to answer a GRAFT asking for them; and the announced ones we lack.
+        self._recent: dict[bytes, tuple[str, bytes]] = {}
+        self._recent_bytes = 0
+        self._missing: dict[bytes, Missing] = {}
         self.discovered: dict[str, str] = {}  # DNS-SD instance → node id, while advertised
         self._ignored: dict[str, str] = {}  # instance → why it is not dialed (logged once)
         for url in config.seeds:
@@ -329,6 +370,12 @@ class NodeCore:
                 link.last_probe = now
                 session.send_root()
                 self._drain(conn, link, now)
+            if now >= link.ihave_due:
+                session.announce(tuple(link.ihave))
+                link.ihave.clear()
+                link.ihave_due = float("inf")
+                self._drain(conn, link, now)
+        self._graft_missing(now)
         if now >= self._next_round:
             self._next_round = now + self._jitter(self.config.gossip_interval, 0.1)
             self._gossip_round(now, self._after_push)
@@ -346,12 +393,14 @@ class NodeCore:
             if link.session.is_open:
                 if link.gossiper:
                     deadlines.append(link.next_gossip)
-                deadlines += [link.last_heard + self.config.idle_timeout, self._probe_at(link)]
+                deadlines += [link.last_heard + self.config.idle_timeout, self._probe_at(link),
+                              link.ihave_due]
             else:
                 deadlines.append(link.opened_at + self.config.handshake_timeout)
         busy = self._dialing_nodes()
         deadlines += [p.retry_at for p in self.peers.values() if self._may_dial(p, busy)]
         deadlines += [started + self.config.dial_timeout for _, started in self._dialing.values()]
+        deadlines += [m.deadline for m in self._missing.values()]
         return min(deadlines)
 
     def append(self, requests: Sequence[AppendRequest], now: float) -> Appended:
@@ -360,13 +409,13 @@ class NodeCore:
         pre-append root (then the push was the only change)."""
         before = self.ledger.root()
         appended = self.ledger.append(requests)
-        for _, update in appended.updates:
-            self._remember_push(hashlib.sha256(update).digest(), 0)
+        for context, update in appended.updates:
+            self._remember_push(_digest(update), 0, context, update)
         differed = False
         for conn, link in self.links.items():
             if link.session.is_open:
                 for context, update in appended.updates:
-                    link.session.push(context, update)
+                    link.session.push(context, update, own=True)
                 differed |= link.gossiper and link.session.agrees_with(before) is not True
                 self._drain(conn, link, now)
         soon = now + self.config.push_gossip_delay
@@ -507,23 +556,15 @@ class NodeCore:
                 self._learn(link, event.peers, now)
             elif isinstance(event, EntriesReceived):
                 self.counters.entries_received += len(event.entries)
-                digest = hashlib.sha256(event.update).digest()
-                if event.pushed and self.config.forward and digest not in self._pushes:
-                    self._remember_push(digest, conn)
-                    link.duplicates = 0  # this link brought a push first: it is on a path
-                    self._forward(conn, event.context, event.update, now)
+                if event.pushed:
+                    self._pushed(conn, link, event, now)
+            elif isinstance(event, Announced):
+                if self.config.forward:
+                    self._announced(conn, link, event.digests, now)
+            elif isinstance(event, Requested):
+                self._requested(link, event.digests)
             elif isinstance(event, DuplicatePush):
-                # why: prune only a duplicate of a push that came by push on another link (a
-                # cycle of eager links); one that anti-entropy delivered first says nothing
-                # about the links, and pruning on it cut a chain's only path
-                # (several in a row: a link is pruned only when it keeps carrying copies, not
-                # when a ring's two fronts happened to meet on it once: pruning at once cut
-                # rings into pieces, p50 5.5 s against 0.7 s of hops)
-                first = self._pushes.get(hashlib.sha256(event.update).digest())
-                if first is not None and first != conn and self.config.forward:
-                    link.duplicates += 1
-                    if link.duplicates >= PRUNE_AFTER:
-                        link.session.prune()
+                self._pushed(conn, link, event, now)
             elif isinstance(event, PeerRoot):  # (the root is kept on the session, for status)
                 if event.asks:
                     self._last_round = now
@@ -590,22 +631,142 @@ class NodeCore:
             known.append((self.config.node_id, self.config.url))
         link.session.send_peers(known)
 
-    def _remember_push(self, digest: bytes, conn: int) -> None:
+    def _pushed(self, conn: int, link: Link, event: EntriesReceived | DuplicatePush,
+                now: float) -> None:
+        """A pushed update arrived on ``conn``, bringing new entries or not."""
+        if not self.config.forward:
+            return
+        digest = _digest(event.update)
+        first = self._pushes.get(digest)
+        if first is None:
+            # The first push of it here, even when anti-entropy brought its entries first:
+            # why: forwarding only pushes that were new to us stopped the push wave at every
+            # node a round had reached first, and a leaf behind it waited for its own round
+            # (10% loss, random graph: a 7 s p99)
+            self._remember_push(digest, conn, event.context, event.update)
+            link.duplicates = 0  # this link brought a push first: it is on a path
+            self._forward(conn, digest, event, now)
+            if isinstance(event, DuplicatePush) or not event.entries:
+                # why: it brought nothing; if Yjs could not take it, an earlier update of its
+                # writer is missing here, and a leaf waited for its own round to get it,
+                # seconds on a node with several links (random graph: a 1.5 s p99 against
+                # 0.25 s of hops)
+                link.session.ask_missing(event.context)
+        elif isinstance(event, DuplicatePush) and first != conn and link.session.eager:
+            # why: prune only a duplicate of a push that came by push on another link (a
+            # cycle of eager links), and only after several in a row: a link is pruned when it
+            # keeps carrying copies, not when a ring's two fronts happened to meet on it once
+            # (pruning at once cut rings into pieces, p50 5.5 s against 0.7 s of hops)
+            link.duplicates += 1
+            if link.duplicates >= PRUNE_AFTER:
+                link.session.prune()
+
+    def _remember_push(self, digest: bytes, conn: int, context: str, update: bytes) -> None:
         self._pushes[digest] = conn
         if len(self._pushes) > PUSH_MEMORY:
             del self._pushes[next(iter(self._pushes))]
+        self._drop_missing(digest)
+        if len(update) <= PUSH_CACHE_BYTES:
+            self._recent[digest] = (context, update)
+            self._recent_bytes += len(update)
+            while self._recent_bytes > PUSH_CACHE_BYTES or len(self._recent) > PUSH_MEMORY:
+                old = self._recent.pop(next(iter(self._recent)))
+                self._recent_bytes -= len(old[1])
 
-    def _forward(self, came_from: int, context: str, update: bytes, now: float) -> None:
-        """Epidemic forwarding: a pushed update that the Doc took (new entries, or structs
-        held back until an earlier update arrives) goes on to every other open link still
-        ``eager`` (not pruned), so a write crosses any topology in hops × latency instead of
-        waiting for anti-entropy rounds. Each node forwards each update (by digest) at most
-        once, so a peer repeating a push gets nothing forwarded, and a push that only repeats
-        known data is not forwarded at all; duplicates prune the links that carry them."""
+    def _forward(self, came_from: int, digest: bytes, event: EntriesReceived | DuplicatePush,
+                 now: float) -> None:
+        """Epidemic forwarding: the first push of an update here (whatever it brought: a
+        round may have been faster, or Yjs holds it back until an earlier update arrives) goes
+        on to every other open link still ``eager`` (not pruned), so a write crosses any
+        topology in hops × latency instead of waiting for anti-entropy rounds. Each node
+        forwards each update (by digest) at most once, so a peer repeating a push gets nothing
+        forwarded; duplicates prune the links that carry them.
+        Lazy links (at most ``ihave_fanout`` of them, not the ones that announced it to us)
+        get its digest in their next IHAVE batch instead; none of them when it came straight
+        from its origin and we have more lazy links than that (a dense neighbourhood, where
+        the origin, which pushes its appends on all its links, reached them directly)."""
+        lazy = []
         for conn, link in list(self.links.items()):
-            if conn != came_from and link.session.is_open and link.session.eager:
-                link.session.push(context, update)
+            if conn == came_from or not link.session.is_open:
+                continue
+            if link.session.eager:
+                link.session.push(event.context, event.update)
                 self._drain(conn, link, now)
+            elif digest not in link.ihave:
+                lazy.append(conn)
+        if len(lazy) > self.config.ihave_fanout:
+            # why: a dense neighbourhood (a full mesh: 24 links, most of them lazy) announced
+            # every update on 3 links per node, 70 IHAVEs per append where the origin's own
+            # push had reached everyone already
+            lazy = [] if event.own else self.rng.sample(lazy, self.config.ihave_fanout)
+        for conn in lazy:
+            link = self.links[conn]
+            link.ihave[digest] = None
+            if link.ihave_due == float("inf"):
+                link.ihave_due = now + self.config.ihave_delay
+
+    def _announced(self, conn: int, link: Link, digests: Sequence[bytes], now: float) -> None:
+        """An IHAVE: for each update we lack, wait ``graft_timeout`` for it to come by push,
+        then ask (``_graft_missing``). What a hostile peer can make us hold is bounded: at most
+        MAX_MISSING updates wait, MAX_MISSING_PER_LINK of them announced by one link, each
+        asked for once per announcer (one GRAFT frame per due batch, never more than it sent)."""
+        for digest in digests:
+            if digest in self._pushes:
+                continue
+            missing = self._missing.get(digest)
+            if link.pending >= MAX_MISSING_PER_LINK:
+                return
+            if missing is None:
+                if len(self._missing) >= MAX_MISSING:
+                    return
+                missing = self._missing[digest] = Missing(now + self.config.graft_timeout, [])
+            if conn not in missing.announcers and len(missing.announcers) < ANNOUNCERS:
+                missing.announcers.append(conn)
+                link.pending += 1
+
+    def _drop_missing(self, digest: bytes) -> None:
+        missing = self._missing.pop(digest, None)
+        for conn in missing.announcers if missing is not None else ():
+            if conn in self.links:
+                self.links[conn].pending -= 1
+
+    def _graft_missing(self, now: float) -> None:
+        """Announced updates still missing at their deadline: the push that should have
+        brought them was lost or its link pruned, so ask the first announcer still linked for
+        them (GRAFT, which also makes that link eager again: Plumtree's repair of the tree),
+        and wait ``graft_timeout`` more before asking the next."""
+        asks: dict[int, list[bytes]] = {}
+        for digest, missing in list(self._missing.items()):
+            if missing.deadline > now:
+                continue
+            while missing.announcers:
+                conn = missing.announcers.pop(0)
+                link = self.links.get(conn)
+                if link is not None:
+                    link.pending -= 1
+                    if link.session.is_open:
+                        asks.setdefault(conn, []).append(digest)
+                        break
+            if missing.announcers:
+                missing.deadline = now + self.config.graft_timeout
+            else:
+                del self._missing[digest]
+        for conn, digests in asks.items():
+            link = self.links[conn]
+            link.session.graft(tuple(digests))
+            self._drain(conn, link, now)
+
+    def _requested(self, link: Link, digests: Sequence[bytes]) -> None:
+        """A GRAFT asking for recent pushed updates: push each we still hold, once per link
+        (a peer repeating its GRAFT gets nothing twice)."""
+        for digest in digests:
+            recent = self._recent.get(digest)
+            if recent is None or digest in link.served:
+                continue
+            link.served[digest] = None
+            if len(link.served) > SERVED_MEMORY:
+                del link.served[next(iter(link.served))]
+            link.session.push(*recent)
 
     def _probe_at(self, link: Link) -> float:
         """When we ask a quiet peer for a sign of life: a ROOT that starts a round, which every

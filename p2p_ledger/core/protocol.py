@@ -42,6 +42,10 @@ most a wasted round, never a wrong answer:
   link, nothing is stored. Duplicates of finished transfers are ignored. At most
   ``MAX_ASSEMBLIES`` transfers stay unfinished (the oldest is abandoned: on a lossy link it may
   never finish, and anti-entropy repairs it) holding at most ``max_update_bytes`` in all.
+
+Epidemic forwarding (the decisions are NodeCore's; the session keeps the link's ``eager`` flag):
+PRUNE makes both ends lazy, GRAFT makes both eager (and asks for the updates whose digests it
+lists: ``Requested``), IHAVE announces digests of recent pushes (``Announced``).
 """
 
 from __future__ import annotations
@@ -74,8 +78,10 @@ from .wire import (
     GRAFT,
     HELLO,
     IDS,
+    IHAVE,
     INNER,
     ITEMS,
+    MAX_DIGESTS,
     MAX_IDS,
     MAX_PEERS_PER_FRAME,
     MAX_SV_IN_VIEW,
@@ -93,6 +99,7 @@ from .wire import (
     ContextTree,
     Graft,
     Hello,
+    IHave,
     Message,
     Peers,
     Prune,
@@ -123,7 +130,8 @@ class State(enum.Enum):
 ALLOWED: dict[State, frozenset[int]] = {
     State.HELLO_SENT: frozenset({HELLO, BYE}),
     State.AUTH_WAIT: frozenset({AUTH, BYE}),
-    State.OPEN: frozenset({PEERS, ROOT, VIEWS, SYNC1, UPDATE, BYE, CTREE, WANT, PRUNE, GRAFT}),
+    State.OPEN: frozenset({PEERS, ROOT, VIEWS, SYNC1, UPDATE, BYE, CTREE, WANT, PRUNE, GRAFT,
+                            IHAVE}),
     State.CLOSED: frozenset(),
 }
 
@@ -162,13 +170,29 @@ class EntriesReceived:
     entries: tuple[Entry, ...]
     update: bytes = b""  # the update that brought them (what a forward sends on)
     pushed: bool = False  # it came as a push (a fresh update), not as an answer
+    own: bool = False  # pushed by its origin (which pushes its appends on every link)
 
 
 @dataclass(frozen=True)
 class DuplicatePush:
-    """A pushed update that brought nothing new (the node decides whether to prune)."""
+    """A pushed update that brought nothing new (the node decides whether to prune, and
+    forwards it if it is the first push of it here: anti-entropy may have been faster)."""
     context: str
     update: bytes
+    own: bool = False
+
+
+@dataclass(frozen=True)
+class Announced:
+    """The peer holds these recent pushed updates (IHAVE, by digest): the node starts a graft
+    timer for those it lacks."""
+    digests: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class Requested:
+    """The peer grafted the link and asks for these recent pushed updates (by digest)."""
+    digests: tuple[bytes, ...]
 
 
 @dataclass(frozen=True)
@@ -178,7 +202,8 @@ class Closed:
     error: bool
 
 
-Event = Established | PeersLearned | PeerRoot | EntriesReceived | DuplicatePush | Closed
+Event = (Established | PeersLearned | PeerRoot | EntriesReceived | DuplicatePush | Announced
+         | Requested | Closed)
 
 
 @dataclass
@@ -187,6 +212,7 @@ class _Assembly:
     context: str
     total: int
     pushed: bool = False
+    own: bool = False
     chunks: dict[int, bytes] = field(default_factory=dict)  # offset → chunk
     received: int = 0
 
@@ -253,6 +279,8 @@ class PeerSession:
         self._round = 0
         self._answered: dict[str, tuple[bytes, bool, bytes, int]] = {}
         self._offered: dict[str, tuple[bytes, bytes, int]] = {}  # the same for ITEMS answers
+        self._gaps: dict[str, tuple[bytes, int]] = {}  # per context: (our state vector, round)
+        # when we last asked for what a held-back push waits for
         # Epidemic forwarding (Plumtree's eager/lazy push, with anti-entropy as the lazy
         # side): whether pushed updates are forwarded on this link. A pushed update that
         # came by push on another link first makes the node PRUNE this one (``prune``); an
@@ -328,11 +356,11 @@ class PeerSession:
             for start in range(0, max(len(known), 1), step):
                 self._send(Peers(known[start:start + step]))
 
-    def push(self, context: str, update: bytes) -> None:
-        """Live push of a fresh update: a local append's, or a forward of a peer's push (the
-        node forwards only on ``eager`` links)."""
+    def push(self, context: str, update: bytes, own: bool = False) -> None:
+        """Live push of a fresh update: a local append's (``own``), or a forward of a peer's
+        push (the node forwards only on ``eager`` links)."""
         if self.is_open:
-            self._send_update(context, update, pushed=True)
+            self._send_update(context, update, pushed=True, own=own)
 
     def close(self, reason: str) -> None:
         if self.state is not State.CLOSED:
@@ -381,6 +409,10 @@ class PeerSession:
             self.eager = False
         elif isinstance(msg, Graft):
             self.eager = True
+            if msg.digests:
+                self._events.append(Requested(msg.digests))
+        elif isinstance(msg, IHave):
+            self._events.append(Announced(msg.digests))
         elif isinstance(msg, Root):
             self._on_root(msg)
         elif isinstance(msg, Views):
@@ -617,7 +649,8 @@ class PeerSession:
                 if extra:
                     self._send_update(name, self.ledger.bundle_records(name, sorted(extra)))
 
-    def _send_update(self, context: str, update: bytes | None, pushed: bool = False) -> None:
+    def _send_update(self, context: str, update: bytes | None, pushed: bool = False,
+                     own: bool = False) -> None:
         """Send a bundle (a Yjs update and its signatures) in chunks; None is nothing to send."""
         if update is None:
             return
@@ -625,7 +658,7 @@ class PeerSession:
         total = len(update)
         for offset in range(0, total, CHUNK):
             self._send(UpdateChunk(context, self._next_transfer, total, offset,
-                                   update[offset:offset + CHUNK], pushed))
+                                   update[offset:offset + CHUNK], pushed, own))
 
     def _on_chunk(self, msg: UpdateChunk) -> None:
         if msg.total > self.max_update_bytes:
@@ -638,7 +671,7 @@ class PeerSession:
         if assembly is None:
             if msg.offset == 0 and len(msg.chunk) == msg.total:  # the whole update at once
                 self._remember_done(transfer)
-                self._apply(msg.context, msg.chunk, msg.pushed)
+                self._apply(msg.context, msg.chunk, msg.pushed, msg.own)
                 return
             while len(self._assembly) >= MAX_ASSEMBLIES:
                 # why: a transfer missing a lost chunk never finishes; the oldest goes, and
@@ -646,7 +679,8 @@ class PeerSession:
                 oldest = next(iter(self._assembly))
                 self._assembly_bytes -= self._assembly.pop(oldest).received
                 self._remember_done(oldest)
-            assembly = self._assembly[transfer] = _Assembly(msg.context, msg.total, msg.pushed)
+            assembly = self._assembly[transfer] = _Assembly(msg.context, msg.total, msg.pushed,
+                                                            msg.own)
         elif (assembly.context, assembly.total) != (msg.context, msg.total):
             raise RemoteProtocolError(f"chunks of transfer {transfer} disagree on context or size")
         if msg.offset in assembly.chunks:
@@ -664,14 +698,15 @@ class PeerSession:
         update = b"".join(assembly.chunks[o] for o in sorted(assembly.chunks))
         if len(update) != assembly.total:
             raise RemoteProtocolError(f"update chunks for {msg.context} overlap")
-        self._apply(msg.context, update, assembly.pushed)
+        self._apply(msg.context, update, assembly.pushed, assembly.own)
 
     def _remember_done(self, transfer: int) -> None:
         self._done[transfer] = None
         if len(self._done) > DONE_MEMORY:
             del self._done[next(iter(self._done))]
 
-    def _apply(self, context: str, update: bytes, pushed: bool = False) -> None:
+    def _apply(self, context: str, update: bytes, pushed: bool = False,
+               own: bool = False) -> None:
         with _peer_at_fault():
             check_context(context)
             new = self.ledger.apply_remote(context, update)
@@ -679,14 +714,41 @@ class PeerSession:
             # (a push Yjs holds back, waiting for an earlier one, is new too: forwarding waits
             # for no one; without it, out-of-order pushes stopped at the first node they
             # reached early)
-            self._events.append(EntriesReceived(context, tuple(new), update, pushed))
+            self._events.append(EntriesReceived(context, tuple(new), update, pushed, own))
             if not pushed and not self.eager:
                 # An answer brought entries we lacked: the pushes missed us, so the peer
                 # forwards to us again (Plumtree's graft, with anti-entropy as the lazy push).
                 self.eager = True
                 self._send(Graft())
-        elif pushed and self.eager:
-            self._events.append(DuplicatePush(context, update))
+        elif pushed:
+            self._events.append(DuplicatePush(context, update, own))
+
+    def ask_missing(self, context: str) -> None:
+        """Ask the peer at once for what we lack in ``context`` (SYNC1 without reply), at
+        most once per state vector of ours and round: the node calls it when a fresh push
+        brought nothing, which means either that anti-entropy was faster or that Yjs could
+        not take it (an earlier update of its writer never reached us: a push lost, or cut
+        off on its way)."""
+        ctx = self.ledger.contexts.get(context)
+        sv = ctx.state_vector() if ctx is not None else EMPTY_STATE_VECTOR
+        if self.is_open and self._gaps.get(context) != (sv, self._round):
+            self._gaps[context] = (sv, self._round)
+            self._send(Sync1(context, False, sv))
+
+    def announce(self, digests: tuple[bytes, ...]) -> None:
+        """Lazy push (Plumtree's IHAVE): tell the peer which recent pushed updates we hold, by
+        digest, in frames of at most MAX_DIGESTS."""
+        if self.is_open:
+            for start in range(0, len(digests), MAX_DIGESTS):
+                self._send(IHave(digests[start:start + MAX_DIGESTS]))
+
+    def graft(self, digests: tuple[bytes, ...]) -> None:
+        """Forward pushes on this link again (both ends) and ask the peer for these updates it
+        announced: they did not come by push in time, so the eager paths to us are broken."""
+        if self.is_open:
+            self.eager = True
+            for start in range(0, max(len(digests), 1), MAX_DIGESTS):
+                self._send(Graft(digests[start:start + MAX_DIGESTS]))
 
     def prune(self) -> None:
         """Stop forwarding pushes on this link, both ways (Plumtree's prune): the node saw a

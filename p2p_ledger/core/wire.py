@@ -14,13 +14,17 @@ anything malformed, truncated, oversized or with trailing bytes raises RemotePro
 | 5    | VIEWS   | u16 n × view (see below)                                                  |
 | 6    | SYNC1   | str context | u8 want_reply | blob Yjs state vector                       |
 | 7    | UPDATE  | str context | u32 transfer | u32 total | u32 offset | blob chunk (≤ CHUNK B) |
-|      |         | | u8 flags (1 = pushed: a fresh update, forwarded epidemically)          |
+|      |         | | u8 flags (1 = pushed: a fresh update, forwarded epidemically; 3 = |
+|      |         | pushed by its origin: the sender's own append, sent on all its links)     |
 | 8    | FLOW    | u64 bytes received so far (transport flow control, never reaches the core) |
 | 9    | BYE     | str reason                                                                |
 | 10   | CTREE   | str context | u16 n × view of the context's tree of entry ids           |
 | 11   | WANT    | str context | u16 n ≤ MAX_IDS × 32B entry id                             |
 | 12   | PRUNE   | (empty) stop forwarding pushed updates on this link (a duplicate came)    |
-| 13   | GRAFT   | (empty) forward pushed updates on this link again                         |
+| 13   | GRAFT   | u16 n ≤ MAX_DIGESTS × 16B update digest: forward pushed updates on this   |
+|      |         | link again, and push me these recent updates (n = 0: just the graft)      |
+| 14   | IHAVE   | u16 n ≤ MAX_DIGESTS × 16B update digest: recent pushed updates I hold     |
+|      |         | (sent on links that are not eager; a GRAFT asks for any that do not come) |
 
 A view describes the node-level tree at a prefix: ``u8 depth | depth × u8 nibble | u8 kind``
 then kind 0 EMPTY: nothing; kind 1 INNER: u16 bitmap of present children + 16B truncated digest
@@ -52,10 +56,11 @@ from .errors import RemoteProtocolError
 from .reader import Reader
 
 WIRE_VERSION = 1
-PROTOCOL_VERSION = 5  # 2: UPDATE carries a transfer id; 3: ROOT may carry a view, ITEMS carry
+PROTOCOL_VERSION = 6  # 2: UPDATE carries a transfer id; 3: ROOT may carry a view, ITEMS carry
 # state vectors; 4: UPDATE carries a signed bundle (entry encoding v2), CTREE and WANT;
 # 5: ROOT carries a 16-byte root, its reply none; HELLO carries the root; UPDATE carries a
-# pushed flag; PRUNE and GRAFT (epidemic forwarding)
+# pushed flag; PRUNE and GRAFT (epidemic forwarding); 6: IHAVE, GRAFT carries digests,
+# UPDATE flags say a push came from its origin
 MAX_FRAME = 64 * 1024
 CHUNK = 32 * 1024  # update bytes per frame: small frames keep websockets.trio out of its deadlock
 DIGEST_PREFIX = 16  # digests travel truncated to 16 bytes (roots and children alike)
@@ -65,12 +70,14 @@ ROOT_REPLY, ROOT_VIEW = 1, 2  # ROOT flags
 MAX_PEERS_PER_FRAME = 64  # a PEERS frame with more is a protocol error (a peer list is a hint)
 FLAG_AUTH = 1
 MAX_IDS = 1024  # entry ids in one IDS view or WANT (32 KiB)
+MAX_DIGESTS = 1024  # update digests in one IHAVE or GRAFT (16 KiB)
 
-HELLO, AUTH, PEERS, ROOT, VIEWS, SYNC1, UPDATE, FLOW, BYE, CTREE, WANT, PRUNE, GRAFT = range(1, 14)
+(HELLO, AUTH, PEERS, ROOT, VIEWS, SYNC1, UPDATE, FLOW, BYE, CTREE, WANT, PRUNE, GRAFT,
+ IHAVE) = range(1, 15)
 NAMES = {HELLO: "HELLO", AUTH: "AUTH", PEERS: "PEERS", ROOT: "ROOT", VIEWS: "VIEWS",
          SYNC1: "SYNC1", UPDATE: "UPDATE", FLOW: "FLOW", BYE: "BYE", CTREE: "CTREE",
-         WANT: "WANT", PRUNE: "PRUNE", GRAFT: "GRAFT"}
-UPDATE_PUSHED = 1  # UPDATE flags
+         WANT: "WANT", PRUNE: "PRUNE", GRAFT: "GRAFT", IHAVE: "IHAVE"}
+UPDATE_PUSHED, UPDATE_OWN = 1, 2  # UPDATE flags (OWN only with PUSHED)
 EMPTY, INNER, ITEMS, IDS = 0, 1, 2, 3
 
 
@@ -149,6 +156,7 @@ class UpdateChunk:
     offset: int
     chunk: bytes
     pushed: bool = False  # a fresh update (a local append or a forward), not an answer
+    own: bool = False  # pushed by its origin (a local append: it went to every link)
 
 
 @dataclass(frozen=True)
@@ -168,11 +176,22 @@ class Prune:
 
 @dataclass(frozen=True)
 class Graft:
-    """Forward pushed updates to me on this link again."""
+    """Forward pushed updates to me on this link again, and push me these recent ones (by
+    digest: an IHAVE announced them and they did not come by push in time)."""
+
+    digests: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True)
+class IHave:
+    """Recent pushed updates the sender holds (by digest), announced on a link that is not
+    eager (Plumtree's lazy push)."""
+
+    digests: tuple[bytes, ...]
 
 
 Message = (Hello | Auth | Peers | Root | Views | Sync1 | UpdateChunk | Flow | Bye | ContextTree
-           | Want | Prune | Graft)
+           | Want | Prune | Graft | IHave)
 
 _U16, _U32, _U64 = struct.Struct(">H"), struct.Struct(">I"), struct.Struct(">Q")
 
@@ -219,6 +238,12 @@ def _ids(ids: tuple[bytes, ...]) -> bytes:
     return _U16.pack(len(ids)) + b"".join(ids)
 
 
+def _digests(digests: tuple[bytes, ...]) -> bytes:
+    if len(digests) > MAX_DIGESTS or any(len(d) != DIGEST_PREFIX for d in digests):
+        raise ValueError(f"at most {MAX_DIGESTS} digests of {DIGEST_PREFIX} bytes")
+    return _U16.pack(len(digests)) + b"".join(digests)
+
+
 def encode(msg: Message) -> bytes:
     """One frame for one message."""
     if isinstance(msg, Hello):
@@ -244,7 +269,8 @@ def encode(msg: Message) -> bytes:
     elif isinstance(msg, UpdateChunk):
         t, body = UPDATE, b"".join([_s(msg.context), _U32.pack(msg.transfer),
                                     _U32.pack(msg.total), _U32.pack(msg.offset), _blob(msg.chunk),
-                                    bytes([UPDATE_PUSHED if msg.pushed else 0])])
+                                    bytes([(UPDATE_PUSHED if msg.pushed else 0)
+                                           | (UPDATE_OWN if msg.pushed and msg.own else 0)])])
     elif isinstance(msg, Flow):
         t, body = FLOW, _U64.pack(msg.received)
     elif isinstance(msg, Bye):
@@ -257,7 +283,9 @@ def encode(msg: Message) -> bytes:
     elif isinstance(msg, Prune):
         t, body = PRUNE, b""
     elif isinstance(msg, Graft):
-        t, body = GRAFT, b""
+        t, body = GRAFT, _digests(msg.digests)
+    elif isinstance(msg, IHave):
+        t, body = IHAVE, _digests(msg.digests)
     else:  # pragma: no cover - the Union is closed
         raise TypeError(msg)
     frame = bytes([WIRE_VERSION, t]) + body
@@ -295,6 +323,13 @@ def _read_ids(r: _Reader) -> tuple[bytes, ...]:
     if n > MAX_IDS:
         raise RemoteProtocolError(f"{n} entry ids in one message; the limit is {MAX_IDS}")
     return tuple(r.take(32) for _ in range(n))
+
+
+def _read_digests(r: _Reader) -> tuple[bytes, ...]:
+    n = r.u16()
+    if n > MAX_DIGESTS:
+        raise RemoteProtocolError(f"{n} update digests in one message; the limit is {MAX_DIGESTS}")
+    return tuple(r.take(DIGEST_PREFIX) for _ in range(n))
 
 
 def _read_view(r: _Reader, tree: bool = False) -> View:
@@ -367,7 +402,11 @@ def decode(frame: bytes) -> Message:
         context, transfer, total, offset, chunk = r.s(), r.u32(), r.u32(), r.u32(), r.blob()
         if offset + len(chunk) > total or (not chunk and total):
             raise RemoteProtocolError(f"update chunk {offset}+{len(chunk)} outside {total}")
-        msg = UpdateChunk(context, transfer, total, offset, chunk, r.flag())
+        flags = r.u8()
+        if flags not in (0, UPDATE_PUSHED, UPDATE_PUSHED | UPDATE_OWN):
+            raise RemoteProtocolError(f"UPDATE flags {flags} are not 0, 1 or 3")
+        msg = UpdateChunk(context, transfer, total, offset, chunk, flags != 0,
+                          flags & UPDATE_OWN != 0)
     elif t == FLOW:
         msg = Flow(r.u64())
     elif t == BYE:
@@ -380,7 +419,9 @@ def decode(frame: bytes) -> Message:
     elif t == PRUNE:
         msg = Prune()
     elif t == GRAFT:
-        msg = Graft()
+        msg = Graft(_read_digests(r))
+    elif t == IHAVE:
+        msg = IHave(_read_digests(r))
     else:
         raise RemoteProtocolError(f"unknown message type {t}")
     if r.pos != len(frame):

@@ -4,14 +4,23 @@ frame_received on the other end); time is a plain float that jumps from deadline
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 import pytest
 
 from p2p_ledger.core import wire
-from p2p_ledger.core.node import PRUNE_AFTER, Dial, NodeConfig, NodeCore, PeerState, Send
+from p2p_ledger.core.node import (
+    MAX_MISSING_PER_LINK,
+    PRUNE_AFTER,
+    Dial,
+    NodeConfig,
+    NodeCore,
+    PeerState,
+    Send,
+)
 from p2p_ledger.core.protocol import LocalInfo, PeerSession
-from p2p_ledger.core.wire import Root, decode
+from p2p_ledger.core.wire import MAX_DIGESTS, Root, decode
 
 from .helpers import CoreNet, new_ledger, ordered_ids
 
@@ -669,3 +678,114 @@ def test_a_push_arriving_after_anti_entropy_delivered_it_does_not_prune() -> Non
     net.flush()
     assert [f for *_, f in net.sent if f[1] == wire.PRUNE] == []
     assert next(iter(b.links.values())).session.eager
+
+
+# ---- lazy push: IHAVE and graft timers ---------------------------------------------------------
+
+def _lazy_chain(seed: int, **config: object) -> tuple[CoreNet, NodeCore, NodeCore, NodeCore]:
+    """A - B - C (no A - C), gossip rounds far away, the B - C link lazy on both ends (as if
+    pruned earlier)."""
+    net = CoreNet(seed)
+    a = net.add(A, discovery=False, gossip_interval=30.0, **config)
+    b = net.add(B, seeds=(A,), discovery=False, gossip_interval=30.0, **config)
+    c = net.add(C, seeds=(B,), discovery=False, gossip_interval=30.0, **config)
+    net.run_until(1.0)
+    assert net.connected(B) == {A, C}
+    for core, other in ((b, "c"), (c, "b")):
+        next(lk for lk in core.links.values() if lk.node_id == other).session.eager = False
+    return net, a, b, c
+
+
+def test_an_announced_update_that_does_not_come_is_grafted_and_fetched() -> None:
+    """The eager path to C is cut (B - C pruned): B announces A's push to C in an IHAVE; the
+    push does not come, so when graft_timeout has passed C sends GRAFT with its digest, B
+    pushes it, and the link is eager again, before any anti-entropy round."""
+    net, a, b, c = _lazy_chain(41)
+    rounds = len([f for *_, f in net.sent if f[1] == wire.ROOT])
+    appended = a.append([a.ledger.prepare("ctx", "k", b"lazy")], now=1.0)
+    net.flush()
+    assert ordered_ids(b.ledger, "ctx") == [appended.entries[0].id]
+    assert ordered_ids(c.ledger, "ctx") == []
+    net.run_until(1.0 + b.config.ihave_delay + c.config.graft_timeout)
+    ihaves = [(s, d, decode(f)) for _, s, d, f in net.sent if f[1] == wire.IHAVE]
+    grafts = [(s, d, decode(f)) for _, s, d, f in net.sent if f[1] == wire.GRAFT]
+    (context, update), = appended.updates
+    digest = hashlib.sha256(update).digest()[:16]
+    assert [(s, d, m.digests) for s, d, m in ihaves] == [(B, C, (digest,))]  # type: ignore[union-attr]
+    assert [(s, d, m.digests) for s, d, m in grafts] == [(C, B, (digest,))]  # type: ignore[union-attr]
+    assert ordered_ids(c.ledger, "ctx") == [appended.entries[0].id]
+    assert len([f for *_, f in net.sent if f[1] == wire.ROOT]) == rounds
+    for core, other in ((b, "c"), (c, "b")):
+        assert next(lk for lk in core.links.values() if lk.node_id == other).session.eager
+    net.now = 5.0  # the next push takes the repaired eager path at once
+    nxt = a.append([a.ledger.prepare("ctx", "k", b"next")], now=5.0)
+    net.flush()
+    assert nxt.entries[0].id in ordered_ids(c.ledger, "ctx")
+
+
+def test_an_announced_update_that_came_by_push_is_not_asked_for() -> None:
+    """The IHAVE arrives after the push (the normal case on a lazy link): no GRAFT."""
+    net, a, b, c = _lazy_chain(42)
+    for core, other in ((b, "c"), (c, "b")):  # eager again: C gets the push from B
+        next(lk for lk in core.links.values() if lk.node_id == other).session.eager = True
+    conn_at_c = next(cn for cn, lk in c.links.items() if lk.node_id == "b")
+    appended = a.append([a.ledger.prepare("ctx", "k", b"both")], now=1.0)
+    net.flush()
+    (_, update), = appended.updates
+    c.frame_received(conn_at_c, wire.encode(wire.IHave((hashlib.sha256(update).digest()[:16],))),
+                     1.1)
+    net.run_until(3.0)
+    assert [f for *_, f in net.sent if f[1] == wire.GRAFT] == []
+    assert c._missing == {}
+
+
+def test_hostile_ihaves_cannot_make_a_node_spam_or_grow() -> None:
+    """A member M floods B with IHAVEs of made-up digests (10 frames of MAX_DIGESTS): B waits
+    for at most MAX_MISSING_PER_LINK of them, asks M for each once (GRAFT frames: no more than
+    M's IHAVE frames, never to another peer), and forgets them once asked; a GRAFT asking for
+    unknown digests, or asking twice for one update, gets nothing more than one push."""
+    net = CoreNet(43)
+    b = net.add(B, discovery=False, gossip_interval=30.0)
+    a = net.add(A, seeds=(B,), discovery=False, gossip_interval=30.0)
+    net.add("ws://h/m", seeds=(B,), discovery=False, gossip_interval=30.0)
+    net.run_until(1.0)
+    conn_m = next(cn for cn, lk in b.links.items() if lk.node_id == "m")
+    rng = random.Random(43)
+    print("seed 43")
+    for _ in range(10):
+        digests = tuple(rng.randbytes(16) for _ in range(MAX_DIGESTS))
+        b.frame_received(conn_m, wire.encode(wire.IHave(digests)), 1.0)
+    assert len(b._missing) == MAX_MISSING_PER_LINK
+    net.flush()
+    net.run_until(5.0)
+    grafts = [(d, decode(f)) for _, s, d, f in net.sent if s == B and f[1] == wire.GRAFT]
+    assert [d for d, _ in grafts] == ["ws://h/m"]
+    assert len(grafts[0][1].digests) == MAX_MISSING_PER_LINK  # type: ignore[union-attr]
+    assert b._missing == {} and b.links[conn_m].pending == 0
+    # GRAFTs asking B for updates: unknown ones get nothing, a known one is pushed once.
+    appended = a.append([a.ledger.prepare("ctx", "k", b"x")], now=5.0)
+    net.flush()
+    (_, update), = appended.updates
+    known = hashlib.sha256(update).digest()[:16]
+    before = len(_updates_sent(net, B))
+    for _ in range(20):
+        b.frame_received(conn_m, wire.encode(wire.Graft((known, rng.randbytes(16)))), 5.0)
+    net.flush()
+    assert len(_updates_sent(net, B)) - before == 1
+
+
+def test_a_held_back_push_asks_its_sender_for_the_gap() -> None:
+    """B gets A's second update without the first (lost on its way): Yjs holds it back, and
+    B asks A at once (SYNC1) for what it lacks instead of waiting for a round."""
+    net = CoreNet(44)
+    a = net.add(A, discovery=False, gossip_interval=30.0)
+    b = net.add(B, seeds=(A,), discovery=False, gossip_interval=30.0)
+    net.run_until(1.0)
+    net.mute.add((A, B))
+    first = a.append([a.ledger.prepare("ctx", "k", b"one")], now=1.0)
+    net.flush()
+    net.mute.clear()
+    second = a.append([a.ledger.prepare("ctx", "k", b"two")], now=1.1)
+    net.flush()
+    assert [s for _, s, d, f in net.sent if f[1] == wire.SYNC1] == [B]
+    assert ordered_ids(b.ledger, "ctx") == [first.entries[0].id, second.entries[0].id]

@@ -105,7 +105,9 @@ messages = st.one_of(
     _updates(),
     st.builds(Flow, st.integers(0, 2**64 - 1)),
     st.builds(Bye, st.text(max_size=100)),
-    st.just(wire.Prune()), st.just(wire.Graft()),
+    st.just(wire.Prune()),
+    st.builds(wire.Graft, st.lists(st.binary(min_size=16, max_size=16), max_size=5).map(tuple)),
+    st.builds(wire.IHave, st.lists(st.binary(min_size=16, max_size=16), max_size=5).map(tuple)),
 )
 
 
@@ -139,7 +141,7 @@ def test_random_bytes(frame: bytes) -> None:
 
 
 @settings(max_examples=500)
-@given(st.integers(1, 11), st.binary(max_size=300))
+@given(st.integers(1, max(wire.NAMES)), st.binary(max_size=300))
 def test_random_bodies_under_a_valid_header(kind: int, body: bytes) -> None:
     _decode_or_protocol_error(bytes([wire.WIRE_VERSION, kind]) + body)
 

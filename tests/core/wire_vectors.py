@@ -19,6 +19,7 @@ from p2p_ledger.core.wire import (
     Flow,
     Graft,
     Hello,
+    IHave,
     Message,
     Peers,
     Prune,
@@ -77,7 +78,9 @@ def message_from(case: dict[str, Any]) -> Message:
     if kind == "Prune":
         return Prune()
     if kind == "Graft":
-        return Graft()
+        return Graft(tuple(_b(d) for d in f.get("digests", [])))
+    if kind == "IHave":
+        return IHave(tuple(_b(d) for d in f["digests"]))
     raise ValueError(kind)
 
 
@@ -89,11 +92,11 @@ def _cases() -> list[dict[str, Any]]:
     d16 = [bytes([i] * 16).hex() for i in range(16)]
     return [
         {"name": "hello-plain", "type": "Hello", "fields": {
-            "protocol": 5, "cluster": "default", "node_id": "n1", "url": "ws://127.0.0.1:7001",
+            "protocol": 6, "cluster": "default", "node_id": "n1", "url": "ws://127.0.0.1:7001",
             "nonce": "00112233445566778899aabbccddeeff", "flags": 0,
             "root": "5a" * 16}},
         {"name": "hello-auth-unicode", "type": "Hello", "fields": {
-            "protocol": 5, "cluster": "équipe", "node_id": "node-2", "url": "",
+            "protocol": 6, "cluster": "équipe", "node_id": "node-2", "url": "",
             "nonce": "ff" * 16, "flags": 1, "root": "00" * 16}},
         {"name": "auth", "type": "Auth", "fields": {"mac": bytes(range(32)).hex()}},
         {"name": "peers-empty", "type": "Peers", "fields": {"peers": []}},
@@ -144,6 +147,9 @@ def _cases() -> list[dict[str, Any]]:
                                                    "ids": ["aa" * 32, "bb" * 32]}},
         {"name": "prune", "type": "Prune", "fields": {}},
         {"name": "graft", "type": "Graft", "fields": {}},
+        {"name": "graft-asking", "type": "Graft", "fields": {"digests": [d16[1], d16[2]]}},
+        {"name": "ihave", "type": "IHave", "fields": {"digests": [d16[3]]}},
+        {"name": "ihave-empty", "type": "IHave", "fields": {"digests": []}},
     ]
 
 

@@ -25,7 +25,7 @@ def _failed(report: Any) -> set[str]:
 def test_no_reconciliation_fails_convergence(monkeypatch: pytest.MonkeyPatch) -> None:
     # Sessions open but never gossip or push: nothing ever moves between nodes.
     monkeypatch.setattr(PeerSession, "send_root", lambda self: None)
-    monkeypatch.setattr(PeerSession, "push", lambda self, context, update: None)
+    monkeypatch.setattr(PeerSession, "push", lambda self, context, update, own=False: None)
     report = run_scenario(small_scenario())
     assert not report.passed
     assert {"converged_within_s", "same_root", "no_acknowledged_loss"} <= _failed(report)

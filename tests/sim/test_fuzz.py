@@ -53,7 +53,7 @@ def test_generated_scenarios_are_valid_and_varied() -> None:
 
 
 def test_failure_writes_a_reproducing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(PeerSession, "push", lambda self, context, update: None)
+    monkeypatch.setattr(PeerSession, "push", lambda self, context, update, own=False: None)
     monkeypatch.setattr(PeerSession, "send_root", lambda self: None)
     result = fuzz(3, seed=1, out_dir=tmp_path)
     failing = [(seed, report, path) for seed, report, path in result.failures
