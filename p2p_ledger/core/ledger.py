@@ -447,13 +447,14 @@ class Ledger:
     def _flush_if(self, context: str) -> None:
         """Before reading ``context``: commit what is staged if some of it is there."""
         if context in self._dirty:
-            self._commit([])
+            self.flush()
 
     def flush(self) -> None:
         """Commit the rows ``apply_remote`` staged (``defer_commits``), in one transaction, then
         tell the listeners about their entries. Every read calls it first."""
         if self._staged:
             self._commit([])
+            self._evict()  # the contexts just committed may go now
 
     def _commit(self, updates: list[tuple[str, bytes]]) -> None:
         """Commit ``updates`` (after the staged rows) with the summaries of every context they

@@ -354,3 +354,15 @@ def test_received_updates_are_staged_and_committed_together_before_any_read():
     append(a, CONTEXTS[5], "mine")
     assert storage.commits == commits + 2 and not a.has_staged()
     _assert_summaries_current(storage)
+
+
+def test_staged_contexts_stay_until_their_commit_then_the_budget_holds():
+    a = open_ledger(MemoryStorage(), "a", memory_budget=1)
+    a.defer_commits = True
+    peer = open_ledger(MemoryStorage(), "p")
+    for name in CONTEXTS:
+        a.apply_remote(name, append(peer, name, name).updates[0][1])
+    assert len(a.live_contexts()) == len(CONTEXTS), "staged rows pin their contexts"
+    a.flush()
+    assert len(a.live_contexts()) == 1 and a.entry_count() == len(CONTEXTS)
+    _assert_summaries_current(a.storage)
