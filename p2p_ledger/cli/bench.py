@@ -674,6 +674,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "stderr)")
     parser.add_argument("--entries", type=int, default=1_000_000, metavar="N",
                         help="entries for --scale (default 1,000,000; 10,000,000 takes long)")
+    parser.add_argument("--contexts", default="1,10000", metavar="N[,N]",
+                        help="--scale: run with the entries in 1 context, spread over 10,000, "
+                             "or both (default 1,10000)")
     parser.set_defaults(func=bench_main)
 
 
@@ -683,8 +686,11 @@ def bench_main(args: argparse.Namespace) -> int:
 
         if args.entries < 10_000:
             raise SystemExit("bench --scale: --entries must be at least 10,000")
+        contexts = tuple(int(c) for c in args.contexts.split(",") if c.strip().isdigit())
+        if not contexts or not set(contexts) <= {1, 10_000}:
+            raise SystemExit("bench --scale: --contexts takes 1, 10000 or 1,10000")
         tables: list[Table] = []
-        run_scale(args.entries, tables)
+        run_scale(args.entries, tables, contexts)
         if args.json:
             json.dump({"scale": args.entries, "tables": [t.as_dict() for t in tables]},
                       sys.stdout, indent=1)

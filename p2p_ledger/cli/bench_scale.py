@@ -283,11 +283,12 @@ def _catch_up(source: Path, target: Path, entries: int, timeout: float) -> float
             proc.wait(timeout=30)
 
 
-def run_scale(entries: int, tables: list[Any]) -> None:
+def run_scale(entries: int, tables: list[Any],
+              spreads: Sequence[int] = (1, SPREAD_CONTEXTS)) -> None:
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="p2pl-scale-") as tmp_text:
         tmp = Path(tmp_text)
-        for contexts in (1, SPREAD_CONTEXTS):
+        for contexts in spreads:
             label = f"{contexts:,} context" + ("s" if contexts > 1 else "")
             data, raw = tmp / f"node-{contexts}", tmp / f"raw-{contexts}.sqlite3"
             batches = tmp / f"batches-{contexts}.json"
