@@ -451,7 +451,8 @@ class Ledger:
 
     def flush(self) -> None:
         """Commit the rows ``apply_remote`` staged (``defer_commits``), in one transaction, then
-        tell the listeners about their entries. Every read calls it first."""
+        tell the listeners about their entries. A read of a context holding staged rows calls
+        it first; the runtime calls it before carrying out the core's actions."""
         if self._staged:
             self._commit([])
             self._evict()  # the contexts just committed may go now
