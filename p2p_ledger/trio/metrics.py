@@ -35,6 +35,11 @@ class NodeCollector(Collector):
         ledger = self.node.ledger
         yield GaugeMetricFamily("p2p_ledger_entries", "Entries held", ledger.entry_count())
         yield GaugeMetricFamily("p2p_ledger_contexts", "Contexts held", len(ledger.contexts))
+        yield GaugeMetricFamily("p2p_ledger_contexts_loaded", "Contexts loaded in memory now "
+                                "(the others live in the store: --memory-budget)",
+                                len(ledger.live_contexts()))
+        yield CounterMetricFamily("p2p_ledger_context_loads", "Contexts loaded from the store "
+                                  "since start (each a replay of its rows)", value=ledger.loads)
         peers = GaugeMetricFamily("p2p_ledger_peers", "Known peers by state", labels=["state"])
         states = {state.value: 0 for state in PeerState}
         for peer in core.status()["peers"]:

@@ -75,6 +75,8 @@ async def test_health_readiness_and_metrics_move(tmp_path: Path) -> None:
         after = _samples((await get(http_a + "/metrics"))[1])
         assert after[("p2p_ledger_entries", ())] == 6
         assert after[("p2p_ledger_contexts", ())] == 1
+        assert after[("p2p_ledger_contexts_loaded", ())] == 1  # the one just written
+        assert after[("p2p_ledger_context_loads_total", ())] == 0  # never evicted, so never loaded
         assert after[("p2p_ledger_peers", (("state", "connected"),))] >= 1
         assert after[("p2p_ledger_append_latency_seconds_count", ())] == 5
         assert after[("p2p_ledger_commit_batch_entries_sum", ())] == 5
