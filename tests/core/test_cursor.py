@@ -121,3 +121,10 @@ def test_advanced_never_goes_back():
     cursor = Cursor({A: 5})
     assert cursor.advanced([entry(A, 2)]) == {A: 5}
     assert cursor.advanced([entry(A, 7), entry(A, 6)]) == {A: 7}
+
+
+def test_a_bad_cursor_says_what_a_cursor_looks_like() -> None:
+    expected = (r"^invalid cursor 'x:1': expected writer:seq,writer:seq \(writer = 64 hex "
+                r"digits of the origin, '\.', 16 of the chain\)$")
+    with pytest.raises(InvalidCursor, match=expected):
+        Cursor.parse("x:1")

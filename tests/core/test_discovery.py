@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from p2p_ledger.core.discovery import (
     MAX_ADDRESSES,
+    MAX_CLUSTER,
     Announcement,
     InvalidAnnouncement,
     parse_announcement,
@@ -212,3 +213,36 @@ def test_a_url_held_back_by_another_dial_of_its_node_is_no_deadline() -> None:
     a.tick(0.0)
     assert [type(x).__name__ for x in a.take_actions()] == ["Dial"]  # the first URL only
     assert a.next_deadline() > 0.0
+
+
+# ---- the limits, at their edges (from the mutation run) ------------------------------------------
+
+def test_each_limit_of_a_record_holds_exactly_at_its_edge() -> None:
+    ok = parse_announcement  # accepted just inside each limit, refused one step beyond
+    assert ok(_txt(cluster="c"), ["10.0.0.2"], 1).cluster == "c"
+    assert ok(_txt(cluster="c" * MAX_CLUSTER), ["10.0.0.2"], 65535).urls == (
+        "ws://10.0.0.2:65535",)
+    assert ok(_txt(proto="99999"), ["10.0.0.2"], 7070).protocol == 99999
+    for props, port, what in ((_txt(cluster="c" * (MAX_CLUSTER + 1)), 7070, "cluster name"),
+                              (_txt(proto="100000"), 7070, "protocol version"),
+                              (_txt(), 65536, "port 65536")):
+        with pytest.raises(InvalidAnnouncement, match=what):
+            parse_announcement(props, ["10.0.0.2"], port)
+    with pytest.raises(InvalidAnnouncement, match="^no address$"):
+        parse_announcement(_txt(), [], 7070)
+
+
+def test_addresses_at_the_edges_of_ipv4_and_ipv6() -> None:
+    full_v6 = "FFFF:ffff:ffff:ffff:ffff:ffff:255.255.255.255"  # 45 characters, the longest
+    assert len(full_v6) == 45
+    ann = parse_announcement(_txt(), ["255.255.255.255", full_v6, "ABCD::1"], 7070)
+    assert ann.urls == ("ws://255.255.255.255:7070", f"ws://[{full_v6}]:7070",
+                        "ws://[ABCD::1]:7070")
+    for bad in ("10.0.0.256", "10.0.0.0255", full_v6 + "0", "fd00::g"):
+        with pytest.raises(InvalidAnnouncement, match="not an IP address"):
+            parse_announcement(_txt(), [bad], 7070)
+
+
+def test_the_txt_record_carries_the_run_token() -> None:
+    """A restarted node changes ``run``, so the others see ``updated`` and redial at once."""
+    assert txt_record("b", "default", run="r1")["run"] == "r1"

@@ -299,3 +299,35 @@ def _refused_on_load(blob, cls):
     with pytest.raises(cls):
         dst.load_snapshot(blob)
     assert state_of(dst) == before
+
+
+def test_each_refusal_names_its_problem(blob):
+    """A snapshot is a file a user hands over: the one-line error says what is wrong with it."""
+    cases = [
+        (b"NOTASNAPSHOT", InvalidSnapshot, r"^not a p2p-ledger snapshot \(bad magic\)$"),
+        (blob[:len(MAGIC)] + b"\x09" + blob[len(MAGIC) + 1:], UnsupportedVersion,
+         "^snapshot format version 9; this build reads "),
+        (blob + b"\x00", InvalidSnapshot, "^1 unexpected bytes after the last entry$"),
+        (blob[:10], InvalidSnapshot, "^truncated snapshot: wanted 4 bytes at 9$"),
+    ]
+    name = b"bad name"
+    header = MAGIC + blob[len(MAGIC):len(MAGIC) + 1] + struct.pack(">I", len(name)) + name
+    cases.append((header + MerkleTree().root() + struct.pack(">Q", 0), InvalidSnapshot,
+                  "^snapshot names no valid context: "))
+    lying = MAGIC + blob[len(MAGIC):len(MAGIC) + 1] + struct.pack(">I", 2) + b"c1"
+    lying += MerkleTree().root() + struct.pack(">Q", 10**6)
+    cases.append((lying, InvalidSnapshot, r"^snapshot claims 1000000 entries in \d+ bytes$"))
+    heads = lying[:-8] + struct.pack(">Q", 0) + struct.pack(">I", 3)
+    cases.append((heads, InvalidSnapshot, "^snapshot claims 3 heads in 0 bytes$"))
+    for bad, cls, message in cases:
+        with pytest.raises(cls, match=message):
+            decode_snapshot(bad, DEFAULT_LIMITS)
+    alien = chain_entries("q", [1], "c2")[0]
+    with pytest.raises(IntegrityError, match=r"^entry \w+ belongs to 'c2', not 'c1'$"):
+        decode_snapshot(encode_snapshot("c1", _root([alien]), [alien]), DEFAULT_LIMITS)
+    src = source_ledger()
+    entries = src.get("c1")[0]
+    with pytest.raises(IntegrityError, match="^snapshot of c1: entries give root [0-9a-f]{64}, "
+                                             "file says [0-9a-f]{64}$"):
+        decode_snapshot(encode_snapshot("c1", src.context_root("c1"), entries[:-1]),
+                        DEFAULT_LIMITS)

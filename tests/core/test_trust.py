@@ -226,3 +226,53 @@ def test_a_squatted_position_cannot_stop_convergence():
     assert w.verify() == [] and t.verify() == []
     reopened = open_ledger(w.storage, "w", "w-2")  # the re-inserted entry is durable
     assert real.id in reopened.contexts["c1"].by_id
+
+
+# ---- identities and fork proofs at their edges (from the mutation run) ---------------------------
+
+def test_signed_heads_keep_their_format() -> None:
+    """Golden vector: a seed's key and a signed head's message are part of the format (heads
+    travel in bundles and snapshots, and are checked on other builds); Ed25519 signs
+    deterministically, so the signature is fixed too."""
+    import hashlib
+
+    from p2p_ledger.core.identity import head_message
+
+    me = Identity.from_seed("vector")
+    assert Identity.from_seed(b"vector").origin == me.origin  # bytes and text seeds agree
+    assert me.origin == "398a52cd2e434d26a66e5e717781ee5f719a9b3c3a8b49d2ce199f76937affa1"
+    message = head_message("notes", me.public, 0xBEEF, 7, bytes(range(32)))
+    assert hashlib.sha256(message).hexdigest() == (
+        "2da92c81237f7a51d49175cf3357a84f60b3b47b12c078ea32d0aec9de6be4f8")
+    head = me.sign_head("notes", 0xBEEF, 7, bytes(range(32)))
+    assert head.signature.hex() == (
+        "0cb515bf95ab4e181ce3c3125252ad82be8af69d3c2ef280c56e105c3288f924"
+        "290a16c0a3981b686781e64d9085bb0721c3da2d21d7813f6ba681b8b5cef801")
+    with pytest.raises(ForgedEntry, match="^signature of .* on seq 7 of other is not valid$"):
+        head.verify("other")
+
+
+def _fork(chain: int) -> tuple[dict, list[str]]:
+    mallory = Identity.from_seed("mallory")
+    left, left_head = signed(mallory, "c1", [1], chain=chain, payload=b"left")
+    right, right_head = signed(mallory, "c1", [1], chain=chain, payload=b"right")
+    b = open_ledger(MemoryStorage(), "b")
+    send(b, "c1", left, [left_head], client_id=4242)
+    send(b, "c1", right, [right_head], client_id=4343)
+    return b.fork_proof("c1", left[0].writer, 1), sorted([left[0].id, right[0].id])
+
+
+def test_a_fork_proof_with_hex_letters_in_the_chain_checks() -> None:
+    proof, ids = _fork(chain=0xBEEF)  # the chain travels in hex: "000000000000beef"
+    assert sorted(check_fork_proof(proof)) == ids
+
+
+def test_a_fork_proof_must_show_two_different_entries_down_to_the_seq() -> None:
+    proof, _ = _fork(chain=5)
+    same = dict(proof, branches=[proof["branches"][0], proof["branches"][0]])
+    with pytest.raises(IntegrityError, match="two different entries"):
+        check_fork_proof(same)
+    empty = dict(proof, branches=[dict(proof["branches"][0], records=[]),
+                                  proof["branches"][1]])
+    with pytest.raises(IntegrityError, match="does not reach the forked seq"):
+        check_fork_proof(empty)
