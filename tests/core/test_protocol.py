@@ -808,3 +808,83 @@ def test_the_same_items_view_twice_is_answered_once() -> None:
         pair.a.session.take_output()
         pair.a.session.receive(encode(Views((view,))))
         assert pair.a.session.take_output() == []
+
+
+# ---- edges found by the mutation run -------------------------------------------------------------
+
+def test_the_cluster_key_proof_keeps_its_format() -> None:
+    """Golden vector: nodes of different builds must compute the same proof."""
+    from p2p_ledger.core.protocol import auth_mac
+
+    assert auth_mac(bytes(range(32)), bytes(16), "node-1").hex() == (
+        "c422ca9d8af35621e3479fcc31c2e47f8f4e502d1ea4745d9190ff32eba56271")
+
+
+def test_peer_urls_at_their_edges() -> None:
+    from p2p_ledger.core.protocol import MAX_URL, check_peer_url
+
+    longest = "ws://" + "h" * (MAX_URL - 5)
+    assert check_peer_url(longest) == longest
+    for bad in (longest + "h", "ws://", "w-s://h", "ws://a\x01b", "ws://hé", "ws://a b"):
+        with pytest.raises(RemoteProtocolError, match=r"^peer named an invalid URL "):
+            check_peer_url(bad)
+
+
+def test_a_fresh_session_does_not_know_whether_the_peer_agrees() -> None:
+    session = PeerSession(LocalInfo("a"), new_ledger("a"), b"N" * 16)
+    assert session.agrees_with(bytes(32)) is None
+
+
+def _open_session(ledger_name: str = "a") -> PeerSession:
+    session = PeerSession(LocalInfo(ledger_name), new_ledger(ledger_name), b"N" * 16)
+    session.start()
+    session.receive(encode(Hello(wire.PROTOCOL_VERSION, "default", "b", "", b"n" * 16, 0)))
+    session.take_output()
+    return session
+
+
+def test_pushes_say_whether_they_come_from_their_origin() -> None:
+    session = _open_session()
+    session.push("ctx", b"u1", own=True)
+    session.push("ctx", b"u2")
+    own, forwarded = (decode(f) for f in session.take_output())
+    assert isinstance(own, UpdateChunk) and own.pushed and own.own
+    assert isinstance(forwarded, UpdateChunk) and forwarded.pushed and not forwarded.own
+
+
+def test_asking_for_missing_data_happens_once_per_state_and_round_and_only_when_open() -> None:
+    session = _open_session()
+    append(session.ledger, "ctx", b"mine")
+    session.ask_missing("ctx")
+    session.ask_missing("ctx")  # the same state vector, the same round: not again
+    (ask,) = (decode(f) for f in session.take_output())
+    assert ask == Sync1("ctx", False, session.ledger.contexts["ctx"].state_vector())
+    session.ask_missing("other")  # a context we do not have: ask for all of it
+    assert [decode(f) for f in session.take_output()] == [Sync1("other", False, b"\x00")]
+    session.send_root()  # a new round
+    session.take_output()
+    session.ask_missing("ctx")
+    assert len(session.take_output()) == 1
+    session.close("bye")
+    session.take_output()
+    session.ask_missing("fresh")
+    assert session.take_output() == []
+
+
+def test_announcements_are_split_into_frames_and_prune_is_sent_once() -> None:
+    session = _open_session()
+    digests = tuple(bytes([i % 256, i // 256]) * 8 for i in range(wire.MAX_DIGESTS + 1))
+    session.announce(digests)
+    frames = [decode(f) for f in session.take_output()]
+    assert [len(f.digests) for f in frames] == [wire.MAX_DIGESTS, 1]  # type: ignore[union-attr]
+    session.prune()
+    session.prune()
+    assert [decode(f) for f in session.take_output()] == [wire.Prune()]
+    assert session.eager is False
+    session.graft(())
+    assert [decode(f) for f in session.take_output()] == [wire.Graft(())]
+    assert session.eager is True
+    session.close("bye")
+    session.take_output()
+    session.prune()
+    assert session.take_output() == [] and session.eager is True
