@@ -238,7 +238,7 @@ def test_addresses_at_the_edges_of_ipv4_and_ipv6() -> None:
     ann = parse_announcement(_txt(), ["255.255.255.255", full_v6, "ABCD::1"], 7070)
     assert ann.urls == ("ws://255.255.255.255:7070", f"ws://[{full_v6}]:7070",
                         "ws://[ABCD::1]:7070")
-    for bad in ("10.0.0.256", "10.0.0.0255", full_v6 + "0", "fd00::g"):
+    for bad in ("10.0.0.256", "10.0.0.0255", full_v6 + "0", "fd00::g", "fd00::X"):
         with pytest.raises(InvalidAnnouncement, match="not an IP address"):
             parse_announcement(_txt(), [bad], 7070)
 

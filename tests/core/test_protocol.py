@@ -888,3 +888,20 @@ def test_announcements_are_split_into_frames_and_prune_is_sent_once() -> None:
     session.take_output()
     session.prune()
     assert session.take_output() == [] and session.eager is True
+
+
+def test_the_same_sync1_is_answered_once_per_round_and_a_different_one_at_once() -> None:
+    session = _open_session()
+    append(session.ledger, "ctx", b"mine")
+    ask = Sync1("ctx", False, b"\x00")
+    session.receive(encode(ask))
+    assert [type(decode(f)) for f in session.take_output()] == [UpdateChunk]
+    session.receive(encode(ask))  # the same question, nothing changed: the answer is on its way
+    assert session.take_output() == []
+    session.receive(encode(Sync1("ctx", True, b"\x00")))  # another question: answered at once
+    assert [type(decode(f)) for f in session.take_output()] == [UpdateChunk, Sync1]
+    session.send_root()
+    session.send_root()  # two rounds later a lost answer is sent again
+    session.take_output()
+    session.receive(encode(ask))
+    assert [type(decode(f)) for f in session.take_output()] == [UpdateChunk]
