@@ -79,6 +79,7 @@ __all__ = [
     "appended_values",
     "decode_state_vector",
     "encode_state_vector",
+    "gate_ranges",
     "gate_update",
     "parse_update",
 ]
@@ -523,6 +524,14 @@ def appended_values(update: bytes, array_name: str = "entries") -> list[bytes]:
 def gate_update(
     update: bytes, state: Mapping[int, int], array_name: str = "entries"
 ) -> tuple[list[bytes], set[int]]:
+    """The grow-only gate (``gate_ranges`` without the clock ranges)."""
+    values, holes, _ = gate_ranges(update, state, array_name)
+    return values, holes
+
+
+def gate_ranges(
+    update: bytes, state: Mapping[int, int], array_name: str = "entries"
+) -> tuple[list[bytes], set[int], dict[int, tuple[int, int]]]:
     """The grow-only gate: every bytes value ``update`` inserts, in update order.
 
     Update order is per client section as encoded (yrs writes higher client ids first), not
@@ -532,6 +541,10 @@ def gate_update(
     vector, client → next clock): a struct that starts beyond both ``state`` and the end of the
     client's previous struct in the update (a section that starts late, or a Skip). Such a
     struct must not reach yrs, see ``ContextLog.apply_remote``.
+
+    And, per client, the clock range ``(first, end)`` its structs cover in the update: what a
+    Doc must hold to have taken all of it (``end``), and whether it already held any of it
+    (``first`` below its state), without asking pycrdt.
 
     Raises RemoteProtocolError when malformed, ForbiddenUpdate when the update is well formed
     but is not a pure insertion of bytes values into the root Array ``array_name``: a delete
@@ -548,10 +561,15 @@ def gate_update(
     extend = out.extend
     holes: set[int] = set()
     reach: dict[int, int] = {}  # per client: the clock up to which nothing is missing
+    ranges: dict[int, tuple[int, int]] = {}
     for client, clock, length, parent, parent_sub, ref, values, _o, _ro, info in items:
         start = reach.get(client)
         if start is None:
             start = state.get(client, 0)
+            ranges[client] = (clock, clock + length)
+        else:
+            first, end = ranges[client]
+            ranges[client] = (min(first, clock), max(end, clock + length))
         if clock > start:
             holes.add(client)
         reach[client] = max(start, clock + length)
@@ -574,7 +592,7 @@ def gate_update(
             extend(cast("tuple[bytes]", values))  # ContentBinary holds one bytes value
         else:
             raise ForbiddenUpdate(f"item ({client}, {clock}) has forbidden content ref {ref}")
-    return out, holes
+    return out, holes, ranges
 
 
 def decode_state_vector(state_vector: bytes) -> dict[int, int]:
