@@ -26,10 +26,10 @@ from __future__ import annotations
 import bisect
 import hashlib
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pycrdt import Array, ArrayEvent, Doc, get_update, merge_updates
+from pycrdt import Array, Doc, get_update, merge_updates
 
 from .cursor import Cursor
 from .entry import DEFAULT_LIMITS, ID_SIZE, NO_PREV, Entry, Limits, decode_body, decode_record
@@ -59,7 +59,7 @@ class ContextLog:
         self._array = self.doc.get(ARRAY_NAME, type=Array)
         # Not ``observe(self._on_insert)``: pycrdt keeps the callback in Rust, where Python's GC
         # cannot see the cycle back to this object, so a bound method would never be freed.
-        self._array.observe(_weak_observer(weakref.ref(self)))
+        self._subscription = _observe(self._array, weakref.ref(self))
         self._inserted: list[bytes] = []
         # applied updates with structs yrs holds pending, each with the clock each of its
         # clients must reach for it to be settled (None: ask pycrdt)
@@ -80,9 +80,9 @@ class ContextLog:
         self.forks: dict[tuple[str, int], list[str]] = {}
         self.new_forks: list[tuple[str, int]] = []  # for the ledger to report, then clear
 
-    def _on_insert(self, event: ArrayEvent) -> None:
+    def _on_insert(self, event: Any) -> None:
         # Runs inside pycrdt after the update is applied: only collect; indexing happens outside.
-        delta: list[dict[str, Any]] = event.delta  # type: ignore[attr-defined]  # slot, no stub
+        delta: list[dict[str, Any]] = event.delta
         for op in delta:
             inserted = op.get("insert")
             if inserted:
@@ -511,14 +511,25 @@ def _extend(array: Array[Any], txn: Any, values: list[bytes]) -> None:
         insert(raw_txn, index, value)
 
 
-def _weak_observer(ref: weakref.ReferenceType[ContextLog]) -> Callable[[ArrayEvent], None]:
-    # pycrdt passes as many arguments as the callback declares: exactly one, the event.
-    def on_insert(event: ArrayEvent) -> None:
+def _observe(array: Array[Any], ref: weakref.ReferenceType[ContextLog]) -> Any:
+    """Observe ``array``'s inserts for the ContextLog behind ``ref``; returns the subscription
+    (the observer lives as long as it does).
+
+    why: ``Array.observe`` wraps each event in a pycrdt ``ArrayEvent`` whose constructor walks
+    the whole delta (every inserted value) and opens a read transaction: ~8% of the CPU of a
+    1,000 × 100 KB catch-up (sampled). The Rust array's own ``observe`` hands over the raw
+    event, whose ``delta`` holds the same values. Falls back to ``observe`` if pycrdt's
+    internals move.
+    """
+    def on_insert(event: Any) -> None:
         log = ref()
         if log is not None:
             log._on_insert(event)
 
-    return on_insert
+    integrated = getattr(array, "integrated", None)
+    if integrated is None or not hasattr(integrated, "observe"):
+        return array.observe(on_insert)
+    return integrated.observe(on_insert)
 
 
 def _quick(record: bytes) -> Entry:
