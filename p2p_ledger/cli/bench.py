@@ -15,7 +15,9 @@ Four groups (``--only``):
   binary Merkle root; RSS.
 * ``sync`` (``bench_sync``): two nodes, our root/tree gossip against the plain Yjs sync
   protocol (one state-vector exchange per document per round), in memory, over real loopback
-  websockets, and end to end with ``open_node``.
+  websockets, and end to end with ``open_node``; and (``bench_bulk``) a fresh node process
+  catching up from a full one against a raw websocket copy of the same bytes between two
+  processes.
 * ``heal`` (``bench_heal``): seconds from a partition's heal until every root agrees, in the
   simulator (10 s to 1 h cuts, against the old 30 s redial cap) and on real processes through
   relays, and the CPU a dead peer costs.
@@ -628,6 +630,9 @@ def run_bench(
     if only in (None, "sync"):
         for t in bench_sync(scale):
             emit(t)
+        from .bench_bulk import bench_bulk
+
+        emit(bench_bulk(scale))
     if only in (None, "trust"):
         from .bench_trust import bench_trust
 

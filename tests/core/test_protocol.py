@@ -384,8 +384,8 @@ def _big_histories() -> tuple:
     a, b = new_ledger("a"), new_ledger("b")
     rng = random.Random(7)
     for i in range(12):
-        append(a, f"ctx{i % 3}", rng.randbytes(20_000))
-        append(b, f"ctx{i % 4}", rng.randbytes(15_000))
+        append(a, f"ctx{i % 3}", rng.randbytes(40_000))
+        append(b, f"ctx{i % 4}", rng.randbytes(30_000))
     assert max(len(c.diff(None)) for c in a.contexts.values()) > 2 * CHUNK  # multi-chunk
     return a, b
 
@@ -415,13 +415,13 @@ def test_duplicated_and_reordered_update_chunks_still_converge(seed: int, swappe
 def test_a_late_duplicate_chunk_does_not_poison_the_next_transfer(swapped: bool) -> None:
     a, b = new_ledger("a"), new_ledger("b")
     pair = open_pair(a, b, swapped)
-    first = a.append([a.prepare("c", "k", b"x" * 40_000)]).updates[0][1]
+    first = a.append([a.prepare("c", "k", b"x" * (CHUNK + 8_000))]).updates[0][1]
     pair.a.session.push("c", first)
     frames = pair.a.session.take_output()
     assert len(frames) == 2
     for frame in frames + frames[:1]:  # the first chunk arrives twice, the copy late
         pair.b.session.receive(frame)
-    second = a.append([a.prepare("c", "k", b"y" * 40_000)]).updates[0][1]
+    second = a.append([a.prepare("c", "k", b"y" * (CHUNK + 8_000))]).updates[0][1]
     assert len(second) == len(first)  # same-size entries make same-size updates
     pair.a.session.push("c", second)
     pair.pump()
@@ -432,8 +432,8 @@ def test_a_late_duplicate_chunk_does_not_poison_the_next_transfer(swapped: bool)
 def test_interleaved_chunks_of_two_same_size_transfers_are_not_spliced(swapped: bool) -> None:
     a, b = new_ledger("a"), new_ledger("b")
     pair = open_pair(a, b, swapped)
-    first = a.append([a.prepare("c", "k", b"x" * 40_000)]).updates[0][1]
-    second = a.append([a.prepare("c", "k", b"y" * 40_000)]).updates[0][1]
+    first = a.append([a.prepare("c", "k", b"x" * (CHUNK + 8_000))]).updates[0][1]
+    second = a.append([a.prepare("c", "k", b"y" * (CHUNK + 8_000))]).updates[0][1]
     assert len(first) == len(second)
     pair.a.session.push("c", first)
     one = pair.a.session.take_output()
@@ -450,7 +450,7 @@ def test_interleaved_chunks_of_two_same_size_transfers_are_not_spliced(swapped: 
 def test_each_update_sent_gets_the_next_transfer_id() -> None:
     a, b = new_ledger("a"), new_ledger("b")
     pair = open_pair(a, b)
-    big = a.append([a.prepare("c", "k", b"x" * 40_000)]).updates[0][1]
+    big = a.append([a.prepare("c", "k", b"x" * (CHUNK + 8_000))]).updates[0][1]
     small = a.append([a.prepare("d", "k", b"y")]).updates[0][1]
     pair.a.session.push("c", big)
     pair.a.session.push("d", small)
@@ -467,7 +467,7 @@ def test_unfinished_transfers_are_bounded_and_the_oldest_is_abandoned() -> None:
 
     a, b = new_ledger("a"), new_ledger("b")
     pair = open_pair(a, b)
-    update = a.append([a.prepare("c", "k", b"x" * 40_000)]).updates[0][1]
+    update = a.append([a.prepare("c", "k", b"x" * (CHUNK + 8_000))]).updates[0][1]
     # (ids far above the ones a's session will use: this test plays a's part by hand)
     first, second = _chunk("c", update, transfer=1000)
     pair.b.session.receive(first)
@@ -615,7 +615,7 @@ def test_hostile_update_split_across_chunks_is_refused_after_reassembly() -> Non
     victim, honest = _victim()
     pair = open_pair(victim, honest)
     before = snapshot_state(victim)
-    big = [foreign_entry("ctx-1", bytes([i]) * 30_000, seq=i + 1).record for i in range(5)]
+    big = [foreign_entry("ctx-1", bytes([i]) * CHUNK, seq=i + 1).record for i in range(5)]
     frames = _chunk("ctx-1", self_deleting_update(big))
     assert len(frames) >= 3
     for frame in frames[:-1]:
