@@ -6,7 +6,7 @@ import random
 from collections import defaultdict
 
 import pytest
-from pycrdt import Array, Doc
+from pycrdt import Array, Doc, get_update
 
 from p2p_ledger.core.cursor import Cursor
 from p2p_ledger.core.entry import Limits, decode_record
@@ -590,6 +590,32 @@ def _pending_scenario():
     got = sorted((e.origin, e.seq) for e in new)
     assert got == sorted([(origin_of("a"), 2), (origin_of("z"), 1)])  # both surface
     return a, b, storage
+
+
+def _unsettled_are_unsettled(ledger) -> None:
+    """Every update a context keeps as unsettled (decided from the gate's clock ranges) is one
+    pycrdt still holds structs of outside its state vector."""
+    for name in list(ledger.contexts):
+        ctx = ledger._context(name)
+        state = ctx.doc.get_state()
+        for update, _ in ctx._unsettled:
+            assert get_update(update, state) != b"\x00\x00"
+
+
+def test_pending_structs_are_tracked_by_clock_ranges_until_they_settle():
+    a, b, storage, uz = _pending_scenario_before_fill()
+    ctx = b._context("c1")
+    assert [ends is not None for _, ends in ctx._unsettled] == [True]  # decided without pycrdt
+    _unsettled_are_unsettled(b)
+    b.apply_remote("c1", uz)
+    assert ctx._unsettled == []
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_unsettled_updates_agree_with_pycrdt_in_random_histories(seed, memory):
+    _, ledgers, _, _ = run_history(300 + seed, memory, steps=150, pushes=True, restarts=False)
+    for ledger in ledgers.values():
+        _unsettled_are_unsettled(ledger)
 
 
 def test_entries_integrated_from_a_pending_update_are_durable():

@@ -21,6 +21,7 @@ from p2p_ledger.core.yjs import (
     appended_values,
     decode_state_vector,
     encode_state_vector,
+    gate_ranges,
     gate_update,
     parse_update,
 )
@@ -278,6 +279,30 @@ def test_gate_names_clients_whose_structs_leave_a_hole() -> None:
     assert gate_update(holed, {}) == ([b"first", b"third"], {5})
     assert gate_update(holed, {5: 2})[1] == set()
     assert gate_update(holed, {7: 99})[1] == {5}
+
+
+def test_gate_ranges_give_each_clients_clock_span_as_pycrdt_counts_it() -> None:
+    rng = random.Random(6)
+    doc, array = new_doc(5)
+    other, other_array = new_doc(9)
+    diffs = []
+    for i in range(6):
+        target, target_array = (doc, array) if i % 2 == 0 else (other, other_array)
+        vals = rand_values(rng, rng.randint(1, 4))
+        diffs.append(diff(target, lambda a=target_array, v=vals: a.extend(v)))  # type: ignore[misc]
+    merged = pycrdt.merge_updates(*diffs)
+    values, holes, ranges = gate_ranges(merged, {})
+    assert (values, holes) == gate_update(merged, {})
+    fresh = Doc()
+    fresh.apply_update(merged)
+    ends = decode_state_vector(fresh.get_state())  # what a Doc holding all of it reaches
+    assert {c: end for c, (_, end) in ranges.items()} == ends
+    assert all(first == 0 for first, _ in ranges.values())
+    d_late = diffs[-2]  # doc's third diff: starts where its second ended
+    _, holes, ranges = gate_ranges(d_late, decode_state_vector(doc.get_state()))
+    first, end = ranges[5]
+    assert 0 < first < end == decode_state_vector(doc.get_state())[5] and not holes
+    assert gate_ranges(b"\x00\x00", {}) == ([], set(), {})
 
 
 def test_state_vectors_round_trip_and_garbage_is_refused() -> None:
