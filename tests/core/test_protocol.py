@@ -905,3 +905,21 @@ def test_the_same_sync1_is_answered_once_per_round_and_a_different_one_at_once()
     session.take_output()
     session.receive(encode(ask))
     assert [type(decode(f)) for f in session.take_output()] == [UpdateChunk]
+
+
+def test_views_carry_state_vectors_so_a_difference_needs_no_sync1() -> None:
+    """The answering side's ITEMS carry its state vectors: the starter, holding more, sends
+    what is missing at once, with no SYNC1 question."""
+    a, b = new_ledger("a"), new_ledger("b")
+    append(a, "shared", b"0")
+    pair = open_pair(a, b)
+    pair.a.session.send_root()
+    pair.pump()
+    assert ordered_ids(a, "shared") == ordered_ids(b, "shared")
+    append(a, "shared", b"1")
+    sent_a, sent_b = len(pair.a.frames_sent), len(pair.b.frames_sent)
+    pair.a.session.send_root()
+    pair.pump()
+    assert ordered_ids(a, "shared") == ordered_ids(b, "shared")
+    kinds = [f[1] for f in pair.a.frames_sent[sent_a:] + pair.b.frames_sent[sent_b:]]
+    assert sorted(kinds) == sorted([wire.ROOT, wire.VIEWS, wire.UPDATE])
