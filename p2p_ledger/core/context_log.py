@@ -140,11 +140,14 @@ class ContextLog:
                 starts += [self.by_id[i].order_key for i in ids]
         reached: dict[str, int] = {}  # writer → last seq delivered by this call
         forks = self.forks
-        tail = self.ordered[bisect.bisect_left(self._order_keys, min(starts)) :]
+        first = bisect.bisect_left(self._order_keys, min(starts))
+        tail = self.ordered[first:]
+        widened = first == 0
         skipped = True
         while skipped and (limit is None or len(out) < limit):
             # Another pass only when an entry had to wait for a predecessor sorted after it.
             skipped = False
+            progressed = len(reached), sum(reached.values())
             for entry in tail:
                 writer, seq = entry.writer, entry.seq
                 last = reached.get(writer)
@@ -162,6 +165,14 @@ class ContextLog:
                 out.append(entry)
                 if limit is not None and len(out) >= limit:
                     break
+            if skipped and progressed == (len(reached), sum(reached.values())):
+                # why: a writer's next entry can sort before where the tail starts (a member
+                # signed a chain with falling Lamport times: seq 2 before seq 1): a pass then
+                # delivered nothing while a later seq kept asking for another, forever (every
+                # read of the context hung). Look at the whole order once; then give up.
+                if widened:
+                    break
+                tail, widened = self.ordered, True
         return out, after.advanced(out)
 
     # ---- authentication ------------------------------------------------------------------------
@@ -226,12 +237,22 @@ class ContextLog:
         run of one writer, the head naming it, or the records that link it up to the nearest
         entry with a head, and that head. Every entry we hold is authentic, so the path
         exists."""
-        positions = {(e.writer, e.seq): e for e in entries}
+        batch = {e.id: e for e in entries}
+        positions = {(e.writer, e.seq) for e in batch.values()}
+        forks = self.forks
         heads: dict[bytes, Head] = {}
         vouchers: dict[str, bytes] = {}
-        for (writer, seq), entry in positions.items():
+        for entry in batch.values():
+            writer, seq = entry.writer, entry.seq
             if (writer, seq + 1) in positions:
-                continue
+                if (writer, seq) not in forks and (writer, seq + 1) not in forks:
+                    continue  # the run above is in the batch and brings its own proof
+                # why: a forked position holds two entries; only the one that names this
+                # entry as prev vouches for it (by position alone, a node holding both
+                # branches shipped one without a head: its peers refused it for good)
+                above = self._successor(entry)
+                if above is not None and above.id in batch:
+                    continue
             current = entry
             while True:
                 raw = bytes.fromhex(current.id)
@@ -243,7 +264,7 @@ class ContextLog:
                 if above is None:
                     raise IntegrityError(
                         f"entry {current.id} of {self.name} has no head and no successor")
-                if (writer, above.seq) in positions:
+                if above.id in batch:
                     break  # the run above is in the batch already and brings its own proof
                 vouchers[above.id] = above.record
                 current = above

@@ -72,7 +72,7 @@ import trio
 from ..core.entry import Entry
 from ..core.errors import LedgerError
 from ..sim.runner import CheckResult, Report
-from ..sim.scenario import CUT_STEPS, Scenario, Step, cuts_after, load_scenario
+from ..sim.scenario import CUT_STEPS, Scenario, ScenarioError, Step, cuts_after, load_scenario
 from ..trio.client import Client
 from .process import NodeFailedToStart, NodeProcess
 from .relay import Relay
@@ -599,7 +599,13 @@ def _same_order(held: Mapping[str, Mapping[str, list[str]]]) -> CheckResult:
 
 async def run_real(scenario: Scenario, time_scale: float = DEFAULT_TIME_SCALE,
                    network: NetworkFactory = RelayNetwork) -> Report:
-    """Run one scenario on real processes (inside a trio run)."""
+    """Run one scenario on real processes (inside a trio run). ScenarioError for the steps only
+    the simulator has (a byzantine member's forged bundles, a storage that loses its tail: the
+    real-process tests in tests/cli/test_trust_processes.py do those by hand)."""
+    sim_only = sorted({s.kind for s in scenario.steps} & {"byzantine", "tail_loss"})
+    if sim_only:
+        raise ScenarioError(f"{scenario.source}: {', '.join(sim_only)} steps run only in the "
+                            "simulator")
     return await RealRun(scenario, time_scale, network).run()
 
 

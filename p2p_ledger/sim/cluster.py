@@ -14,6 +14,13 @@ lose nothing. Each node also has a watcher: an agent that reads every
 context with a cursor (``ledger.get(context, after=cursor)``) whenever the node gets entries,
 and keeps its cursors across crashes; it records any entry it sees twice.
 
+Two faults go beyond a crash. A *tail loss* (``lose_tail``) crashes a node and drops its last
+N commits from its storage, as a disk that lied about fsync or a restored backup does; what
+only it held is gone for good, the rest must come back from its peers. A *byzantine member*
+(``attack``) is a node that runs the real core but also puts hostile bundles (``byzantine.py``:
+forged origins, squatted Yjs positions, poisoned Lamport times, equivocation) on its open
+links; the checks cover only the honest nodes (``up_nodes``).
+
 Everything random (incarnation ids, each core's rng) is drawn from the run's one generator.
 """
 
@@ -30,10 +37,12 @@ from ..core.bundle import decode_bundle
 from ..core.context_log import ARRAY_NAME, ContextLog
 from ..core.cursor import Cursor
 from ..core.entry import Entry
+from ..core.identity import Identity
 from ..core.ledger import Ledger
 from ..core.node import Close, Dial, NodeConfig, NodeCore, PeerEvent, Send
 from ..core.storage import MemoryStorage, Summary
 from ..core.yjs import decode_state_vector
+from .byzantine import LAMPORTS, equivocate, forge, poison_lamport, squat
 from .loop import NS, EventLoop, deadline_ns
 from .network import LinkProps, NetParams, Network
 
@@ -64,10 +73,12 @@ class CheckedStorage(MemoryStorage):
         super().__init__()
         self.rebuilt: dict[str, tuple[Doc[Any], Array[Any]]] = {}
         self.touched: set[str] = set()
+        self.commit_log: list[list[str]] = []  # per commit, the context of each row it added
 
     def commit(self, updates: Sequence[tuple[str, bytes]],
                summaries: Mapping[str, Summary] | None = None) -> None:
         super().commit(updates, summaries)
+        self.commit_log.append([context for context, _ in updates])
         for context, blob in updates:
             doc = (self.rebuilt.get(context) or self.fresh_doc(context))[0]
             doc.apply_update(decode_bundle(blob).update)
@@ -75,8 +86,28 @@ class CheckedStorage(MemoryStorage):
 
     def replace_context(self, context: str, state: bytes) -> None:
         super().replace_context(context, state)
+        # a compaction folds the context's rows into one: no later tail loss splits it again
+        self.commit_log = [[c for c in rows if c != context] for rows in self.commit_log]
         self.fresh_doc(context)[0].apply_update(decode_bundle(state).update)
         self.touched.add(context)
+
+    def lose_tail(self, commits: int) -> int:
+        """Forget the last ``commits`` commits, as a disk that lied about fsync (or a restored
+        backup) does; the rebuilt Docs follow. Returns how many commits were lost."""
+        lost = self.commit_log[len(self.commit_log) - commits:] if commits else []
+        del self.commit_log[len(self.commit_log) - len(lost):]
+        for rows in reversed(lost):
+            for context in reversed(rows):
+                self.updates[context].pop()
+                if not self.updates[context]:
+                    del self.updates[context]
+        if lost:
+            self.summary = None  # stale: the next open recomputes them from the rows left
+        for context in {c for rows in lost for c in rows}:
+            doc = self.fresh_doc(context)[0]
+            for blob in self.updates.get(context, []):
+                doc.apply_update(decode_bundle(blob).update)
+        return len(lost)
 
     def fresh_doc(self, context: str) -> tuple[Doc[Any], Array[Any]]:
         doc: Doc[Any] = Doc()
@@ -122,6 +153,7 @@ class Cluster:
     def __init__(
         self, loop: EventLoop, rng: random.Random, configs: Sequence[NodeConfig],
         links: LinkProps, params: NetParams, memory_budget: int | None = None,
+        byzantine_nodes: Sequence[str] = (),
     ) -> None:
         self.loop = loop
         self.memory_budget = memory_budget  # each ledger's (1: only the context in use loaded)
@@ -140,6 +172,15 @@ class Cluster:
         self.peer_events: list[tuple[int, str, PeerEvent]] = []  # (ns, node, event), logged
         self.track_arrivals = False
         self.arrivals: dict[str, list[int]] = {}
+        # Hostile members (their own data and links are not checked) and the name behind each
+        # origin (every simulated node's key derives from its name: Identity.from_seed).
+        self.byzantine = set(byzantine_nodes)
+        self.names = {Identity.from_seed(n).origin: n for n in self.nodes}
+        self.attacks_sent = 0  # hostile bundles a byzantine member put on a link
+        # Tail losses: acknowledged entries whose origin's disk lost them → whether another node
+        # held them then (they must come back) or not (only frames still in flight may bring
+        # them back: if none did, they are gone for good, as no protocol can help).
+        self.tail_lost: dict[str, bool] = {}
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -170,6 +211,80 @@ class Cluster:
         node.watcher.pending.clear()
         self.net.node_down(name)
         self.dirty = True
+
+    def lose_tail(self, name: str, commits: int) -> int:
+        """The node's disk loses its last ``commits`` commits (crashing the node first if it is
+        up); it stays down until restarted. Each acknowledged entry of its own that the disk
+        lost goes to ``tail_lost``, noting whether another node held it then. Returns the
+        number of commits lost."""
+        node = self.nodes[name]
+        if node.up:
+            self.crash(name)
+        storage = node.storage
+        contexts = {c for rows in storage.commit_log[len(storage.commit_log) - commits:]
+                    for c in rows} if commits else set()
+        before = {c: storage.rebuilt_ids(c) for c in sorted(contexts)}
+        lost = storage.lose_tail(commits)
+        self.loop.record("tail_loss", f"{name} {lost}")
+        for context, ids in before.items():
+            gone = {eid for eid in ids - storage.rebuilt_ids(context)
+                    if self.acked.get(eid, ("",))[0] == name}
+            if gone:
+                held = set().union(*(self._held(other, context) for other in
+                                     self.nodes.values() if other is not node))
+                self.tail_lost.update((eid, eid in held) for eid in sorted(gone))
+        self.dirty = True
+        return lost
+
+    def _held(self, node: SimNode, context: str) -> set[str]:
+        if node.ledger is not None:
+            ctx = node.ledger.contexts.get(context)
+            return set(ctx.by_id) if ctx is not None else set()
+        return node.storage.rebuilt_ids(context)
+
+    def attack(self, name: str, kind: str, context: str, victim: str | None,
+               to: Sequence[str], lamport: str = "overflow") -> int:
+        """Byzantine member ``name`` sends hostile bundles (``byzantine.ATTACKS``) on its open
+        links to the nodes ``to`` (those it is linked with, and that are up). Returns how many
+        bundles went out (none when no such link is open, or the victim is down)."""
+        node = self.nodes[name]
+        core, ledger = node.core, node.ledger
+        links = {link.node_id: (conn, link) for conn, link in core.links.items()
+                 if link.session.is_open} if core is not None else {}
+        targets = [t for t in to if t in links and self.nodes[t].ledger is not None]
+        victim_ledger = self.nodes[victim].ledger if victim is not None else None
+        if ledger is None or not targets or (kind in ("forge", "squat")
+                                             and victim_ledger is None):
+            self.loop.record("byzantine", f"{name} {kind}: no target")
+            return 0
+        rng, now_ns = self.rng, EPOCH_NS + self.loop.now
+        ledgers = [self.nodes[t].ledger for t in targets]
+        sends: list[tuple[str, bytes]] = []
+        if kind == "equivocate":
+            blobs = equivocate(ledger, [t for t in ledgers if t], context, rng, now_ns)
+            sends = list(zip(targets * 2 if len(targets) == 1 else targets, blobs, strict=True))
+        for target, target_ledger in zip(targets, ledgers, strict=True):
+            assert target_ledger is not None
+            if kind == "forge":
+                assert victim_ledger is not None
+                sends.append((target, forge(ledger.identity, victim_ledger, target_ledger,
+                                            context, rng, now_ns)))
+            elif kind == "squat":
+                assert victim_ledger is not None
+                sends.append((target, squat(ledger.identity, victim_ledger, target_ledger,
+                                            context, rng, now_ns)))
+            elif kind == "lamport":
+                sends.append((target, poison_lamport(ledger.identity, target_ledger, context,
+                                                    LAMPORTS[lamport], rng, now_ns)))
+        for target, blob in sends:
+            conn, link = links[target]
+            link.session.push(context, blob)
+            for frame in link.session.take_output():
+                self.net.send(name, conn, frame)
+            self.loop.record("byzantine", f"{name} {kind} {context} -> {target} "
+                                          f"{len(blob)} bytes")
+        self.attacks_sent += len(sends)
+        return len(sends)
 
     def append(self, name: str, context: str, items: Sequence[tuple[str, bytes]]) -> list[Entry]:
         """A local write; returns the acknowledged (committed) entries."""
@@ -311,18 +426,21 @@ class Cluster:
                 seen.add(entry.id)
 
     def up_nodes(self) -> list[SimNode]:
-        return [n for n in self.nodes.values() if n.core is not None]
+        """The live honest nodes (what every check is about)."""
+        return [n for n in self.nodes.values() if n.core is not None
+                and n.name not in self.byzantine]
 
     def check_converged(self) -> bool:
-        """All live nodes hold the same data (equal roots); cached until something changes."""
+        """All live honest nodes hold the same data (equal roots); cached until something
+        changes."""
         if self.dirty:
             self.dirty = False
-            roots = {n.ledger.root() for n in self.nodes.values() if n.ledger is not None}
+            roots = {n.ledger.root() for n in self.up_nodes() if n.ledger is not None}
             self.converged = len(roots) <= 1
         return self.converged
 
     def missing(self) -> dict[str, int | None]:
         """Acknowledged entries each node lacks (None while it is down)."""
         total = len(self.acked)
-        return {n.name: (total - n.ledger.entry_count()) if n.ledger is not None else None
+        return {n.name: max(0, total - n.ledger.entry_count()) if n.ledger is not None else None
                 for n in self.nodes.values()}

@@ -2,10 +2,15 @@
 
 Each run draws a scenario from its own seed: a few nodes on a random topology, link quality and
 node timer settings, then a timeline of appends, writer bursts, partitions, one-way cuts, heals,
-crashes, restarts and link changes. The schedule always ends with a heal and a restart of every
-node still down, so the invariants must hold afterwards: the live nodes converge, no
+crashes, restarts, link changes and tail losses (a crash whose disk forgets its last commits);
+in about one run in three (of three nodes or more) one node is a byzantine member that attacks
+the others (``byzantine.ATTACKS``: forged origins, squatted Yjs positions, poisoned Lamport
+times, equivocation). The schedule always ends with a heal and a restart of every
+node still down, so the invariants must hold afterwards for the honest nodes: the live ones
+converge, no
 acknowledged entry is lost, every node orders every context the same way, roots agree, and each
-watcher saw every entry once. A failing run's scenario is written as a TOML file that
+watcher saw every entry once, and forks (only a byzantine member's) are reported alike. A
+failing run's scenario is written as a TOML file that
 reproduces it byte for byte (``p2p-ledger scenario run FILE``), and its seed is printed.
 """
 
@@ -20,6 +25,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from .byzantine import ATTACKS, LAMPORTS
 from .runner import Report, run_scenario
 from .scenario import to_toml
 
@@ -51,14 +57,18 @@ def random_scenario(seed: int, max_nodes: int = 4, duration_s: float = 40.0) -> 
     steps: list[dict[str, Any]] = []
     down: list[str] = []
     at = 0.0
+    hostile = r.choice(names) if count >= 3 and r.random() < 0.35 else None
+    honest = [n for n in names if n != hostile]
     while True:
         at = round(at + r.expovariate(1 / 3.0), 3)
         if at >= duration_s:
             break
         up = [n for n in names if n not in down]
         kind = r.choices(
-            ["append", "writers", "partition", "cut", "heal", "crash", "restart", "link"],
-            weights=[30, 8, 10, 8, 12, 8 if len(up) > 1 else 0, 12 if down else 0, 5])[0]
+            ["append", "writers", "partition", "cut", "heal", "crash", "restart", "link",
+             "tail_loss", "byzantine"],
+            weights=[30, 8, 10, 8, 12, 8 if len(up) > 1 else 0, 12 if down else 0, 5,
+                     3 if len(up) > 1 else 0, 10 if hostile in up else 0])[0]
         step: dict[str, Any] = {"at": at}
         if kind == "append" and up:
             step["append"] = {"node": r.choice(up), "context": r.choice(CONTEXTS),
@@ -89,6 +99,20 @@ def random_scenario(seed: int, max_nodes: int = 4, duration_s: float = 40.0) -> 
             back = r.choice(down)
             down.remove(back)
             step["restart"] = back
+        elif kind == "tail_loss":
+            victim = r.choice(honest)
+            if victim not in down:
+                down.append(victim)
+            step["tail_loss"] = {"node": victim, "commits": r.choice([1, 2, 5, 20, 1000])}
+        elif kind == "byzantine" and hostile is not None:
+            attack = r.choice(ATTACKS)
+            spec: dict[str, Any] = {"node": hostile, "attack": attack,
+                                    "context": r.choice(CONTEXTS), "victim": r.choice(honest)}
+            if r.random() < 0.5:
+                spec["to"] = r.sample(honest, r.randint(1, len(honest)))
+            if attack == "lamport":
+                spec["lamport"] = r.choice(sorted(LAMPORTS))
+            step["byzantine"] = spec
         elif kind == "link":
             change: dict[str, Any] = {r.choice(["loss", "duplicate", "reorder"]):
                                       r.choice([0.0, 0.02, 0.1]),

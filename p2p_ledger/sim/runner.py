@@ -6,21 +6,28 @@ writers append at their rate. Then the final wait: from the *reference time* (th
 last heal/restart and the last acknowledged write) the cluster runs until every live node has
 the same root, or until ``converged_within_s`` (else ``final_wait_s``) has passed.
 
-Checks, on the state at the end:
+Checks, on the state at the end, about the honest nodes (a ``byzantine`` step's node is
+hostile: its own data, links and acknowledged entries are not checked):
 
 * ``converged_within_s``: the live nodes reached one root within that many simulated seconds of
   the reference time.
 * ``no_acknowledged_loss``: every acknowledged entry is in its origin's durable storage (rebuilt
-  from disk, as after a crash) and, if the origin is up, in every live node's storage.
+  from disk, as after a crash) and, if the origin is up, in every live node's storage. After a
+  ``tail_loss``, an entry another node still held must come back (to every live node, the
+  origin included); one that only the lossy disk held is gone for good and counted apart
+  (``disk_lost``), as no protocol can bring it back.
 * ``durable_at_every_commit`` (with ``no_acknowledged_loss``): after every event that committed
   anything, the ledger rebuilt from each such node's storage (kept up to date commit by commit)
   holds every entry its live ledger holds, so a crash at any moment loses nothing acknowledged.
 * ``same_order``: every live node lists every context in the same causal order.
 * ``same_root``: every live node has the same node-level Merkle root.
 * ``watchers_exactly_once``: each node's watcher (reading with cursors whenever entries arrive)
-  saw no entry twice and, by the end, every entry its node holds.
+  saw no entry twice and, by the end, every entry its node holds (but a forked position's
+  second branch, which a cursor already past it reports as a fork instead).
 * ``no_stuck_timers``: every tick at a node's ``next_deadline()`` moved that deadline (else a
   real driver would spin at one instant).
+* ``same_forks``: every live honest node reports the same forks, and each is by a byzantine
+  member (an honest node never signs two entries for one position, not even after a tail loss).
 * ``wait_converged`` (when the timeline has such steps) and ``no_errors`` (no exception escaped
   a node core or the simulator).
 """
@@ -92,6 +99,8 @@ class Report:
     # shortens a partition on the nodes' clocks too, so a report states both.
     converged_after_node_s: float | None = None
     time_scale: float = 1.0
+    disk_lost: int = 0  # acknowledged entries a tail loss took before any other node held them
+    attacks: int = 0  # hostile bundles byzantine members sent
     timeline: Timeline | None = None
     trace: list[str] | None = None
 
@@ -108,7 +117,8 @@ class Report:
             "bytes": self.bytes, "acknowledged": self.acknowledged, "lost": self.lost,
             "trace_digest": self.trace_digest, "wall_s": round(self.wall_s, 4),
             "sim_s": round(self.sim_s, 3), "events": self.events, "nodes": self.nodes,
-            "by_type": self.by_type, "error": self.error,
+            "by_type": self.by_type, "error": self.error, "disk_lost": self.disk_lost,
+            "attacks": self.attacks,
         }
 
 
@@ -123,7 +133,7 @@ class ScenarioRun:
         self.rng = random.Random(scenario.seed)
         self.loop = EventLoop(keep_trace=keep_trace)
         self.cluster = Cluster(self.loop, self.rng, scenario.node_configs(), scenario.links,
-                               scenario.net, memory_budget)
+                               scenario.net, memory_budget, scenario.byzantine)
         self.next_step = 0
         self.writers_active = 0
         self.last_recovery = 0  # ns: the last heal or restart
@@ -138,6 +148,7 @@ class ScenarioRun:
         self._cut_since: tuple[float, str] | None = None
         self.converged_at: int | None = None
         self.reference = 0
+        self.disk_lost: set[str] = set()  # see Report.disk_lost (found by the checks)
 
     # ---- the run -----------------------------------------------------------------------------
 
@@ -234,6 +245,14 @@ class ScenarioRun:
             self.last_recovery = now
         elif step.kind == "link":
             net.set_props(args["pairs"], args["changes"])
+        elif step.kind == "tail_loss":
+            if cluster.nodes[args["node"]].up:
+                self._crashed_at[args["node"]] = now / NS
+            cluster.lose_tail(args["node"], args["commits"])
+        elif step.kind == "byzantine":
+            if cluster.attack(args["node"], args["attack"], args["context"], args["victim"],
+                              args["to"], args["lamport"]):
+                self.last_write = now  # what it sent may be accepted data: converge after it
         elif step.kind == "wait_converged":
             if not cluster.check_converged():
                 deadline = now + to_ns(args["timeout_s"])
@@ -329,7 +348,8 @@ class ScenarioRun:
             acknowledged=len(cluster.acked), lost=len(lost), trace_digest=self.loop.digest,
             wall_s=wall, sim_s=now_s, events=self.loop.events, nodes=len(cluster.nodes),
             by_type=dict(sorted(net.by_type.items())), error=error, timeline=self.timeline,
-            trace=self.loop.trace,
+            trace=self.loop.trace, disk_lost=len(self.disk_lost),
+            attacks=cluster.attacks_sent,
         )
 
     def _checks(self, converged_after: float | None) -> tuple[list[CheckResult], list[str]]:
@@ -351,12 +371,26 @@ class ScenarioRun:
                     f"converged {converged_after:.3f}s after t={self.reference / NS:g}s "
                     f"(limit {spec.converged_within_s:g}s)"))
         lost: list[str] = []
+        disk_lost = self.disk_lost
         if spec.no_acknowledged_loss:
             durable = {name: _durable_ids(node.storage, name) for name, node in
                        cluster.nodes.items()}
             live_names = [n.name for n in live]
             for eid, (origin, context) in cluster.acked.items():
-                if eid not in durable[origin]:
+                if origin in cluster.byzantine:
+                    continue
+                if eid in cluster.tail_lost and eid not in durable[origin]:
+                    # its origin's disk lost it: it must come back if another node had it
+                    if not any(eid in ids for ids in durable.values()):
+                        if cluster.tail_lost[eid]:
+                            lost.append(f"{context}/{eid[:16]} (from {origin}, lost by its "
+                                        "disk) is gone from every node")
+                        else:
+                            disk_lost.add(eid)
+                    elif cluster.nodes[origin].up:
+                        lost.append(f"{context}/{eid[:16]} (from {origin}) never came back "
+                                    "after its disk lost it")
+                elif eid not in durable[origin]:
                     lost.append(f"{context}/{eid[:16]} (from {origin}) is gone from its origin")
                 elif cluster.nodes[origin].up:
                     lacking = [n for n in live_names if eid not in durable[n]]
@@ -372,6 +406,8 @@ class ScenarioRun:
             out.append(CheckResult(
                 "no_acknowledged_loss", not lost,
                 f"{len(cluster.acked)} acknowledged, {len(lost)} lost"
+                + (f" ({len(disk_lost)} of them only on a disk that lost them: gone for good)"
+                   if disk_lost else "")
                 + (": " + "; ".join(lost[:3]) if lost else "")))
         if spec.same_order:
             out.append(_same_order(live))
@@ -381,7 +417,9 @@ class ScenarioRun:
             out.append(CheckResult("same_root", ok, f"{len(live)} live nodes" if ok
                                    else f"roots: {_group_roots(roots)}"))
         if spec.watchers_exactly_once:
-            out.append(_watchers(live))
+            out.append(_watchers(live, disk_lost))
+        if spec.same_forks:
+            out.append(_same_forks(live, cluster.names, cluster.byzantine))
         stuck = cluster.stuck_timers
         out.append(CheckResult("no_stuck_timers", not stuck,
                                f"{len(stuck)} ticks at a deadline the tick did not move, first: "
@@ -504,19 +542,39 @@ def _same_order(live: list[Any]) -> CheckResult:
     return CheckResult("same_order", True, f"{len(contexts)} contexts on {len(live)} nodes")
 
 
-def _watchers(live: list[Any]) -> CheckResult:
+def _same_forks(live: list[Any], names: Mapping[str, str], hostile: set[str]) -> CheckResult:
+    reports = {node.name: node.ledger.forks() for node in live}
+    first = next(iter(reports.values()), [])
+    differ = [name for name, forks in reports.items() if forks != first]
+    if differ:
+        return CheckResult("same_forks", False, "; ".join(
+            f"{name}: {len(forks)} forks" for name, forks in reports.items()))
+    honest = [f for f in first if names.get(str(f["writer"]).split(".")[0]) not in hostile]
+    if honest:
+        fork = honest[0]
+        return CheckResult("same_forks", False, f"{len(honest)} forks by honest writers, first: "
+                           f"{fork['context']} {fork['writer']} seq {fork['seq']}")
+    return CheckResult("same_forks", True, f"{len(first)} forks, the same on {len(live)} nodes")
+
+
+def _fork_ids(ledger: Any) -> set[str]:
+    return {str(i) for fork in ledger.forks() for i in fork["ids"]}
+
+
+def _watchers(live: list[Any], gone: set[str]) -> CheckResult:
     problems: list[str] = []
     total = 0
     for node in live:
         watcher = node.watcher
         problems += watcher.duplicates
+        forked = _fork_ids(node.ledger)
         for context, ctx in node.ledger.contexts.items():
             seen = watcher.seen.get(context, set())
             total += len(seen)
-            missed = len(ctx.by_id.keys() - seen)
+            missed = len(ctx.by_id.keys() - seen - forked)
             if missed:
                 problems.append(f"{node.name}'s watcher missed {missed} of {context}")
-            extra = len(seen - ctx.by_id.keys())
+            extra = len(seen - ctx.by_id.keys() - gone)
             if extra:
                 problems.append(f"{node.name}'s watcher saw {extra} entries of {context} "
                                 "that the node does not hold")

@@ -37,6 +37,15 @@ Format (times in simulated seconds; every table but ``[scenario]`` and the nodes
     # crash = "a" | ["a", "b"]       restart = "a" | ["a", "b"]
     # link = {loss = 0.2, between = ["a", "b"] | node = "a" | from/to = ..., (none: all)}
     # wait_converged = {timeout_s = 60}   (later steps wait for it)
+    # tail_loss = {node = "a", commits = 3}   crash a (if up) and drop its last 3 commits from
+    #                                         its storage; a stays down until a restart step
+    # byzantine = {node = "m", attack = "forge" | "squat" | "lamport" | "equivocate",
+    #              context = "c", victim = "a", to = ["b"] | "all",
+    #              lamport = "overflow" | "above" | "max"}
+    #                                  m sends hostile bundles on its open links to `to`
+    #                                  (default all); victim: whose origin (forge) or Yjs
+    #                                  position (squat), default the first other node. Every
+    #                                  node named here is byzantine: checks skip it.
     repeat = 3                       # optional: run this step 3 times, every_s apart
     every_s = 10
 
@@ -46,6 +55,7 @@ Format (times in simulated seconds; every table but ``[scenario]`` and the nodes
     same_order = true
     same_root = true
     watchers_exactly_once = true
+    same_forks = true                # honest nodes report the same forks, all by byzantine nodes
 
 Errors raise ``ScenarioError`` with a message naming the file, the step and the field.
 ``to_toml`` writes a dict in this format back out (the fuzzer's reproduction files).
@@ -63,6 +73,7 @@ from typing import Any
 
 from ..core.entry import CONTEXT_RE, NODE_ID_RE
 from ..core.node import NodeConfig
+from .byzantine import ATTACKS, LAMPORTS
 from .network import LINK_FIELDS, TRANSPORTS, LinkProps, NetParams
 
 TOPOLOGIES = ("full", "chain", "ring", "star", "none")
@@ -111,10 +122,11 @@ def cuts_after(kind: str, args: Mapping[str, Any], cuts: set[tuple[str, str]],
 
 
 STEP_KINDS = ("append", "writers", "partition", "cut", "heal", "crash", "restart", "link",
-              "wait_converged")
+              "wait_converged", "tail_loss", "byzantine")
 CONFIG_FIELDS = ("gossip_interval", "push_gossip_delay", "handshake_timeout", "idle_timeout",
                  "backoff_base", "probe_interval", "backoff_max", "dial_timeout", "drop_after")
-CHECK_FLAGS = ("no_acknowledged_loss", "same_order", "same_root", "watchers_exactly_once")
+CHECK_FLAGS = ("no_acknowledged_loss", "same_order", "same_root", "watchers_exactly_once",
+               "same_forks")
 NET_FIELDS = ("break_after_s", "dial_timeout_s")
 
 
@@ -140,6 +152,7 @@ class Checks:
     same_order: bool = True
     same_root: bool = True
     watchers_exactly_once: bool = True
+    same_forks: bool = True
 
 
 @dataclass
@@ -157,6 +170,11 @@ class Scenario:
     checks: Checks = field(default_factory=Checks)
     final_wait_s: float = 600.0
     raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def byzantine(self) -> list[str]:
+        """The hostile members: every node that a ``byzantine`` step names as its ``node``."""
+        return sorted({s.args["node"] for s in self.steps if s.kind == "byzantine"})
 
     def url(self, node: str) -> str:
         return f"sim://{node}"
@@ -477,6 +495,32 @@ class _Validator:
             elif "from" in table:
                 pairs = self.direction(table, where)["pairs"]
             return {"pairs": pairs, "changes": changes}
+        if kind == "tail_loss":
+            self.keys(table, ("node", "commits"), where)
+            return {"node": self.node(table.get("node"), f"{where} node"),
+                    "commits": self.integer(table.get("commits", 1), f"{where} commits",
+                                            low=1)}
+        if kind == "byzantine":
+            self.keys(table, ("node", "attack", "context", "victim", "to", "lamport"), where)
+            node = self.node(table.get("node"), f"{where} node")
+            attack = table.get("attack")
+            if attack not in ATTACKS:
+                raise self.fail(f"{where} attack", f"expected one of {', '.join(ATTACKS)}, got "
+                                                   f"{attack!r}")
+            others = [n for n in self.nodes if n != node]
+            if not others:
+                raise self.fail(where, "a byzantine member needs another node to attack")
+            victim = self.node(table.get("victim", others[0]), f"{where} victim")
+            to = [n for n in self.node_list(table.get("to", "all"), f"{where} to") if n != node]
+            if victim == node or not to:
+                raise self.fail(where, "the victim and the targets must be other nodes")
+            lamport = table.get("lamport", "overflow")
+            if lamport not in LAMPORTS or (attack != "lamport" and "lamport" in table):
+                raise self.fail(f"{where} lamport", f"expected one of {', '.join(LAMPORTS)} "
+                                f"(lamport attack only), got {lamport!r}")
+            return {"node": node, "attack": attack,
+                    "context": self.context(table.get("context"), f"{where} context"),
+                    "victim": victim, "to": to, "lamport": lamport}
         if kind == "wait_converged":
             self.keys(table, ("timeout_s",), where)
             return {"timeout_s": self.number(table.get("timeout_s", 600), f"{where} timeout_s",
@@ -510,8 +554,10 @@ class _Validator:
                     if n not in down:
                         raise self.fail(where, f"node {n!r} is not down")
                     down.discard(n)
-            elif step.kind == "append" and step.args["node"] in down:
+            elif step.kind in ("append", "byzantine") and step.args["node"] in down:
                 raise self.fail(where, f"node {step.args['node']!r} is down then")
+            elif step.kind == "tail_loss":
+                down.add(step.args["node"])  # a crash first if it is up
 
 
 def _short(names: list[str]) -> str:

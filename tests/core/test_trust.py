@@ -185,6 +185,34 @@ def test_an_equivocating_writer_is_a_fork_reported_with_a_checkable_proof():
         check_fork_proof(proof)
 
 
+def test_a_node_holding_both_branches_of_a_fork_ships_them_to_a_newcomer():
+    """Found by the fuzzer (byzantine member, equivocating to one node): b held both branches,
+    and its bundle to c carried a head for only one branch's top (the proof was built per
+    position), so c refused the whole context for good and the two never converged."""
+    mallory = Identity.from_seed("mallory")
+    left, left_head = signed(mallory, "c1", [1, 2], chain=5, payload=b"left")
+    right, right_head = signed(mallory, "c1", [1, 2], chain=5, payload=b"right")
+    b, c = open_ledger(MemoryStorage(), "b"), open_ledger(MemoryStorage(), "c")
+    send(b, "c1", left, [left_head], client_id=4242)
+    send(b, "c1", right, [right_head], client_id=4343)
+    append(b, "c1", "honest b")
+    assert len(b.forks()) == 2
+    sync_all([b, c])
+    assert b.root() == c.root() and read_ids(b, "c1") == read_ids(c, "c1")
+    assert c.forks() == b.forks()
+
+
+def test_a_chain_with_falling_lamport_times_reads_in_seq_order_and_never_hangs():
+    """Found by the byzantine_member scenario: seq 2 sorting before seq 1 (a member may sign any
+    times) made every read of the context loop forever once seq 3 sorted after seq 1."""
+    b = open_ledger(MemoryStorage(), "b")
+    entries, head = signed(Identity.from_seed("mallory"), "c1", [5, 3, 6])
+    send(b, "c1", entries, [head])
+    assert [e.seq for e in b.get("c1")[0]] == [1, 2, 3]
+    first, cursor = b.get("c1", limit=1)
+    assert [e.seq for e in first + b.get("c1", after=cursor)[0]] == [1, 2, 3]
+
+
 # ---- defect 2: a squatted Yjs position hides an entry -------------------------------------------
 
 

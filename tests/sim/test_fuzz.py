@@ -49,7 +49,28 @@ def test_generated_scenarios_are_valid_and_varied() -> None:
         scenario = load_scenario(random_scenario(seed))
         kinds |= {s.kind for s in scenario.steps}
         assert scenario.steps[-1].at == 40.0
-    assert kinds >= {"append", "writers", "partition", "cut", "heal", "crash", "restart", "link"}
+    assert kinds >= {"append", "writers", "partition", "cut", "heal", "crash", "restart", "link",
+                     "tail_loss", "byzantine"}
+
+
+def test_generated_byzantine_members_use_every_attack() -> None:
+    attacks = {step["byzantine"]["attack"] for seed in run_seeds(0, 80)
+               for step in random_scenario(seed)["steps"] if "byzantine" in step}
+    assert attacks == {"forge", "squat", "lamport", "equivocate"}
+
+
+def test_a_short_fuzz_session_with_hostile_members_and_tail_losses_holds(tmp_path: Path) -> None:
+    """Every run of a short session (seed printed) holds every check; the byzantine and
+    tail-loss faults are drawn in it."""
+    seeds: list[int] = []
+    result = fuzz(12, seed=8, max_nodes=4, duration_s=20.0, out_dir=tmp_path,
+                  on_run=lambda i, seed, report: seeds.append(seed))
+    print(f"fuzz: 12 runs, base seed 8, {len(result.failures)} failed")
+    kinds = {s.kind for seed in seeds for s in load_scenario(
+        random_scenario(seed, 4, 20.0)).steps}
+    assert {"tail_loss", "byzantine"} <= kinds
+    assert not [(seed, report.failed_checks(), str(path)) for seed, report, path in
+                result.failures]
 
 
 def test_failure_writes_a_reproducing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,8 @@ from p2p_ledger.sim.fuzz import random_scenario
 from .helpers import SHIPPED, small_scenario
 
 EXPECTED = {"split_brain", "flapping_link", "crash_during_writes", "offline_agent_day",
-            "three_way_partition", "star_hub_loss", "lossy_network", "rolling_partitions_25"}
+            "three_way_partition", "star_hub_loss", "lossy_network", "rolling_partitions_25",
+            "byzantine_member", "tail_loss"}
 
 
 def test_all_scenarios_are_shipped() -> None:
