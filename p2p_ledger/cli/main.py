@@ -369,8 +369,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "prove", parents=[client], formatter_class=Formatter,
         help="print an inclusion proof of an entry (JSON), checkable offline",
         description="Ask the node for a proof that entry ID is in CONTEXT: the entry's record, "
-                    "the context's Merkle root and the path between them. Anyone can check it "
-                    "without trusting the node: 'p2p-ledger check-proof FILE --root HEX'.",
+                    "the context's Merkle root, the path between them, and the root signed by "
+                    "the node's key (its 'origin' in status) with the time it signed. Anyone "
+                    "can check it without trusting the node: 'p2p-ledger check-proof FILE "
+                    "--key ORIGIN' (or --root HEX).",
         epilog="example:\n  p2p-ledger prove --node ws://127.0.0.1:7070 agent/notes 3f2a... "
                "> proof.json\n")
     p.add_argument("context", metavar="CONTEXT")
@@ -381,13 +383,19 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "check-proof", formatter_class=Formatter,
         help="check an inclusion proof offline (no node needed)",
         description="Check a proof from 'prove': the record hashes to its id, belongs to the "
-                    "context, and the Merkle path leads from the id to the context root. With "
-                    "--root, that root must be the one you trust (e.g. read from 'contexts' on "
+                    "context, the Merkle path leads from the id to the context root, and the "
+                    "root's signature is valid. With --key, the root must be signed by that "
+                    "public key (a node's 'origin', obtained from someone you trust); with "
+                    "--root, the root must be the one you trust (e.g. read from 'contexts' on "
                     "another node). Exit 0 and the entry when it holds; exit 1 naming what "
                     "failed (InvalidProof) otherwise.",
-        epilog="example:\n  p2p-ledger check-proof proof.json --root 9c41...\n")
+        epilog="examples:\n  p2p-ledger check-proof proof.json --key 3b6a27bc...\n"
+               "  p2p-ledger check-proof proof.json --root 9c41...\n")
     p.add_argument("file", metavar="FILE", help="the proof (JSON), or '-' for stdin")
     p.add_argument("--root", metavar="HEX", help="the context root you trust")
+    p.add_argument("--key", metavar="HEX",
+                   help="the public key (64 hex digits: a node's origin) whose signature on "
+                        "the root you trust")
     _format_option(p)
     p.set_defaults(run=_cmd_check_proof)
 
@@ -902,21 +910,41 @@ async def _prove(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_proof(args: argparse.Namespace) -> int:
+    import datetime
     import json
 
-    from ..core.proof import InvalidProof, check_proof
+    from ..core.proof import InvalidProof, check_proof, signed_root
 
+    key = None
+    if args.key is not None:
+        try:
+            key = bytes.fromhex(args.key)
+        except ValueError:
+            key = b""
+        if len(key) != 32:
+            raise UsageError(f"--key {args.key[:80]!r} is not a public key (64 hex digits)")
     text = _read_input(args.file)  # UsageError when it cannot be read
     try:
         doc = json.loads(text)
         root = None if args.root is None else bytes.fromhex(args.root)
     except ValueError as exc:
         raise InvalidProof(f"{args.file}: {exc}") from None
-    entry = check_proof(doc, root)
+    entry = check_proof(doc, root, key)
+    signed = signed_root(doc)
     row = {"ok": True, "context": entry.context, "entry_id": entry.id,
-           "context_root": doc["context_root"], "entry": entry.to_json()}
-    Output(args.format).record(row, f"ok: entry {entry.id[:16]} is in context {entry.context} "
-                                    f"under root {doc['context_root'][:16]}")
+           "context_root": doc["context_root"], "entry": entry.to_json(),
+           "signed_by": signed.key.hex() if signed else None,
+           "signed_at_ns": signed.signed_at_ns if signed else None,
+           "key_trusted": key is not None, "root_trusted": root is not None}
+    text_line = (f"ok: entry {entry.id[:16]} is in context {entry.context} under root "
+                 f"{doc['context_root'][:16]}")
+    if signed is not None:
+        when = datetime.datetime.fromtimestamp(signed.signed_at_ns / 1e9, datetime.UTC)
+        text_line += (f", signed by {signed.key.hex()[:16]} at {when:%Y-%m-%d %H:%M:%S} UTC "
+                      f"({signed.entries} entries)")
+    if key is None and root is None:
+        text_line += " (nothing you trust was given: pass --key or --root)"
+    Output(args.format).record(row, text_line)
     return EXIT_OK
 
 

@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from .errors import ForgedEntry, IntegrityError
 
 HEAD_DOMAIN = b"p2p-ledger head v1\x00"
+ROOT_DOMAIN = b"p2p-ledger context root v1\x00"
 KEY_SIZE = 32
 SIG_SIZE = 64
 HEAD_SIZE = KEY_SIZE + 8 + 8 + 32 + SIG_SIZE  # origin, chain, seq, entry id, signature
@@ -80,6 +81,12 @@ class Identity:
         message = head_message(context, self.public, chain, seq, entry_id)
         return Head(self.public, chain, seq, entry_id, self._key.sign(message))
 
+    def sign_root(self, context: str, root: bytes, entries: int, signed_at_ns: int
+                  ) -> SignedRoot:
+        message = root_message(context, root, entries, signed_at_ns, self.public)
+        return SignedRoot(context, root, entries, signed_at_ns, self.public,
+                          self._key.sign(message))
+
     def __repr__(self) -> str:
         return f"Identity({self.origin[:16]}…)"
 
@@ -121,6 +128,60 @@ class Head:
     def to_json(self) -> dict[str, object]:
         return {"origin": self.origin.hex(), "chain": f"{self.chain:016x}", "seq": self.seq,
                 "id": self.entry_id.hex(), "signature": self.signature.hex()}
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRoot:
+    """A signed statement of which key vouches for which root, when: the holder of ``key`` says
+    that at ``signed_at_ns`` (its wall clock, ns since the epoch) its copy of ``context`` held
+    ``entries`` entries whose Merkle root (of entry ids) is ``root``. An inclusion proof against
+    that root then says the entry was in the context as that key saw it."""
+
+    context: str
+    root: bytes  # 32 bytes
+    entries: int
+    signed_at_ns: int
+    key: bytes  # the signer's 32-byte public key (its origin)
+    signature: bytes  # 64 bytes
+
+    def verify(self, key: bytes | None = None) -> None:
+        """ForgedEntry unless the signature is ``key``'s (the statement's own key when None)
+        over this statement."""
+        if key is not None and key != self.key:
+            raise ForgedEntry(f"the root of {self.context} is signed by {self.key.hex()}, not "
+                              f"by {key.hex()}")
+        message = root_message(self.context, self.root, self.entries, self.signed_at_ns,
+                               self.key)
+        try:
+            _public_key(self.key).verify(self.signature, message)
+        except (InvalidSignature, ValueError):
+            raise ForgedEntry(f"the signature of {self.key.hex()} on the root of "
+                              f"{self.context} is not valid") from None
+
+    def to_json(self) -> dict[str, object]:
+        return {"context": self.context, "root": self.root.hex(), "entries": self.entries,
+                "signed_at_ns": self.signed_at_ns, "key": self.key.hex(),
+                "signature": self.signature.hex()}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> SignedRoot:
+        """ValueError (or KeyError, TypeError) when ``doc`` is malformed."""
+        root, key, signature = (bytes.fromhex(doc[k]) for k in ("root", "key", "signature"))
+        entries, signed_at = doc["entries"], doc["signed_at_ns"]
+        if not isinstance(doc["context"], str) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**64
+                for v in (entries, signed_at)):
+            raise ValueError("context, entries or signed_at_ns has the wrong type")
+        if (len(root), len(key), len(signature)) != (32, KEY_SIZE, SIG_SIZE):
+            raise ValueError("root, key or signature has the wrong size")
+        return cls(doc["context"], root, entries, signed_at, key, signature)
+
+
+def root_message(context: str, root: bytes, entries: int, signed_at_ns: int, key: bytes
+                 ) -> bytes:
+    raw = context.encode("utf-8")
+    return b"".join([ROOT_DOMAIN, struct.pack(">I", len(raw)), raw, root,
+                     struct.pack(">QQ", entries, signed_at_ns), key])
 
 
 def head_message(context: str, origin: bytes, chain: int, seq: int, entry_id: bytes) -> bytes:
