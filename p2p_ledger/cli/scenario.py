@@ -127,7 +127,10 @@ def format_report(report: Report, mode: str = "") -> str:
         timing = f"{report.sim_s:.1f}s simulated in {report.wall_s:.2f}s, digest"
     lines = [
         f"{status} {report.scenario} (seed {report.seed}): converged after {conv}, "
-        f"{traffic}, {report.acknowledged} acknowledged, {report.lost} lost, {timing} "
+        f"{traffic}, {report.acknowledged} acknowledged, {report.lost} lost, "
+        + (f"{report.disk_lost} gone with a disk, " if report.disk_lost else "")
+        + (f"{report.attacks} hostile bundles, " if report.attacks else "")
+        + f"{timing} "
         f"{report.trace_digest[:16]}"
     ]
     for check in report.checks:
