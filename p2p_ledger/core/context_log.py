@@ -165,14 +165,23 @@ class ContextLog:
                 out.append(entry)
                 if limit is not None and len(out) >= limit:
                     break
-            if skipped and progressed == (len(reached), sum(reached.values())):
-                # why: a writer's next entry can sort before where the tail starts (a member
-                # signed a chain with falling Lamport times: seq 2 before seq 1): a pass then
-                # delivered nothing while a later seq kept asking for another, forever (every
-                # read of the context hung). Look at the whole order once; then give up.
+            # why: a writer's next entry can sort before where the tail starts: equal
+            # (saturated) Lamport times are ordered by id, and a member may sign falling ones
+            # (seq 2 before seq 1). Such an entry was left out of the read although it was
+            # deliverable (a watch delivered it only when something else arrived), or a pass
+            # delivered nothing while a later seq kept asking for another, forever (every read
+            # of the context hung). Then look at the whole order; give up when even that
+            # delivers nothing.
+            by_writer = self.by_writer
+            pending = not skipped and any(seq + 1 in by_writer[w] for w, seq in reached.items())
+            if pending and not widened:
+                skipped, tail, widened = True, self.ordered, True
+            elif skipped and progressed == (len(reached), sum(reached.values())):
                 if widened:
                     break
                 tail, widened = self.ordered, True
+            elif pending:
+                skipped = True
         return out, after.advanced(out)
 
     # ---- authentication ------------------------------------------------------------------------

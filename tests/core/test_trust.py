@@ -213,6 +213,23 @@ def test_a_chain_with_falling_lamport_times_reads_in_seq_order_and_never_hangs()
     assert [e.seq for e in first + b.get("c1", after=cursor)[0]] == [1, 2, 3]
 
 
+def test_a_saturated_writer_is_read_whole_whatever_its_ids():
+    """Found by the fuzzer (a member's MAX_LAMPORT entry saturated every clock): entries with
+    equal times are ordered by id, so seq 2 could sort before seq 1, where the read's tail
+    starts; the read left it out although it was deliverable, and a watcher saw it only when
+    something else arrived (never, at the end of a run)."""
+    mallory = Identity.from_seed("mallory")
+    for attempt in range(64):
+        entries, head = signed(mallory, "c1", [MAX_LAMPORT] * 2, payload=b"%d" % attempt)
+        if entries[1].id < entries[0].id:
+            break
+    b = open_ledger(MemoryStorage(), "b")
+    send(b, "c1", entries, [head])
+    assert [e.seq for e in b.get("c1")[0]] == [1, 2]
+    first, cursor = b.get("c1", limit=1)
+    assert [e.seq for e in first + b.get("c1", after=cursor)[0]] == [1, 2]
+
+
 # ---- defect 2: a squatted Yjs position hides an entry -------------------------------------------
 
 
