@@ -214,9 +214,10 @@ class Cluster:
 
     def lose_tail(self, name: str, commits: int) -> int:
         """The node's disk loses its last ``commits`` commits (crashing the node first if it is
-        up); it stays down until restarted. Each acknowledged entry of its own that the disk
-        lost goes to ``tail_lost``, noting whether another node held it then. Returns the
-        number of commits lost."""
+        up); it stays down until restarted. An acknowledged entry of its own that the disk lost
+        goes to ``tail_lost`` as True when another node held it then (it must come back), and
+        any acknowledged entry whose last copy the disk lost goes there as False (gone for
+        good, but for frames still in flight). Returns the number of commits lost."""
         node = self.nodes[name]
         if node.up:
             self.crash(name)
@@ -227,12 +228,15 @@ class Cluster:
         lost = storage.lose_tail(commits)
         self.loop.record("tail_loss", f"{name} {lost}")
         for context, ids in before.items():
-            gone = {eid for eid in ids - storage.rebuilt_ids(context)
-                    if self.acked.get(eid, ("",))[0] == name}
+            gone = {eid for eid in ids - storage.rebuilt_ids(context) if eid in self.acked}
             if gone:
                 held = set().union(*(self._held(other, context) for other in
                                      self.nodes.values() if other is not node))
-                self.tail_lost.update((eid, eid in held) for eid in sorted(gone))
+                for eid in sorted(gone):
+                    if eid not in held:  # this disk had the last copy (maybe the origin's
+                        self.tail_lost[eid] = False  # own disk lost it before)
+                    elif self.acked[eid][0] == name:
+                        self.tail_lost[eid] = True
         self.dirty = True
         return lost
 

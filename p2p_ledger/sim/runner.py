@@ -380,7 +380,7 @@ class ScenarioRun:
                 if origin in cluster.byzantine:
                     continue
                 if eid in cluster.tail_lost and eid not in durable[origin]:
-                    # its origin's disk lost it: it must come back if another node had it
+                    # a disk lost it: it must come back if another node still had it then
                     if not any(eid in ids for ids in durable.values()):
                         if cluster.tail_lost[eid]:
                             lost.append(f"{context}/{eid[:16]} (from {origin}, lost by its "

@@ -9,7 +9,6 @@ import pytest
 
 import p2p_ledger.sim.cluster as cluster_module
 from p2p_ledger.core.entry import MAX_LAMPORT
-from p2p_ledger.core.protocol import PeerSession
 from p2p_ledger.sim import ScenarioError, load_scenario, run_scenario
 from p2p_ledger.sim.runner import Report, ScenarioRun
 
@@ -52,16 +51,6 @@ def test_a_squatted_position_is_repaired_by_id() -> None:
     ids = {e.id for e in run.cluster.nodes["b"].ledger.contexts["log"].ordered}
     assert sum(1 for n in ids if run.cluster.acked.get(n, ("",))[0] == "a") == \
         sum(1 for origin, _ in run.cluster.acked.values() if origin == "a")
-
-
-def test_without_the_search_by_id_a_squat_stalls_convergence(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The check has teeth: with the CTREE/WANT path off, state vectors agree, roots don't."""
-    monkeypatch.setattr(PeerSession, "_send_ctree", lambda self, name, ctx: None)
-    report = run_scenario(scenario(*[attack(3 + i, "squat", victim="a", to=["b"])
-                                     for i in range(4)]))
-    assert {"converged_within_s", "no_acknowledged_loss", "same_root"} <= \
-        set(report.failed_checks())
 
 
 def test_lamport_poison_is_refused_or_saturates_and_appends_go_on() -> None:

@@ -14,6 +14,9 @@ trace digest ``d17912b6…`` of the report). What each one found (issue 13):
 * ``fuzz-3871178276`` (7 nodes): the same loss on n5, then n5 crashed, restarted without its
   acknowledged entry ``n5:12`` and reused seq 12 for a new one; peers held both, and every
   watcher's cursor (``n5:12``) skipped the second.
+* ``fuzz-3451207816`` (3 nodes, tail losses): n3's disk lost entries n1 held, then n1's disk
+  lost everything before n3 had them back. No protocol can return those; the simulator counted
+  them as lost (its accounting, not the nodes, was wrong: the last copy went with a disk).
 """
 
 from __future__ import annotations
