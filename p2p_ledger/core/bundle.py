@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from .errors import RemoteProtocolError
 from .identity import HEAD_SIZE, Head
+from .reader import Reader
 
 MAGIC = b"P2PB"
 VERSION = 1
@@ -46,30 +47,26 @@ def encode_bundle(heads: Sequence[Head], update: bytes, vouchers: Sequence[bytes
 
 def decode_bundle(blob: bytes) -> Bundle:
     """RemoteProtocolError if ``blob`` is not one well-formed bundle (signatures are checked
-    later, only where they are needed)."""
+    later, only where they are needed). Read through ``reader.Reader``, the bounds-checked
+    reader of every binary format."""
     if blob[:4] != MAGIC:
         raise RemoteProtocolError("not a p2p-ledger bundle (bad magic)")
     if len(blob) < 13:
         raise RemoteProtocolError("bundle truncated")
-    if blob[4] != VERSION:
-        raise RemoteProtocolError(f"bundle version {blob[4]}; this build reads {VERSION}")
-    (n,) = _U32.unpack_from(blob, 5)
-    pos = 9
-    if pos + n * HEAD_SIZE + 4 > len(blob):
+    r = Reader(blob, _truncated, "its header", 4)
+    version = r.u8()
+    if version != VERSION:
+        raise RemoteProtocolError(f"bundle version {version}; this build reads {VERSION}")
+    n = r.u32()
+    if n * HEAD_SIZE + 4 > r.remaining:
         raise RemoteProtocolError(f"bundle claims {n} heads in {len(blob)} bytes")
-    heads = tuple(Head.decode(blob[pos + i * HEAD_SIZE:pos + (i + 1) * HEAD_SIZE])
-                  for i in range(n))
-    pos += n * HEAD_SIZE
-    (n,) = _U32.unpack_from(blob, pos)
-    pos += 4
-    vouchers = []
-    for _ in range(n):
-        if pos + 4 > len(blob):
-            raise RemoteProtocolError("bundle truncated in its vouchers")
-        (size,) = _U32.unpack_from(blob, pos)
-        pos += 4
-        if pos + size > len(blob):
-            raise RemoteProtocolError("bundle truncated in its vouchers")
-        vouchers.append(blob[pos:pos + size])
-        pos += size
-    return Bundle(heads, tuple(vouchers), blob[pos:])
+    heads = tuple(Head.decode(r.take(HEAD_SIZE)) for _ in range(n))
+    r.what = "its vouchers"
+    vouchers = tuple(r.take(r.u32()) for _ in range(r.u32()))
+    return Bundle(heads, vouchers, blob[r.pos:])
+
+
+def _truncated(message: str) -> RemoteProtocolError:
+    # the reader says "truncated <what>: wanted n bytes at p"; a bundle says where it ends
+    what = message.split(":", 1)[0].removeprefix("truncated ")
+    return RemoteProtocolError(f"bundle truncated in {what}")

@@ -1,9 +1,9 @@
 """One bounds-checked reader for every binary format a peer or a file hands us.
 
-The wire codec (``wire.py``), Merkle proofs (``merkle.py``) and snapshot files (``snapshot.py``)
-read untrusted bytes through ``Reader``: a short read raises the format's own error (who is at
-fault differs: a peer's frame, a peer's proof, a file) naming what was being read, never an
-IndexError or struct.error. Integers are big-endian, as in all three formats.
+The wire codec (``wire.py``), Merkle proofs (``merkle.py``), snapshot files (``snapshot.py``) and
+bundles (``bundle.py``) read untrusted bytes through ``Reader``: a short read raises the format's
+own error (who is at fault differs: a peer's frame, a peer's proof, a file) naming what was being
+read, never an IndexError or struct.error. Integers are big-endian, as in all four formats.
 """
 
 from __future__ import annotations
