@@ -39,7 +39,13 @@ def test_without_namespaces_the_reason_is_one_line(
                                   "crash_during_writes"])
 def test_shipped_scenario_passes_on_namespace_hosts(
         name: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["run", "--netns", "--json", str(SCENARIOS / f"{name}.toml")])
+    # why: at the default time scale 0.1, split_brain's 60 s cut lasts 6 s of wall time, less
+    # than idle_timeout (10 s): the links stay open through the silent kernel partition and
+    # TCP's retransmission backoff decides the heal (1.8-3.3 s measured, against the 3 s the
+    # 30 s check allows at that scale). At 0.25 the cut outlasts idle_timeout, the links are
+    # redialed, and the heal took 0.003-0.005 s. (The short-cut limit is in ARCHITECTURE.md.)
+    code = main(["run", "--netns", "--json", "--time-scale", "0.25",
+                 str(SCENARIOS / f"{name}.toml")])
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     failed = [f"{c['name']}: {c['detail']}" for c in row["checks"] if not c["passed"]]
     assert code == 0 and row["passed"], failed
