@@ -337,6 +337,27 @@ def test_root_after_every_set_matches_a_fresh_tree(
         assert t.root() == ref_root(current, max_leaf)
 
 
+@HYP
+@given(batches=st.lists(st.lists(st.tuples(keys_st, values_st), max_size=40), max_size=8),
+       max_leaf=max_leaf_st)
+def test_root_after_batches_matches_a_fresh_tree(
+    batches: list[list[tuple[bytes, bytes]]], max_leaf: int
+) -> None:
+    """Inner nodes keep their children's digests and rehash only the children dirtied since
+    (a group commit sets many keys, then asks for the root): the root after each batch is the
+    root of a tree built from scratch."""
+    t = MerkleTree(max_leaf)
+    current: dict[bytes, bytes] = {}
+    for batch in batches:
+        for k, v in batch:
+            t.set(k, v)
+            current[k] = v
+        assert t.root() == ref_root(current, max_leaf)
+        for view in walk(t):  # every kept child digest is its child's current digest
+            if view.children is not None:
+                assert view.digest == ref_inner(view.children)
+
+
 # --------------------------------------------------------------------------
 # Proofs
 
