@@ -294,6 +294,10 @@ class NodeCore:
     # ---- driver → core -----------------------------------------------------------------------
 
     def take_actions(self) -> list[Action]:
+        """What the driver must carry out now, after committing what the ledger staged: an
+        answer or a forward built from a received update leaves only once it is durable here
+        (``Ledger.defer_commits``). Raises what the commit raised (the actions stay queued)."""
+        self.ledger.flush()
         actions, self._actions = self._actions, []
         return actions
 

@@ -38,7 +38,7 @@ from ..core.context_log import ARRAY_NAME, ContextLog
 from ..core.cursor import Cursor
 from ..core.entry import Entry
 from ..core.identity import Identity
-from ..core.ledger import Ledger
+from ..core.ledger import GATHER_PASSES, GATHER_WAIT, Ledger
 from ..core.node import Close, Dial, NodeConfig, NodeCore, PeerEvent, Send
 from ..core.storage import MemoryStorage, Summary
 from ..core.yjs import decode_state_vector
@@ -140,6 +140,7 @@ class SimNode:
         self.core: NodeCore | None = None
         self.incarnation = 0
         self.tick_at: int | None = None
+        self.gathering = False  # a commit of staged received updates is scheduled
         self.watcher = Watcher()
 
     @property
@@ -194,9 +195,11 @@ class Cluster:
         ledger = Ledger.open(node.storage, name, instance, now_ns=lambda: EPOCH_NS + loop.now,
                              memory_budget=self.memory_budget)
         ledger.listeners.append(lambda context, entries: self._on_entries(node, context, entries))
+        ledger.defer_commits = True  # received updates are group-committed, as in the runtime
         node.ledger = ledger
         node.core = NodeCore(ledger, node.config, core_rng)
         node.tick_at = None
+        node.gathering = False
         self.loop.record("start", f"{name} {node.incarnation} {instance} {ledger.root().hex()}")
         node.watcher.pending.update(dict.fromkeys(sorted(ledger.contexts)))
         self.dirty = True
@@ -327,10 +330,30 @@ class Cluster:
         self.flush(node)
 
     def frame(self, node: str, conn: int, frame: bytes) -> None:
-        core = self.nodes[node].core
-        assert core is not None
-        core.frame_received(conn, frame, self.loop.now / NS)
-        self.flush(node)
+        sim = self.nodes[node]
+        assert sim.core is not None and sim.ledger is not None
+        sim.core.frame_received(conn, frame, self.loop.now / NS)
+        if not sim.ledger.has_staged():
+            self.flush(node)
+        elif not sim.gathering:
+            # As the runtime's committer: the frame's answer and forwards wait for the group
+            # commit; a crash meanwhile loses the staged updates and what they would have sent.
+            sim.gathering = True
+            self._gather((node, sim.incarnation, 0, -1))
+
+    def _gather(self, arg: tuple[str, int, int, int]) -> None:
+        """Commit staged received updates once they stop coming (GATHER_WAIT, GATHER_PASSES)."""
+        name, incarnation, passes, staged = arg
+        node = self.nodes[name]
+        if node.ledger is None or node.incarnation != incarnation:
+            return  # crashed meanwhile: the staged rows are gone with its memory
+        rows = node.ledger.staged_rows()
+        if rows and rows != staged and passes < GATHER_PASSES:
+            self.loop.at(self.loop.now + int(GATHER_WAIT * NS), self._gather,
+                         (name, incarnation, passes + 1, rows))
+            return
+        node.gathering = False
+        self.flush(name)
 
     def lost(self, node: str, conn: int, reason: str) -> None:
         core = self.nodes[node].core
@@ -345,7 +368,12 @@ class Cluster:
         if core is None:
             return
         net = self.net
-        for action in core.take_actions():
+        actions = core.take_actions()
+        assert node.ledger is not None
+        if node.ledger.has_staged():  # take_actions commits first: what is sent is durable
+            self.not_durable.append(f"t={self.loop.now / NS:.6f}s {name}: actions released "
+                                    f"with {node.ledger.staged_rows()} rows uncommitted")
+        for action in actions:
             if isinstance(action, Send):
                 net.send(name, action.conn, action.frame)
             elif isinstance(action, Close):

@@ -400,8 +400,8 @@ class ScenarioRun:
             gone = cluster.not_durable
             out.append(CheckResult(
                 "durable_at_every_commit", not gone,
-                f"{len(gone)} times an entry held live was missing from the ledger rebuilt from "
-                f"storage; first: {'; '.join(gone[:3])}" if gone else
+                f"{len(gone)} times an entry held live or sent was missing from the ledger "
+                f"rebuilt from storage; first: {'; '.join(gone[:3])}" if gone else
                 f"rebuilt ledger checked after {cluster.commits_checked} commits"))
             out.append(CheckResult(
                 "no_acknowledged_loss", not lost,

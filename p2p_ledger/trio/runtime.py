@@ -35,7 +35,13 @@ from ..core.cursor import Cursor
 from ..core.entry import DEFAULT_LIMITS, Entry, Limits, check_context, check_node_id
 from ..core.errors import LedgerError, LinkBroken, LinkClosed, MdnsUnavailable, TlsError
 from ..core.identity import Identity
-from ..core.ledger import DEFAULT_MEMORY_BUDGET, AppendRequest, Ledger
+from ..core.ledger import (
+    DEFAULT_MEMORY_BUDGET,
+    GATHER_PASSES,
+    GATHER_WAIT,
+    AppendRequest,
+    Ledger,
+)
 from ..core.node import Close, Dial, NodeConfig, NodeCore, Send
 from ..core.proof import make_proof
 from ..core.protocol import cluster_key_bytes
@@ -61,10 +67,6 @@ log = logging.getLogger("p2p_ledger")
 
 MAX_QUEUE_BYTES = 512 * 1024 * 1024  # per link; beyond it the peer is too slow and is dropped
 WATCH_PAGE = 256
-# The committer gathers received updates while they keep coming: RECEIVE_WAIT at a time, at
-# most RECEIVE_PASSES times, then commits them in one transaction (see _gather_received).
-RECEIVE_PASSES = 10
-RECEIVE_WAIT = 0.001
 
 
 class _Batch:
@@ -322,18 +324,12 @@ class Node:
         self._carry_out()
         self._kick()
 
-    def _commit_received(self) -> None:
-        """Commit the received updates the ledger staged (one transaction for all of them).
-        Before anything the core decided is carried out: a forward of a received update, or an
-        answer built from it, leaves only once it is durable here."""
+    def _carry_out(self) -> None:
         try:
-            self.ledger.flush()
+            actions = self.core.take_actions()  # commits the received updates staged first
         except Exception as exc:
             log.error("commit of received updates failed: %s", exc)
             raise
-
-    def _carry_out(self) -> None:
-        self._commit_received()
         for line in self.core.take_log():
             log.info("%s", line)
         for heal in self.core.counters.heals:
@@ -344,7 +340,7 @@ class Node:
             log.info("%s", event.text(), extra={"event": event.kind, "peer": event.node_id,
                                                 "url": event.url, "reason": event.reason,
                                                 "retry_in_s": event.retry_in})
-        for action in self.core.take_actions():
+        for action in actions:
             if isinstance(action, Send):
                 self._enqueue(action.conn, action.frame)
             elif isinstance(action, Close):
@@ -404,18 +400,14 @@ class Node:
             self._flush()
 
     async def _gather_received(self) -> None:
-        """Before committing received updates, wait while more keep arriving: RECEIVE_WAIT at a
-        time, at most RECEIVE_PASSES times (an isolated update waits one RECEIVE_WAIT)."""
-        # why: measured with two nodes in one process (2,000 appends pushed as 250 updates):
-        # committing as soon as the committer ran took 250 transactions (the link task reads
-        # one frame per scheduler pass, so yielding passes gathered nothing), waiting 1 ms
-        # while more arrived took 48, 2 ms took 33. An fsync costs milliseconds anyway.
+        """Before committing received updates, wait while more keep arriving: GATHER_WAIT at a
+        time, at most GATHER_PASSES times (an isolated update waits one GATHER_WAIT)."""
         staged = -1
-        for _ in range(RECEIVE_PASSES):
+        for _ in range(GATHER_PASSES):
             if self.ledger.staged_rows() == staged:
                 return
             staged = self.ledger.staged_rows()
-            await trio.sleep(RECEIVE_WAIT)
+            await trio.sleep(GATHER_WAIT)
 
     async def _handle_connection(self, ws: Connection) -> None:
         """Server side: a binary first frame is a peer, a text one an API client."""
