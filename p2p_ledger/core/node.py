@@ -343,6 +343,9 @@ class NodeCore:
         self._drain(conn, link, now)
 
     def connection_lost(self, conn: int, now: float, reason: str = "connection lost") -> None:
+        # Actions still queued for it (held while received updates were staged) cannot be
+        # carried out any more: the driver no longer knows the connection.
+        self._actions = [a for a in self._actions if a.conn != conn]
         link = self.links.pop(conn, None)
         if link is None:
             return

@@ -17,6 +17,10 @@ trace digest ``d17912b6…`` of the report). What each one found (issue 13):
 * ``fuzz-3451207816`` (3 nodes, tail losses): n3's disk lost entries n1 held, then n1's disk
   lost everything before n3 had them back. No protocol can return those; the simulator counted
   them as lost (its accounting, not the nodes, was wrong: the last copy went with a disk).
+* ``fuzz-511616025`` (7 nodes), found once the simulator group-committed received updates: a
+  connection closed while a frame's answer waited for the commit, and the held ``Send`` then
+  went to a connection the network no longer knew (KeyError). ``connection_lost`` now drops
+  what is still queued for the connection (the runtime ignored such sends already).
 """
 
 from __future__ import annotations
