@@ -570,3 +570,96 @@ def test_entries_built_by_the_codec_equal_dataclass_built_ones():
         assert built.body == plain.body and built.record == plain.record
         with pytest.raises(AttributeError):
             built.seq = 9  # still frozen
+
+
+# ---- what the errors say, and the exact boundaries (each pinned by a mutation-testing survivor) --
+
+
+def test_entry_json_names_every_field():
+    entry = sample(payload=b"hi", chain=0xAB)
+    assert entry.to_json() == {
+        "id": entry.id, "context": "ctx", "key": "k", "lamport": 5, "origin": ORIGIN_A,
+        "chain": "00000000000000ab", "seq": 3, "appended_at_ns": 1_700_000_000_000_000_000,
+        "meta": {"a": "1", "b": "2"}, "payload": "hi",
+    }
+
+
+def test_local_input_errors_say_what_is_wrong():
+    with pytest.raises(InvalidContextName, match=r"^invalid context name 'a b': use 1-128"):
+        check_context("a b")
+    with pytest.raises(InvalidNodeId, match=r"^invalid node id 'a:b': use 1-64"):
+        check_node_id("a:b")
+    with pytest.raises(InvalidKey, match=r"^key must be a string, got int$"):
+        check_fields(5, b"", None)
+    with pytest.raises(InvalidPayload, match=r"^payload must be bytes or str, got int$"):
+        check_fields("k", 5, None)
+    with pytest.raises(InvalidMeta, match=r"^meta must be a mapping of str to str$"):
+        check_fields("k", b"", {"a": 1})
+    with pytest.raises(MetaTooLarge, match=r"^meta is 11 bytes; the limit is 10$"):
+        check_fields("k", b"", {"abcde": "fghijk"}, Limits(max_meta=10))
+    for args, what in ((("\ud800", b"", None), "key"), (("k", "\ud800", None), "payload"),
+                       (("k", b"", {"\ud800": "v"}), "meta name"),
+                       (("k", b"", {"m": "\udfff"}), "meta value")):
+        with pytest.raises(LocalInputError, match=rf"^{what} is not encodable as UTF-8"):
+            check_fields(*args)
+
+
+@pytest.mark.parametrize("meta", [[], "", ()], ids=["list", "str", "tuple"])
+def test_an_empty_meta_that_is_not_a_mapping_is_refused(meta):
+    """Empty, but not a mapping: the short path for an absent meta must not take it."""
+    _raises_exactly(InvalidMeta, check_fields, "k", b"", meta)
+
+
+def test_make_entry_integer_ranges_are_inclusive_and_errors_name_the_field():
+    for field in ("lamport", "seq", "appended_at_ns", "chain"):
+        for value in (0, 2**64 - 1):
+            assert getattr(sample(**{field: value}), field) == value
+        for value in (-1, 2**64):
+            with pytest.raises(ValueError, match=rf"^{field} out of range: {value}$"):
+                sample(**{field: value})
+
+
+def _decode_error(body: bytes) -> str:
+    with pytest.raises(IntegrityError) as info:
+        decode_body(body)
+    return str(info.value)
+
+
+def test_decoder_errors_say_what_is_wrong():
+    body = sample().body
+    for bad, reason in (
+        (body[:5], "is malformed: truncated"),
+        (body[:20], "is malformed: truncated"),
+        (b"P2PX" + body[4:], "is malformed: bad magic"),
+        (body[:4] + b"\x07" + body[5:], "is malformed: unsupported entry encoding version 7"),
+        (body + b"\x00", "is malformed: trailing bytes"),
+    ):
+        assert _decode_error(bad) == f"entry {hashlib.sha256(bad).hexdigest()} {reason}"
+    unsorted = reference_body("ctx", "k", b"p", [("b", "2"), ("a", "1")], 5, ORIGIN_A, 1, 3, 7,
+                              PREV)
+    assert _decode_error(unsorted) == (
+        f"entry {hashlib.sha256(unsorted).hexdigest()} is not in canonical form: "
+        "meta names not strictly increasing by UTF-8 bytes")
+
+
+def test_record_length_boundary():
+    """A record shorter than an id and 5 bytes is refused as too short; from 37 bytes on, the
+    id is checked against the content."""
+    with pytest.raises(IntegrityError, match=r"^record of 36 bytes is too short$"):
+        decode_record(bytes(36))
+    with pytest.raises(IntegrityError, match="does not match its content"):
+        decode_record(bytes(37))
+
+
+def test_record_meta_limit_counts_every_name_and_value():
+    entry = sample(meta={"ab": "cd", "ef": "gh"})  # 8 bytes of meta, 4 per item
+    assert decode_record(entry.record, Limits(max_meta=8)) == entry
+    with pytest.raises(IntegrityError, match="meta is 8 bytes; the limit is 7"):
+        decode_record(entry.record, Limits(max_meta=7))
+
+
+def test_record_at_the_lamport_limit_is_accepted():
+    entry = sample(lamport=MAX_LAMPORT)
+    assert decode_record(entry.record) == entry
+    with pytest.raises(LamportOutOfRange, match=f"the limit is {MAX_LAMPORT}"):
+        decode_record(sample(lamport=MAX_LAMPORT + 1).record)

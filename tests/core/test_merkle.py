@@ -761,3 +761,132 @@ def test_descent_against_empty_and_identical_trees() -> None:
     assert found == set(entry_keys(100))
     found, views, _ = find_differences(a, build(entry_keys(100), 4))
     assert found == set() and views == 2
+
+
+# --------------------------------------------------------------------------
+# Shapes and messages pinned by mutation testing (each test below killed a
+# mutant that the suite above let live).
+
+
+def _deepest_pair() -> tuple[MerkleTree, bytes, bytes]:
+    """Two keys equal in all but the last nibble: with max_leaf=1 the tree
+    splits down to depth 64, the deepest a bucket can sit."""
+    a = h(b"deep")
+    b = a[:-1] + bytes([a[-1] ^ 0x01])
+    return build([a, b], max_leaf=1), a, b
+
+
+def test_a_proof_at_the_full_key_depth_verifies_and_round_trips() -> None:
+    t, a, b = _deepest_pair()
+    for k in (a, b):
+        p = t.prove(k)
+        assert len(p.levels) == 64
+        assert verify_proof(t.root(), k, b"", p)
+        assert Proof.decode(p.encode()) == p
+    # One level more than a key has nibbles is refused, never followed.
+    p = t.prove(a)
+    deeper = Proof(p.bucket, (p.levels[0], *p.levels))
+    assert verify_proof(t.root(), a, b"", deeper) is False
+    with pytest.raises(merkle.LocalInputError, match="^too many levels$"):
+        deeper.encode()
+    with pytest.raises(MalformedProof, match="^too many levels$"):
+        Proof.decode(b"\x01" + bytes(4) + b"\x41")
+
+
+def test_a_root_bucket_of_empty_values_round_trips() -> None:
+    """Items of empty values take 36 bytes each: the item-count bound must
+    admit exactly that."""
+    t = build(entry_keys(5))
+    k = entry_keys(5)[0]
+    p = t.prove(k)
+    assert p.levels == ()
+    assert Proof.decode(p.encode()) == p and verify_proof(t.root(), k, b"", p)
+
+
+def test_proof_decode_errors_say_what_is_wrong() -> None:
+    for data, message in (
+        ("not bytes", "proof must be bytes"),
+        (b"", "truncated proof: wanted 1 bytes at 0"),
+        (b"\x02" + bytes(10), "unsupported proof version"),
+        (b"\x01\xff\xff\xff\xff", "truncated proof"),
+        (b"\x01" + bytes(4) + b"\x00\x00", "trailing bytes after proof"),
+    ):
+        with pytest.raises(MalformedProof) as info:
+            Proof.decode(data)  # type: ignore[arg-type]
+        assert str(info.value) == message
+
+
+def test_proof_encode_refuses_malformed_proofs() -> None:
+    level = (None,) * 16
+    for proof, message in (
+        (Proof(((b"k", b""),), ()), "bad key length in bucket"),
+        (Proof((), ((None,) * 15,)), "a level must have 16 slots"),
+        (Proof((), ((b"short",) + level[1:],)), "bad digest length in level"),
+    ):
+        with pytest.raises(merkle.LocalInputError) as info:
+            proof.encode()
+        assert str(info.value) == message
+
+
+def test_valid_proof_with_one_field_of_the_wrong_shape_is_refused(
+    forge_tree: MerkleTree,
+) -> None:
+    """Every field is type-checked: a proof that is right except for one
+    field's shape is False, and nothing raises."""
+    root = forge_tree.root()
+    # A key whose root-level slot is 15, so a 15-slot root level cannot
+    # even be indexed on its path.
+    k = next(k for k in sample_keys(forge_tree, 500, "shape") if k[0] >> 4 == 15)
+    p = forge_tree.prove(k)
+    assert verify_proof(root, k, b"", p) and len(p.bucket) > 1
+    other = next(i for i, (kk, _) in enumerate(p.bucket) if kk != k)
+    top = p.levels[-1]
+    spare = next(i for i in range(16) if i != 15)
+
+    def with_item(item: Any) -> Proof:
+        b = list(p.bucket)
+        b[other] = item
+        return Proof(tuple(b), p.levels)
+
+    forgeries = [
+        with_item((p.bucket[other][0], b"", b"")),  # a 3-tuple item
+        with_item(list(p.bucket[other])),  # a list, not a tuple
+        with_item(("k" * 32, b"")),  # a str key
+        with_item((p.bucket[other][0], "value")),  # a str value
+        Proof(p.bucket, (*p.levels[:-1], top[:15])),  # 15 slots
+        Proof(p.bucket, (*p.levels[:-1], list(top))),  # a list level
+        Proof(p.bucket, (*p.levels[:-1], top[:spare] + (b"x" * 31,) + top[spare + 1:])),
+    ]
+    for forged in forgeries:
+        assert verify_proof(root, k, b"", forged) is False
+    for bad_key in ("k" * 32, k[:31], None):
+        assert verify_proof(root, bad_key, b"", p) is False  # type: ignore[arg-type]
+    assert verify_proof(root[:31], k, b"", p) is False
+    assert verify_proof(root, k, "", p) is False  # type: ignore[arg-type]
+
+
+def test_local_input_errors_of_the_tree_say_what_is_wrong() -> None:
+    t = build(entry_keys(40))
+    with pytest.raises(merkle.LocalInputError, match="^prefix longer than 64 nibbles$"):
+        t.node((0,) * 65)
+    with pytest.raises(merkle.LocalInputError,
+                       match=r"^prefix nibbles must be ints in 0\.\.15, got 16$"):
+        t.node((16,))
+    leaf = build(entry_keys(3)).node()
+    inner = t.node()
+    assert leaf is not None and inner is not None
+    with pytest.raises(merkle.LocalInputError, match="^diff_children needs two inner nodes$"):
+        diff_children(inner, leaf)
+    absent = h(b"absent")
+    with pytest.raises(KeyError) as info:
+        t.prove(absent)
+    assert info.value.args == (absent,)
+
+
+def test_a_view_below_a_bucket_keeps_its_prefix() -> None:
+    t = build(entry_keys(3))  # one root bucket
+    k = entry_keys(3)[0]
+    prefix = (nibble(k, 0), nibble(k, 1))
+    view = t.node(prefix)
+    assert view is not None and view.prefix == prefix and view.items is not None
+    assert all(kk[:1] == k[:1] for kk, _ in view.items)
