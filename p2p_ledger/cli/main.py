@@ -68,7 +68,7 @@ from ..core.ledger import DEFAULT_MEMORY_BUDGET
 from ..core.protocol import cluster_key_bytes
 from ..trio.client import Client
 from ..trio.transport import check_url
-from .config import expand_config
+from .config import GC_THRESHOLDS, expand_config
 from .logformat import LOG_FORMATS, setup_logging
 from .output import (
     ENV_FORMAT,
@@ -665,13 +665,6 @@ def _read_input(path: str) -> bytes:
 
 
 # ---- node --------------------------------------------------------------------------------------
-
-# why: a node makes a few Python objects per entry it receives, and the collector's default
-# generation-0 threshold (700) ran it every few hundred entries: ~20% of catch-up CPU. With
-# 50,000 / 20 / 100, in-process cold catch-up of 100k x 100 B went from 49k and 59k to 66k and
-# 74k entries per CPU-second (medians of 3, two alternated runs). A process-wide setting, so the
-# node command sets it; a program embedding open_node decides for itself.
-GC_THRESHOLDS = (50_000, 20, 100)
 
 
 def _cmd_node(args: argparse.Namespace) -> int:

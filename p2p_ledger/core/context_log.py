@@ -324,7 +324,7 @@ class ContextLog:
             chunk = records[start : start + TRANSACTION_CHUNK]
             with self.doc.transaction() as txn:
                 _extend(self._array, txn, chunk)
-        known = dict(zip(records, entries, strict=True))
+        known = {record[:ID_SIZE]: entry for record, entry in zip(records, entries, strict=True)}
         return self._index_inserted(known, trusted=True), self.doc.get_update(before)
 
     def apply_remote(
@@ -355,7 +355,7 @@ class ContextLog:
         if update != _EMPTY_UPDATE:
             values, holes, ranges = gate_ranges(update, state, ARRAY_NAME)
         for record in values:
-            known[record] = self._decode_own(record)
+            known[record[:ID_SIZE]] = self._decode_own(record)
         extra = {}
         for record in vouchers:
             entry = self._decode_own(record)
@@ -447,6 +447,9 @@ class ContextLog:
             raise RemoteProtocolError(f"update refused by pycrdt for {self.name}: {exc}") from None
 
     def _index_inserted(self, known: dict[bytes, Entry], trusted: bool) -> list[Entry]:
+        """Index what the Doc reported inserted; ``known``: entries already decoded and checked,
+        by raw id (why: keyed by the whole record, a 100 KB entry was hashed twice more for the
+        dict, ~0.25 of 1.0 CPU-s of a 1,000 x 100 KB catch-up's core work, cProfile)."""
         inserted, self._inserted = self._inserted, []
         length = len(self._array)
         if length != self._array_len + len(inserted):
@@ -461,8 +464,8 @@ class ContextLog:
             tree_key = record[:ID_SIZE]
             if tree_key.hex() in by_id:
                 continue
-            entry = known.get(record)
-            if entry is None:
+            entry = known.get(tree_key)
+            if entry is None or entry.body != record[ID_SIZE:]:
                 entry = decode_record(record, self.limits) if not trusted else _quick(record)
                 if entry.context != self.name:
                     raise IntegrityError(f"entry {entry.id} is stored under context {self.name}")
