@@ -160,6 +160,7 @@ def bench_bulk(scale: Scale) -> Table:
         (scale.catchup_small, scale.catchup_small_contexts, 100, "≥50k entries/s"),
         (scale.catchup_large, scale.catchup_large_contexts, 100 * 1024, "≥120 MB/s"),
     ]
+    loads: list[float] = []
     for total, contexts, size, goal in cases:
         names = context_names(contexts)
         src = new_ledger()
@@ -171,6 +172,7 @@ def bench_bulk(scale: Scale) -> Table:
         ours, base = Sample(), Sample()
         cpu: list[tuple[float, float]] = []
         raw_cpu: list[tuple[float, float]] = []
+        loads.append(os.getloadavg()[0])
         with tempdir("bulk") as d:
             write_store(d / "full", rows_of(src))
             discard(src)
@@ -196,6 +198,8 @@ def bench_bulk(scale: Scale) -> Table:
         "raw copy: the same number of bytes, one process sending 1 MiB websocket messages to "
         "another (compression off, no parsing, no disk). CPU s: per process during the "
         "transfer (medians); on a loaded machine compare these rather than wall time.",
+        "load average (1 min) before each case: "
+        + ", ".join(f"{load:.1f}" for load in loads) + f" on {os.cpu_count()} CPUs",
     ]
     return table
 

@@ -295,6 +295,7 @@ def _catch_up(source: Path, target: Path, entries: int, timeout: float) -> float
 def run_scale(entries: int, tables: list[Any],
               spreads: Sequence[int] = (1, SPREAD_CONTEXTS)) -> None:
     results: dict[str, dict[str, Any]] = {}
+    loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(prefix="p2pl-scale-") as tmp_text:
         tmp = Path(tmp_text)
         for contexts in spreads:
@@ -315,6 +316,7 @@ def run_scale(entries: int, tables: list[Any],
             _progress(f"{label}: catch-up of a fresh node")
             catch = _catch_up(data, tmp / f"fresh-{contexts}", entries, timeout=1800)
             copy = _child("raw-copy", str(raw), str(tmp / f"raw-copy-{contexts}.sqlite3"))
+            loads.append(os.getloadavg()[0])
             results[label] = dict(ingest=ingest, base=base, start=start, raw_read=raw_read,
                                   verify=(v_secs, v_status, v_hwm), disk=disk,
                                   raw_disk=raw_disk, catch=catch, copy=copy["seconds"])
@@ -360,6 +362,11 @@ def run_scale(entries: int, tables: list[Any],
         "catch-up baseline = copy the raw rows into a new file (ours/baseline there: our rate "
         "over the copy rate). Nodes run with the default --memory-budget (256 MiB of loaded "
         "contexts, estimated).")
+    # On a shared machine our work (CPU) and the baseline's (mostly fsync) suffer differently
+    # from other processes: say how busy the machine was.
+    table.notes.append("load average (1 min) at the start and after each spread: "
+                       + ", ".join(f"{load:.1f}" for load in loads)
+                       + f" on {os.cpu_count()} CPUs")
     tables.append(table)
 
 
