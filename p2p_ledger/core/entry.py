@@ -436,3 +436,57 @@ def decode_record(record: bytes, limits: Limits = DEFAULT_LIMITS) -> Entry:
         raise LamportOutOfRange(
             f"entry {claimed} has Lamport time {entry.lamport}; the limit is {MAX_LAMPORT}")
     return entry
+
+
+_NO_META = bytes(4)
+WRITER_SIZE = 40  # a writer in raw form: 32 B origin + u64 chain, as the encoding holds them
+
+
+def record_fields(record: bytes, context: bytes,
+                  limits: Limits = DEFAULT_LIMITS) -> tuple[int, int, bytes, bytes]:
+    """Check a record of context ``context`` (UTF-8) as ``decode_record`` does, and return only
+    (lamport, seq, prev, writer) — ``writer`` raw: origin ‖ chain, 40 bytes — without building
+    an ``Entry`` (``verify`` streams every stored record through this).
+
+    why: ``decode_record`` builds an ``Entry`` and its meta dict per record, ~2/3 of a
+    streamed ``verify``'s time (read + gate + sha256 alone ran 99k records/s, with
+    ``decode_record`` 33k/s, on the loaded 2-core machine). The usual record (no meta, this
+    context) is checked here in a few slices; any other, or any record that fails a check, goes
+    through ``decode_record``, which raises the error that names the problem.
+    """
+    body = record[ID_SIZE:]
+    size = len(body)
+    if size >= 21 + _TAIL.size and hashlib.sha256(body).digest() == record[:ID_SIZE] \
+            and body[:5] == _MAGIC_VERSION:
+        try:
+            at = 9 + _u32_at(body, 5)[0]
+            if body[9:at] == context:
+                (n,) = _u32_at(body, at)
+                key = body[at + 4 : at + 4 + n]
+                at += 4 + n
+                (payload,) = _u32_at(body, at)
+                at += 4 + payload
+                tail = at + 4
+                if n <= limits.max_key and payload <= limits.max_payload and \
+                        tail + _TAIL.size == size and body[at:tail] == _NO_META and \
+                        (key.isascii() or _valid_utf8(key)):
+                    lamport, _, _, seq, _, prev = _TAIL.unpack_from(body, tail)
+                    if 1 <= lamport <= MAX_LAMPORT and seq >= 1 and \
+                            (seq == 1) == (prev == NO_PREV):
+                        return lamport, seq, prev, body[tail + 8 : tail + 8 + WRITER_SIZE]
+        except struct.error:
+            pass  # truncated: decode_record says so
+    entry = decode_record(record, limits)  # raises what is wrong, if anything is
+    if entry.context.encode("utf-8") != context:
+        raise IntegrityError(f"entry {entry.id} is stored under context "
+                             f"{context.decode('utf-8', 'replace')}")
+    raw_chain = entry.chain.to_bytes(8, "big")
+    return entry.lamport, entry.seq, entry.prev, bytes.fromhex(entry.origin) + raw_chain
+
+
+def _valid_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

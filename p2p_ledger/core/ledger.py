@@ -34,6 +34,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from .audit import audit
 from .bundle import decode_bundle, encode_bundle
 from .clock import LamportClock
 from .context_log import ARRAY_NAME, EMPTY_UPDATE, ContextLog, client_id_for
@@ -571,28 +572,32 @@ class Ledger:
         return sorted(set(self.storage.contexts()) | self.summaries.keys())
 
     def verify_context(self, name: str) -> tuple[int, list[str]]:
-        """Rebuild ``name`` from its stored rows, aside from the loaded one: every entry's
+        """Recheck ``name`` from its stored rows, aside from the loaded one: every entry's
         content id, canonical form and limits, every signature, and its stored summary (root,
-        count, state vector) against what the rows rebuild. Returns (entries, problems)."""
+        count, state vector) against what the rows hold. Streams the rows (``audit``: no Doc,
+        no ``ContextLog``); only a context whose rows leave Yjs structs pending is rebuilt.
+        Returns (entries, problems)."""
         self._flush_if(name)
         try:
-            fresh, stored = self._read(name, verify=True)
-            ContextLog(name, 0, self.limits).authenticate(
-                fresh.ordered, list(fresh.heads.values()))
+            found = audit(name, self.storage.iter_context(name), self.limits)
+            if found is None:
+                fresh, stored = self._read(name, verify=True)
+                ContextLog(name, 0, self.limits).authenticate(
+                    fresh.ordered, list(fresh.heads.values()))
+                found = summarize(fresh, stored)
         except LedgerError as exc:
             return 0, [f"context {name}: {exc}"]
         problems = []
         summary = self.summaries.get(name)
-        rebuilt = summarize(fresh, stored)
-        if summary is None or not same_summary(summary, rebuilt):
+        if summary is None or not same_summary(summary, found):
             problems.append(f"context {name}: its stored summary ({summary and summary.entries}"
-                            f" entries) does not match its rows ({rebuilt.entries} entries, "
-                            f"root {rebuilt.root.hex()[:16]})")
+                            f" entries) does not match its rows ({found.entries} entries, "
+                            f"root {found.root.hex()[:16]})")
         live = self._live.get(name)
-        if live is not None and live.root() != fresh.root():
+        if live is not None and live.root() != found.root:
             problems.append(f"context {name}: root {live.root().hex()} in memory does not "
                             f"match the stored entries")
-        return len(fresh), problems
+        return found.entries, problems
 
     # ---- internals ---------------------------------------------------------------------------
 
@@ -630,7 +635,7 @@ class Ledger:
         ctx = ContextLog(name, client_id_for(self.instance, name), self.limits)
         stored = 0
         try:
-            for blob in self.storage.load_context(name):
+            for blob in self.storage.iter_context(name):
                 stored += len(blob)
                 bundle = decode_bundle(blob)
                 ctx.load_stored(bundle.update, bundle.heads, verify=verify)

@@ -55,6 +55,7 @@ __all__ = [
     "NodeView",
     "Proof",
     "diff_children",
+    "root_of_keys",
     "verify_proof",
 ]
 
@@ -361,6 +362,46 @@ def diff_children(a: NodeView, b: NodeView) -> list[int]:
     if a.children is None or b.children is None:
         raise LocalInputError("diff_children needs two inner nodes")
     return [n for n in range(FANOUT) if a.children[n] != b.children[n]]
+
+
+def root_of_keys(keys: Iterable[bytes], max_leaf: int = 16) -> bytes:
+    """The root of the tree holding ``keys`` (32-byte keys, empty values), without building
+    one: the same digest as ``MerkleTree.set`` of each key then ``root()``, from the keys
+    sorted (``verify`` rechecks a context's root this way: a sorted list of the ids and a
+    stack of at most 64 levels, no tree nodes)."""
+    ordered = sorted(keys if isinstance(keys, (set, frozenset)) else set(keys))
+    if ordered and set(map(len, ordered)) != {DIGEST_SIZE}:
+        raise LocalInputError(f"keys must be {DIGEST_SIZE} bytes")
+    return _sorted_digest(ordered, 0, len(ordered), 0, max_leaf)
+
+
+_EMPTY_ITEM = _U32.pack(0)
+
+
+def _sorted_digest(keys: list[bytes], lo: int, hi: int, depth: int, max_leaf: int) -> bytes:
+    """Digest of the node at depth ``depth`` holding ``keys[lo:hi]`` (sorted, sharing their
+    first ``depth`` nibbles): a bucket when at most ``max_leaf`` keys (or no nibble left),
+    else an inner node of the 16 groups by the next nibble."""
+    if hi - lo <= max_leaf or depth == KEY_NIBBLES:
+        return sha256(_TAG_BUCKET + b"".join(
+            [sha256(_TAG_ITEM + k + _EMPTY_ITEM).digest() for k in keys[lo:hi]])).digest()
+    children: list[bytes | None] = []
+    first = keys[lo]
+    byte_at, low = divmod(depth, 2)
+    head = first[:byte_at]
+    start = lo
+    for nib in range(FANOUT):
+        if nib == FANOUT - 1:
+            end = hi
+        else:
+            # the first key whose nibble at ``depth`` is above ``nib``
+            nxt = nib + 1
+            bound = head + bytes([(first[byte_at] & 0xF0) | nxt if low else nxt << 4])
+            end = bisect_left(keys, bound, start, hi)
+        children.append(None if end == start else
+                        _sorted_digest(keys, start, end, depth + 1, max_leaf))
+        start = end
+    return _inner_digest(children)
 
 
 class MerkleTree:

@@ -13,7 +13,7 @@ then the ledger recomputes them once, a context at a time (``Ledger.open``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import NamedTuple, Protocol
 
 
@@ -40,6 +40,12 @@ class Storage(Protocol):
 
     def load_context(self, context: str) -> list[bytes]:
         """One context's stored updates, in commit order."""
+        ...
+
+    def iter_context(self, context: str) -> Iterator[bytes]:
+        """One context's stored updates, in commit order, read as they are consumed (a few at
+        a time: ``verify`` streams a context of any size in bounded memory). Consume it before
+        the next commit."""
         ...
 
     def summaries(self) -> dict[str, Summary] | None:
@@ -86,6 +92,9 @@ class MemoryStorage:
 
     def load_context(self, context: str) -> list[bytes]:
         return list(self.updates.get(context, ()))
+
+    def iter_context(self, context: str) -> Iterator[bytes]:
+        return iter(list(self.updates.get(context, ())))
 
     def summaries(self) -> dict[str, Summary] | None:
         if self.summary is None or not self.summary.keys() >= self.updates.keys():

@@ -80,6 +80,7 @@ __all__ = [
     "decode_state_vector",
     "encode_state_vector",
     "gate_ranges",
+    "gate_structs",
     "gate_update",
     "parse_update",
 ]
@@ -546,23 +547,14 @@ def gate_ranges(
     Doc must hold to have taken all of it (``end``), and whether it already held any of it
     (``first`` below its state), without asking pycrdt.
 
-    Raises RemoteProtocolError when malformed, ForbiddenUpdate when the update is well formed
-    but is not a pure insertion of bytes values into the root Array ``array_name``: a delete
-    set, a GC struct, a map entry (parentSub, or the parentSub flag on an item with an origin),
-    an explicit parent that is not that root (parent item ids included: no nested types), or any
-    content other than bytes (Any buffers or Binary). Skip structs are allowed.
+    Raises what ``gate_structs`` raises.
     """
-    items, deletes, gcs = _parse_raw(update, 1_000_000)
-    if deletes:
-        raise ForbiddenUpdate("update deletes (non-empty delete set)")
-    if gcs:
-        raise ForbiddenUpdate("update carries garbage-collected (GC) structs")
     out: list[bytes] = []
     extend = out.extend
     holes: set[int] = set()
     reach: dict[int, int] = {}  # per client: the clock up to which nothing is missing
     ranges: dict[int, tuple[int, int]] = {}
-    for client, clock, length, parent, parent_sub, ref, values, _o, _ro, info in items:
+    for client, clock, length, _origin, _right, values in gate_structs(update, array_name):
         start = reach.get(client)
         if start is None:
             start = state.get(client, 0)
@@ -573,6 +565,33 @@ def gate_ranges(
         if clock > start:
             holes.add(client)
         reach[client] = max(start, clock + length)
+        extend(values)
+    return out, holes, ranges
+
+
+# One gated Item: client, clock, length, origin, right origin, its bytes values.
+GatedStruct = tuple[int, int, int, "tuple[int, int] | None", "tuple[int, int] | None",
+                    "tuple[bytes, ...]"]
+
+
+def gate_structs(update: bytes, array_name: str = "entries") -> list[GatedStruct]:
+    """The grow-only gate's checks: the update's Item structs, in update order, each with
+    the bytes values it inserts.
+
+    Raises RemoteProtocolError when malformed, ForbiddenUpdate when the update is well formed
+    but is not a pure insertion of bytes values into the root Array ``array_name``: a delete
+    set, a GC struct, a map entry (parentSub, or the parentSub flag on an item with an origin),
+    an explicit parent that is not that root (parent item ids included: no nested types), or any
+    content other than bytes (Any buffers or Binary). Skip structs are allowed (and left out).
+    """
+    items, deletes, gcs = _parse_raw(update, 1_000_000)
+    if deletes:
+        raise ForbiddenUpdate("update deletes (non-empty delete set)")
+    if gcs:
+        raise ForbiddenUpdate("update carries garbage-collected (GC) structs")
+    out: list[GatedStruct] = []
+    append = out.append
+    for client, clock, length, parent, parent_sub, ref, values, origin, right, info in items:
         if parent_sub is not None or info & HAS_PARENT_SUB:
             raise ForbiddenUpdate(f"item ({client}, {clock}) is a map entry (parentSub)")
         if parent is not None and parent != array_name:
@@ -587,12 +606,11 @@ def gate_ranges(
                     raise ForbiddenUpdate(
                         f"item ({client}, {clock}) inserts a non-bytes value ({type(v).__name__})"
                     )
-            extend(cast("tuple[bytes, ...]", values))  # checked just above
-        elif ref == BINARY_REF:
-            extend(cast("tuple[bytes]", values))  # ContentBinary holds one bytes value
-        else:
+        elif ref != BINARY_REF:  # ContentBinary holds one bytes value
             raise ForbiddenUpdate(f"item ({client}, {clock}) has forbidden content ref {ref}")
-    return out, holes, ranges
+        append((client, clock, length, origin, right,
+                cast("tuple[bytes, ...]", values)))  # checked just above
+    return out
 
 
 def decode_state_vector(state_vector: bytes) -> dict[int, int]:

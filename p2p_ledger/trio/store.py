@@ -19,7 +19,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from ..core.errors import StoreDamagedError, StoreError, StoreLockedError
@@ -110,6 +110,16 @@ class SqliteStore:
         try:
             return [bytes(blob) for (blob,) in self.db.execute(
                 "SELECT blob FROM updates WHERE context = ? ORDER BY id", (context,))]
+        except sqlite3.DatabaseError as exc:
+            raise _named(self.path / DB_NAME, exc) from None
+
+    def iter_context(self, context: str) -> Iterator[bytes]:
+        try:
+            cursor = self.db.execute(
+                "SELECT blob FROM updates WHERE context = ? ORDER BY id", (context,))
+            while rows := cursor.fetchmany(256):
+                for (blob,) in rows:
+                    yield bytes(blob)
         except sqlite3.DatabaseError as exc:
             raise _named(self.path / DB_NAME, exc) from None
 

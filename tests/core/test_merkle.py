@@ -31,6 +31,7 @@ from p2p_ledger.core.merkle import (
     NodeView,
     Proof,
     diff_children,
+    root_of_keys,
     verify_proof,
 )
 
@@ -890,3 +891,21 @@ def test_a_view_below_a_bucket_keeps_its_prefix() -> None:
     view = t.node(prefix)
     assert view is not None and view.prefix == prefix and view.items is not None
     assert all(kk[:1] == k[:1] for kk, _ in view.items)
+@pytest.mark.parametrize("n", [0, 1, 16, 17, 300, 3000])
+@pytest.mark.parametrize("shared", [0, 5, 31])
+def test_root_of_keys_is_the_tree_root(n: int, shared: int) -> None:
+    """``root_of_keys`` (verify's root from sorted ids) equals the tree's root, for deep
+    splits too (keys sharing a long prefix), given each key more than once."""
+    r = rng(f"root_of_keys-{n}-{shared}")
+    prefix = r.randbytes(shared)
+    keys = [prefix + r.randbytes(32 - shared) for _ in range(n)]
+    tree = MerkleTree()
+    tree.update((k, b"") for k in keys)
+    assert root_of_keys([*keys, *keys[:5]]) == tree.root()
+    assert root_of_keys(keys, max_leaf=4) == _tree_of(keys, 4).root()
+
+
+def _tree_of(keys: list[bytes], max_leaf: int) -> MerkleTree:
+    tree = MerkleTree(max_leaf=max_leaf)
+    tree.update((k, b"") for k in keys)
+    return tree

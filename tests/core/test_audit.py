@@ -1,0 +1,142 @@
+"""The streamed check of a context's rows (``core/audit.py``) against a full rebuild.
+
+``verify`` no longer rebuilds a ``ContextLog``: ``audit`` reads the rows once and recomputes
+the summary. Its answer must be the rebuild's on every store the other tests and the simulator
+make (forks, squatted positions re-inserted by id, byzantine members, tail losses, pending Yjs
+structs), and it must catch what the rebuild catches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import p2p_ledger.core.ledger as ledger_module
+from p2p_ledger.core.audit import audit
+from p2p_ledger.core.bundle import encode_bundle
+from p2p_ledger.core.errors import ForgedEntry
+from p2p_ledger.core.identity import Head
+from p2p_ledger.core.ledger import Ledger, same_summary, summarize
+from p2p_ledger.core.storage import MemoryStorage, Summary
+from p2p_ledger.sim import load_scenario
+from p2p_ledger.sim.runner import ScenarioRun
+from p2p_ledger.testing import forged_update
+
+from .helpers import HEADS, append, chain_entries, open_ledger, sync
+
+SCENARIOS = Path(__file__).parents[2] / "scenarios"
+
+
+def audited(ledger: Ledger, name: str) -> Summary | None:
+    return audit(name, ledger.storage.iter_context(name), ledger.limits)
+
+
+def rebuilt(ledger: Ledger, name: str) -> Summary:
+    fresh, stored = ledger._read(name, verify=True)
+    return summarize(fresh, stored)
+
+
+def same_as_rebuild(ledger: Ledger) -> int:
+    """Every stored context audits to what a rebuild gives; returns how many audited (the
+    others hold pending structs and are rebuilt by verify)."""
+    done = 0
+    for name in ledger.stored_context_names():
+        found = audited(ledger, name)
+        if found is not None:
+            want = rebuilt(ledger, name)
+            assert same_summary(found, want) and found.stored == want.stored, name
+            done += 1
+    return done
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["byzantine_member", "tail_loss"])
+def test_simulated_stores_audit_like_a_rebuild(name: str) -> None:
+    run = ScenarioRun(load_scenario(SCENARIOS / f"{name}.toml"))
+    report = run.run()
+    assert report.passed
+    audited_contexts = 0
+    for node in run.cluster.nodes.values():
+        ledger = Ledger.open(node.storage, node.name, f"{node.name}-audit")
+        audited_contexts += same_as_rebuild(ledger)
+        assert ledger.verify() == []
+    assert audited_contexts > 0
+
+
+def test_forks_and_entries_found_by_id_audit_like_a_rebuild() -> None:
+    run = ScenarioRun(load_scenario({
+        "nodes": ["a", "b", "c", "m"], "scenario": {"name": "byz", "seed": 4},
+        "links": {"latency_ms": 5, "jitter_ms": 2},
+        "steps": [{"at": 1, "writers": {"nodes": ["a", "b", "c"], "context": "log",
+                                        "rate_per_s": 3, "duration_s": 15}},
+                  *[{"at": 3 + i, "byzantine": {"node": "m", "attack": kind, "context": "log",
+                                                "to": ["a", "b"]}}
+                    for i, kind in enumerate(["squat", "equivocate", "squat", "equivocate"])]],
+        "checks": {"converged_within_s": 30}}))
+    assert run.run().passed
+    forks = 0
+    for node in run.cluster.nodes.values():
+        ledger = Ledger.open(node.storage, node.name, f"{node.name}-audit")
+        assert same_as_rebuild(ledger) == len(ledger.stored_context_names())
+        forks += ledger.fork_count()
+    assert forks > 0
+
+
+def test_pending_structs_are_left_to_a_rebuild_until_they_settle() -> None:
+    x, z = open_ledger(MemoryStorage(), "x"), open_ledger(MemoryStorage(), "z")
+    b = open_ledger(MemoryStorage(), "b")
+    first = append(x, "c1", "x0").updates[0][1]
+    sync(x, z, "c1")
+    append(z, "c1", "z0")
+    sync(z, x, "c1")
+    waits = append(x, "c1", "x1").updates[0][1]  # its Yjs origin is z's item, which b lacks
+    b.apply_remote("c1", first)
+    b.apply_remote("c1", waits)
+    assert audited(b, "c1") is None  # yrs holds x1 pending: verify rebuilds this one
+    assert b.verify() == []
+    sync(z, b, "c1")
+    assert same_as_rebuild(b) == 1 and b.context_entries("c1") == 3
+    assert b.verify() == []
+
+
+def test_verify_builds_no_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    ledger = open_ledger(MemoryStorage(), "a")
+    for i in range(5):
+        append(ledger, f"c{i}", *[f"p{i}-{j}" for j in range(30)])
+    reopened = open_ledger(ledger.storage, "a", "a-2")
+
+    def refuse(*_args: object, **_kw: object) -> None:
+        raise AssertionError("verify built a ContextLog")
+
+    monkeypatch.setattr(ledger_module, "ContextLog", refuse)
+    assert reopened.verify() == []
+    assert reopened.loads == 0 and reopened.live_contexts() == []
+
+
+def test_an_unvouched_entry_is_reported() -> None:
+    storage = MemoryStorage()
+    ledger = open_ledger(storage, "a")
+    append(ledger, "ctx", "fine")
+    [entry] = chain_entries("z", [1], "ctx")
+    storage.updates["ctx"].append(encode_bundle((), forged_update([entry.record])))
+    with pytest.raises(ForgedEntry, match="no signature"):
+        audited(ledger, "ctx")
+    problems = ledger.verify()
+    assert len(problems) == 1 and "no signature" in problems[0]
+
+
+def test_a_bad_head_counts_only_where_nothing_else_vouches() -> None:
+    """As ``ContextLog.authenticate``: a head is needed only for an entry no authentic
+    successor names; a broken signature there is a problem, elsewhere it is ignored."""
+    e1, e2 = chain_entries("z", [1, 2], "ctx")
+    good = HEADS[bytes.fromhex(e2.id)]
+    h1 = HEADS[bytes.fromhex(e1.id)]
+    broken = Head(h1.origin, h1.chain, h1.seq, h1.entry_id, bytes(64))
+    rows = [encode_bundle((broken,), forged_update([e1.record], client_id=1)),
+            encode_bundle((good,), forged_update([e2.record], client_id=2))]
+    storage = MemoryStorage()
+    storage.updates["ctx"] = list(rows)
+    assert open_ledger(storage, "a").verify() == []  # e2's head vouches for e2, e2 for e1
+    with pytest.raises(ForgedEntry, match="not valid"):
+        audit("ctx", rows[:1], Ledger.open(MemoryStorage(), "a", "a-1").limits)
