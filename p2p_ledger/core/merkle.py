@@ -141,49 +141,83 @@ def _check_prefix(prefix: tuple[int, ...]) -> tuple[int, ...]:
     return prefix
 
 
-class _Node:
-    """A bucket (``items`` set) or an inner node (``children`` set).
+class _Bucket:
+    """A leaf: its keys sorted and concatenated (32 bytes each), their values (None while every
+    value is empty: the per-context trees of entry ids), and once hashed, the item hashes in
+    key order concatenated (``hashed``), kept exact on every insert, replace and split, so a
+    set costs one item hash and rehashing a dirty bucket is one sha256 over ``hashed``.
 
-    ``digest`` is ``None`` while the node is dirty.  Once a bucket has been
-    hashed it keeps its keys in sorted order (``hashed_keys``) and their item
-    hashes concatenated in that order (``hashed``), kept exact on every
-    insert, replace and split, so a set costs one item hash and rehashing a
-    dirty bucket is one sha256 over ``hashed`` (no sort, no per-item hash;
-    ~40 bytes per item, a fraction of a dict of digests).  Once an inner node
-    has been hashed it keeps its 16 child digests (``slots``, 32 zero bytes
-    for an empty child) and the nibbles of the children dirtied since
-    (``dirty``), so rehashing it rehashes only those children and splices
-    their digests in.  Inner nodes need no item count: counts only grow, so
-    once a node is split it stays inner.
+    why: a bucket as a dict of keys (plus a flat dict of every key in the tree) held ~400 B
+    per entry of a context (100k entry ids, measured with sys.getsizeof over the structure):
+    a key object, dict slots twice, a list slot and the cached hash. Keys and hashes as two
+    byte strings per bucket hold 64 B per key plus the bucket itself (buckets hold ~2 keys on
+    average: a bucket of 17 splits into 16), ~170 B per entry.
     """
 
-    __slots__ = ("children", "digest", "dirty", "hashed", "hashed_keys", "items", "slots")
+    __slots__ = ("digest", "hashed", "keys", "values")
+
+    def __init__(self, keys: bytes = b"", values: list[bytes] | None = None,
+                 hashed: bytes | None = None) -> None:
+        self.keys = keys
+        self.values = values
+        self.hashed = hashed
+        self.digest: bytes | None = None
+
+    def __len__(self) -> int:
+        return len(self.keys) >> 5
+
+    def key(self, i: int) -> bytes:
+        return self.keys[i << 5 : (i + 1) << 5]
+
+    def value(self, i: int) -> bytes:
+        return b"" if self.values is None else self.values[i]
+
+    def find(self, key: bytes) -> tuple[int, bool]:
+        """Where ``key`` is (True) or would go (False), by binary search."""
+        keys = self.keys
+        lo, hi = 0, len(keys) >> 5
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            k = keys[mid << 5 : (mid + 1) << 5]
+            if k < key:
+                lo = mid + 1
+            elif k == key:
+                return mid, True
+            else:
+                hi = mid
+        return lo, False
+
+    def items(self) -> list[tuple[bytes, bytes]]:
+        return [(self.key(i), self.value(i)) for i in range(len(self))]
+
+
+class _Inner:
+    """An inner node: 16 children (None for an empty one). Once hashed it keeps its 16 child
+    digests (``slots``, 32 zero bytes for an empty child) and the nibbles of the children
+    dirtied since (``dirty``), so rehashing it rehashes only those children and splices their
+    digests in. Counts only grow, so once a node is split it stays inner."""
+
+    __slots__ = ("children", "digest", "dirty", "slots")
 
     def __init__(self) -> None:
-        self.items: dict[bytes, bytes] | None = {}
-        self.children: list[_Node | None] | None = None
+        self.children: list[_Bucket | _Inner | None] = [None] * FANOUT
         self.digest: bytes | None = None
-        self.hashed_keys: list[bytes] | None = None
-        self.hashed = b""
         self.slots: bytearray | None = None
-        self.dirty: set[int] | None = None  # an inner node's (a set costs ~200 B)
+        self.dirty: set[int] = set()  # (a set costs ~200 B; inner nodes are few)
 
 
-def _digest(node: _Node) -> bytes:
+def _digest(node: _Bucket | _Inner) -> bytes:
     d = node.digest
     if d is not None:
         return d
-    items = node.items
-    if items is not None:
+    if type(node) is _Bucket:
         hashed = node.hashed
-        if node.hashed_keys is None:
-            keys = sorted(items)
-            hashed = b"".join([_item_hash(k, items[k]) for k in keys])
-            node.hashed_keys, node.hashed = keys, hashed
+        if hashed is None:
+            hashed = node.hashed = b"".join([_item_hash(k, v) for k, v in node.items()])
         d = sha256(_TAG_BUCKET + hashed).digest()
     else:
+        assert type(node) is _Inner
         children, dirty = node.children, node.dirty
-        assert children is not None and dirty is not None
         slots = node.slots
         if slots is None:
             slots = node.slots = bytearray(b"".join([
@@ -411,23 +445,39 @@ class MerkleTree:
         if type(max_leaf) is not int or max_leaf < 1:
             raise LocalInputError("max_leaf must be a positive int")
         self._max_leaf = max_leaf
-        self._root = _Node()
-        # Flat index: O(1) get/len/contains and an early "unchanged" answer
-        # that avoids dirtying a path for a no-op set.
-        self._all: dict[bytes, bytes] = {}
+        self._root: _Bucket | _Inner = _Bucket()
+        self._count = 0
 
     @property
     def max_leaf(self) -> int:
         return self._max_leaf
 
     def __len__(self) -> int:
-        return len(self._all)
+        return self._count
+
+    def _bucket_of(self, key: bytes) -> _Bucket:
+        node = self._root
+        depth = 0
+        while type(node) is _Inner:
+            child = node.children[_nibble(key, depth)]
+            if child is None:
+                return _Bucket()
+            node = child
+            depth += 1
+        assert type(node) is _Bucket
+        return node
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, bytes) and key in self._all
+        if not isinstance(key, bytes) or len(key) != DIGEST_SIZE:
+            return False
+        return self._bucket_of(key).find(key)[1]
 
     def get(self, key: bytes) -> bytes | None:
-        return self._all.get(key)
+        if not isinstance(key, bytes) or len(key) != DIGEST_SIZE:
+            return None
+        bucket = self._bucket_of(key)
+        i, found = bucket.find(key)
+        return bucket.value(i) if found else None
 
     def set(self, key: bytes, value: bytes = b"") -> bool:
         """Insert or replace; returns True if the tree changed."""
@@ -435,11 +485,7 @@ class MerkleTree:
             key = _check_key(key)
         if type(value) is not bytes or len(value) > _MAX_VALUE_LEN:
             value = _check_value(value)
-        old = self._all.get(key)
-        if old == value:
-            return False
-        self._insert(key, value, old is None)
-        return True
+        return self._insert(key, value)
 
     def update(self, items: Iterable[tuple[bytes, bytes]]) -> int:
         """Bulk :meth:`set`; returns how many items changed the tree."""
@@ -448,103 +494,92 @@ class MerkleTree:
         pending: dict[bytes, bytes] = {}
         for key, value in items:
             pending[_check_key(key)] = _check_value(value)
-        changed = 0
-        index = self._all
         insert = self._insert
-        for key, value in pending.items():
-            old = index.get(key)
-            if old != value:
-                insert(key, value, old is None)
-                changed += 1
-        return changed
+        return sum(insert(key, value) for key, value in pending.items())
 
-    def _insert(self, key: bytes, value: bytes, new: bool) -> None:
-        self._all[key] = value
+    def _insert(self, key: bytes, value: bytes) -> bool:
         node = self._root
+        parent: _Inner | None = None
+        nib = 0
         depth = 0
-        while True:
-            node.digest = None  # every node on the path is now dirty
-            children = node.children
-            if children is None:
-                break
+        path: list[tuple[_Inner, int]] = []
+        while type(node) is _Inner:
             byte = key[depth >> 1]
             nib = byte >> 4 if depth & 1 == 0 else byte & 0x0F
-            node.dirty.add(nib)  # type: ignore[union-attr]  # (every inner node has one)
-            child = children[nib]
+            path.append((node, nib))
+            child = node.children[nib]
             if child is None:
-                child = children[nib] = _Node()
-            node = child
+                child = node.children[nib] = _Bucket()
+            parent, node = node, child
             depth += 1
-        items = node.items
-        assert items is not None
-        items[key] = value
-        cached = node.hashed_keys
-        if cached is not None:
-            # Keep the bucket's cached item hashes exact: splice this one in.
-            i = bisect_left(cached, key)
-            at = i << 5
-            old = node.hashed
-            if new:
-                cached.insert(i, key)
-                node.hashed = old[:at] + _item_hash(key, value) + old[at:]
-            else:
-                node.hashed = old[:at] + _item_hash(key, value) + old[at + 32 :]
-        if new and len(items) > self._max_leaf and depth < KEY_NIBBLES:
-            self._split(node, depth)
-
-    def _split(self, node: _Node, depth: int) -> None:
-        items = node.items
-        assert items is not None
-        children: list[_Node | None] = [None] * FANOUT
-        for key, value in items.items():
-            byte = key[depth >> 1]
-            nib = byte >> 4 if depth & 1 == 0 else byte & 0x0F
-            child = children[nib]
-            if child is None:
-                child = children[nib] = _Node()
-            assert child.items is not None
-            child.items[key] = value
-        cached = node.hashed_keys
-        if cached:
-            # Hand the cached item hashes down (a sorted subsequence stays sorted).
-            old = node.hashed
-            parts: dict[int, list[bytes]] = {}
-            for i, key in enumerate(cached):
-                byte = key[depth >> 1]
-                nib = byte >> 4 if depth & 1 == 0 else byte & 0x0F
-                child = children[nib]
-                assert child is not None
-                if child.hashed_keys is None:
-                    child.hashed_keys = []
-                child.hashed_keys.append(key)
-                parts.setdefault(nib, []).append(old[i << 5 : (i + 1) << 5])
-            for nib, pieces in parts.items():
-                child = children[nib]
-                assert child is not None
-                child.hashed = b"".join(pieces)
-        node.items = None
-        node.hashed_keys, node.hashed = None, b""
-        node.children = children
+        assert type(node) is _Bucket
+        i, found = node.find(key)
+        at = i << 5
+        values = node.values
+        if found:
+            if node.value(i) == value:
+                return False
+            if values is None:
+                values = node.values = [b""] * len(node)
+            values[i] = value
+            if node.hashed is not None:
+                node.hashed = node.hashed[:at] + _item_hash(key, value) + node.hashed[at + 32:]
+        else:
+            if values is not None:
+                values.insert(i, value)
+            elif value:
+                node.values = [b""] * len(node)
+                node.values.insert(i, value)
+            node.keys = node.keys[:at] + key + node.keys[at:]
+            if node.hashed is not None:
+                node.hashed = node.hashed[:at] + _item_hash(key, value) + node.hashed[at:]
+            self._count += 1
         node.digest = None
-        node.slots, node.dirty = None, set()  # hashed in full the first time
-        if depth + 1 < KEY_NIBBLES:
-            # Keys sharing the next nibble too may still overflow one child.
-            for child in children:
-                if child is not None and len(child.items or ()) > self._max_leaf:
-                    self._split(child, depth + 1)
+        for inner, slot in path:
+            inner.digest = None  # every node on the path is now dirty
+            inner.dirty.add(slot)
+        if not found and len(node) > self._max_leaf and depth < KEY_NIBBLES:
+            split = self._split(node, depth)
+            if parent is None:
+                self._root = split
+            else:
+                parent.children[nib] = split
+        return True
+
+    def _split(self, node: _Bucket, depth: int) -> _Inner:
+        """The inner node replacing an overflowing bucket at ``depth`` (recursively, if all
+        its keys still share the next nibble); cached item hashes are handed down."""
+        groups: list[list[int]] = [[] for _ in range(FANOUT)]
+        keys = node.keys
+        at = depth >> 1
+        for i in range(len(node)):
+            byte = keys[(i << 5) + at]
+            groups[byte >> 4 if depth & 1 == 0 else byte & 0x0F].append(i)
+        inner = _Inner()
+        hashed, values = node.hashed, node.values
+        for nib, members in enumerate(groups):
+            if not members:
+                continue
+            child = _Bucket(
+                b"".join([keys[i << 5 : (i + 1) << 5] for i in members]),
+                None if values is None else [values[i] for i in members],
+                None if hashed is None else b"".join([hashed[i << 5 : (i + 1) << 5]
+                                                      for i in members]))
+            inner.children[nib] = (self._split(child, depth + 1) if len(child) > self._max_leaf
+                                   and depth + 1 < KEY_NIBBLES else child)
+        return inner
 
     def root(self) -> bytes:
         return _digest(self._root)
 
-    def _find(self, prefix: tuple[int, ...]) -> tuple[_Node, int] | None:
+    def _find(self, prefix: tuple[int, ...]) -> tuple[_Bucket | _Inner, int] | None:
         """Deepest existing node on ``prefix`` and its depth (None if empty)."""
         node = self._root
         depth = 0
         for nib in prefix:
-            children = node.children
-            if children is None:
+            if type(node) is not _Inner:
                 break  # prefix reaches below a bucket
-            child = children[nib]
+            child = node.children[nib]
             if child is None:
                 return None
             node = child
@@ -563,16 +598,15 @@ class MerkleTree:
         if found is None:
             return None
         node, depth = found
-        if node.children is not None:
+        if type(node) is _Inner:
             children = tuple(None if c is None else _digest(c) for c in node.children)
             return NodeView(prefix, _digest(node), children, None)
-        assert node.items is not None
+        assert type(node) is _Bucket
         if depth == len(prefix):
-            if not node.items:
+            if not len(node):
                 return None  # only the empty root bucket can be empty
-            items = tuple(sorted(node.items.items()))
-            return NodeView(prefix, _digest(node), None, items)
-        items = tuple(sorted(kv for kv in node.items.items() if _has_prefix(kv[0], prefix)))
+            return NodeView(prefix, _digest(node), None, tuple(node.items()))
+        items = tuple(kv for kv in node.items() if _has_prefix(kv[0], prefix))
         if not items:
             return None
         return NodeView(prefix, _bucket_digest(items), None, items)
@@ -584,18 +618,18 @@ class MerkleTree:
         if found is None:
             return []
         node, depth = found
-        out: list[tuple[bytes, bytes]] = []
         if depth < len(prefix):
-            assert node.items is not None
-            return sorted(kv for kv in node.items.items() if _has_prefix(kv[0], prefix))
-        # Children are visited in nibble order, so only buckets need sorting.
+            assert type(node) is _Bucket
+            return [kv for kv in node.items() if _has_prefix(kv[0], prefix)]
+        # Children are visited in nibble order and buckets are sorted.
+        out: list[tuple[bytes, bytes]] = []
         stack = [node]
         while stack:
             n = stack.pop()
-            if n.items is not None:
-                out += sorted(n.items.items())
+            if type(n) is _Bucket:
+                out += n.items()
             else:
-                assert n.children is not None
+                assert type(n) is _Inner
                 stack.extend(c for c in reversed(n.children) if c is not None)
         return out
 
@@ -606,12 +640,12 @@ class MerkleTree:
         levels: list[tuple[bytes | None, ...]] = []
         node = self._root
         depth = 0
-        while node.children is not None:
+        while type(node) is _Inner:
             levels.append(tuple(None if c is None else _digest(c) for c in node.children))
             nxt = node.children[_nibble(key, depth)]
             assert nxt is not None
             node = nxt
             depth += 1
-        assert node.items is not None
+        assert type(node) is _Bucket
         levels.reverse()  # proof order is bottom-up
-        return Proof(bucket=tuple(sorted(node.items.items())), levels=tuple(levels))
+        return Proof(bucket=tuple(node.items()), levels=tuple(levels))
