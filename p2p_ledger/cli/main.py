@@ -274,7 +274,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    metavar="SIZE",
                    help="memory for contexts loaded from the store, e.g. 256MB or 1GiB (default "
                         "256MiB): beyond it the least recently used are unloaded and reload "
-                        "from disk when next needed; the estimate counts 1300 B per entry plus "
+                        "from disk when next needed; the estimate counts 850 B per entry plus "
                         "3x its stored bytes")
     p.add_argument("--verify-in-background", action="store_true",
                    help="run the full integrity check (content ids, signatures, stored roots) a "

@@ -61,8 +61,9 @@ EMPTY_STATE_VECTOR = b"\x00"
 # cannot size one object graph cheaply): a fixed cost per entry (its Entry object, index slots,
 # Merkle item) plus three times its stored bytes (the records live in the Entry objects and in
 # the Doc). Fitted on loaded contexts here: 100k x 100 B entries (254 stored B each) grew RSS by
-# 2,078 B per entry, 20k x 2 KB (2,154 stored B) by 7,672 B: ~1,330 + 2.94 x stored.
-ENTRY_COST = 1300
+# 1,587 B per entry, 20k x 2 KB (2,159 stored B) by 7,334 B: ~820 + 3.02 x stored (before the
+# compact Merkle buckets: 2,078 and 7,672 B, ~1,330 + 2.94 x stored).
+ENTRY_COST = 850
 STORED_FACTOR = 3
 # The runtime's default budget (open_node, --memory-budget): ~120k loaded entries of 100 B.
 DEFAULT_MEMORY_BUDGET = 256 * 1024 * 1024
