@@ -663,3 +663,10 @@ def test_record_at_the_lamport_limit_is_accepted():
     assert decode_record(entry.record) == entry
     with pytest.raises(LamportOutOfRange, match=f"the limit is {MAX_LAMPORT}"):
         decode_record(sample(lamport=MAX_LAMPORT + 1).record)
+
+
+def test_make_entry_names_the_field_out_of_range_not_a_neighbour_at_its_bound():
+    for bound in (0, 2**64 - 1):
+        for field in ("lamport", "seq", "chain"):
+            with pytest.raises(ValueError, match=r"^appended_at_ns out of range: -1$"):
+                sample(**{field: bound, "appended_at_ns": -1})

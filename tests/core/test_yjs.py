@@ -632,55 +632,126 @@ BIG = vu(2**32 - 1)
 
 
 @pytest.mark.parametrize(
-    "update",
+    "update, message",
     [
-        pytest.param(b"", id="empty"),
-        pytest.param(b"\x00", id="no-delete-set"),
-        pytest.param(b"\xff" * 11, id="varuint-too-long"),
-        pytest.param(vu(2**32) + b"\x00", id="u32-overflow"),
-        pytest.param(b"\x80\x80\x80\x80\x80\x01\x00", id="u32-that-yrs-would-wrap"),
-        pytest.param(BIG + b"\x00", id="absurd-client-count"),
-        pytest.param(b"\x01" + BIG + b"\x01\x00", id="absurd-struct-count"),
+        pytest.param(b"", "truncated", id="empty"),
+        pytest.param(b"\x00", "truncated", id="no-delete-set"),
+        pytest.param(b"\xff" * 11, "varuint too long", id="varuint-too-long"),
+        pytest.param(vu(2**32) + b"\x00", "varuint out of range", id="u32-overflow"),
         pytest.param(
-            build([(1, 0, [root_item(8, b"\x01\x74" + BIG + b"ab")])]), id="absurd-buffer"
+            b"\x80\x80\x80\x80\x80\x01\x00",
+            "varuint too long", id="u32-that-yrs-would-wrap",
         ),
-        pytest.param(build([(1, 0, [root_item(8, BIG + b"\x74\x00")])]), id="absurd-any-count"),
-        pytest.param(build([(1, 0, [root_item(8, b"\x01\x75" + BIG)])]), id="absurd-any-array"),
-        pytest.param(build([(1, 0, [root_item(8, b"\x01\x76" + BIG)])]), id="absurd-any-object"),
-        pytest.param(build([(1, 0, [root_item(2, BIG + b"\x00")])]), id="absurd-json-count"),
-        pytest.param(build([(1, 0, [root_item(4, BIG + b"x")])]), id="absurd-string"),
-        pytest.param(b"\x00" + BIG, id="absurd-delete-set"),
-        pytest.param(b"\x00\x01\x01" + BIG + b"\x00\x01", id="absurd-delete-ranges"),
-        pytest.param(b"\x00\x01\x01\x00", id="empty-delete-ranges"),
-        pytest.param(build([(1, 0, [bytes([0x8A]) + b"\x01"])]), id="skip-with-flags"),
-        pytest.param(build([(1, 0, [bytes([0x80]) + b"\x01\x00\x01"])]), id="gc-with-flags"),
-        pytest.param(build([(1, 0, [bytes([11]) + b"\x00"])]), id="content-ref-11-move"),
-        pytest.param(build([(1, 0, [root_item(24, any_bytes([b"v"]))])]), id="ref-24-yrs-masks"),
+        pytest.param(BIG + b"\x00", "client count exceeds the update", id="absurd-client-count"),
         pytest.param(
-            build([(1, 0, [bytes([8, 2]) + vstr(NAME) + any_bytes([b"v"])])]), id="pinfo2"
-        ),
-        pytest.param(build([(1, 0, [root_item(8, b"\x01\x73")])]), id="unknown-any-tag"),
-        pytest.param(build([(1, 0, [root_item(8, b"\x01\x77\x02\xff\xfe")])]), id="bad-utf8"),
-        pytest.param(build([(1, 0, [root_item(8, b"\x01\x7b\x00")])]), id="short-float64"),
-        pytest.param(build([(1, 0, [root_item(8, b"\x01\x7d" + b"\xff" * 12)])]), id="long-varint"),
-        pytest.param(build([(1, 0, [root_item(8, b"\x00")])]), id="zero-length-any"),
-        pytest.param(build([(1, 0, [root_item(4, vstr(""))])]), id="zero-length-string"),
-        pytest.param(build([(1, 0, [bytes([10]) + b"\x00"])]), id="zero-length-skip"),
-        pytest.param(build([(1, 0, [root_item(7, b"\x08")])]), id="unknown-type-ref"),
-        pytest.param(build([(1, 0, [root_item(2, b"\x01" + vstr("{nope"))])]), id="bad-json"),
-        pytest.param(build([(1, 2**32 - 1, [_ok_any()])]), id="clock-overflow"),
-        pytest.param(
-            build([(1, 0, [root_item(8, b"\x01" + b"\x75\x01" * 100 + b"\x7e")])]), id="deep-any"
+            b"\x01" + BIG + b"\x01\x00",
+            "struct count exceeds the update", id="absurd-struct-count",
         ),
         pytest.param(
-            build([(1, 0, [root_item(2, b"\x01" + vstr("[" * 100_000))])]), id="deep-json"
+            build([(1, 0, [root_item(8, b"\x01\x74" + BIG + b"ab")])]),
+            "buffer runs past the end", id="absurd-buffer",
+        ),
+        pytest.param(
+            build([(1, 0, [root_item(8, BIG + b"\x74\x00")])]),
+            "any count exceeds the update", id="absurd-any-count",
+        ),
+        pytest.param(
+            build([(1, 0, [root_item(8, b"\x01\x75" + BIG)])]),
+            "any collection length exceeds the update", id="absurd-any-array",
+        ),
+        pytest.param(
+            build([(1, 0, [root_item(8, b"\x01\x76" + BIG)])]),
+            "any collection length exceeds the update", id="absurd-any-object",
+        ),
+        pytest.param(
+            build([(1, 0, [root_item(2, BIG + b"\x00")])]),
+            "JSON count exceeds the update", id="absurd-json-count",
+        ),
+        pytest.param(
+            build([(1, 0, [root_item(4, BIG + b"x")])]),
+            "byte string runs past the end", id="absurd-string",
+        ),
+        pytest.param(
+            b"\x00" + BIG,
+            "delete set client count exceeds the update", id="absurd-delete-set",
+        ),
+        pytest.param(
+            b"\x00\x01\x01" + BIG + b"\x00\x01",
+            "delete range count exceeds the update", id="absurd-delete-ranges",
+        ),
+        pytest.param(b"\x00\x01\x01\x00", "empty delete set entry", id="empty-delete-ranges"),
+        pytest.param(
+            build([(1, 0, [bytes([0x8A]) + b"\x01"])]),
+            "bad struct info 0x8a", id="skip-with-flags",
+        ),
+        pytest.param(
+            build([(1, 0, [bytes([0x80]) + b"\x01\x00\x01"])]),
+            "bad struct info 0x80", id="gc-with-flags",
+        ),
+        pytest.param(
+            build([(1, 0, [bytes([11]) + b"\x00"])]),
+            "bad struct info 0x0b", id="content-ref-11-move",
+        ),
+        pytest.param(
+            build([(1, 0, [root_item(24, any_bytes([b"v"]))])]),
+            "bad struct info 0x18", id="ref-24-yrs-masks",
+        ),
+        pytest.param(
+            build([(1, 0, [bytes([8, 2]) + vstr(NAME) + any_bytes([b"v"])])]),
+            "bad parent info 2", id="pinfo2",
+        ),
+        pytest.param(
+            build([(1, 0, [root_item(8, b"\x01\x73")])]),
+            "unknown any tag 115", id="unknown-any-tag",
+        ),
+        pytest.param(
+            build([(1, 0, [root_item(8, b"\x01\x77\x02\xff\xfe")])]),
+            "string is not valid UTF-8", id="bad-utf8",
+        ),
+        pytest.param(
+            build([(1, 0, [root_item(8, b"\x01\x7b\x00")])]),
+            "truncated float64", id="short-float64",
+        ),
+        pytest.param(
+            build([(1, 0, [root_item(8, b"\x01\x7d" + b"\xff" * 12)])]),
+            "varint too long", id="long-varint",
+        ),
+        pytest.param(
+            build([(1, 0, [root_item(8, b"\x00")])]),
+            "zero-length item", id="zero-length-any",
+        ),
+        pytest.param(
+            build([(1, 0, [root_item(4, vstr(""))])]),
+            "zero-length item", id="zero-length-string",
+        ),
+        pytest.param(
+            build([(1, 0, [bytes([10]) + b"\x00"])]),
+            "zero-length GC/Skip", id="zero-length-skip",
+        ),
+        pytest.param(
+            build([(1, 0, [root_item(7, b"\x08")])]),
+            "unsupported type ref 8", id="unknown-type-ref",
+        ),
+        pytest.param(
+            build([(1, 0, [root_item(2, b"\x01" + vstr("{nope"))])]),
+            "invalid JSON content", id="bad-json",
+        ),
+        pytest.param(build([(1, 2**32 - 1, [_ok_any()])]), "clock overflow", id="clock-overflow"),
+        pytest.param(
+            build([(1, 0, [root_item(8, b"\x01" + b"\x75\x01" * 100 + b"\x7e")])]),
+            "any value nested too deeply", id="deep-any",
+        ),
+        pytest.param(
+            build([(1, 0, [root_item(2, b"\x01" + vstr("[" * 100_000))])]),
+            "invalid JSON content", id="deep-json",
         ),
     ],
 )
-def test_malformed(update: bytes) -> None:
+def test_malformed(update: bytes, message: str) -> None:
     with pytest.raises(RemoteProtocolError) as err:
         appended_values(update)
     assert type(err.value) is RemoteProtocolError
+    assert str(err.value) == f"malformed Yjs update: {message}"
 
 
 def test_max_structs() -> None:
@@ -817,3 +888,170 @@ def test_random_histories_round_trip(ops: list[tuple[int, str, bytes]]) -> None:
     for doc, _ in docs:  # every doc converges with the merged state
         gated_apply(doc, final.get_update(doc.get_state()))
         assert values_of(doc.get(NAME, type=Array)) == values_of(final_array)
+
+
+# ---- boundaries and messages pinned by mutation testing ---------------------------------------
+
+
+def vi(n: int) -> bytes:
+    """lib0 ``writeVarInt``, written from its spec: sign in bit 6 of the first byte with 6 value
+    bits, then 7 bits per byte, bit 7 meaning "more"."""
+    negative, n = n < 0, abs(n)
+    out = bytearray([(0x80 if n > 0x3F else 0) | (0x40 if negative else 0) | (n & 0x3F)])
+    n >>= 6
+    while n > 0:
+        out.append((0x80 if n > 0x7F else 0) | (n & 0x7F))
+        n >>= 7
+    return bytes(out)
+
+
+def _any_values(*anys: bytes) -> tuple[object, ...]:
+    update = build([(72, 0, [root_item(8, vu(len(anys)) + b"".join(anys))])])
+    (item,) = parse_update(update).items
+    return item.values
+
+
+def _malformed_message(update: bytes) -> str:
+    with pytest.raises(RemoteProtocolError) as err:
+        parse_update(update)
+    assert type(err.value) is RemoteProtocolError
+    return str(err.value)
+
+
+def test_varints_decode_as_lib0_writes_them() -> None:
+    values = [0, 1, -1, 63, -63, 64, -64, 127, 8191, 8192, 2**31, -(2**31), 2**53, 2**63 - 1,
+              -(2**63 - 1)]
+    assert len(vi(2**63 - 1)) == 10  # the longest a varint may be
+    assert _any_values(*(b"\x7d" + vi(v) for v in values)) == tuple(values)
+    too_long = build([(1, 0, [root_item(8, b"\x01\x7d" + b"\x80" * 10 + b"\x00")])])
+    assert _malformed_message(too_long) == "malformed Yjs update: varint too long"
+    too_big = build([(1, 0, [root_item(8, b"\x01\x7d" + vi(2**63))])])
+    assert _malformed_message(too_big) == "malformed Yjs update: varint out of range"
+
+
+def test_json_content_reads_undefined_and_refuses_bad_json() -> None:
+    update = build([(1, 0, [root_item(2, vu(2) + vstr("undefined") + vstr('{"a": [1]}'))])])
+    (item,) = parse_update(update).items
+    assert item.values == (UNDEFINED, {"a": [1]}) and repr(UNDEFINED) == "UNDEFINED"
+    bad = build([(1, 0, [root_item(2, b"\x01" + vstr("{nope"))])])
+    assert _malformed_message(bad) == "malformed Yjs update: invalid JSON content"
+
+
+@pytest.mark.parametrize("tag, size, what", [
+    (0x7B, 8, "float64"), (0x7C, 4, "float32"), (0x7A, 8, "bigint"),
+])
+def test_a_fixed_width_any_that_runs_past_the_end_is_malformed(tag: int, size: int,
+                                                               what: str) -> None:
+    for short in range(size):
+        update = build([(1, 0, [root_item(8, b"\x01" + bytes([tag]) + bytes(short))])])
+        assert _malformed_message(update[:-1]) == f"malformed Yjs update: truncated {what}"
+
+
+@pytest.mark.parametrize("level", [b"\x75\x01", b"\x76\x01" + vstr("k")], ids=["array", "object"])
+def test_any_nesting_limit_is_64_collections_of_either_kind(level: bytes) -> None:
+    (value,) = _any_values(level * 64 + b"\x7e")
+    for _ in range(64):
+        assert isinstance(value, (list, dict)) and len(value) == 1
+        value = value[0] if isinstance(value, list) else value["k"]
+    assert value is None
+    deeper = build([(1, 0, [root_item(8, b"\x01" + level * 65 + b"\x7e")])])
+    assert _malformed_message(deeper) == "malformed Yjs update: any value nested too deeply"
+
+
+def test_any_messages_name_the_problem() -> None:
+    for content, message in (
+        (b"\x01\x75" + BIG, "any collection length exceeds the update"),
+        (b"\x01\x73", "unknown any tag 115"),
+    ):
+        update = build([(1, 0, [root_item(8, content)])])
+        assert _malformed_message(update) == f"malformed Yjs update: {message}"
+
+
+def test_state_vector_boundaries_and_messages() -> None:
+    state = {1: 127, 128: 128, 2**32 - 1: 300}
+    encoded = encode_state_vector(state)
+    assert encoded == (b"\x03" + b"\x01\x7f" + b"\x80\x01\x80\x01"
+                       + b"\xff\xff\xff\xff\x0f\xac\x02")
+    assert decode_state_vector(encoded) == state
+    for sv, message in (
+        (b"", "truncated"),
+        (b"\x00\x00", "1 trailing bytes"),
+        (b"\x01\x05\x03\x00\x00", "2 trailing bytes"),
+        (b"\x01\x05" + b"\xff" * 5 + b"\x7f", "varuint too long"),
+    ):
+        with pytest.raises(RemoteProtocolError) as err:
+            decode_state_vector(sv)
+        assert str(err.value) == f"malformed Yjs state vector: {message}"
+
+
+def test_the_gate_reads_the_array_it_is_told_to() -> None:
+    update = build([(1, 0, [root_item(8, any_bytes([b"v"]), name="other")])])
+    assert appended_values(update, "other") == [b"v"]
+    assert gate_update(update, {}, "other") == ([b"v"], set())
+    for gate in (lambda: appended_values(update), lambda: gate_update(update, {})):
+        with pytest.raises(ForbiddenUpdate):
+            gate()
+
+
+def test_gate_messages_name_the_item_and_the_reason() -> None:
+    for update, message in (
+        (build([(70, 0, [_ok_any()])], deletes=[(9, [(0, 1)])]),
+         "update deletes (non-empty delete set)"),
+        (build([(53, 0, [bytes([0]) + vu(3)])]), "update carries garbage-collected (GC) structs"),
+        (build([(70, 0, [root_item(8, any_bytes([b"v"]), sub="key")])]),
+         "item (70, 0) is a map entry (parentSub)"),
+        (build([(70, 0, [bytes([8]) + vu(0) + vu(1) + vu(0) + any_bytes([b"v"])])]),
+         "item (70, 0) targets a nested type (1, 0)"),
+        (build([(70, 0, [root_item(8, any_bytes([b"v"]), name="other")])]),
+         "item (70, 0) targets root type 'other', not 'entries'"),
+        (build([(70, 0, [root_item(8, vu(2) + b"\x74" + vstr(b"ok") + b"\x7d\x01")])]),
+         "item (70, 0) inserts a non-bytes value (int)"),
+        (build([(70, 0, [root_item(4, vstr("text"))])]),
+         "item (70, 0) has forbidden content ref 4"),
+    ):
+        with pytest.raises(ForbiddenUpdate) as err:
+            appended_values(update)
+        assert str(err.value) == message
+
+
+def test_holes_and_ranges_of_a_section() -> None:
+    """Two structs back to back leave no hole; a client the state does not know must start at
+    clock 0, and a section starting later is a hole (so is a gap after the state)."""
+    back_to_back = build([(1, 0, [_ok_any(b"a"), origin_item(8, any_bytes([b"b", b"c"]), (1, 0))])])
+    assert gate_ranges(back_to_back, {}) == ([b"a", b"b", b"c"], set(), {1: (0, 3)})
+    late = build([(1, 1, [origin_item(8, any_bytes([b"b"]), (1, 0))])])
+    assert gate_ranges(late, {}) == ([b"b"], {1}, {1: (1, 2)})
+    assert gate_ranges(late, {1: 1}) == ([b"b"], set(), {1: (1, 2)})
+    assert gate_ranges(build([(1, 3, [_ok_any()])]), {1: 2})[1] == {1}
+
+
+@pytest.mark.parametrize("client, clock", [
+    (127, 127), (128, 128), (2**64 - 1, 2**32 - 1),
+])
+def test_origin_ids_at_the_varuint_boundaries(client: int, clock: int) -> None:
+    item = origin_item(8, any_bytes([b"x" * 128]), (client, clock))
+    right = bytes([8 | 0x40]) + vu(client) + vu(clock) + any_bytes([b"y" * 127])
+    (first, second) = parse_update(build([(5, 0, [item, right])])).items
+    assert first.origin == (client, clock) and first.values == (b"x" * 128,)
+    assert second.right_origin == (client, clock) and second.values == (b"y" * 127,)
+
+
+def test_origin_varuints_are_bounded_like_the_others() -> None:
+    long_client = b"\x80" * 10 + b"\x00"  # 11 bytes: longer than any u64
+    long_clock = b"\x80" * 5 + b"\x00"  # 6 bytes: longer than any u32
+    for origin in (long_client + b"\x00", b"\x01" + long_clock):
+        update = build([(5, 0, [bytes([8 | 0x80]) + origin + any_bytes([b"v"])])])
+        assert _malformed_message(update) == "malformed Yjs update: varuint too long"
+
+
+def test_max_structs_counts_every_client_section() -> None:
+    update = build([(1, 0, [_ok_any(b"a")]), (2, 0, [_ok_any(b"b")])])
+    assert len(parse_update(update, max_structs=2).items) == 2
+    assert _malformed_message_of(lambda: parse_update(update, max_structs=1)) == (
+        "malformed Yjs update: more than 1 structs")
+
+
+def _malformed_message_of(call: Callable[[], object]) -> str:
+    with pytest.raises(RemoteProtocolError) as err:
+        call()
+    return str(err.value)
