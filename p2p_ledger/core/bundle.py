@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import RemoteProtocolError
-from .identity import HEAD_SIZE, Head
+from .identity import HEAD_SIZE, KEY_SIZE, Head
 from .reader import Reader
 
 MAGIC = b"P2PB"
@@ -64,6 +64,16 @@ def decode_bundle(blob: bytes) -> Bundle:
     r.what = "its vouchers"
     vouchers = tuple(r.take(r.u32()) for _ in range(r.u32()))
     return Bundle(heads, vouchers, blob[r.pos:])
+
+
+def first_origin(blob: bytes) -> bytes:
+    """The origin (32-byte public key) of a bundle's first signed head, read without decoding
+    the rest; b"" when it has none or is malformed (the bundle's own checks report that). A
+    pushed update is one append's bundle, so this names the node that wrote it: epidemic
+    forwarding keeps one tree per origin (``core/node.py``)."""
+    if blob[:4] != MAGIC or len(blob) < 9 + HEAD_SIZE or _U32.unpack_from(blob, 5)[0] == 0:
+        return b""
+    return blob[9:9 + KEY_SIZE]
 
 
 def _truncated(message: str) -> RemoteProtocolError:

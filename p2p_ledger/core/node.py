@@ -38,12 +38,15 @@ connection runs one ``PeerSession``; this class adds the node-wide policy:
   ``idle_timeout`` is closed;
 * live push: a committed local append's Yjs update goes to every open session at once; a
   peer's pushed update, the first push of it here, is forwarded to every other open link
-  still eager (epidemic forwarding, Plumtree: a link that keeps carrying duplicates is pruned,
-  and grafted back when anti-entropy brings what the pushes missed). Lazy links get the
-  update's digest in a batched IHAVE instead; an announced update that does not come by push
-  within ``graft_timeout`` is asked for with a GRAFT, which makes that link eager again. A
-  fresh push that brought nothing (Yjs could not take it: an earlier update is missing) asks
-  its sender for what we lack at once;
+  still eager for its origin (epidemic forwarding, Plumtree with one tree per origin: a peer
+  that pushed us an origin's update gets that origin's pushes another way, so we stop
+  forwarding them to it; copies that keep coming make us ask the peer to stop too, PRUNE).
+  Lazy links get the update's digest in a batched IHAVE instead (a batch nobody asked from
+  makes that link's next one wait twice as long, up to ``ihave_max``); an announced update
+  that does not come by push within ``graft_timeout`` is asked for with a GRAFT, which makes
+  that link eager for its origin again, and losing a link that was an origin's path to us
+  asks the other peers to forward everything again. A fresh push that brought nothing (Yjs
+  could not take it: an earlier update is missing) asks its sender for what we lack at once;
 * LAN discovery (mDNS, opt-in): the driver reports ``peer_discovered`` / ``peer_lost`` for
   DNS-SD records (``discovery.py``). A record of our cluster and protocol adds its URLs as
   learned peers, dialed at once (one URL of a node at a time); a peer in backoff or dropped is
@@ -59,9 +62,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from .bundle import first_origin
 from .discovery import Announcement
 from .ledger import Appended, AppendRequest, Ledger
 from .protocol import (
+    MAX_PRUNED,
     Announced,
     Closed,
     DuplicatePush,
@@ -78,8 +83,9 @@ from .wire import DIGEST_PREFIX, NAMES, PROTOCOL_VERSION
 MAX_DISCOVERED = 256  # DNS-SD instances tracked at once (anyone on the LAN can announce)
 
 
+PRUNE_AFTER = 2  # copies in a row from a peer we no longer forward to before it gets a PRUNE
+PRUNE_ALL_AFTER = 3  # copies in a row of any origin before the peer gets an empty PRUNE
 PUSH_MEMORY = 4096  # pushed updates remembered (by digest) to tell which duplicates prune
-PRUNE_AFTER = 3  # duplicate pushes in a row (and no first arrival) before a link is pruned
 PUSH_CACHE_BYTES = 8 * 1024 * 1024  # recent pushed updates kept to answer a GRAFT's request
 MAX_MISSING = 1024  # announced updates we wait for (graft timers) in all ...
 MAX_MISSING_PER_LINK = 256  # ... and announced by one link (a hostile IHAVE flood is bounded)
@@ -117,12 +123,16 @@ class NodeConfig:
     # by direct push and anti-entropy only)
     forward: bool = True
     # Lazy push (Plumtree's IHAVE): the digests of fresh pushed updates go to links that are
-    # not eager, batched for ihave_delay; an announced update that has not come by push
+    # not eager for their origin, batched for ihave_delay (doubled per batch the peer asked
+    # nothing from, up to ihave_max); an announced update that has not come by push
     # graft_timeout after its announcement is asked for with a GRAFT (which makes that link
-    # eager again). ihave_fanout: at most that many lazy links announce each batch.
+    # eager for its origin again). ihave_fanout: lazy links that announce each update.
+    # why: fanout 1 (3 before) and the doubling: 12 -> 5 IHAVEs per append in the sparse
+    # random graph (bench, 3 seeds), p99 392 ms with fanout 1 against 397 ms with 3
     ihave_delay: float = 0.25
+    ihave_max: float = 2.0
     graft_timeout: float = 0.1
-    ihave_fanout: int = 3
+    ihave_fanout: int = 1
 
 
 @dataclass(frozen=True)
@@ -214,9 +224,14 @@ class Link:
     last_probe: float = float("-inf")  # when we last asked a silent peer for a sign of life
     learned: int = 0  # peers added to the table from this link (max_learned_per_link)
     refused: bool = False  # the handshake ended in a refusal (a BYE or a bad HELLO/AUTH)
-    duplicates: int = 0  # pushes in a row that came here after coming by push on another link
     ihave: dict[bytes, None] = field(default_factory=dict)  # digests to announce (lazy push)
+    # per origin: copies in a row of its pushes that came here after we stopped forwarding
+    # them to the peer (PRUNE_AFTER ask the peer to stop too)
+    copies: dict[bytes, int] = field(default_factory=dict)
+    duplicates: int = 0  # copies in a row (of any origin) since the peer last brought one first
     ihave_due: float = float("inf")  # when the batch in ``ihave`` goes out
+    ihave_wait: float = 0.0  # this link's batching time (ihave_delay, doubled per idle batch)
+    grafted: bool = False  # the peer asked for announced updates since our last IHAVE
     pending: int = 0  # announced updates we wait for with this link among the announcers
     served: dict[bytes, None] = field(default_factory=dict)  # digests its GRAFTs got
 
@@ -280,11 +295,16 @@ class NodeCore:
         # the link they first came on by push (0 = our own append): tells a cycle's
         # duplicate from a repaired one
         self._pushes: dict[bytes, int] = {}
+        self._direct: dict[bytes, None] = {}  # those whose first push came from their origin
         # The recent pushed updates themselves (digest → context, update), within
         # PUSH_CACHE_BYTES, to answer a GRAFT asking for them; and the announced ones we lack.
         self._recent: dict[bytes, tuple[str, bytes]] = {}
         self._recent_bytes = 0
         self._missing: dict[bytes, Missing] = {}
+        # per origin, the link its last forwarded push came on first (its tree's path to us):
+        # losing that link asks the other peers to forward everything again (GRAFT)
+        self._via: dict[bytes, int] = {}
+        self._shutting_down = False
         self.discovered: dict[str, str] = {}  # DNS-SD instance → node id, while advertised
         self._ignored: dict[str, str] = {}  # instance → why it is not dialed (logged once)
         for url in config.seeds:
@@ -381,6 +401,13 @@ class NodeCore:
                 session.announce(tuple(link.ihave))
                 link.ihave.clear()
                 link.ihave_due = float("inf")
+                # why: on a link outside the trees the peer already holds what we announce
+                # (sparse random graph: 12 IHAVEs per append, nearly none answered); a batch
+                # nobody asked from makes the next one wait twice as long, up to ihave_max,
+                # and a GRAFT brings it back to ihave_delay
+                link.ihave_wait = (self.config.ihave_delay if link.grafted else
+                                   min(self.config.ihave_max, 2 * link.ihave_wait))
+                link.grafted = False
                 self._drain(conn, link, now)
         self._graft_missing(now)
         if now >= self._next_round:
@@ -481,6 +508,7 @@ class NodeCore:
             self._drain(conn, link, now)
 
     def shutdown(self, now: float) -> None:
+        self._shutting_down = True
         for conn in list(self.links):
             self.close(conn, "node shutting down", now)
 
@@ -647,34 +675,75 @@ class NodeCore:
         if not self.config.forward:
             return
         digest = _digest(event.update)
+        origin = first_origin(event.update)
         first = self._pushes.get(digest)
+        if origin and first != conn:
+            # One tree per origin, built from what pushes show: the peer pushed this origin's
+            # update, so it gets that origin's pushes another way (or wrote it), and forwarding
+            # them to it would only send it copies. On a link outside the origin's tree both
+            # ends forward the origin's first push and each stops at the other's copy: no
+            # PRUNE frame. A copy arriving although we already stopped means the peer still
+            # forwards to us: ask it to stop (PRUNE). A peer repeating a push (the same link
+            # twice) shows nothing.
+            # why: one tree shared by every origin never settled when appends came from
+            # anywhere (duplicates pruned one origin's paths that another origin needed: 8
+            # copies per append in the sparse random graph, and each GRAFT that repaired a
+            # path undid a prune); per origin, a link is pruned once and stays pruned.
+            tell = False
+            if first is None:
+                link.copies.pop(origin, None)
+                link.duplicates = 0
+            elif digest in self._direct and not link.session.lazy_all_theirs:
+                # A dense neighbourhood: copies in a row of pushes that came to us straight
+                # from their origin (the peer is a neighbour of those origins too) make us ask
+                # the peer not to forward a new origin's pushes that came straight from it
+                # (an empty PRUNE).
+                # why: learning one tree per origin costs each origin's first push a flood
+                # (a full mesh: 550 copies per new origin); a default learned from all copies
+                # (Plumtree's one shared tree) cut a sparse graph's new origins off (a 4.3 s
+                # p99), but a neighbour's copy of a direct push says little there
+                link.duplicates += 1
+                if link.duplicates >= PRUNE_ALL_AFTER:
+                    link.session.prune_all()
+            if first is not None and not link.session.eager_for(origin):
+                # why: a copy can be late because the push that beat it came on a link whose
+                # peer stopped forwarding to us meanwhile (two appends of one origin in
+                # flight); asking at the first such copy left a node with no path in (a 1.6 s
+                # p99 in the sparse random graph), so only PRUNE_AFTER in a row ask
+                count = link.copies[origin] = link.copies.pop(origin, 0) + 1
+                if len(link.copies) > MAX_PRUNED:
+                    del link.copies[next(iter(link.copies))]
+                tell = count >= PRUNE_AFTER
+                if tell:
+                    del link.copies[origin]
+            link.session.prune(origin, tell=tell)
         if first is None:
             # The first push of it here, even when anti-entropy brought its entries first:
             # why: forwarding only pushes that were new to us stopped the push wave at every
             # node a round had reached first, and a leaf behind it waited for its own round
             # (10% loss, random graph: a 7 s p99)
-            self._remember_push(digest, conn, event.context, event.update)
-            link.duplicates = 0  # this link brought a push first: it is on a path
-            self._forward(conn, digest, event, now)
+            self._remember_push(digest, conn, event.context, event.update, event.own)
+            if origin and not event.own:
+                self._via[origin] = conn
+                if len(self._via) > MAX_PRUNED:
+                    del self._via[next(iter(self._via))]
+            self._forward(conn, digest, origin, event, now)
             if isinstance(event, DuplicatePush) or not event.entries:
                 # why: it brought nothing; if Yjs could not take it, an earlier update of its
                 # writer is missing here, and a leaf waited for its own round to get it,
                 # seconds on a node with several links (random graph: a 1.5 s p99 against
                 # 0.25 s of hops)
                 link.session.ask_missing(event.context)
-        elif isinstance(event, DuplicatePush) and first != conn and link.session.eager:
-            # why: prune only a duplicate of a push that came by push on another link (a
-            # cycle of eager links), and only after several in a row: a link is pruned when it
-            # keeps carrying copies, not when a ring's two fronts happened to meet on it once
-            # (pruning at once cut rings into pieces, p50 5.5 s against 0.7 s of hops)
-            link.duplicates += 1
-            if link.duplicates >= PRUNE_AFTER:
-                link.session.prune()
 
-    def _remember_push(self, digest: bytes, conn: int, context: str, update: bytes) -> None:
+    def _remember_push(self, digest: bytes, conn: int, context: str, update: bytes,
+                       direct: bool = False) -> None:
         self._pushes[digest] = conn
         if len(self._pushes) > PUSH_MEMORY:
             del self._pushes[next(iter(self._pushes))]
+        if direct:
+            self._direct[digest] = None
+            if len(self._direct) > PUSH_MEMORY:
+                del self._direct[next(iter(self._direct))]
         self._drop_missing(digest)
         if len(update) <= PUSH_CACHE_BYTES:
             self._recent[digest] = (context, update)
@@ -683,23 +752,23 @@ class NodeCore:
                 old = self._recent.pop(next(iter(self._recent)))
                 self._recent_bytes -= len(old[1])
 
-    def _forward(self, came_from: int, digest: bytes, event: EntriesReceived | DuplicatePush,
-                 now: float) -> None:
+    def _forward(self, came_from: int, digest: bytes, origin: bytes,
+                 event: EntriesReceived | DuplicatePush, now: float) -> None:
         """Epidemic forwarding: the first push of an update here (whatever it brought: a
         round may have been faster, or Yjs holds it back until an earlier update arrives) goes
-        on to every other open link still ``eager`` (not pruned), so a write crosses any
+        on to every other open link still eager for its origin, so a write crosses any
         topology in hops × latency instead of waiting for anti-entropy rounds. Each node
         forwards each update (by digest) at most once, so a peer repeating a push gets nothing
-        forwarded; duplicates prune the links that carry them.
-        Lazy links (at most ``ihave_fanout`` of them, not the ones that announced it to us)
-        get its digest in their next IHAVE batch instead; none of them when it came straight
-        from its origin and we have more lazy links than that (a dense neighbourhood, where
-        the origin, which pushes its appends on all its links, reached them directly)."""
+        forwarded; the pushes that come back prune the links that carry them (``_pushed``).
+        Lazy links (at most ``ihave_fanout`` of them, those with a batch under way first) get
+        its digest in their next IHAVE batch instead; none of them when it came straight from
+        its origin and we have more lazy links than that (a dense neighbourhood, where the
+        origin, which pushes its appends on all its links, reached them directly)."""
         lazy = []
         for conn, link in list(self.links.items()):
             if conn == came_from or not link.session.is_open:
                 continue
-            if link.session.eager:
+            if link.session.eager_for(origin, event.own):
                 link.session.push(event.context, event.update)
                 self._drain(conn, link, now)
             elif digest not in link.ihave:
@@ -708,12 +777,16 @@ class NodeCore:
             # why: a dense neighbourhood (a full mesh: 24 links, most of them lazy) announced
             # every update on 3 links per node, 70 IHAVEs per append where the origin's own
             # push had reached everyone already
-            lazy = [] if event.own else self.rng.sample(lazy, self.config.ihave_fanout)
+            # Links with a batch under way first: a digest joins a frame that goes anyway.
+            self.rng.shuffle(lazy)
+            lazy.sort(key=lambda conn: not self.links[conn].ihave)
+            lazy = [] if event.own else lazy[:self.config.ihave_fanout]
         for conn in lazy:
             link = self.links[conn]
             link.ihave[digest] = None
             if link.ihave_due == float("inf"):
-                link.ihave_due = now + self.config.ihave_delay
+                link.ihave_wait = link.ihave_wait or self.config.ihave_delay
+                link.ihave_due = now + link.ihave_wait
 
     def _announced(self, conn: int, link: Link, digests: Sequence[bytes], now: float) -> None:
         """An IHAVE: for each update we lack, wait ``graft_timeout`` for it to come by push,
@@ -776,7 +849,25 @@ class NodeCore:
             link.served[digest] = None
             if len(link.served) > SERVED_MEMORY:
                 del link.served[next(iter(link.served))]
+            link.session.unprune(first_origin(recent[1]))
             link.session.push(*recent)
+            link.grafted = True
+
+    def _regraft(self, lost: int, now: float) -> None:
+        """A link that was some origin's path to us closed: those origins' trees lost a branch
+        here, so every other peer is asked to forward every origin's pushes to us again (GRAFT
+        with no digests); the copies that then come twice prune the links again. Links that
+        only carried their peer's own appends (a full mesh) need nothing: the peer was the
+        origin."""
+        orphans = [origin for origin, conn in self._via.items() if conn == lost]
+        if not orphans or self._shutting_down:
+            return
+        for origin in orphans:
+            del self._via[origin]
+        for conn, link in list(self.links.items()):
+            if conn != lost and link.session.is_open:
+                link.session.graft(())
+                self._drain(conn, link, now)
 
     def _probe_at(self, link: Link) -> float:
         """When we ask a quiet peer for a sign of life: a ROOT that starts a round, which every
@@ -868,6 +959,7 @@ class NodeCore:
         return peer
 
     def _forget_link(self, conn: int, link: Link, now: float, reason: str) -> None:
+        self._regraft(conn, now)
         if self.by_node.get(link.node_id) == conn:
             del self.by_node[link.node_id]
         self._dialing.pop(conn, None)

@@ -43,9 +43,11 @@ most a wasted round, never a wrong answer:
   ``MAX_ASSEMBLIES`` transfers stay unfinished (the oldest is abandoned: on a lossy link it may
   never finish, and anti-entropy repairs it) holding at most ``max_update_bytes`` in all.
 
-Epidemic forwarding (the decisions are NodeCore's; the session keeps the link's ``eager`` flag):
-PRUNE makes both ends lazy, GRAFT makes both eager (and asks for the updates whose digests it
-lists: ``Requested``), IHAVE announces digests of recent pushes (``Announced``).
+Epidemic forwarding (the decisions are NodeCore's; the session keeps which origins' pushes we
+forward to the peer): PRUNE(origin) asks us to stop forwarding that origin's pushes (an empty
+PRUNE: every origin's), GRAFT with no digests to forward every origin's again, a GRAFT listing
+digests asks for those updates (``Requested``: the node also forwards their origins' pushes
+again), IHAVE announces digests of recent pushes (``Announced``).
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ EMPTY_STATE_VECTOR = b"\x00"
 ITEMS_PER_VIEW = 200  # keeps a VIEWS frame of long names and state vectors under MAX_FRAME
 MAX_ASSEMBLIES = 32  # unfinished transfers kept per link; beyond, the oldest is abandoned
 DONE_MEMORY = 4096  # finished transfer ids remembered per link, to drop late duplicates
+MAX_PRUNED = 1024  # origins a link is lazy for (a peer naming more only forgets the oldest)
 
 
 class State(enum.Enum):
@@ -281,12 +284,13 @@ class PeerSession:
         self._offered: dict[str, tuple[bytes, bytes, int]] = {}  # the same for ITEMS answers
         self._gaps: dict[str, tuple[bytes, int]] = {}  # per context: (our state vector, round)
         # when we last asked for what a held-back push waits for
-        # Epidemic forwarding (Plumtree's eager/lazy push, with anti-entropy as the lazy
-        # side): whether pushed updates are forwarded on this link. A pushed update that
-        # came by push on another link first makes the node PRUNE this one (``prune``); an
-        # answer that brings entries we lacked (the pushes missed us) makes us GRAFT it back.
-        # Both ends keep the flag.
-        self.eager = True
+        # Epidemic forwarding (Plumtree's eager/lazy push, one tree per origin): per origin,
+        # whether we forward its pushes to the peer (``per_origin``, at most MAX_PRUNED
+        # origins: beyond, the oldest is forgotten); origins not in it follow the link's
+        # default, eager until an empty PRUNE makes it lazy (``lazy_all``).
+        self.per_origin: dict[bytes, bool] = {}
+        self.lazy_all = False
+        self.lazy_all_theirs = False  # we sent an empty PRUNE (and no GRAFT since)
         self.sent_messages = 0
         self.sent_bytes = 0
         self.sent_by_type: dict[str, int] = {}
@@ -406,11 +410,15 @@ class PeerSession:
                 check_peer_url(url)
             self._events.append(PeersLearned(msg.peers))
         elif isinstance(msg, Prune):
-            self.eager = False
+            if msg.origin is None:
+                self.lazy_all = True
+            else:
+                self._set(msg.origin, False)
         elif isinstance(msg, Graft):
-            self.eager = True
             if msg.digests:
                 self._events.append(Requested(msg.digests))
+            else:
+                self.eager = True
         elif isinstance(msg, IHave):
             self._events.append(Announced(msg.digests))
         elif isinstance(msg, Root):
@@ -715,11 +723,6 @@ class PeerSession:
             # for no one; without it, out-of-order pushes stopped at the first node they
             # reached early)
             self._events.append(EntriesReceived(context, tuple(new), update, pushed, own))
-            if not pushed and not self.eager:
-                # An answer brought entries we lacked: the pushes missed us, so the peer
-                # forwards to us again (Plumtree's graft, with anti-entropy as the lazy push).
-                self.eager = True
-                self._send(Graft())
         elif pushed:
             self._events.append(DuplicatePush(context, update, own))
 
@@ -743,19 +746,54 @@ class PeerSession:
                 self._send(IHave(digests[start:start + MAX_DIGESTS]))
 
     def graft(self, digests: tuple[bytes, ...]) -> None:
-        """Forward pushes on this link again (both ends) and ask the peer for these updates it
-        announced: they did not come by push in time, so the eager paths to us are broken."""
+        """Ask the peer for these updates it announced: they did not come by push in time, so
+        our eager path for their origins is broken (the peer forwards their origins' pushes to
+        us again). No digests: ask it to forward every origin's pushes to us again."""
         if self.is_open:
-            self.eager = True
+            if not digests:
+                self.lazy_all_theirs = False
             for start in range(0, max(len(digests), 1), MAX_DIGESTS):
                 self._send(Graft(digests[start:start + MAX_DIGESTS]))
 
-    def prune(self) -> None:
-        """Stop forwarding pushes on this link, both ways (Plumtree's prune): the node saw a
-        pushed update arrive here after it came by push on another link."""
-        if self.is_open and self.eager:
-            self.eager = False
+    def prune(self, origin: bytes, tell: bool = False) -> None:
+        """Stop forwarding ``origin``'s pushes to the peer (it gets them another way); with
+        ``tell``, also ask the peer to stop forwarding them to us (PRUNE naming it)."""
+        if self.is_open:
+            self._set(origin, False)
+            if tell:
+                self._send(Prune(origin))
+
+    def prune_all(self) -> None:
+        """Ask the peer to forward us no pushes of origins it has no word about from us (an
+        empty PRUNE; ours to it stay as they are)."""
+        if self.is_open and not self.lazy_all_theirs:
+            self.lazy_all_theirs = True
             self._send(Prune())
+
+    def eager_for(self, origin: bytes, direct: bool = True) -> bool:
+        """Whether we forward ``origin``'s pushes to the peer; ``direct``: one that came to us
+        straight from its origin (the link's default covers only those)."""
+        return self.per_origin.get(origin, not (self.lazy_all and direct))
+
+    def unprune(self, origin: bytes) -> None:
+        """Forward ``origin``'s pushes to the peer again (it asked: GRAFT)."""
+        self._set(origin, True)
+
+    @property
+    def eager(self) -> bool:
+        """Whether we forward every origin's pushes to the peer."""
+        return not self.lazy_all and all(self.per_origin.values())
+
+    @eager.setter
+    def eager(self, value: bool) -> None:
+        self.per_origin.clear()
+        self.lazy_all = not value
+
+    def _set(self, origin: bytes, forward: bool) -> None:
+        self.per_origin.pop(origin, None)
+        self.per_origin[origin] = forward
+        if len(self.per_origin) > MAX_PRUNED:
+            del self.per_origin[next(iter(self.per_origin))]
 
 
 @contextmanager

@@ -20,11 +20,12 @@ anything malformed, truncated, oversized or with trailing bytes raises RemotePro
 | 9    | BYE     | str reason                                                                |
 | 10   | CTREE   | str context | u16 n × view of the context's tree of entry ids           |
 | 11   | WANT    | str context | u16 n ≤ MAX_IDS × 32B entry id                             |
-| 12   | PRUNE   | (empty) stop forwarding pushed updates on this link (a duplicate came)    |
-| 13   | GRAFT   | u16 n ≤ MAX_DIGESTS × 16B update digest: forward pushed updates on this   |
-|      |         | link again, and push me these recent updates (n = 0: just the graft)      |
+| 12   | PRUNE   | u8 n ≤ 1 × 32B origin: stop forwarding that origin's pushed updates to me |
+|      |         | (copies came); n = 0: those of origins I said nothing about               |
+| 13   | GRAFT   | u16 n ≤ MAX_DIGESTS × 16B update digest: push me these recent updates and |
+|      |         | forward their origins' pushes to me again (n = 0: every origin's)         |
 | 14   | IHAVE   | u16 n ≤ MAX_DIGESTS × 16B update digest: recent pushed updates I hold     |
-|      |         | (sent on links that are not eager; a GRAFT asks for any that do not come) |
+|      |         | (sent on lazy links; a GRAFT asks for any that do not come)               |
 
 A view describes the node-level tree at a prefix: ``u8 depth | depth × u8 nibble | u8 kind``
 then kind 0 EMPTY: nothing; kind 1 INNER: u16 bitmap of present children + 16B truncated digest
@@ -56,11 +57,11 @@ from .errors import RemoteProtocolError
 from .reader import Reader
 
 WIRE_VERSION = 1
-PROTOCOL_VERSION = 6  # 2: UPDATE carries a transfer id; 3: ROOT may carry a view, ITEMS carry
+PROTOCOL_VERSION = 7  # 2: UPDATE carries a transfer id; 3: ROOT may carry a view, ITEMS carry
 # state vectors; 4: UPDATE carries a signed bundle (entry encoding v2), CTREE and WANT;
 # 5: ROOT carries a 16-byte root, its reply none; HELLO carries the root; UPDATE carries a
 # pushed flag; PRUNE and GRAFT (epidemic forwarding); 6: IHAVE, GRAFT carries digests,
-# UPDATE flags say a push came from its origin
+# UPDATE flags say a push came from its origin; 7: PRUNE names an origin (a tree per origin)
 MAX_FRAME = 64 * 1024
 CHUNK = 32 * 1024  # update bytes per frame: small frames keep websockets.trio out of its deadlock
 DIGEST_PREFIX = 16  # digests travel truncated to 16 bytes (roots and children alike)
@@ -71,6 +72,7 @@ MAX_PEERS_PER_FRAME = 64  # a PEERS frame with more is a protocol error (a peer 
 FLAG_AUTH = 1
 MAX_IDS = 1024  # entry ids in one IDS view or WANT (32 KiB)
 MAX_DIGESTS = 1024  # update digests in one IHAVE or GRAFT (16 KiB)
+ORIGIN_SIZE = 32  # an origin (Ed25519 public key) in a PRUNE
 
 (HELLO, AUTH, PEERS, ROOT, VIEWS, SYNC1, UPDATE, FLOW, BYE, CTREE, WANT, PRUNE, GRAFT,
  IHAVE) = range(1, 15)
@@ -171,13 +173,16 @@ class Bye:
 
 @dataclass(frozen=True)
 class Prune:
-    """Stop forwarding pushed updates to me on this link (one came twice)."""
+    """Stop forwarding pushed updates of ``origin`` (a 32-byte public key) to me on this link
+    (one came twice); None: of every origin."""
+
+    origin: bytes | None = None
 
 
 @dataclass(frozen=True)
 class Graft:
-    """Forward pushed updates to me on this link again, and push me these recent ones (by
-    digest: an IHAVE announced them and they did not come by push in time)."""
+    """Push me these recent updates (by digest: an IHAVE announced them and they did not come
+    by push in time) and forward their origins' pushes to me again; none: every origin's."""
 
     digests: tuple[bytes, ...] = ()
 
@@ -281,7 +286,9 @@ def encode(msg: Message) -> bytes:
     elif isinstance(msg, Want):
         t, body = WANT, _s(msg.context) + _ids(msg.ids)
     elif isinstance(msg, Prune):
-        t, body = PRUNE, b""
+        if msg.origin is not None and len(msg.origin) != ORIGIN_SIZE:
+            raise ValueError(f"a PRUNE names a {ORIGIN_SIZE}-byte origin")
+        t, body = PRUNE, bytes([1]) + msg.origin if msg.origin is not None else bytes([0])
     elif isinstance(msg, Graft):
         t, body = GRAFT, _digests(msg.digests)
     elif isinstance(msg, IHave):
@@ -417,7 +424,10 @@ def decode(frame: bytes) -> Message:
     elif t == WANT:
         msg = Want(r.s(), _read_ids(r))
     elif t == PRUNE:
-        msg = Prune()
+        n = r.u8()
+        if n > 1:
+            raise RemoteProtocolError(f"a PRUNE names {n} origins; at most 1")
+        msg = Prune(r.take(ORIGIN_SIZE) if n else None)
     elif t == GRAFT:
         msg = Graft(_read_digests(r))
     elif t == IHAVE:

@@ -12,7 +12,9 @@ import pytest
 from p2p_ledger.core import wire
 from p2p_ledger.core.node import (
     MAX_MISSING_PER_LINK,
+    MAX_PRUNED,
     PRUNE_AFTER,
+    PRUNE_ALL_AFTER,
     Dial,
     NodeConfig,
     NodeCore,
@@ -585,52 +587,149 @@ def test_a_pushed_update_reaches_a_node_two_hops_away_without_a_round() -> None:
     assert all(isinstance(m, wire.UpdateChunk) and m.pushed for _, m in forwarded)
 
 
-def test_duplicate_pushes_prune_the_link_and_stop_repeating() -> None:
-    """A full triangle: A's pushes reach B and C directly, and B and C forward them to each
-    other, so every copy arrives twice over B - C. After PRUNE_AFTER such copies in a row the
-    link is pruned (both ends), and A's next append crosses each link once."""
-    net = CoreNet(32)
-    a = net.add(A, gossip_interval=30.0)
-    b = net.add(B, seeds=(A,), gossip_interval=30.0)
-    c = net.add(C, seeds=(A,), gossip_interval=30.0)
-    net.run_until(2.0)
-    assert net.connected(A) == {B, C} and net.connected(B) == {A, C}
-    for i in range(PRUNE_AFTER):
-        net.now = 2.0 + i
-        a.append([a.ledger.prepare("ctx", "k", f"n{i}".encode())], now=net.now)
-        net.flush()
-        prunes = [(s, d) for _, s, d, f in net.sent if f[1] == wire.PRUNE]
-        assert bool(prunes) == (i == PRUNE_AFTER - 1)  # not at the first duplicate
-    assert b.counters.entries_received == c.counters.entries_received == PRUNE_AFTER
-    assert {frozenset(p) for p in prunes} == {frozenset((B, C))}
-    for core in (b, c):
-        link = next(lk for lk in core.links.values() if lk.node_id in ("b", "c"))
-        assert not link.session.eager
-    net.now = 10.0
-    a.append([a.ledger.prepare("ctx", "k", b"last")], now=10.0)
-    net.flush()
-    assert _updates_sent(net, B, after=10.0) == [] and _updates_sent(net, C, after=10.0) == []
-    assert b.ledger.root() == c.ledger.root() == a.ledger.root()
+def _link_to(core: NodeCore, node_id: str) -> PeerSession:
+    return next(lk.session for lk in core.links.values() if lk.node_id == node_id)
 
 
-def test_an_answer_that_brings_missed_entries_grafts_the_link() -> None:
-    """Pushes that missed a node (a pruned link) are repaired by anti-entropy; the answer that
-    brings them makes the node GRAFT the link, so the next pushes are forwarded to it again."""
-    net = CoreNet(33)
-    a = net.add(A, discovery=False, gossip_interval=1.0)
-    b = net.add(B, seeds=(A,), discovery=False, gossip_interval=1.0)
+def _origin(core: NodeCore) -> bytes:
+    return bytes.fromhex(core.ledger.origin)
+
+
+def _ring(seed: int, names: str = "abcde") -> tuple[CoreNet, dict[str, NodeCore]]:
+    """Nodes on a ring (each dials the next), no discovery, rounds far away."""
+    net = CoreNet(seed)
+    urls = [f"ws://h/{n}" for n in names]
+    cores = {n: net.add(urls[i], seeds=(urls[(i + 1) % len(urls)],), discovery=False,
+                        gossip_interval=30.0) for i, n in enumerate(names)}
     net.run_until(1.0)
-    link_b = next(iter(b.links.values()))
-    link_a = next(iter(a.links.values()))
-    link_a.session.eager = link_b.session.eager = False  # as if pruned earlier
-    net.mute.add((A, B))  # the push is lost
-    a.append([a.ledger.prepare("ctx", "k", b"missed")], now=1.0)
+    assert all(len(net.connected(u)) == 2 for u in urls)
+    return net, cores
+
+
+def test_each_origin_s_eager_links_converge_to_a_tree() -> None:
+    """A ring of 5: an origin's first push goes both ways round and the two fronts cross on
+    one link, where each end gets the other's copy and stops forwarding that origin's pushes
+    to it (no PRUNE frame needed). From the second append on, each push crosses exactly the
+    4 links of a tree and nothing comes twice; another origin learns its own tree."""
+    net, cores = _ring(32)
+    for writer in ("a", "c"):
+        sent = []
+        for i in range(3):
+            net.now += 1.0
+            before = len(net.sent)
+            core = cores[writer]
+            core.append([core.ledger.prepare("ctx", "k", f"{writer}{i}".encode())], now=net.now)
+            net.flush()
+            sent.append(sum(1 for *_, f in net.sent[before:] if f[1] == wire.UPDATE))
+        assert sent[0] == 6 and sent[1:] == [4, 4], sent  # 4 + the crossing copies, then a tree
+        assert [f for *_, f in net.sent if f[1] == wire.PRUNE] == []
+    roots = {core.ledger.root() for core in cores.values()}
+    assert len(roots) == 1
+
+
+def test_a_dense_neighbourhood_stops_forwarding_new_origins_direct_pushes() -> None:
+    """A full mesh: every origin pushes its appends to every peer itself, so a neighbour
+    forwarding them only sends copies. D and E see copies of A's, B's and C's first pushes
+    (PRUNE_ALL_AFTER in a row) and send each other an empty PRUNE; when a new node F joins and
+    appends, D and E forward its push to each other no more (each got it from F)."""
+    assert PRUNE_ALL_AFTER == 3
+    net = CoreNet(36)
+    urls = [f"ws://h/{n}" for n in "abcdef"]
+    cores = [net.add(u, seeds=tuple(urls[:i]), discovery=False, gossip_interval=30.0)
+             for i, u in enumerate(urls[:5])]
+    net.run_until(1.0)
+    for i, core in enumerate(cores[:3]):
+        net.now += 1.0
+        core.append([core.ledger.prepare("ctx", "k", f"w{i}".encode())], now=net.now)
+        net.flush()
+    empty = {(s, d) for _, s, d, f in net.sent if f[1] == wire.PRUNE and decode(f) == wire.Prune()}
+    assert {(urls[3], urls[4]), (urls[4], urls[3])} <= empty
+    f = net.add(urls[5], seeds=tuple(urls[:5]), discovery=False, gossip_interval=30.0)
+    net.run_until(net.now + 1.0)
+    before = len(net.sent)
+    f.append([f.ledger.prepare("ctx", "k", b"new")], now=net.now)
     net.flush()
-    net.mute.clear()
-    net.run_until(5.0)  # a round repairs it
-    assert a.ledger.root() == b.ledger.root()
-    assert [(s, d) for _, s, d, f in net.sent if f[1] == wire.GRAFT] == [(B, A)]
-    assert link_a.session.eager and link_b.session.eager
+    pairs = {(s, d) for _, s, d, fr in net.sent[before:] if fr[1] == wire.UPDATE}
+    assert (urls[3], urls[4]) not in pairs and (urls[4], urls[3]) not in pairs
+    assert len({core.ledger.root() for core in [*cores, f]}) == 1
+
+
+def test_losing_an_origin_s_path_grafts_the_other_links() -> None:
+    """A ring of 4: C gets A's pushes over one side (B or D). When that link closes, C asks
+    its other peer to forward everything again (GRAFT, no digests), so A's next push reaches C
+    at once, with no round and no IHAVE."""
+    net, cores = _ring(37, "abcd")
+    a, c = cores["a"], cores["c"]
+    for i in range(2):
+        net.now += 1.0
+        a.append([a.ledger.prepare("ctx", "k", f"a{i}".encode())], now=net.now)
+        net.flush()
+    via = c._via[_origin(a)]
+    parent = c.links[via].node_id
+    other = "d" if parent == "b" else "b"
+    assert not _link_to(cores[other], "c").eager_for(_origin(a))  # the ring's other side
+    before = len(net.sent)
+    c.close(via, "cut", net.now)
+    net.flush()
+    grafts = [(s, d) for _, s, d, f in net.sent[before:] if f[1] == wire.GRAFT]
+    assert grafts == [(C, f"ws://h/{other}")]
+    net.now += 1.0
+    last = a.append([a.ledger.prepare("ctx", "k", b"after")], now=net.now)
+    net.flush()
+    assert last.entries[0].id in ordered_ids(c.ledger, "ctx")
+    assert not any(f[1] in (wire.ROOT, wire.IHAVE) for *_, f in net.sent[before:])
+
+
+def test_a_peer_that_keeps_sending_copies_is_asked_to_stop() -> None:
+    """B no longer forwards A's pushes to C but C still forwards them to B (as after a
+    reconnect on one side): after PRUNE_AFTER copies in a row B sends PRUNE naming A's origin,
+    and C stops; the origin's own pushes are not affected."""
+    net = CoreNet(38)
+    a = net.add(A, discovery=False, gossip_interval=30.0)
+    b = net.add(B, seeds=(A,), discovery=False, gossip_interval=30.0)
+    c = net.add(C, seeds=(A, B), discovery=False, gossip_interval=30.0)
+    net.run_until(1.0)
+    origin = _origin(a)
+    conn_b = next(cn for cn, lk in b.links.items() if lk.node_id == "c")
+    for i in range(PRUNE_AFTER):
+        net.now += 1.0
+        a.append([a.ledger.prepare("ctx", "k", f"a{i}".encode())], now=net.now)
+        _link_to(c, "b").unprune(origin)  # C keeps forwarding them to B
+        b.links[conn_b].session.prune(origin)
+        net.flush()
+    prunes = [(s, d, decode(f)) for _, s, d, f in net.sent if f[1] == wire.PRUNE]
+    assert prunes == [(B, C, wire.Prune(origin))]
+    assert not _link_to(c, "b").eager_for(origin)
+    net.now += 1.0
+    a.append([a.ledger.prepare("ctx", "k", b"last")], now=net.now)
+    net.flush()
+    assert _updates_sent(net, C, after=net.now) == [] and _updates_sent(net, B, after=net.now) == []
+    assert len({core.ledger.root() for core in (a, b, c)}) == 1
+
+
+def test_hostile_prunes_and_grafts_only_change_the_sender_s_own_link() -> None:
+    """A member M sends B PRUNEs naming 5,000 made-up origins and empty GRAFTs: B's state for
+    M's link stays within MAX_PRUNED origins, B answers nothing, and its other links are
+    untouched."""
+    net = CoreNet(39)
+    b = net.add(B, discovery=False, gossip_interval=30.0)
+    net.add(A, seeds=(B,), discovery=False, gossip_interval=30.0)
+    net.add("ws://h/m", seeds=(B,), discovery=False, gossip_interval=30.0)
+    net.run_until(1.0)
+    conn_m = next(cn for cn, lk in b.links.items() if lk.node_id == "m")
+    rng = random.Random(39)
+    print("seed 39")
+    before = len(net.sent)
+    for i in range(5000):
+        b.frame_received(conn_m, wire.encode(wire.Prune(rng.randbytes(32))), 1.0)
+        if i % 100 == 0:
+            b.frame_received(conn_m, wire.encode(wire.Graft(())), 1.0)
+    b.frame_received(conn_m, wire.encode(wire.Prune()), 1.0)
+    net.flush()
+    assert len(b.links[conn_m].session.per_origin) <= MAX_PRUNED
+    assert not b.links[conn_m].session.eager
+    assert [f for _, s, *_, f in net.sent[before:] if s == B] == []
+    assert _link_to(b, "a").eager
 
 
 def test_a_peer_repeating_a_push_cannot_make_us_amplify() -> None:
@@ -677,7 +776,7 @@ def test_a_push_arriving_after_anti_entropy_delivered_it_does_not_prune() -> Non
         wire.UpdateChunk(context, 77, len(update), 0, update, True)), 5.0)
     net.flush()
     assert [f for *_, f in net.sent if f[1] == wire.PRUNE] == []
-    assert next(iter(b.links.values())).session.eager
+    assert _link_to(a, "b").eager  # A still forwards everything to B
 
 
 # ---- lazy push: IHAVE and graft timers ---------------------------------------------------------
@@ -715,8 +814,7 @@ def test_an_announced_update_that_does_not_come_is_grafted_and_fetched() -> None
     assert [(s, d, m.digests) for s, d, m in grafts] == [(C, B, (digest,))]  # type: ignore[union-attr]
     assert ordered_ids(c.ledger, "ctx") == [appended.entries[0].id]
     assert len([f for *_, f in net.sent if f[1] == wire.ROOT]) == rounds
-    for core, other in ((b, "c"), (c, "b")):
-        assert next(lk for lk in core.links.values() if lk.node_id == other).session.eager
+    assert _link_to(b, "c").eager_for(_origin(a))  # B forwards A's pushes to C again
     net.now = 5.0  # the next push takes the repaired eager path at once
     nxt = a.append([a.ledger.prepare("ctx", "k", b"next")], now=5.0)
     net.flush()

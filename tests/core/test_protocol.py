@@ -877,17 +877,29 @@ def test_announcements_are_split_into_frames_and_prune_is_sent_once() -> None:
     session.announce(digests)
     frames = [decode(f) for f in session.take_output()]
     assert [len(f.digests) for f in frames] == [wire.MAX_DIGESTS, 1]  # type: ignore[union-attr]
-    session.prune()
-    session.prune()
-    assert [decode(f) for f in session.take_output()] == [wire.Prune()]
-    assert session.eager is False
+    origin = b"\x07" * 32
+    session.prune(origin)  # ours only: the peer is not told
+    assert session.take_output() == [] and not session.eager_for(origin)
+    session.prune(origin, tell=True)
+    session.prune_all()
+    session.prune_all()
+    assert [decode(f) for f in session.take_output()] == [wire.Prune(origin), wire.Prune()]
+    assert session.eager_for(b"\x08" * 32)  # an empty PRUNE we sent changes nothing of ours
     session.graft(())
     assert [decode(f) for f in session.take_output()] == [wire.Graft(())]
-    assert session.eager is True
+    session.prune_all()  # after a GRAFT the peer forwards everything again: ask again
+    assert [decode(f) for f in session.take_output()] == [wire.Prune()]
+    session.receive(encode(wire.Prune()))  # the peer's empty PRUNE: new origins' direct pushes
+    assert not session.eager_for(b"\x08" * 32) and session.eager_for(b"\x08" * 32, False)
+    session.unprune(b"\x08" * 32)
+    assert session.eager_for(b"\x08" * 32)
+    session.receive(encode(wire.Graft(())))
+    assert session.eager
     session.close("bye")
     session.take_output()
-    session.prune()
-    assert session.take_output() == [] and session.eager is True
+    session.prune(origin, tell=True)
+    session.prune_all()
+    assert session.take_output() == [] and session.eager
 
 
 def test_the_same_sync1_is_answered_once_per_round_and_a_different_one_at_once() -> None:

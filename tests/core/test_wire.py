@@ -106,6 +106,7 @@ messages = st.one_of(
     st.builds(Flow, st.integers(0, 2**64 - 1)),
     st.builds(Bye, st.text(max_size=100)),
     st.just(wire.Prune()),
+    st.binary(min_size=32, max_size=32).map(wire.Prune),
     st.builds(wire.Graft, st.lists(st.binary(min_size=16, max_size=16), max_size=5).map(tuple)),
     st.builds(wire.IHave, st.lists(st.binary(min_size=16, max_size=16), max_size=5).map(tuple)),
 )

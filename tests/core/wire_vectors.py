@@ -76,7 +76,7 @@ def message_from(case: dict[str, Any]) -> Message:
     if kind == "Want":
         return Want(f["context"], tuple(_b(i) for i in f["ids"]))
     if kind == "Prune":
-        return Prune()
+        return Prune(_b(f["origin"]) if "origin" in f else None)
     if kind == "Graft":
         return Graft(tuple(_b(d) for d in f.get("digests", [])))
     if kind == "IHave":
@@ -146,6 +146,7 @@ def _cases() -> list[dict[str, Any]]:
         {"name": "want", "type": "Want", "fields": {"context": "a:b/c",
                                                    "ids": ["aa" * 32, "bb" * 32]}},
         {"name": "prune", "type": "Prune", "fields": {}},
+        {"name": "prune-origin", "type": "Prune", "fields": {"origin": "5a" * 32}},
         {"name": "graft", "type": "Graft", "fields": {}},
         {"name": "graft-asking", "type": "Graft", "fields": {"digests": [d16[1], d16[2]]}},
         {"name": "ihave", "type": "IHave", "fields": {"digests": [d16[3]]}},
