@@ -909,3 +909,21 @@ def _tree_of(keys: list[bytes], max_leaf: int) -> MerkleTree:
     tree = MerkleTree(max_leaf=max_leaf)
     tree.update((k, b"") for k in keys)
     return tree
+
+
+def test_bytes_like_keys_and_values_are_stored_as_bytes_and_errors_say_why() -> None:
+    k = h(b"bytes-like")
+    t = MerkleTree()
+    assert t.set(bytearray(k), memoryview(b"v"))
+    assert t.get(k) == b"v" and type(t.get(k)) is bytes and k in t
+    assert t.update([(memoryview(h(b"other")), bytearray(b"w"))]) == 1
+    assert [type(x) for kv in t.items_under() for x in kv] == [bytes] * 4
+    assert t.root() == build({k: b"v", h(b"other"): b"w"}).root()
+    for call, error, message in (
+        (lambda: t.set("k" * 32), TypeError, "^key must be bytes, not str$"),
+        (lambda: t.set(k, "v"), TypeError, "^value must be bytes, not str$"),
+        (lambda: t.set(b"abc"), merkle.LocalInputError, "^key must be 32 bytes, got 3$"),
+        (lambda: MerkleTree(0), merkle.LocalInputError, "^max_leaf must be a positive int$"),
+    ):
+        with pytest.raises(error, match=message):
+            call()

@@ -1055,3 +1055,27 @@ def _malformed_message_of(call: Callable[[], object]) -> str:
     with pytest.raises(RemoteProtocolError) as err:
         call()
     return str(err.value)
+
+
+@pytest.mark.parametrize("struct, values, length", [
+    (root_item(5, vstr('{"a": 1}')), ({"a": 1},), 1),  # ContentEmbed
+    (root_item(6, vstr("bold") + vstr("true")), ("bold", True), 1),  # ContentFormat
+    (root_item(7, bytes([0])), (0,), 1),  # ContentType: a nested Array
+    (root_item(7, bytes([3]) + vstr("p")), (3, "p"), 1),  # ContentType: an XmlElement "p"
+    (root_item(9, vstr("guid") + b"\x76\x01" + vstr("gc") + b"\x78"), ("guid", {"gc": True}), 1),
+    (root_item(1, vu(2)), (), 2),  # ContentDeleted
+    (root_item(3, vstr(b"\x00\x01")), (b"\x00\x01",), 1),  # ContentBinary
+    (root_item(4, vstr("h\u00e9\U0001f600")), ("h\u00e9\U0001f600",), 4),  # UTF-16 units
+])
+def test_every_content_kind_reads_its_values_and_length(struct: bytes, values: tuple[object, ...],
+                                                        length: int) -> None:
+    (item,) = parse_update(build([(70, 0, [struct])])).items
+    assert (item.values, item.length) == (values, length)
+
+
+def test_skip_and_gc_runs_are_bounded_by_the_clock_and_trailing_bytes_are_counted() -> None:
+    assert parse_update(build([(1, 2**32 - 4, [bytes([10]) + vu(3)])])).items == ()
+    for ref in (0, 10):
+        update = build([(1, 2**32 - 4, [bytes([ref]) + vu(5)])])
+        assert _malformed_message(update) == "malformed Yjs update: clock overflow"
+    assert _malformed_message(SAMPLES[0] + b"garbage") == "malformed Yjs update: 7 trailing bytes"
