@@ -53,6 +53,7 @@ from .core.errors import (
     MdnsUnavailable,
     MetaTooLarge,
     PayloadTooLarge,
+    ProtocolMismatch,
     RemoteProtocolError,
     SnapshotError,
     StoreDamagedError,
@@ -78,8 +79,9 @@ __all__ = [
     "InvalidPayload", "InvalidProof", "InvalidSnapshot", "InvalidUrl",
     "KeyTooLarge", "LedgerError", "Limits", "LinkBroken", "LinkClosed", "ListenError",
     "LocalInputError", "MdnsUnavailable", "MetaTooLarge", "Node", "PayloadTooLarge",
-    "RemoteProtocolError", "SnapshotError", "StoreDamagedError", "StoreError", "StoreLockedError",
-    "TlsError", "UnknownEntry", "UnsupportedVersion", "__version__", "open_node",
+    "ProtocolMismatch", "RemoteProtocolError", "SnapshotError", "StoreDamagedError",
+    "StoreError", "StoreLockedError", "TlsError", "UnknownEntry", "UnsupportedVersion",
+    "__version__", "open_node",
 ]
 
 

@@ -6,7 +6,8 @@ From the smallest to the largest:
   in memory; ``pump()`` moves frames until both are quiet and counts flights, messages, bytes.
   Sans-I/O and deterministic: no clock, no sockets.
 * ``open_raw_peer`` / ``serve_raw_peer``: a peer played by hand over a real websocket, for
-  peers that misbehave once the link is open (vanish without a BYE, stop reading).
+  peers that misbehave once the link is open (vanish without a BYE, stop reading);
+  ``HandPlayedPeer``: the HELLO and AUTH of a peer whose frames a test writes itself.
 * Forged Yjs updates (``forged_update``, ``deleting_update``, ``self_deleting_update``) and
   ``foreign_entry``: what a hostile or foreign peer could send, to test the grow-only gate.
 * ``LocalCluster``: real ``p2p-ledger node`` processes on loopback, driven through ``Client``.
@@ -42,18 +43,19 @@ from pycrdt import Array, Doc
 from .core.bundle import encode_bundle
 from .core.cursor import Cursor
 from .core.entry import NO_PREV, Entry, make_entry
-from .core.identity import Head, Identity
+from .core.identity import Head, Identity, link_transcript
 from .core.ledger import Ledger
-from .core.protocol import Closed, Event, LocalInfo, PeerSession
+from .core.protocol import Closed, Event, LocalInfo, PeerSession, auth_mac
 from .core.storage import MemoryStorage
+from .core.wire import FLAG_AUTH, PROTOCOL_VERSION, Auth, Hello, decode, encode
 from .harness.process import NodeFailedToStart, NodeProcess
 from .trio.client import Client
 from .trio.transport import Connection, open_listeners, port_of, serve_websockets
 
 __all__ = [
-    "LocalCluster", "NodeFailedToStart", "NodeProcess", "SessionPair", "Side", "counter_ns",
-    "deleting_update", "foreign_entry", "forged_update", "make_tls_files", "open_pair",
-    "open_raw_peer", "self_deleting_update", "serve_raw_peer",
+    "HandPlayedPeer", "LocalCluster", "NodeFailedToStart", "NodeProcess", "SessionPair", "Side",
+    "counter_ns", "deleting_update", "foreign_entry", "forged_update", "make_tls_files",
+    "open_pair", "open_raw_peer", "self_deleting_update", "serve_raw_peer",
 ]
 
 GOSSIP = "0.2"  # seconds between gossip rounds in LocalCluster nodes: brisk tests
@@ -162,20 +164,47 @@ def open_pair(a: Ledger, b: Ledger, swapped: bool = False, **kw: object) -> Sess
 
 
 
+class HandPlayedPeer:
+    """A peer's half of the handshake, for tests that write frames by hand: ``hello`` is its
+    HELLO frame, ``auth(their_hello)`` its AUTH answering a node's HELLO frame (a valid proof of
+    ``identity``'s key, and of the cluster ``key`` when given); ``open(session)`` feeds both to
+    a started ``PeerSession``, which is then open."""
+
+    def __init__(self, identity: Identity, label: str = "b", url: str = "",
+                 key: bytes | None = None, cluster: str = "default",
+                 nonce: bytes = b"n" * 16) -> None:
+        self.identity, self.key = identity, key
+        self.hello = encode(Hello(PROTOCOL_VERSION, cluster, label, url, nonce,
+                                  FLAG_AUTH if key else 0, bytes(16), identity.public))
+
+    def auth(self, their_hello: bytes) -> bytes:
+        hello = decode(their_hello)
+        assert isinstance(hello, Hello)
+        transcript = link_transcript(hello.nonce, self.hello, their_hello)
+        mac = auth_mac(self.key, transcript) if self.key else b""
+        return encode(Auth(self.identity.sign_link(transcript), mac))
+
+    def open(self, session: PeerSession) -> None:
+        session.receive(self.hello)
+        session.receive(self.auth(session.hello))
+        assert session.is_open, session.close_reason
+
+
 async def open_raw_peer(ws: Connection, node_id: str) -> PeerSession:
-    """Play a peer by hand on the websocket ``ws``: a ``PeerSession`` on an empty ledger sends
-    its HELLO and reads until the link is open; returns the session with what it would send
-    next still queued (``take_output()``). For tests of peers that misbehave once the link is
-    open: one that vanishes without a BYE, one that never reads again."""
+    """Play a peer by hand on the websocket ``ws``: a ``PeerSession`` on an empty ledger says
+    HELLO and AUTH and reads until the link is open; returns the session with what it would
+    send next still queued (``take_output()``). For tests of peers that misbehave once the link
+    is open: one that vanishes without a BYE, one that never reads again."""
     ledger = Ledger.open(MemoryStorage(), node_id, f"{node_id}-raw")
     session = PeerSession(LocalInfo(node_id), ledger, (node_id.encode() * 16)[:16])
     session.start()
-    for frame in session.take_output():
-        await ws.send(frame)
-    while not session.is_open:
+    while True:
+        for frame in session.take_output():
+            await ws.send(frame)
+        if session.is_open or session.close_reason is not None:
+            return session
         message = await ws.recv()
         session.receive(message if isinstance(message, bytes) else message.encode())
-    return session
 
 
 async def serve_raw_peer(nursery: trio.Nursery,

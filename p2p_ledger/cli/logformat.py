@@ -3,9 +3,10 @@ object per line, for log collectors).
 
 JSON fields, always present: ``ts`` (UTC, ISO 8601 with milliseconds), ``level`` (lower case),
 ``logger``, ``msg`` (the text line). Peer state changes (``NodeCore``'s ``PeerEvent``) add
-``event`` (connected | lost | unreachable | refused | dropped), ``peer`` (node id, "" when not
-known yet), ``url`` (the dialed URL, or "inbound"), ``reason`` and ``retry_in_s`` (seconds to
-the next dial, or null). An exception adds ``exc`` (its formatted traceback).
+``event`` (connected | lost | unreachable | refused | dropped), ``peer`` (its node id, a label,
+"" when not known yet), ``origin`` (its public key, hex: who it is, "" when not known yet),
+``url`` (the dialed URL, or "inbound"), ``reason`` and ``retry_in_s`` (seconds to the next
+dial, or null). An exception adds ``exc`` (its formatted traceback).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 import time
 
 LOG_FORMATS = ("text", "json")
-EVENT_FIELDS = ("event", "peer", "url", "reason", "retry_in_s")
+EVENT_FIELDS = ("event", "peer", "origin", "url", "reason", "retry_in_s")
 
 
 class JsonFormatter(logging.Formatter):

@@ -95,7 +95,8 @@ _CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), *range(0x7F, 0xA0)]} | {
 
 
 def status_text(status: Mapping[str, Any]) -> str:
-    lines = [f"node {status.get('node_id')} at {status.get('url') or '(not listening)'}",
+    lines = [f"node {status.get('node_id')} [{str(status.get('origin', ''))[:8]}] at "
+             f"{status.get('url') or '(not listening)'}",
              f"  {status.get('entries', 0):,} entries in {status.get('contexts', 0):,} contexts, "
              f"root {str(status.get('root', ''))[:16]}"]
     peers = status.get("peers") or []
@@ -105,7 +106,9 @@ def status_text(status: Mapping[str, Any]) -> str:
         agrees = {True: "in sync", False: "roots differ", None: "root unknown"}[
             peer.get("root_agrees")]
         error = f" - last error: {peer['last_error']}" if peer.get("last_error") else ""
-        lines.append(f"  peer {peer.get('node_id') or '?'} {peer.get('url') or '(inbound)'}: "
+        # (the label and the start of the origin: two nodes may share a label)
+        who = f"{peer.get('node_id') or '?'} [{str(peer.get('origin') or '?')[:8]}]"
+        lines.append(f"  peer {who} {peer.get('url') or '(inbound)'}: "
                      f"{peer.get('state')}, {agrees}{error}")
     return "\n".join(lines)
 

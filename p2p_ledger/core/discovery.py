@@ -16,7 +16,8 @@ TXT keys (DNS-SD style: short ASCII keys, each value ≤ 255 bytes):
 =========  ==========================================================
 ``proto``  the peer protocol version (``wire.PROTOCOL_VERSION``), decimal
 ``cluster`` the cluster name (only peers of our own cluster are dialed)
-``id``     the node id (also its label: DNS-SD instance names may be renamed on conflict)
+``id``     the node id: a label, shown only (two nodes may share one)
+``origin`` the node's public key (64 hex digits): who it is; the handshake proves it
 ``scheme`` ``ws`` or ``wss``
 ``run``    random per process: a restarted node's record changes, so the others see an update
 =========  ==========================================================
@@ -46,21 +47,24 @@ class InvalidAnnouncement(RemoteProtocolError):
 
 @dataclass(frozen=True)
 class Announcement:
-    node_id: str
+    node_id: str  # its label
     cluster: str
     protocol: int
     urls: tuple[str, ...]  # in the order given (the driver puts IPv4 first)
+    origin: str = ""  # its public key, hex ("" in a record of another protocol version)
 
 
-def txt_record(node_id: str, cluster: str, run: str, scheme: str = "ws") -> dict[str, str]:
+def txt_record(node_id: str, cluster: str, run: str, scheme: str = "ws",
+               origin: str = "") -> dict[str, str]:
     """The TXT properties a node advertises (``run``: a random token per process)."""
-    return {"proto": str(PROTOCOL_VERSION), "cluster": cluster, "id": node_id, "scheme": scheme,
-            "run": run}
+    return {"proto": str(PROTOCOL_VERSION), "cluster": cluster, "id": node_id,
+            "origin": origin, "scheme": scheme, "run": run}
 
 
-def instance_name(node_id: str) -> str:
-    """The DNS-SD instance label: the node id (≤ 63 bytes, the DNS label limit)."""
-    return node_id[:63]
+def instance_name(node_id: str, origin: str) -> str:
+    """The DNS-SD instance label: the node id and the start of its origin (two nodes may share
+    a label on one LAN), within 63 bytes (the DNS label limit)."""
+    return f"{node_id[:54]}-{origin[:8]}"
 
 
 def parse_announcement(
@@ -99,7 +103,12 @@ def parse_announcement(
         urls.append(f"{scheme}://{host}:{port}")
     if not urls:
         raise InvalidAnnouncement("no address")
-    return Announcement(node_id, cluster, int(proto), tuple(urls))
+    origin = ""
+    if int(proto) == PROTOCOL_VERSION:  # (another version is refused by the node, by name)
+        origin = text("origin")
+        if len(origin) != 64 or not all(c in "0123456789abcdef" for c in origin):
+            raise InvalidAnnouncement(f"origin {origin[:80]!r} is not 64 hex digits")
+    return Announcement(node_id, cluster, int(proto), tuple(urls), origin)
 
 
 def _host(address: str) -> str | None:

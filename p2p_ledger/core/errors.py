@@ -103,6 +103,10 @@ class RemoteProtocolError(LedgerError):
     """A peer (or a file from elsewhere) sent something malformed or forbidden."""
 
 
+class ProtocolMismatch(RemoteProtocolError):
+    """The peer speaks another protocol version (its HELLO says which): the link is refused."""
+
+
 class ForbiddenUpdate(RemoteProtocolError):
     """A Yjs update that deletes or rewrites; refused before it touches the document."""
 

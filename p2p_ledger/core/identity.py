@@ -39,6 +39,7 @@ from .errors import ForgedEntry, IntegrityError
 
 HEAD_DOMAIN = b"p2p-ledger head v1\x00"
 ROOT_DOMAIN = b"p2p-ledger context root v1\x00"
+LINK_DOMAIN = b"p2p-ledger link v1\x00"
 KEY_SIZE = 32
 SIG_SIZE = 64
 HEAD_SIZE = KEY_SIZE + 8 + 8 + 32 + SIG_SIZE  # origin, chain, seq, entry id, signature
@@ -87,8 +88,32 @@ class Identity:
         return SignedRoot(context, root, entries, signed_at_ns, self.public,
                           self._key.sign(message))
 
+    def sign_link(self, transcript: bytes) -> bytes:
+        """Prove this key to a peer during the handshake (see ``link_transcript``)."""
+        return self._key.sign(LINK_DOMAIN + transcript)
+
     def __repr__(self) -> str:
         return f"Identity({self.origin[:16]}…)"
+
+
+def link_transcript(verifier_nonce: bytes, signer_hello: bytes, verifier_hello: bytes) -> bytes:
+    """What a node signs to prove its key on one link: the verifier's fresh nonce and both
+    HELLO frames, the signer's first. The nonce makes a recorded proof useless on another link
+    (no replay); the order and the HELLOs (each names its sender's origin and nonce) make a
+    proof echoed back to its signer worthless (no reflection): the echo would have to be over
+    the signer's HELLO as the *verifier's*, which names the signer's own origin, and a node
+    refuses a peer with its own origin anyway."""
+    return b"".join([verifier_nonce, hashlib.sha256(signer_hello).digest(),
+                     hashlib.sha256(verifier_hello).digest()])
+
+
+def check_link_proof(origin: bytes, signature: bytes, transcript: bytes) -> None:
+    """IntegrityError unless ``signature`` is ``origin``'s over ``transcript``."""
+    try:
+        _public_key(origin).verify(signature, LINK_DOMAIN + transcript)
+    except (InvalidSignature, ValueError):
+        raise IntegrityError(f"the peer did not prove the key of origin {origin.hex()[:16]}…"
+                             ) from None
 
 
 @dataclass(frozen=True, slots=True)

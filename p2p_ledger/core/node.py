@@ -168,9 +168,10 @@ class PeerEvent:
 
     kind: str
     url: str
-    node_id: str = ""
+    node_id: str = ""  # the peer's label ("" until known)
     reason: str = ""
     retry_in: float | None = None
+    origin: str = ""  # who the peer is (its public key, hex; "" until known)
 
     def text(self) -> str:
         who = self.node_id or self.url
@@ -198,7 +199,8 @@ class PeerState(StrEnum):
 class PeerInfo:
     url: str
     seed: bool
-    node_id: str = ""
+    origin: str = ""  # the node at this URL (its public key, hex), once known
+    label: str = ""  # its node id (shown only)
     state: PeerState = PeerState.NEW
     failures: int = 0
     retry_at: float = 0.0
@@ -217,7 +219,8 @@ class Link:
     opened_at: float
     last_heard: float
     next_gossip: float = float("inf")  # the round due at once when the link opens
-    node_id: str = ""
+    origin: str = ""  # the peer's proven public key (hex), once the handshake is done
+    label: str = ""  # its node id (shown only)
     gossiper: bool = False  # we start this link's rounds (exactly one end does)
     last_round: float = float("-inf")  # when we last started a round on it
     last_sent: float = 0.0
@@ -278,7 +281,7 @@ class NodeCore:
         self.local = LocalInfo(config.node_id, config.cluster, config.url, config.key)
         self.peers: dict[str, PeerInfo] = {}
         self.links: dict[int, Link] = {}
-        self.by_node: dict[str, int] = {}
+        self.by_origin: dict[str, int] = {}  # a linked peer's origin → its link
         self.counters = Counters()
         self.log: list[str] = []  # info-level lines for the driver to print
         self.events: list[PeerEvent] = []  # peer state changes, for the driver to log
@@ -305,7 +308,7 @@ class NodeCore:
         # losing that link asks the other peers to forward everything again (GRAFT)
         self._via: dict[bytes, int] = {}
         self._shutting_down = False
-        self.discovered: dict[str, str] = {}  # DNS-SD instance → node id, while advertised
+        self.discovered: dict[str, str] = {}  # DNS-SD instance → origin, while advertised
         self._ignored: dict[str, str] = {}  # instance → why it is not dialed (logged once)
         for url in config.seeds:
             if url != config.url:
@@ -418,8 +421,8 @@ class NodeCore:
         for peer in self.peers.values():
             if self._may_dial(peer, busy) and peer.retry_at <= now:
                 self._dial(peer, now)
-                if peer.node_id:
-                    busy.add(peer.node_id)
+                if peer.origin:
+                    busy.add(peer.origin)
 
     def next_deadline(self) -> float:
         deadlines = [self._next_round]
@@ -466,7 +469,7 @@ class NodeCore:
         backoff or dropped is retried at once. Other clusters, other protocol versions and our
         own record are ignored (logged once per instance)."""
         ann = announcement
-        if ann.node_id == self.config.node_id:
+        if ann.origin == self.ledger.origin:
             return
         why = ("another cluster" if ann.cluster != self.config.cluster else
                f"protocol {ann.protocol}" if ann.protocol != PROTOCOL_VERSION else
@@ -479,17 +482,17 @@ class NodeCore:
                 self.log.append(f"mdns: ignoring {ann.node_id} ({ann.cluster}): {why}")
             return
         self._ignored.pop(name, None)
-        if self.discovered.get(name) != ann.node_id:
+        if self.discovered.get(name) != ann.origin:
             self.log.append(f"mdns: discovered {ann.node_id} at {' '.join(ann.urls)}")
-        self.discovered[name] = ann.node_id
+        self.discovered[name] = ann.origin
         for url in ann.urls:
             peer = self.peers.get(url)
             if url == self.config.url or (peer is not None and peer.state is PeerState.SELF):
                 continue
             if peer is None:  # within max_learned_peers, like peers learned by exchange
-                self._add_learned(None, url, ann.node_id, now)
+                self._add_learned(None, url, ann.origin, ann.node_id, now)
             elif peer.state in (PeerState.NEW, PeerState.BACKOFF, PeerState.DROPPED):
-                peer.node_id = ann.node_id
+                peer.origin, peer.label = ann.origin, ann.node_id
                 peer.state, peer.failures, peer.failing_since = PeerState.NEW, 0, None
                 peer.retry_at = now
 
@@ -497,9 +500,8 @@ class NodeCore:
         """A DNS-SD instance went away (goodbye or expiry). The peer stays in the peer table:
         an open link stays open, a closed one is redialed with the usual backoff."""
         self._ignored.pop(name, None)
-        node_id = self.discovered.pop(name, None)
-        if node_id is not None:
-            self.log.append(f"mdns: {node_id} is no longer advertised")
+        if self.discovered.pop(name, None) is not None:
+            self.log.append(f"mdns: {name} is no longer advertised")
 
     def close(self, conn: int, reason: str, now: float) -> None:
         link = self.links.get(conn)
@@ -521,20 +523,21 @@ class NodeCore:
         for peer in sorted(self.peers.values(), key=lambda p: p.url):
             if peer.state is PeerState.SELF:
                 continue
-            conn = self.by_node.get(peer.node_id) if peer.node_id else None
+            conn = self.by_origin.get(peer.origin) if peer.origin else None
             link = self.links.get(conn) if conn is not None else None
             agrees = None if link is None else link.session.agrees_with(root)
-            peers.append({"node_id": peer.node_id, "url": peer.url, "state": peer.state.value,
-                          "root_agrees": agrees, "failures": peer.failures,
-                          "last_error": peer.last_error, "mdns": peer.node_id in advertised})
+            peers.append({"node_id": peer.label, "origin": peer.origin, "url": peer.url,
+                          "state": peer.state.value, "root_agrees": agrees,
+                          "failures": peer.failures, "last_error": peer.last_error,
+                          "mdns": peer.origin in advertised})
         # Peers that dialed us without a listen URL still count.
-        for node_id, conn in sorted(self.by_node.items()):
+        for origin, conn in sorted(self.by_origin.items()):
             link = self.links[conn]
             if not link.url:
                 agrees = link.session.agrees_with(root)
-                peers.append({"node_id": node_id, "url": "", "state": PeerState.CONNECTED.value,
-                              "root_agrees": agrees, "failures": 0, "last_error": "",
-                              "mdns": node_id in advertised})
+                peers.append({"node_id": link.label, "origin": origin, "url": "",
+                              "state": PeerState.CONNECTED.value, "root_agrees": agrees,
+                              "failures": 0, "last_error": "", "mdns": origin in advertised})
         return {
             "node_id": self.config.node_id,
             "origin": self.ledger.origin,
@@ -556,20 +559,20 @@ class NodeCore:
         return conn
 
     def _dialing_nodes(self) -> set[str]:
-        """Node ids with a dial in flight. One dial at a time per node id: a node announced
+        """Origins with a dial in flight. One dial at a time per origin: a node announced
         under several addresses is tried one URL after the other, not all at once."""
-        return {p.node_id for p in self.peers.values()
-                if p.node_id and p.state is PeerState.CONNECTING}
+        return {p.origin for p in self.peers.values()
+                if p.origin and p.state is PeerState.CONNECTING}
 
     def _may_dial(self, peer: PeerInfo, busy: set[str]) -> bool:
         """Whether ``peer`` waits for its ``retry_at`` (the same rule for ``tick`` and
         ``next_deadline``: a URL held back by another dial of its node is no deadline, or the
         timer would spin until that dial ends; its end wakes the timer anyway)."""
         return (peer.state in (PeerState.NEW, PeerState.BACKOFF) and not self._connected(peer)
-                and peer.node_id not in busy)
+                and peer.origin not in busy)
 
     def _connected(self, peer: PeerInfo) -> bool:
-        return bool(peer.node_id) and peer.node_id in self.by_node
+        return bool(peer.origin) and peer.origin in self.by_origin
 
     def _dial(self, peer: PeerInfo, now: float) -> None:
         conn = self._new_conn()
@@ -625,29 +628,32 @@ class NodeCore:
             self._forget_link(conn, link, now, session.close_reason)
 
     def _established(self, conn: int, link: Link, event: Established, now: float) -> None:
-        link.node_id = event.node_id
+        origin = event.origin
+        link.origin, link.label = origin, event.node_id
         if not link.url and event.url:
             link.url = event.url
-        other = self.by_node.get(event.node_id)
+        other = self.by_origin.get(origin)
         if other is not None and other != conn:
-            # Two links to one peer: keep the one dialed by the smaller node id, on both ends.
-            if link.dialed != (self.config.node_id < event.node_id):
+            # Two links to one peer: keep the one dialed by the smaller origin, on both ends.
+            if link.dialed != (self.ledger.origin < origin):
                 link.session.close("duplicate connection")  # the caller's _drain finishes it
                 return
-            self.by_node[event.node_id] = conn
+            self.by_origin[origin] = conn
             old = self.links[other]
             old.session.close("duplicate connection")
             self._drain(other, old, now)
-        self.by_node[event.node_id] = conn
-        self.events.append(PeerEvent("connected", link.url or "inbound", event.node_id))
+        self.by_origin[origin] = conn
+        self.events.append(PeerEvent("connected", link.url or "inbound", event.node_id,
+                                     origin=origin))
         peer = self.peers.get(link.url) if link.url else None
         if peer is None and link.url and self.config.discovery:
-            peer = self._add_learned(link, link.url, event.node_id, now)
+            peer = self._add_learned(link, link.url, origin, event.node_id, now)
         if peer is not None:
-            peer.node_id = event.node_id
+            peer.origin = origin
         for peer in self.peers.values():
-            if peer.node_id == event.node_id and peer.state not in (PeerState.DROPPED,
-                                                                    PeerState.SELF):
+            if peer.origin == origin:
+                peer.label = event.node_id  # (the label it gives itself now)
+            if peer.origin == origin and peer.state not in (PeerState.DROPPED, PeerState.SELF):
                 # Any of its URLs: the link (ours or theirs) reaches it, no dial is needed.
                 peer.state, peer.failures, peer.refused = PeerState.CONNECTED, 0, False
                 peer.failing_since, peer.last_error, peer.reported = None, "", "connected"
@@ -659,14 +665,14 @@ class NodeCore:
         # well started two rounds per link open, and each moved the whole difference again.
         # Only one end of a link runs its gossip timer: when both did, every difference crossed
         # twice (each end's round sent it), and the background rounds cost twice as much.
-        link.gossiper = self._gossips_on(event.node_id)
+        link.gossiper = self._gossips_on(origin)
         link.next_gossip = now if link.gossiper else float("inf")
         if link.gossiper and self._next_round == float("inf"):
             self._next_round = now + self._jitter(self.config.gossip_interval, 0.1)
-        known = [(p.node_id, p.url) for p in self.peers.values()
-                 if p.node_id and p.state not in (PeerState.DROPPED, PeerState.SELF)]
+        known = [(p.origin, p.label, p.url) for p in self.peers.values()
+                 if p.origin and p.state not in (PeerState.DROPPED, PeerState.SELF)]
         if self.config.url:
-            known.append((self.config.node_id, self.config.url))
+            known.append((self.ledger.origin, self.config.node_id, self.config.url))
         link.session.send_peers(known)
 
     def _pushed(self, conn: int, link: Link, event: EntriesReceived | DuplicatePush,
@@ -920,20 +926,20 @@ class NodeCore:
     def _gossips_on(self, peer_id: str) -> bool:
         """Whether we (not the peer) run the gossip timer of our link to ``peer_id``: the same
         answer on both ends, and about half of a node's links (a hash of the pair picks)."""
-        low, high = sorted((self.config.node_id, peer_id))
+        low, high = sorted((self.ledger.origin, peer_id))
         low_gossips = hashlib.sha256(f"{low}\n{high}".encode()).digest()[0] & 1 == 0
-        return (self.config.node_id == low) == low_gossips
+        return (self.ledger.origin == low) == low_gossips
 
-    def _learn(self, link: Link, peers: Sequence[tuple[str, str]], now: float) -> None:
+    def _learn(self, link: Link, peers: Sequence[tuple[str, str, str]], now: float) -> None:
         """Peers named by an open (so, with a cluster key, authenticated) link's PEERS."""
         if not self.config.discovery:
             return
-        for node_id, url in peers:
-            if node_id == self.config.node_id or url == self.config.url or not url:
+        for origin, label, url in peers:
+            if origin == self.ledger.origin or url == self.config.url or not url:
                 continue
             known = self.peers.get(url)
             if known is None:
-                self._add_learned(link, url, node_id, now)
+                self._add_learned(link, url, origin, label, now)
             elif known.state is PeerState.BACKOFF and not known.refused:
                 self._retry_now(known, now)  # a live peer knows it: it may be back
             elif known.state is PeerState.DROPPED:
@@ -941,7 +947,7 @@ class NodeCore:
                 known.state, known.failures, known.failing_since = PeerState.NEW, 0, None
                 known.retry_at = now
 
-    def _add_learned(self, link: Link | None, url: str, node_id: str,
+    def _add_learned(self, link: Link | None, url: str, origin: str, label: str,
                      now: float) -> PeerInfo | None:
         """A new non-seed peer from ``link``'s PEERS (None: from mDNS), within the bounds (None
         when over them): a full table makes room by forgetting a dropped peer, never a live one."""
@@ -955,13 +961,14 @@ class NodeCore:
             del self.peers[dropped.url]
         if link is not None:
             link.learned += 1
-        peer = self.peers[url] = PeerInfo(url, seed=False, node_id=node_id, retry_at=now)
+        peer = self.peers[url] = PeerInfo(url, seed=False, origin=origin, label=label,
+                                          retry_at=now)
         return peer
 
     def _forget_link(self, conn: int, link: Link, now: float, reason: str) -> None:
         self._regraft(conn, now)
-        if self.by_node.get(link.node_id) == conn:
-            del self.by_node[link.node_id]
+        if self.by_origin.get(link.origin) == conn:
+            del self.by_origin[link.origin]
         self._dialing.pop(conn, None)
         peer = self.peers.get(link.url) if link.url else None
         if peer is not None and peer.state is PeerState.DROPPED:
@@ -969,19 +976,21 @@ class NodeCore:
         if peer is not None and link.session.reached_self:
             peer.state = PeerState.SELF
             return
-        if link.node_id and link.node_id in self.by_node:
+        if link.origin and link.origin in self.by_origin:
             if peer is not None:
                 peer.state = PeerState.CONNECTED  # the surviving duplicate
             return
         if link.session.was_open:
-            self.events.append(PeerEvent("lost", link.url or "inbound", link.node_id, reason))
+            self.events.append(PeerEvent("lost", link.url or "inbound", link.label, reason,
+                                         origin=link.origin))
         elif link.refused and peer is None:  # someone dialed us and one side refused
-            self.events.append(PeerEvent("refused", "inbound", link.node_id, reason))
+            self.events.append(PeerEvent("refused", "inbound", link.label, reason,
+                                         origin=link.origin))
         # The link's own URL, and any other URL of the node that this link made "connected".
         affected = [peer] if peer is not None else []
-        if link.node_id:
+        if link.origin:
             affected += [p for p in self.peers.values() if p is not peer
-                         and p.node_id == link.node_id and p.state is PeerState.CONNECTED]
+                         and p.origin == link.origin and p.state is PeerState.CONNECTED]
         for p in affected:
             if link.session.was_open:
                 p.failures = 0  # it worked: retry soon
@@ -1000,8 +1009,9 @@ class NodeCore:
             peer.failing_since = now
         if not peer.seed and now - peer.failing_since >= self.config.drop_after:
             peer.state = PeerState.DROPPED
-            self.events.append(PeerEvent("dropped", peer.url, peer.node_id,
-                                         f"failing for {now - peer.failing_since:.0f}s"))
+            self.events.append(PeerEvent("dropped", peer.url, peer.label,
+                                         f"failing for {now - peer.failing_since:.0f}s",
+                                         origin=peer.origin))
             return
         cap = self.config.backoff_max if refused else self.config.probe_interval
         # why: an unbounded exponent overflows float after ~1000 failures (a seed down for hours)
@@ -1012,8 +1022,8 @@ class NodeCore:
         kind = "refused" if refused else "unreachable"
         if peer.reported != kind:
             peer.reported = kind
-            self.events.append(PeerEvent(kind, peer.url, peer.node_id, reason,
-                                         round(peer.retry_at - now, 3)))
+            self.events.append(PeerEvent(kind, peer.url, peer.label, reason,
+                                         round(peer.retry_at - now, 3), peer.origin))
 
     def _retry_unreachable(self, now: float) -> None:
         for peer in self.peers.values():

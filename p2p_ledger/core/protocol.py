@@ -10,9 +10,16 @@ socket, so the same code runs over websockets and in the simulator.
 States (the table ``ALLOWED`` lists which messages each state accepts; anything else is a
 RemoteProtocolError that closes the link with a BYE and a reason):
 
-    HELLO_SENT --HELLO ok, no key--> OPEN
-    HELLO_SENT --HELLO ok, key-----> AUTH_WAIT --AUTH ok--> OPEN
+    HELLO_SENT --HELLO ok--> AUTH_WAIT --AUTH ok--> OPEN
     any --BYE / violation / close()--> CLOSED
+
+Who the peer is: its HELLO names its origin (Ed25519 public key) and a label (``node_id``, only
+shown: two data directories may share a label). Each side answers the other's HELLO with AUTH:
+a signature by its key over the peer's fresh nonce and both HELLOs
+(``identity.link_transcript``), plus, when the cluster has a key, an HMAC of that key over the
+same transcript. A peer naming an origin whose key it does not hold, replaying a proof from
+another link or echoing ours back fails here and the link closes; a peer with our own origin is
+ourselves. Links are keyed by origin (``Established.origin``).
 
 Anti-entropy in OPEN is stateless ping-pong, so a lost, repeated or crossed message costs at
 most a wasted round, never a wrong answer:
@@ -68,6 +75,7 @@ from .errors import (
     LocalInputError,
     RemoteProtocolError,
 )
+from .identity import check_link_proof, link_transcript
 from .ledger import Ledger
 from .wire import (
     AUTH,
@@ -151,13 +159,14 @@ class LocalInfo:
 
 @dataclass(frozen=True)
 class Established:
-    node_id: str
+    origin: str  # the peer's proven public key, hex: who it is
+    node_id: str  # its label (shown only)
     url: str
 
 
 @dataclass(frozen=True)
 class PeersLearned:
-    peers: tuple[tuple[str, str], ...]
+    peers: tuple[tuple[str, str, str], ...]  # (origin hex, label, url)
 
 
 @dataclass(frozen=True)
@@ -245,9 +254,10 @@ def cluster_key_bytes(key: bytes | str | None) -> bytes | None:
     return raw
 
 
-def auth_mac(key: bytes, nonce: bytes, node_id: str) -> bytes:
-    """Proof of the cluster key bound to the verifier's fresh nonce; the key never travels."""
-    return hmac.new(key, b"p2p-ledger-auth" + nonce + node_id.encode(), hashlib.sha256).digest()
+def auth_mac(key: bytes, transcript: bytes) -> bytes:
+    """Proof of the cluster key bound to the link transcript (the verifier's fresh nonce and
+    both HELLOs, the prover's first); the key never travels."""
+    return hmac.new(key, b"p2p-ledger-auth v7" + transcript, hashlib.sha256).digest()
 
 
 class PeerSession:
@@ -267,7 +277,9 @@ class PeerSession:
         self.peer_root: bytes | None = None  # the peer's last known root, truncated
         self._sent_root = b""  # the truncated root of our last ROOT (what a reply agrees with)
         self.was_open = False
-        self.reached_self = False  # the peer's HELLO carried our own node id
+        self.reached_self = False  # the peer's HELLO carried our own origin
+        self.hello = b""  # our HELLO frame, and the peer's (the link transcript covers both)
+        self._peer_hello = b""
         self.close_reason: str | None = None  # set once CLOSED
         self._out: list[bytes] = []
         self._events: list[Event] = []
@@ -302,7 +314,9 @@ class PeerSession:
         """Queue our HELLO; then feed the peer's frames to ``receive``."""
         flags = FLAG_AUTH if self.local.key else 0
         self._send(Hello(PROTOCOL_VERSION, self.local.cluster, self.local.node_id,
-                         self.local.url, self.nonce, flags, self.ledger.root()[:DIGEST_PREFIX]))
+                         self.local.url, self.nonce, flags, self.ledger.root()[:DIGEST_PREFIX],
+                         self.ledger.identity.public))
+        self.hello = self._out[-1]
 
     def take_output(self) -> list[bytes]:
         out, self._out = self._out, []
@@ -330,6 +344,8 @@ class PeerSession:
             kind = frame[1]
             if kind not in ALLOWED[self.state]:
                 raise RemoteProtocolError(f"{NAMES[kind]} not allowed in state {self.state.value}")
+            if kind == HELLO:
+                self._peer_hello = bytes(frame)
             self._handle(msg)
         except (RemoteProtocolError, IntegrityError) as exc:
             self._fail(f"{type(exc).__name__}: {exc}")
@@ -353,9 +369,10 @@ class PeerSession:
             self._sent_root = root
             self._send(Root(False, root, view))
 
-    def send_peers(self, peers: Iterable[tuple[str, str]]) -> None:
+    def send_peers(self, peers: Iterable[tuple[str, str, str]]) -> None:
+        """Peer exchange: (origin hex, label, url) of the peers we know."""
         if self.is_open:
-            known = tuple(peers)
+            known = tuple((bytes.fromhex(origin), label, url) for origin, label, url in peers)
             step = MAX_PEERS_PER_FRAME
             for start in range(0, max(len(known), 1), step):
                 self._send(Peers(known[start:start + step]))
@@ -396,19 +413,25 @@ class PeerSession:
             self._on_hello(msg)
         elif isinstance(msg, Auth):
             peer = self.peer
-            assert peer is not None and self.local.key is not None
-            expected = auth_mac(self.local.key, self.nonce, peer.node_id)
-            if not hmac.compare_digest(msg.mac, expected):
-                raise RemoteProtocolError("cluster key proof does not match")
+            assert peer is not None
+            transcript = link_transcript(self.nonce, self._peer_hello, self.hello)
+            if self.local.key is not None:
+                # (the HMAC first: cheap, so a stranger cannot make us check a signature)
+                if not hmac.compare_digest(msg.mac, auth_mac(self.local.key, transcript)):
+                    raise RemoteProtocolError("cluster key proof does not match")
+            elif msg.mac:
+                raise RemoteProtocolError("peer sent a cluster key proof and we have no key")
+            check_link_proof(peer.origin, msg.signature, transcript)
             self._open()
         elif isinstance(msg, Bye):
             self._closed(Closed(f"peer said: {msg.reason}", by_peer=True, error=False))
         elif isinstance(msg, Peers):
-            for node_id, url in msg.peers:
+            for _, node_id, url in msg.peers:
                 with _peer_at_fault():
                     check_node_id(node_id)
                 check_peer_url(url)
-            self._events.append(PeersLearned(msg.peers))
+            self._events.append(PeersLearned(tuple(
+                (origin.hex(), node_id, url) for origin, node_id, url in msg.peers)))
         elif isinstance(msg, Prune):
             if msg.origin is None:
                 self.lazy_all = True
@@ -439,9 +462,7 @@ class PeerSession:
             self._on_chunk(msg)
 
     def _on_hello(self, hello: Hello) -> None:
-        if hello.protocol != PROTOCOL_VERSION:
-            raise RemoteProtocolError(
-                f"peer speaks protocol {hello.protocol}, we speak {PROTOCOL_VERSION}")
+        # (another protocol version is refused by decode: ProtocolMismatch)
         if hello.cluster != self.local.cluster:
             raise RemoteProtocolError(
                 f"peer is in cluster {hello.cluster!r}, we are in {self.local.cluster!r}")
@@ -449,27 +470,29 @@ class PeerSession:
             check_node_id(hello.node_id)
         if hello.url:
             check_peer_url(hello.url)
-        if hello.node_id == self.local.node_id:
+        if hello.origin == self.ledger.identity.public:
+            # why: the origin, not the label: two data directories may share a label (a wiped
+            # one that came back, two laptops called "agent"), and used to refuse each other
             self.reached_self = True
             raise RemoteProtocolError("connected to ourselves")
         self.peer = hello
         self.peer_root = hello.root
         peer_has_key = bool(hello.flags & FLAG_AUTH)
-        if self.local.key is None:
-            if peer_has_key:
-                raise RemoteProtocolError("peer requires a cluster key and we have none")
-            self._open()
-        else:
-            if not peer_has_key:
-                raise RemoteProtocolError("peer has no cluster key and ours requires one")
-            self._send(Auth(auth_mac(self.local.key, hello.nonce, self.local.node_id)))
-            self.state = State.AUTH_WAIT
+        if self.local.key is None and peer_has_key:
+            raise RemoteProtocolError("peer requires a cluster key and we have none")
+        if self.local.key is not None and not peer_has_key:
+            raise RemoteProtocolError("peer has no cluster key and ours requires one")
+        transcript = link_transcript(hello.nonce, self.hello, self._peer_hello)
+        mac = auth_mac(self.local.key, transcript) if self.local.key is not None else b""
+        self._send(Auth(self.ledger.identity.sign_link(transcript), mac))
+        self.state = State.AUTH_WAIT
 
     def _open(self) -> None:
         assert self.peer is not None
         self.state = State.OPEN
         self.was_open = True
-        self._events.append(Established(self.peer.node_id, self.peer.url))
+        self._events.append(Established(self.peer.origin.hex(), self.peer.node_id,
+                                        self.peer.url))
 
     def _on_root(self, msg: Root) -> None:
         mine = self.ledger.root()[:DIGEST_PREFIX]

@@ -6,10 +6,12 @@ anything malformed, truncated, oversized or with trailing bytes raises RemotePro
 
 | type | name    | body                                                                      |
 |------|---------|---------------------------------------------------------------------------|
-| 1    | HELLO   | u16 protocol | str cluster | str node_id | str url | 16B nonce | u8 flags  |
-|      |         | | 16B node root (truncated)                                               |
-| 2    | AUTH    | 32B HMAC-SHA256(cluster key, "p2p-ledger-auth" + peer nonce + own node_id) |
-| 3    | PEERS   | u16 n ≤ 64 × (str node_id, str url)                                       |
+| 1    | HELLO   | u16 protocol | str cluster | str label | str url | 16B nonce | u8 flags    |
+|      |         | | 16B node root (truncated) | 32B origin (the node's Ed25519 public key) |
+| 2    | AUTH    | 64B Ed25519 signature by the origin's key over the link transcript       |
+|      |         | (core/identity.py: ``link_transcript``) | u8 n (0, or 32 with a cluster  |
+|      |         | key) | n B HMAC-SHA256(cluster key, "p2p-ledger-auth v7" + transcript)   |
+| 3    | PEERS   | u16 n ≤ 64 × (32B origin, str label, str url)                             |
 | 4    | ROOT    | u8 flags (1 reply, 2 view follows) | request: 16B node root, [top view] |
 | 5    | VIEWS   | u16 n × view (see below)                                                  |
 | 6    | SYNC1   | str context | u8 want_reply | blob Yjs state vector                       |
@@ -53,19 +55,24 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .errors import RemoteProtocolError
+from .errors import ProtocolMismatch, RemoteProtocolError
 from .reader import Reader
 
 WIRE_VERSION = 1
-PROTOCOL_VERSION = 7  # 2: UPDATE carries a transfer id; 3: ROOT may carry a view, ITEMS carry
+PROTOCOL_VERSION = 8  # 2: UPDATE carries a transfer id; 3: ROOT may carry a view, ITEMS carry
 # state vectors; 4: UPDATE carries a signed bundle (entry encoding v2), CTREE and WANT;
 # 5: ROOT carries a 16-byte root, its reply none; HELLO carries the root; UPDATE carries a
 # pushed flag; PRUNE and GRAFT (epidemic forwarding); 6: IHAVE, GRAFT carries digests,
-# UPDATE flags say a push came from its origin; 7: PRUNE names an origin (a tree per origin)
+# UPDATE flags say a push came from its origin; 7: PRUNE names an origin (a tree per origin);
+# 8: HELLO carries the origin (public key), AUTH always proves it (Ed25519, plus the cluster
+# key's HMAC), PEERS name origins: links are keyed by origin and the node id is only a label
 MAX_FRAME = 64 * 1024
 CHUNK = 32 * 1024  # update bytes per frame: small frames keep websockets.trio out of its deadlock
 DIGEST_PREFIX = 16  # digests travel truncated to 16 bytes (roots and children alike)
 NONCE_SIZE = 16
+KEY_SIZE = 32  # an origin: an Ed25519 public key
+SIG_SIZE = 64  # an Ed25519 signature
+MAC_SIZE = 32  # HMAC-SHA256
 MAX_SV_IN_VIEW = 255  # longer state vectors are left out of ITEMS views (a SYNC1 asks for them)
 ROOT_REPLY, ROOT_VIEW = 1, 2  # ROOT flags
 MAX_PEERS_PER_FRAME = 64  # a PEERS frame with more is a protocol error (a peer list is a hint)
@@ -87,21 +94,23 @@ EMPTY, INNER, ITEMS, IDS = 0, 1, 2, 3
 class Hello:
     protocol: int
     cluster: str
-    node_id: str
+    node_id: str  # the sender's label (only shown: two nodes may share one)
     url: str
     nonce: bytes
     flags: int
     root: bytes = bytes(DIGEST_PREFIX)  # the sender's node root, truncated
+    origin: bytes = bytes(KEY_SIZE)  # the sender's Ed25519 public key: who it is
 
 
 @dataclass(frozen=True)
 class Auth:
-    mac: bytes
+    signature: bytes  # the origin's key over the link transcript
+    mac: bytes = b""  # proof of the cluster key (empty without one)
 
 
 @dataclass(frozen=True)
 class Peers:
-    peers: tuple[tuple[str, str], ...]
+    peers: tuple[tuple[bytes, str, str], ...]  # (origin, label, url)
 
 
 @dataclass(frozen=True)
@@ -243,6 +252,12 @@ def _ids(ids: tuple[bytes, ...]) -> bytes:
     return _U16.pack(len(ids)) + b"".join(ids)
 
 
+def _key(origin: bytes) -> bytes:
+    if len(origin) != KEY_SIZE:
+        raise ValueError(f"an origin on the wire has {KEY_SIZE} bytes, got {len(origin)}")
+    return origin
+
+
 def _digests(digests: tuple[bytes, ...]) -> bytes:
     if len(digests) > MAX_DIGESTS or any(len(d) != DIGEST_PREFIX for d in digests):
         raise ValueError(f"at most {MAX_DIGESTS} digests of {DIGEST_PREFIX} bytes")
@@ -254,13 +269,17 @@ def encode(msg: Message) -> bytes:
     if isinstance(msg, Hello):
         t, body = HELLO, b"".join([_U16.pack(msg.protocol), _s(msg.cluster), _s(msg.node_id),
                                    _s(msg.url), msg.nonce, bytes([msg.flags]),
-                                   _digest(msg.root)])
+                                   _digest(msg.root), _key(msg.origin)])
     elif isinstance(msg, Auth):
-        t, body = AUTH, msg.mac
+        if len(msg.signature) != SIG_SIZE or len(msg.mac) not in (0, MAC_SIZE):
+            raise ValueError(f"AUTH is a {SIG_SIZE}-byte signature and a {MAC_SIZE}-byte MAC "
+                             "or none")
+        t, body = AUTH, msg.signature + bytes([len(msg.mac)]) + msg.mac
     elif isinstance(msg, Peers):
         if len(msg.peers) > MAX_PEERS_PER_FRAME:
             raise ValueError(f"PEERS of {len(msg.peers)} entries (at most {MAX_PEERS_PER_FRAME})")
-        t, body = PEERS, _U16.pack(len(msg.peers)) + b"".join(_s(n) + _s(u) for n, u in msg.peers)
+        t, body = PEERS, _U16.pack(len(msg.peers)) + b"".join(
+            _key(o) + _s(n) + _s(u) for o, n, u in msg.peers)
     elif isinstance(msg, Root):
         if msg.view is not None and msg.is_reply:
             raise ValueError("a ROOT reply carries no view")
@@ -383,15 +402,24 @@ def decode(frame: bytes) -> Message:
     t = frame[1]
     msg: Message
     if t == HELLO:
-        msg = Hello(r.u16(), r.s(), r.s(), r.s(), r.take(NONCE_SIZE), r.u8(),
-                    r.take(DIGEST_PREFIX))
+        protocol = r.u16()
+        if protocol != PROTOCOL_VERSION:
+            # why: another version's HELLO may have other fields; what matters is the version,
+            # refused by name here rather than as "truncated" or "trailing bytes" below
+            raise ProtocolMismatch(f"peer speaks protocol {protocol}, we speak "
+                                   f"{PROTOCOL_VERSION}")
+        msg = Hello(protocol, r.s(), r.s(), r.s(), r.take(NONCE_SIZE), r.u8(),
+                    r.take(DIGEST_PREFIX), r.take(KEY_SIZE))
     elif t == AUTH:
-        msg = Auth(r.take(32))
+        signature, size = r.take(SIG_SIZE), r.u8()
+        if size not in (0, MAC_SIZE):
+            raise RemoteProtocolError(f"AUTH carries a MAC of {size} bytes (0 or {MAC_SIZE})")
+        msg = Auth(signature, r.take(size))
     elif t == PEERS:
         count = r.u16()
         if count > MAX_PEERS_PER_FRAME:
             raise RemoteProtocolError(f"PEERS of {count} entries (at most {MAX_PEERS_PER_FRAME})")
-        msg = Peers(tuple((r.s(), r.s()) for _ in range(count)))
+        msg = Peers(tuple((r.take(KEY_SIZE), r.s(), r.s()) for _ in range(count)))
     elif t == ROOT:
         flags = r.u8()
         if flags not in (0, ROOT_REPLY, ROOT_VIEW):

@@ -256,7 +256,7 @@ class Cluster:
         bundles went out (none when no such link is open, or the victim is down)."""
         node = self.nodes[name]
         core, ledger = node.core, node.ledger
-        links = {link.node_id: (conn, link) for conn, link in core.links.items()
+        links = {link.label: (conn, link) for conn, link in core.links.items()
                  if link.session.is_open} if core is not None else {}
         targets = [t for t in to if t in links and self.nodes[t].ledger is not None]
         victim_ledger = self.nodes[victim].ledger if victim is not None else None

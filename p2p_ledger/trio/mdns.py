@@ -172,13 +172,14 @@ async def run_mdns(core: NodeCore, flush: Callable[[], None], addresses: list[st
     config = core.config
     v6 = any(":" in a for a in addresses)
     info = ServiceInfo(
-        SERVICE_TYPE, f"{instance_name(config.node_id)}.{SERVICE_TYPE}",
+        SERVICE_TYPE, f"{instance_name(config.node_id, core.ledger.origin)}.{SERVICE_TYPE}",
         addresses=[socket.inet_pton(socket.AF_INET6 if ":" in a else socket.AF_INET, a)
                    for a in addresses],
         port=port,
         properties=txt_record(config.node_id, config.cluster, run=secrets.token_hex(4),
-                              scheme="wss" if config.url.startswith("wss:") else "ws"),
-        server=f"p2p-ledger-{config.node_id.replace('.', '-')[:40]}.local.")
+                              scheme="wss" if config.url.startswith("wss:") else "ws",
+                              origin=core.ledger.origin),
+        server=f"p2p-ledger-{core.ledger.origin[:16]}.local.")
     try:
         zc = await trio.to_thread.run_sync(lambda: Zeroconf(
             interfaces=list(addresses), ip_version=IPVersion.All if v6 else IPVersion.V4Only))

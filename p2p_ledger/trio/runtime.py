@@ -338,7 +338,8 @@ class Node:
         for event in self.core.take_events():
             self.metrics.on_event(event)
             log.info("%s", event.text(), extra={"event": event.kind, "peer": event.node_id,
-                                                "url": event.url, "reason": event.reason,
+                                                "origin": event.origin, "url": event.url,
+                                                "reason": event.reason,
                                                 "retry_in_s": event.retry_in})
         for action in actions:
             if isinstance(action, Send):

@@ -157,22 +157,20 @@ def test_hostile_peer_with_2000_made_up_urls(procs: Procs) -> None:
     """Issue 8, item 6, against a real node: the table stays bounded, the node keeps serving."""
     from websockets.sync.client import connect
 
+    from p2p_ledger.core.identity import Identity
     from p2p_ledger.core.node import NodeConfig
-    from p2p_ledger.core.wire import (
-        MAX_PEERS_PER_FRAME,
-        PROTOCOL_VERSION,
-        Hello,
-        Peers,
-        decode,
-        encode,
-    )
+    from p2p_ledger.core.wire import MAX_PEERS_PER_FRAME, Hello, Peers, decode, encode
+    from p2p_ledger.testing import HandPlayedPeer
 
     node = procs.node("victim", "--node-id", "victim")
+    mallory = HandPlayedPeer(Identity.from_seed("mallory"), "mallory", "ws://127.0.0.1:9/m")
     with connect(node.url, compression=None, max_size=None) as ws:
-        ws.send(encode(Hello(PROTOCOL_VERSION, "default", "mallory", "ws://127.0.0.1:9/m",
-                             bytes(16), 0)))
-        assert isinstance(decode(ws.recv(timeout=20)), Hello)
-        made_up = [(f"fake{i}", f"ws://127.0.0.1:9/fake{i}") for i in range(2000)]
+        ws.send(mallory.hello)
+        their_hello = ws.recv(timeout=20)
+        assert isinstance(their_hello, bytes) and isinstance(decode(their_hello), Hello)
+        ws.send(mallory.auth(their_hello))  # (the node's AUTH comes next; the link is open)
+        made_up = [(Identity.from_seed(f"fake{i}").public, f"fake{i}",
+                    f"ws://127.0.0.1:9/fake{i}") for i in range(2000)]
         for start in range(0, len(made_up), MAX_PEERS_PER_FRAME):
             ws.send(encode(Peers(tuple(made_up[start:start + MAX_PEERS_PER_FRAME]))))
         ws.send(encode(Peers(())))

@@ -253,3 +253,38 @@ def test_a_node_that_lost_its_wal_or_its_data_rejoins_without_divergence(
     assert ids == [e["id"] for e in _read(b, "c1")]
     for node in (a, b):
         _clean_log(node)
+
+
+# ---- the node id is a label: two data directories under one label ----------------------------
+
+def test_two_nodes_with_one_label_and_a_third_all_converge(procs: Procs) -> None:
+    """Two laptops both called "agent" (or a wiped data directory that came back under its
+    label while the old one still runs elsewhere): before protocol 8, links were keyed by the
+    label, so the two refused each other ("connected to ourselves") and a third node kept only
+    one of them. Now each is its origin: all three link, converge, and status shows both."""
+    hub = procs.node("hub", "--node-id", "hub")
+    one = procs.node("agent-1", "--node-id", "agent", "--peer", hub.url)
+    two = procs.node("agent-2", "--node-id", "agent", "--peer", hub.url, "--peer", one.url)
+    assert one.node_id == two.node_id == "agent"
+    origins = {_status(n)["origin"] for n in (one, two)}
+    assert len(origins) == 2
+
+    def linked(node: NodeProc, want: set[object]) -> bool:
+        peers = _status(node)["peers"]
+        assert isinstance(peers, list)
+        return want <= {p["origin"] for p in peers if p["state"] == "connected"}
+
+    _until(lambda: linked(hub, origins), "the hub to link both agents")
+    _until(lambda: linked(two, {_status(one)["origin"], _status(hub)["origin"]}),
+           "agent 2 to link agent 1 and the hub")
+    peers = _status(hub)["peers"]
+    assert isinstance(peers, list)
+    assert sorted(p["node_id"] for p in peers if p["state"] == "connected") == \
+        ["agent", "agent"]
+    written = [e["id"] for n in (one, two, hub) for e in _append(n, "shared", f"from {n.url}")]
+    _until(lambda: _converged(hub, one, two), "the three nodes to converge")
+    for node in (hub, one, two):
+        assert sorted(e["id"] for e in _read(node, "shared")) == sorted(written)
+        log = node.log_text()
+        assert "connected to ourselves" not in log
+        _clean_log(node)

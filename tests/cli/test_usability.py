@@ -159,7 +159,8 @@ def test_text_format_for_people(shared_node: NodeProc) -> None:
     assert_one_line_error(run("read", "--node", url, "people", env={"P2P_LEDGER_FORMAT": "xml"}),
                           2, "UsageError")
     status = ok(run("status", "--node", url, "--format", "text")).stdout
-    assert status.startswith(f"node shared at {url}\n") and "no peers" in status
+    assert status.startswith(f"node shared [{entry['origin'][:8]}] at {url}\n")
+    assert "no peers" in status
 
 
 # ---- terminal-only stderr -----------------------------------------------------------------------

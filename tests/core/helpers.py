@@ -248,8 +248,8 @@ class CoreNet:
         """URLs of the peers ``url`` has an open link to."""
         core = self.cores[url]
         return {link.url for link in core.links.values()
-                if link.session.is_open and link.node_id in core.by_node
-                and core.by_node[link.node_id] in core.links}
+                if link.session.is_open and link.origin in core.by_origin
+                and core.by_origin[link.origin] in core.links}
 
 
 def origin_of(name: str) -> str:

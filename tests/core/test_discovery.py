@@ -14,21 +14,25 @@ from p2p_ledger.core.discovery import (
     MAX_CLUSTER,
     Announcement,
     InvalidAnnouncement,
+    instance_name,
     parse_announcement,
     txt_record,
 )
 from p2p_ledger.core.errors import RemoteProtocolError
+from p2p_ledger.core.identity import Identity
 from p2p_ledger.core.node import MAX_DISCOVERED
 from p2p_ledger.core.wire import PROTOCOL_VERSION
 
 from .helpers import CoreNet
 
 A, B, C = "ws://h/a", "ws://h/b", "ws://h/c"
+B_ORIGIN = Identity.from_seed("b").origin
 URL = re.compile(r"wss?://(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:.]+\]):\d{1,5}")
 
 
 def _txt(**changes: str | None) -> dict[bytes, bytes | None]:
-    props: dict[str, str | None] = {**txt_record("b", "default", run="1234"), **changes}
+    props: dict[str, str | None] = {**txt_record("b", "default", run="1234", origin=B_ORIGIN),
+                                    **changes}
     return {k.encode(): None if v is None else v.encode() for k, v in props.items()}
 
 
@@ -37,7 +41,7 @@ def _txt(**changes: str | None) -> dict[bytes, bytes | None]:
 def test_a_well_formed_record_gives_its_urls_in_order() -> None:
     ann = parse_announcement(_txt(), ["10.0.0.2", "fd00::2"], 7070)
     assert ann == Announcement("b", "default", PROTOCOL_VERSION,
-                               ("ws://10.0.0.2:7070", "ws://[fd00::2]:7070"))
+                               ("ws://10.0.0.2:7070", "ws://[fd00::2]:7070"), B_ORIGIN)
     assert parse_announcement(_txt(scheme="wss"), ["10.0.0.2"], 443).urls == (
         "wss://10.0.0.2:443",)
     many = [f"10.0.0.{i}" for i in range(20)]
@@ -60,6 +64,9 @@ def test_a_well_formed_record_gives_its_urls_in_order() -> None:
     (_txt(), ["evil.example/x?"], 7070, "not an IP address"),
     (_txt(), ["10.0.0.300"], 7070, "not an IP address"),
     ({**_txt(), b"id": b"\xff\xfe"}, ["10.0.0.2"], 7070, "not UTF-8"),
+    (_txt(origin=None), ["10.0.0.2"], 7070, "'origin' missing"),
+    (_txt(origin=B_ORIGIN[:-1]), ["10.0.0.2"], 7070, "not 64 hex digits"),
+    (_txt(origin=B_ORIGIN.upper()), ["10.0.0.2"], 7070, "not 64 hex digits"),
 ])
 def test_malformed_records_are_refused_with_a_reason(
     props: dict[bytes, bytes | None], addresses: list[str], port: int, message: str
@@ -86,7 +93,29 @@ def test_garbage_records_raise_only_invalid_announcement(
 
 def _ann(node_id: str, *urls: str, cluster: str = "default",
          protocol: int = PROTOCOL_VERSION) -> Announcement:
-    return Announcement(node_id, cluster, protocol, urls)
+    return Announcement(node_id, cluster, protocol, urls, Identity.from_seed(node_id).origin)
+
+
+def test_a_record_of_another_version_needs_no_origin() -> None:
+    """(the node refuses it by its version, logged once, not as a malformed record)"""
+    ann = parse_announcement(_txt(origin=None, proto="6"), ["10.0.0.2"], 7070)
+    assert (ann.protocol, ann.origin) == (6, "")
+
+
+def test_two_nodes_with_one_label_are_two_instances_and_two_peers() -> None:
+    """Two nodes called "agent" on one LAN: their DNS-SD instance names differ (the origin's
+    start), and a node dials both."""
+    one, two = Identity.from_seed("agent").origin, Identity.from_seed("agent-2").origin
+    assert instance_name("agent", one) != instance_name("agent", two)
+    assert len(instance_name("x" * 64, one).encode()) <= 63
+    net = CoreNet(3)
+    a = net.add(A)
+    a.peer_discovered("agent-1", Announcement("agent", "default", PROTOCOL_VERSION, (B,), one),
+                      0.0)
+    a.peer_discovered("agent-2", Announcement("agent", "default", PROTOCOL_VERSION, (C,), two),
+                      0.0)
+    net.run_until(0.0)
+    assert sorted(d for t, s, d in net.dials if s == A) == [B, C]
 
 
 def test_a_discovered_peer_of_our_cluster_is_dialed_at_once_and_linked() -> None:
@@ -200,7 +229,7 @@ def test_a_flood_of_addresses_fills_no_more_than_the_learned_peer_bound() -> Non
         a.peer_discovered(f"x{i}", _ann(f"x{i}", *(u + f"-{i}" for u in urls)), 0.0)
     assert len(a.peers) == 10 and len(a.discovered) == 5
     net.run_until(0.0)
-    nodes = {p.node_id for p in a.peers.values()}
+    nodes = {p.origin for p in a.peers.values()}
     assert len([d for t, s, d in net.dials if s == A]) == len(nodes)  # one URL per node at once
 
 

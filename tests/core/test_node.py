@@ -218,13 +218,15 @@ def test_simultaneous_dials_resolve_to_one_link_on_both_ends(seed: int, order: s
     net.run_until(0.0)  # both dial at t=0, before either has heard from the other
     assert len(_dial_times(net, A, B)) == 1 and len(_dial_times(net, B, A)) == 1
     a, b = net.cores[A], net.cores[B]
-    for core, other in ((a, "b"), (b, "a")):
+    for core, other in ((a, b), (b, a)):
         assert len(core.links) == 1, core.links
         (conn,) = core.links
-        assert core.by_node == {other: conn}
+        assert core.by_origin == {other.ledger.origin: conn}
         assert [p["state"] for p in core.status()["peers"]] == ["connected"]
-    # Both ends kept the same connection: the one dialed by the smaller node id ("a").
-    assert next(iter(a.links.values())).dialed is True
+    # Both ends kept the same connection: the one dialed by the smaller origin.
+    small, big = sorted((a, b), key=lambda core: core.ledger.origin)
+    assert next(iter(small.links.values())).dialed is True
+    assert next(iter(big.links.values())).dialed is False
     assert next(iter(b.links.values())).dialed is False
     assert net.wires[(A, next(iter(a.links)))] == (B, next(iter(b.links)))
     net.run_until(30.0)  # and it stays that way: no churn, no redials
@@ -295,7 +297,7 @@ def test_a_listenerless_agent_is_reachable_only_through_its_own_link() -> None:
     net.add(B, seeds=(A,))
     net.run_until(3.0)
     assert net.connected(A) == {"", B} or net.connected(A) == {B, ""}
-    assert "agent" not in {p.node_id for p in net.cores[B].peers.values()}  # nothing to dial
+    assert "agent" not in {p.label for p in net.cores[B].peers.values()}  # nothing to dial
     status = net.cores[A].status()
     assert {"node_id": "agent", "url": "", "state": "connected"}.items() <= next(
         p for p in status["peers"] if p["node_id"] == "agent").items()
@@ -588,7 +590,7 @@ def test_a_pushed_update_reaches_a_node_two_hops_away_without_a_round() -> None:
 
 
 def _link_to(core: NodeCore, node_id: str) -> PeerSession:
-    return next(lk.session for lk in core.links.values() if lk.node_id == node_id)
+    return next(lk.session for lk in core.links.values() if lk.label == node_id)
 
 
 def _origin(core: NodeCore) -> bytes:
@@ -665,7 +667,7 @@ def test_losing_an_origin_s_path_grafts_the_other_links() -> None:
         a.append([a.ledger.prepare("ctx", "k", f"a{i}".encode())], now=net.now)
         net.flush()
     via = c._via[_origin(a)]
-    parent = c.links[via].node_id
+    parent = c.links[via].label
     other = "d" if parent == "b" else "b"
     assert not _link_to(cores[other], "c").eager_for(_origin(a))  # the ring's other side
     before = len(net.sent)
@@ -690,7 +692,7 @@ def test_a_peer_that_keeps_sending_copies_is_asked_to_stop() -> None:
     c = net.add(C, seeds=(A, B), discovery=False, gossip_interval=30.0)
     net.run_until(1.0)
     origin = _origin(a)
-    conn_b = next(cn for cn, lk in b.links.items() if lk.node_id == "c")
+    conn_b = next(cn for cn, lk in b.links.items() if lk.label == "c")
     for i in range(PRUNE_AFTER):
         net.now += 1.0
         a.append([a.ledger.prepare("ctx", "k", f"a{i}".encode())], now=net.now)
@@ -716,7 +718,7 @@ def test_hostile_prunes_and_grafts_only_change_the_sender_s_own_link() -> None:
     net.add(A, seeds=(B,), discovery=False, gossip_interval=30.0)
     net.add("ws://h/m", seeds=(B,), discovery=False, gossip_interval=30.0)
     net.run_until(1.0)
-    conn_m = next(cn for cn, lk in b.links.items() if lk.node_id == "m")
+    conn_m = next(cn for cn, lk in b.links.items() if lk.label == "m")
     rng = random.Random(39)
     print("seed 39")
     before = len(net.sent)
@@ -746,7 +748,7 @@ def test_a_peer_repeating_a_push_cannot_make_us_amplify() -> None:
     appended = m.append([m.ledger.prepare("ctx", "k", b"spam")], now=1.0)
     net.flush()
     (context, update), = appended.updates
-    conn_at_b = next(c for c, lk in b.links.items() if lk.node_id == "m")
+    conn_at_b = next(c for c, lk in b.links.items() if lk.label == "m")
     for i in range(50):
         frame = wire.encode(wire.UpdateChunk(context, 1000 + i, len(update), 0, update, True))
         b.frame_received(conn_at_b, frame, 1.0)
@@ -791,7 +793,7 @@ def _lazy_chain(seed: int, **config: object) -> tuple[CoreNet, NodeCore, NodeCor
     net.run_until(1.0)
     assert net.connected(B) == {A, C}
     for core, other in ((b, "c"), (c, "b")):
-        next(lk for lk in core.links.values() if lk.node_id == other).session.eager = False
+        next(lk for lk in core.links.values() if lk.label == other).session.eager = False
     return net, a, b, c
 
 
@@ -825,8 +827,8 @@ def test_an_announced_update_that_came_by_push_is_not_asked_for() -> None:
     """The IHAVE arrives after the push (the normal case on a lazy link): no GRAFT."""
     net, a, b, c = _lazy_chain(42)
     for core, other in ((b, "c"), (c, "b")):  # eager again: C gets the push from B
-        next(lk for lk in core.links.values() if lk.node_id == other).session.eager = True
-    conn_at_c = next(cn for cn, lk in c.links.items() if lk.node_id == "b")
+        next(lk for lk in core.links.values() if lk.label == other).session.eager = True
+    conn_at_c = next(cn for cn, lk in c.links.items() if lk.label == "b")
     appended = a.append([a.ledger.prepare("ctx", "k", b"both")], now=1.0)
     net.flush()
     (_, update), = appended.updates
@@ -847,7 +849,7 @@ def test_hostile_ihaves_cannot_make_a_node_spam_or_grow() -> None:
     a = net.add(A, seeds=(B,), discovery=False, gossip_interval=30.0)
     net.add("ws://h/m", seeds=(B,), discovery=False, gossip_interval=30.0)
     net.run_until(1.0)
-    conn_m = next(cn for cn, lk in b.links.items() if lk.node_id == "m")
+    conn_m = next(cn for cn, lk in b.links.items() if lk.label == "m")
     rng = random.Random(43)
     print("seed 43")
     for _ in range(10):

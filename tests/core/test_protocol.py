@@ -21,6 +21,7 @@ from p2p_ledger.core.errors import (
     IntegrityError,
     RemoteProtocolError,
 )
+from p2p_ledger.core.identity import Identity, link_transcript
 from p2p_ledger.core.protocol import (
     Closed,
     EntriesReceived,
@@ -29,6 +30,7 @@ from p2p_ledger.core.protocol import (
     PeerRoot,
     PeerSession,
     State,
+    auth_mac,
 )
 from p2p_ledger.core.wire import (
     CHUNK,
@@ -46,6 +48,7 @@ from p2p_ledger.core.wire import (
     encode,
 )
 from p2p_ledger.testing import (
+    HandPlayedPeer,
     SessionPair,
     Side,
     deleting_update,
@@ -78,9 +81,10 @@ def test_handshake_opens_both_sides(swapped: bool) -> None:
     a, b = new_ledger("a"), new_ledger("b")
     pair = SessionPair(a, b, LocalInfo("a", url="ws://a:1"), LocalInfo("b", url="ws://b:2"),
                        swapped=swapped).start()
-    assert pair.a.events == [Established("b", "ws://b:2")]
-    assert pair.b.events == [Established("a", "ws://a:1")]
-    assert pair.messages == 2 and pair.round_trips == 1
+    assert pair.a.events == [Established(b.origin, "b", "ws://b:2")]
+    assert pair.b.events == [Established(a.origin, "a", "ws://a:1")]
+    # HELLOs cross, then AUTHs (each proves its origin's key over the other's nonce)
+    assert pair.messages == 4 and pair.round_trips == 2
 
 
 def _refused_pair(a_info: LocalInfo, b_info: LocalInfo, swapped: bool,
@@ -96,11 +100,12 @@ def _refused_pair(a_info: LocalInfo, b_info: LocalInfo, swapped: bool,
     return pair
 
 
-def _assert_named_on_both_sides(pair: SessionPair, fragment: str) -> None:
+def _assert_named_on_both_sides(pair: SessionPair, fragment: str,
+                                error: str = "RemoteProtocolError") -> None:
     """Each side closed once, with a reason naming the error class (its own or the peer's)."""
     for side in pair.sides():
         closed = _only_closed(side)
-        assert "RemoteProtocolError" in closed.reason, closed
+        assert error in closed.reason, closed
         if not closed.by_peer:
             assert closed.error
     assert any(fragment in _only_closed(side).reason for side in pair.sides())
@@ -124,7 +129,18 @@ def test_protocol_version_mismatch(swapped: bool) -> None:
     other = wire.PROTOCOL_VERSION + 1
     pair = _refused_pair(LocalInfo("a"), LocalInfo("b"), swapped, _with_hello(protocol=other))
     assert f"peer speaks protocol {other}" in _only_closed(pair.a).reason
-    _assert_named_on_both_sides(pair, f"protocol {other}")
+    _assert_named_on_both_sides(pair, f"protocol {other}", "ProtocolMismatch")
+
+
+def test_a_protocol_6_hello_is_refused_by_name() -> None:
+    """A node of the previous version sends a HELLO without an origin: the refusal names the
+    versions (ProtocolMismatch), not the layout ("truncated")."""
+    session = _handshake_of(PeerSession(LocalInfo("a"), new_ledger("a"), b"N" * 16))
+    v6 = bytes([wire.WIRE_VERSION, wire.HELLO]) + (6).to_bytes(2, "big") + b"".join(
+        len(s).to_bytes(2, "big") + s for s in (b"default", b"old", b"")) + bytes(16 + 1 + 16)
+    session.receive(v6)
+    assert session.close_reason == (
+        f"ProtocolMismatch: peer speaks protocol 6, we speak {wire.PROTOCOL_VERSION}")
 
 
 def test_cluster_mismatch(swapped: bool) -> None:
@@ -135,8 +151,82 @@ def test_cluster_mismatch(swapped: bool) -> None:
 
 
 def test_self_connection(swapped: bool) -> None:
-    pair = _refused_pair(LocalInfo("same"), LocalInfo("same"), swapped)
+    """Ourselves is our own origin (one key in two ledgers), whatever the labels say."""
+    a, b = new_ledger("a"), new_ledger("a", instance="another open")
+    assert a.origin == b.origin
+    pair = SessionPair(a, b, LocalInfo("a"), LocalInfo("renamed"), swapped=swapped).start()
     _assert_named_on_both_sides(pair, "connected to ourselves")
+    assert pair.a.session.reached_self and pair.b.session.reached_self
+
+
+def test_two_nodes_with_one_label_link(swapped: bool) -> None:
+    """Two data directories under one label (a wiped one that came back, two laptops called
+    "agent") are two origins: they link, and each knows the other by its origin."""
+    a, b = new_ledger("agent"), new_ledger("agent-2")
+    pair = SessionPair(a, b, LocalInfo("agent"), LocalInfo("agent"), swapped=swapped).start()
+    assert pair.a.events == [Established(b.origin, "agent", "")]
+    assert pair.b.events == [Established(a.origin, "agent", "")]
+
+
+def _handshake_of(session: PeerSession) -> PeerSession:
+    session.start()
+    session.take_output()
+    return session
+
+
+@pytest.mark.parametrize("key", [None, KEY], ids=["open-cluster", "cluster-key"])
+def test_a_peer_claiming_an_origin_without_its_key_is_refused(key: bytes | None) -> None:
+    """Mallory names honest b's origin (a public key anyone can read) in its HELLO and signs
+    with its own key: the proof does not check, the link never opens, nothing changes."""
+    ledger, honest = new_ledger("a"), new_ledger("b")
+    before = snapshot_state(ledger)
+    victim = _handshake_of(PeerSession(LocalInfo("a", key=key), ledger, b"N" * 16))
+    mallory = HandPlayedPeer(Identity.from_seed("mallory"), "b", key=key)
+    claimed = decode(mallory.hello)
+    assert isinstance(claimed, Hello)
+    lying = encode(Hello(**{**claimed.__dict__, "origin": bytes.fromhex(honest.origin)}))
+    victim.receive(lying)
+    assert victim.state is State.AUTH_WAIT
+    transcript = link_transcript(victim.nonce, lying, victim.hello)
+    mac = auth_mac(key, transcript) if key else b""
+    victim.receive(encode(Auth(Identity.from_seed("mallory").sign_link(transcript), mac)))
+    assert victim.state is State.CLOSED and not victim.was_open
+    assert "did not prove the key of origin" in (victim.close_reason or "")
+    assert snapshot_state(ledger) == before
+
+
+def test_a_garbage_signature_is_refused() -> None:
+    victim = _handshake_of(PeerSession(LocalInfo("a"), new_ledger("a"), b"N" * 16))
+    peer = HandPlayedPeer(Identity.from_seed("b"))
+    victim.receive(peer.hello)
+    victim.receive(encode(Auth(b"\x00" * 64)))
+    assert "did not prove the key of origin" in (victim.close_reason or "")
+
+
+def test_a_mac_without_a_cluster_key_is_refused() -> None:
+    victim = _handshake_of(PeerSession(LocalInfo("a"), new_ledger("a"), b"N" * 16))
+    peer = HandPlayedPeer(Identity.from_seed("b"), key=KEY)
+    victim.receive(HandPlayedPeer(Identity.from_seed("b")).hello)
+    forged = decode(peer.auth(victim.hello))
+    assert isinstance(forged, Auth) and forged.mac
+    victim.receive(encode(forged))
+    assert "we have no key" in (victim.close_reason or "")
+
+
+@pytest.mark.parametrize("key", [None, KEY], ids=["open-cluster", "cluster-key"])
+def test_a_proof_replayed_from_another_link_is_refused(key: bytes | None) -> None:
+    """A HELLO and AUTH recorded from b's handshake with one node, replayed to another (its
+    nonce is fresh): the proof is over the first node's nonce and HELLO."""
+    a, b = new_ledger("a"), new_ledger("b")
+    first = SessionPair(a, b, LocalInfo("a", key=key), LocalInfo("b", key=key)).start()
+    assert first.a.session.is_open
+    hello_b, auth_b = [f for f in first.b.frames_sent if f[1] in (wire.HELLO, wire.AUTH)]
+    victim = _handshake_of(PeerSession(LocalInfo("a", key=key), new_ledger("a2"), b"N" * 16))
+    victim.receive(hello_b)
+    victim.receive(auth_b)
+    assert victim.state is State.CLOSED and not victim.was_open
+    assert ("cluster key proof does not match" if key else "did not prove the key") in \
+        (victim.close_reason or "")
 
 
 def test_invalid_peer_node_id(swapped: bool) -> None:
@@ -175,50 +265,42 @@ def _assert_key_never_sent(pair: SessionPair) -> None:
         assert key[:8] not in wire_bytes
 
 
-def test_auth_mac_is_bound_to_the_nonce_so_replay_fails() -> None:
-    """An AUTH captured from one handshake does not open another (fresh nonce)."""
-    a, b = new_ledger("a"), new_ledger("b")
-    first = SessionPair(a, b, LocalInfo("a", key=KEY), LocalInfo("b", key=KEY)).start()
-    captured = [f for f in first.b.frames_sent if f[1] == wire.AUTH][0]
-    hello_b = [f for f in first.b.frames_sent if f[1] == wire.HELLO][0]
-    victim = PeerSession(LocalInfo("a", key=KEY), new_ledger("a2"), b"N" * 16)
-    victim.start()
-    victim.receive(hello_b)
-    victim.receive(captured)
-    assert victim.state is State.CLOSED
-    assert "cluster key proof does not match" in (victim.close_reason or "")
-
-
-def test_reflection_of_the_nodes_own_proof_is_refused() -> None:
-    """Reflection: an attacker without the key opens two connections to one node, echoes the
+@pytest.mark.parametrize("claim", ["another", "its-own"])
+@pytest.mark.parametrize("key", [None, KEY], ids=["open-cluster", "cluster-key"])
+def test_reflection_of_the_nodes_own_proof_is_refused(key: bytes | None, claim: str) -> None:
+    """Reflection: an attacker without any key opens two connections to one node, echoes the
     node's nonce from the first in a HELLO on the second, and replays the node's AUTH answer on
-    the first. The proof binds the prover's node id, so the node's own answer (made for its own
-    id) does not pass as the attacker's (a node never accepts its own id from a peer)."""
+    the first. The proof covers both HELLOs in order (the prover's first) and is by the node's
+    key: claiming another origin, the signature is not that origin's; claiming the node's own
+    origin (so the signature would be the right key's), the node refuses itself at HELLO."""
     ledger = new_ledger("a")
     before = snapshot_state(ledger)
-    node = LocalInfo("a", key=KEY)
-    first = PeerSession(node, ledger, b"1" * 16)
-    second = PeerSession(node, ledger, b"2" * 16)
-    first.start()
-    second.start()
-    node_hello = decode(first.take_output()[0])
-    assert isinstance(node_hello, wire.Hello)
-    second.take_output()
-    # The attacker claims id "m" on both connections and echoes the first nonce on the second.
-    first.receive(encode(Hello(wire.PROTOCOL_VERSION, "default", "m", "", b"x" * 16, FLAG_AUTH)))
-    second.receive(encode(Hello(wire.PROTOCOL_VERSION, "default", "m", "", node_hello.nonce,
-                                FLAG_AUTH)))
+    node = LocalInfo("a", key=key)
+    first = _handshake_of(PeerSession(node, ledger, b"1" * 16))
+    second = _handshake_of(PeerSession(node, ledger, b"2" * 16))
+    origin = bytes.fromhex(new_ledger("x").origin if claim == "another" else ledger.origin)
+    flags = FLAG_AUTH if key else 0
+    # The same HELLO on both connections, but the second echoes the first connection's nonce.
+    first.receive(encode(Hello(wire.PROTOCOL_VERSION, "default", "m", "", b"x" * 16, flags,
+                               bytes(16), origin)))
+    second.receive(encode(Hello(wire.PROTOCOL_VERSION, "default", "m", "", first.nonce, flags,
+                                bytes(16), origin)))
     reflected = [f for f in second.take_output() if f[1] == wire.AUTH]
-    assert len(reflected) == 1  # the node proved itself over the echoed nonce
-    first.receive(reflected[0])
-    assert first.state is State.CLOSED and not first.was_open
-    assert "cluster key proof does not match" in (first.close_reason or "")
+    if claim == "its-own":
+        assert not reflected and "connected to ourselves" in (second.close_reason or "")
+        assert "connected to ourselves" in (first.close_reason or "")
+    else:
+        assert len(reflected) == 1  # the node proved itself over the echoed nonce
+        first.receive(reflected[0])
+        assert first.state is State.CLOSED and not first.was_open
+        assert ("cluster key proof does not match" if key else "did not prove the key") in \
+            (first.close_reason or "")
     assert snapshot_state(ledger) == before
 
 
 @pytest.mark.parametrize("msg", [
     Root(False, b"\x00" * 16), Sync1("c", True, b"\x00"), UpdateChunk("c", 1, 2, 0, b"\x00\x00"),
-    Views(()), Auth(b"\x00" * 32),
+    Views(()), Auth(b"\x00" * 64),
 ], ids=lambda m: type(m).__name__)
 def test_messages_before_the_handshake_are_refused(msg: wire.Message) -> None:
     ledger = new_ledger("a")
@@ -537,7 +619,7 @@ def _hostile_cases(victim) -> dict[str, tuple[list[bytes], str]]:  # noqa: ANN00
         "wrong-wire-version": ([bytes([2]) + root[1:]], "RemoteProtocolError"),
         "hello-again": ([encode(Hello(wire.PROTOCOL_VERSION, "default", "b", "", b"n" * 16, 0))],
                         "RemoteProtocolError"),
-        "auth-when-open": ([encode(Auth(b"\x00" * 32))], "RemoteProtocolError"),
+        "auth-when-open": ([encode(Auth(b"\x00" * 64))], "RemoteProtocolError"),
         "deleting-update": (_chunk("ctx-1", deleting_update(full, 0)), "ForbiddenUpdate"),
         "deleting-whole-doc": (_chunk("ctx-1", self_deleting_update(records)),
                                "ForbiddenUpdate"),
@@ -635,7 +717,7 @@ def _open_session_on_30_contexts() -> PeerSession:
         append(victim, f"ctx-{i % 30}", b"x" * 5_000)
     session = PeerSession(LocalInfo("a"), victim, b"N" * 16)
     session.start()
-    session.receive(encode(Hello(wire.PROTOCOL_VERSION, "default", "b", "", b"n" * 16, 0)))
+    HandPlayedPeer(Identity.from_seed("b")).open(session)
     session.take_output()
     return session
 
@@ -670,12 +752,14 @@ import resource, sys, time
 from tests.core.helpers import append, new_ledger
 from p2p_ledger.core.protocol import LocalInfo, PeerSession
 from p2p_ledger.core import wire
-from p2p_ledger.core.wire import Hello, Sync1, encode
+from p2p_ledger.core.identity import Identity
+from p2p_ledger.core.wire import Sync1, encode
+from p2p_ledger.testing import HandPlayedPeer
 ledger = new_ledger("a")
 append(ledger, "ctx", b"x")
 session = PeerSession(LocalInfo("a"), ledger, b"N" * 16)
 session.start()
-session.receive(encode(Hello(wire.PROTOCOL_VERSION, "default", "b", "", b"n" * 16, 0)))
+HandPlayedPeer(Identity.from_seed("b")).open(session)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 started = time.monotonic()
 session.receive(encode(Sync1("ctx", True, bytes.fromhex(sys.argv[1]))))
@@ -706,7 +790,7 @@ def test_unfinished_update_bytes_are_bounded() -> None:
     a_info = LocalInfo("a")
     session = PeerSession(a_info, victim, b"N" * 16, max_update_bytes=100_000)
     session.start()
-    session.receive(encode(Hello(wire.PROTOCOL_VERSION, "default", "b", "", b"n" * 16, 0)))
+    HandPlayedPeer(Identity.from_seed("b")).open(session)
     assert session.is_open
     for i in range(3):  # three contexts, each 40 KB into a 90 KB transfer
         session.receive(encode(UpdateChunk(f"x{i}", i + 1, 90_000, 0, b"z" * 40_000)))
@@ -813,11 +897,14 @@ def test_the_same_items_view_twice_is_answered_once() -> None:
 # ---- edges found by the mutation run -------------------------------------------------------------
 
 def test_the_cluster_key_proof_keeps_its_format() -> None:
-    """Golden vector: nodes of different builds must compute the same proof."""
-    from p2p_ledger.core.protocol import auth_mac
-
-    assert auth_mac(bytes(range(32)), bytes(16), "node-1").hex() == (
-        "c422ca9d8af35621e3479fcc31c2e47f8f4e502d1ea4745d9190ff32eba56271")
+    """Golden vectors: nodes of different builds must compute the same proofs (computed apart
+    with hmac and cryptography over nonce ‖ sha256(prover's HELLO) ‖ sha256(verifier's))."""
+    transcript = link_transcript(bytes(16), b"hello of the prover", b"hello of the verifier")
+    assert auth_mac(bytes(range(32)), transcript).hex() == (
+        "bf66c9e15c4e9658ab67632a9669e700019dd533d3688a1eaac5f22a3bf303ee")
+    assert Identity.from_private_bytes(bytes(range(32))).sign_link(transcript).hex() == (
+        "976c0b0b556918f9364ecfaf29f7e8c0f8d364f0210a71d65ffc9b6f3a3143396"
+        "06dee9d22965dfe531ef431c35dd8552c7cd53e1fa89d8e5c80831e1bbe8404")
 
 
 def test_peer_urls_at_their_edges() -> None:
@@ -838,7 +925,7 @@ def test_a_fresh_session_does_not_know_whether_the_peer_agrees() -> None:
 def _open_session(ledger_name: str = "a") -> PeerSession:
     session = PeerSession(LocalInfo(ledger_name), new_ledger(ledger_name), b"N" * 16)
     session.start()
-    session.receive(encode(Hello(wire.PROTOCOL_VERSION, "default", "b", "", b"n" * 16, 0)))
+    HandPlayedPeer(Identity.from_seed("b")).open(session)
     session.take_output()
     return session
 

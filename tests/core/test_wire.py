@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from p2p_ledger.core import wire
-from p2p_ledger.core.errors import RemoteProtocolError
+from p2p_ledger.core.errors import ProtocolMismatch, RemoteProtocolError
 from p2p_ledger.core.wire import (
     CHUNK,
     DIGEST_PREFIX,
@@ -93,11 +93,13 @@ def _updates(draw: st.DrawFn) -> UpdateChunk:
 
 
 messages = st.one_of(
-    st.builds(Hello, st.integers(0, 0xFFFF), _text, _text, _text,
+    st.builds(Hello, st.just(wire.PROTOCOL_VERSION), _text, _text, _text,
               st.binary(min_size=16, max_size=16), st.integers(0, 255),
-              st.binary(min_size=16, max_size=16)),
-    st.builds(Auth, st.binary(min_size=32, max_size=32)),
-    st.builds(Peers, st.lists(st.tuples(_text, _text), max_size=5).map(tuple)),
+              st.binary(min_size=16, max_size=16), st.binary(min_size=32, max_size=32)),
+    st.builds(Auth, st.binary(min_size=64, max_size=64),
+              st.just(b"") | st.binary(min_size=32, max_size=32)),
+    st.builds(Peers, st.lists(st.tuples(st.binary(min_size=32, max_size=32), _text, _text),
+                              max_size=5).map(tuple)),
     st.builds(Root, st.just(False), st.binary(min_size=16, max_size=16)),
     st.just(Root(True)),
     st.builds(Views, st.lists(_views(), max_size=4).map(tuple)),
@@ -249,10 +251,32 @@ def test_a_state_vector_of_exactly_255_bytes_travels_in_a_view_and_256_does_not(
 
 
 def test_a_peers_frame_holds_exactly_max_peers_per_frame() -> None:
-    full = wire.Peers(tuple((f"n{i}", f"ws://h:{i}") for i in range(wire.MAX_PEERS_PER_FRAME)))
+    full = wire.Peers(tuple((bytes([i]) * 32, f"n{i}", f"ws://h:{i}")
+                            for i in range(wire.MAX_PEERS_PER_FRAME)))
     assert decode(encode(full)) == full
     with pytest.raises(ValueError, match="at most"):
-        encode(wire.Peers(full.peers + (("one", "ws://h:1"),)))
+        encode(wire.Peers(full.peers + ((bytes(32), "one", "ws://h:1"),)))
+
+
+@pytest.mark.parametrize("protocol", [0, 6, wire.PROTOCOL_VERSION + 1, 0xFFFF])
+def test_a_hello_of_another_protocol_is_refused_by_name_whatever_follows(protocol: int) -> None:
+    """Whatever layout another version's HELLO has (protocol 6 had no origin), the refusal
+    names both versions."""
+    for rest in (b"", b"\x00" * 3, b"\xff" * 200):
+        frame = bytes([wire.WIRE_VERSION, wire.HELLO]) + protocol.to_bytes(2, "big") + rest
+        with pytest.raises(ProtocolMismatch, match=f"peer speaks protocol {protocol}, we "
+                           f"speak {wire.PROTOCOL_VERSION}"):
+            decode(frame)
+
+
+@pytest.mark.parametrize(("signature", "mac"), [(b"\x00" * 63, b""), (b"\x00" * 64, b"m")])
+def test_auth_fields_have_their_sizes(signature: bytes, mac: bytes) -> None:
+    with pytest.raises(ValueError):
+        encode(Auth(signature, mac))
+    frame = bytes([wire.WIRE_VERSION, wire.AUTH]) + b"\x00" * 64 + bytes([len(mac)]) + mac
+    if len(mac) not in (0, 32):
+        with pytest.raises(RemoteProtocolError, match="MAC of 1 bytes"):
+            decode(frame)
 
 
 def test_a_frame_of_exactly_max_frame_bytes_is_encoded() -> None:

@@ -52,11 +52,11 @@ def message_from(case: dict[str, Any]) -> Message:
     kind = case["type"]
     if kind == "Hello":
         return Hello(f["protocol"], f["cluster"], f["node_id"], f["url"], _b(f["nonce"]),
-                     f["flags"], _b(f["root"]))
+                     f["flags"], _b(f["root"]), _b(f["origin"]))
     if kind == "Auth":
-        return Auth(_b(f["mac"]))
+        return Auth(_b(f["signature"]), _b(f["mac"]))
     if kind == "Peers":
-        return Peers(tuple((n, u) for n, u in f["peers"]))
+        return Peers(tuple((_b(o), n, u) for o, n, u in f["peers"]))
     if kind == "Root":
         view = f.get("view")
         return Root(f["is_reply"], _b(f["root"]), None if view is None else _view_from(view))
@@ -92,16 +92,19 @@ def _cases() -> list[dict[str, Any]]:
     d16 = [bytes([i] * 16).hex() for i in range(16)]
     return [
         {"name": "hello-plain", "type": "Hello", "fields": {
-            "protocol": 6, "cluster": "default", "node_id": "n1", "url": "ws://127.0.0.1:7001",
+            "protocol": 8, "cluster": "default", "node_id": "n1", "url": "ws://127.0.0.1:7001",
             "nonce": "00112233445566778899aabbccddeeff", "flags": 0,
-            "root": "5a" * 16}},
+            "root": "5a" * 16, "origin": "c1" * 32}},
         {"name": "hello-auth-unicode", "type": "Hello", "fields": {
-            "protocol": 6, "cluster": "équipe", "node_id": "node-2", "url": "",
-            "nonce": "ff" * 16, "flags": 1, "root": "00" * 16}},
-        {"name": "auth", "type": "Auth", "fields": {"mac": bytes(range(32)).hex()}},
+            "protocol": 8, "cluster": "équipe", "node_id": "node-2", "url": "",
+            "nonce": "ff" * 16, "flags": 1, "root": "00" * 16, "origin": "c2" * 32}},
+        {"name": "auth", "type": "Auth", "fields": {"signature": bytes(range(64)).hex(),
+                                                   "mac": ""}},
+        {"name": "auth-with-cluster-key", "type": "Auth", "fields": {
+            "signature": bytes(range(64)).hex(), "mac": bytes(range(32)).hex()}},
         {"name": "peers-empty", "type": "Peers", "fields": {"peers": []}},
         {"name": "peers-two", "type": "Peers", "fields": {
-            "peers": [["n1", "ws://a:1"], ["n2", "ws://b:2"]]}},
+            "peers": [["c1" * 32, "n1", "ws://a:1"], ["c2" * 32, "n2", "ws://b:2"]]}},
         {"name": "root-ask", "type": "Root", "fields": {"is_reply": False, "root": "ab" * 16}},
         {"name": "root-ask-with-view", "type": "Root", "fields": {
             "is_reply": False, "root": "ef" * 16, "view": {

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from p2p_ledger.core.identity import Identity
 from p2p_ledger.testing import open_raw_peer, serve_raw_peer
 from p2p_ledger.trio import runtime
 from p2p_ledger.trio.runtime import Node, open_node
@@ -104,8 +105,9 @@ async def test_a_peer_that_reads_too_slowly_is_dropped(tmp_path: Path,
     async with trio.open_nursery() as nursery:
         url = await serve_raw_peer(nursery, functools.partial(_silent_peer, opened=opened))
         async with open_node(tmp_path / "n", peers=[url], synchronous="OFF") as node:
-            await _when(node, lambda: "sloth" in node.core.by_node)
-            conn = node.core.by_node["sloth"]
+            sloth = Identity.from_seed("sloth").origin  # (open_raw_peer's key for "sloth")
+            await _when(node, lambda: sloth in node.core.by_origin)
+            conn = node.core.by_origin[sloth]
             # 8 appends of 128 KB each: 1 MB of pushes, far past the 128 KiB window.
             for i in range(8):
                 await node.append("ctx", bytes([i]) * 128 * 1024)
