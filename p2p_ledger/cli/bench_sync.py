@@ -108,8 +108,14 @@ def fill(ledgers: Sequence[Ledger], names: Sequence[str], per_context: int, size
 
 
 def twins(names: Sequence[str], per_context: int, size: int = PAYLOAD) -> tuple[Ledger, Ledger]:
-    a, b = new_ledger(), new_ledger()
-    fill((a, b), names, per_context, size, seed=1)
+    """Two nodes holding the same entries: ``a`` wrote them, ``b`` (another key: a node does
+    not link to itself) took them in whole."""
+    a, b = new_ledger(), new_ledger("bench-b")
+    fill((a,), names, per_context, size, seed=1)
+    for name in a.contexts:
+        bundle = a.bundle_diff(name, None)
+        if bundle is not None:
+            b.apply_remote(name, bundle)
     if a.root() != b.root():
         raise RuntimeError("twin ledgers differ after the same appends")
     return a, b
