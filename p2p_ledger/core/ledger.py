@@ -455,6 +455,13 @@ class Ledger:
     def staged_rows(self) -> int:
         return len(self._staged)
 
+    def gathering(self, waits: int, seen: int) -> bool:
+        """Whether a driver gathering received updates for one commit should wait GATHER_WAIT
+        more: rows are staged, more arrived since it last looked (``seen`` rows then, -1 at
+        first) and it has waited fewer than GATHER_PASSES times. Both drivers ask it."""
+        rows = len(self._staged)
+        return rows > 0 and rows != seen and waits < GATHER_PASSES
+
     def _flush_if(self, context: str) -> None:
         """Before reading ``context``: commit what is staged if some of it is there."""
         if context in self._dirty:

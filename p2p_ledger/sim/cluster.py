@@ -38,7 +38,7 @@ from ..core.context_log import ARRAY_NAME, ContextLog
 from ..core.cursor import Cursor
 from ..core.entry import Entry
 from ..core.identity import Identity
-from ..core.ledger import GATHER_PASSES, GATHER_WAIT, Ledger
+from ..core.ledger import GATHER_WAIT, Ledger
 from ..core.node import Close, Dial, NodeConfig, NodeCore, PeerEvent, Send
 from ..core.storage import MemoryStorage, Summary
 from ..core.yjs import decode_state_vector
@@ -342,15 +342,14 @@ class Cluster:
             self._gather((node, sim.incarnation, 0, -1))
 
     def _gather(self, arg: tuple[str, int, int, int]) -> None:
-        """Commit staged received updates once they stop coming (GATHER_WAIT, GATHER_PASSES)."""
-        name, incarnation, passes, staged = arg
+        """Commit staged received updates once they stop coming (``Ledger.gathering``)."""
+        name, incarnation, waits, seen = arg
         node = self.nodes[name]
         if node.ledger is None or node.incarnation != incarnation:
             return  # crashed meanwhile: the staged rows are gone with its memory
-        rows = node.ledger.staged_rows()
-        if rows and rows != staged and passes < GATHER_PASSES:
+        if node.ledger.gathering(waits, seen):
             self.loop.at(self.loop.now + int(GATHER_WAIT * NS), self._gather,
-                         (name, incarnation, passes + 1, rows))
+                         (name, incarnation, waits + 1, node.ledger.staged_rows()))
             return
         node.gathering = False
         self.flush(name)

@@ -37,7 +37,6 @@ from ..core.errors import LedgerError, LinkBroken, LinkClosed, MdnsUnavailable, 
 from ..core.identity import Identity
 from ..core.ledger import (
     DEFAULT_MEMORY_BUDGET,
-    GATHER_PASSES,
     GATHER_WAIT,
     AppendRequest,
     Ledger,
@@ -401,13 +400,11 @@ class Node:
             self._flush()
 
     async def _gather_received(self) -> None:
-        """Before committing received updates, wait while more keep arriving: GATHER_WAIT at a
-        time, at most GATHER_PASSES times (an isolated update waits one GATHER_WAIT)."""
-        staged = -1
-        for _ in range(GATHER_PASSES):
-            if self.ledger.staged_rows() == staged:
-                return
-            staged = self.ledger.staged_rows()
+        """Before committing received updates, wait while more keep arriving
+        (``Ledger.gathering``; an isolated update waits one GATHER_WAIT)."""
+        waits, seen = 0, -1
+        while self.ledger.gathering(waits, seen):
+            waits, seen = waits + 1, self.ledger.staged_rows()
             await trio.sleep(GATHER_WAIT)
 
     async def _handle_connection(self, ws: Connection) -> None:

@@ -13,7 +13,13 @@ import sqlite3
 import pytest
 
 from p2p_ledger.core.bundle import decode_bundle
-from p2p_ledger.core.ledger import Ledger, memory_cost, same_summary, summarize
+from p2p_ledger.core.ledger import (
+    GATHER_PASSES,
+    Ledger,
+    memory_cost,
+    same_summary,
+    summarize,
+)
 from p2p_ledger.core.proof import check_proof, make_proof
 from p2p_ledger.core.storage import MemoryStorage
 from p2p_ledger.testing import open_pair
@@ -356,6 +362,22 @@ def test_received_updates_are_staged_and_committed_together_before_any_read():
     append(a, CONTEXTS[5], "mine")
     assert storage.commits == commits + 2 and not a.has_staged()
     _assert_summaries_current(storage)
+
+
+def test_a_driver_gathers_while_received_updates_keep_arriving_within_the_passes():
+    """``gathering``: the rule both drivers (runtime committer, simulator) follow."""
+    a = open_ledger(MemoryStorage(), "a")
+    a.defer_commits = True
+    peer = open_ledger(MemoryStorage(), "p")
+    assert not a.gathering(0, -1), "nothing staged: commit (nothing) at once"
+    a.apply_remote(CONTEXTS[0], append(peer, CONTEXTS[0], "x").updates[0][1])
+    assert a.gathering(0, -1)
+    assert not a.gathering(1, 1), "nothing more arrived during the wait"
+    a.apply_remote(CONTEXTS[1], append(peer, CONTEXTS[1], "y").updates[0][1])
+    assert a.gathering(1, 1)
+    assert not a.gathering(GATHER_PASSES, 1), "at most GATHER_PASSES waits"
+    a.flush()
+    assert not a.gathering(0, -1)
 
 
 def test_staged_contexts_stay_until_their_commit_then_the_budget_holds():
