@@ -7,7 +7,7 @@ can observe (or ship to a peer) an entry between its insertion and its commit. W
 ``flush`` commits everything staged in one transaction (group commit of received updates);
 a read of a context holding staged rows (its entries, root, state vector, a diff) flushes
 first, and the node tree and counts change only on commit, so what is read or shipped is still
-always durable.
+always durable. Status reads (root, counts, ``forks``) show the last commit and commit nothing.
 
 The working set is bounded; the ledger lives on disk. Every context has a ``Summary``
 (``storage.py``: root, entry count, state vector, Lamport maximum), persisted in the same
@@ -174,6 +174,7 @@ class Ledger:
         self.defer_commits = False  # apply_remote stages its rows until flush() (the runtime)
         self._staged: list[tuple[str, bytes]] = []
         self._dirty: set[str] = set()  # contexts holding staged rows: never evicted
+        self._durable_forks: dict[str, dict[tuple[str, int], list[str]]] = {}  # of _dirty ones
         self._held: list[tuple[str, list[Entry]]] = []  # notifications of staged entries
         self.tree = MerkleTree()
         self.names: dict[bytes, str] = {}  # context_key → name, to answer tree descents
@@ -269,14 +270,18 @@ class Ledger:
         return sum(s.forks for s in self.summaries.values())
 
     def forks(self) -> list[dict[str, object]]:
-        """Every fork found: a writer that signed two entries for one position."""
-        self.flush()
+        """Every fork committed: a writer that signed two entries for one position. A read:
+        it commits nothing (a context holding staged rows shows its forks as of its last
+        commit)."""
         out: list[dict[str, object]] = []
         for name in sorted(n for n, s in self.summaries.items() if s.forks):
-            ctx = self._load(name)
-            assert ctx is not None
+            forks = self._durable_forks.get(name)
+            if forks is None:
+                ctx = self._load(name)
+                assert ctx is not None
+                forks = ctx.forks
             out += [{"context": name, "writer": writer, "seq": seq, "ids": list(ids)}
-                    for (writer, seq), ids in sorted(ctx.forks.items())]
+                    for (writer, seq), ids in sorted(forks.items())]
         self._evict()
         return out
 
@@ -418,6 +423,8 @@ class Ledger:
         bundle = decode_bundle(blob)
         created = not self.holds(context)
         ctx = self._context(context)
+        # the forks ``forks`` shows until staged rows commit (forks are few: usually none)
+        durable_forks = {k: list(v) for k, v in ctx.forks.items()}
         try:
             new, heads, applied, reinserted = ctx.receive(
                 bundle.update, bundle.heads, bundle.vouchers)
@@ -438,6 +445,8 @@ class Ledger:
                 self._drop(context)
         elif self.defer_commits:
             self._staged += rows
+            if context not in self._dirty:
+                self._durable_forks[context] = durable_forks
             self._dirty.add(context)
             if new:
                 self._held.append((context, new))
@@ -482,6 +491,7 @@ class Ledger:
         rows, self._staged = [*self._staged, *updates], []
         held, self._held = self._held, []
         self._dirty = set()
+        self._durable_forks = {}
         added: dict[str, int] = {}
         for name, blob in rows:
             added[name] = added.get(name, 0) + len(blob)
@@ -656,6 +666,7 @@ class Ledger:
         if self._live.pop(name, None) is not None:
             self._live_cost -= self._costs.pop(name, 0)
         self._dirty.discard(name)
+        self._durable_forks.pop(name, None)
 
     def _evict(self) -> None:
         """Drop least recently used contexts while over the memory budget, never the most

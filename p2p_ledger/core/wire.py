@@ -67,7 +67,10 @@ PROTOCOL_VERSION = 8  # 2: UPDATE carries a transfer id; 3: ROOT may carry a vie
 # 8: HELLO carries the origin (public key), AUTH always proves it (Ed25519, plus the cluster
 # key's HMAC), PEERS name origins: links are keyed by origin and the node id is only a label
 MAX_FRAME = 64 * 1024
-CHUNK = 32 * 1024  # update bytes per frame: small frames keep websockets.trio out of its deadlock
+# Update bytes per UPDATE frame: the rest of MAX_FRAME holds its header (a context name is at
+# most 128 bytes). why: a frame costs both ends a fixed amount of work (parse, wake-ups, a FLOW);
+# bigger chunks are fewer frames per MB.
+CHUNK = MAX_FRAME - 1024
 DIGEST_PREFIX = 16  # digests travel truncated to 16 bytes (roots and children alike)
 NONCE_SIZE = 16
 KEY_SIZE = 32  # an origin: an Ed25519 public key

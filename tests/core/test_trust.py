@@ -202,6 +202,34 @@ def test_a_node_holding_both_branches_of_a_fork_ships_them_to_a_newcomer():
     assert c.forks() == b.forks()
 
 
+def test_reading_the_forks_commits_nothing_and_shows_only_committed_ones():
+    """The runtime's status (polled by every client) lists the forks: while received updates
+    wait for their group commit, that read must not commit them (it did: every poll was a
+    transaction and an fsync during a catch-up), nor show a fork that is not durable yet."""
+    mallory = Identity.from_seed("mallory")
+    left, left_head = signed(mallory, "c1", [1, 2], chain=5, payload=b"left")
+    right, right_head = signed(mallory, "c1", [1, 2], chain=5, payload=b"right")
+    late, late_head = signed(mallory, "c1", [1, 2], chain=5, payload=b"late")
+    storage = MemoryStorage()
+    b = open_ledger(storage, "b")
+    b.defer_commits = True
+    send(b, "c1", left, [left_head], client_id=4242)
+    send(b, "c1", right, [right_head], client_id=4343)
+    b.flush()
+    committed = b.forks()
+    assert [f["seq"] for f in committed] == [1, 2]
+    commits = storage.commits
+    send(b, "c1", late, [late_head], client_id=4444)  # a third branch: staged
+    assert b.has_staged()
+    assert b.forks() == committed, "what is not committed is not shown"
+    assert b.fork_count() == 2 and b.entry_count() == 4
+    assert storage.commits == commits and b.has_staged(), "a read committed the staged rows"
+    b.flush()
+    assert storage.commits == commits + 1
+    assert [(f["seq"], len(f["ids"])) for f in committed] == [(1, 2), (2, 2)]
+    assert [(f["seq"], len(f["ids"])) for f in b.forks()] == [(1, 3), (2, 3)]
+
+
 def test_a_chain_with_falling_lamport_times_reads_in_seq_order_and_never_hangs():
     """Found by the byzantine_member scenario: seq 2 sorting before seq 1 (a member may sign any
     times) made every read of the context loop forever once seq 3 sorted after seq 1."""
