@@ -99,9 +99,13 @@ async def test_forks_seen_counts_the_positions_a_writer_signed_twice(tmp_path: P
 
     async with open_node(tmp_path / "f", listen="127.0.0.1:0") as node:
         url = node.url.replace("ws://", "http://") + "/metrics"
+        # (received updates wait for the committer, which a frame from a link would wake; a
+        # read such as /metrics commits nothing: commit them as it would)
         node.ledger.apply_remote("c1", branch(b"left"))
+        node.ledger.flush()
         assert _samples((await get(url))[1])[("p2p_ledger_forks_seen_total", ())] == 0
         node.ledger.apply_remote("c1", branch(b"right!"))
+        node.ledger.flush()
         assert _samples((await get(url))[1])[("p2p_ledger_forks_seen_total", ())] == 1
 
 
