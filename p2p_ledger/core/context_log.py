@@ -471,8 +471,8 @@ class ContextLog:
         inserted, self._inserted = self._inserted, []
         length = len(self._array)
         new: list[Entry] = []
+        ids: list[bytes] = []  # the new entries' ids, added to the Merkle tree in one go
         by_id = self.by_id
-        set_key = self.tree.set
         index = self._index
         if length == self._array_len + len(inserted) and inserted == values:
             # why: the usual case (an append, a push, a catch-up): exactly the records offered,
@@ -483,8 +483,9 @@ class ContextLog:
             for record, entry in zip(values, entries, strict=True):
                 if index(entry):
                     # The record's first 32 bytes are the id the entry was checked against.
-                    set_key(record[:ID_SIZE])
+                    ids.append(record[:ID_SIZE])
                     new.append(entry)
+            self.tree.add_keys(ids)
             return new
         if length != self._array_len + len(inserted):
             # yrs sometimes integrates a pending update (one that waited for a missing
@@ -507,8 +508,9 @@ class ContextLog:
                     raise IntegrityError(f"entry {found.id} is stored under context {self.name}")
             if index(found):
                 # The record's first 32 bytes are the id the entry was checked against.
-                set_key(tree_key)
+                ids.append(tree_key)
                 new.append(found)
+        self.tree.add_keys(ids)
         return new
 
     def _index(self, entry: Entry) -> bool:

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import struct
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from hashlib import sha256
 
@@ -412,19 +412,15 @@ def root_of_keys(keys: Iterable[bytes], max_leaf: int = 16) -> bytes:
 _EMPTY_ITEM = _U32.pack(0)
 
 
-def _sorted_digest(keys: list[bytes], lo: int, hi: int, depth: int, max_leaf: int) -> bytes:
-    """Digest of the node at depth ``depth`` holding ``keys[lo:hi]`` (sorted, sharing their
-    first ``depth`` nibbles): a bucket when at most ``max_leaf`` keys (or no nibble left),
-    else an inner node of the 16 groups by the next nibble."""
-    if hi - lo <= max_leaf or depth == KEY_NIBBLES:
-        return sha256(_TAG_BUCKET + b"".join(
-            [sha256(_TAG_ITEM + k + _EMPTY_ITEM).digest() for k in keys[lo:hi]])).digest()
-    children: list[bytes | None] = []
+def _nibble_runs(keys: list[bytes], lo: int, hi: int, depth: int
+                 ) -> Iterator[tuple[int, int, int]]:
+    """``(nibble, start, end)`` for each non-empty run of ``keys[lo:hi]`` (sorted, sharing their
+    first ``depth`` nibbles) that has that nibble at ``depth``: 15 bisections, no per-key work."""
     first = keys[lo]
     byte_at, low = divmod(depth, 2)
     head = first[:byte_at]
     start = lo
-    for nib in range(FANOUT):
+    for nib in range(_nibble(first, depth), FANOUT):
         if nib == FANOUT - 1:
             end = hi
         else:
@@ -432,9 +428,23 @@ def _sorted_digest(keys: list[bytes], lo: int, hi: int, depth: int, max_leaf: in
             nxt = nib + 1
             bound = head + bytes([(first[byte_at] & 0xF0) | nxt if low else nxt << 4])
             end = bisect_left(keys, bound, start, hi)
-        children.append(None if end == start else
-                        _sorted_digest(keys, start, end, depth + 1, max_leaf))
+        if end != start:
+            yield nib, start, end
+        if end == hi:
+            return
         start = end
+
+
+def _sorted_digest(keys: list[bytes], lo: int, hi: int, depth: int, max_leaf: int) -> bytes:
+    """Digest of the node at depth ``depth`` holding ``keys[lo:hi]`` (sorted, sharing their
+    first ``depth`` nibbles): a bucket when at most ``max_leaf`` keys (or no nibble left),
+    else an inner node of the 16 groups by the next nibble."""
+    if hi - lo <= max_leaf or depth == KEY_NIBBLES:
+        return sha256(_TAG_BUCKET + b"".join(
+            [sha256(_TAG_ITEM + k + _EMPTY_ITEM).digest() for k in keys[lo:hi]])).digest()
+    children: list[bytes | None] = [None] * FANOUT
+    for nib, start, end in _nibble_runs(keys, lo, hi, depth):
+        children[nib] = _sorted_digest(keys, start, end, depth + 1, max_leaf)
     return _inner_digest(children)
 
 
@@ -497,6 +507,48 @@ class MerkleTree:
         insert = self._insert
         return sum(insert(key, value) for key, value in pending.items())
 
+    def add_keys(self, keys: Iterable[bytes]) -> int:
+        """Bulk insert of the ``keys`` not yet in the tree, with empty values (the per-context
+        trees of entry ids); returns how many were new. The same tree as one :meth:`set` per
+        key, but each inner node on the way is visited once per call, not once per key, and a
+        new bucket is filled in one piece.
+
+        why: a cold catch-up sets ~1,000 ids per context in one go; one walk from the root per
+        key was ~23% of the receiver's time (cProfile, 100k entries in 100 contexts).
+        """
+        ordered = sorted({k if type(k) is bytes and len(k) == DIGEST_SIZE else _check_key(k)
+                          for k in keys})
+        if not ordered:
+            return 0
+        before = self._count
+        self._root = self._add_run(self._root, ordered, 0, len(ordered), 0)
+        return self._count - before
+
+    def _add_run(self, node: _Bucket | _Inner, keys: list[bytes], lo: int, hi: int,
+                 depth: int) -> _Bucket | _Inner:
+        """``node`` (at ``depth``) with ``keys[lo:hi]`` added, or the inner node replacing it."""
+        node.digest = None
+        if type(node) is _Inner:
+            children, dirty = node.children, node.dirty
+            for nib, start, end in _nibble_runs(keys, lo, hi, depth):
+                child = children[nib]
+                children[nib] = self._add_run(_Bucket() if child is None else child,
+                                              keys, start, end, depth + 1)
+                dirty.add(nib)
+            return node
+        assert type(node) is _Bucket
+        if not node.keys and node.values is None:  # a new bucket: one join, hashed when read
+            node.keys, node.hashed = b"".join(keys[lo:hi]), None
+            self._count += hi - lo
+        else:
+            for key in keys[lo:hi]:
+                i, found = node.find(key)
+                if not found:
+                    self._put(node, i, key, b"")
+        if len(node) > self._max_leaf and depth < KEY_NIBBLES:
+            return self._split(node, depth)
+        return node
+
     def _insert(self, key: bytes, value: bytes) -> bool:
         node = self._root
         parent: _Inner | None = None
@@ -514,26 +566,17 @@ class MerkleTree:
             depth += 1
         assert type(node) is _Bucket
         i, found = node.find(key)
-        at = i << 5
-        values = node.values
         if found:
             if node.value(i) == value:
                 return False
-            if values is None:
-                values = node.values = [b""] * len(node)
-            values[i] = value
+            if node.values is None:
+                node.values = [b""] * len(node)
+            node.values[i] = value
             if node.hashed is not None:
+                at = i << 5
                 node.hashed = node.hashed[:at] + _item_hash(key, value) + node.hashed[at + 32:]
         else:
-            if values is not None:
-                values.insert(i, value)
-            elif value:
-                node.values = [b""] * len(node)
-                node.values.insert(i, value)
-            node.keys = node.keys[:at] + key + node.keys[at:]
-            if node.hashed is not None:
-                node.hashed = node.hashed[:at] + _item_hash(key, value) + node.hashed[at:]
-            self._count += 1
+            self._put(node, i, key, value)
         node.digest = None
         for inner, slot in path:
             inner.digest = None  # every node on the path is now dirty
@@ -545,6 +588,20 @@ class MerkleTree:
             else:
                 parent.children[nib] = split
         return True
+
+    def _put(self, node: _Bucket, i: int, key: bytes, value: bytes) -> None:
+        """Splice a new ``key`` into ``node`` at index ``i``, keeping its hashes exact."""
+        at = i << 5
+        values = node.values
+        if values is not None:
+            values.insert(i, value)
+        elif value:
+            node.values = [b""] * len(node)
+            node.values.insert(i, value)
+        node.keys = node.keys[:at] + key + node.keys[at:]
+        if node.hashed is not None:
+            node.hashed = node.hashed[:at] + _item_hash(key, value) + node.hashed[at:]
+        self._count += 1
 
     def _split(self, node: _Bucket, depth: int) -> _Inner:
         """The inner node replacing an overflowing bucket at ``depth`` (recursively, if all

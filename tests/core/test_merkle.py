@@ -359,6 +359,48 @@ def test_root_after_batches_matches_a_fresh_tree(
                 assert view.digest == ref_inner(view.children)
 
 
+@HYP
+@given(batches=st.lists(st.tuples(st.booleans(), st.lists(st.tuples(keys_st, values_st),
+                                                          max_size=40)), max_size=8),
+       max_leaf=max_leaf_st, read_root=st.lists(st.booleans(), min_size=8, max_size=8))
+def test_add_keys_is_one_set_per_new_key(
+    batches: list[tuple[bool, list[tuple[bytes, bytes]]]], max_leaf: int, read_root: list[bool]
+) -> None:
+    """A batch goes in either one set per item or one add_keys (keys only: a key already held
+    keeps its value), mixed with set's non-empty values, and with or without a root read in
+    between (so buckets hold cached item hashes or not): same root, shape and count as a
+    fresh tree of the same mapping, and every kept child digest is current."""
+    t = MerkleTree(max_leaf)
+    current: dict[bytes, bytes] = {}
+    for (bulk, batch), read in zip(batches, read_root, strict=False):
+        if bulk:
+            fresh = {k for k, _ in batch if k not in current}
+            assert t.add_keys(k for k, _ in batch) == len(fresh)
+            current.update(dict.fromkeys(fresh, b""))
+        else:
+            for k, v in batch:
+                t.set(k, v)
+                current[k] = v
+        assert len(t) == len(current)
+        if read:
+            assert t.root() == ref_root(current, max_leaf)
+    assert t.root() == ref_root(current, max_leaf)
+    assert shape(t) == shape(build(current, max_leaf))
+    for view in walk(t):
+        if view.children is not None:
+            assert view.digest == ref_inner(view.children)
+
+
+def test_add_keys_checks_every_key_before_it_changes_anything() -> None:
+    t = build(entry_keys(40))
+    root = t.root()
+    with pytest.raises(merkle.LocalInputError, match="32 bytes"):
+        t.add_keys([*entry_keys(5, "new-"), b"short"])
+    assert t.root() == root and len(t) == 40
+    assert t.add_keys([]) == 0
+    assert t.add_keys([bytearray(h(b"x"))]) == 1 and h(b"x") in t
+
+
 # --------------------------------------------------------------------------
 # Proofs
 
