@@ -22,13 +22,13 @@ only what the answer needs:
   id at a position (writer, seq) already taken is a fork; positions are kept per writer as
   the contiguous prefix seen plus the seqs seen beyond it (in commit order, a writer's seqs
   come in order, so that set stays empty).
-- **Authentication, as ``ContextLog.authenticate`` decides it.** An entry is authentic when a
-  head names it or when an authentic entry of its writer one seq above names it as ``prev``.
-  Unvouched entries wait in ``pending`` (normally one commit's worth: a commit's head names
-  its top entry and arrives in the same row); an authentic entry vouches for its prev, walking
-  down ``pending``, or leaves the prev in ``vouched`` for when it arrives. A head's signature
-  is checked only if nothing else vouches for its entry by the end (``to_verify``): one
-  Ed25519 verification per writer chain, not per commit (~15k verifications/s per core).
+- **Authentication by the one rule** (``authorship.Authorship``, which ``ContextLog.authenticate``
+  uses too): an entry is authentic when a head names it or when an authentic entry of its
+  writer one seq above names it as ``prev``. Fed in commit order, unvouched entries wait
+  there for normally one commit's worth (a commit's head names its top entry and arrives in
+  the same row). A head's signature is checked only if nothing else vouches for its entry by
+  the end: one Ed25519 verification per writer chain, not per commit (~15k verifications/s
+  per core).
 - **The root** comes from the sorted ids at the end (``merkle.root_of_keys``).
 """
 
@@ -36,10 +36,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from .authorship import Authorship, raw_writer
 from .bundle import decode_bundle
-from .entry import CONTEXT_RE, ID_SIZE, NO_PREV, Limits, record_fields
-from .errors import ForgedEntry, IntegrityError
-from .identity import Head
+from .entry import CONTEXT_RE, ID_SIZE, Limits, record_fields
+from .errors import IntegrityError
 from .merkle import root_of_keys
 from .storage import Summary
 from .yjs import GatedStruct, encode_state_vector, gate_structs
@@ -84,29 +84,9 @@ def audit(name: str, rows: Iterable[bytes], limits: Limits) -> Summary | None:
     seen: set[bytes] = set()
     positions: dict[bytes, _Positions] = {}  # raw writer (origin ‖ chain) → its seqs seen
     forks: set[tuple[bytes, int]] = set()
-    pending: dict[bytes, tuple[bytes, int, bytes]] = {}  # unvouched: id → (writer, seq, prev)
-    vouched: dict[bytes, tuple[bytes, int]] = {}  # prev ids named by authentic entries, unseen
-    heads: dict[bytes, Head] = {}  # heads whose entry has not arrived
-    to_verify: dict[bytes, Head] = {}  # authentic by a head alone so far: check it at the end
+    rule: Authorship[bytes] = Authorship(name, raw_writer, known=seen)
     max_lamport = 0
     stored = 0
-
-    def vouch(writer: bytes, seq: int, prev: bytes) -> None:
-        """The entry at (``writer``, ``seq``) naming ``prev`` is authentic: so is the chain
-        below it that waits in ``pending``."""
-        while prev != NO_PREV:
-            below = pending.get(prev)
-            if below is not None:
-                if below[0] != writer or below[1] != seq - 1:
-                    return  # names an entry of another position: vouches for nothing
-                del pending[prev]
-                seq, prev = seq - 1, below[2]
-                continue
-            if to_verify:
-                to_verify.pop(prev, None)  # a successor vouches for it: its head is not needed
-            if prev not in seen:
-                vouched[prev] = (writer, seq - 1)
-            return
 
     def take(record: bytes) -> None:
         nonlocal max_lamport
@@ -122,29 +102,13 @@ def audit(name: str, rows: Iterable[bytes], limits: Limits) -> Summary | None:
             forks.add((writer, seq))
         if lamport > max_lamport:
             max_lamport = lamport
-        if vouched and vouched.pop(raw, None) == (writer, seq):
-            vouch(writer, seq, prev)
-            return
-        head = heads.pop(raw, None) if heads else None
-        if head is not None and head.seq == seq and _raw_writer(head) == writer:
-            to_verify[raw] = head
-            vouch(writer, seq, prev)
-            return
-        pending[raw] = (writer, seq, prev)
+        rule.entry(raw, writer, seq, prev)
 
     for blob in rows:
         stored += len(blob)
         bundle = decode_bundle(blob)
         for head in bundle.heads:
-            raw = head.entry_id
-            if raw in pending:
-                writer, seq, prev = pending[raw]
-                if head.seq == seq and _raw_writer(head) == writer:
-                    del pending[raw]
-                    to_verify[raw] = head
-                    vouch(writer, seq, prev)
-            elif raw not in seen:
-                heads.setdefault(raw, head)
+            rule.head(head)
         queue = [*waiting, *gate_structs(bundle.update, ARRAY_NAME)]
         progressed = True
         while progressed and queue:
@@ -166,20 +130,7 @@ def audit(name: str, rows: Iterable[bytes], limits: Limits) -> Summary | None:
             queue = waiting
     if waiting:
         return None
-    if pending:
-        raw, (writer, seq, _) = max(pending.items(), key=lambda kv: (kv[1][0], kv[1][1]))
-        raise ForgedEntry(f"entry {raw.hex()} (seq {seq} of {_writer_key(writer)} in {name}): "
-                          f"no signature of its origin vouches for it")
-    for head in to_verify.values():
-        head.verify(name)
+    rule.finish()
     return Summary(root_of_keys(seen), len(seen), encode_state_vector(integrated), max_lamport,
                    len(forks), stored)
 
-
-def _raw_writer(head: Head) -> bytes:
-    return head.origin + head.chain.to_bytes(8, "big")
-
-
-def _writer_key(raw: bytes) -> str:
-    """The cursor's name of a raw writer (``identity.writer_key``)."""
-    return f"{raw[:32].hex()}.{raw[32:].hex()}"

@@ -32,18 +32,18 @@ from typing import Any
 
 from pycrdt import Array, Doc, get_update, merge_updates
 
+from .authorship import Authorship
 from .cursor import Cursor
 from .entry import (
     DEFAULT_LIMITS,
     ID_SIZE,
-    NO_PREV,
     Entry,
     Limits,
     check_context,
     decode_body,
     decode_record,
 )
-from .errors import ForbiddenUpdate, ForgedEntry, IntegrityError, RemoteProtocolError
+from .errors import ForbiddenUpdate, IntegrityError, RemoteProtocolError
 from .identity import Head
 from .merkle import MerkleTree
 from .yjs import decode_state_vector, encode_state_vector, gate_ranges
@@ -54,6 +54,7 @@ _ORDER = attrgetter("lamport", "id")  # causal order: Entry.order_key
 TRANSACTION_CHUNK = 100
 EMPTY_UPDATE = _EMPTY_UPDATE = b"\x00\x00"  # no structs, no delete set
 _WRITER_SEQ = attrgetter("writer", "seq")
+_HEAD_WRITER = attrgetter("writer")  # a head's writer, named as entries name theirs
 _NEVER = 0xFFFFFFFF  # a clock no struct reaches: get_update leaves out every struct of that client
 
 
@@ -202,53 +203,36 @@ class ContextLog:
         self, entries: Sequence[Entry], heads: Sequence[Head] = (), trusted: bool = False,
     ) -> list[Head]:
         """Check that every entry of ``entries`` we do not hold yet is vouched for by a head or
-        by an authentic successor (in ``entries`` or held); returns the heads that were needed
-        (their signatures checked, unless ``trusted``). ForgedEntry if any entry is not."""
-        offered: dict[bytes, Head] = {}
-        for head in heads:
-            offered.setdefault(head.entry_id, head)
+        by an authentic successor (in ``entries`` or held), by the one authorship rule
+        (``authorship.Authorship``); returns the heads that were needed (their signatures
+        checked, unless ``trusted``). ForgedEntry if any entry is not."""
         by_id = self.by_id
         fresh = [e for e in entries if e.id not in by_id]
         if not fresh:
             return []
-        # Successors vouch downwards: walk each writer from its highest seq.
+        rule: Authorship[str] = Authorship(self.name, _HEAD_WRITER, self._held_vouches)
+        for head in heads:
+            rule.head(head)
         # why: attrgetter builds the key in C (a lambda per entry was ~3% of a cold catch-up),
-        # and an update's entries mostly come in ascending seq: reversed, that is one run.
+        # and an update's entries mostly come in ascending seq: reversed, that is one run, and
+        # from the top down each entry finds its successor's vouch waiting (nothing pends).
         fresh.sort(key=_WRITER_SEQ, reverse=True)
-        # prev ids named by authentic entries of this batch → the position they vouch for (an
-        # entry vouches only for its own writer's previous seq: never another origin's entry)
-        vouched: dict[bytes, tuple[str, int]] = {}
-        used: list[Head] = []
-        known_heads = self.heads
+        take = rule.entry
         for entry in fresh:
-            raw = bytes.fromhex(entry.id)
-            ok = (vouched.get(raw) == (entry.writer, entry.seq) or raw in known_heads
-                  or self._vouched_by_held(entry))
-            if not ok:
-                offer = offered.get(raw)
-                if offer is None:
-                    raise ForgedEntry(
-                        f"entry {entry.id} (seq {entry.seq} of {entry.writer} in {self.name}): "
-                        f"no signature of its origin vouches for it")
-                if (offer.origin.hex(), offer.chain, offer.seq) != (
-                        entry.origin, entry.chain, entry.seq):
-                    raise ForgedEntry(f"the head naming entry {entry.id} names another position")
-                if not trusted:
-                    offer.verify(self.name)
-                used.append(offer)
-            if entry.prev != NO_PREV:
-                vouched[entry.prev] = (entry.writer, entry.seq - 1)
-        return used
+            take(bytes.fromhex(entry.id), entry.writer, entry.seq, entry.prev)
+        return rule.finish(check=not trusted)
 
-    def _vouched_by_held(self, entry: Entry) -> bool:
-        """An entry we hold, one seq above on the same writer, names ``entry`` as its prev."""
-        above = self.by_writer.get(entry.writer, {}).get(entry.seq + 1)
+    def _held_vouches(self, raw: bytes, writer: str, seq: int) -> bool:
+        """What we hold vouches for the entry at (``writer``, ``seq``) with id ``raw``: a head
+        we keep names it, or an entry we hold one seq above names it as prev."""
+        if raw in self.heads:
+            return True
+        above = self.by_writer.get(writer, {}).get(seq + 1)
         if above is None:
             return False
-        raw = bytes.fromhex(entry.id)
         if above.prev == raw:
             return True
-        ids = self.forks.get((entry.writer, entry.seq + 1), ())
+        ids = self.forks.get((writer, seq + 1), ())
         return any(self.by_id[i].prev == raw for i in ids)
 
     def keep_heads(self, heads: Iterable[Head]) -> None:

@@ -1,0 +1,102 @@
+"""The authorship rule (``core/authorship.py``): the one place that decides which entries heads
+and prev links vouch for. ``ContextLog.authenticate`` and ``audit`` both use it; here it is
+checked on its own: the same decision in every order of offering, and what a hostile member
+can try (a head at another position, a chain of another writer, a broken signature)."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+
+from p2p_ledger.core.authorship import Authorship, raw_writer
+from p2p_ledger.core.errors import ForgedEntry
+from p2p_ledger.core.identity import Identity
+
+from .helpers import HEADS, chain_entries
+
+SEED = 20261130
+
+
+def _raw(entry) -> tuple[bytes, bytes, int, bytes]:  # noqa: ANN001
+    return (bytes.fromhex(entry.id), bytes.fromhex(entry.origin) + entry.chain.to_bytes(8, "big"),
+            entry.seq, entry.prev)
+
+
+def _decide(offers, held=None) -> list[bytes] | str:  # noqa: ANN001
+    """Offer heads and entries in the given order; the ids of the heads needed, or the error."""
+    rule: Authorship[bytes] = Authorship("ctx", raw_writer, held)
+    for kind, item in offers:
+        if kind == "head":
+            rule.head(item)
+        else:
+            rule.entry(*_raw(item))
+    try:
+        return sorted(h.entry_id for h in rule.finish())
+    except ForgedEntry:
+        return "forged"
+
+
+def test_one_head_vouches_for_its_chain_in_every_order() -> None:
+    entries = chain_entries("alice", [1, 2, 3, 4])
+    top = HEADS[bytes.fromhex(entries[-1].id)]
+    items = [("head", top), *(("entry", e) for e in entries)]
+    for order in itertools.permutations(items):
+        assert _decide(order) == [top.entry_id]
+
+
+def test_an_unvouched_entry_is_forged_in_every_order() -> None:
+    entries = chain_entries("alice", [1, 2, 3])
+    mid = HEADS[bytes.fromhex(entries[1].id)]  # vouches for 1 and 2, not 3
+    items = [("head", mid), *(("entry", e) for e in entries)]
+    for order in itertools.permutations(items):
+        assert _decide(order) == "forged"
+
+
+def test_a_head_at_another_position_or_of_another_writer_vouches_for_nothing() -> None:
+    (entry,) = chain_entries("alice", [1])
+    good = HEADS[bytes.fromhex(entry.id)]
+    mallory = Identity.from_seed("mallory")
+    shifted = Identity.from_seed("alice").sign_head("ctx", good.chain, 2, good.entry_id)
+    other = mallory.sign_head("ctx", good.chain, 1, good.entry_id)
+    for head in (shifted, other):
+        assert _decide([("head", head), ("entry", entry)]) == "forged"
+    # a chain of another writer does not vouch across writers, even naming the right prev
+    (bob,) = chain_entries("bob", [1])
+    assert _decide([("head", good), ("entry", entry), ("entry", bob)]) == "forged"
+
+
+def test_a_bad_signature_is_caught_only_where_it_is_needed() -> None:
+    entries = chain_entries("carol", [1, 2])
+    low, high = (HEADS[bytes.fromhex(e.id)] for e in entries)
+    broken = type(low)(low.origin, low.chain, low.seq, low.entry_id, bytes(64))
+    # the top head vouches for the whole chain: the broken one below is not needed
+    assert _decide([("head", broken), ("head", high), *(("entry", e) for e in entries)]) == [
+        high.entry_id]
+    rule: Authorship[bytes] = Authorship("ctx", raw_writer)
+    rule.head(broken)
+    rule.entry(*_raw(entries[0]))
+    with pytest.raises(ForgedEntry, match="not valid"):
+        rule.finish()
+
+
+def test_held_state_vouches_and_random_orders_agree() -> None:
+    rng = random.Random(SEED)
+    print("seed", SEED)
+    entries = chain_entries("dave", range(1, 9))
+    top = HEADS[bytes.fromhex(entries[-1].id)]
+    held_id = bytes.fromhex(entries[4].id)  # the caller holds seq 6, which names seq 5
+
+    def held(raw: bytes, writer: bytes, seq: int) -> bool:
+        return raw == held_id and seq == 5
+
+    lower = [("entry", e) for e in entries[:5]]
+    for _ in range(50):
+        order = lower[:]
+        rng.shuffle(order)
+        assert _decide(order, held) == []  # held seq 6 vouches for 5, 5 for the rest
+    items = [("head", top), *(("entry", e) for e in entries)]
+    for _ in range(50):
+        rng.shuffle(items)
+        assert _decide(items) == [top.entry_id]
