@@ -22,7 +22,8 @@ whether two nodes hold exactly the same data, and descending it finds the differ
 
 Authorship: the ledger appends as its ``Identity`` (entries carry its public key as ``origin``);
 each context's entries of this open form one writer chain (``identity.chain_for(instance,
-context)``, fresh per open) and every commit signs the chain's new head. What is stored and
+context)``, fresh per open) and every commit signs, once, the new heads of every chain it
+extends (``identity.sign_heads``). What is stored and
 shipped is a ``bundle``: a Yjs update plus the heads (and vouchers) that authenticate it.
 """
 
@@ -400,10 +401,12 @@ class Ledger:
             tips[name] = (seq + 1, bytes.fromhex(entry.id))
             batch.append(entry)
         updates = []
-        sign = self.identity.sign_head
-        for name, entries in groups.items():
-            last = entries[-1]
-            head = sign(name, last.chain, last.seq, bytes.fromhex(last.id))
+        # One signature for the whole commit: a head per context, each with its path to the
+        # commit's signed root (identity.sign_heads).
+        tops = [entries[-1] for entries in groups.values()]
+        heads = self.identity.sign_heads(
+            [(e.context, e.chain, e.seq, bytes.fromhex(e.id)) for e in tops])
+        for (name, entries), head in zip(groups.items(), heads, strict=True):
             _, update = self._context(name).append_local(entries, (head,))
             updates.append((name, encode_bundle((head,), update)))
         self._commit(updates)

@@ -1,10 +1,12 @@
 """Snapshot files: one context, self-verifying.
 
-Format version 2 (big-endian):
+Format version 3 (big-endian):
 
     b"P2PLSNAP" u8(version) | u32 len + context (UTF-8) | 32-byte Merkle root
     u64 count | count × (u32 len + record)        record = 32-byte id + canonical entry encoding
-    u32 n_heads | n_heads × signed head (identity.HEAD_SIZE bytes)
+    u32 n_heads | n_heads × signed head (``Head.encode``: with its path to the commit's root)
+
+Version 2 files (heads of identity.HEAD_SIZE bytes, each signed alone) are still read.
 
 Loading checks every record's content id, that it belongs to the context, and that the ids
 rebuild exactly the stated root; any failure refuses the whole file. The heads let the loading
@@ -23,7 +25,8 @@ from .merkle import MerkleTree
 from .reader import Reader
 
 MAGIC = b"P2PLSNAP"
-VERSION = 2
+VERSION = 3
+READS = (2, 3)
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 
@@ -48,8 +51,9 @@ def decode_snapshot(blob: bytes, limits: Limits) -> tuple[str, bytes, list[Entry
         raise InvalidSnapshot("not a p2p-ledger snapshot (bad magic)")
     r = Reader(bytes(blob), InvalidSnapshot, "snapshot", pos=len(MAGIC))
     version = r.u8()
-    if version != VERSION:
-        raise UnsupportedVersion(f"snapshot format version {version}; this build reads {VERSION}")
+    if version not in READS:
+        raise UnsupportedVersion(f"snapshot format version {version}; this build reads "
+                                 f"{' and '.join(map(str, READS))}")
     try:
         context = check_context(r.take(r.u32()).decode("utf-8"))
     except (UnicodeDecodeError, InvalidContextName) as exc:
@@ -67,9 +71,12 @@ def decode_snapshot(blob: bytes, limits: Limits) -> tuple[str, bytes, list[Entry
         tree.set(bytes.fromhex(entry.id))
         entries.append(entry)
     n_heads = r.u32()
-    if n_heads * HEAD_SIZE > r.remaining:
+    if n_heads * (HEAD_SIZE + (version > 2)) > r.remaining:
         raise InvalidSnapshot(f"snapshot claims {n_heads} heads in {r.remaining} bytes")
-    heads = [Head.decode(r.take(HEAD_SIZE)) for _ in range(n_heads)]
+    if version == 2:
+        heads = [Head.decode(r.take(HEAD_SIZE)) for _ in range(n_heads)]
+    else:
+        heads = [Head.read(r) for _ in range(n_heads)]
     if r.remaining:
         raise InvalidSnapshot(f"{r.remaining} unexpected bytes after the last entry")
     if tree.root() != root:

@@ -59,13 +59,14 @@ from .errors import ProtocolMismatch, RemoteProtocolError
 from .reader import Reader
 
 WIRE_VERSION = 1
-PROTOCOL_VERSION = 8  # 2: UPDATE carries a transfer id; 3: ROOT may carry a view, ITEMS carry
+PROTOCOL_VERSION = 9  # 2: UPDATE carries a transfer id; 3: ROOT may carry a view, ITEMS carry
 # state vectors; 4: UPDATE carries a signed bundle (entry encoding v2), CTREE and WANT;
 # 5: ROOT carries a 16-byte root, its reply none; HELLO carries the root; UPDATE carries a
 # pushed flag; PRUNE and GRAFT (epidemic forwarding); 6: IHAVE, GRAFT carries digests,
 # UPDATE flags say a push came from its origin; 7: PRUNE names an origin (a tree per origin);
 # 8: HELLO carries the origin (public key), AUTH always proves it (Ed25519, plus the cluster
-# key's HMAC), PEERS name origins: links are keyed by origin and the node id is only a label
+# key's HMAC), PEERS name origins: links are keyed by origin and the node id is only a label;
+# 9: bundles of format 2 (one signature per commit: each head carries its path to the root)
 MAX_FRAME = 64 * 1024
 # Update bytes per UPDATE frame: the rest of MAX_FRAME holds its header (a context name is at
 # most 128 bytes). why: a frame costs both ends a fixed amount of work (parse, wake-ups, a FLOW);

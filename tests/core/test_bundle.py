@@ -39,7 +39,7 @@ def test_refusals_name_the_problem() -> None:
     good = encode_bundle(HEADS, b"", (b"v",))
     with pytest.raises(RemoteProtocolError, match=r"^not a p2p-ledger bundle \(bad magic\)$"):
         decode_bundle(b"P2PX" + good[4:])
-    with pytest.raises(RemoteProtocolError, match="^bundle version 9; this build reads 1$"):
+    with pytest.raises(RemoteProtocolError, match="^bundle version 9; this build reads 1 and 2$"):
         decode_bundle(good[:4] + b"\x09" + good[5:])
     with pytest.raises(RemoteProtocolError, match="^bundle claims 2 heads in 100 bytes$"):
         decode_bundle(good[:100])

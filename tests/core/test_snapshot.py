@@ -176,9 +176,10 @@ def test_wrong_version(blob, version):
 
 
 def test_tampered_record_is_an_integrity_error(blob):
-    n_heads = struct.unpack(">I", blob[-4 - 2 * HEAD_SIZE:-2 * HEAD_SIZE])[0]
+    size = HEAD_SIZE + 1  # a head of a one-context commit: no path
+    n_heads = struct.unpack(">I", blob[-4 - 2 * size:-2 * size])[0]
     assert n_heads == 2  # a's and b's chains
-    last = len(blob) - 4 - n_heads * HEAD_SIZE - 1
+    last = len(blob) - 4 - n_heads * size - 1
     for pos in (HEADER + 4, HEADER + 4 + 32 + 10, last):  # id, body, last byte of a record
         bad = bytearray(blob)
         bad[pos] ^= 0x01
@@ -288,7 +289,7 @@ def test_entries_without_a_valid_signature_are_refused(blob):
     forged = chain_entries("someone-else", [1, 2], "c1")
     _refused_on_load(encode_snapshot("c1", _root(forged), forged), ForgedEntry)
     bad = bytearray(blob)
-    bad[-1] ^= 1  # the last byte of the last head's signature
+    bad[-2] ^= 1  # the last byte of the last head's signature (then its depth: 0, no path)
     _refused_on_load(bytes(bad), ForgedEntry)
 
 

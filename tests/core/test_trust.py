@@ -304,12 +304,13 @@ def test_a_squatted_position_cannot_stop_convergence():
 # ---- identities and fork proofs at their edges (from the mutation run) ---------------------------
 
 def test_signed_heads_keep_their_format() -> None:
-    """Golden vector: a seed's key and a signed head's message are part of the format (heads
-    travel in bundles and snapshots, and are checked on other builds); Ed25519 signs
-    deterministically, so the signature is fixed too."""
+    """Golden vector of format 1 (one signature per head, before one signature per commit): a
+    seed's key and a head's message are part of the format (old stores and snapshots hold such
+    heads, and they are still checked); Ed25519 signs deterministically, so the signature is
+    fixed too. Format 2's vector is in test_commit_signature.py."""
     import hashlib
 
-    from p2p_ledger.core.identity import head_message
+    from p2p_ledger.core.identity import Head, head_message
 
     me = Identity.from_seed("vector")
     assert Identity.from_seed(b"vector").origin == me.origin  # bytes and text seeds agree
@@ -317,10 +318,12 @@ def test_signed_heads_keep_their_format() -> None:
     message = head_message("notes", me.public, 0xBEEF, 7, bytes(range(32)))
     assert hashlib.sha256(message).hexdigest() == (
         "2da92c81237f7a51d49175cf3357a84f60b3b47b12c078ea32d0aec9de6be4f8")
-    head = me.sign_head("notes", 0xBEEF, 7, bytes(range(32)))
-    assert head.signature.hex() == (
+    signature = bytes.fromhex(
         "0cb515bf95ab4e181ce3c3125252ad82be8af69d3c2ef280c56e105c3288f924"
         "290a16c0a3981b686781e64d9085bb0721c3da2d21d7813f6ba681b8b5cef801")
+    assert me.sign(message) == signature
+    head = Head(me.public, 0xBEEF, 7, bytes(range(32)), signature, None)
+    head.verify("notes")
     with pytest.raises(ForgedEntry, match="^signature of .* on seq 7 of other is not valid$"):
         head.verify("other")
 
