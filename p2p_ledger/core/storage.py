@@ -31,15 +31,11 @@ class Summary(NamedTuple):
 class Storage(Protocol):
     def load(self) -> dict[str, list[bytes]]:
         """Every context's stored Yjs updates, in commit order (repair and tools; the ledger
-        reads one context at a time with ``load_context``)."""
+        reads one context at a time with ``iter_context``)."""
         ...
 
     def contexts(self) -> list[str]:
         """The names of the contexts that have stored rows."""
-        ...
-
-    def load_context(self, context: str) -> list[bytes]:
-        """One context's stored updates, in commit order."""
         ...
 
     def iter_context(self, context: str) -> Iterator[bytes]:
@@ -89,9 +85,6 @@ class MemoryStorage:
 
     def contexts(self) -> list[str]:
         return list(self.updates)
-
-    def load_context(self, context: str) -> list[bytes]:
-        return list(self.updates.get(context, ()))
 
     def iter_context(self, context: str) -> Iterator[bytes]:
         return iter(list(self.updates.get(context, ())))

@@ -106,13 +106,6 @@ class SqliteStore:
     def contexts(self) -> list[str]:
         return [str(c) for (c,) in self.db.execute("SELECT DISTINCT context FROM updates")]
 
-    def load_context(self, context: str) -> list[bytes]:
-        try:
-            return [bytes(blob) for (blob,) in self.db.execute(
-                "SELECT blob FROM updates WHERE context = ? ORDER BY id", (context,))]
-        except sqlite3.DatabaseError as exc:
-            raise _named(self.path / DB_NAME, exc) from None
-
     def iter_context(self, context: str) -> Iterator[bytes]:
         try:
             cursor = self.db.execute(

@@ -1,0 +1,74 @@
+"""``MemoryStorage`` keeps the ``Storage`` contract as ``SqliteStore`` does.
+
+The simulator and the core's tests run on MemoryStorage and the runtime on SQLite, so the same
+sequence of calls must give the same answers from both: rows in commit order, summaries that
+describe the stored rows or None (after a commit of rows alone, until ``put_summaries``), a
+compaction that keeps a current summary current and counts the new stored bytes, meta values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from p2p_ledger.core.storage import MemoryStorage, Storage, Summary
+from p2p_ledger.trio.store import SqliteStore
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def storage(request: pytest.FixtureRequest, tmp_path) -> Iterator[Storage]:
+    if request.param == "memory":
+        yield MemoryStorage()
+        return
+    store = SqliteStore(tmp_path / "node", synchronous="OFF")
+    yield store
+    store.close()
+
+
+def _summary(n: int, stored: int) -> Summary:
+    return Summary(bytes([n]) * 32, n, b"sv-%d" % n, 10 * n, 0, stored)
+
+
+def test_rows_summaries_compaction_and_meta(storage: Storage) -> None:
+    assert storage.load() == {} and storage.contexts() == []
+    assert list(storage.iter_context("nowhere")) == []
+    s1, s2, s3 = _summary(1, 2), _summary(2, 1), _summary(3, 4)
+    storage.commit([("a", b"1"), ("b", b"2"), ("a", b"3")], {"a": s1, "b": s2})
+    assert storage.load() == {"a": [b"1", b"3"], "b": [b"2"]}
+    assert sorted(storage.contexts()) == ["a", "b"]
+    assert list(storage.iter_context("a")) == [b"1", b"3"]
+    assert storage.summaries() == {"a": s1, "b": s2}
+    storage.commit([("a", b"4")], {"a": s3})
+    assert storage.summaries() == {"a": s3, "b": s2}
+
+    storage.commit([("c", b"5")])  # rows without their summaries: stale until put_summaries
+    assert storage.summaries() is None
+    assert list(storage.iter_context("c")) == [b"5"]
+    storage.replace_context("a", b"state")  # a compaction while stale: still stale
+    assert storage.summaries() is None and storage.load()["a"] == [b"state"]
+    s4 = _summary(4, 1)
+    storage.put_summaries({"a": s1, "b": s2, "c": s4})
+    assert storage.summaries() == {"a": s1, "b": s2, "c": s4}
+
+    storage.replace_context("b", b"compacted")  # current: stays current, counts its bytes
+    assert storage.summaries() == {"a": s1, "b": s2._replace(stored=9), "c": s4}
+    assert storage.load() == {"a": [b"state"], "b": [b"compacted"], "c": [b"5"]}
+
+    assert storage.get_meta("node_id") is None
+    storage.set_meta("node_id", "n1")
+    storage.set_meta("other", "x")
+    storage.set_meta("node_id", "n2")
+    assert (storage.get_meta("node_id"), storage.get_meta("other")) == ("n2", "x")
+
+
+def test_memory_summaries_cover_every_context_with_rows_and_commits_are_counted() -> None:
+    m = MemoryStorage()
+    assert m.summaries() == {} and m.commits == 0
+    m.commit([("a", b"1")], {"a": _summary(1, 1)})
+    m.commit([])
+    assert m.commits == 2
+    m.updates["b"] = [b"2"]  # a row written straight in, as tests do: no summary describes it
+    assert m.summaries() is None
+    m.put_summaries({"a": _summary(1, 1), "b": _summary(2, 1)})
+    assert m.summaries() == {"a": _summary(1, 1), "b": _summary(2, 1)}
