@@ -10,13 +10,14 @@ import random
 from collections.abc import Iterable
 from pathlib import Path
 
+from p2p_ledger.core.bundle import encode_bundle
 from p2p_ledger.core.entry import NO_PREV, Entry, make_entry
 from p2p_ledger.core.errors import IntegrityError
 from p2p_ledger.core.identity import Head, Identity
 from p2p_ledger.core.ledger import Ledger
 from p2p_ledger.core.node import Close, Dial, NodeConfig, NodeCore, Send
 from p2p_ledger.core.storage import MemoryStorage
-from p2p_ledger.testing import counter_ns
+from p2p_ledger.testing import counter_ns, forged_update
 from p2p_ledger.trio.store import SqliteStore
 
 
@@ -284,3 +285,17 @@ def chain_entries(name: str, seqs, context: str = "ctx", lamport0: int = 0, key:
 
 def heads_for(entries: Iterable[Entry]) -> list[Head]:
     return [HEADS[bytes.fromhex(e.id)] for e in entries if bytes.fromhex(e.id) in HEADS]
+
+
+def fork_into(ledger: Ledger, context: str) -> list[Entry]:
+    """Two entries that one writer ("mallory", chain 5) signed for seq 1 of ``context`` reach
+    ``ledger`` from two Yjs clients: a fork. Returns both entries."""
+    mallory = Identity.from_seed("mallory")
+    entries = []
+    for client_id, payload in ((4242, b"left"), (4343, b"right")):
+        entry = make_entry(context, "k", payload, {}, 1, mallory.origin, 5, 1, 0, NO_PREV)
+        head = mallory.sign_head(context, 5, 1, bytes.fromhex(entry.id))
+        ledger.apply_remote(context, encode_bundle((head,), forged_update([entry.record],
+                                                                          client_id)))
+        entries.append(entry)
+    return entries

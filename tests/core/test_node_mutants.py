@@ -1,0 +1,278 @@
+"""NodeCore behaviour that the mutation run of node.py found untested (README "Mutation
+testing"): the peer event lines, the log, shutdown, mDNS bookkeeping, the IHAVE/GRAFT repair."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from p2p_ledger.core import wire
+from p2p_ledger.core.discovery import Announcement
+from p2p_ledger.core.identity import Identity
+from p2p_ledger.core.node import (
+    MAX_DISCOVERED,
+    MAX_MISSING,
+    MAX_MISSING_PER_LINK,
+    SERVED_MEMORY,
+    NodeConfig,
+    NodeCore,
+    PeerEvent,
+    PeerState,
+)
+from p2p_ledger.core.wire import MAX_DIGESTS, PROTOCOL_VERSION, Bye, decode
+
+from .helpers import CoreNet, fork_into, new_ledger, origin_of
+
+A, B, C = "ws://h/a", "ws://h/b", "ws://h/c"
+
+
+def _ann(node_id: str, *urls: str, protocol: int = PROTOCOL_VERSION) -> Announcement:
+    return Announcement(node_id, "default", protocol, urls, Identity.from_seed(node_id).origin)
+
+
+# ---- the lines a driver logs ---------------------------------------------------------------------
+
+@pytest.mark.parametrize(("event", "line"), [
+    (PeerEvent("connected", B, "b"), "peer b (ws://h/b) connected"),
+    (PeerEvent("unreachable", B, reason="refused by the OS", retry_in=1.25),
+     "peer ws://h/b unreachable: refused by the OS; next try in 1.2s"),
+    (PeerEvent("lost", "", "b", "peer closed"), "peer b lost: peer closed"),
+    (PeerEvent("refused", "inbound", "b", "bad key", 30.0),
+     "peer b (inbound) refused: bad key; next try in 30.0s"),
+])
+def test_a_peer_event_is_one_line_naming_the_peer(event: PeerEvent, line: str) -> None:
+    assert event.text() == line
+
+
+def test_take_log_returns_the_node_s_lines_then_the_ledger_s_fork_lines_once() -> None:
+    net = CoreNet(1)
+    a = net.add(A)
+    a.peer_discovered("b", _ann("b", B), 0.0)
+    second = fork_into(a.ledger, "c1")[1].id
+    lines = a.take_log()
+    assert lines[0] == "mdns: discovered b at ws://h/b"
+    assert len(lines) == 2 and lines[1].startswith("fork in c1: writer ") and second in lines[1]
+    assert a.take_log() == [] and a.ledger.fork_log == []
+
+
+def test_shutdown_says_bye_on_every_link_and_grafts_nothing() -> None:
+    """A - B - C - D: A's pushes reach C through B. When C shuts down, losing B (A's path) must
+    not make it ask D to forward A's pushes again (a GRAFT on a link about to close)."""
+    net = CoreNet(2)
+    a = net.add(A, discovery=False, gossip_interval=30.0)
+    net.add(B, seeds=(A,), discovery=False, gossip_interval=30.0)
+    c = net.add(C, seeds=(B, "ws://h/d"), discovery=False, gossip_interval=30.0)
+    net.add("ws://h/d", discovery=False, gossip_interval=30.0)
+    net.run_until(1.0)
+    assert net.connected(C) == {B, "ws://h/d"} and net.connected(A) == {B}
+    a.append([a.ledger.prepare("ctx", "k", b"x")], now=net.now)
+    net.flush()
+    assert c.ledger.context_entries("ctx") == 1
+    for core in net.cores.values():
+        core.take_events()
+    sent = len(net.sent)
+    c.shutdown(net.now)
+    net.flush()
+    frames = [decode(f) for _, src, _, f in net.sent[sent:] if src == C]
+    assert frames == [Bye("node shutting down")] * 2 and c.links == {}
+    lost = [e.text() for url in (B, "ws://h/d") for e in net.cores[url].take_events()]
+    assert lost == ["peer c (ws://h/c) lost: peer said: node shutting down"] * 2
+
+
+# ---- mDNS bookkeeping ----------------------------------------------------------------------------
+
+def test_the_discovered_and_ignored_bounds_log_each_instance_exactly() -> None:
+    net = CoreNet(3)
+    a = net.add(A)
+    for i in range(MAX_DISCOVERED + 1):
+        a.peer_discovered(f"n{i}", _ann(f"n{i}", f"ws://h/n{i}"), 0.0)
+    assert a.take_log()[-1] == f"mdns: ignoring n{MAX_DISCOVERED} (default): too many " \
+        "discovered peers"
+    other = net.add(B)
+    for i in range(MAX_DISCOVERED + 1):
+        other.peer_discovered(f"o{i}", _ann(f"o{i}", f"ws://h/o{i}", protocol=1), 0.0)
+    assert len(other.take_log()) == MAX_DISCOVERED, "the ignored instances are bounded too"
+
+
+def test_an_instance_ignored_then_accepted_is_ignored_again_with_a_new_line() -> None:
+    net = CoreNet(4)
+    a = net.add(A)
+    old = _ann("b", B, protocol=PROTOCOL_VERSION - 1)
+    ignored = f"mdns: ignoring b (default): protocol {PROTOCOL_VERSION - 1}"
+    a.peer_discovered("b", old, 0.0)
+    a.peer_discovered("b", _ann("b", B), 0.0)
+    a.peer_discovered("b", old, 0.0)
+    assert a.take_log() == [ignored, "mdns: discovered b at ws://h/b", ignored]
+    a.peer_lost("b", 0.0)
+    a.peer_discovered("b", old, 0.0)  # it went away and came back: told again
+    assert a.take_log() == ["mdns: b is no longer advertised", ignored]
+
+
+def test_a_re_announcement_logs_nothing_and_keeps_the_peer_as_it_is() -> None:
+    net = CoreNet(5)
+    a = net.add(A, seeds=(B,))
+    net.add(B)
+    a.peer_discovered("b", _ann("b", B, "ws://h/b2"), 0.0)
+    assert a.take_log() == ["mdns: discovered b at ws://h/b ws://h/b2"]
+    assert a.peers["ws://h/b2"].label == "b"
+    net.run_until(1.0)
+    dials = len(net.dials)
+    a.peer_discovered("b", _ann("b", B, "ws://h/b2"), net.now)
+    net.run_until(2.0)
+    assert a.take_log() == [] and len(net.dials) == dials
+    assert a.peers[B].state is PeerState.CONNECTED and a.peers[B].seed
+
+
+def test_a_rediscovered_seed_in_backoff_stays_a_seed_with_its_failures_reset() -> None:
+    net = CoreNet(6)
+    a = net.add(A, seeds=(B,), backoff_base=5.0)
+    net.run_until(1.0)  # B is not up: a's dials fail
+    assert a.peers[B].state is PeerState.BACKOFF and a.peers[B].failures >= 1
+    a.peer_discovered("b", _ann("b", B), net.now)
+    peer = a.peers[B]
+    assert peer.seed and peer.state is PeerState.NEW and peer.failures == 0
+    assert peer.retry_at == net.now and peer.failing_since is None
+
+
+def test_our_own_url_and_self_urls_in_a_record_are_skipped_not_the_rest() -> None:
+    net = CoreNet(7)
+    alias = "ws://h/alias-of-a"
+    a = net.add(A, seeds=(alias,))
+    net.cores[alias] = a  # another URL that reaches the same node
+    net.up.add(alias)
+    net.add(C)
+    net.run_until(1.0)
+    assert a.peers[alias].state is PeerState.SELF
+    del net.cores[alias]  # (CoreNet wires by URL: one core under two URLs only for the dial)
+    dials = len(net.dials)
+    a.peer_discovered("c", _ann("c", A, alias, C), net.now)
+    net.run_until(2.0)
+    assert [d for t, s, d in net.dials[dials:] if s == A] == [C]
+    assert a.peers[alias].state is PeerState.SELF and A not in a.peers
+
+
+# ---- IHAVE / GRAFT: waiting for announced updates, answering GRAFTs ----------------------------
+
+def _hub(seed: int, members: int) -> tuple[CoreNet, NodeCore, list[int]]:
+    """B linked to members m1..mN (no links between them); returns B and its conns to them."""
+    net = CoreNet(seed)
+    b = net.add(B, discovery=False, gossip_interval=30.0)
+    for i in range(1, members + 1):
+        net.add(f"ws://h/m{i}", seeds=(B,), discovery=False, gossip_interval=30.0)
+    net.run_until(1.0)
+    conns = [next(cn for cn, lk in b.links.items() if lk.label == f"m{i}")
+             for i in range(1, members + 1)]
+    return net, b, conns
+
+
+def _grafts(net: CoreNet, src: str) -> list[tuple[float, str, tuple[bytes, ...]]]:
+    return [(t, d, decode(f).digests) for t, s, d, f in net.sent  # type: ignore[union-attr]
+            if s == src and f[1] == wire.GRAFT]
+
+
+def test_announcers_of_one_update_are_asked_in_turn_each_after_graft_timeout() -> None:
+    """Four links announce an update that never comes (one of them twice): B waits
+    graft_timeout, asks the first, then the second, then the third, never the fourth, and
+    none twice; then it forgets the update."""
+    net, b, conns = _hub(51, 4)
+    wait = b.config.graft_timeout
+    digest = bytes(range(16))
+    for conn in (conns[0], *conns):
+        b.frame_received(conn, wire.encode(wire.IHave((digest,))), 1.0)
+    net.run_until(1.0 + wait * 0.5)
+    assert _grafts(net, B) == []
+    net.run_until(1.0 + wait * 10)
+    assert [(round(t - 1.0, 6), d, ds) for t, d, ds in _grafts(net, B)] == [
+        (round(wait * n, 6), f"ws://h/m{n}", (digest,)) for n in (1, 2, 3)]
+    assert b._missing == {} and all(b.links[cn].pending == 0 for cn in conns)
+
+
+def test_an_ihave_naming_an_update_we_hold_still_counts_the_others() -> None:
+    net, b, conns = _hub(52, 1)
+    appended = b.append([b.ledger.prepare("ctx", "k", b"mine")], now=1.0)
+    net.flush()
+    (_, update), = appended.updates
+    known, unknown = hashlib.sha256(update).digest()[:16], bytes(16)
+    b.frame_received(conns[0], wire.encode(wire.IHave((known, unknown))), 1.0)
+    net.run_until(2.0)
+    assert [ds for _, _, ds in _grafts(net, B)] == [(unknown,)]
+
+
+def test_all_links_together_wait_for_at_most_max_missing_updates() -> None:
+    net, b, conns = _hub(53, MAX_MISSING // MAX_MISSING_PER_LINK + 1)
+    for i, conn in enumerate(conns):
+        digests = tuple(bytes([i, j // 256, j % 256]) * 5 + b"!" for j in range(MAX_DIGESTS))
+        b.frame_received(conn, wire.encode(wire.IHave(digests)), 1.0)
+    assert len(b._missing) == MAX_MISSING
+
+
+def test_a_graft_naming_an_unknown_update_first_still_gets_the_known_one() -> None:
+    net, b, conns = _hub(54, 1)
+    appended = b.append([b.ledger.prepare("ctx", "k", b"mine")], now=1.0)
+    net.flush()
+    (_, update), = appended.updates
+    known = hashlib.sha256(update).digest()[:16]
+    before = len(net.sent)
+    b.frame_received(conns[0], wire.encode(wire.Graft((bytes(16), known))), 1.0)
+    net.flush()
+    pushed = [decode(f) for _, s, _, f in net.sent[before:] if s == B and f[1] == wire.UPDATE]
+    assert len(pushed) == 1 and pushed[0].pushed  # type: ignore[union-attr]
+
+
+def test_a_graft_is_answered_once_per_update_within_served_memory() -> None:
+    """A link's GRAFTs get each recent update once; the memory of what it got is bounded at
+    SERVED_MEMORY digests, the oldest forgotten first (then asking again gets it again)."""
+    net, b, conns = _hub(55, 1)
+    net.mute.add((B, "ws://h/m1"))  # (m1 need not apply them: count what B sends)
+    appended = b.append([b.ledger.prepare(f"c{i}", "k", b"x")
+                         for i in range(SERVED_MEMORY + 1)], now=1.0)
+    net.flush()
+    digests = [hashlib.sha256(update).digest()[:16] for _, update in appended.updates]
+    for start in range(0, len(digests), MAX_DIGESTS):
+        batch = tuple(digests[start:start + MAX_DIGESTS])
+        b.frame_received(conns[0], wire.encode(wire.Graft(batch)), 1.0)
+    net.flush()
+
+    def pushed_for(digest: bytes) -> int:
+        before = b.counters.frames_sent["UPDATE"]
+        b.frame_received(conns[0], wire.encode(wire.Graft((digest,))), 1.0)
+        net.flush()
+        return b.counters.frames_sent["UPDATE"] - before
+
+    assert pushed_for(digests[1]) == 0 and pushed_for(digests[-1]) == 0
+    assert pushed_for(digests[0]) == 1, "the oldest was forgotten"
+
+
+def test_status_shows_the_node_and_every_peer_but_itself() -> None:
+    """A linked to B (also announced by mDNS) and to a listenerless agent, failing to reach a
+    dead seed, with an alias of itself among its seeds (not shown)."""
+    net = CoreNet(60)
+    alias, dead, agent_at = "ws://h/alias-of-a", "ws://h/dead", "ws://h/agent-never-listens"
+    a = net.add(A, seeds=(B, dead, alias))
+    net.cores[alias] = a
+    net.up.add(alias)
+    net.add(B)
+    net.run_until(1.0)
+    del net.cores[alias]
+    net.cores[agent_at] = NodeCore(new_ledger("agent"), NodeConfig("agent", seeds=(A,)), net.rng)
+    net.up.add(agent_at)
+    a.peer_discovered("b", _ann("b", B), net.now)
+    a.append([a.ledger.prepare("ctx", "k", b"x")], now=net.now)
+    net.run_until(5.0)
+    status = a.status()
+    failures = a.peers[dead].failures
+    assert failures > 1
+    assert status.pop("peers") == [
+        {"node_id": "b", "origin": origin_of("b"), "url": B, "state": "connected",
+         "root_agrees": True, "failures": 0, "last_error": "", "mdns": True},
+        {"node_id": "", "origin": "", "url": dead, "state": "backoff", "root_agrees": None,
+         "failures": failures, "last_error": f"cannot connect to {dead}", "mdns": False},
+        {"node_id": "agent", "origin": origin_of("agent"), "url": "", "state": "connected",
+         "root_agrees": True, "failures": 0, "last_error": "", "mdns": False},
+    ]
+    agreed_since = status.pop("agreed_since")
+    assert isinstance(agreed_since, float) and 1.0 < agreed_since <= net.now
+    assert 0 < status.pop("messages_sent") < status.pop("bytes_sent")  # type: ignore[operator]
+    assert status == {"node_id": "a", "origin": origin_of("a"), "url": A,
+                      "root": a.ledger.root().hex(), "contexts": 1, "entries": 1, "forks": []}
