@@ -63,7 +63,7 @@ def test_compact_of_a_context_with_staged_rows_stores_one_state():
     a, peer, storage = _staged_ledger()
     a.compact(STAGED)
     a.flush()
-    assert len(storage.load_context(STAGED)) == 1, "the staged rows went into the state"
+    assert len(list(storage.iter_context(STAGED))) == 1, "the staged rows went into the state"
     assert read_ids(open_ledger(storage, "a", "a-2"), STAGED) == read_ids(peer, STAGED)
 
 
