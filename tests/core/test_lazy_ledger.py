@@ -12,8 +12,11 @@ import sqlite3
 
 import pytest
 
+from p2p_ledger.core import ledger as ledger_module
 from p2p_ledger.core.bundle import decode_bundle
+from p2p_ledger.core.context_log import ARRAY_NAME
 from p2p_ledger.core.ledger import (
+    EMPTY_STATE_VECTOR,
     GATHER_PASSES,
     Ledger,
     memory_cost,
@@ -22,6 +25,7 @@ from p2p_ledger.core.ledger import (
 )
 from p2p_ledger.core.proof import check_proof, make_proof
 from p2p_ledger.core.storage import MemoryStorage
+from p2p_ledger.core.yjs import appended_values
 from p2p_ledger.testing import open_pair
 from p2p_ledger.trio.store import SqliteStore
 
@@ -390,3 +394,53 @@ def test_staged_contexts_stay_until_their_commit_then_the_budget_holds():
     a.flush()
     assert len(a.live_contexts()) == 1 and a.entry_count() == len(CONTEXTS)
     _assert_summaries_current(a.storage)
+
+
+def test_a_fresh_peer_gets_large_entries_from_the_stored_rows_the_same_entries_as_the_doc(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bundle_diff`` for a peer holding nothing of a context of large entries merges the
+    stored rows instead of loading the ContextLog: the same entries (set for set) as the Doc's
+    diff, and a bundle a fresh node accepts whole (every head it needs is in it)."""
+    seed = random.randrange(2**32)
+    print(f"seed={seed}")
+    rng = random.Random(seed)
+    big = ledger_module.ROWS_MIN_ENTRY
+    storage = MemoryStorage()
+    a, peer = open_ledger(storage, "a"), open_ledger(MemoryStorage(), "p")
+    for i in range(3):  # three commits of ours, one received from another writer
+        append(a, "big", *(rng.randbytes(big + i) for _ in range(2)))
+    sync_all([peer, a])
+    append(peer, "big", rng.randbytes(big))
+    sync_all([peer, a])
+    append(a, "big", rng.randbytes(2 * big))
+    assert len(storage.updates["big"]) >= 5
+    a = open_ledger(storage, "a", "a-2")  # nothing loaded
+    from_rows = a.bundle_diff("big", EMPTY_STATE_VECTOR)
+    assert from_rows is not None and a.live_contexts() == [] and a.loads == 0
+    monkeypatch.setattr(ledger_module, "ROWS_MIN_ENTRY", 1 << 40)  # the Doc's diff, as before
+    from_doc = a.bundle_diff("big", EMPTY_STATE_VECTOR)
+    assert from_doc is not None and a.loads == 1
+    rows_update, doc_update = decode_bundle(from_rows).update, decode_bundle(from_doc).update
+    assert sorted(appended_values(rows_update, ARRAY_NAME)) == \
+        sorted(appended_values(doc_update, ARRAY_NAME))
+    for blob in (from_rows, from_doc):
+        fresh = open_ledger(MemoryStorage(), "fresh")
+        assert len(fresh.apply_remote("big", blob)) == len(a.contexts["big"]) == 8
+        assert fresh.context_root("big") == a.context_root("big")
+        assert [e.id for e in fresh.get("big")[0]] == [e.id for e in a.get("big")[0]]
+
+
+def test_small_entries_and_peers_holding_some_still_get_the_docs_diff() -> None:
+    storage = MemoryStorage()
+    a = open_ledger(storage, "a")
+    append(a, "small", "x", "y")
+    append(a, "big", b"z" * ledger_module.ROWS_MIN_ENTRY)
+    a = open_ledger(storage, "a", "a-2")
+    assert a.bundle_diff("small", EMPTY_STATE_VECTOR) is not None and a.loads == 1
+    fresh = open_ledger(MemoryStorage(), "fresh")
+    fresh.apply_remote("big", a.bundle_diff("big", None))  # (None: send everything)
+    assert a.loads == 1
+    append(a, "big", b"w" * ledger_module.ROWS_MIN_ENTRY)
+    diff = a.bundle_diff("big", fresh.state_vector("big"))
+    assert diff is not None and a.loads == 2
+    assert len(fresh.apply_remote("big", diff)) == 1
