@@ -593,12 +593,14 @@ class Ledger:
         return context, len(added)
 
     def compact(self, context: str) -> None:
-        """Fold a context's stored update history into one state blob; reads are unchanged."""
+        """Fold a context's stored update history into one state blob; reads are unchanged.
+        Only the heads still needed are kept (``ContextLog.trim_heads``): a head whose entry
+        has an authentic successor vouches for nothing the successor does not."""
         check_context(context)
         self._flush_if(context)
         ctx = self._load(context)
         if ctx is not None:
-            heads = list(ctx.heads.values())
+            heads = ctx.trim_heads()
             state = encode_bundle(heads, ctx.compacted_state())
             self.storage.replace_context(context, state)
             summary = self.summaries.get(context)

@@ -223,3 +223,23 @@ def test_a_store_of_format_1_still_reads_verifies_and_serves():
     broken = MemoryStorage()
     broken.updates["c1"] = [*rows[:2], bytes(forged), *rows[3:]]
     assert any("not valid" in p for p in open_ledger(broken, "a", "a-3").verify())
+
+
+def test_compaction_keeps_only_the_heads_still_needed():
+    """Ten spread commits leave ten heads (each with its path) in c1's rows; compacted, c1
+    keeps the one its chain tip needs, and everything still reads, verifies and syncs."""
+    a = open_ledger(MemoryStorage(), "a")
+    for i in range(10):
+        a.append([a.prepare(name, "k", f"{name} {i}") for name in CONTEXTS])
+    before = read_ids(a, "c1")
+    stored = sum(len(r) for r in a.storage.updates["c1"])
+    a.compact("c1")
+    (row,) = a.storage.updates["c1"]
+    (head,) = decode_bundle(row).heads
+    assert head.seq == 10 and len(row) < stored - 9 * (HEAD_SIZE + 1 + len(head.path))
+    reopened = open_ledger(a.storage, "a", "a-2")
+    assert read_ids(reopened, "c1") == before and reopened.verify() == []
+    c = open_ledger(MemoryStorage(), "c")
+    sync(reopened, c, "c1")
+    assert c.context_root("c1") == a.context_root("c1") and c.verify() == []
+    assert a.bundle_diff("c1", None) == reopened.bundle_diff("c1", None)  # loaded or not

@@ -644,6 +644,7 @@ def test_compaction_keeps_pending_structs():
     assert read_ids(reopened, "c1") == read_ids(b, "c1") and len(read_ids(b, "c1")) == 3
     reopened.compact("c1")  # a rebuilt ledger knows what is pending too
     assert read_ids(open_ledger(storage, "b", "b-3"), "c1") == read_ids(b, "c1")
+    assert open_ledger(storage, "b", "b-4").verify() == []  # (the pending entry's head kept)
 
 
 def _gap_scenario(storage):
