@@ -311,7 +311,9 @@ class Ledger:
     def bundle_diff(self, context: str, state_vector: bytes | None) -> bytes | None:
         """What a peer with ``state_vector`` lacks of ``context``, with the heads (and vouchers)
         that authenticate it; None when it lacks nothing (decided from the summary's state
-        vector when the context is not loaded: it is then not loaded)."""
+        vector when the context is not loaded: it is then not loaded). A peer that holds
+        nothing of a context of large entries (``ROWS_MIN_ENTRY``) gets its stored rows
+        (``_bundle_of_rows``): nothing is loaded either."""
         self._flush_if(context)
         summary = self.summaries.get(context)
         if state_vector in (None, b"", EMPTY_STATE_VECTOR) and summary is not None and \
