@@ -438,7 +438,9 @@ def test_small_entries_and_peers_holding_some_still_get_the_docs_diff() -> None:
     a = open_ledger(storage, "a", "a-2")
     assert a.bundle_diff("small", EMPTY_STATE_VECTOR) is not None and a.loads == 1
     fresh = open_ledger(MemoryStorage(), "fresh")
-    fresh.apply_remote("big", a.bundle_diff("big", None))  # (None: send everything)
+    whole = a.bundle_diff("big", None)  # (None: send everything)
+    assert whole == storage.updates["big"][0], "a single stored row goes as it is"
+    assert len(fresh.apply_remote("big", whole)) == 1
     assert a.loads == 1
     append(a, "big", b"w" * ledger_module.ROWS_MIN_ENTRY)
     diff = a.bundle_diff("big", fresh.state_vector("big"))
