@@ -1,0 +1,174 @@
+"""PeerSession paths the pair tests in ``test_protocol.py`` do not reach.
+
+A mutation run of ``core/protocol.py`` (README "Mutation testing") showed which code no test
+depended on; each test here pins one such behaviour: contexts whose state vectors are too long
+to ride in an ITEMS view (the SYNC1 question), a squatted position in a context big enough that
+its tree of entry ids has inner levels (CTREE descends only where digests differ), a CTREE or a
+SYNC1 about a context we do not hold, which per-origin choice the bound forgets, a peer URL
+with ``://`` in its query, the cluster key's bytes.
+"""
+
+from __future__ import annotations
+
+import pytest
+from pycrdt import Array, Doc
+
+from p2p_ledger.core import wire
+from p2p_ledger.core.bundle import encode_bundle
+from p2p_ledger.core.errors import InvalidClusterKey, RemoteProtocolError
+from p2p_ledger.core.identity import Identity
+from p2p_ledger.core.ledger import Ledger
+from p2p_ledger.core.protocol import (
+    EMPTY_STATE_VECTOR,
+    MAX_PRUNED,
+    check_peer_url,
+    cluster_key_bytes,
+)
+from p2p_ledger.core.wire import (
+    EMPTY,
+    IDS,
+    INNER,
+    MAX_SV_IN_VIEW,
+    ContextTree,
+    Sync1,
+    View,
+    Want,
+    decode,
+    encode,
+)
+from p2p_ledger.core.yjs import decode_state_vector
+from p2p_ledger.testing import open_pair
+
+from .helpers import append, new_ledger, ordered_ids, sync
+from .test_trust import signed
+
+
+def _wide(context: str, writers: int) -> tuple[Ledger, Ledger]:
+    """Two ledgers holding one context written by ``writers`` Yjs clients (instances)."""
+    a, b = new_ledger("a"), new_ledger("b")
+    for i in range(writers):
+        w = new_ledger(f"w{i}")
+        append(w, context, f"from w{i}")
+        for ledger in (a, b):
+            ledger.apply_remote(context, w.bundle_diff(context, None))
+    return a, b
+
+
+@pytest.mark.parametrize("swapped", [False, True])
+def test_a_context_whose_state_vector_is_too_long_for_a_view_is_asked_for(swapped: bool) -> None:
+    """A view omits a state vector over MAX_SV_IN_VIEW bytes; the side that sees the context
+    differ asks with a SYNC1 wanting a reply, and one round carries both sides' news."""
+    a, b = _wide("wide", 40)
+    assert len(a.state_vector("wide")) > MAX_SV_IN_VIEW
+    append(a, "wide", "only on a")
+    append(b, "wide", "only on b")
+    before = {a.state_vector("wide"), b.state_vector("wide")}
+    pair = open_pair(a, b, swapped=swapped)
+    pair.first.session.send_root()
+    pair.pump()
+    assert ordered_ids(a, "wide") == ordered_ids(b, "wide")
+    assert len(ordered_ids(a, "wide")) == 42
+    sent = [decode(f) for f in pair.all_frames()]
+    assert not any(any(v.states) for m in sent if isinstance(m, wire.Views) for v in m.views)
+    # one question wanting a reply and its answer, each carrying its sender's state vector
+    asked = [m for m in sent if isinstance(m, Sync1)]
+    assert sorted((m.context, m.want_reply) for m in asked) == [("wide", False), ("wide", True)]
+    assert {m.state_vector for m in asked} == before
+
+
+def test_the_cluster_key_is_its_bytes_and_an_empty_one_is_refused_by_name() -> None:
+    assert cluster_key_bytes(None) is None
+    assert cluster_key_bytes("clé") == "clé".encode()
+    assert cluster_key_bytes(b"\x00key") == b"\x00key"
+    assert cluster_key_bytes(bytearray(b"k")) == b"k"
+    for empty in ("", b"", bytearray()):
+        with pytest.raises(InvalidClusterKey) as err:
+            cluster_key_bytes(empty)
+        assert str(err.value) == ("the cluster key is empty (an unset variable?): give a "
+                                  "non-empty key, or none for an open cluster")
+
+
+def _squatted(before: int) -> tuple[Ledger, Ledger, str]:
+    """As test_trust's defect 2, in a context of ``before`` entries: mallory gives w an entry
+    of hers at t's next Yjs position first, so w's Yjs ignores t's real entry there (equal
+    state vectors, different roots). Returns t, w and the hidden entry's id."""
+    t, w = new_ledger("t"), new_ledger("w")
+    t.append([t.prepare("c1", "k", f"t{i}") for i in range(before)])
+    sync(t, w, "c1")
+    client = t.contexts["c1"].doc.client_id
+    real = append(t, "c1", "acknowledged on t").entries[0]
+    squat, head = signed(Identity.from_seed("mallory"), "c1", [9], payload=b"squat")
+    doc = Doc(client_id=client)
+    doc.apply_update(w.contexts["c1"].doc.get_update())
+    state = doc.get_state()
+    doc.get("entries", type=Array).append(squat[0].record)
+    w.apply_remote("c1", encode_bundle([head], doc.get_update(state)))
+    sync(t, w, "c1")
+    assert real.id not in w.contexts["c1"].by_id
+    assert decode_state_vector(t.state_vector("c1")) == decode_state_vector(w.state_vector("c1"))
+    return t, w, real.id
+
+
+@pytest.mark.parametrize("swapped", [False, True])
+def test_a_squatted_position_in_a_big_context_is_found_down_one_branch(swapped: bool) -> None:
+    t, w, real = _squatted(300)
+    pair = open_pair(t, w, swapped=swapped)
+    for _ in range(2):
+        pair.first.session.send_root()
+        pair.pump()
+    assert real in w.contexts["c1"].by_id and t.root() == w.root()
+    views = [v for m in map(decode, pair.all_frames()) if isinstance(m, ContextTree)
+             for v in m.views]
+    assert any(v.kind == INNER for v in views)
+    shown = sum(len(v.ids) for v in views if v.kind == IDS)
+    print("ids shown in CTREE views:", shown, "of", len(t.contexts["c1"]))
+    assert shown < 300 // 4
+
+
+def test_a_sync1_or_a_ctree_about_a_context_we_do_not_hold_is_answered() -> None:
+    """Equal (empty) state vectors for a context we lack: we show our (empty) tree of ids; a
+    tree of ids for a context we lack: we ask for every id; their tree branching where ours is
+    a leaf: we show the leaf. The link stays open."""
+    a, b = new_ledger("a"), new_ledger("b")
+    append(b, "held", "x")
+    pair = open_pair(a, b)
+    pair.a.session.send_root()
+    pair.pump()  # (both hold it now)
+    session = pair.b.session
+    session.receive(encode(Sync1("ghost", True, EMPTY_STATE_VECTOR)))
+    assert [decode(f) for f in session.take_output()] == [
+        ContextTree("ghost", (View((), EMPTY),))]
+    ids = (bytes(range(32)), bytes(range(1, 33)))
+    session.receive(encode(ContextTree("ghost", (View((), IDS, ids=ids[::-1]),))))
+    assert [decode(f) for f in session.take_output()] == [Want("ghost", ids)]
+    # their tree branches where ours is one leaf (or nothing): we show that leaf
+    inner = View((), INNER, children=(bytes(16),) + (None,) * 15)
+    for name, answer in (("ghost", View((), EMPTY)),
+                         ("held", View((), IDS, ids=tuple(bytes.fromhex(e.id) for e in
+                                                          b.get("held")[0])))):
+        session.receive(encode(ContextTree(name, (inner,))))
+        assert [decode(f) for f in session.take_output()] == [ContextTree(name, (answer,))]
+    assert session.is_open and not session.take_events()
+
+
+def test_the_bound_on_per_origin_choices_forgets_the_least_recently_set() -> None:
+    """At MAX_PRUNED origins a link forgets one to name another: the one set longest ago, so
+    naming an origin again keeps it (a forgotten origin falls back to the link's default)."""
+    a, b = new_ledger("a"), new_ledger("b")
+    session = open_pair(a, b).a.session
+    origins = [i.to_bytes(32, "big") for i in range(MAX_PRUNED + 1)]
+    for origin in origins[:MAX_PRUNED]:
+        session.prune(origin)
+    session.prune(origins[0])  # named again: now the most recent
+    session.prune(origins[MAX_PRUNED])
+    assert not session.eager_for(origins[0]) and not session.eager_for(origins[MAX_PRUNED])
+    assert session.eager_for(origins[1])  # the least recently set was forgotten
+    assert sum(not session.eager_for(o) for o in origins) == MAX_PRUNED
+
+
+def test_a_peer_url_splits_at_its_first_scheme_separator_and_is_quoted_cut() -> None:
+    with_url_in_query = "wss://relay.example:8443/join?next=ws://other:1"
+    assert check_peer_url(with_url_in_query) == with_url_in_query
+    with pytest.raises(RemoteProtocolError) as err:
+        check_peer_url("ws://h " + "x" * 200)
+    assert str(err.value) == f"peer named an invalid URL {('ws://h ' + 'x' * 200)[:80]!r}"
