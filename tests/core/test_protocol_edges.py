@@ -5,7 +5,7 @@ depended on; each test here pins one such behaviour: contexts whose state vector
 to ride in an ITEMS view (the SYNC1 question), a squatted position in a context big enough that
 its tree of entry ids has inner levels (CTREE descends only where digests differ), a CTREE or a
 SYNC1 about a context we do not hold, which per-origin choice the bound forgets, a peer URL
-with ``://`` in its query, the cluster key's bytes.
+with ``://`` in its query, the cluster key's bytes, an ITEMS answer lost for two rounds.
 """
 
 from __future__ import annotations
@@ -28,10 +28,14 @@ from p2p_ledger.core.wire import (
     EMPTY,
     IDS,
     INNER,
+    ITEMS,
     MAX_SV_IN_VIEW,
+    UPDATE,
     ContextTree,
+    Root,
     Sync1,
     View,
+    Views,
     Want,
     decode,
     encode,
@@ -172,3 +176,22 @@ def test_a_peer_url_splits_at_its_first_scheme_separator_and_is_quoted_cut() -> 
     with pytest.raises(RemoteProtocolError) as err:
         check_peer_url("ws://h " + "x" * 200)
     assert str(err.value) == f"peer named an invalid URL {('ws://h ' + 'x' * 200)[:80]!r}"
+
+
+def test_an_items_answer_still_missing_two_rounds_later_is_sent_again() -> None:
+    """The same ITEMS view is not answered again in the round after (the answer is on its
+    way), but two rounds on it was lost: it is sent again."""
+    a, b = new_ledger("a"), new_ledger("b")
+    append(a, "notes", b"one")
+    session = open_pair(a, b).a.session
+    behind = View((), ITEMS, items=(("notes", bytes(16)),), states=(b"\x00",))
+
+    def next_round_then_view() -> list[int]:
+        session.receive(encode(Root(False, bytes(16))))
+        session.take_output()
+        session.receive(encode(Views((behind,))))
+        return [frame[1] for frame in session.take_output()]
+
+    assert next_round_then_view() == [UPDATE]
+    assert next_round_then_view() == []
+    assert next_round_then_view() == [UPDATE]
