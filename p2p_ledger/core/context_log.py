@@ -1,7 +1,8 @@
 """One context: a pycrdt Doc holding a grow-only Array of records, plus an index and a Merkle tree.
 
 The Doc is the replication format (Yjs state vectors and updates move what a peer lacks, fast);
-the index is the read model (id → entry, causal order, per-writer seqs); the Merkle tree over
+the index is the read model (``index.EntryIndex``: records by id, causal order, per-writer
+seqs, in columns; entries are built when read); the Merkle tree over
 entry ids says in 32 bytes whether two copies hold the same set — it, not the Yjs state, is the
 truth about what a node holds. This is the only module that touches pycrdt.
 
@@ -23,7 +24,6 @@ entry, and recorded in ``forks`` with a proof anyone can check (``fork_proof``).
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import weakref
 from collections.abc import Iterable, Sequence
@@ -40,21 +40,23 @@ from .entry import (
     Entry,
     Limits,
     check_context,
-    decode_body,
     decode_record,
+    record_fields,
 )
 from .errors import ForbiddenUpdate, IntegrityError, RemoteProtocolError
 from .identity import Head
+from .index import EntriesById, EntriesInOrder, EntryIndex
 from .merkle import MerkleTree
 from .yjs import decode_state_vector, encode_state_vector, gate_ranges
 
 ARRAY_NAME = "entries"
-_ORDER = attrgetter("lamport", "id")  # causal order: Entry.order_key
 # pycrdt commit cost grows with the square of the inserts in one transaction: keep them small.
 TRANSACTION_CHUNK = 100
 EMPTY_UPDATE = _EMPTY_UPDATE = b"\x00\x00"  # no structs, no delete set
 _WRITER_SEQ = attrgetter("writer", "seq")
 _HEAD_WRITER = attrgetter("writer")  # a head's writer, named as entries name theirs
+# Records from our own store: limits were checked when they came in (and may have changed since).
+_UNLIMITED = Limits(2**32, 2**32, 2**32)
 _NEVER = 0xFFFFFFFF  # a clock no struct reaches: get_update leaves out every struct of that client
 
 
@@ -78,19 +80,29 @@ class ContextLog:
         # clients must reach for it to be settled (None: ask pycrdt)
         self._unsettled: list[tuple[bytes, dict[int, int] | None]] = []
         self._array_len = 0  # array elements accounted for by observer events
-        self.by_id: dict[str, Entry] = {}
-        self.ordered: list[Entry] = []
-        self.by_writer: dict[str, dict[int, Entry]] = {}
-        # Highest seq per writer below which nothing is missing: reads deliver only up to it so
-        # that a cursor never jumps over an entry that arrives late.
-        self.contiguous: dict[str, int] = {}
-        self._max_seq: dict[str, int] = {}
+        self.index = EntryIndex(self.name)
+        self._raw_name = self.name.encode("utf-8")
+        self.by_id = EntriesById(self.index)  # (built on lookup: entries are not kept whole)
+        self.ordered = EntriesInOrder(self.index)
         self.tree = MerkleTree()
-        self.max_lamport = 0
         self.heads: dict[bytes, Head] = {}  # raw entry id → a verified head naming it
-        # (writer, seq) → the ids of every authentic entry there, when there is more than one
-        self.forks: dict[tuple[str, int], list[str]] = {}
-        self.new_forks: list[tuple[str, int]] = []  # for the ledger to report, then clear
+
+    @property
+    def forks(self) -> dict[tuple[str, int], list[str]]:
+        """(writer, seq) → the ids of every authentic entry there, when there is more than one"""
+        return self.index.forks
+
+    @property
+    def new_forks(self) -> list[tuple[str, int]]:
+        return self.index.new_forks  # for the ledger to report, then clear
+
+    @property
+    def contiguous(self) -> dict[str, int]:
+        return self.index.contiguous
+
+    @property
+    def max_lamport(self) -> int:
+        return self.index.max_lamport
 
     def _on_insert(self, event: Any) -> None:
         # Runs inside pycrdt after the update is applied: only collect; indexing happens outside.
@@ -104,13 +116,24 @@ class ContextLog:
     # ---- reads -------------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self.by_id)
+        return len(self.index)
 
     def root(self) -> bytes:
         return self.tree.root()
 
     def max_seq(self, writer: str) -> int:
-        return self._max_seq.get(writer, 0)
+        return self.index.max_seq(writer)
+
+    def entry_at(self, writer: str, seq: int) -> Entry | None:
+        """The (first) entry held at a writer's position."""
+        return self.index.entry_at(writer, seq)
+
+    def raw_id_at(self, writer: str, seq: int) -> bytes | None:
+        """The id of the (first) entry held at a writer's position."""
+        index = self.index
+        number = index.writer_index(writer)
+        slot = None if number is None else index.slot_at(number, seq)
+        return None if slot is None else index.raw_id(slot)
 
     def state_vector(self) -> bytes:
         return self.doc.get_state()
@@ -130,72 +153,9 @@ class ContextLog:
     def get(
         self, key: str | None = None, after: Cursor | None = None, limit: int | None = None
     ) -> tuple[list[Entry], Cursor]:
-        """Entries not covered by ``after``, in causal order; returns them and the next cursor.
-
-        A writer's entries are delivered in seq order with no gap (an entry waits for its
-        predecessor, even when a saturated or hostile clock sorts it first), so the cursor that
-        comes back never covers an entry that was not delivered.
-        """
-        after = after or Cursor()
-        out: list[Entry] = []
-        if limit is not None and limit <= 0:
-            return out, after
-        # Everything before the first uncovered entry of every writer is covered: start there.
-        starts = [
-            seqs[after.get(writer, 0) + 1].order_key
-            for writer, seqs in self.by_writer.items()
-            if after.get(writer, 0) + 1 in seqs
-        ]
-        if not starts:
-            return out, after
-        for (writer, seq), ids in self.forks.items():  # a sibling may sort first
-            if seq == after.get(writer, 0) + 1:
-                starts += [self.by_id[i].order_key for i in ids]
-        reached: dict[str, int] = {}  # writer → last seq delivered by this call
-        forks = self.forks
-        first = bisect.bisect_left(self.ordered, min(starts), key=_ORDER)
-        tail = self.ordered[first:]
-        widened = first == 0
-        skipped = True
-        while skipped and (limit is None or len(out) < limit):
-            # Another pass only when an entry had to wait for a predecessor sorted after it.
-            skipped = False
-            progressed = len(reached), sum(reached.values())
-            for entry in tail:
-                writer, seq = entry.writer, entry.seq
-                last = reached.get(writer)
-                if last is None:
-                    last = after.get(writer, 0)
-                if seq != last + 1 and not (seq == last > after.get(writer, 0)
-                                            and (writer, seq) in forks
-                                            and entry not in out):
-                    if seq > last + 1 and seq <= self.contiguous.get(writer, 0):
-                        skipped = True
-                    continue  # covered, or its predecessor is not delivered yet
-                reached[writer] = seq
-                if key is not None and entry.key != key:
-                    continue
-                out.append(entry)
-                if limit is not None and len(out) >= limit:
-                    break
-            # why: a writer's next entry can sort before where the tail starts: equal
-            # (saturated) Lamport times are ordered by id, and a member may sign falling ones
-            # (seq 2 before seq 1). Such an entry was left out of the read although it was
-            # deliverable (a watch delivered it only when something else arrived), or a pass
-            # delivered nothing while a later seq kept asking for another, forever (every read
-            # of the context hung). Then look at the whole order; give up when even that
-            # delivers nothing.
-            by_writer = self.by_writer
-            pending = not skipped and any(seq + 1 in by_writer[w] for w, seq in reached.items())
-            if pending and not widened:
-                skipped, tail, widened = True, self.ordered, True
-            elif skipped and progressed == (len(reached), sum(reached.values())):
-                if widened:
-                    break
-                tail, widened = self.ordered, True
-            elif pending:
-                skipped = True
-        return out, after.advanced(out)
+        """Entries not covered by ``after``, in causal order, and the next cursor (see
+        ``EntryIndex.get``)."""
+        return self.index.get(key, after, limit)
 
     # ---- authentication ------------------------------------------------------------------------
 
@@ -225,15 +185,7 @@ class ContextLog:
     def _held_vouches(self, raw: bytes, writer: str, seq: int) -> bool:
         """What we hold vouches for the entry at (``writer``, ``seq``) with id ``raw``: a head
         we keep names it, or an entry we hold one seq above names it as prev."""
-        if raw in self.heads:
-            return True
-        above = self.by_writer.get(writer, {}).get(seq + 1)
-        if above is None:
-            return False
-        if above.prev == raw:
-            return True
-        ids = self.forks.get((writer, seq + 1), ())
-        return any(self.by_id[i].prev == raw for i in ids)
+        return raw in self.heads or self.index.vouched_by_held(writer, seq, raw)
 
     def keep_heads(self, heads: Iterable[Head]) -> None:
         for head in heads:
@@ -244,77 +196,78 @@ class ContextLog:
         every entry names) and those of entries not indexed yet (structs Yjs holds pending) —
         and return them. Compaction stores only these: spread over 10,000 contexts, each
         commit's head (with its path) was ~370 B of every stored row."""
-        kept = {h.entry_id: h for h in self.proof_for(self.ordered)[0]}
-        by_id = self.by_id
+        index = self.index
+        kept = {h.entry_id: h for h in self.proof_for_ids(map(index.raw_id, index.order))[0]}
         for raw, head in self.heads.items():
-            if raw.hex() not in by_id:
+            if index.find(raw) is None:
                 kept.setdefault(raw, head)
         self.heads = kept
         return list(kept.values())
 
     def proof_for(self, entries: Iterable[Entry]) -> tuple[list[Head], list[bytes]]:
-        """What a receiver needs besides ``entries`` to authenticate them: for the top of each
-        run of one writer, the head naming it, or the records that link it up to the nearest
-        entry with a head, and that head. Every entry we hold is authentic, so the path
-        exists."""
-        batch = {e.id: e for e in entries}
-        positions = {(e.writer, e.seq) for e in batch.values()}
+        """What a receiver needs besides ``entries`` (held here) to authenticate them: see
+        ``proof_for_ids``."""
+        return self.proof_for_ids(bytes.fromhex(e.id) for e in entries)
+
+    def proof_for_ids(self, ids: Iterable[bytes]) -> tuple[list[Head], list[bytes]]:
+        """What a receiver needs besides the entries with these raw ids (those held here) to
+        authenticate them: for the top of each run of one writer, the head naming it, or the
+        records that link it up to the nearest entry with a head, and that head. Every entry
+        we hold is authentic, so the path exists."""
+        index = self.index
+        found = (index.find(raw) for raw in ids)
+        batch = dict.fromkeys(slot for slot in found if slot is not None)
+        writer_of, seq_of, writers = index.writer, index.seq, index.writers
+        positions = {(writer_of[s], seq_of[s]) for s in batch}
         forks = self.forks
         heads: dict[bytes, Head] = {}
-        vouchers: dict[str, bytes] = {}
-        for entry in batch.values():
-            writer, seq = entry.writer, entry.seq
+        vouchers: dict[int, bytes] = {}
+        for slot in batch:
+            writer, seq = writer_of[slot], seq_of[slot]
             if (writer, seq + 1) in positions:
-                if (writer, seq) not in forks and (writer, seq + 1) not in forks:
+                name = writers[writer]
+                if (name, seq) not in forks and (name, seq + 1) not in forks:
                     continue  # the run above is in the batch and brings its own proof
                 # why: a forked position holds two entries; only the one that names this
                 # entry as prev vouches for it (by position alone, a node holding both
                 # branches shipped one without a head: its peers refused it for good)
-                above = self._successor(entry)
-                if above is not None and above.id in batch:
+                above = index.successor(slot)
+                if above is not None and above in batch:
                     continue
-            current = entry
+            current = slot
             while True:
-                raw = bytes.fromhex(current.id)
+                raw = index.raw_id(current)
                 head = self.heads.get(raw)
                 if head is not None:
                     heads[raw] = head
                     break
-                above = self._successor(current)
+                above = index.successor(current)
                 if above is None:
                     raise IntegrityError(
-                        f"entry {current.id} of {self.name} has no head and no successor")
-                if above.id in batch:
+                        f"entry {raw.hex()} of {self.name} has no head and no successor")
+                if above in batch:
                     break  # the run above is in the batch already and brings its own proof
-                vouchers[above.id] = above.record
+                vouchers[above] = index.record(above)
                 current = above
         return list(heads.values()), list(vouchers.values())
-
-    def _successor(self, entry: Entry) -> Entry | None:
-        raw = bytes.fromhex(entry.id)
-        seq = entry.seq + 1
-        above = self.by_writer.get(entry.writer, {}).get(seq)
-        if above is not None and above.prev == raw:
-            return above
-        for other in self.forks.get((entry.writer, seq), ()):
-            if self.by_id[other].prev == raw:
-                return self.by_id[other]
-        return None
 
     def fork_proof(self, writer: str, seq: int) -> dict[str, Any]:
         """Two signed statements putting two different entries at one position of ``writer``:
         for each, a head and the records from the head's entry down to the forked one (each
         naming the next as prev). ``identity.check_fork_proof`` checks it with nothing else."""
+        index = self.index
         ids = self.forks[(writer, seq)][:2]
         branches = []
         for entry_id in ids:
-            current = self.by_id[entry_id]
-            records = [current.record]
-            while (head := self.heads.get(bytes.fromhex(current.id))) is None:
-                above = self._successor(current)
+            current = index.find_hex(entry_id)
+            assert current is not None, "every forked id is held"
+            records = [index.record(current)]
+            while (head := self.heads.get(index.raw_id(current))) is None:
+                above = index.successor(current)
                 if above is None:
-                    raise IntegrityError(f"entry {current.id}: no head and no successor")
-                records.append(above.record)
+                    raise IntegrityError(
+                        f"entry {index.raw_id(current).hex()}: no head and no successor")
+                records.append(index.record(above))
                 current = above
             branches.append({"head": head.to_json(),
                              "records": [r.hex() for r in reversed(records)]})
@@ -428,12 +381,15 @@ class ContextLog:
         return entry
 
     def load_stored(self, update: bytes, heads: Sequence[Head] = (),
-                    verify: bool = False) -> list[Entry]:
-        """Re-apply an update this node persisted itself (rebuild on start)."""
+                    verify: bool = False) -> int:
+        """Re-apply an update this node persisted itself (rebuild on start); returns how many
+        entries it added."""
         self.keep_heads(heads)
+        held = len(self.index)
         self._apply(update)
         self._settle(update)
-        return self._index_inserted((), (), trusted=not verify)
+        self._index_inserted((), (), trusted=not verify)
+        return len(self.index) - held
 
     def _settle(self, update: bytes, ends: dict[int, int] | None = None) -> None:
         """Keep the applied updates whose structs yrs still holds pending (an origin missing):
@@ -464,13 +420,15 @@ class ContextLog:
     def _index_inserted(self, values: Sequence[bytes], entries: Sequence[Entry],
                         trusted: bool) -> list[Entry]:
         """Index what the observer saw inserted; ``entries`` are the checked entries of the
-        records ``values`` offered (any record not among them is decoded here)."""
+        records ``values`` offered (any record not among them is checked here). Returns the
+        entries new here (those not offered are built only when some were offered: a rebuild
+        from the store asks for none)."""
         inserted, self._inserted = self._inserted, []
         length = len(self._array)
         new: list[Entry] = []
         ids: list[bytes] = []  # the new entries' ids, added to the Merkle tree in one go
-        by_id = self.by_id
-        index = self._index
+        index = self.index
+        add_entry = index.add_entry
         if length == self._array_len + len(inserted) and inserted == values:
             # why: the usual case (an append, a push, a catch-up): exactly the records offered,
             # in order. One C-level comparison of the lists, instead of hashing every 100 B
@@ -478,7 +436,7 @@ class ContextLog:
             # cold catch-up, py-spy).
             self._array_len = length
             for record, entry in zip(values, entries, strict=True):
-                if index(entry):
+                if add_entry(record, entry) is not None:
                     # The record's first 32 bytes are the id the entry was checked against.
                     ids.append(record[:ID_SIZE])
                     new.append(entry)
@@ -493,64 +451,29 @@ class ContextLog:
         # (by raw id: keyed by the whole record, a 100 KB entry was hashed twice more for the
         # dict, ~0.25 of 1.0 CPU-s of a 1,000 x 100 KB catch-up's core work, cProfile)
         known = {record[:ID_SIZE]: entry for record, entry in zip(values, entries, strict=True)}
+        name = self._raw_name
+        # Our own store (trusted): the content hash and canonical form are still checked, field
+        # limits were checked on the way in.
+        limits = _UNLIMITED if trusted else self.limits
         for raw in inserted:
             record = bytes(raw)
             tree_key = record[:ID_SIZE]
             found = known.get(tree_key)
             if found is None or found.body != record[ID_SIZE:]:
-                if tree_key.hex() in by_id:
+                if index.find(tree_key) is not None:
                     continue
-                found = decode_record(record, self.limits) if not trusted else _quick(record)
-                if found.context != self.name:
-                    raise IntegrityError(f"entry {found.id} is stored under context {self.name}")
-            if index(found):
+                lamport, seq, _, writer = record_fields(record, name, limits)
+                slot = index.add_record(record, lamport, seq, writer)
+                if slot is not None:
+                    ids.append(tree_key)
+                    if values:
+                        new.append(index.entry(slot))
+            elif add_entry(record, found) is not None:
                 # The record's first 32 bytes are the id the entry was checked against.
                 ids.append(tree_key)
                 new.append(found)
         self.tree.add_keys(ids)
         return new
-
-    def _index(self, entry: Entry) -> bool:
-        """Add one entry to the read model; the caller adds its id to the Merkle tree."""
-        by_id = self.by_id
-        if entry.id in by_id:
-            return False  # the same entry inserted twice (e.g. found by id, then by Yjs): one
-        by_id[entry.id] = entry
-        writer, seq, lamport = entry.writer, entry.seq, entry.lamport
-        key = (lamport, entry.id)
-        ordered = self.ordered
-        if not ordered or _ORDER(ordered[-1]) < key:
-            ordered.append(entry)  # the common case (local appends, catch-up in order)
-        else:
-            # why: no list of (lamport, id) tuples beside ``ordered`` for bisect: it held 64 B
-            # per entry (measured with sys.getsizeof, 100k entries); bisect by key instead
-            ordered.insert(bisect.bisect_left(ordered, key, key=_ORDER), entry)
-        seqs = self.by_writer.get(writer)
-        if seqs is None:
-            seqs = self.by_writer[writer] = {}
-        held = seqs.get(seq)
-        if held is not None:
-            ids = self.forks.get((writer, seq))
-            if ids is None:
-                ids = self.forks[(writer, seq)] = [held.id]
-                self.new_forks.append((writer, seq))
-            ids.append(entry.id)
-            ids.sort()
-        else:
-            seqs[seq] = entry
-        run = self.contiguous.get(writer, 0)
-        if seq == run + 1:
-            run += 1
-            while run + 1 in seqs:
-                run += 1
-            self.contiguous[writer] = run
-        elif writer not in self.contiguous:
-            self.contiguous[writer] = run
-        if seq > self._max_seq.get(writer, 0):
-            self._max_seq[writer] = seq
-        if lamport > self.max_lamport:
-            self.max_lamport = lamport
-        return True
 
     def compacted_state(self) -> bytes:
         """The whole Doc as one update, pending structs included: replaces the stored history
@@ -597,12 +520,3 @@ def _observe(array: Array[Any], ref: weakref.ReferenceType[ContextLog]) -> Any:
     if integrated is None or not hasattr(integrated, "observe"):
         return array.observe(on_insert)
     return integrated.observe(on_insert)
-
-
-def _quick(record: bytes) -> Entry:
-    # Own store: the content hash is still checked, field limits were checked on the way in.
-    claimed = record[:ID_SIZE].hex()
-    body = record[ID_SIZE:]
-    if hashlib.sha256(body).hexdigest() != claimed:
-        raise IntegrityError(f"entry {claimed} does not match its content")
-    return decode_body(body, claimed)

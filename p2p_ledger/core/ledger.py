@@ -64,14 +64,14 @@ from .yjs import appended_values, decode_state_vector
 
 EMPTY_STATE_VECTOR = b"\x00"
 # why: the budget counts an estimate of a loaded context's memory, not a measurement (Python
-# cannot size one object graph cheaply): a fixed cost per entry (its Entry object, index slots,
-# Merkle item) plus three times its stored bytes (the records live in the Entry objects and in
-# the Doc). Fitted on loaded contexts here: 100k x 100 B entries (254 stored B each) grew RSS by
-# 1,587 B per entry, 20k x 2 KB (2,159 stored B) by 7,334 B: ~820 + 3.02 x stored (before the
-# compact Merkle buckets: 2,078 and 7,672 B, ~1,330 + 2.94 x stored).
-ENTRY_COST = 850
+# cannot size one object graph cheaply): a fixed cost per entry (index columns, Merkle item)
+# plus three times its stored bytes (the records live in the index's buffer and in the Doc).
+# Fitted on loaded contexts here, each loaded in a fresh process from an SQLite store: 100k x
+# 100 B entries (257 stored B each) grew RSS by 815 B per entry, 20k x 2 KB (2,157 stored B) by
+# 6,723 B: ~16 + 3.11 x stored (with an Entry object per entry: 1,609 and 9,460 B, ~850 + 3 x).
+ENTRY_COST = 40
 STORED_FACTOR = 3
-# The runtime's default budget (open_node, --memory-budget): ~120k loaded entries of 100 B.
+# The runtime's default budget (open_node, --memory-budget): ~330k loaded entries of 100 B.
 DEFAULT_MEMORY_BUDGET = 256 * 1024 * 1024
 # With defer_commits, a driver gathers received updates while they keep coming, GATHER_WAIT at
 # a time and at most GATHER_PASSES times, then commits them in one transaction (the runtime's
@@ -336,13 +336,8 @@ class Ledger:
         if update == EMPTY_UPDATE:
             self._evict()
             return None
-        by_id = ctx.by_id
-        entries = []
-        for record in appended_values(update, ARRAY_NAME):
-            entry = by_id.get(record[:ID_SIZE].hex())
-            if entry is not None:
-                entries.append(entry)
-        heads, vouchers = ctx.proof_for(entries)
+        heads, vouchers = ctx.proof_for_ids(
+            record[:ID_SIZE] for record in appended_values(update, ARRAY_NAME))
         self._evict()
         return encode_bundle(heads, update, vouchers)
 
@@ -433,8 +428,7 @@ class Ledger:
                 ctx = self._context(name)
                 writer = writer_key(origin, self._chain(name))
                 seq = ctx.max_seq(writer)
-                last = ctx.by_writer.get(writer, {}).get(seq)
-                tips[name] = (seq, bytes.fromhex(last.id) if last is not None else NO_PREV)
+                tips[name] = (seq, ctx.raw_id_at(writer, seq) or NO_PREV)
             seq, prev = tips[name]
             entry = make_entry(name, req.key, req.payload, req.meta, tick(), origin,
                                self._chain(name), seq + 1, now_ns(), prev)
@@ -566,7 +560,7 @@ class Ledger:
         check_context(context)
         self._flush_if(context)
         ctx = self._load(context)
-        entries = ctx.ordered if ctx else []
+        entries = list(ctx.ordered) if ctx else []  # (decoded once, used twice)
         heads = ctx.proof_for(entries)[0] if ctx else []
         blob = encode_snapshot(context, self.context_root(context), entries, heads)
         self._evict()

@@ -96,7 +96,7 @@ def forge(attacker: Identity, victim: Ledger, target: Ledger, context: str,
     chain = int(writer.split(".")[1], 16)
     ctx = victim.contexts.get(context)
     seq = ctx.max_seq(writer) if ctx is not None else 0
-    last = ctx.by_writer.get(writer, {}).get(seq) if ctx is not None else None
+    last = ctx.entry_at(writer, seq) if ctx is not None else None
     entry = make_entry(context, "forged", b"in the name of %s" % victim.node_id.encode(), {},
                        _lamport(target), victim.origin, chain, seq + 1, now_ns,
                        bytes.fromhex(last.id) if last is not None else NO_PREV)
@@ -136,7 +136,7 @@ def equivocate(attacker: Ledger, targets: Sequence[Ledger], context: str,
     chain = int(writer.split(".")[1], 16)
     ctx = attacker.contexts.get(context)
     seq = ctx.max_seq(writer) if ctx is not None else 0
-    last = ctx.by_writer.get(writer, {}).get(seq) if ctx is not None else None
+    last = ctx.entry_at(writer, seq) if ctx is not None else None
     prev = bytes.fromhex(last.id) if last is not None else NO_PREV
     branches = []
     for side in (b"left", b"right"):

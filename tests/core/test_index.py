@@ -1,0 +1,209 @@
+"""The columnar read model (``EntryIndex``) answers exactly what the ``Entry``-per-entry model
+it replaced answered: reads, keys, pages and cursors, positions, successors, forks.
+
+``Reference`` below is that former model, kept as the oracle: a dict by id, a dict of seqs per
+writer and a list in causal order, of whole ``Entry`` objects, with the former ``get`` verbatim.
+Both are fed the same seeded arrivals: several writers, forks, holes that fill late, duplicates,
+Lamport times that fall along a chain or saturate, a hostile seq far beyond its writer's run.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from operator import attrgetter
+
+import pytest
+
+from p2p_ledger.core.cursor import Cursor
+from p2p_ledger.core.entry import MAX_LAMPORT, NO_PREV, Entry, make_entry
+from p2p_ledger.core.index import EntriesById, EntriesInOrder, EntryIndex
+
+_ORDER = attrgetter("lamport", "id")
+CONTEXT = "ctx"
+
+
+class Reference:
+    """The read model as it was: Entry objects in dicts and a list."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, Entry] = {}
+        self.ordered: list[Entry] = []
+        self.by_writer: dict[str, dict[int, Entry]] = {}
+        self.contiguous: dict[str, int] = {}
+        self.forks: dict[tuple[str, int], list[str]] = {}
+
+    def index(self, entry: Entry) -> bool:
+        if entry.id in self.by_id:
+            return False
+        self.by_id[entry.id] = entry
+        writer, seq = entry.writer, entry.seq
+        key = (entry.lamport, entry.id)
+        if not self.ordered or _ORDER(self.ordered[-1]) < key:
+            self.ordered.append(entry)
+        else:
+            self.ordered.insert(bisect.bisect_left(self.ordered, key, key=_ORDER), entry)
+        seqs = self.by_writer.setdefault(writer, {})
+        held = seqs.get(seq)
+        if held is not None:
+            ids = self.forks.setdefault((writer, seq), [held.id])
+            ids.append(entry.id)
+            ids.sort()
+        else:
+            seqs[seq] = entry
+        run = self.contiguous.get(writer, 0)
+        if seq == run + 1:
+            run += 1
+            while run + 1 in seqs:
+                run += 1
+            self.contiguous[writer] = run
+        elif writer not in self.contiguous:
+            self.contiguous[writer] = run
+        return True
+
+    def get(self, key=None, after=None, limit=None):
+        after = after or Cursor()
+        out: list[Entry] = []
+        if limit is not None and limit <= 0:
+            return out, after
+        starts = [seqs[after.get(writer, 0) + 1].order_key
+                  for writer, seqs in self.by_writer.items() if after.get(writer, 0) + 1 in seqs]
+        if not starts:
+            return out, after
+        for (writer, seq), ids in self.forks.items():
+            if seq == after.get(writer, 0) + 1:
+                starts += [self.by_id[i].order_key for i in ids]
+        reached: dict[str, int] = {}
+        forks = self.forks
+        first = bisect.bisect_left(self.ordered, min(starts), key=_ORDER)
+        tail = self.ordered[first:]
+        widened = first == 0
+        skipped = True
+        while skipped and (limit is None or len(out) < limit):
+            skipped = False
+            progressed = len(reached), sum(reached.values())
+            for entry in tail:
+                writer, seq = entry.writer, entry.seq
+                last = reached.get(writer)
+                if last is None:
+                    last = after.get(writer, 0)
+                if seq != last + 1 and not (seq == last > after.get(writer, 0)
+                                            and (writer, seq) in forks and entry not in out):
+                    if seq > last + 1 and seq <= self.contiguous.get(writer, 0):
+                        skipped = True
+                    continue
+                reached[writer] = seq
+                if key is not None and entry.key != key:
+                    continue
+                out.append(entry)
+                if limit is not None and len(out) >= limit:
+                    break
+            by_writer = self.by_writer
+            pending = not skipped and any(seq + 1 in by_writer[w] for w, seq in reached.items())
+            if pending and not widened:
+                skipped, tail, widened = True, self.ordered, True
+            elif skipped and progressed == (len(reached), sum(reached.values())):
+                if widened:
+                    break
+                tail, widened = self.ordered, True
+            elif pending:
+                skipped = True
+        return out, after.advanced(out)
+
+
+def _arrivals(rng: random.Random) -> list[Entry]:
+    """Entries of a few writers, with forks, falling or saturated Lamport times, in a shuffled
+    order with duplicates."""
+    made: list[Entry] = []
+    for w in range(rng.randint(1, 4)):
+        origin = f"{w + 1:02x}" * 32
+        chain = rng.getrandbits(64)
+        lamport = rng.choice([1, 50, MAX_LAMPORT - 3])
+        prev = NO_PREV
+        for seq in range(1, rng.randint(1, 30)):
+            style = rng.random()
+            if style < 0.15:
+                lamport = max(1, lamport - rng.randint(1, 3))  # a falling clock
+            elif style < 0.3:
+                pass  # the same time (saturated clocks look like this)
+            else:
+                lamport = min(MAX_LAMPORT, lamport + rng.randint(1, 3))
+            branches = 2 if rng.random() < 0.1 else 1  # an equivocating writer
+            for b in range(branches):
+                entry = make_entry(CONTEXT, rng.choice("ab"), rng.randbytes(rng.randint(0, 9)),
+                                   {"m": "1"} if rng.random() < 0.1 else {}, lamport, origin,
+                                   chain, seq, 1000 + seq, prev if b == 0 else prev)
+                made.append(entry)
+            prev = bytes.fromhex(made[-1].id)
+    made.append(make_entry(CONTEXT, "far", b"", {}, 7, "ee" * 32, 5, 2**60, 0, b"\x01" * 32))
+    arrivals = made + rng.sample(made, len(made) // 5)  # duplicates
+    # mostly in order, with some entries arriving late
+    arrivals.sort(key=lambda e: rng.random() if rng.random() < 0.3 else 0)
+    return arrivals
+
+
+def _same(index: EntryIndex, ref: Reference, rng: random.Random) -> None:
+    ordered = EntriesInOrder(index)
+    assert list(ordered) == ref.ordered
+    assert ordered[1:4] == ref.ordered[1:4] and (not ref.ordered or ordered[-1] == ref.ordered[-1])
+    by_id = EntriesById(index)
+    assert set(by_id) == set(ref.by_id) and len(by_id) == len(ref.by_id)
+    for entry_id in rng.sample(sorted(ref.by_id), min(5, len(ref.by_id))):
+        assert by_id[entry_id] == ref.by_id[entry_id] and entry_id in by_id
+    assert "zz" not in by_id and "00" * 32 not in by_id and by_id.get("x" * 64) is None
+    assert index.contiguous == ref.contiguous and index.forks == ref.forks
+    for writer, seqs in ref.by_writer.items():
+        for seq, entry in seqs.items():
+            assert index.entry_at(writer, seq) == entry
+        assert index.entry_at(writer, max(seqs) + 1) is None
+        assert index.max_seq(writer) == max(seqs)
+    cursors = [None, Cursor()]
+    for _ in range(4):
+        cursors.append(Cursor({w: rng.randint(0, 31) for w in ref.by_writer
+                               if rng.random() < 0.7}))
+    for after in cursors:
+        for key in (None, "a", "far"):
+            for limit in (None, 0, 1, 3, 1000):
+                assert index.get(key, after, limit) == ref.get(key, after, limit), (after, key,
+                                                                                    limit)
+    for limit in (1, 2, 5):  # paging to the end gives the same pages and cursors
+        after_new = after_ref = None
+        for _ in range(200):
+            page, after_new = index.get(None, after_new, limit)
+            expected, after_ref = ref.get(None, after_ref, limit)
+            assert (page, after_new) == (expected, after_ref)
+            if not page:
+                break
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_columns_answer_what_entry_objects_answered(seed: int) -> None:
+    print("seed", seed)
+    rng = random.Random(seed)
+    index, ref = EntryIndex(CONTEXT), Reference()
+    arrivals = _arrivals(rng)
+    for i, entry in enumerate(arrivals):
+        if rng.random() < 0.5:
+            added = index.add_entry(entry.record, entry)
+        else:  # the rebuild path: the fields come from the checked record
+            raw = bytes.fromhex(entry.origin) + entry.chain.to_bytes(8, "big")
+            added = index.add_record(entry.record, entry.lamport, entry.seq, raw)
+        assert (added is not None) == ref.index(entry)
+        if i % 17 == 0 or i == len(arrivals) - 1:
+            _same(index, ref, rng)
+    assert sorted(index.new_forks) == sorted(ref.forks)
+
+
+def test_a_successor_is_the_entry_that_names_it_among_forked_siblings() -> None:
+    origin, chain = "ab" * 32, 3
+    first = make_entry(CONTEXT, "k", b"1", {}, 1, origin, chain, 1, 0)
+    left = make_entry(CONTEXT, "k", b"L", {}, 2, origin, chain, 2, 0, bytes.fromhex(first.id))
+    other = make_entry(CONTEXT, "k", b"o", {}, 1, origin, chain, 1, 1)
+    right = make_entry(CONTEXT, "k", b"R", {}, 2, origin, chain, 2, 0, bytes.fromhex(other.id))
+    index = EntryIndex(CONTEXT)
+    slots = [index.add_entry(e.record, e) for e in (first, left, other, right)]
+    assert index.successor(slots[0]) == slots[1] and index.successor(slots[2]) == slots[3]
+    assert index.successor(slots[1]) is None
+    assert index.vouched_by_held(first.writer, 1, bytes.fromhex(other.id))
+    assert not index.vouched_by_held(first.writer, 2, bytes.fromhex(left.id))
+    assert index.record(slots[3]) == right.record and index.prev(slots[3]) == right.prev
