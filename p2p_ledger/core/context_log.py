@@ -167,7 +167,11 @@ class ContextLog:
         (``authorship.Authorship``); returns the heads that were needed (their signatures
         checked, unless ``trusted``). ForgedEntry if any entry is not."""
         by_id = self.by_id
-        fresh = [e for e in entries if e.id not in by_id]
+        # why: one entry can be offered twice (an update holding the same record as two Yjs
+        # items, as a squat's re-insert does, or a voucher that is also in the update); the
+        # rule takes each entry once (a second copy found its vouch used: a fuzzed schedule
+        # refused an honest update as forged and never converged)
+        fresh = list({e.id: e for e in entries if e.id not in by_id}.values())
         if not fresh:
             return []
         rule: Authorship[str] = Authorship(self.name, _HEAD_WRITER, self._held_vouches)

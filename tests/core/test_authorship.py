@@ -100,3 +100,16 @@ def test_held_state_vouches_and_random_orders_agree() -> None:
     for _ in range(50):
         rng.shuffle(items)
         assert _decide(items) == [top.entry_id]
+
+
+def test_an_entry_offered_twice_is_one_entry() -> None:
+    """An update can hold one record as two Yjs items (a squat's re-insert), or a voucher that
+    is also in the update: the second copy must not find its vouch used up (a fuzzed schedule,
+    seed 1894488586 of base 2026, refused an honest update as forged and never converged)."""
+    from p2p_ledger.core.context_log import ContextLog
+
+    entries = chain_entries("erin", [1, 2, 3])
+    top = HEADS[bytes.fromhex(entries[-1].id)]
+    for twice in (entries[0], entries[1], entries[2]):
+        log = ContextLog("ctx", 1)
+        assert log.authenticate([*entries, twice], [top]) == [top]
