@@ -8,12 +8,14 @@ from collections.abc import Callable
 
 import pytest
 
-from p2p_ledger.core.bundle import encode_bundle
-from p2p_ledger.core.errors import AlreadyExists, ForgedEntry
+from p2p_ledger.core.bundle import decode_bundle, encode_bundle
+from p2p_ledger.core.entry import Limits
+from p2p_ledger.core.errors import AlreadyExists, ForgedEntry, RemoteProtocolError
 from p2p_ledger.core.ledger import EMPTY_STATE_VECTOR, Ledger
 from p2p_ledger.core.merkle import MerkleTree
 from p2p_ledger.core.snapshot import encode_snapshot
 from p2p_ledger.core.storage import MemoryStorage
+from p2p_ledger.core.yjs import appended_values
 from p2p_ledger.testing import forged_update
 
 from .helpers import append, chain_entries, fork_into, open_ledger, read_ids, sync
@@ -164,3 +166,83 @@ def test_verify_reports_progress_per_context_and_every_context_s_problems():
     problems = a.verify(lambda *args: calls.append(args))
     assert [p.split(":")[0] for p in problems] == ["context c1", "context c3"]
     assert calls == [(1, 3, 0), (2, 3, 1), (3, 3, 1)], "a broken context counts no entries"
+
+
+def test_verify_context_names_a_stale_summary_and_a_stale_loaded_context():
+    """Another open appended behind this one's back: what this ledger believes (its summary,
+    its loaded context) no longer matches the stored rows, and both are named."""
+    storage = MemoryStorage()
+    a = open_ledger(storage, "a")
+    append(a, "c1", "x")
+    append(open_ledger(storage, "a", "a-2"), "c1", "y")
+    fresh = open_ledger(storage, "a", "a-3")
+    stored_root = fresh.context_root("c1")
+    entries, problems = a.verify_context("c1")
+    assert entries == 2
+    assert problems == [
+        f"context c1: its stored summary (1 entries) does not match its rows (2 entries, root "
+        f"{stored_root.hex()[:16]})",
+        f"context c1: root {a.context_root('c1').hex()} in memory does not match the stored "
+        f"entries",
+    ]
+    assert fresh.verify_context("c1") == (2, [])
+
+
+def test_bundle_diff_from_summaries_sends_what_a_peer_lacks_of_a_one_struct_client():
+    """Decided without loading the context: a peer whose state vector lacks one of our Yjs
+    clients lacks its structs, even when that client wrote only one."""
+    a, b = open_ledger(MemoryStorage(), "a"), open_ledger(MemoryStorage(), "b")
+    append(a, "c1", "only one")
+    append(b, "c1", "b's own")
+    a.drop_memory()
+    bundle = a.bundle_diff("c1", b.state_vector("c1"))
+    assert bundle is not None and a.live_contexts() == ["c1"]
+    assert [e.id for e in b.apply_remote("c1", bundle)] == read_ids(a, "c1")
+    a.drop_memory()  # the summary's answer names the context too
+    with pytest.raises(RemoteProtocolError, match="^bad state vector for c1: "):
+        a.bundle_diff("c1", b"\xff")
+    assert a.live_contexts() == []
+
+
+def test_bundle_diff_ships_only_what_the_peer_lacks():
+    a, b = open_ledger(MemoryStorage(), "a"), open_ledger(MemoryStorage(), "b")
+    append(a, "c1", "one", "two")
+    sync(a, b, "c1")
+    append(a, "c1", "three")
+    bundle = a.bundle_diff("c1", b.state_vector("c1"))
+    assert bundle is not None
+    assert appended_values(decode_bundle(bundle).update) == [a.get("c1")[0][2].record]
+
+
+def test_a_duplicate_or_refused_update_keeps_the_staged_rows_of_its_context():
+    a, peer, storage = _staged_ledger()
+    again = peer.bundle_diff(STAGED, None)
+    assert a.apply_remote(STAGED, again) == []  # nothing new: no rows
+    with pytest.raises(ForgedEntry):
+        a.apply_remote(STAGED, encode_bundle((), forged_update(
+            [e.record for e in chain_entries("z", [1], STAGED)])))
+    a.flush()
+    assert read_ids(a, STAGED) == read_ids(peer, STAGED)
+    assert read_ids(open_ledger(storage, "a", "a-2"), STAGED) == read_ids(peer, STAGED)
+
+
+def test_verify_checks_a_context_whose_rows_are_gone():
+    storage = MemoryStorage()
+    a = open_ledger(storage, "a")
+    append(a, "c1", "x")
+    append(a, "c2", "y")
+    del storage.updates["c1"]  # lost behind the ledger's back; its summary says 1 entry
+    problems = a.verify()
+    assert [p.split(":")[0] for p in problems] == ["context c1"] * 2  # (and the loaded one)
+    assert problems[0].startswith("context c1: its stored summary (1 entries) does not match "
+                                  "its rows (0 entries")
+
+
+def test_a_load_re_hashes_ids_but_leaves_the_full_checks_to_verify():
+    """Limits apply to what is appended or received: a ledger opened with smaller ones still
+    loads and reads what it stored (``verify`` reports such entries)."""
+    storage = MemoryStorage()
+    append(open_ledger(storage, "a"), "c1", "twelve bytes")
+    small = open_ledger(storage, "a", "a-2", limits=Limits(max_payload=4))
+    assert [e.payload for e in small.get("c1")[0]] == [b"twelve bytes"]
+    assert len(small.verify()) == 1

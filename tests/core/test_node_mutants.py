@@ -14,6 +14,7 @@ from p2p_ledger.core.node import (
     MAX_DISCOVERED,
     MAX_MISSING,
     MAX_MISSING_PER_LINK,
+    PUSH_CACHE_BYTES,
     SERVED_MEMORY,
     NodeConfig,
     NodeCore,
@@ -154,10 +155,10 @@ def test_our_own_url_and_self_urls_in_a_record_are_skipped_not_the_rest() -> Non
 
 # ---- IHAVE / GRAFT: waiting for announced updates, answering GRAFTs ----------------------------
 
-def _hub(seed: int, members: int) -> tuple[CoreNet, NodeCore, list[int]]:
+def _hub(seed: int, members: int, **config: object) -> tuple[CoreNet, NodeCore, list[int]]:
     """B linked to members m1..mN (no links between them); returns B and its conns to them."""
     net = CoreNet(seed)
-    b = net.add(B, discovery=False, gossip_interval=30.0)
+    b = net.add(B, discovery=False, gossip_interval=30.0, **config)
     for i in range(1, members + 1):
         net.add(f"ws://h/m{i}", seeds=(B,), discovery=False, gossip_interval=30.0)
     net.run_until(1.0)
@@ -220,6 +221,14 @@ def test_a_graft_naming_an_unknown_update_first_still_gets_the_known_one() -> No
     assert len(pushed) == 1 and pushed[0].pushed  # type: ignore[union-attr]
 
 
+def _graft_answers(net: CoreNet, b: NodeCore, conn: int, digest: bytes) -> int:
+    """The UPDATE frames B sends for one GRAFT asking for ``digest``."""
+    before = b.counters.frames_sent.get("UPDATE", 0)
+    b.frame_received(conn, wire.encode(wire.Graft((digest,))), net.now)
+    net.flush()
+    return b.counters.frames_sent.get("UPDATE", 0) - before
+
+
 def test_a_graft_is_answered_once_per_update_within_served_memory() -> None:
     """A link's GRAFTs get each recent update once; the memory of what it got is bounded at
     SERVED_MEMORY digests, the oldest forgotten first (then asking again gets it again)."""
@@ -235,10 +244,7 @@ def test_a_graft_is_answered_once_per_update_within_served_memory() -> None:
     net.flush()
 
     def pushed_for(digest: bytes) -> int:
-        before = b.counters.frames_sent["UPDATE"]
-        b.frame_received(conns[0], wire.encode(wire.Graft((digest,))), 1.0)
-        net.flush()
-        return b.counters.frames_sent["UPDATE"] - before
+        return _graft_answers(net, b, conns[0], digest)
 
     assert pushed_for(digests[1]) == 0 and pushed_for(digests[-1]) == 0
     assert pushed_for(digests[0]) == 1, "the oldest was forgotten"
@@ -276,3 +282,52 @@ def test_status_shows_the_node_and_every_peer_but_itself() -> None:
     assert 0 < status.pop("messages_sent") < status.pop("bytes_sent")  # type: ignore[operator]
     assert status == {"node_id": "a", "origin": origin_of("a"), "url": A,
                       "root": a.ledger.root().hex(), "contexts": 1, "entries": 1, "forks": []}
+
+
+def test_recent_updates_kept_for_grafts_are_bounded_by_push_cache_bytes() -> None:
+    net, b, conns = _hub(56, 3)
+    net.mute |= {(B, f"ws://h/m{i}") for i in (1, 2, 3)}
+    big = bytes(PUSH_CACHE_BYTES // 3 + 1)  # three of them exceed the cache
+    digests = [_digest_of(b.append([b.ledger.prepare(f"big{i}", "k", big)], now=1.0))
+               for i in range(3)]
+    # (a big update goes out in several UPDATE frames)
+    assert [_graft_answers(net, b, conns[0], d) > 0 for d in digests] == [False, True, True]
+    huge = _digest_of(b.append([b.ledger.prepare("huge", "k", big)] * 3, now=1.0))
+    assert _graft_answers(net, b, conns[0], huge) == 0, "an update over the cache is not kept"
+    assert _graft_answers(net, b, conns[1], digests[1]) > 0, "and evicts nothing"
+    digests.append(_digest_of(b.append([b.ledger.prepare("big3", "k", big)], now=1.0)))
+    assert [_graft_answers(net, b, conns[2], d) > 0 for d in digests[1:]] == [False, True, True]
+
+
+def _digest_of(appended) -> bytes:
+    (_, update), = appended.updates
+    return hashlib.sha256(update).digest()[:16]
+
+
+def test_an_announced_update_that_comes_by_push_in_time_is_not_asked_for() -> None:
+    net, b, conns = _hub(57, 2)
+    m2 = net.cores["ws://h/m2"]
+    digest = _digest_of(m2.append([m2.ledger.prepare("ctx", "k", b"x")], now=1.0))
+    b.frame_received(conns[0], wire.encode(wire.IHave((digest,))), 1.0)  # before the push
+    assert b.links[conns[0]].pending == 1
+    net.flush()  # m2's push arrives
+    assert b._missing == {} and b.links[conns[0]].pending == 0
+    net.run_until(2.0)
+    assert _grafts(net, B) == []
+
+
+def test_each_missing_update_is_asked_for_at_its_own_deadline() -> None:
+    """An update waiting for its second announcer does not hold back a later one due before."""
+    net, b, conns = _hub(58, 2, graft_timeout=0.25)  # (sums of it are exact floats)
+    wait = b.config.graft_timeout
+    first, second = bytes(16), bytes(15) + b"\x01"
+    for conn in conns:
+        b.frame_received(conn, wire.encode(wire.IHave((first,))), 1.0)
+    b.frame_received(conns[0], wire.encode(wire.IHave((second,))), 1.0 + wait / 2)
+    for t in (1.0 + wait, 1.0 + wait * 1.5, 1.0 + wait * 2):
+        net.now = t
+        b.tick(t)
+        net.flush()
+    assert _grafts(net, B) == [(1.0 + wait, "ws://h/m1", (first,)),
+                               (1.0 + wait * 1.5, "ws://h/m1", (second,)),
+                               (1.0 + wait * 2, "ws://h/m2", (first,))]
