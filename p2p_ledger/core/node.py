@@ -223,7 +223,6 @@ class Link:
     label: str = ""  # its node id (shown only)
     gossiper: bool = False  # we start this link's rounds (exactly one end does)
     last_round: float = float("-inf")  # when we last started a round on it
-    last_sent: float = 0.0
     last_probe: float = float("-inf")  # when we last asked a silent peer for a sign of life
     learned: int = 0  # peers added to the table from this link (max_learned_per_link)
     refused: bool = False  # the handshake ended in a refusal (a BYE or a bad HELLO/AUTH)
@@ -616,7 +615,6 @@ class NodeCore:
                 # refused (not a timeout, not a broken connection).
                 link.refused = not session.was_open and (event.by_peer or event.error)
         for frame in session.take_output():
-            link.last_sent = now
             self.counters.messages_sent += 1
             self.counters.bytes_sent += len(frame)
             _count(self.counters.frames_sent, frame, 1)
