@@ -5,7 +5,8 @@ depended on; each test here pins one such behaviour: contexts whose state vector
 to ride in an ITEMS view (the SYNC1 question), a squatted position in a context big enough that
 its tree of entry ids has inner levels (CTREE descends only where digests differ), a CTREE or a
 SYNC1 about a context we do not hold, which per-origin choice the bound forgets, a peer URL
-with ``://`` in its query, the cluster key's bytes, an ITEMS answer lost for two rounds.
+with ``://`` in its query, the cluster key's bytes, an ITEMS or SYNC1 answer lost for two
+rounds.
 """
 
 from __future__ import annotations
@@ -195,3 +196,20 @@ def test_an_items_answer_still_missing_two_rounds_later_is_sent_again() -> None:
     assert next_round_then_view() == [UPDATE]
     assert next_round_then_view() == []
     assert next_round_then_view() == [UPDATE]
+
+
+def test_a_sync1_asked_again_in_the_next_round_waits_and_two_rounds_on_is_answered() -> None:
+    a, b = new_ledger("a"), new_ledger("b")
+    append(a, "notes", b"one")
+    session = open_pair(a, b).a.session
+    question = encode(Sync1("notes", False, b"\x00"))
+
+    def next_round_then_ask() -> list[int]:
+        session.receive(encode(Root(False, bytes(16))))
+        session.take_output()
+        session.receive(question)
+        return [frame[1] for frame in session.take_output()]
+
+    assert next_round_then_ask() == [UPDATE]
+    assert next_round_then_ask() == []  # our answer is still on its way
+    assert next_round_then_ask() == [UPDATE]  # lost: sent again
