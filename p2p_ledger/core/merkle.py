@@ -537,14 +537,20 @@ class MerkleTree:
                 dirty.add(nib)
             return node
         assert type(node) is _Bucket
-        if not node.keys and node.values is None:  # a new bucket: one join, hashed when read
-            node.keys, node.hashed = b"".join(keys[lo:hi]), None
+        if not node.keys and node.values is None:  # a new node, built from the sorted run
+            if hi - lo > self._max_leaf and depth < KEY_NIBBLES:
+                # (by bisection: splitting one full bucket looked at every key at every level)
+                inner = _Inner()
+                for nib, start, end in _nibble_runs(keys, lo, hi, depth):
+                    inner.children[nib] = self._add_run(_Bucket(), keys, start, end, depth + 1)
+                return inner
+            node.keys, node.hashed = b"".join(keys[lo:hi]), None  # hashed when read
             self._count += hi - lo
-        else:
-            for key in keys[lo:hi]:
-                i, found = node.find(key)
-                if not found:
-                    self._put(node, i, key, b"")
+            return node
+        for key in keys[lo:hi]:
+            i, found = node.find(key)
+            if not found:
+                self._put(node, i, key, b"")
         if len(node) > self._max_leaf and depth < KEY_NIBBLES:
             return self._split(node, depth)
         return node
