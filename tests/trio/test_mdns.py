@@ -201,8 +201,12 @@ async def test_a_lan_forms_one_cluster_keeps_strangers_out_and_takes_hosts_back(
         assert await nodes["x5"].linked() == set()
         for node in lan:
             assert "x5" not in {p["node_id"] for p in (await node.status())["peers"]}
-        assert "mdns: ignoring h1 (lan): another cluster" in nodes["x5"].log()
-        assert "mdns: ignoring x5 (other): another cluster" in nodes["h1"].log()
+        # (polled: each node logs the other cluster when its announcement arrives, which the
+        # mesh forming first does not wait for; an immediate check failed once in a full run)
+        await _until(lambda: "mdns: ignoring h1 (lan): another cluster" in nodes["x5"].log(),
+                     "x5 logs h1 as another cluster")
+        await _until(lambda: "mdns: ignoring x5 (other): another cluster" in nodes["h1"].log(),
+                     "h1 logs x5 as another cluster")
         assert evil.stdout is not None and evil.stdout.readline() == b"registered\n"
         await _until(lambda: "mdns: ignoring ev._p2p-ledger._tcp.local.: invalid node id"
                      in nodes["h1"].log(), "h1 refused the malformed record")
