@@ -64,16 +64,6 @@ def _assert_summaries_current(storage) -> None:
         assert persisted[name].stored == summary.stored, name
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def storage(request, tmp_path):
-    if request.param == "memory":
-        yield MemoryStorage()
-        return
-    store = SqliteStore(tmp_path / "node", synchronous="OFF")
-    yield store
-    store.close()
-
-
 def test_a_start_loads_no_context_and_knows_roots_counts_and_state_vectors(storage):
     a = open_ledger(storage, "a")
     _fill(a, 1)

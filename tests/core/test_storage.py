@@ -8,22 +8,7 @@ compaction that keeps a current summary current and counts the new stored bytes,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from p2p_ledger.core.storage import MemoryStorage, Storage, Summary
-from p2p_ledger.trio.store import SqliteStore
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def storage(request: pytest.FixtureRequest, tmp_path) -> Iterator[Storage]:
-    if request.param == "memory":
-        yield MemoryStorage()
-        return
-    store = SqliteStore(tmp_path / "node", synchronous="OFF")
-    yield store
-    store.close()
 
 
 def _summary(n: int, stored: int) -> Summary:
