@@ -6,7 +6,8 @@ to ride in an ITEMS view (the SYNC1 question), a squatted position in a context 
 its tree of entry ids has inner levels (CTREE descends only where digests differ), a CTREE or a
 SYNC1 about a context we do not hold, which per-origin choice the bound forgets, a peer URL
 with ``://`` in its query, the cluster key's bytes, an ITEMS or SYNC1 answer lost for two
-rounds.
+rounds; and, from the sampled run of 2026-11-30, the prefix named when views overlap, an INNER
+view where we hold nothing, a push of several chunks keeping its ``own`` flag.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from p2p_ledger.core.ledger import Ledger
 from p2p_ledger.core.protocol import (
     EMPTY_STATE_VECTOR,
     MAX_PRUNED,
+    EntriesReceived,
     check_peer_url,
     cluster_key_bytes,
 )
 from p2p_ledger.core.wire import (
+    CHUNK,
     EMPTY,
     IDS,
     INNER,
@@ -213,3 +216,32 @@ def test_a_sync1_asked_again_in_the_next_round_waits_and_two_rounds_on_is_answer
     assert next_round_then_ask() == [UPDATE]
     assert next_round_then_ask() == []  # our answer is still on its way
     assert next_round_then_ask() == [UPDATE]  # lost: sent again
+
+
+def test_overlapping_views_are_refused_naming_the_prefix() -> None:
+    session = open_pair(new_ledger("a"), new_ledger("b")).a.session
+    session.receive(encode(Views((View((3,), EMPTY), View((3, 1), EMPTY)))))
+    assert session.close_reason == "RemoteProtocolError: views overlap at prefix [3]"
+
+
+def test_a_branch_of_theirs_where_we_hold_nothing_is_answered_with_an_empty_view() -> None:
+    """Their view is INNER where we have no node (here: an empty ledger): we answer EMPTY,
+    which asks for everything under that prefix."""
+    session = open_pair(new_ledger("a"), new_ledger("b")).a.session
+    session.receive(encode(Views((View((), INNER, children=(bytes(16),) + (None,) * 15),))))
+    assert [decode(f) for f in session.take_output()] == [Views((View((), EMPTY),))]
+    assert session.is_open
+
+
+@pytest.mark.parametrize("own", [True, False])
+def test_a_push_of_several_chunks_says_whether_it_comes_from_its_origin(own: bool) -> None:
+    """Reassembled from its chunks, a push still tells its origin's own push from a forward
+    (the node's dense-neighbourhood rule counts only the former)."""
+    a, b = new_ledger("a"), new_ledger("b")
+    pair = open_pair(a, b)
+    update = append(a, "big", b"z" * (2 * CHUNK)).updates[0][1]
+    pair.a.session.push("big", update, own=own)
+    pair.pump()
+    assert sum(f[1] == UPDATE for f in pair.a.frames_sent) == 3
+    got = [e for e in pair.b.events if isinstance(e, EntriesReceived)]
+    assert [(e.context, e.update, e.pushed, e.own) for e in got] == [("big", update, True, own)]
