@@ -49,9 +49,7 @@ from collections.abc import (
 from contextlib import asynccontextmanager, contextmanager
 from importlib import import_module
 from pathlib import Path
-from typing import Any, NoReturn, cast
-
-import trio
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from ..core.cursor import Cursor
 from ..core.entry import DEFAULT_LIMITS, Entry, check_context, check_node_id
@@ -65,9 +63,6 @@ from ..core.errors import (
     UnsupportedVersion,
 )
 from ..core.ledger import DEFAULT_MEMORY_BUDGET
-from ..core.protocol import cluster_key_bytes
-from ..trio.client import Client
-from ..trio.transport import check_url
 from .config import GC_THRESHOLDS, expand_config
 from .logformat import LOG_FORMATS, setup_logging
 from .output import (
@@ -79,6 +74,14 @@ from .output import (
     entry_text,
     status_text,
 )
+
+# why: trio, websockets and the protocol are imported by the commands that use them, not here:
+# they were ~0.2 of the ~0.45 CPU-s every command spent importing (`verify --data` and `repair`
+# never need them; process time, on the loaded 2-core machine)
+if TYPE_CHECKING:
+    import trio
+
+    from ..trio.client import Client
 
 PROG = "p2p-ledger"
 ENV_KEY = "P2P_LEDGER_CLUSTER_KEY"
@@ -193,6 +196,8 @@ def _key_option(group: argparse._ActionsContainer) -> None:
 def _cluster_key(args: argparse.Namespace, *, warn: bool = False) -> bytes | None:
     """The key from --cluster-key, --cluster-key-file or the environment, in that order; an
     empty one is refused (InvalidClusterKey), never taken as "no key"."""
+    from ..core.protocol import cluster_key_bytes
+
     if args.cluster_key is not None:
         if warn and args.cluster_key:
             log.warning("a --cluster-key on the command line is visible to other local users "
@@ -553,6 +558,8 @@ def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentP
 
 def _async(fn: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        import trio
+
         result = trio.run(fn, args)
         return result if isinstance(result, int) else EXIT_OK
 
@@ -569,15 +576,22 @@ def _leaves(exc: BaseException) -> Iterator[BaseException]:
 
 _INPUT_ERRORS = (LocalInputError, InvalidSnapshot, UnsupportedVersion)
 # sqlite3.Error: a damaged database file is the environment's fault, not a bug of ours.
-_EXPECTED = (LedgerError, OSError, sqlite3.Error, KeyboardInterrupt, trio.Cancelled)
+_EXPECTED = (LedgerError, OSError, sqlite3.Error, KeyboardInterrupt)
+
+
+def _cancelled() -> tuple[type[BaseException], ...]:
+    """``trio.Cancelled`` once a command has imported trio (before, nothing can raise it)."""
+    trio = sys.modules.get("trio")
+    return () if trio is None else (trio.Cancelled,)
 
 
 def _report(exc: BaseException) -> int:
     """Turn an expected failure into one stderr line and an exit status; re-raise bugs."""
     if isinstance(exc, SystemExit):
         raise exc
-    leaves = [e for e in _leaves(exc) if not isinstance(e, trio.Cancelled)]
-    if not leaves or not all(isinstance(e, _EXPECTED) for e in leaves):
+    cancelled = _cancelled()
+    leaves = [e for e in _leaves(exc) if not isinstance(e, cancelled)]
+    if not leaves or not all(isinstance(e, _EXPECTED + cancelled) for e in leaves):
         raise exc  # a bug: the traceback is the useful output
     if any(isinstance(e, KeyboardInterrupt) for e in leaves):
         _error_line(None, "interrupted")
@@ -612,6 +626,8 @@ def _node_url(args: argparse.Namespace) -> str:
         raise UsageError(f"--node URL is required (or set {ENV_NODE})")
     if "://" not in url:
         url = f"ws://{url}"  # HOST:PORT is accepted as shorthand
+    from ..trio.transport import check_url
+
     return check_url(str(url), "--node")
 
 
@@ -629,6 +645,8 @@ def _parse_meta(pairs: Sequence[str]) -> dict[str, str]:
 
 @contextmanager
 def _within(seconds: float, what: str) -> Iterator[None]:
+    import trio
+
     try:
         with trio.fail_after(seconds):
             yield
@@ -640,6 +658,8 @@ def _within(seconds: float, what: str) -> Iterator[None]:
 async def _client(args: argparse.Namespace) -> AsyncIterator[Client]:
     # The connect is bounded by its own timeout. Not by a cancel scope around the `async with`:
     # the connection runs a nursery, and a scope that closes around it corrupts trio's stack.
+    from ..trio.client import Client
+
     url, key = _node_url(args), _cluster_key(args)
     async with Client.connect(url, key, timeout=args.timeout, tls_ca=args.tls_ca) as client:
         yield client
@@ -670,11 +690,16 @@ def _read_input(path: str) -> bytes:
 def _cmd_node(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_format)
     gc.set_threshold(*GC_THRESHOLDS)
+    import trio
+
     return int(trio.run(_run_node, args))
 
 
 async def _run_node(args: argparse.Namespace) -> int:
+    import trio
+
     from ..trio.runtime import open_node  # the client commands do not need the runtime
+    from ..trio.transport import check_url
 
     # Before open_node creates the data directory (it checks again, naming no flag).
     if args.node_id is not None:
@@ -748,6 +773,8 @@ def _transfer_seconds(payload: bytes | str) -> float:
 async def _append_lines(args: argparse.Namespace, client: Client, meta: dict[str, str],
                         out: Output) -> int:
     """One entry per non-blank stdin line, in batches; stdin is read while batches commit."""
+    import trio
+
     send, receive = trio.open_memory_channel[tuple[int, bytes]](4 * BATCH_LINES)
     progress = Progress()
     async with trio.open_nursery() as nursery:
@@ -787,6 +814,8 @@ async def _append_lines(args: argparse.Namespace, client: Client, meta: dict[str
 async def _read_lines(send: trio.MemorySendChannel[tuple[int, bytes]]) -> None:
     """Send (line number, line) for each non-blank stdin line; the channel's bound is the
     backpressure that keeps a huge input from being read faster than it is appended."""
+    import trio
+
     stdin = sys.stdin.buffer
     read = getattr(stdin, "read1", stdin.read)
     async with send:
@@ -1033,6 +1062,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         if not args.node:
             raise UsageError(f"verify wants --data DIR (a stopped node) or --node URL (a "
                              f"running one; or set {ENV_NODE})")
+        import trio
+
         return int(trio.run(_verify_running, args))
     import secrets
 

@@ -38,7 +38,7 @@ from collections.abc import Iterable
 
 from .authorship import Authorship, raw_writer
 from .bundle import decode_bundle
-from .entry import CONTEXT_RE, ID_SIZE, Limits, record_fields
+from .entry import CONTEXT_RE, Limits, fresh_record_fields
 from .errors import IntegrityError
 from .merkle import root_of_keys
 from .storage import Summary
@@ -88,21 +88,20 @@ def audit(name: str, rows: Iterable[bytes], limits: Limits) -> Summary | None:
     max_lamport = 0
     stored = 0
 
-    def take(record: bytes) -> None:
+    def take(records: Iterable[bytes]) -> None:
         nonlocal max_lamport
-        raw = record[:ID_SIZE]
-        if raw in seen:
-            return  # the same entry inserted twice: one entry
-        lamport, seq, prev, writer = record_fields(record, context, limits)
-        seen.add(raw)
-        held = positions.get(writer)
-        if held is None:
-            held = positions[writer] = _Positions()
-        if not held.add(seq):
-            forks.add((writer, seq))
-        if lamport > max_lamport:
-            max_lamport = lamport
-        rule.entry(raw, writer, seq, prev)
+        for raw, lamport, seq, prev, writer in fresh_record_fields(records, context, seen,
+                                                                   limits):
+            held = positions.get(writer)
+            if held is None:
+                held = positions[writer] = _Positions()
+            if seq == held.run + 1 and not held.beyond:
+                held.run = seq  # the usual case: the writer's next seq (``_Positions.add``)
+            elif not held.add(seq):
+                forks.add((writer, seq))
+            if lamport > max_lamport:
+                max_lamport = lamport
+            rule.entry(raw, writer, seq, prev)
 
     for blob in rows:
         stored += len(blob)
@@ -123,8 +122,7 @@ def audit(name: str, rows: Iterable[bytes], limits: Limits) -> Summary | None:
                     waiting.append(struct)
                     continue
                 if clock + length > end:
-                    for record in values[end - clock:] if end > clock else values:
-                        take(record)
+                    take(values[end - clock:] if end > clock else values)
                     integrated[client] = clock + length
                     progressed = True
             queue = waiting

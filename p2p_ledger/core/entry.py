@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, cast
 
@@ -486,6 +486,61 @@ def record_fields(record: bytes, context: bytes,
                              f"{context.decode('utf-8', 'replace')}")
     raw_chain = entry.chain.to_bytes(8, "big")
     return entry.lamport, entry.seq, entry.prev, bytes.fromhex(entry.origin) + raw_chain
+
+
+# lamport, writer (origin ‖ chain, as raw bytes), seq, prev; appended_at skipped
+_TAIL_FIELDS = struct.Struct(">Q40sQ8x32s")
+
+
+def fresh_record_fields(records: Iterable[bytes], context: bytes, seen: set[bytes],
+                        limits: Limits = DEFAULT_LIMITS
+                        ) -> list[tuple[bytes, int, int, bytes, bytes]]:
+    """``record_fields`` of each record of ``records`` (of context ``context``, UTF-8) whose
+    raw id is not in ``seen`` yet, adding the id there: (raw id, lamport, seq, prev, writer)
+    per new record, in order (a record whose id is already in ``seen`` is the same entry
+    again, and is skipped without a check). Raises what ``record_fields`` raises.
+
+    why: ``verify`` streams every stored record through this; one loop with the context's
+    prefix, the limits and the tail's layout bound once, and the writer read from the tail in
+    one piece, costs about half the instructions of a ``record_fields`` call per record
+    (callgrind, 20k records of 100 B).
+    """
+    prefix = _MAGIC_VERSION + _pack_u32(len(context)) + context
+    start = len(prefix)
+    max_key, max_payload = limits.max_key, limits.max_payload
+    tail_size = _TAIL_FIELDS.size
+    tail_of = _TAIL_FIELDS.unpack_from
+    u32_at = _u32_at
+    sha256 = hashlib.sha256
+    out: list[tuple[bytes, int, int, bytes, bytes]] = []
+    append = out.append
+    add = seen.add
+    for record in records:
+        raw = record[:ID_SIZE]
+        if raw in seen:
+            continue  # the same entry inserted twice: one entry
+        body = record[ID_SIZE:]
+        try:
+            if body.startswith(prefix) and sha256(body).digest() == raw:
+                (n,) = u32_at(body, start)
+                at = start + 4 + n
+                (payload,) = u32_at(body, at)
+                at += 4 + payload
+                if n <= max_key and payload <= max_payload and \
+                        at + 4 + tail_size == len(body) and body[at : at + 4] == _NO_META and \
+                        (body[start + 4 : start + 4 + n].isascii()
+                         or _valid_utf8(body[start + 4 : start + 4 + n])):
+                    lamport, writer, seq, prev = tail_of(body, at + 4)
+                    if 1 <= lamport <= MAX_LAMPORT and seq >= 1 and \
+                            (seq == 1) == (prev == NO_PREV):
+                        add(raw)
+                        append((raw, lamport, seq, prev, writer))
+                        continue
+        except struct.error:
+            pass  # truncated: record_fields says so
+        add(raw)
+        append((raw, *record_fields(record, context, limits)))
+    return out
 
 
 def _valid_utf8(raw: bytes) -> bool:

@@ -427,6 +427,9 @@ def _parse(data: bytes, max_structs: int) -> _Raw:
                         ln = data[pos + 1]
                         if ln < 0x80:
                             pos += 2
+                        elif data[pos + 2] < 0x80:  # two bytes: a record of 128 B-16 KiB
+                            ln = (ln & 0x7F) | data[pos + 2] << 7
+                            pos += 3
                         else:
                             ln, pos = _varuint(data, pos + 1, 5, _U32)
                         stop = pos + ln

@@ -22,6 +22,7 @@ from p2p_ledger.core.entry import (
     check_node_id,
     decode_body,
     decode_record,
+    fresh_record_fields,
     make_entry,
 )
 from p2p_ledger.core.errors import (
@@ -264,6 +265,69 @@ def test_mutated_records_are_either_valid_entries_or_integrity_errors(entry, dat
         decoded.context, decoded.key, decoded.payload, decoded.meta, decoded.lamport,
         decoded.origin, decoded.chain, decoded.seq, decoded.appended_at_ns, decoded.prev,
     ).body == bytes(body)
+
+
+@SETTINGS
+@given(entry=entries, data=st.data())
+def test_fresh_record_fields_answers_as_decode_record(entry, data):
+    """verify's batch check (a fast path for the usual record) accepts exactly what
+    decode_record accepts for the record's context, with the same fields, and raises an
+    IntegrityError for everything else; an id already seen is skipped unchecked."""
+    if data.draw(st.booleans()):  # the usual record: no meta; sometimes a writer's first
+        first = data.draw(st.booleans())
+        entry = make_entry(entry.context, entry.key, entry.payload, {}, entry.lamport,
+                           entry.origin, entry.chain, 1 if first else entry.seq,
+                           entry.appended_at_ns, bytes(32) if first else entry.prev)
+    body = bytearray(entry.body)
+    for _ in range(data.draw(st.integers(0, 3))):
+        pos = data.draw(st.integers(0, len(body) - 1))
+        body[pos] = data.draw(st.integers(0, 255))
+    # the id of the bytes, or the id of the entry before the mutation (a lying id)
+    record = record_of(bytes(body)) if data.draw(st.booleans()) else \
+        entry.record[:ID_SIZE] + bytes(body)
+    limits = data.draw(st.sampled_from([DEFAULT_LIMITS, Limits(max_key=4, max_payload=8)]))
+    context = entry.context.encode("utf-8")
+    seen: set[bytes] = set()
+    try:
+        decoded = decode_record(record, limits)
+        if decoded.context != entry.context:
+            raise IntegrityError("another context")
+    except IntegrityError:
+        with pytest.raises(IntegrityError):
+            fresh_record_fields([record], context, seen, limits)
+        return
+    writer = bytes.fromhex(decoded.origin) + decoded.chain.to_bytes(8, "big")
+    assert fresh_record_fields([record, record], context, seen, limits) == [
+        (record[:ID_SIZE], decoded.lamport, decoded.seq, decoded.prev, writer)]
+    assert seen == {record[:ID_SIZE]}
+    assert fresh_record_fields([b"\x00" * ID_SIZE + record[ID_SIZE:], record], context,
+                               {b"\x00" * ID_SIZE, record[:ID_SIZE]}, limits) == []
+
+
+def _usual(**changes):
+    fields = dict(context="ctx", key="k", payload=b"payload", meta_items=(), lamport=5,
+                  origin=ORIGIN_A, chain=7, seq=3, at=1, prev=PREV)
+    fields.update(changes)
+    return reference_body(**fields)
+
+
+@pytest.mark.parametrize("body", [
+    _usual(lamport=0), _usual(lamport=MAX_LAMPORT + 1), _usual(seq=0), _usual(seq=1),
+    _usual(prev=bytes(32)), _usual(key="k" * 300), _usual(key="kk").replace(
+        _s("kk"), _s("kk")[:4] + b"\xff\xfe"), _usual(context="other"),
+    _usual()[:-1], _usual() + b"\x00",
+    # a meta count with no meta after it, and the tail where the meta would be
+    _usual().replace(struct.pack(">I", 0), struct.pack(">I", 1), 3)[:-4] + b"\x00" * 4,
+], ids=["lamport-0", "lamport-max", "seq-0", "seq-1-with-prev", "no-prev", "key-too-long",
+        "key-not-utf8", "other-context", "truncated", "trailing", "meta-count"])
+def test_fresh_record_fields_refuses_what_decode_record_refuses(body):
+    """The fast path's own checks, each at its edge (random mutations rarely hit them)."""
+    if body.startswith(b"P2PL\x02" + _s("ctx")):  # the other context aside
+        with pytest.raises(IntegrityError):
+            entry = decode_record(record_of(body))
+            assert entry.context == "ctx"
+    with pytest.raises(IntegrityError):
+        fresh_record_fields([record_of(body)], b"ctx", set())
 
 
 def test_unsorted_meta_is_not_canonical():
