@@ -41,7 +41,7 @@ from pycrdt import Decoder, Doc, create_sync_message, handle_sync_message, write
 from ..core.bundle import decode_bundle
 from ..core.ledger import Ledger
 from ..core.protocol import LocalInfo, PeerSession, State
-from ..core.storage import MemoryStorage
+from ..core.storage import HeadChange, MemoryStorage
 from ..core.wire import MAX_FRAME, NAMES, Root, encode
 from ..core.yjs import decode_state_vector
 from ..trio.runtime import Node, open_node
@@ -693,19 +693,27 @@ def bench_one_missing(pair: Pair, scale: Scale, table: Table) -> None:
 # ---- open_node: in-sync gossip and reconciliation ------------------------------------------
 
 
-def rows_of(ledger: Ledger, names: Iterable[str] | None = None) -> list[tuple[str, bytes]]:
+# What a ledger has stored: its update rows and its stored heads (the heads are not in the rows)
+Stored = tuple[list[tuple[str, bytes]], list[HeadChange]]
+
+
+def rows_of(ledger: Ledger, names: Iterable[str] | None = None) -> Stored:
     storage = ledger.storage
     assert isinstance(storage, MemoryStorage)
-    wanted = storage.updates.keys() if names is None else names
-    return [(n, u) for n in wanted for u in storage.updates[n]]
+    wanted = list(storage.updates.keys() if names is None else names)
+    return ([(n, u) for n in wanted for u in storage.updates[n]],
+            [(n, raw, head) for n in wanted
+             for raw, head in storage.stored_heads.get(n, {}).items()])
 
 
-def write_store(path: Path, rows: Sequence[tuple[str, bytes]]) -> None:
-    """Lay down a data directory holding exactly these committed updates."""
+def write_store(path: Path, stored: Stored) -> None:
+    """Lay down a data directory holding exactly these committed updates and heads."""
+    rows, heads = stored
     store = SqliteStore(path, synchronous="OFF")  # building the fixture is not measured
     try:
         for start in range(0, len(rows), 1000):
             store.commit(rows[start:start + 1000])
+        store.commit([], None, heads)
     finally:
         store.close()
 
@@ -786,7 +794,9 @@ def bench_nodes(scale: Scale) -> Table:
     sizes = sorted({1, min(1000, n), n})
     with tempdir("nodes") as d:
         for size in sizes:
-            rows = [r for r in base_rows if r[0] in set(names[:size])]
+            wanted = set(names[:size])
+            rows = ([r for r in base_rows[0] if r[0] in wanted],
+                    [h for h in base_rows[1] if h[0] in wanted])
             write_store(d / f"a{size}", rows)
             write_store(d / f"b{size}", rows)
             per_round, msgs, rounds = trio.run(node_in_sync, d / f"a{size}", d / f"b{size}",

@@ -24,9 +24,10 @@ only what the answer needs:
   come in order, so that set stays empty).
 - **Authentication by the one rule** (``authorship.Authorship``, which ``ContextLog.authenticate``
   uses too): an entry is authentic when a head names it or when an authentic entry of its
-  writer one seq above names it as ``prev``. Fed in commit order, unvouched entries wait
-  there for normally one commit's worth (a commit's head names its top entry and arrives in
-  the same row). A head's signature is checked only if nothing else vouches for its entry by
+  writer one seq above names it as ``prev``. The heads stored apart from the rows (chain tips
+  and anchors) are offered first; rows of older formats bring their commits' heads. Fed in
+  commit order, an entry waits for its successor (one per writer at a time, unless a tip's
+  head names it). A head's signature is checked only if nothing else vouches for its entry by
   the end: one Ed25519 verification per writer chain, not per commit (~15k verifications/s
   per core).
 - **The root** comes from the sorted ids at the end (``merkle.root_of_keys``).
@@ -40,6 +41,7 @@ from .authorship import Authorship, raw_writer
 from .bundle import decode_bundle
 from .entry import CONTEXT_RE, Limits, fresh_record_fields
 from .errors import IntegrityError
+from .identity import Head
 from .merkle import root_of_keys
 from .storage import Summary
 from .yjs import GatedStruct, encode_state_vector, gate_structs
@@ -72,10 +74,12 @@ class _Positions:
         return True
 
 
-def audit(name: str, rows: Iterable[bytes], limits: Limits) -> Summary | None:
-    """Check every stored row of context ``name`` (bundles, in commit order) and recompute its
-    summary. Raises IntegrityError / ForgedEntry (or the bundle's and gate's errors) at the
-    first problem; None when some structs stay pending in Yjs (the caller then rebuilds)."""
+def audit(name: str, rows: Iterable[bytes], limits: Limits,
+          heads: Iterable[Head] = ()) -> Summary | None:
+    """Check every stored row of context ``name`` (bundles, in commit order) with the heads
+    stored apart from them and recompute its summary. Raises IntegrityError / ForgedEntry (or
+    the bundle's and gate's errors) at the first problem; None when some structs stay pending
+    in Yjs (the caller then rebuilds)."""
     if not CONTEXT_RE.fullmatch(name):
         raise IntegrityError(f"{name!r} is not a valid context name")
     context = name.encode("utf-8")
@@ -85,6 +89,8 @@ def audit(name: str, rows: Iterable[bytes], limits: Limits) -> Summary | None:
     positions: dict[bytes, _Positions] = {}  # raw writer (origin ‖ chain) → its seqs seen
     forks: set[tuple[bytes, int]] = set()
     rule: Authorship[bytes] = Authorship(name, raw_writer, known=seen)
+    for head in heads:
+        rule.head(head)
     max_lamport = 0
     stored = 0
 

@@ -17,6 +17,12 @@ member that squats a position can hide an entry from the Doc; such an entry is f
 peer protocol descends this tree) and re-inserted as a new item of our own client
 (``add_authentic``); the index deduplicates by id.
 
+Heads: ``heads`` holds the signed heads this context still needs, and only those: a head whose
+entry gains a held successor naming it is dropped (the successor vouches for it from then on),
+except one every ``ANCHOR_EVERY`` seqs of a writer, kept so that a proof never walks more than
+~2 × ``ANCHOR_EVERY`` records up to a head. What changed since the last commit waits in
+``head_changes`` for the ledger to store with its rows; rows carry no heads (see ``storage``).
+
 Forks: two authentic entries for one writer position (a writer that signed both) are both kept
 (they are signed data; every node keeps the same set), ordered by (Lamport, id) like any other
 entry, and recorded in ``forks`` with a proof anyone can check (``fork_proof``).
@@ -54,6 +60,13 @@ ARRAY_NAME = "entries"
 TRANSACTION_CHUNK = 100
 EMPTY_UPDATE = _EMPTY_UPDATE = b"\x00\x00"  # no structs, no delete set
 _HEAD_WRITER = attrgetter("writer")  # a head's writer, named as entries name theirs
+# A writer keeps one head every ANCHOR_EVERY seqs or more even when successors vouch for the
+# entries below (the rest go): a proof for an entry deep in a chain (a WANT, a diff ending
+# mid-chain, a fork proof) then walks at most ~2 x ANCHOR_EVERY records to a head, as it walked
+# at most one commit (~128 entries from 128 appenders) when every commit's head was kept.
+# why: spread over 10,000 contexts each commit's head with its 7-hash path was ~370 B of a
+# ~863 B stored row; kept every 64 seqs at most, that is ~6 B per entry.
+ANCHOR_EVERY = 64
 # Records from our own store: limits were checked when they came in (and may have changed since).
 _UNLIMITED = Limits(2**32, 2**32, 2**32)
 _NEVER = 0xFFFFFFFF  # a clock no struct reaches: get_update leaves out every struct of that client
@@ -85,6 +98,9 @@ class ContextLog:
         self.ordered = EntriesInOrder(self.index)
         self.tree = MerkleTree()
         self.heads: dict[bytes, Head] = {}  # raw entry id → a verified head naming it
+        # what changed in ``heads`` since the ledger last stored it (None: dropped)
+        self.head_changes: dict[bytes, Head | None] = {}
+        self._anchors: dict[str, int] = {}  # writer → seq of the highest head kept as anchor
 
     @property
     def forks(self) -> dict[tuple[str, int], list[str]]:
@@ -194,21 +210,65 @@ class ContextLog:
         we keep names it, or an entry we hold one seq above names it as prev."""
         return raw in self.heads or self.index.vouched_by_held(writer, seq, raw)
 
-    def keep_heads(self, heads: Iterable[Head]) -> None:
+    def keep_heads(self, heads: Iterable[Head], stored: bool = False) -> None:
+        """Hold these verified heads; unless ``stored`` (read from the store), they are also
+        noted in ``head_changes`` for the next commit to store."""
+        held, changes = self.heads, self.head_changes
         for head in heads:
-            self.heads.setdefault(head.entry_id, head)
+            raw = head.entry_id
+            if raw not in held:
+                held[raw] = head
+                if not stored:
+                    changes[raw] = head
+
+    def _drop_vouched(self, entries: Iterable[Entry]) -> None:
+        """Newly held ``entries`` vouch for the entry each names as ``prev``: drop that entry's
+        head, unless it is an anchor (one every ANCHOR_EVERY seqs of its writer)."""
+        heads = self.heads
+        if not heads:
+            return
+        for e in entries:
+            head = heads.get(e.prev)
+            if head is None or head.seq != e.seq - 1 or head.writer != e.writer:
+                continue
+            anchor = self._anchors.get(e.writer)
+            if anchor is None:  # (first time since the load: the highest head below)
+                anchor = max((h.seq for h in heads.values()
+                              if h.seq < head.seq and h.writer == e.writer), default=0)
+            if head.seq - anchor >= ANCHOR_EVERY:
+                self._anchors[e.writer] = head.seq
+            else:
+                self._anchors[e.writer] = anchor
+                del heads[e.prev]
+                self.head_changes[e.prev] = None
+
+    def take_head_changes(self) -> list[tuple[bytes, bytes | None]]:
+        """What changed in ``heads`` since the last call, encoded for storage."""
+        changes, self.head_changes = self.head_changes, {}
+        return [(raw, None if head is None else head.encode()) for raw, head in changes.items()]
 
     def trim_heads(self) -> list[Head]:
         """Keep only the heads something needs — those of chain tips (what ``proof_for`` of
-        every entry names) and those of entries not indexed yet (structs Yjs holds pending) —
-        and return them. Compaction stores only these: spread over 10,000 contexts, each
-        commit's head (with its path) was ~370 B of every stored row."""
+        every entry names), those of entries not indexed yet (structs Yjs holds pending) and
+        anchors (one every ANCHOR_EVERY seqs of a writer or more) — and return them.
+        Compaction stores only these (heads read from rows of older formats are all there)."""
         index = self.index
         kept = {h.entry_id: h for h in self.proof_for_ids(map(index.raw_id, index.order))[0]}
+        by_writer: dict[str, list[Head]] = {}
         for raw, head in self.heads.items():
             if index.find(raw) is None:
                 kept.setdefault(raw, head)
+            elif raw not in kept:
+                by_writer.setdefault(head.writer, []).append(head)
+        for heads in by_writer.values():
+            last = 0
+            for head in sorted(heads, key=attrgetter("seq")):
+                if head.seq - last >= ANCHOR_EVERY:
+                    kept[head.entry_id] = head
+                    last = head.seq
         self.heads = kept
+        self.head_changes = {}
+        self._anchors = {}
         return list(kept.values())
 
     def proof_for(self, entries: Iterable[Entry]) -> tuple[list[Head], list[bytes]]:
@@ -295,7 +355,9 @@ class ContextLog:
             chunk = records[start : start + TRANSACTION_CHUNK]
             with self.doc.transaction() as txn:
                 _extend(self._array, txn, chunk)
-        return self._index_inserted(records, entries, trusted=True), self.doc.get_update(before)
+        new = self._index_inserted(records, entries, trusted=True)
+        self._drop_vouched(new)
+        return new, self.doc.get_update(before)
 
     def apply_remote(
         self, update: bytes, heads: Sequence[Head] = ()
@@ -378,6 +440,7 @@ class ContextLog:
             return new, [], None, None  # nothing kept: the heads are not needed (nor stored)
         # Kept only with what the caller persists them with: every head we hold is stored.
         self.keep_heads(used)
+        self._drop_vouched(new)
         return new, used, applied, reinserted
 
     def _decode_own(self, record: bytes) -> Entry:
@@ -391,7 +454,7 @@ class ContextLog:
                     verify: bool = False) -> int:
         """Re-apply an update this node persisted itself (rebuild on start); returns how many
         entries it added."""
-        self.keep_heads(heads)
+        self.keep_heads(heads, stored=True)
         held = len(self.index)
         self._apply(update)
         self._settle(update)

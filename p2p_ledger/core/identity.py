@@ -194,6 +194,15 @@ class Head:
             raise r.fault(f"a signed head with a path of {depth} hashes (at most {MAX_DEPTH})")
         return cls(origin, chain, seq, entry_id, signature, r.take(depth * HASH_SIZE))
 
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Head:
+        """One head as ``encode`` wrote it (a stored head); IntegrityError if malformed."""
+        r = Reader(raw, IntegrityError, "a stored head")
+        head = cls.read(r)
+        if r.remaining:
+            raise IntegrityError(f"a stored head has {r.remaining} bytes too many")
+        return head
+
     def root(self, context: str) -> bytes:
         """The commit root this head's leaf and path lead to (format 2)."""
         node = head_leaf(context, self.chain, self.seq, self.entry_id)

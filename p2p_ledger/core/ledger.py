@@ -26,8 +26,10 @@ whether two nodes hold exactly the same data, and descending it finds the differ
 Authorship: the ledger appends as its ``Identity`` (entries carry its public key as ``origin``);
 each context's entries of this open form one writer chain (``identity.chain_for(instance,
 context)``, fresh per open) and every commit signs, once, the new heads of every chain it
-extends (``identity.sign_heads``). What is stored and
-shipped is a ``bundle``: a Yjs update plus the heads (and vouchers) that authenticate it.
+extends (``identity.sign_heads``). What is shipped is a ``bundle``: a Yjs update plus the
+heads (and vouchers) that authenticate it. What is stored is the same bundle without heads
+(one row per update) and, apart, the heads each context still needs (``ContextLog.heads``:
+chain tips and anchors), changed by the commit that stores the rows making a head unneeded.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ DEFAULT_MEMORY_BUDGET = 256 * 1024 * 1024
 GATHER_WAIT = 0.001
 GATHER_PASSES = 10
 # A context whose entries average at least this many stored bytes is sent to a peer that holds
-# none of it straight from its stored rows (``bundle_diff``), with every head they carry.
+# none of it straight from its stored rows (``bundle_diff``), with its stored heads.
 # why: a fresh node fetching 10 contexts of 100 x 100 KB: building each ContextLog to diff it
 # took 36-64 ms of CPU per context, merging its rows 9 ms (measured here, same store). The
 # receiver checks one signature per stored commit instead of one per writer: ~70 us, beside
@@ -344,25 +346,27 @@ class Ledger:
     def _bundle_of_rows(self, context: str) -> bytes:
         """Everything we hold of ``context`` as one bundle built from its stored rows, no
         ContextLog loaded: their Yjs updates merged (the same entries as the Doc's diff against
-        an empty state vector) and every head they carry, each once. Each row was
-        authenticated by its heads and the rows before it, so all of them together vouch for
-        every entry (no voucher needed: every successor is in the bundle). A single row is
-        that bundle already: it goes as stored (why: re-encoding a 10 MB row was ~12% of the
-        sender's samples in that catch-up; alternated, 0.97 against 1.05 sender CPU-s, 3
-        pairs at load 11: small, but a copy of every byte less)."""
+        an empty state vector), with the context's stored heads (and those rows of older
+        formats carry), each once. Every entry is authentic, and every successor is in the
+        bundle: the heads still needed vouch for all of it (no voucher needed). A single row
+        is not merged: its update goes as stored (why: re-encoding a 10 MB row was ~12% of the
+        sender's samples in that catch-up; sending the row whole, alternated, 0.97 against
+        1.05 sender CPU-s, 3 pairs at load 11), and a row of an older format, holding its
+        heads, is that bundle already."""
         blobs = list(self.storage.iter_context(context))
-        if len(blobs) == 1:
+        stored = self.storage.heads(context)
+        if len(blobs) == 1 and not stored:
             return blobs[0]
-        updates: list[bytes] = []
-        heads: dict[Head, None] = {}
         try:
-            for blob in blobs:
-                bundle = decode_bundle(blob)
-                updates.append(bundle.update)
-                heads.update(dict.fromkeys(bundle.heads))
+            heads = dict.fromkeys(map(Head.from_bytes, stored))
+            bundles = [decode_bundle(blob) for blob in blobs]
         except LedgerError as exc:
             raise IntegrityError(f"context {context}: {exc}") from None
-        return encode_bundle(list(heads), merge_updates(*updates))
+        for bundle in bundles:
+            heads.update(dict.fromkeys(bundle.heads))
+        update = bundles[0].update if len(bundles) == 1 else \
+            merge_updates(*(bundle.update for bundle in bundles))
+        return encode_bundle(list(heads), update)
 
     def bundle_records(self, context: str, ids: Iterable[bytes]) -> bytes | None:
         """The entries of ``context`` with these ids that we hold, as a bundle of vouchers (no
@@ -440,14 +444,16 @@ class Ledger:
         tops = [entries[-1] for entries in groups.values()]
         heads = self.identity.sign_heads(
             [(e.context, e.chain, e.seq, bytes.fromhex(e.id)) for e in tops])
+        pushed = []
         for (name, entries), head in zip(groups.items(), heads, strict=True):
             _, update = self._context(name).append_local(entries, (head,))
-            updates.append((name, encode_bundle((head,), update)))
+            updates.append((name, encode_bundle((), update)))  # (the head is stored apart)
+            pushed.append((name, encode_bundle((head,), update)))
         self._commit(updates)
         for name, entries in groups.items():
             self._notify(name, entries)
         self._evict()
-        return Appended(_in_request_order(requests, groups), updates)
+        return Appended(_in_request_order(requests, groups), pushed)
 
     def apply_remote(self, context: str, blob: bytes) -> list[Entry]:
         """Apply a peer's bundle for a context; returns the entries that were new here.
@@ -472,8 +478,8 @@ class Ledger:
         # Persist exactly what was applied to the Doc (the update less what it already held),
         # pending structs included, then what we re-inserted as our own items: replaying the
         # stored updates in order then rebuilds the same Doc, whatever yrs integrated now or
-        # holds for later. The heads that vouched for the entries go with them.
-        rows = [(context, encode_bundle(heads, u)) for u in (applied, reinserted) if u is not None]
+        # holds for later. The heads that vouched for the entries are stored apart, with them.
+        rows = [(context, encode_bundle((), u)) for u in (applied, reinserted) if u is not None]
         # Whether the Doc took anything from it (new entries, or structs Yjs holds back until
         # what they wait for arrives): a push that did is worth forwarding.
         self.last_update_took = applied is not None
@@ -533,11 +539,14 @@ class Ledger:
         for name, blob in rows:
             added[name] = added.get(name, 0) + len(blob)
         summaries = {}
+        heads = []
         for name, size in added.items():
             before = self.summaries.get(name)
-            summaries[name] = summarize(self._live[name], size + (before.stored if before else 0))
+            ctx = self._live[name]
+            summaries[name] = summarize(ctx, size + (before.stored if before else 0))
+            heads += [(name, raw, head) for raw, head in ctx.take_head_changes()]
         try:
-            self.storage.commit(rows, summaries)
+            self.storage.commit(rows, summaries, heads)
         except BaseException:
             # The docs now hold entries that are not durable: forget them, reload what is.
             for name in added:
@@ -588,7 +597,7 @@ class Ledger:
                 self._drop(context)
             return context, 0
         added, update = ctx.append_local(missing, used)
-        self._commit([(context, encode_bundle(used, update))])
+        self._commit([(context, encode_bundle((), update))])
         self._notify(context, added)
         self._evict()
         return context, len(added)
@@ -602,8 +611,9 @@ class Ledger:
         ctx = self._load(context)
         if ctx is not None:
             heads = ctx.trim_heads()
-            state = encode_bundle(heads, ctx.compacted_state())
-            self.storage.replace_context(context, state)
+            state = encode_bundle((), ctx.compacted_state())
+            self.storage.replace_context(context, state,
+                                         [(head.entry_id, head.encode()) for head in heads])
             summary = self.summaries.get(context)
             if summary is not None:
                 self.summaries[context] = summary._replace(stored=len(state))
@@ -636,7 +646,8 @@ class Ledger:
         Returns (entries, problems)."""
         self._flush_if(name)
         try:
-            found = audit(name, self.storage.iter_context(name), self.limits)
+            found = audit(name, self.storage.iter_context(name), self.limits,
+                          self.stored_heads(name))
             if found is None:
                 fresh, stored = self._read(name, verify=True)
                 ContextLog(name, 0, self.limits).authenticate(
@@ -692,6 +703,7 @@ class Ledger:
         ctx = ContextLog(name, client_id_for(self.instance, name), self.limits)
         stored = 0
         try:
+            ctx.keep_heads(self.stored_heads(name), stored=True)
             for blob in self.storage.iter_context(name):
                 stored += len(blob)
                 bundle = decode_bundle(blob)
@@ -699,6 +711,11 @@ class Ledger:
         except LedgerError as exc:
             raise IntegrityError(f"context {name}: {exc}") from None
         return ctx, stored
+
+    def stored_heads(self, name: str) -> list[Head]:
+        """The heads stored for ``name`` apart from its rows (IntegrityError if one is
+        malformed)."""
+        return [Head.from_bytes(blob) for blob in self.storage.heads(name)]
 
     def _drop(self, name: str) -> None:
         """Forget the loaded ContextLog of ``name`` (its summary stays)."""

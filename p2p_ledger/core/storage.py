@@ -9,12 +9,23 @@ transaction as the rows it describes: what a start needs (the node-level Merkle 
 counts, state vectors for gossip, the Lamport clock) without loading any context. ``summaries``
 answers None when they do not describe the stored rows (a store written before they existed):
 then the ledger recomputes them once, a context at a time (``Ledger.open``).
+
+And the *heads* each context still needs (``identity.Head``, encoded), one per (context, entry
+id): the signed heads of chain tips and the few kept to bound proofs (``ContextLog.heads``).
+Rows written since heads left them carry none; a head whose entry gained a successor is
+deleted by the commit that stores the successor, in the same transaction as its rows, so a
+stored context always authenticates from its rows and its heads (rows of older formats carry
+their own heads, which still count).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from typing import NamedTuple, Protocol
+
+# A change to a context's stored heads: (context, raw entry id, the encoded head, or None to
+# delete it).
+HeadChange = tuple[str, bytes, bytes | None]
 
 
 class Summary(NamedTuple):
@@ -48,20 +59,27 @@ class Storage(Protocol):
         """Every context's summary, or None when they do not describe the stored rows."""
         ...
 
+    def heads(self, context: str) -> list[bytes]:
+        """The encoded heads stored for ``context`` (not those inside its rows)."""
+        ...
+
     def commit(self, updates: Sequence[tuple[str, bytes]],
-               summaries: Mapping[str, Summary] | None = None) -> None:
-        """Append (context, update) pairs and replace those contexts' summaries, in one durable
-        transaction. ``summaries`` None leaves the summaries stale (tools that write rows only):
-        the next open recomputes them."""
+               summaries: Mapping[str, Summary] | None = None,
+               heads: Sequence[HeadChange] = ()) -> None:
+        """Append (context, update) pairs, replace those contexts' summaries and apply the
+        head changes, in one durable transaction. ``summaries`` None leaves the summaries stale
+        (tools that write rows only): the next open recomputes them."""
         ...
 
     def put_summaries(self, summaries: Mapping[str, Summary]) -> None:
         """Replace every summary by these (recomputed from the rows: the migration)."""
         ...
 
-    def replace_context(self, context: str, state: bytes) -> None:
-        """Atomically replace a context's update history by one state (compaction); its
-        summary keeps its content and counts ``len(state)`` stored bytes."""
+    def replace_context(self, context: str, state: bytes,
+                        heads: Sequence[tuple[bytes, bytes]]) -> None:
+        """Atomically replace a context's update history by one state and its stored heads by
+        ``heads`` ((raw entry id, encoded head) pairs: compaction); its summary keeps its
+        content and counts ``len(state)`` stored bytes."""
         ...
 
     def get_meta(self, name: str) -> str | None: ...
@@ -76,6 +94,7 @@ class MemoryStorage:
 
     def __init__(self) -> None:
         self.updates: dict[str, list[bytes]] = {}
+        self.stored_heads: dict[str, dict[bytes, bytes]] = {}  # context → raw id → head
         self.summary: dict[str, Summary] | None = {}
         self.meta: dict[str, str] = {}
         self.commits = 0
@@ -89,15 +108,25 @@ class MemoryStorage:
     def iter_context(self, context: str) -> Iterator[bytes]:
         return iter(list(self.updates.get(context, ())))
 
+    def heads(self, context: str) -> list[bytes]:
+        return list(self.stored_heads.get(context, {}).values())
+
     def summaries(self) -> dict[str, Summary] | None:
         if self.summary is None or not self.summary.keys() >= self.updates.keys():
             return None  # (rows written straight into ``updates``, as tests do, have none)
         return dict(self.summary)
 
     def commit(self, updates: Sequence[tuple[str, bytes]],
-               summaries: Mapping[str, Summary] | None = None) -> None:
+               summaries: Mapping[str, Summary] | None = None,
+               heads: Sequence[HeadChange] = ()) -> None:
         for context, blob in updates:
             self.updates.setdefault(context, []).append(blob)
+        for context, raw, head in heads:
+            held = self.stored_heads.setdefault(context, {})
+            if head is None:
+                held.pop(raw, None)
+            else:
+                held[raw] = head
         if summaries is None:
             if updates:
                 self.summary = None  # rows without their summaries: stale until recomputed
@@ -108,8 +137,10 @@ class MemoryStorage:
     def put_summaries(self, summaries: Mapping[str, Summary]) -> None:
         self.summary = dict(summaries)
 
-    def replace_context(self, context: str, state: bytes) -> None:
+    def replace_context(self, context: str, state: bytes,
+                        heads: Sequence[tuple[bytes, bytes]]) -> None:
         self.updates[context] = [state]
+        self.stored_heads[context] = dict(heads)
         if self.summary is not None and context in self.summary:
             self.summary[context] = self.summary[context]._replace(stored=len(state))
 

@@ -40,7 +40,7 @@ from ..core.entry import Entry
 from ..core.identity import Identity
 from ..core.ledger import GATHER_WAIT, Ledger
 from ..core.node import Close, Dial, NodeConfig, NodeCore, PeerEvent, Send
-from ..core.storage import MemoryStorage, Summary
+from ..core.storage import HeadChange, MemoryStorage, Summary
 from ..core.yjs import decode_state_vector
 from .byzantine import LAMPORTS, equivocate, forge, poison_lamport, squat
 from .loop import NS, EventLoop, deadline_ns
@@ -74,20 +74,27 @@ class CheckedStorage(MemoryStorage):
         self.rebuilt: dict[str, tuple[Doc[Any], Array[Any]]] = {}
         self.touched: set[str] = set()
         self.commit_log: list[list[str]] = []  # per commit, the context of each row it added
+        # per commit, what undoes its head changes: (context, raw id, the head before or None)
+        self.heads_undo: list[list[HeadChange]] = []
 
     def commit(self, updates: Sequence[tuple[str, bytes]],
-               summaries: Mapping[str, Summary] | None = None) -> None:
-        super().commit(updates, summaries)
+               summaries: Mapping[str, Summary] | None = None,
+               heads: Sequence[HeadChange] = ()) -> None:
+        self.heads_undo.append([(context, raw, self.stored_heads.get(context, {}).get(raw))
+                                for context, raw, _ in heads])
+        super().commit(updates, summaries, heads)
         self.commit_log.append([context for context, _ in updates])
         for context, blob in updates:
             doc = (self.rebuilt.get(context) or self.fresh_doc(context))[0]
             doc.apply_update(decode_bundle(blob).update)
             self.touched.add(context)
 
-    def replace_context(self, context: str, state: bytes) -> None:
-        super().replace_context(context, state)
+    def replace_context(self, context: str, state: bytes,
+                        heads: Sequence[tuple[bytes, bytes]]) -> None:
+        super().replace_context(context, state, heads)
         # a compaction folds the context's rows into one: no later tail loss splits it again
         self.commit_log = [[c for c in rows if c != context] for rows in self.commit_log]
+        self.heads_undo = [[h for h in undo if h[0] != context] for undo in self.heads_undo]
         self.fresh_doc(context)[0].apply_update(decode_bundle(state).update)
         self.touched.add(context)
 
@@ -96,11 +103,19 @@ class CheckedStorage(MemoryStorage):
         backup) does; the rebuilt Docs follow. Returns how many commits were lost."""
         lost = self.commit_log[len(self.commit_log) - commits:] if commits else []
         del self.commit_log[len(self.commit_log) - len(lost):]
-        for rows in reversed(lost):
+        undone = self.heads_undo[len(self.heads_undo) - len(lost):] if lost else []
+        del self.heads_undo[len(self.heads_undo) - len(undone):]
+        for rows, undo in zip(reversed(lost), reversed(undone), strict=True):
             for context in reversed(rows):
                 self.updates[context].pop()
                 if not self.updates[context]:
                     del self.updates[context]
+            for context, raw, head in reversed(undo):
+                held = self.stored_heads.setdefault(context, {})
+                if head is None:
+                    held.pop(raw, None)
+                else:
+                    held[raw] = head
         if lost:
             self.summary = None  # stale: the next open recomputes them from the rows left
         for context in {c for rows in lost for c in rows}:

@@ -9,12 +9,21 @@ Theory of operation
    so a lost page costs only the rows on it: the ``meta`` table (node id and the rest), then
    every ``updates`` row up to the largest id SQLite ever handed out (``sqlite_sequence``; a
    scan's end when that is unreadable).
-2. Every salvaged update goes through the ledger exactly as an update from a peer would (the
-   grow-only gate, content ids, limits, context): what fails is dropped. An update whose Yjs
-   dependencies were lost is kept; Yjs integrates it once a peer supplies what it waits for.
-3. The kept rows, in their original order, and the meta rows (less ``instance``: Yjs positions
-   are never reused after a loss) go to a new database, complete and fsynced before anything
-   moves. A store with nothing to salvage (not even its meta rows) is left exactly as it was.
+   Then each context's stored heads (``heads``), a context at a time.
+2. Every salvaged update is checked as an update from a peer would be (the grow-only gate,
+   content ids, limits, context, the signatures of heads it carries): what fails is dropped.
+   Then each context's updates are authenticated together with its salvaged heads (rows carry
+   no heads: an entry is vouched for by its successor, found in a later row, or by a stored
+   head of a chain tip or anchor): an update holding an entry nothing vouches for any more
+   (its successor's row, or its head, was lost) is dropped, and so on until every entry left
+   is vouched for — so a lost row costs, besides its own entries, at most the ~2 ×
+   ``ANCHOR_EVERY`` entries below it on each chain it held. What is left goes through the
+   ledger, merged, exactly as a peer's bundle would. An update whose Yjs dependencies were
+   lost is kept; Yjs integrates it once a peer supplies what it waits for.
+3. The kept rows, in their original order, the heads of their entries and the meta rows (less
+   ``instance``: Yjs positions are never reused after a loss) go to a new database, complete
+   and fsynced before anything moves. A store with nothing to salvage (not even its meta rows)
+   is left exactly as it was.
 4. The damaged files (``ledger.sqlite3`` and its ``-wal``/``-shm``, together: a stale WAL next
    to a new database would be replayed into it) move into ``damaged-<time>/`` in the data
    directory (nothing is deleted), and the new database takes their place.
@@ -30,12 +39,21 @@ import shutil
 import sqlite3
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pycrdt import merge_updates
+
+from ..core.authorship import Authorship, raw_writer
+from ..core.bundle import Bundle, decode_bundle, encode_bundle
+from ..core.context_log import ARRAY_NAME
+from ..core.entry import DEFAULT_LIMITS, ID_SIZE, record_fields
 from ..core.errors import LedgerError, StoreDamagedError
+from ..core.identity import Head
 from ..core.ledger import Ledger
 from ..core.storage import MemoryStorage
+from ..core.yjs import gate_structs
 from .store import DB_NAME, SCHEMA, SUMMARIES_UPTO, SqliteStore, fsync_dir
 
 SCAN_AHEAD = 10_000  # rowids probed past the last readable one when sqlite_sequence is lost
@@ -69,8 +87,8 @@ def repair(data_dir: str | os.PathLike[str]) -> RepairReport:
     work = Path(tempfile.mkdtemp(prefix="repair-", dir=data))
     try:
         report = RepairReport()
-        meta, rows = _salvage(db, work, report)
-        new = _write(work, meta, _verified(meta, rows, report))
+        meta, rows, heads = _salvage(db, work, report)
+        new = _write(work, meta, *_verified(meta, rows, heads, report))
         aside = data / f"damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         aside.mkdir()
         for suffix in ("", "-wal", "-shm"):  # the WAL goes with its database, never alone
@@ -111,7 +129,7 @@ def _work_copy(damaged: Path, work_dir: Path) -> Path:
 
 
 def _salvage(path: Path, work_dir: Path, report: RepairReport,
-             ) -> tuple[dict[str, str], list[tuple[str, bytes]]]:
+             ) -> tuple[dict[str, str], list[tuple[str, bytes]], dict[str, list[bytes]]]:
     conn = sqlite3.connect(_work_copy(path, work_dir), isolation_level=None)
     try:
         meta: dict[str, str] = dict(conn.execute("SELECT name, value FROM meta").fetchall())
@@ -138,7 +156,14 @@ def _salvage(path: Path, work_dir: Path, report: RepairReport,
                 continue
             if row is not None:
                 rows.append((str(row[0]), bytes(row[1])))
-        return meta, rows
+        heads: dict[str, list[bytes]] = {}
+        for context in dict.fromkeys(context for context, _ in rows):
+            try:
+                heads[context] = [bytes(head) for (head,) in conn.execute(
+                    "SELECT head FROM heads WHERE context = ?", (context,))]
+            except sqlite3.DatabaseError as exc:
+                _problem(report, f"heads of context {context!r}: unreadable ({exc})")
+        return meta, rows, heads
     finally:
         conn.close()
 
@@ -160,32 +185,110 @@ def _last_id(conn: sqlite3.Connection) -> int:
     return last + SCAN_AHEAD
 
 
+# A salvaged row, checked alone: its bundle and its entries (raw id, raw writer, seq, prev).
+_Checked = tuple[Bundle, list[tuple[bytes, bytes, int, bytes]]]
+
+
 def _verified(meta: dict[str, str], rows: list[tuple[str, bytes]],
-              report: RepairReport) -> list[tuple[str, bytes]]:
-    """The rows the ledger accepts as it would accept them from a peer, in order."""
+              heads: dict[str, list[bytes]], report: RepairReport,
+              ) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes, bytes]]]:
+    """The rows the ledger accepts as it would accept them from a peer, in order, and the
+    stored heads (context, raw entry id, head) that name their entries."""
     ledger = Ledger.open(MemoryStorage(), meta["node_id"], "repair")
-    kept = []
-    for number, (context, update) in enumerate(rows, 1):
-        try:
-            ledger.apply_remote(context, update)
-        except (LedgerError, ValueError) as exc:
-            _dropped(report, f"update {number} of context {context!r}: {type(exc).__name__}: "
-                             f"{exc}")
+    numbers: dict[str, list[int]] = {}  # context → its rows' numbers (1-based, store order)
+    for number, (context, _) in enumerate(rows, 1):
+        numbers.setdefault(context, []).append(number)
+    kept: set[int] = set()
+    kept_heads = []
+    for context, mine in numbers.items():
+        sound: dict[int, _Checked] = {}
+        for number in mine:
+            try:
+                sound[number] = _checked(context, rows[number - 1][1])
+            except (LedgerError, ValueError) as exc:
+                _dropped(report, f"update {number} of context {context!r}: "
+                                 f"{type(exc).__name__}: {exc}")
+        stored = []
+        for blob in heads.get(context, []):
+            try:
+                head = Head.from_bytes(blob)
+                head.verify(context)
+            except LedgerError as exc:
+                _problem(report, f"a stored head of context {context!r}: {exc}")
+                continue
+            stored.append(head)
+        while unvouched := _unvouched(context, stored, sound.values()):
+            for number, (_, entries) in list(sound.items()):
+                if any(raw in unvouched for raw, _, _, _ in entries):
+                    del sound[number]
+                    _dropped(report, f"update {number} of context {context!r}: ForgedEntry: "
+                                     f"nothing vouches for its entries any more (the row or "
+                                     f"head of a successor was lost)")
+        if not sound:
             continue
-        kept.append((context, update))
+        held = {raw for _, entries in sound.values() for raw, _, _, _ in entries}
+        mine_heads = [h for h in stored if h.entry_id in held]
+        try:
+            ledger.apply_remote(context, encode_bundle(
+                [*mine_heads, *(h for bundle, _ in sound.values() for h in bundle.heads)],
+                merge_updates(*(bundle.update for bundle, _ in sound.values()))))
+        except (LedgerError, ValueError) as exc:
+            for number in sound:
+                _dropped(report, f"update {number} of context {context!r}: "
+                                 f"{type(exc).__name__}: {exc}")
+            continue
+        kept |= sound.keys()
+        kept_heads += [(context, h.entry_id, h.encode()) for h in mine_heads]
     report.kept = len(kept)
     report.entries = ledger.entry_count()
     report.contexts = len(ledger.contexts)
-    return kept
+    return [row for number, row in enumerate(rows, 1) if number in kept], kept_heads
+
+
+def _checked(context: str, blob: bytes) -> _Checked:
+    """A salvaged row checked alone: bundle format, the signatures of the heads it carries (a
+    row of an older format), the grow-only gate and every record (content id, canonical form,
+    limits, context, Lamport bound). Raises what is wrong."""
+    bundle = decode_bundle(blob)
+    for head in bundle.heads:
+        head.verify(context)
+    name = context.encode("utf-8")
+    entries = []
+    for *_, values in gate_structs(bundle.update, ARRAY_NAME):
+        for record in values:
+            _, seq, prev, writer = record_fields(record, name, DEFAULT_LIMITS)
+            entries.append((record[:ID_SIZE], writer, seq, prev))
+    return bundle, entries
+
+
+def _unvouched(context: str, heads: list[Head], rows: Iterable[_Checked]) -> set[bytes]:
+    """The raw ids of the entries of ``rows`` that neither a head (stored, or carried by a row)
+    nor an entry above them vouches for (the one rule: ``authorship``)."""
+    rows = list(rows)
+    rule: Authorship[bytes] = Authorship(context, raw_writer)
+    for head in [*heads, *(h for bundle, _ in rows for h in bundle.heads)]:
+        rule.head(head)
+    seen: set[bytes] = set()
+    for _, entries in rows:
+        for raw, writer, seq, prev in entries:
+            if raw not in seen:  # (an entry stored twice is one entry)
+                seen.add(raw)
+                rule.entry(raw, writer, seq, prev)
+    return set(rule.pending)
 
 
 def _dropped(report: RepairReport, line: str) -> None:
     report.dropped += 1
+    _problem(report, line)
+
+
+def _problem(report: RepairReport, line: str) -> None:
     if len(report.problems) < 20:
         report.problems.append(line)
 
 
-def _write(work_dir: Path, meta: dict[str, str], rows: list[tuple[str, bytes]]) -> Path:
+def _write(work_dir: Path, meta: dict[str, str], rows: list[tuple[str, bytes]],
+           heads: list[tuple[str, bytes, bytes]]) -> Path:
     """The new store, complete and on disk, in ``work_dir`` (moved into place by the caller)."""
     new = work_dir / DB_NAME
     conn = sqlite3.connect(new, isolation_level=None)
@@ -197,6 +300,7 @@ def _write(work_dir: Path, meta: dict[str, str], rows: list[tuple[str, bytes]]) 
         conn.executemany("INSERT INTO meta (name, value) VALUES (?, ?)",
                          sorted((k, v) for k, v in meta.items() if k != SUMMARIES_UPTO))
         conn.executemany("INSERT INTO updates (context, blob) VALUES (?, ?)", rows)
+        conn.executemany("INSERT OR REPLACE INTO heads VALUES (?, ?, ?)", heads)
         conn.execute("COMMIT")
     finally:
         conn.close()

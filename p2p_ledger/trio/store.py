@@ -1,7 +1,8 @@
 """SQLite storage (stdlib, WAL): the runtime's durable ``Storage``.
 
-One row per committed Yjs update, and one summary row per context (``core.storage.Summary``)
-written in the same transaction as the updates it describes; a commit is one SQLite
+One row per committed Yjs update, one summary row per context (``core.storage.Summary``) and
+one row per head a context still needs (``heads``), written in the same transaction as the
+updates they describe; a commit is one SQLite
 transaction, so concurrent appends that the ledger batches share one fsync (group commit). A
 lock file with ``flock`` keeps a second process out of the same data directory (SQLite itself
 would let both in and interleave).
@@ -23,7 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from ..core.errors import StoreDamagedError, StoreError, StoreLockedError
-from ..core.storage import Summary
+from ..core.storage import HeadChange, Summary
 
 DB_NAME = "ledger.sqlite3"
 REPAIR_HINT = "`p2p-ledger repair --data {dir}` keeps what still verifies"
@@ -44,6 +45,12 @@ CREATE TABLE IF NOT EXISTS summaries (
     forks INTEGER NOT NULL,
     stored INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS heads (
+    context TEXT NOT NULL,
+    id BLOB NOT NULL,
+    head BLOB NOT NULL,
+    PRIMARY KEY (context, id)
+) WITHOUT ROWID;
 """
 # The highest update row id the summaries describe, written in the same transaction as they
 # are: rows written without summaries (an older version, a tool) leave it behind, and the next
@@ -116,6 +123,13 @@ class SqliteStore:
         except sqlite3.DatabaseError as exc:
             raise _named(self.path / DB_NAME, exc) from None
 
+    def heads(self, context: str) -> list[bytes]:
+        try:
+            return [bytes(head) for (head,) in self.db.execute(
+                "SELECT head FROM heads WHERE context = ?", (context,))]
+        except sqlite3.DatabaseError as exc:
+            raise _named(self.path / DB_NAME, exc) from None
+
     def summaries(self) -> dict[str, Summary] | None:
         upto = self.get_meta(SUMMARIES_UPTO)
         last = self.db.execute("SELECT max(id) FROM updates").fetchone()[0]
@@ -126,12 +140,15 @@ class SqliteStore:
                 for row in self.db.execute("SELECT * FROM summaries")}
 
     def commit(self, updates: Sequence[tuple[str, bytes]],
-               summaries: Mapping[str, Summary] | None = None) -> None:
-        if not updates and not summaries:
+               summaries: Mapping[str, Summary] | None = None,
+               heads: Sequence[HeadChange] = ()) -> None:
+        if not updates and not summaries and not heads:
             return
         self.db.execute("BEGIN")
         try:
             self.db.executemany("INSERT INTO updates (context, blob) VALUES (?, ?)", updates)
+            if heads:
+                self._put_heads(heads)
             if summaries is not None:
                 self._put(summaries)
         except BaseException:
@@ -156,18 +173,27 @@ class SqliteStore:
             [(name, *summary) for name, summary in summaries.items()])
         self._mark_current()
 
+    def _put_heads(self, heads: Sequence[HeadChange]) -> None:
+        self.db.executemany("DELETE FROM heads WHERE context = ? AND id = ?",
+                            [(context, raw) for context, raw, head in heads if head is None])
+        self.db.executemany("INSERT OR REPLACE INTO heads VALUES (?, ?, ?)",
+                            [change for change in heads if change[2] is not None])
+
     def _mark_current(self) -> None:
         last = self.db.execute("SELECT max(id) FROM updates").fetchone()[0]
         self.db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)",
                         (SUMMARIES_UPTO, str(last or 0)))
 
-    def replace_context(self, context: str, state: bytes) -> None:
+    def replace_context(self, context: str, state: bytes,
+                        heads: Sequence[tuple[bytes, bytes]]) -> None:
         self.db.execute("BEGIN")
         try:
             current = self.get_meta(SUMMARIES_UPTO) == str(
                 self.db.execute("SELECT max(id) FROM updates").fetchone()[0] or 0)
             self.db.execute("DELETE FROM updates WHERE context = ?", (context,))
             self.db.execute("INSERT INTO updates (context, blob) VALUES (?, ?)", (context, state))
+            self.db.execute("DELETE FROM heads WHERE context = ?", (context,))
+            self._put_heads([(context, raw, head) for raw, head in heads])
             self.db.execute("UPDATE summaries SET stored = ? WHERE context = ?",
                             (len(state), context))
             if current:

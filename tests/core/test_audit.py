@@ -29,7 +29,7 @@ SCENARIOS = Path(__file__).parents[2] / "scenarios"
 
 
 def audited(ledger: Ledger, name: str) -> Summary | None:
-    return audit(name, ledger.storage.iter_context(name), ledger.limits)
+    return audit(name, ledger.storage.iter_context(name), ledger.limits, ledger.stored_heads(name))
 
 
 def rebuilt(ledger: Ledger, name: str) -> Summary:

@@ -14,6 +14,7 @@ import struct
 import pytest
 
 from p2p_ledger.core.bundle import decode_bundle, encode_bundle
+from p2p_ledger.core.context_log import ANCHOR_EVERY
 from p2p_ledger.core.entry import NO_PREV, make_entry
 from p2p_ledger.core.errors import ForgedEntry
 from p2p_ledger.core.identity import (
@@ -188,12 +189,12 @@ def test_a_fork_across_contexts_is_proven_with_paths():
         check_fork_proof(edited)
 
 
-def _format_1(ledger, context: str) -> list[bytes]:
-    """The context's stored rows rewritten as a store of format 1 writes them: bundles of
-    version 1 whose heads are each signed alone (``head_message``)."""
+def _format_1(ledger, context: str, blobs: list[bytes]) -> list[bytes]:
+    """The bundles a context's commits pushed, rewritten as a store of format 1 wrote them:
+    bundles of version 1 whose heads are each signed alone (``head_message``)."""
     rows = []
     identity = ledger.identity
-    for blob in ledger.storage.updates[context]:
+    for blob in blobs:
         bundle = decode_bundle(blob)
         heads = b"".join(
             Head(h.origin, h.chain, h.seq, h.entry_id, identity.sign(head_message(
@@ -206,10 +207,9 @@ def _format_1(ledger, context: str) -> list[bytes]:
 
 def test_a_store_of_format_1_still_reads_verifies_and_serves():
     a = open_ledger(MemoryStorage(), "a")
-    for i in range(3):
-        a.append([a.prepare("c1", "k", f"{i}")])
+    pushed = [a.append([a.prepare("c1", "k", f"{i}")]).updates[0][1] for i in range(3)]
     old = MemoryStorage()
-    old.updates["c1"] = _format_1(a, "c1")  # no summaries: the open recomputes them
+    old.updates["c1"] = _format_1(a, "c1", pushed)  # no summaries: the open recomputes them
     reopened = open_ledger(old, "a", "a-2")
     assert read_ids(reopened, "c1") == read_ids(a, "c1")
     assert reopened.verify() == []
@@ -222,24 +222,57 @@ def test_a_store_of_format_1_still_reads_verifies_and_serves():
     forged[9 + HEAD_SIZE - 1] ^= 1  # the old chain's top head (the one it needs): signature
     broken = MemoryStorage()
     broken.updates["c1"] = [*rows[:2], bytes(forged), *rows[3:]]
+    broken.stored_heads = old.stored_heads  # (the new chain's head, stored apart)
     assert any("not valid" in p for p in open_ledger(broken, "a", "a-3").verify())
 
 
-def test_compaction_keeps_only_the_heads_still_needed():
-    """Ten spread commits leave ten heads (each with its path) in c1's rows; compacted, c1
-    keeps the one its chain tip needs, and everything still reads, verifies and syncs."""
+def test_only_the_heads_still_needed_are_stored():
+    """Ten spread commits each sign a head (with its path) for c1; its rows carry none, and
+    only the chain tip's head stays stored (each commit deletes the head its first entry
+    vouches for); compacted, c1 keeps that head, and everything still reads, verifies and
+    syncs."""
     a = open_ledger(MemoryStorage(), "a")
     for i in range(10):
         a.append([a.prepare(name, "k", f"{name} {i}") for name in CONTEXTS])
     before = read_ids(a, "c1")
-    stored = sum(len(r) for r in a.storage.updates["c1"])
+    assert all(decode_bundle(row).heads == () for row in a.storage.updates["c1"])
+    (head,) = map(Head.from_bytes, a.storage.heads("c1"))
+    assert head.seq == 10 and len(head.path)
+    assert a.verify() == [] and open_ledger(a.storage, "a", "a-1").verify() == []
     a.compact("c1")
     (row,) = a.storage.updates["c1"]
-    (head,) = decode_bundle(row).heads
-    assert head.seq == 10 and len(row) < stored - 9 * (HEAD_SIZE + 1 + len(head.path))
+    assert decode_bundle(row).heads == () and a.storage.heads("c1") == [head.encode()]
     reopened = open_ledger(a.storage, "a", "a-2")
     assert read_ids(reopened, "c1") == before and reopened.verify() == []
     c = open_ledger(MemoryStorage(), "c")
     sync(reopened, c, "c1")
     assert c.context_root("c1") == a.context_root("c1") and c.verify() == []
     assert a.bundle_diff("c1", None) == reopened.bundle_diff("c1", None)  # loaded or not
+
+
+def test_anchors_bound_the_records_a_proof_walks_before_and_after_a_reload():
+    """A chain of one-entry commits keeps a head every ANCHOR_EVERY seqs (or a few more), the
+    same after a reload (the anchor is found again among the stored heads): the proof for an
+    entry deep in the chain (a WANT's answer) walks to the nearest one, not to the tip."""
+    storage = MemoryStorage()
+    a = open_ledger(storage, "a")
+    for i in range(3 * ANCHOR_EVERY):
+        a.append([a.prepare("c1", "k", f"{i}")])
+    a = open_ledger(storage, "a", "a-1")  # a new open: a new chain, whose context is...
+    for i in range(2 * ANCHOR_EVERY):
+        a.append([a.prepare("c1", "k", f"more {i}")])
+        a.drop_memory()  # ... reloaded before every commit, as a load spread wide does
+    seqs = {}
+    for head in map(Head.from_bytes, storage.heads("c1")):
+        seqs.setdefault(head.writer, []).append(head.seq)
+    for chain in seqs.values():
+        gaps = [high - low for low, high in zip([0, *sorted(chain)], sorted(chain))]
+        assert max(gaps) <= 2 * ANCHOR_EVERY and len(chain) >= 2, chain
+    assert a.verify() == []
+    deep = a.get("c1", limit=5)[0][-1]  # seq 5 of the first chain
+    blob = a.bundle_records("c1", [bytes.fromhex(deep.id)])
+    assert blob is not None
+    bundle = decode_bundle(blob)
+    assert len(bundle.vouchers) < 2 * ANCHOR_EVERY and len(bundle.heads) == 1
+    fresh = open_ledger(MemoryStorage(), "f")
+    assert deep.id in {e.id for e in fresh.apply_remote("c1", blob)}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import UserDict
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,11 +31,22 @@ def entries_of(origin: str, seqs, context: str = "ctx", lamport0: int = 0, key: 
 A, B = writer_of("a"), writer_of("b")
 
 
+class _EveryHead(UserDict):  # type: ignore[type-arg]
+    """``HEADS`` itself (entries made later are covered too), never dropped from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = HEADS
+
+    def __delitem__(self, key: bytes) -> None:
+        pass
+
+
 def log(client_id: int = 1, name: str = "ctx", **kw) -> ContextLog:
     """A context that already holds a head for every test entry (signatures are tested in
     test_trust.py; here the Doc, index and tree)."""
     ctx = ContextLog(name, client_id, **kw)
-    ctx.heads = HEADS  # shared: entries made later are covered too
+    ctx.heads = _EveryHead()  # type: ignore[assignment]
     return ctx
 
 

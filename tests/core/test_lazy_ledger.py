@@ -108,10 +108,10 @@ class _FailingSqlite(SqliteStore):
 class _FailingMemory(MemoryStorage):
     fail = False
 
-    def commit(self, updates, summaries=None):
+    def commit(self, updates, summaries=None, heads=()):
         if self.fail:
             raise OSError("disk full")
-        super().commit(updates, summaries)
+        super().commit(updates, summaries, heads)
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
@@ -424,12 +424,15 @@ def test_small_entries_and_peers_holding_some_still_get_the_docs_diff() -> None:
     storage = MemoryStorage()
     a = open_ledger(storage, "a")
     append(a, "small", "x", "y")
-    append(a, "big", b"z" * ledger_module.ROWS_MIN_ENTRY)
+    pushed = append(a, "big", b"z" * ledger_module.ROWS_MIN_ENTRY).updates[0][1]
     a = open_ledger(storage, "a", "a-2")
     assert a.bundle_diff("small", EMPTY_STATE_VECTOR) is not None and a.loads == 1
     fresh = open_ledger(MemoryStorage(), "fresh")
     whole = a.bundle_diff("big", None)  # (None: send everything)
-    assert whole == storage.updates["big"][0], "a single stored row goes as it is"
+    assert whole == pushed, "a single stored row goes with its stored heads: as it was pushed"
+    older = MemoryStorage()  # a row of an older format holds its heads: it goes as it is
+    older.updates["big"] = [pushed]
+    assert open_ledger(older, "a", "a-3").bundle_diff("big", None) is pushed
     assert len(fresh.apply_remote("big", whole)) == 1
     assert a.loads == 1
     append(a, "big", b"w" * ledger_module.ROWS_MIN_ENTRY)

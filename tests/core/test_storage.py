@@ -30,13 +30,13 @@ def test_rows_summaries_compaction_and_meta(storage: Storage) -> None:
     storage.commit([("c", b"5")])  # rows without their summaries: stale until put_summaries
     assert storage.summaries() is None
     assert list(storage.iter_context("c")) == [b"5"]
-    storage.replace_context("a", b"state")  # a compaction while stale: still stale
+    storage.replace_context("a", b"state", [])  # a compaction while stale: still stale
     assert storage.summaries() is None and storage.load()["a"] == [b"state"]
     s4 = _summary(4, 1)
     storage.put_summaries({"a": s1, "b": s2, "c": s4})
     assert storage.summaries() == {"a": s1, "b": s2, "c": s4}
 
-    storage.replace_context("b", b"compacted")  # current: stays current, counts its bytes
+    storage.replace_context("b", b"compacted", [])  # current: stays current, counts its bytes
     assert storage.summaries() == {"a": s1, "b": s2._replace(stored=9), "c": s4}
     assert storage.load() == {"a": [b"state"], "b": [b"compacted"], "c": [b"5"]}
 
@@ -57,3 +57,15 @@ def test_memory_summaries_cover_every_context_with_rows_and_commits_are_counted(
     assert m.summaries() is None
     m.put_summaries({"a": _summary(1, 1), "b": _summary(2, 1)})
     assert m.summaries() == {"a": _summary(1, 1), "b": _summary(2, 1)}
+
+
+def test_heads_change_with_the_commits_and_compaction_replaces_them(storage: Storage) -> None:
+    assert storage.heads("a") == []
+    storage.commit([("a", b"1"), ("b", b"2")], None, [("a", b"i1", b"h1"), ("b", b"i2", b"h2")])
+    storage.commit([("a", b"3")], None, [("a", b"i3", b"h3"), ("a", b"i1", None)])
+    assert (storage.heads("a"), storage.heads("b")) == ([b"h3"], [b"h2"])
+    storage.commit([], None, [("a", b"gone", None)])  # deleting what is not there: nothing
+    assert storage.heads("a") == [b"h3"]
+    storage.replace_context("a", b"state", [(b"i4", b"h4"), (b"i5", b"h5")])
+    assert sorted(storage.heads("a")) == [b"h4", b"h5"] and storage.heads("b") == [b"h2"]
+    assert storage.load()["a"] == [b"state"]

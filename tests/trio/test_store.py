@@ -95,11 +95,11 @@ def test_a_failed_commit_stores_nothing(store):
 def test_replace_context(tmp_path):
     s = SqliteStore(tmp_path)
     s.commit([("a", b"1"), ("b", b"x"), ("a", b"2")])
-    s.replace_context("a", b"state")
+    s.replace_context("a", b"state", [])
     assert s.load() == {"a": [b"state"], "b": [b"x"]}
     s.commit([("a", b"3")])
     assert s.load()["a"] == [b"state", b"3"]
-    s.replace_context("new", b"n")
+    s.replace_context("new", b"n", [])
     s.close()
     s = SqliteStore(tmp_path)
     try:
@@ -127,7 +127,7 @@ def test_memory_storage_behaves_the_same():
     loaded = m.load()
     loaded["a"].append(b"x")  # load returns copies
     assert m.load()["a"] == [b"1", b"3"]
-    m.replace_context("a", b"s")
+    m.replace_context("a", b"s", [])
     assert m.load() == {"a": [b"s"], "b": [b"2"]}
     m.set_meta("k", "v")
     assert m.get_meta("k") == "v" and m.get_meta("z") is None
@@ -165,5 +165,45 @@ def test_a_repaired_store_gets_fresh_summaries(tmp_path):
         reopened = Ledger.open(store, open_identity(data, store), "i-2", label="n")
         assert (reopened.root(), reopened.entry_count()) == (root, count)
         assert store.summaries() is not None
+    finally:
+        store.close()
+
+
+def test_repair_drops_what_a_lost_row_leaves_unvouched_and_keeps_the_rest(tmp_path):
+    """Rows carry no heads: an entry is vouched for by its successor's row or by a stored head
+    (chain tips, and anchors every ANCHOR_EVERY seqs). A lost row leaves the entries below it
+    unvouched down to the nearest anchor: repair drops those rows, keeps the rest and the
+    heads naming their entries, and the repaired store verifies."""
+    from p2p_ledger.core.context_log import ANCHOR_EVERY
+    from p2p_ledger.core.identity import Head
+    from p2p_ledger.core.ledger import Ledger
+    from p2p_ledger.trio.identity import open_identity
+    from p2p_ledger.trio.repair import repair
+
+    data = tmp_path / "node"
+    store = SqliteStore(data)
+    identity = open_identity(data, store)
+    store.set_meta("node_id", "n")
+    ledger = Ledger.open(store, identity, "i-1", label="n")
+    last = 2 * ANCHOR_EVERY + 22
+    for i in range(1, last + 1):  # one row per entry: seq i is row i
+        ledger.append([ledger.prepare("c", "k", f"p{i}")])
+    seqs = sorted(Head.from_bytes(h).seq for h in store.heads("c"))
+    assert seqs == [ANCHOR_EVERY, 2 * ANCHOR_EVERY, last]  # two anchors and the tip
+    lost = ANCHOR_EVERY + 30
+    store.db.execute("DELETE FROM updates WHERE id = ?", (lost,))
+    store.close()
+    report = repair(data)
+    # rows ANCHOR_EVERY+1 .. lost-1 lost their voucher; the rows above the lost one are kept
+    # (their entries wait in Yjs for the lost one, which a peer holds)
+    assert report.dropped == lost - 1 - ANCHOR_EVERY, report.problems
+    assert report.kept == last - 1 - report.dropped
+    assert all("ForgedEntry" in p for p in report.problems)
+    store = SqliteStore(data)
+    try:
+        reopened = Ledger.open(store, open_identity(data, store), "i-2", label="n")
+        assert reopened.verify() == []
+        assert [e.seq for e in reopened.get("c")[0]] == list(range(1, ANCHOR_EVERY + 1))
+        assert sorted(Head.from_bytes(h).seq for h in store.heads("c")) == seqs
     finally:
         store.close()
