@@ -14,6 +14,7 @@ from p2p_ledger.core.ledger import Appended, AppendRequest, Ledger
 from p2p_ledger.core.node import NodeCore
 from p2p_ledger.core.protocol import PeerSession
 from p2p_ledger.sim import run_scenario
+from p2p_ledger.sim.cluster import CheckedStorage
 
 from .helpers import small_scenario
 
@@ -79,6 +80,22 @@ def test_updates_stored_one_commit_late_fail_durable_at_every_commit(
     assert "durable_at_every_commit" in _failed(report)
     detail = next(c.detail for c in report.checks if c.name == "durable_at_every_commit")
     assert "would be gone after a crash" in detail
+
+
+def test_heads_left_unstored_fail_durable_at_every_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Rows carry no heads: a store that keeps the rows but not the heads still rebuilds every
+    # entry, but nothing in it proves who wrote them any more.
+    original = CheckedStorage.commit
+
+    def commit_without_heads(self: CheckedStorage, updates: Any, summaries: Any = None,
+                             heads: Any = ()) -> None:
+        original(self, updates, summaries, ())
+
+    monkeypatch.setattr(CheckedStorage, "commit", commit_without_heads)
+    report = run_scenario(small_scenario())
+    assert "durable_at_every_commit" in _failed(report)
+    detail = next(c.detail for c in report.checks if c.name == "durable_at_every_commit")
+    assert "verify finds" in detail and "vouches" in detail
 
 
 def test_rereading_watcher_fails_exactly_once(monkeypatch: pytest.MonkeyPatch) -> None:
