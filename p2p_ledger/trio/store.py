@@ -2,10 +2,9 @@
 
 One row per committed Yjs update, one summary row per context (``core.storage.Summary``) and
 one row per head a context still needs (``heads``), written in the same transaction as the
-updates they describe; a commit is one SQLite
-transaction, so concurrent appends that the ledger batches share one fsync (group commit). A
-lock file with ``flock`` keeps a second process out of the same data directory (SQLite itself
-would let both in and interleave).
+updates they describe; a commit is one SQLite transaction, so concurrent appends that the
+ledger batches share one fsync (group commit). A lock file with ``flock`` keeps a second
+process out of the same data directory (SQLite itself would let both in and interleave).
 
 A damaged store is refused with one named line (``StoreDamagedError``), never a traceback and
 never silently replaced by a new node: a database that cannot be read (truncated, malformed), an
