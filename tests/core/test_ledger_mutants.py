@@ -266,3 +266,11 @@ def test_a_fresh_peer_gets_both_stored_rows_of_a_two_commit_context_of_large_ent
     fresh = open_ledger(MemoryStorage(), "fresh")
     assert len(fresh.apply_remote("big", a.bundle_diff("big", None))) == 2
     assert fresh.context_root("big") == a.context_root("big")
+
+
+def test_last_update_took_says_whether_the_doc_took_anything():
+    """What the protocol reads to decide whether a push is worth forwarding."""
+    a, b = open_ledger(MemoryStorage(), "a"), open_ledger(MemoryStorage(), "b")
+    bundle = append(a, "c1", "one").updates[0][1]
+    assert len(b.apply_remote("c1", bundle)) == 1 and b.last_update_took
+    assert b.apply_remote("c1", bundle) == [] and not b.last_update_took
