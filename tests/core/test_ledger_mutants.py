@@ -274,3 +274,12 @@ def test_last_update_took_says_whether_the_doc_took_anything():
     bundle = append(a, "c1", "one").updates[0][1]
     assert len(b.apply_remote("c1", bundle)) == 1 and b.last_update_took
     assert b.apply_remote("c1", bundle) == [] and not b.last_update_took
+
+
+def test_a_fork_is_logged_once_with_both_ids():
+    a = open_ledger(MemoryStorage(), "a")
+    left, right = fork_into(a, "c1")
+    [fork] = a.forks()
+    assert sorted(fork["ids"]) == sorted([left.id, right.id])
+    assert a.fork_log == [f"fork in c1: writer {left.writer} signed {' and '.join(fork['ids'])}"
+                          f" for seq 1"]
