@@ -283,3 +283,19 @@ def test_a_fork_is_logged_once_with_both_ids():
     assert sorted(fork["ids"]) == sorted([left.id, right.id])
     assert a.fork_log == [f"fork in c1: writer {left.writer} signed {' and '.join(fork['ids'])}"
                           f" for seq 1"]
+
+
+def test_a_seed_string_is_the_label_unless_one_is_given():
+    assert Ledger.open(MemoryStorage(), "alice", "alice-1").node_id == "alice"
+    assert Ledger.open(MemoryStorage(), "alice", "alice-1", label="al").node_id == "al"
+
+
+def test_open_reads_no_rows_when_the_summaries_are_stored(monkeypatch):
+    storage = MemoryStorage()
+    append(open_ledger(storage, "a"), "c1", "x")
+
+    def refuse(context):
+        raise AssertionError(f"open read the rows of {context}")
+
+    monkeypatch.setattr(storage, "iter_context", refuse)
+    assert open_ledger(storage, "a", "a-2").context_entries("c1") == 1
