@@ -11,6 +11,7 @@ import random
 import pytest
 
 from p2p_ledger.core.authorship import Authorship, raw_writer
+from p2p_ledger.core.entry import make_entry
 from p2p_ledger.core.errors import ForgedEntry
 from p2p_ledger.core.identity import Identity
 
@@ -65,6 +66,21 @@ def test_a_head_at_another_position_or_of_another_writer_vouches_for_nothing() -
     # a chain of another writer does not vouch across writers, even naming the right prev
     (bob,) = chain_entries("bob", [1])
     assert _decide([("head", good), ("entry", entry), ("entry", bob)]) == "forged"
+
+
+def test_a_pending_entry_of_another_writer_or_position_is_not_vouched_by_prev() -> None:
+    """An authentic entry names ``prev`` one seq below in its own chain: naming another
+    writer's entry at that seq, or its own writer's two seqs below, vouches for nothing (in
+    either order of offering, so the named entry is found waiting in ``pending``)."""
+    (bob,) = chain_entries("bob", [1])  # unsigned here: nothing vouches for it
+    (alice1,) = chain_entries("alice", [1])
+    mallory = Identity.from_seed("mallory")
+    for namer, named, seq in ((mallory, bob, 2), (Identity.from_seed("alice"), alice1, 3)):
+        top = make_entry("ctx", "k", b"top", {}, 9, namer.origin, 1, seq, 0,
+                         bytes.fromhex(named.id))
+        head = namer.sign_head("ctx", 1, seq, bytes.fromhex(top.id))
+        for order in itertools.permutations([("entry", named), ("head", head), ("entry", top)]):
+            assert _decide(order) == "forged", (namer.origin[:8], order)
 
 
 def test_a_bad_signature_is_caught_only_where_it_is_needed() -> None:
