@@ -83,6 +83,21 @@ def test_a_pending_entry_of_another_writer_or_position_is_not_vouched_by_prev() 
             assert _decide(order) == "forged", (namer.origin[:8], order)
 
 
+def test_a_hostile_prev_naming_an_entry_first_does_not_hide_its_real_successor() -> None:
+    """Two authentic entries name one entry as ``prev`` at two positions before it arrives:
+    mallory's (a squat: at mallory's own seq 1) first, then alice's real successor. The second
+    position must be remembered too (``also``), so alice's entry is still vouched for."""
+    alice1, alice2 = chain_entries("alice", [1, 2])
+    mallory = Identity.from_seed("mallory")
+    squat = make_entry("ctx", "k", b"squat", {}, 9, mallory.origin, 1, 2, 0,
+                       bytes.fromhex(alice1.id))
+    squat_head = mallory.sign_head("ctx", 1, 2, bytes.fromhex(squat.id))
+    top = HEADS[bytes.fromhex(alice2.id)]
+    offers = [("head", squat_head), ("entry", squat), ("head", top), ("entry", alice2),
+              ("entry", alice1)]
+    assert _decide(offers) == sorted([squat_head.entry_id, top.entry_id])
+
+
 def test_a_bad_signature_is_caught_only_where_it_is_needed() -> None:
     entries = chain_entries("carol", [1, 2])
     low, high = (HEADS[bytes.fromhex(e.id)] for e in entries)
