@@ -96,6 +96,9 @@ def test_a_hostile_prev_naming_an_entry_first_does_not_hide_its_real_successor()
     offers = [("head", squat_head), ("entry", squat), ("head", top), ("entry", alice2),
               ("entry", alice1)]
     assert _decide(offers) == sorted([squat_head.entry_id, top.entry_id])
+    # while that second position waits, an unrelated entry is still vouched for by nothing
+    (bob,) = chain_entries("bob", [1])
+    assert _decide([*offers[:4], ("entry", bob), offers[4]]) == "forged"
 
 
 def test_a_bad_signature_is_caught_only_where_it_is_needed() -> None:
@@ -119,8 +122,10 @@ def test_held_state_vouches_and_random_orders_agree() -> None:
     top = HEADS[bytes.fromhex(entries[-1].id)]
     held_id = bytes.fromhex(entries[4].id)  # the caller holds seq 6, which names seq 5
 
+    dave = _raw(entries[0])[1]
+
     def held(raw: bytes, writer: bytes, seq: int) -> bool:
-        return raw == held_id and seq == 5
+        return raw == held_id and writer == dave and seq == 5
 
     lower = [("entry", e) for e in entries[:5]]
     for _ in range(50):
