@@ -149,3 +149,16 @@ def test_an_entry_offered_twice_is_one_entry() -> None:
     for twice in (entries[0], entries[1], entries[2]):
         log = ContextLog("ctx", 1)
         assert log.authenticate([*entries, twice], [top]) == [top]
+
+
+def test_forged_names_the_top_unvouched_entry_of_a_chain() -> None:
+    """The error names the highest seq left unvouched (the one a missing head should name),
+    whatever the ids' order (here seq 1 has the largest id)."""
+    entries = chain_entries("alice", [1, 2, 3])
+    assert max(entries, key=lambda e: e.id).seq == 1
+    rule: Authorship[bytes] = Authorship("ctx", raw_writer)
+    for entry in entries:
+        rule.entry(*_raw(entry))
+    with pytest.raises(ForgedEntry, match=f"^entry {entries[2].id} \\(seq 3 of "
+                                          f"{entries[2].writer} in ctx\\): no signature"):
+        rule.finish()
