@@ -47,11 +47,13 @@ from .entry import (
     Limits,
     check_context,
     decode_record,
+    fresh_record_fields,
+    known_record_fields,
     record_fields,
 )
 from .errors import ForbiddenUpdate, IntegrityError, RemoteProtocolError
 from .identity import Head
-from .index import EntriesById, EntriesInOrder, EntryIndex
+from .index import EntriesAt, EntriesById, EntriesInOrder, EntryIndex, writer_name
 from .merkle import MerkleTree
 from .yjs import decode_state_vector, encode_state_vector, gate_ranges
 
@@ -181,16 +183,23 @@ class ContextLog:
         by an authentic successor (in ``entries`` or held), by the one authorship rule
         (``authorship.Authorship``); returns the heads that were needed (their signatures
         checked, unless ``trusted``). ForgedEntry if any entry is not."""
-        find = self.index.find
+        return self._authenticate(
+            [(e.writer, e.seq, bytes.fromhex(e.id), e.prev) for e in entries], heads, trusted)
+
+    def _authenticate(self, offered: Iterable[tuple[str, int, bytes, bytes]],
+                      heads: Sequence[Head], trusted: bool = False) -> list[Head]:
+        """``authenticate`` of entries given as (writer, seq, raw id, prev)."""
+        # (an empty context, as in a cold catch-up, holds none of them: no lookups)
+        find = self.index.find if len(self.index) else None
         # why: one entry can be offered twice (an update holding the same record as two Yjs
         # items, as a squat's re-insert does, or a voucher that is also in the update); the
         # rule takes each entry once (a second copy found its vouch used: a fuzzed schedule
         # refused an honest update as forged and never converged)
         fresh: dict[bytes, tuple[str, int, bytes, bytes]] = {}
-        for e in entries:
-            raw = bytes.fromhex(e.id)  # (once per entry: the lookup and the rule both use it)
-            if raw not in fresh and find(raw) is None:
-                fresh[raw] = (e.writer, e.seq, raw, e.prev)
+        for offer in offered:
+            raw = offer[2]
+            if raw not in fresh and (find is None or find(raw) is None):
+                fresh[raw] = offer
         if not fresh:
             return []
         rule: Authorship[str] = Authorship(self.name, _HEAD_WRITER, self._held_vouches)
@@ -221,26 +230,32 @@ class ContextLog:
                 if not stored:
                     changes[raw] = head
 
-    def _drop_vouched(self, entries: Iterable[Entry]) -> None:
-        """Newly held ``entries`` vouch for the entry each names as ``prev``: drop that entry's
-        head, unless it is an anchor (one every ANCHOR_EVERY seqs of its writer)."""
+    def _drop_vouched(self, slots: Iterable[int]) -> None:
+        """Newly held entries (at ``slots``) vouch for the entry each names as ``prev``: drop
+        that entry's head, unless it is an anchor (one every ANCHOR_EVERY seqs of its
+        writer)."""
         heads = self.heads
         if not heads:
             return
-        for e in entries:
-            head = heads.get(e.prev)
-            if head is None or head.seq != e.seq - 1 or head.writer != e.writer:
+        index = self.index
+        for slot in slots:
+            prev = index.prev(slot)
+            head = heads.get(prev)
+            if head is None:
                 continue
-            anchor = self._anchors.get(e.writer)
+            writer = index.writers[index.writer[slot]]
+            if head.seq != index.seq[slot] - 1 or head.writer != writer:
+                continue
+            anchor = self._anchors.get(writer)
             if anchor is None:  # (first time since the load: the highest head below)
                 anchor = max((h.seq for h in heads.values()
-                              if h.seq < head.seq and h.writer == e.writer), default=0)
+                              if h.seq < head.seq and h.writer == writer), default=0)
             if head.seq - anchor >= ANCHOR_EVERY:
-                self._anchors[e.writer] = head.seq
+                self._anchors[writer] = head.seq
             else:
-                self._anchors[e.writer] = anchor
-                del heads[e.prev]
-                self.head_changes[e.prev] = None
+                self._anchors[writer] = anchor
+                del heads[prev]
+                self.head_changes[prev] = None
 
     def take_head_changes(self) -> list[tuple[bytes, bytes | None]]:
         """What changed in ``heads`` since the last call, encoded for storage."""
@@ -345,30 +360,36 @@ class ContextLog:
 
     def append_local(
         self, entries: Sequence[Entry], heads: Sequence[Head] = ()
-    ) -> tuple[list[Entry], bytes]:
+    ) -> tuple[Sequence[Entry], bytes]:
         """Insert authentic entries as new items of our own Yjs client (our appends, or entries
         found by id); returns those indexed and the Yjs update to persist."""
+        slots, update = self._insert_own(entries, heads)
+        return EntriesAt(self.index, slots), update
+
+    def _insert_own(self, entries: Sequence[Entry],
+                    heads: Sequence[Head] = ()) -> tuple[list[int], bytes]:
         self.keep_heads(heads)
         before = self.doc.get_state()
         records = [e.record for e in entries]
+        fields = [known_record_fields(record) for record in records]
         for start in range(0, len(records), TRANSACTION_CHUNK):
             chunk = records[start : start + TRANSACTION_CHUNK]
             with self.doc.transaction() as txn:
                 _extend(self._array, txn, chunk)
-        new = self._index_inserted(records, entries, trusted=True)
+        new = self._index_inserted(records, fields, trusted=True)
         self._drop_vouched(new)
         return new, self.doc.get_update(before)
 
     def apply_remote(
         self, update: bytes, heads: Sequence[Head] = ()
-    ) -> tuple[list[Entry], bytes | None]:
+    ) -> tuple[Sequence[Entry], bytes | None]:
         """``receive`` without vouchers: the entries new to this node and the update applied."""
         new, _, applied, _ = self.receive(update, heads)
         return new, applied
 
     def receive(
         self, update: bytes, heads: Sequence[Head] = (), vouchers: Sequence[bytes] = ()
-    ) -> tuple[list[Entry], list[Head], bytes | None, bytes | None]:
+    ) -> tuple[Sequence[Entry], list[Head], bytes | None, bytes | None]:
         """Gate, verify, authenticate and apply an update from a peer (and entries it sent by
         id, as ``vouchers``).
 
@@ -380,24 +401,38 @@ class ContextLog:
         RemoteProtocolError / IntegrityError / ForgedEntry before touching the Doc.
         """
         state = decode_state_vector(self.doc.get_state())
-        known: list[Entry] = []  # the entries of ``values``, in order
         values: list[bytes] = []
         holes: Iterable[int] = ()
         ranges: dict[int, tuple[int, int]] = {}
         if update != _EMPTY_UPDATE:
             values, holes, ranges = gate_ranges(update, state, ARRAY_NAME)
-        name, limits = self.name, self.limits
-        for record in values:  # (_decode_own, inlined: once per entry received)
-            entry = decode_record(record, limits, name)
-            if entry.context != name:
-                raise ForbiddenUpdate(
-                    f"entry {entry.id} belongs to context {entry.context!r}, not {name!r}")
-            known.append(entry)
+        # The records checked without building an Entry per record: (raw id, lamport, seq,
+        # prev, raw writer) each, for the authorship rule and the index.
+        raw_name, limits = self._raw_name, self.limits
+        try:
+            fields = fresh_record_fields(values, raw_name, set(), limits)
+            if len(fields) != len(values):
+                # why: a second copy of an id is skipped unchecked there; from a peer, each
+                # copy must match its id too, or it would enter the Doc unchecked
+                for record in values:
+                    record_fields(record, raw_name, limits)
+        except IntegrityError:
+            for record in values:
+                self._decode_own(record)  # names the fault (ForbiddenUpdate: another context's)
+            raise
+        writers: dict[bytes, str] = {}
+        offered: list[tuple[str, int, bytes, bytes]] = []
+        for raw, _, seq, prev, writer in fields:
+            name = writers.get(writer)
+            if name is None:
+                name = writers[writer] = writer_name(writer)
+            offered.append((name, seq, raw, prev))
         extra = {}
         for record in vouchers:
             entry = self._decode_own(record)
             extra[entry.id] = entry
-        used = self.authenticate([*known, *extra.values()], heads)
+            offered.append((entry.writer, entry.seq, bytes.fromhex(entry.id), entry.prev))
+        used = self._authenticate(offered, heads)
         for client in holes:
             # why: yrs 0.28 (pycrdt 0.14.13) shows an item whose own client's previous item is
             # missing in the array at once when its origin is another client's known item, but
@@ -408,7 +443,7 @@ class ContextLog:
             # here; the state vector still asks for them, so anti-entropy resends them in order.
             state[client] = _NEVER
         applied: bytes | None = None
-        new: list[Entry] = []
+        new: list[int] = []  # the slots of the entries new here
         if update != _EMPTY_UPDATE:
             if ranges and not holes and all(
                     first >= state.get(client, 0) for client, (first, _) in ranges.items()):
@@ -428,20 +463,23 @@ class ContextLog:
             else:
                 self._apply(applied)
                 self._settle(applied, {c: end for c, (_, end) in ranges.items()} or None)
-                new = self._index_inserted(values, known, trusted=True)
+                new = self._index_inserted(values, fields, trusted=True)
         # Authentic records that did not come as Yjs items (found by id, or a path to a head):
         # keep them as new items of our own client.
         missing = [e for e in extra.values() if e.id not in self.by_id]
         reinserted = None
+        added: list[int] = []
         if missing:
-            added, reinserted = self.append_local(missing)
-            new += added
+            added, reinserted = self._insert_own(missing)  # (drops the heads they vouch for)
+        entries = EntriesAt(self.index, new + added)
         if applied is None and reinserted is None:
-            return new, [], None, None  # nothing kept: the heads are not needed (nor stored)
+            return entries, [], None, None  # nothing kept: the heads are not needed (nor stored)
         # Kept only with what the caller persists them with: every head we hold is stored.
         self.keep_heads(used)
+        # why: once, not again for ``added``: a second pass over an entry whose prev's head
+        # was just kept as an anchor finds that anchor current and drops it
         self._drop_vouched(new)
-        return new, used, applied, reinserted
+        return entries, used, applied, reinserted
 
     def _decode_own(self, record: bytes) -> Entry:
         entry = decode_record(record, self.limits, self.name)
@@ -487,62 +525,49 @@ class ContextLog:
             self._inserted.clear()
             raise RemoteProtocolError(f"update refused by pycrdt for {self.name}: {exc}") from None
 
-    def _index_inserted(self, values: Sequence[bytes], entries: Sequence[Entry],
-                        trusted: bool) -> list[Entry]:
-        """Index what the observer saw inserted; ``entries`` are the checked entries of the
-        records ``values`` offered (any record not among them is checked here). Returns the
-        entries new here (those not offered are built only when some were offered: a rebuild
-        from the store asks for none)."""
+    def _index_inserted(self, values: Sequence[bytes],
+                        fields: Sequence[tuple[bytes, int, int, bytes, bytes]],
+                        trusted: bool) -> list[int]:
+        """Index what the observer saw inserted; ``fields`` are the checked fields of the
+        records ``values`` offered, one per id (``entry.fresh_record_fields``); any other
+        record is checked here. Returns the slots of the entries new here."""
         inserted, self._inserted = self._inserted, []
         length = len(self._array)
-        new: list[Entry] = []
-        ids: list[bytes] = []  # the new entries' ids, added to the Merkle tree in one go
         index = self.index
-        add_entry = index.add_entry
-        if length == self._array_len + len(inserted) and inserted == values:
+        counted, self._array_len = self._array_len + len(inserted), length
+        if length == counted and len(fields) == len(values) and inserted == values:
             # why: the usual case (an append, a push, a catch-up): exactly the records offered,
             # in order. One C-level comparison of the lists, instead of hashing every 100 B
             # record twice into a dict and copying each bytearray pycrdt hands over (~6% of a
             # cold catch-up, py-spy).
-            self._array_len = length
-            for record, entry in zip(values, entries, strict=True):
-                if add_entry(record, entry) is not None:
-                    # The record's first 32 bytes are the id the entry was checked against.
-                    ids.append(record[:ID_SIZE])
-                    new.append(entry)
-            self.tree.add_keys(ids)
-            return new
-        if length != self._array_len + len(inserted):
-            # yrs sometimes integrates a pending update (one that waited for a missing
-            # dependency) without reporting it to the observer until a later transaction:
-            # when the count does not add up, look at the whole array.
-            inserted = list(self._array)
-        self._array_len = length
-        # (by raw id: keyed by the whole record, a 100 KB entry was hashed twice more for the
-        # dict, ~0.25 of 1.0 CPU-s of a 1,000 x 100 KB catch-up's core work, cProfile)
-        known = {record[:ID_SIZE]: entry for record, entry in zip(values, entries, strict=True)}
-        name = self._raw_name
-        # Our own store (trusted): the content hash and canonical form are still checked, field
-        # limits were checked on the way in.
-        limits = _UNLIMITED if trusted else self.limits
-        for raw in inserted:
-            record = bytes(raw)
-            tree_key = record[:ID_SIZE]
-            found = known.get(tree_key)
-            if found is None or found.body != record[ID_SIZE:]:
-                if index.find(tree_key) is not None:
-                    continue
-                lamport, seq, _, writer = record_fields(record, name, limits)
-                slot = index.add_record(record, lamport, seq, writer)
-                if slot is not None:
-                    ids.append(tree_key)
-                    if values:
-                        new.append(index.entry(slot))
-            elif add_entry(record, found) is not None:
-                # The record's first 32 bytes are the id the entry was checked against.
-                ids.append(tree_key)
-                new.append(found)
-        self.tree.add_keys(ids)
+            records: Sequence[bytes] = values
+            checked = fields
+        else:
+            if length != counted:
+                # yrs sometimes integrates a pending update (one that waited for a missing
+                # dependency) without reporting it to the observer until a later transaction:
+                # when the count does not add up, look at the whole array.
+                inserted = list(self._array)
+            # (by raw id: keyed by the whole record, a 100 KB entry was hashed twice more for
+            # the dict, ~0.25 of 1.0 CPU-s of a 1,000 x 100 KB catch-up's core work, cProfile)
+            known = {f[0]: f for f in fields}
+            name = self._raw_name
+            # Our own store (trusted): the content hash and canonical form are still checked,
+            # field limits were checked on the way in.
+            limits = _UNLIMITED if trusted else self.limits
+            records, checked = [], []
+            for raw in inserted:
+                record = bytes(raw)
+                found = known.get(record[:ID_SIZE])  # (its content was checked against its id)
+                if found is not None:
+                    records.append(record)
+                    checked.append(found)
+                elif index.find(record[:ID_SIZE]) is None:
+                    records.append(record)
+                    checked.append((record[:ID_SIZE], *record_fields(record, name, limits)))
+        new = index.add_records(records, checked)
+        # (a slot's first 32 bytes are the id its record's fields were checked against)
+        self.tree.add_keys([index.raw_id(slot) for slot in new])
         return new
 
     def compacted_state(self) -> bytes:

@@ -543,6 +543,13 @@ def fresh_record_fields(records: Iterable[bytes], context: bytes, seen: set[byte
     return out
 
 
+def known_record_fields(record: bytes) -> tuple[bytes, int, int, bytes, bytes]:
+    """The fields ``fresh_record_fields`` gives, of a record checked already (an ``Entry``'s
+    own ``record``): read from the fixed-layout tail, nothing checked."""
+    lamport, writer, seq, prev = _TAIL_FIELDS.unpack_from(record, len(record) - _TAIL_FIELDS.size)
+    return record[:ID_SIZE], lamport, seq, prev, writer
+
+
 def _valid_utf8(raw: bytes) -> bool:
     try:
         raw.decode("utf-8")

@@ -190,83 +190,102 @@ class EntryIndex:
             self._seqs.append(array("I"))
         return index
 
-    def add_entry(self, record: bytes | bytearray, entry: Entry) -> int | None:
-        """Index a checked entry (``record`` is its record); None if it was held already."""
-        index = self._writer_of.get(entry.writer)
-        if index is None:
-            raw = bytes.fromhex(entry.origin) + entry.chain.to_bytes(8, "big")
-            index = self._writer_for(entry.writer, raw)
-        return self.add(record, entry.lamport, index, entry.seq)
+    def reserve(self, more: int) -> None:
+        """Size the id table for ``more`` entries at once (a catch-up's batch) instead of
+        doubling it, and placing every held id again, several times while they are added."""
+        size = len(self._table)
+        while 2 * (len(self.offsets) + more) > size:
+            size *= 2
+        if size > len(self._table):
+            self._grow(size)
 
     def add_record(self, record: bytes, lamport: int, seq: int, writer: bytes) -> int | None:
-        """Index a checked record, given its fields (``writer`` raw: origin ‖ chain)."""
-        index = self._writer_raw.get(writer)
-        if index is None:
-            index = self._writer_for(writer_name(writer), writer)
-        return self.add(record, lamport, index, seq)
+        """Index a checked record, given its fields (``writer`` raw: origin ‖ chain); its slot,
+        or None if it was held already."""
+        added = self.add_records((record,), ((b"", lamport, seq, b"", writer),))
+        return added[0] if added else None
 
-    def add(self, record: bytes | bytearray, lamport: int, writer: int, seq: int) -> int | None:
-        # (one probe finds the id or the free place for it: an append runs this per entry)
-        raw_id = bytes(record[:ID_SIZE])
-        data, offsets = self.data, self.offsets
-        slot = len(offsets)
-        table = self._table
-        if 2 * (slot + 1) > len(table):
-            table = self._grow()
+    def add_records(self, records: Sequence[bytes | bytearray],
+                    fields: Iterable[tuple[bytes, int, int, bytes, bytes]]) -> list[int]:
+        """Index checked records, given each one's fields as ``entry.fresh_record_fields``
+        gives them, (raw id, lamport, seq, prev, raw writer) (the id and prev are read from
+        the record); returns the slots of those new here (one already held, e.g. found by id
+        and then by Yjs, is skipped).
+
+        why: a catch-up indexes a whole update at once; per batch (one table size, locals, each
+        writer's contiguity and top seq once at the end) it costs 1.8 µs less per entry than
+        one call per record growing the table as it goes (20k x 100 B, one context)."""
+        self.reserve(len(records))
+        table, data, offsets = self._table, self.data, self.offsets
         mask = len(table) - 1
-        i = hash(raw_id) & mask
-        while held := table[i]:
-            if data.startswith(raw_id, offsets[held - 1]):
-                return None  # the same entry inserted twice (e.g. found by id, then by Yjs)
-            i = (i + 1) & mask
-        table[i] = slot + 1
-        offsets.append(len(data))
-        data += record
-        self.lamport.append(lamport)
-        self.seq.append(seq)
-        self.writer.append(writer)
-        order = self.order
-        if order and self.lamport[order[-1]] >= lamport:
-            self._place(slot)
-        else:
-            order.append(slot)  # the common case (local appends, catch-up in order)
-        name = self.writers[writer]
-        seqs, far = self._seqs[writer], self._far
-        n = len(seqs)
-        at = seqs[seq - 1] - 1 if 0 < seq <= n else -1
-        if at < 0 and far:
-            at = far.get((writer, seq), -1)
-        if at >= 0:
-            ids = self.forks.get((name, seq))
-            if ids is None:
-                ids = self.forks[(name, seq)] = [self.raw_id(at).hex()]
-                self.new_forks.append((name, seq))
-            ids.append(raw_id.hex())
-            ids.sort()
-        elif seq == n + 1:
-            seqs.append(slot + 1)
-        elif 0 < seq <= n:
-            seqs[seq - 1] = slot + 1
-        elif 0 < seq <= n + _FAR:
-            seqs.frombytes(bytes(4 * (seq - 1 - n)))
-            seqs.append(slot + 1)
-        else:
-            far[(writer, seq)] = slot
-        contiguous = self.contiguous
-        run = contiguous.get(name, 0)
-        if seq == run + 1:
-            run += 1
+        lamports, seq_col, writer_col, order = self.lamport, self.seq, self.writer, self.order
+        writer_raw, all_seqs, far, forks = self._writer_raw, self._seqs, self._far, self.forks
+        max_lamport = self.max_lamport
+        touched: dict[int, int] = {}  # writer index → its top seq in this batch
+        new: list[int] = []
+        for record, (_, lamport, seq, _, raw_writer) in zip(records, fields, strict=True):
+            # (one probe finds the id or the free place for it)
+            raw_id = bytes(record[:ID_SIZE])
+            i = hash(raw_id) & mask
+            while held := table[i]:
+                if data.startswith(raw_id, offsets[held - 1]):
+                    break
+                i = (i + 1) & mask
+            if held:
+                continue  # held already
+            writer = writer_raw.get(raw_writer)
+            if writer is None:
+                writer = self._writer_for(writer_name(raw_writer), raw_writer)
+            slot = len(offsets)
+            table[i] = slot + 1
+            offsets.append(len(data))
+            data += record
+            lamports.append(lamport)
+            seq_col.append(seq)
+            writer_col.append(writer)
+            if order and lamports[order[-1]] >= lamport:
+                self._place(slot)
+            else:
+                order.append(slot)  # the common case (local appends, catch-up in order)
+            if lamport > max_lamport:
+                max_lamport = lamport
+            if seq > touched.get(writer, 0):
+                touched[writer] = seq
+            seqs = all_seqs[writer]
             n = len(seqs)
+            at = seqs[seq - 1] - 1 if 0 < seq <= n else -1
+            if at < 0 and far:
+                at = far.get((writer, seq), -1)
+            if at >= 0:
+                name = self.writers[writer]
+                ids = forks.get((name, seq))
+                if ids is None:
+                    ids = forks[(name, seq)] = [self.raw_id(at).hex()]
+                    self.new_forks.append((name, seq))
+                ids.append(raw_id.hex())
+                ids.sort()
+            elif seq == n + 1:
+                seqs.append(slot + 1)
+            elif 0 < seq <= n:
+                seqs[seq - 1] = slot + 1
+            elif 0 < seq <= n + _FAR:
+                seqs.frombytes(bytes(4 * (seq - 1 - n)))
+                seqs.append(slot + 1)
+            else:
+                far[(writer, seq)] = slot
+            new.append(slot)
+        self.max_lamport = max_lamport
+        contiguous, max_seq = self.contiguous, self._max_seq
+        for writer, top in touched.items():
+            name, seqs = self.writers[writer], all_seqs[writer]
+            # the longest run of seqs 1, 2, ... held (what a read may deliver up to)
+            run, n = contiguous.get(name, 0), len(seqs)
             while (run < n and seqs[run]) or (far and (writer, run + 1) in far):
                 run += 1
             contiguous[name] = run
-        elif name not in contiguous:
-            contiguous[name] = run
-        if seq > self._max_seq.get(name, 0):
-            self._max_seq[name] = seq
-        if lamport > self.max_lamport:
-            self.max_lamport = lamport
-        return slot
+            if top > max_seq.get(name, 0):
+                max_seq[name] = top
+        return new
 
     def _place(self, slot: int) -> None:
         """Put a new slot in causal order (one that does not sort after the last)."""
@@ -277,9 +296,9 @@ class EntryIndex:
         else:
             order.insert(bisect.bisect_left(order, key, key=self._order_key), slot)
 
-    def _grow(self) -> array[int]:
-        """Double the id table, placing every held slot again."""
-        table = self._table = array("I", bytes(8 * len(self._table)))
+    def _grow(self, size: int = 0) -> array[int]:
+        """Double the id table (or make it ``size`` slots), placing every held slot again."""
+        table = self._table = array("I", bytes(4 * (size or 2 * len(self._table))))
         mask = len(table) - 1
         data, offsets = self.data, self.offsets
         for held in range(len(offsets)):
@@ -390,11 +409,19 @@ class EntriesById(Mapping[str, Entry]):
         return len(self._index)
 
 
-class EntriesInOrder(Sequence[Entry]):
-    """A context's entries in causal order, built on access."""
+class EntriesAt(Sequence[Entry]):
+    """Entries of the index at the given slots, built on access.
 
-    def __init__(self, index: EntryIndex) -> None:
+    why: a receive hands its new entries to the ledger, the protocol and the watchers, which
+    mostly only count them; building an ``Entry`` per received record was ~1/4 of a cold
+    catch-up's CPU (cProfile, 20k x 100 B)."""
+
+    def __init__(self, index: EntryIndex, slots: Sequence[int]) -> None:
         self._index = index
+        self._slots = slots
+
+    def slots(self) -> Sequence[int]:
+        return self._slots
 
     @overload
     def __getitem__(self, i: int) -> Entry: ...
@@ -404,12 +431,30 @@ class EntriesInOrder(Sequence[Entry]):
 
     def __getitem__(self, i: int | slice) -> Entry | list[Entry]:
         if isinstance(i, slice):
-            return self._index.entries(self._index.order[i])
-        return self._index.entry(self._index.order[i])
+            return self._index.entries(self.slots()[i])
+        return self._index.entry(self.slots()[i])
 
     def __iter__(self) -> Iterator[Entry]:
-        index = self._index
-        return (index.entry(slot) for slot in index.order)
+        entry = self._index.entry
+        return (entry(slot) for slot in self.slots())
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self.slots())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"EntriesAt({list(self)!r})"
+
+
+class EntriesInOrder(EntriesAt):
+    """A context's entries in causal order, built on access."""
+
+    def __init__(self, index: EntryIndex) -> None:
+        super().__init__(index, index.order)
+
+    def slots(self) -> Sequence[int]:
+        return self._index.order

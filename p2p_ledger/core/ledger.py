@@ -92,7 +92,7 @@ GATHER_PASSES = 10
 # hashing >= 32 KiB of entries per commit (>= ~80 us); smaller entries keep the Doc's diff.
 ROWS_MIN_ENTRY = 32 * 1024
 
-Listener = Callable[[str, list[Entry]], None]
+Listener = Callable[[str, Sequence[Entry]], None]
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,7 @@ class Ledger:
         self._staged: list[tuple[str, bytes]] = []
         self._dirty: set[str] = set()  # contexts holding staged rows: never evicted
         self._durable_forks: dict[str, dict[tuple[str, int], list[str]]] = {}  # of _dirty ones
-        self._held: list[tuple[str, list[Entry]]] = []  # notifications of staged entries
+        self._held: list[tuple[str, Sequence[Entry]]] = []  # notifications of staged entries
         self.tree = MerkleTree()
         self.names: dict[bytes, str] = {}  # context_key → name, to answer tree descents
         self.listeners: list[Listener] = []
@@ -455,7 +455,7 @@ class Ledger:
         self._evict()
         return Appended(_in_request_order(requests, groups), pushed)
 
-    def apply_remote(self, context: str, blob: bytes) -> list[Entry]:
+    def apply_remote(self, context: str, blob: bytes) -> Sequence[Entry]:
         """Apply a peer's bundle for a context; returns the entries that were new here.
 
         Refused (RemoteProtocolError, ForbiddenUpdate, IntegrityError, ForgedEntry,
@@ -764,7 +764,7 @@ class Ledger:
         self.tree.set(key, summary.root)
         self.clock.observe(summary.max_lamport)
 
-    def _notify(self, context: str, entries: list[Entry]) -> None:
+    def _notify(self, context: str, entries: Sequence[Entry]) -> None:
         for listener in list(self.listeners):
             listener(context, entries)
 

@@ -95,6 +95,21 @@ def _item_hash(key: bytes, value: bytes) -> bytes:
     return sha256(_TAG_ITEM + key + _U32.pack(len(value)) + value).digest()
 
 
+_EMPTY_VALUE = _U32.pack(0)  # an empty value's length prefix
+
+
+def _item_hashes(bucket: _Bucket) -> bytes:
+    """The item hashes of a bucket's keys, in key order, concatenated."""
+    keys = bucket.keys
+    if bucket.values is None:
+        # why: every value is empty in the context trees (keys only), and the per-item
+        # (key, value) tuple, two slices through methods and a call per key were ~1/4 of the
+        # tree's share of a cold catch-up (cProfile, 20k keys in 20 contexts)
+        return b"".join([sha256(_TAG_ITEM + keys[i : i + DIGEST_SIZE] + _EMPTY_VALUE).digest()
+                         for i in range(0, len(keys), DIGEST_SIZE)])
+    return b"".join([_item_hash(k, v) for k, v in bucket.items()])
+
+
 def _bucket_digest(items: Iterable[tuple[bytes, bytes]]) -> bytes:
     """Digest of a bucket; ``items`` must already be sorted by key."""
     h = sha256(_TAG_BUCKET)
@@ -213,7 +228,7 @@ def _digest(node: _Bucket | _Inner) -> bytes:
     if type(node) is _Bucket:
         hashed = node.hashed
         if hashed is None:
-            hashed = node.hashed = b"".join([_item_hash(k, v) for k, v in node.items()])
+            hashed = node.hashed = _item_hashes(node)
         d = sha256(_TAG_BUCKET + hashed).digest()
     else:
         assert type(node) is _Inner

@@ -62,7 +62,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -179,7 +179,7 @@ class PeerRoot:
 @dataclass(frozen=True)
 class EntriesReceived:
     context: str
-    entries: tuple[Entry, ...]
+    entries: Sequence[Entry]  # (built when read: mostly they are only counted)
     update: bytes = b""  # the update that brought them (what a forward sends on)
     pushed: bool = False  # it came as a push (a fresh update), not as an answer
     own: bool = False  # pushed by its origin (which pushes its appends on every link)
@@ -745,7 +745,7 @@ class PeerSession:
             # (a push Yjs holds back, waiting for an earlier one, is new too: forwarding waits
             # for no one; without it, out-of-order pushes stopped at the first node they
             # reached early)
-            self._events.append(EntriesReceived(context, tuple(new), update, pushed, own))
+            self._events.append(EntriesReceived(context, new, update, pushed, own))
         elif pushed:
             self._events.append(DuplicatePush(context, update, own))
 

@@ -449,7 +449,7 @@ class Cluster:
 
     # ---- watchers and convergence ------------------------------------------------------------
 
-    def _on_entries(self, node: SimNode, context: str, entries: list[Entry]) -> None:
+    def _on_entries(self, node: SimNode, context: str, entries: Sequence[Entry]) -> None:
         node.watcher.pending[context] = None
         node.storage.touched.add(context)  # new entries: check them even if nothing was stored
         self.dirty = True

@@ -310,7 +310,7 @@ class Node:
     def _now(self) -> float:
         return trio.current_time()
 
-    def _on_new_entries(self, context: str, entries: list[Entry]) -> None:
+    def _on_new_entries(self, context: str, entries: Sequence[Entry]) -> None:
         event = self._changed.pop(context, None)
         if event is not None:
             event.set()

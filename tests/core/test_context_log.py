@@ -177,6 +177,21 @@ def test_lying_record_refused_before_the_doc_changes():
     assert len(ctx) == 0 and ctx.state_vector() == before
 
 
+def test_a_second_copy_of_an_id_is_checked_too():
+    # A record whose id is already in the update is the same entry only if its content
+    # hashes to that id: the batch check skips repeated ids, receive must not.
+    ctx = log(1)
+    good, other = entries_of("a", [1, 2])
+    liar = bytes.fromhex(good.id) + other.body
+    before = ctx.state_vector()
+    with pytest.raises(IntegrityError, match=good.id):
+        ctx.apply_remote(forged_update([good.record, liar]))
+    assert len(ctx) == 0 and ctx.state_vector() == before
+    # an honest repeat is one entry
+    new, applied = ctx.apply_remote(forged_update([good.record, good.record]))
+    assert ids(new) == [good.id] and applied is not None and len(ctx) == 1
+
+
 def test_load_stored_checks_ids_even_when_trusted():
     good = entries_of("a", [1])[0]
     liar = bytes.fromhex("00" * 32) + good.body

@@ -23,6 +23,7 @@ from p2p_ledger.core.entry import (
     decode_body,
     decode_record,
     fresh_record_fields,
+    known_record_fields,
     make_entry,
 )
 from p2p_ledger.core.errors import (
@@ -297,8 +298,9 @@ def test_fresh_record_fields_answers_as_decode_record(entry, data):
             fresh_record_fields([record], context, seen, limits)
         return
     writer = bytes.fromhex(decoded.origin) + decoded.chain.to_bytes(8, "big")
-    assert fresh_record_fields([record, record], context, seen, limits) == [
-        (record[:ID_SIZE], decoded.lamport, decoded.seq, decoded.prev, writer)]
+    fields = (record[:ID_SIZE], decoded.lamport, decoded.seq, decoded.prev, writer)
+    assert fresh_record_fields([record, record], context, seen, limits) == [fields]
+    assert known_record_fields(record) == fields  # (what a local append reads, unchecked)
     assert seen == {record[:ID_SIZE]}
     assert fresh_record_fields([b"\x00" * ID_SIZE + record[ID_SIZE:], record], context,
                                {b"\x00" * ID_SIZE, record[:ID_SIZE]}, limits) == []

@@ -182,16 +182,30 @@ def test_the_columns_answer_what_entry_objects_answered(seed: int) -> None:
     rng = random.Random(seed)
     index, ref = EntryIndex(CONTEXT), Reference()
     arrivals = _arrivals(rng)
-    for i, entry in enumerate(arrivals):
-        if rng.random() < 0.5:
-            added = index.add_entry(entry.record, entry)
-        else:  # the rebuild path: the fields come from the checked record
-            raw = bytes.fromhex(entry.origin) + entry.chain.to_bytes(8, "big")
-            added = index.add_record(entry.record, entry.lamport, entry.seq, raw)
-        assert (added is not None) == ref.index(entry)
-        if i % 17 == 0 or i == len(arrivals) - 1:
+    i = 0
+    while i < len(arrivals):
+        # one record at a time (a rebuild's slow path) or a batch (a catch-up: duplicates
+        # inside one batch included)
+        batch = arrivals[i : i + rng.choice((1, 1, 2, 5, 30))]
+        i += len(batch)
+        fields = [_fields(e) for e in batch]
+        if len(batch) == 1:
+            _, lamport, seq, _, writer = fields[0]
+            added = index.add_record(batch[0].record, lamport, seq, writer)
+            slots = [] if added is None else [added]
+        else:
+            slots = index.add_records([e.record for e in batch], fields)
+        expected = [e.id for e in batch if ref.index(e)]
+        assert [index.raw_id(slot).hex() for slot in slots] == expected
+        if rng.random() < 0.3 or i == len(arrivals):
             _same(index, ref, rng)
     assert sorted(index.new_forks) == sorted(ref.forks)
+
+
+def _fields(entry: Entry) -> tuple[bytes, int, int, bytes, bytes]:
+    """(raw id, lamport, seq, prev, raw writer), as ``entry.fresh_record_fields`` gives them."""
+    writer = bytes.fromhex(entry.origin) + entry.chain.to_bytes(8, "big")
+    return bytes.fromhex(entry.id), entry.lamport, entry.seq, entry.prev, writer
 
 
 def test_a_successor_is_the_entry_that_names_it_among_forked_siblings() -> None:
@@ -201,7 +215,9 @@ def test_a_successor_is_the_entry_that_names_it_among_forked_siblings() -> None:
     other = make_entry(CONTEXT, "k", b"o", {}, 1, origin, chain, 1, 1)
     right = make_entry(CONTEXT, "k", b"R", {}, 2, origin, chain, 2, 0, bytes.fromhex(other.id))
     index = EntryIndex(CONTEXT)
-    slots = [index.add_entry(e.record, e) for e in (first, left, other, right)]
+    four = (first, left, other, right)
+    slots = index.add_records([e.record for e in four],
+                              [_fields(e) for e in four])
     assert index.successor(slots[0]) == slots[1] and index.successor(slots[2]) == slots[3]
     assert index.successor(slots[1]) is None
     assert index.vouched_by_held(first.writer, 1, bytes.fromhex(other.id))
