@@ -56,8 +56,11 @@ def _as_member(url: str, until: Callable[[PeerSession], bool],
                 act(session)
             with trio.fail_after(DEADLINE):
                 while True:
-                    for frame in session.take_output():
-                        await ws.send(frame)
+                    try:
+                        for frame in session.take_output():
+                            await ws.send(frame)
+                    except ConnectionClosed:
+                        break  # the node closed first (its BYE, if any, was received)
                     if until(session) or session.close_reason is not None:
                         break
                     with trio.move_on_after(0.3) as quiet:
