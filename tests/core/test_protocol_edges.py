@@ -48,7 +48,7 @@ from p2p_ledger.core.yjs import decode_state_vector
 from p2p_ledger.testing import open_pair
 
 from .helpers import append, new_ledger, ordered_ids, sync
-from .test_trust import signed
+from .test_trust import send, signed
 
 
 def _wide(context: str, writers: int) -> tuple[Ledger, Ledger]:
@@ -245,3 +245,34 @@ def test_a_push_of_several_chunks_says_whether_it_comes_from_its_origin(own: boo
     assert sum(f[1] == UPDATE for f in pair.a.frames_sent) == 3
     got = [e for e in pair.b.events if isinstance(e, EntriesReceived)]
     assert [(e.context, e.update, e.pushed, e.own) for e in got] == [("big", update, True, own)]
+
+
+def test_what_we_offer_from_an_items_view_is_remembered_per_context() -> None:
+    """Two contexts with equal state vectors (one Yjs client wrote both): an ITEMS view showing
+    a peer that lacks both gets both sent in the same round."""
+    a = new_ledger("a")
+    writer = Identity.from_seed("w")
+    for name in ("c1", "c2"):
+        entries, head = signed(writer, name, [1])
+        send(a, name, entries, [head])
+    assert a.state_vector("c1") == a.state_vector("c2")
+    session = open_pair(a, new_ledger("b")).a.session
+    lacking = (EMPTY_STATE_VECTOR,) * 2
+    session.receive(encode(Views((View((), ITEMS, items=(("c1", bytes(16)), ("c2", bytes(16))),
+                                       states=lacking),))))
+    assert [(decode(f).context, f[1]) for f in session.take_output()] == [  # type: ignore[union-attr]
+        ("c1", UPDATE), ("c2", UPDATE)]
+
+
+def test_a_context_the_peer_is_ahead_in_is_asked_for_without_a_reply() -> None:
+    """Their ITEMS view shows a state vector ahead of ours and nothing we hold that they lack:
+    one SYNC1 with our state vector, wanting no reply (they lack nothing of ours)."""
+    a, b = new_ledger("a"), new_ledger("b")
+    append(b, "notes", b"one")
+    sync(b, a, "notes")
+    append(b, "notes", b"two")
+    session = open_pair(a, b).a.session
+    view = View((), ITEMS, items=(("notes", bytes(16)),), states=(b.state_vector("notes"),))
+    session.receive(encode(Views((view,))))
+    assert [decode(f) for f in session.take_output()] == [
+        Sync1("notes", False, a.state_vector("notes"))]
