@@ -22,6 +22,7 @@ from p2p_ledger.core.identity import Identity
 from p2p_ledger.core.ledger import Ledger
 from p2p_ledger.core.protocol import (
     EMPTY_STATE_VECTOR,
+    ITEMS_PER_VIEW,
     MAX_PRUNED,
     EntriesReceived,
     check_peer_url,
@@ -276,3 +277,25 @@ def test_a_context_the_peer_is_ahead_in_is_asked_for_without_a_reply() -> None:
     session.receive(encode(Views((view,))))
     assert [decode(f) for f in session.take_output()] == [
         Sync1("notes", False, a.state_vector("notes"))]
+
+
+@pytest.mark.parametrize(("shown", "whole"), [(ITEMS_PER_VIEW // 2 - 1, True),
+                                              (ITEMS_PER_VIEW // 2, False)])
+def test_an_items_view_of_fewer_than_half_a_split_is_the_whole_list(shown: int,
+                                                                      whole: bool) -> None:
+    """A split list has at least ITEMS_PER_VIEW // 2 items per view, so a shorter view is all
+    the peer holds under its prefix: a context of ours missing from it is sent at once; from a
+    longer one (maybe a part) it is asked for (SYNC1 wanting a reply). (Our own views hold at
+    most a leaf's 16 items: a longer view comes from another implementation.)"""
+    a = new_ledger("a")
+    append(a, "mine", b"x")
+    session = open_pair(a, new_ledger("b")).a.session
+    names = tuple(f"theirs-{i:03}" for i in range(shown))
+    session.receive(encode(Views((View((), ITEMS, items=tuple((n, bytes(16)) for n in names),
+                                       states=(b"",) * shown),))))
+    sent = {decode(f).context: decode(f) for f in session.take_output()}  # type: ignore[union-attr]
+    assert set(sent) == {"mine", *names}
+    if whole:
+        assert isinstance(sent["mine"], wire.UpdateChunk)
+    else:
+        assert sent["mine"] == Sync1("mine", True, a.state_vector("mine"))
