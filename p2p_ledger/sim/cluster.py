@@ -197,6 +197,8 @@ class Cluster:
         # held them then (they must come back) or not (only frames still in flight may bring
         # them back: if none did, they are gone for good, as no protocol can help).
         self.tail_lost: dict[str, bool] = {}
+        # entries whose last copy a disk lost (a watcher may have seen them: see lose_tail)
+        self.last_copy_lost: set[str] = set()
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -235,7 +237,8 @@ class Cluster:
         up); it stays down until restarted. An acknowledged entry of its own that the disk lost
         goes to ``tail_lost`` as True when another node held it then (it must come back), and
         any acknowledged entry whose last copy the disk lost goes there as False (gone for
-        good, but for frames still in flight). Returns the number of commits lost."""
+        good, but for frames still in flight); every entry whose last copy it lost, hostile
+        ones included, goes to ``last_copy_lost``. Returns the number of commits lost."""
         node = self.nodes[name]
         if node.up:
             self.crash(name)
@@ -246,14 +249,17 @@ class Cluster:
         lost = storage.lose_tail(commits)
         self.loop.record("tail_loss", f"{name} {lost}")
         for context, ids in before.items():
-            gone = {eid for eid in ids - storage.rebuilt_ids(context) if eid in self.acked}
+            gone = ids - storage.rebuilt_ids(context)
             if gone:
                 held = set().union(*(self._held(other, context) for other in
                                      self.nodes.values() if other is not node))
                 for eid in sorted(gone):
                     if eid not in held:  # this disk had the last copy (maybe the origin's
-                        self.tail_lost[eid] = False  # own disk lost it before)
-                    elif self.acked[eid][0] == name:
+                        # own disk lost it before); a hostile entry too (never acknowledged)
+                        self.last_copy_lost.add(eid)
+                        if eid in self.acked:
+                            self.tail_lost[eid] = False
+                    elif eid in self.acked and self.acked[eid][0] == name:
                         self.tail_lost[eid] = True
         self.dirty = True
         return lost
