@@ -331,3 +331,24 @@ def test_each_missing_update_is_asked_for_at_its_own_deadline() -> None:
     assert _grafts(net, B) == [(1.0 + wait, "ws://h/m1", (first,)),
                                (1.0 + wait * 1.5, "ws://h/m1", (second,)),
                                (1.0 + wait * 2, "ws://h/m2", (first,))]
+
+
+# ---- from the sampled run of 2026-11-30 ----------------------------------------------------------
+
+def test_a_frame_too_short_to_name_its_type_is_counted_under_a_question_mark() -> None:
+    net = CoreNet(1)
+    a = net.add(A)
+    conn = a.connection_accepted(0.0)
+    a.frame_received(conn, b"\x01", 0.0)
+    assert a.counters.frames_received == {"?": 1}
+    assert a.counters.bytes_received_by_type == {"?": 1}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_link_given_up_for_a_duplicate_says_why_in_its_bye(seed: int) -> None:
+    net = CoreNet(seed)
+    net.add(A, seeds=(B,))
+    net.add(B, seeds=(A,))
+    net.run_until(0.0)  # both dial at once: each end closes one of the two links
+    byes = [decode(f) for _, _, _, f in net.sent if f[1] == wire.BYE]
+    assert byes and all(isinstance(m, Bye) and m.reason == "duplicate connection" for m in byes)
