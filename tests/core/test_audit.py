@@ -140,3 +140,14 @@ def test_a_bad_head_counts_only_where_nothing_else_vouches() -> None:
     assert open_ledger(storage, "a").verify() == []  # e2's head vouches for e2, e2 for e1
     with pytest.raises(ForgedEntry, match="not valid"):
         audit("ctx", rows[:1], Ledger.open(MemoryStorage(), "a", "a-1").limits)
+
+
+def test_positions_seen_out_of_order_join_the_run_once_the_gap_fills() -> None:
+    """``audit``'s fork count: a writer's seqs can arrive out of order (late arrivals); once the
+    gap fills, every seq seen is taken (a second entry there is a fork) and the next is new."""
+    from p2p_ledger.core.audit import _Positions
+
+    positions = _Positions()
+    assert [positions.add(s) for s in (1, 3, 4, 2)] == [True] * 4
+    assert positions.run == 4 and not positions.beyond
+    assert [positions.add(s) for s in (1, 2, 3, 4, 5)] == [False] * 4 + [True]
