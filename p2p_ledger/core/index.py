@@ -199,12 +199,6 @@ class EntryIndex:
         if size > len(self._table):
             self._grow(size)
 
-    def add_record(self, record: bytes, lamport: int, seq: int, writer: bytes) -> int | None:
-        """Index a checked record, given its fields (``writer`` raw: origin ‖ chain); its slot,
-        or None if it was held already."""
-        added = self.add_records((record,), ((b"", lamport, seq, b"", writer),))
-        return added[0] if added else None
-
     def add_records(self, records: Sequence[bytes | bytearray],
                     fields: Iterable[tuple[bytes, int, int, bytes, bytes]]) -> list[int]:
         """Index checked records, given each one's fields as ``entry.fresh_record_fields``

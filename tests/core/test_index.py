@@ -184,17 +184,11 @@ def test_the_columns_answer_what_entry_objects_answered(seed: int) -> None:
     arrivals = _arrivals(rng)
     i = 0
     while i < len(arrivals):
-        # one record at a time (a rebuild's slow path) or a batch (a catch-up: duplicates
-        # inside one batch included)
+        # batches of one record (an append) to 30 (a catch-up), duplicates
+        # inside one batch included
         batch = arrivals[i : i + rng.choice((1, 1, 2, 5, 30))]
         i += len(batch)
-        fields = [_fields(e) for e in batch]
-        if len(batch) == 1:
-            _, lamport, seq, _, writer = fields[0]
-            added = index.add_record(batch[0].record, lamport, seq, writer)
-            slots = [] if added is None else [added]
-        else:
-            slots = index.add_records([e.record for e in batch], fields)
+        slots = index.add_records([e.record for e in batch], [_fields(e) for e in batch])
         expected = [e.id for e in batch if ref.index(e)]
         assert [index.raw_id(slot).hex() for slot in slots] == expected
         if rng.random() < 0.3 or i == len(arrivals):
