@@ -49,12 +49,12 @@ from ..core.authorship import Authorship, raw_writer
 from ..core.bundle import Bundle, decode_bundle, encode_bundle
 from ..core.context_log import ARRAY_NAME
 from ..core.entry import DEFAULT_LIMITS, ID_SIZE, record_fields
-from ..core.errors import LedgerError, StoreDamagedError
+from ..core.errors import LedgerError, StoreDamagedError, StoreError
 from ..core.identity import Head
 from ..core.ledger import Ledger
 from ..core.storage import MemoryStorage
 from ..core.yjs import gate_structs
-from .store import DB_NAME, SCHEMA, SUMMARIES_UPTO, SqliteStore, fsync_dir
+from .store import DB_NAME, MARK, SCHEMA, SUMMARIES_UPTO, SqliteStore, check_format, fsync_dir
 
 SCAN_AHEAD = 10_000  # rowids probed past the last readable one when sqlite_sequence is lost
 
@@ -131,6 +131,13 @@ def _work_copy(damaged: Path, work_dir: Path) -> Path:
 def _salvage(path: Path, work_dir: Path, report: RepairReport,
              ) -> tuple[dict[str, str], list[tuple[str, bytes]], dict[str, list[bytes]]]:
     conn = sqlite3.connect(_work_copy(path, work_dir), isolation_level=None)
+    try:
+        check_format(conn, path)  # a store of a newer format is not ours to rewrite
+    except StoreError:
+        conn.close()
+        raise
+    except sqlite3.DatabaseError:
+        pass  # an unreadable header: the read of the identity rows below names the damage
     try:
         meta: dict[str, str] = dict(conn.execute("SELECT name, value FROM meta").fetchall())
     except sqlite3.DatabaseError as exc:
@@ -294,7 +301,7 @@ def _write(work_dir: Path, meta: dict[str, str], rows: list[tuple[str, bytes]],
     conn = sqlite3.connect(new, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.executescript(SCHEMA)
+        conn.executescript(SCHEMA + MARK)
         conn.execute("BEGIN")
         # Not the old summaries' mark: the new store has none, its first open computes them.
         conn.executemany("INSERT INTO meta (name, value) VALUES (?, ?)",

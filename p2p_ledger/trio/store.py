@@ -12,6 +12,13 @@ empty (0-byte) database, and a database that has vanished while its WAL files ar
 A new database is built beside its final name and renamed into place, so a 0-byte
 ``ledger.sqlite3`` is never a state this code leaves behind: it always means damage.
 ``p2p-ledger repair`` (``repair.py``) keeps what still verifies.
+
+The file says whose it is and which format it holds in SQLite's own header fields
+(``application_id``, ``user_version``: ``STORE_FORMAT``). A store of a higher format was written
+by a newer p2p-ledger and is refused untouched with one line; rows are never read by code that
+does not know their layout. Formats: 0 = unmarked, written before the mark existed (rows that
+carry their heads, or headless rows beside a ``heads`` table: this version reads both and marks
+the store 2 on open); 2 = headless rows and a ``heads`` table.
 """
 
 from __future__ import annotations
@@ -51,6 +58,9 @@ CREATE TABLE IF NOT EXISTS heads (
     PRIMARY KEY (context, id)
 ) WITHOUT ROWID;
 """
+STORE_FORMAT = 2
+APPLICATION_ID = 0x70326C67  # "p2lg": a p2p-ledger store, in SQLite's header
+MARK = f"PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {STORE_FORMAT};"
 # The highest update row id the summaries describe, written in the same transaction as they
 # are: rows written without summaries (an older version, a tool) leave it behind, and the next
 # open recomputes them instead of trusting stale ones.
@@ -78,7 +88,8 @@ class SqliteStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit is on disk when it returns (survives power loss, not just kill -9).
             self.db.execute(f"PRAGMA synchronous={synchronous}")
-            self.db.executescript(SCHEMA)
+            check_format(self.db, db)
+            self.db.executescript(SCHEMA + MARK)
         except BaseException as exc:
             # Not a database (or unreadable): release the lock so the caller can report it.
             os.close(self._lock_fd)
@@ -240,13 +251,27 @@ def _create(db: Path) -> None:
     conn = sqlite3.connect(tmp, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.executescript(SCHEMA)
+        conn.executescript(SCHEMA + MARK)
     finally:
         conn.close()
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, db)
     fsync_dir(db.parent)
+
+
+def check_format(conn: sqlite3.Connection, db: Path) -> None:
+    """StoreError unless ``db`` is a p2p-ledger store (or an unmarked one) of a format this
+    version reads; run before anything is created or written in it."""
+    app = conn.execute("PRAGMA application_id").fetchone()[0]
+    if app not in (0, APPLICATION_ID):
+        raise StoreError(f"{db} is an SQLite database of another application "
+                         f"(application_id {app:#x}), not a p2p-ledger store")
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > STORE_FORMAT:
+        raise StoreError(
+            f"{db} holds store format {version}, written by a newer p2p-ledger; this version "
+            f"reads formats up to {STORE_FORMAT}: upgrade p2p-ledger (the store is untouched)")
 
 
 def _named(db: Path, exc: sqlite3.DatabaseError) -> StoreError:

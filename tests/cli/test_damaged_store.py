@@ -10,6 +10,7 @@ fetches it again from its peers.
 from __future__ import annotations
 
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -129,3 +130,17 @@ def _wait_same_root(a: NodeProc, b: NodeProc, timeout: float = 30) -> None:
             return
         assert time.monotonic() < deadline, f"roots differ after {timeout}s: {sa} {sb}"
 
+
+
+def test_a_store_of_a_newer_format_is_refused_by_every_command(procs: Procs) -> None:
+    data = _stopped_node(procs, "n")
+    conn = sqlite3.connect(_db(data))
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    before = _db(data).read_bytes()
+    for args in (["node", "--data", str(data), "--listen", "127.0.0.1:0"],
+                 ["verify", "--data", str(data)], ["repair", "--data", str(data)]):
+        result = run(*args)
+        assert_one_line_error(result, 1, "StoreError")
+        assert "store format 99, written by a newer p2p-ledger" in result.stderr
+    assert _db(data).read_bytes() == before and not list(data.glob("damaged-*"))

@@ -8,7 +8,7 @@ import pytest
 
 from p2p_ledger.core.errors import LedgerError, StoreError, StoreLockedError
 from p2p_ledger.core.storage import MemoryStorage
-from p2p_ledger.trio.store import SqliteStore
+from p2p_ledger.trio.store import APPLICATION_ID, DB_NAME, STORE_FORMAT, SqliteStore
 
 
 @pytest.fixture
@@ -207,3 +207,53 @@ def test_repair_drops_what_a_lost_row_leaves_unvouched_and_keeps_the_rest(tmp_pa
         assert sorted(Head.from_bytes(h).seq for h in store.heads("c")) == seqs
     finally:
         store.close()
+
+
+def _header(path):
+    conn = sqlite3.connect(path)
+    try:
+        return (conn.execute("PRAGMA application_id").fetchone()[0],
+                conn.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_a_store_names_its_application_and_format(tmp_path):
+    SqliteStore(tmp_path).close()
+    assert _header(tmp_path / DB_NAME) == (APPLICATION_ID, STORE_FORMAT)
+
+
+def test_an_unmarked_store_is_read_and_marked(tmp_path):
+    s = SqliteStore(tmp_path)
+    s.commit([("c", b"kept")])
+    s.db.executescript("PRAGMA application_id = 0; PRAGMA user_version = 0;")  # an older version's
+    s.close()
+    s = SqliteStore(tmp_path)
+    try:
+        assert s.load() == {"c": [b"kept"]}
+    finally:
+        s.close()
+    assert _header(tmp_path / DB_NAME) == (APPLICATION_ID, STORE_FORMAT)
+
+
+def test_a_newer_format_is_refused_untouched(tmp_path):
+    s = SqliteStore(tmp_path)
+    s.commit([("c", b"theirs")])
+    s.db.execute(f"PRAGMA user_version = {STORE_FORMAT + 1}")
+    s.close()
+    before = (tmp_path / DB_NAME).read_bytes()
+    with pytest.raises(StoreError, match=f"store format {STORE_FORMAT + 1}, written by a newer"):
+        SqliteStore(tmp_path)
+    assert (tmp_path / DB_NAME).read_bytes() == before
+    SqliteStore.lock(tmp_path)  # and the lock was released
+
+
+def test_another_applications_database_is_refused(tmp_path):
+    conn = sqlite3.connect(tmp_path / DB_NAME)
+    conn.executescript("PRAGMA application_id = 1234; CREATE TABLE notes (x);")
+    conn.close()
+    with pytest.raises(StoreError, match="another application"):
+        SqliteStore(tmp_path)
+    conn = sqlite3.connect(tmp_path / DB_NAME)
+    assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master")] == ["notes"]
+    conn.close()
