@@ -14,6 +14,7 @@ HEADS = tuple(_ME.sign_head("c1", 1, seq, bytes([seq]) * 32) for seq in (1, 2))
 
 SHAPES = [
     ((), (), b""),  # the smallest bundle: 13 bytes
+    ((), (), b"\x01\x00yjs update"),  # a stored row: no heads, no vouchers (a fast path)
     (HEADS[:1], (), b""),  # a head and nothing after it
     (HEADS, (b"v1", b""), b""),  # the last voucher ends the bundle (empty update)
     (HEADS, (b"voucher",), b"\x01\x00yjs update"),
