@@ -68,7 +68,7 @@ import json
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from .errors import ForbiddenUpdate, RemoteProtocolError
 
@@ -97,6 +97,7 @@ TYPE_REF = 7
 ANY_REF = 8
 DOC_REF = 9
 SKIP_REF = 10
+_BUFFER = 116  # lib0 any tag: varuint8array
 HAS_ORIGIN = 0x80
 HAS_RIGHT_ORIGIN = 0x40
 HAS_PARENT_SUB = 0x20
@@ -614,6 +615,66 @@ def gate_structs(update: bytes, array_name: str = "entries") -> list[GatedStruct
         append((client, clock, length, origin, right,
                 cast("tuple[bytes, ...]", values)))  # checked just above
     return out
+
+
+def squash(update: bytes, array_name: str = "entries") -> bytes:
+    """``update`` (one the gate admits) with every run of a client's items that continue one
+    another as one ContentAny struct: the same items at the same places (an item continues
+    the one before it when it starts at its end, its origin is that item's last element and
+    its right origin is the same, which is what Yjs itself requires to merge two items; yrs
+    splits such a struct again wherever another item names a place inside it). Skipped clock
+    ranges stay Skip structs.
+
+    why: yrs integrates an update's structs one at a time, and a merge of a context's stored
+    rows holds one struct per commit: applying the 782 structs of 100k × 100 B entries (128
+    per commit) took 3.6 CPU-s, the same entries squashed into one struct 0.008 s (pycrdt
+    0.14, here)."""
+    runs: dict[int, list[list[Any]]] = {}
+    for client, clock, length, origin, right, values in gate_structs(update, array_name):
+        run = runs.setdefault(client, [])
+        if run:
+            last = run[-1]
+            if clock < last[1] + last[2]:
+                return update  # sections out of clock order: nothing a merge writes; as is
+            if clock == last[1] + last[2] and origin == (client, clock - 1) and right == last[4]:
+                last[2] += length
+                last[5] += values
+                continue
+        run.append([client, clock, length, origin, right, list(values)])
+    name = array_name.encode("utf-8")
+    out = bytearray()
+    _write_varuint(out, len(runs))
+    for client, items in runs.items():
+        structs = bytearray()
+        count, at = 0, items[0][1]
+        for _, clock, length, origin, right, values in items:
+            if clock > at:  # a Skip keeps the section's clocks contiguous
+                structs.append(SKIP_REF)
+                _write_varuint(structs, clock - at)
+                count += 1
+            structs.append(ANY_REF | (HAS_ORIGIN if origin else 0)
+                           | (HAS_RIGHT_ORIGIN if right else 0))
+            for ref in (origin, right):
+                if ref is not None:
+                    _write_varuint(structs, ref[0])
+                    _write_varuint(structs, ref[1])
+            if origin is None and right is None:
+                structs.append(1)  # parent_info 1: the root type, by name
+                _write_varuint(structs, len(name))
+                structs += name
+            _write_varuint(structs, len(values))
+            for value in values:
+                structs.append(_BUFFER)
+                _write_varuint(structs, len(value))
+                structs += value
+            count += 1
+            at = clock + length
+        _write_varuint(out, count)
+        _write_varuint(out, client)
+        _write_varuint(out, items[0][1])
+        out += structs
+    out.append(0)  # no deletes
+    return bytes(out)
 
 
 def decode_state_vector(state_vector: bytes) -> dict[int, int]:

@@ -12,7 +12,6 @@ import sqlite3
 
 import pytest
 
-from p2p_ledger.core import ledger as ledger_module
 from p2p_ledger.core.bundle import decode_bundle
 from p2p_ledger.core.context_log import ARRAY_NAME
 from p2p_ledger.core.ledger import (
@@ -25,7 +24,7 @@ from p2p_ledger.core.ledger import (
 )
 from p2p_ledger.core.proof import check_proof, make_proof
 from p2p_ledger.core.storage import MemoryStorage
-from p2p_ledger.core.yjs import appended_values
+from p2p_ledger.core.yjs import appended_values, encode_state_vector, parse_update
 from p2p_ledger.testing import open_pair
 from p2p_ledger.trio.store import SqliteStore
 
@@ -186,8 +185,8 @@ def test_the_memory_budget_bounds_the_loaded_contexts():
             b.get(name, limit=3)
         elif action == "append":
             append(b, name, f"step {step}")
-        elif action == "diff":
-            b.bundle_diff(name, None)
+        elif action == "diff":  # (a peer holding nothing gets the rows: nothing loaded)
+            b.bundle_diff(name, encode_state_vector({1: 0}))
         elif action == "lookup":
             b.contexts[name]
         else:
@@ -280,7 +279,8 @@ def test_a_peer_holding_everything_is_answered_without_loading():
     sv = a.state_vector(name)
     cold = open_ledger(storage, "a", "a-2")
     assert cold.bundle_diff(name, sv) is None and cold.loads == 0
-    assert cold.bundle_diff(name, b"\x00") is not None and cold.loads == 1
+    assert cold.bundle_diff(name, b"\x00") is not None and cold.loads == 0  # the rows
+    assert cold.bundle_diff(name, encode_state_vector({1: 0})) is not None and cold.loads == 1
 
 
 def _old_store(path, rows):
@@ -386,33 +386,34 @@ def test_staged_contexts_stay_until_their_commit_then_the_budget_holds():
     _assert_summaries_current(a.storage)
 
 
-def test_a_fresh_peer_gets_large_entries_from_the_stored_rows_the_same_entries_as_the_doc(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """``bundle_diff`` for a peer holding nothing of a context of large entries merges the
-    stored rows instead of loading the ContextLog: the same entries (set for set) as the Doc's
-    diff, and a bundle a fresh node accepts whole (every head it needs is in it)."""
+@pytest.mark.parametrize("size", [100, 40_000])
+def test_a_fresh_peer_gets_the_stored_rows_the_same_entries_as_the_doc(size: int) -> None:
+    """``bundle_diff`` for a peer holding nothing of a context merges the stored rows instead
+    of loading the ContextLog, squashed to one struct per run of a writer's items: the same
+    entries (set for set) as the Doc's diff, and a bundle a fresh node accepts whole (every
+    head it needs is in it)."""
     seed = random.randrange(2**32)
     print(f"seed={seed}")
     rng = random.Random(seed)
-    big = ledger_module.ROWS_MIN_ENTRY
     storage = MemoryStorage()
     a, peer = open_ledger(storage, "a"), open_ledger(MemoryStorage(), "p")
     for i in range(3):  # three commits of ours, one received from another writer
-        append(a, "big", *(rng.randbytes(big + i) for _ in range(2)))
+        append(a, "big", *(rng.randbytes(size + i) for _ in range(2)))
     sync_all([peer, a])
-    append(peer, "big", rng.randbytes(big))
+    append(peer, "big", rng.randbytes(size))
     sync_all([peer, a])
-    append(a, "big", rng.randbytes(2 * big))
+    append(a, "big", rng.randbytes(2 * size))
     assert len(storage.updates["big"]) >= 5
     a = open_ledger(storage, "a", "a-2")  # nothing loaded
     from_rows = a.bundle_diff("big", EMPTY_STATE_VECTOR)
     assert from_rows is not None and a.live_contexts() == [] and a.loads == 0
-    monkeypatch.setattr(ledger_module, "ROWS_MIN_ENTRY", 1 << 40)  # the Doc's diff, as before
-    from_doc = a.bundle_diff("big", EMPTY_STATE_VECTOR)
+    rows_update = decode_bundle(from_rows).update
+    assert len(parse_update(rows_update).items) == 3  # ours before, the peer's, ours after
+    # A peer naming a state vector that holds nothing of ours gets the Doc's diff.
+    from_doc = a.bundle_diff("big", encode_state_vector({12345: 0}))
     assert from_doc is not None and a.loads == 1
-    rows_update, doc_update = decode_bundle(from_rows).update, decode_bundle(from_doc).update
     assert sorted(appended_values(rows_update, ARRAY_NAME)) == \
-        sorted(appended_values(doc_update, ARRAY_NAME))
+        sorted(appended_values(decode_bundle(from_doc).update, ARRAY_NAME))
     for blob in (from_rows, from_doc):
         fresh = open_ledger(MemoryStorage(), "fresh")
         assert len(fresh.apply_remote("big", blob)) == len(a.contexts["big"]) == 8
@@ -420,22 +421,20 @@ def test_a_fresh_peer_gets_large_entries_from_the_stored_rows_the_same_entries_a
         assert [e.id for e in fresh.get("big")[0]] == [e.id for e in a.get("big")[0]]
 
 
-def test_small_entries_and_peers_holding_some_still_get_the_docs_diff() -> None:
+def test_a_single_row_goes_as_stored_and_peers_holding_some_get_the_docs_diff() -> None:
     storage = MemoryStorage()
     a = open_ledger(storage, "a")
-    append(a, "small", "x", "y")
-    pushed = append(a, "big", b"z" * ledger_module.ROWS_MIN_ENTRY).updates[0][1]
+    pushed = append(a, "one", "z").updates[0][1]
     a = open_ledger(storage, "a", "a-2")
-    assert a.bundle_diff("small", EMPTY_STATE_VECTOR) is not None and a.loads == 1
     fresh = open_ledger(MemoryStorage(), "fresh")
-    whole = a.bundle_diff("big", None)  # (None: send everything)
+    whole = a.bundle_diff("one", None)  # (None: send everything)
     assert whole == pushed, "a single stored row goes with its stored heads: as it was pushed"
     older = MemoryStorage()  # a row of an older format holds its heads: it goes as it is
-    older.updates["big"] = [pushed]
-    assert open_ledger(older, "a", "a-3").bundle_diff("big", None) is pushed
-    assert len(fresh.apply_remote("big", whole)) == 1
-    assert a.loads == 1
-    append(a, "big", b"w" * ledger_module.ROWS_MIN_ENTRY)
-    diff = a.bundle_diff("big", fresh.state_vector("big"))
-    assert diff is not None and a.loads == 2
-    assert len(fresh.apply_remote("big", diff)) == 1
+    older.updates["one"] = [pushed]
+    assert open_ledger(older, "a", "a-3").bundle_diff("one", None) is pushed
+    assert len(fresh.apply_remote("one", whole)) == 1
+    assert a.loads == 0
+    append(a, "one", "w")
+    diff = a.bundle_diff("one", fresh.state_vector("one"))
+    assert diff is not None and a.loads == 1
+    assert len(fresh.apply_remote("one", diff)) == 1

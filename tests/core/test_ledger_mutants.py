@@ -11,7 +11,7 @@ import pytest
 from p2p_ledger.core.bundle import decode_bundle, encode_bundle
 from p2p_ledger.core.entry import Limits
 from p2p_ledger.core.errors import AlreadyExists, ForgedEntry, RemoteProtocolError
-from p2p_ledger.core.ledger import EMPTY_STATE_VECTOR, ROWS_MIN_ENTRY, Ledger
+from p2p_ledger.core.ledger import EMPTY_STATE_VECTOR, Ledger
 from p2p_ledger.core.merkle import MerkleTree
 from p2p_ledger.core.snapshot import encode_snapshot
 from p2p_ledger.core.storage import MemoryStorage
@@ -256,12 +256,12 @@ def test_prepare_defaults_to_an_empty_key_payload_and_meta():
     assert (entry.key, entry.payload) == ("", b"")
 
 
-def test_a_fresh_peer_gets_both_stored_rows_of_a_two_commit_context_of_large_entries():
+def test_a_fresh_peer_gets_both_stored_rows_of_a_two_commit_context():
     """``bundle_diff`` from stored rows: only a single row goes as it is; two are merged."""
     storage = MemoryStorage()
     a = open_ledger(storage, "a")
-    append(a, "big", b"x" * ROWS_MIN_ENTRY)
-    append(a, "big", b"y" * ROWS_MIN_ENTRY)
+    append(a, "big", b"x" * 100)
+    append(a, "big", b"y" * 100)
     assert len(storage.updates["big"]) == 2
     fresh = open_ledger(MemoryStorage(), "fresh")
     assert len(fresh.apply_remote("big", a.bundle_diff("big", None))) == 2

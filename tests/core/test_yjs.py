@@ -24,6 +24,7 @@ from p2p_ledger.core.yjs import (
     gate_ranges,
     gate_update,
     parse_update,
+    squash,
 )
 
 NAME = "entries"
@@ -888,6 +889,81 @@ def test_random_histories_round_trip(ops: list[tuple[int, str, bytes]]) -> None:
     for doc, _ in docs:  # every doc converges with the merged state
         gated_apply(doc, final.get_update(doc.get_state()))
         assert values_of(doc.get(NAME, type=Array)) == values_of(final_array)
+
+
+@SETTINGS
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2),
+            st.sampled_from(["append", "extend", "insert", "sync"]),
+            st.binary(max_size=20),
+        ),
+        max_size=30,
+    ),
+    st.integers(0, 40),
+)
+def test_squash_changes_no_item_and_no_place(ops: list[tuple[int, str, bytes]], lost: int
+                                            ) -> None:
+    """squash(merge of rows) applies as the merge does: the same array, state and pending
+    structs, also when a row is missing (its clocks become Skip structs) and arrives later."""
+    docs = [new_doc(cid) for cid in (1, 2**32 + 1, 3)]
+    rows: list[bytes] = []  # every transaction's update, as a store would keep them
+    for who, op, value in ops:
+        doc, array = docs[who]
+        before = doc.get_state()
+        if op == "append":
+            array.append(value)
+        elif op == "extend":
+            array.extend([value, value[::-1]])
+        elif op == "insert":
+            array.insert(len(array) // 2, value)
+        else:
+            src, _ = docs[(who + 1) % 3]
+            gated_apply(doc, src.get_update(before))
+            continue
+        rows.append(doc.get_update(before))
+    kept = [r for i, r in enumerate(rows) if i != lost]
+    for part in ([rows] if not kept else [rows, kept]):
+        merged = pycrdt.merge_updates(*part) if part else b"\x00\x00"
+        squashed = squash(merged, NAME)
+        assert appended_values(squashed) == appended_values(merged)
+        plain, plain_array = new_doc(77)
+        plain.apply_update(merged)
+        ours, our_array = new_doc(78)
+        ours.apply_update(squashed)
+        for doc in (plain, ours):
+            for row in rows:  # a lost row arrives: whatever waited on it integrates
+                doc.apply_update(row)
+        assert values_of(our_array) == values_of(plain_array)
+        assert ours.get_state() == plain.get_state()
+    doc, array = new_doc(5)
+    own = []
+    for i in range(5):
+        before = doc.get_state()
+        array.append(bytes([i]))
+        own.append(doc.get_update(before))
+    chained = squash(pycrdt.merge_updates(*own), NAME)
+    assert len(parse_update(chained).items) == 1  # one client's appends: one struct
+
+
+@pytest.mark.parametrize("ours, theirs", [(1, 2), (2, 1)])
+def test_squash_keeps_an_item_whose_right_origin_differs_apart(ours: int, theirs: int) -> None:
+    """X goes between A and B; their C between X and B; our Y between X and C. Y starts where X
+    ends and names X as its origin, but its right origin is C, not B: merged into X it would
+    lose the place it was written at (before C)."""
+    (doc, array), (other, other_array) = new_doc(ours), new_doc(theirs)
+    rows = [diff(doc, lambda: array.extend([b"A", b"B"]))]
+    other.apply_update(doc.get_update())
+    rows.append(diff(doc, lambda: array.insert(1, b"X")))
+    other.apply_update(doc.get_update(other.get_state()))
+    rows.append(diff(other, lambda: other_array.insert(2, b"C")))
+    doc.apply_update(other.get_update(doc.get_state()))
+    rows.append(diff(doc, lambda: array.insert(2, b"Y")))
+    assert values_of(array) == [b"A", b"X", b"Y", b"C", b"B"]
+    fresh, fresh_array = new_doc(77)
+    fresh.apply_update(squash(pycrdt.merge_updates(*rows), NAME))
+    assert values_of(fresh_array) == values_of(array)
 
 
 # ---- boundaries and messages pinned by mutation testing ---------------------------------------
