@@ -364,11 +364,11 @@ class Ledger:
                 bundle = decode_bundle(blob)
                 heads.update(dict.fromkeys(bundle.heads))
                 updates.append(bundle.update)
-        except LedgerError as exc:
+            del blobs  # (one copy of the context fewer while the merge runs)
+            update = updates[0] if len(updates) == 1 else \
+                squash(merge_updates(*updates), ARRAY_NAME)
+        except LedgerError as exc:  # our own rows: damage here, not a peer's fault
             raise IntegrityError(f"context {context}: {exc}") from None
-        del blobs  # (one copy of the context fewer while the merge runs)
-        update = updates[0] if len(updates) == 1 else \
-            squash(merge_updates(*updates), ARRAY_NAME)
         return encode_bundle(list(heads), update)
 
     def bundle_records(self, context: str, ids: Iterable[bytes]) -> bytes | None:
