@@ -7,10 +7,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from pycrdt import Doc, Text
 
 from p2p_ledger.core.bundle import decode_bundle, encode_bundle
 from p2p_ledger.core.entry import Limits
-from p2p_ledger.core.errors import AlreadyExists, ForgedEntry, RemoteProtocolError
+from p2p_ledger.core.errors import (
+    AlreadyExists,
+    ForgedEntry,
+    IntegrityError,
+    RemoteProtocolError,
+)
 from p2p_ledger.core.ledger import EMPTY_STATE_VECTOR, Ledger
 from p2p_ledger.core.merkle import MerkleTree
 from p2p_ledger.core.snapshot import encode_snapshot
@@ -266,6 +272,20 @@ def test_a_fresh_peer_gets_both_stored_rows_of_a_two_commit_context():
     fresh = open_ledger(MemoryStorage(), "fresh")
     assert len(fresh.apply_remote("big", a.bundle_diff("big", None))) == 2
     assert fresh.context_root("big") == a.context_root("big")
+
+
+def test_stored_rows_the_squash_cannot_read_are_the_stores_damage():
+    """A fresh peer's answer is built from our rows; a row that no longer passes the gate (here
+    one holding a Text item) is an IntegrityError of ours, never blamed on the peer."""
+    storage = MemoryStorage()
+    a = open_ledger(storage, "a")
+    append(a, "c1", "one")
+    append(a, "c1", "two")
+    doc = Doc()
+    doc.get("entries", type=Text).insert(0, "not bytes")
+    storage.updates["c1"][1] = encode_bundle([], doc.get_update())
+    with pytest.raises(IntegrityError, match="^context c1: item .* forbidden content"):
+        open_ledger(storage, "a", "a-2").bundle_diff("c1", None)
 
 
 def test_last_update_took_says_whether_the_doc_took_anything():
