@@ -35,6 +35,7 @@ from .bench_common import Table
 PAYLOAD = 100
 TASKS = 128
 SPREAD_CONTEXTS = 10_000
+CATCH_UP_TIMEOUT = 1800  # s; past it the row says the catch-up did not finish
 
 
 def _status_kib(field: str) -> int:
@@ -239,12 +240,24 @@ def _timed_command(cmd: list[str]) -> tuple[float, int, int]:
     return time.perf_counter() - t0, proc.returncode, usage.ru_maxrss
 
 
+def _peak_kib(pid: int) -> int:
+    """VmHWM of a live child process (Linux /proc), KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
 def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _catch_up(source: Path, target: Path, entries: int, timeout: float) -> float:
-    """Seconds for a fresh node process to hold every entry of a full one (real processes)."""
+def _catch_up(source: Path, target: Path, entries: int, timeout: float
+              ) -> tuple[float | None, int, int]:
+    """Seconds for a fresh node process to hold every entry of a full one (real processes;
+    None when it did not within ``timeout``), and the peak RSS (KiB) of the source and of the
+    fresh node."""
     import trio
 
     from ..core.errors import LinkBroken
@@ -269,7 +282,8 @@ def _catch_up(source: Path, target: Path, entries: int, timeout: float) -> float
         dst, dst_url = spawn(target, "--peer", url)
         procs.append(dst)
 
-        async def wait() -> float:
+        async def wait() -> float | None:
+            said = t0
             while time.perf_counter() - t0 < timeout:
                 try:
                     async with Client.connect(dst_url) as client:
@@ -278,14 +292,18 @@ def _catch_up(source: Path, target: Path, entries: int, timeout: float) -> float
                             held = int(status.get("entries", 0))  # type: ignore[call-overload]
                             if held >= entries:
                                 return time.perf_counter() - t0
+                            if time.perf_counter() - said > 5:
+                                said = time.perf_counter()
+                                _progress(f"catch-up: {held:,}/{entries:,} entries")
                             await trio.sleep(0.05)  # a bounded poll of another process
                 except LinkBroken:
                     # why: applying one big bundle (a 100k-entry context arrives whole) keeps
                     # the node busy longer than the client's keepalive: connect again
                     await trio.sleep(0.2)
-            raise RuntimeError(f"catch-up did not finish within {timeout:.0f}s")
+            return None
 
-        return trio.run(wait)
+        seconds = trio.run(wait)
+        return seconds, _peak_kib(src.pid), _peak_kib(dst.pid)
     finally:
         for proc in procs:
             proc.terminate()
@@ -314,7 +332,7 @@ def run_scale(entries: int, tables: list[Any],
                 [sys.executable, "-m", "p2p_ledger", "verify", "--data", str(data)])
             disk, raw_disk = _dir_bytes(data), raw.stat().st_size
             _progress(f"{label}: catch-up of a fresh node")
-            catch = _catch_up(data, tmp / f"fresh-{contexts}", entries, timeout=1800)
+            catch = _catch_up(data, tmp / f"fresh-{contexts}", entries, CATCH_UP_TIMEOUT)
             copy = _child("raw-copy", str(raw), str(tmp / f"raw-copy-{contexts}.sqlite3"))
             loads.append(os.getloadavg()[0])
             results[label] = dict(ingest=ingest, base=base, start=start, raw_read=raw_read,
@@ -349,8 +367,13 @@ def run_scale(entries: int, tables: list[Any],
                   ok and entries / v_secs >= 100_000)
         table.add("verify peak RSS", label, v_hwm / 1024, r["raw_read"]["hwm_kib"] / 1024, None,
                   "MiB", "≤256", ok and v_hwm <= 256 * 1024)
-        table.add("cold catch-up", label, entries / r["catch"], entries / r["copy"],
-                  r["copy"] / r["catch"], "entries/s", None, None)
+        seconds, source_kib, fresh_kib = r["catch"]
+        table.add("cold catch-up", label, seconds and entries / seconds, entries / r["copy"],
+                  seconds and r["copy"] / seconds, "entries/s",
+                  f"done in {CATCH_UP_TIMEOUT:,} s", seconds is not None)
+        table.add("catch-up peak RSS, source / fresh node", label,
+                  f"{source_kib / 1024:,.0f} / {fresh_kib / 1024:,.0f}", None, None, "MiB", None,
+                  None)
         wire = PAYLOAD + 32 + 60  # payload + id + fixed fields of the canonical encoding
         table.add("disk per entry", label, r["disk"] / entries, r["raw_disk"] / entries,
                   r["disk"] / r["raw_disk"], "B", f"≤{1.5 * wire:.0f}",

@@ -10,6 +10,10 @@ import argparse
 import io
 import json
 import math
+import subprocess
+import sys
+
+import pytest
 
 from p2p_ledger.cli.bench import Table, add_bench_command, run_bench
 
@@ -88,3 +92,22 @@ def test_json_output_and_cli_wiring() -> None:
     for t in doc["tables"]:
         assert t["rows"] and set(t["rows"][0]) == set(t["columns"])
     assert callable(args.func)
+
+
+@pytest.mark.slow
+def test_the_scale_bench_runs_every_phase_with_real_processes() -> None:
+    """``bench --scale`` at its smallest size: every phase (child processes, a real node pair
+    for the catch-up) gives a row with a measurement, and the catch-up finishes."""
+    result = subprocess.run(
+        [sys.executable, "-m", "p2p_ledger", "bench", "--scale", "--entries", "10000",
+         "--contexts", "1", "--json"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    [table] = json.loads(result.stdout)["tables"]
+    rows = {row["measure"]: row for row in table["rows"]}
+    assert {"ingest", "RSS after ingest", "start until ready", "verify --data",
+            "verify peak RSS", "cold catch-up", "catch-up peak RSS, source / fresh node",
+            "disk per entry"} <= set(rows)
+    for measure in ("ingest", "verify --data", "cold catch-up", "disk per entry"):
+        assert rows[measure]["ours"] > 0 and rows[measure]["baseline"] > 0, rows[measure]
+    assert rows["cold catch-up"]["met"] is True  # it finished
+    assert rows["contexts loaded when ready"]["ours"] == 0
