@@ -105,6 +105,7 @@ class Node:
         self._batch: _Batch | None = None  # the appends the committer takes next
         self._pending_ready = trio.Event()
         self._wake = trio.Event()
+        self._timer_at = float("inf")  # the deadline the timer sleeps until
         self._changed: dict[str, trio.Event] = {}
         self._outboxes: dict[int, _Outbox] = {}
         self._link_scopes: dict[int, trio.CancelScope] = {}
@@ -319,9 +320,15 @@ class Node:
         self._wake.set()
 
     def _flush(self) -> None:
-        """Carry out what the core decided, and let the timer see the core's new deadline."""
+        """Carry out what the core decided, and wake the timer if the core's next deadline
+        is now earlier than the one it sleeps until.
+
+        why: waking it after every frame cost a task switch, a tick and a carry-out per frame:
+        ~12% of a receiving node's CPU in a 1,000 x 100 KB catch-up (cProfile on thread time,
+        1,469 wake-ups for 1,600 frames); a frame seldom moves a deadline earlier."""
         self._carry_out()
-        self._kick()
+        if self.core.next_deadline() < self._timer_at:
+            self._kick()
 
     def _carry_out(self) -> None:
         try:
@@ -370,7 +377,7 @@ class Node:
 
     async def _timer(self) -> None:
         while True:
-            deadline = self.core.next_deadline()
+            deadline = self._timer_at = self.core.next_deadline()
             with trio.move_on_at(deadline):
                 await self._wake.wait()
             self._wake = trio.Event()

@@ -40,12 +40,16 @@ from websockets.trio.server import Server, serve
 from ..core.errors import InvalidUrl, LinkBroken, LinkClosed, ListenError, TlsError
 from ..core.wire import FLOW, MAX_FRAME, Flow, encode
 
-# why: 63 KiB chunks with 256 or 512 KiB in flight moved 1,000 × 100 KB between two node
-# processes for the same CPU as these (receiver 1.9-2.4 s per 102 MB either way, alternated runs):
-# the receiver's per-byte work bounds that catch-up, so the smaller window, further from the
-# kernel's 128 KiB default receive buffer, stays (ARCHITECTURE.md, "Transport").
-WINDOW = 128 * 1024
-ACK_EVERY = 32 * 1024
+# why: the window was 128 KiB (FLOW every 32 KiB): about two frames in flight, so both ends
+# woke for every frame. Moving 100 MB in 63 KiB frames between two processes (PeerLink alone,
+# load ~9 on 2 cores) cost each end 0.55-0.66 CPU-s with it and 0.26-0.32 with 1 MiB (FLOW every
+# 256 KiB); two node processes catching up 1,000 x 100 KB, alternated 3 pairs: sender 0.89-1.17
+# -> 0.73-0.74 CPU-s, receiver 1.82-2.10 -> 1.43-1.56. Not more: with both ends pushing at once
+# and neither program reading for 0.3 s, 1 and 1.5 MiB finished 30 of 30 tries, 2 MiB 3 of 6,
+# 4 MiB none (websockets.trio's reader waits for the send lock, see above); and not larger
+# frames: 256 KiB frames in a 1 MiB window deadlocked 20 of 20 (ARCHITECTURE.md, "Transport").
+WINDOW = 1024 * 1024
+ACK_EVERY = 256 * 1024
 PEER_MAX_SIZE = MAX_FRAME + 1024
 API_MAX_SIZE = 512 * 1024 * 1024
 _FLOW_TYPE = bytes([1, FLOW])  # wire version 1, type FLOW

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import random
 
+import pytest
 import trio
 
 from p2p_ledger.core.wire import CHUNK, MAX_FRAME
@@ -38,13 +39,17 @@ def _frames(rng: random.Random) -> list[bytes]:
 
 
 async def _exchange(link: PeerLink, frames: list[bytes], expected: int,
-                    got: list[bytes], peak: list[int]) -> None:
+                    got: list[bytes], peak: list[int], hold: bool = False) -> None:
     """Send ``frames`` while reading ``expected`` frames; the reader keeps reading until our
     own sends are acknowledged too (FLOW frames are taken inside ``recv``), as a link's reader
-    task does for as long as the link lives."""
+    task does for as long as the link lives. ``hold``: the reader starts only once a whole
+    window is sent (a node busy applying a big update reads nothing for a while)."""
     received = trio.Event()
+    window_sent = trio.Event()
 
     async def reader() -> None:
+        if hold:
+            await window_sent.wait()
         while True:
             got.append(await link.recv())
             if len(got) == expected:
@@ -55,11 +60,17 @@ async def _exchange(link: PeerLink, frames: list[bytes], expected: int,
         for frame in frames:
             await link.send(frame)
             peak[0] = max(peak[0], link._sent - link._acked)
+            if link._sent >= WINDOW:
+                window_sent.set()
         await received.wait()
         nursery.cancel_scope.cancel()
 
 
-async def test_full_size_frames_both_ways_at_once_never_exceed_the_window() -> None:
+@pytest.mark.parametrize("hold", [False, True], ids=["reading", "window-before-reading"])
+async def test_full_size_frames_both_ways_at_once_never_exceed_the_window(hold: bool) -> None:
+    """``hold``: neither end reads until it has sent a whole window, so each direction's
+    kernel buffers must take a window with nobody reading; were it larger than they take, the
+    writers would block holding websockets' send lock and neither reader could start."""
     seed = random.randrange(2**32)
     print(f"seed={seed}")
     rng = random.Random(seed)
@@ -72,7 +83,7 @@ async def test_full_size_frames_both_ways_at_once_never_exceed_the_window() -> N
 
     async def handler(ws: object) -> None:
         link = PeerLink(ws)  # type: ignore[arg-type]
-        await _exchange(link, to_client, len(to_server), got_server, peaks[0])
+        await _exchange(link, to_client, len(to_server), got_server, peaks[0], hold)
         server_done.set()
         await trio.sleep_forever()  # the client closes once both sides have everything
 
@@ -81,7 +92,8 @@ async def test_full_size_frames_both_ways_at_once_never_exceed_the_window() -> N
             server = await nursery.start(functools.partial(
                 serve_websockets, handler, await open_listeners("127.0.0.1", 0)))
             async with dial(f"ws://127.0.0.1:{port_of(server)}") as ws:
-                await _exchange(PeerLink(ws), to_server, len(to_client), got_client, peaks[1])
+                await _exchange(PeerLink(ws), to_server, len(to_client), got_client,
+                                peaks[1], hold)
                 await server_done.wait()
             nursery.cancel_scope.cancel()
     assert got_server == to_server
