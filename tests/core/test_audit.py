@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pycrdt import Array, Doc
 
 import p2p_ledger.core.ledger as ledger_module
 from p2p_ledger.core.audit import audit
@@ -21,9 +22,9 @@ from p2p_ledger.core.ledger import Ledger, same_summary, summarize
 from p2p_ledger.core.storage import MemoryStorage, Summary
 from p2p_ledger.sim import load_scenario
 from p2p_ledger.sim.runner import ScenarioRun
-from p2p_ledger.testing import forged_update
+from p2p_ledger.testing import bundled, forged_update
 
-from .helpers import HEADS, append, chain_entries, open_ledger, sync
+from .helpers import HEADS, append, chain_entries, heads_for, open_ledger, sync
 
 SCENARIOS = Path(__file__).parents[2] / "scenarios"
 
@@ -98,6 +99,25 @@ def test_pending_structs_are_left_to_a_rebuild_until_they_settle() -> None:
     sync(z, b, "c1")
     assert same_as_rebuild(b) == 1 and b.context_entries("c1") == 3
     assert b.verify() == []
+
+
+def test_a_struct_waits_for_its_right_origin_too() -> None:
+    """An item inserted before another (its Yjs right origin) that the store lacks is pending
+    in yrs as one whose left origin is missing: left to a rebuild, then audited once the
+    right origin arrives (mutation sample: ``>`` for ``>=`` on the right origin's clock took
+    it while it waited for the very next struct of that client)."""
+    [x1], [y1] = chain_entries("x", [1], "ctx"), chain_entries("y", [1], "ctx")
+    first = Doc(client_id=1)
+    first.get("entries", type=Array).append(x1.record)
+    second = Doc(client_id=2)
+    second.apply_update(first.get_update())
+    second.get("entries", type=Array).insert(0, y1.record)  # right origin: x1, client 1 clock 0
+    before = second.get_update(first.get_state())
+    b = open_ledger(MemoryStorage(), "b")
+    b.apply_remote("ctx", bundled(before, heads_for([y1])))
+    assert audited(b, "ctx") is None and b.verify() == []
+    b.apply_remote("ctx", bundled(first.get_update(), heads_for([x1])))
+    assert same_as_rebuild(b) == 1 and b.context_entries("ctx") == 2
 
 
 def test_verify_builds_no_context(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,8 +1,15 @@
-"""Edges of ``core/context_log.py`` found by its mutation run (README "Mutation testing")."""
+"""Edges of ``core/context_log.py`` found by its mutation runs (README "Mutation testing")."""
 
 from __future__ import annotations
 
-from p2p_ledger.core.context_log import client_id_for
+from p2p_ledger.core.bundle import encode_bundle
+from p2p_ledger.core.context_log import ANCHOR_EVERY, client_id_for
+from p2p_ledger.core.entry import NO_PREV, make_entry
+from p2p_ledger.core.identity import Head, Identity
+from p2p_ledger.core.storage import MemoryStorage
+from p2p_ledger.testing import forged_update
+
+from .helpers import open_ledger
 
 
 def test_client_ids_keep_their_format_and_fit_a_js_number() -> None:
@@ -12,3 +19,43 @@ def test_client_ids_keep_their_format_and_fit_a_js_number() -> None:
     ids = [client_id_for(f"node-{i}", "ctx") for i in range(64)]
     assert max(ids) < 2**53 and max(i.bit_length() for i in ids) == 53
     assert len(set(ids)) == len(ids) and client_id_for("node-0", "other") != ids[0]
+
+
+def test_compaction_keeps_the_tip_and_an_anchor_every_anchor_every_seqs() -> None:
+    """A chain of one-entry commits stores the heads of seqs ANCHOR_EVERY, 2 x ANCHOR_EVERY and
+    its tip; compaction (``trim_heads``) keeps exactly those, counting the first anchor from
+    seq 0 like the commits did (mutation sample: counted from 1, the first anchor was lost)."""
+    storage = MemoryStorage()
+    ledger = open_ledger(storage, "a")
+    last = 2 * ANCHOR_EVERY + 22
+    for i in range(last):
+        ledger.append([ledger.prepare("c", "k", f"p{i}")])
+    stored = sorted(Head.from_bytes(h).seq for h in storage.heads("c"))
+    assert stored == [ANCHOR_EVERY, 2 * ANCHOR_EVERY, last]
+    ledger.compact("c")
+    assert sorted(Head.from_bytes(h).seq for h in storage.heads("c")) == stored
+    assert open_ledger(storage, "a", "a-2").verify() == []
+
+
+def test_the_proof_for_one_branch_of_a_fork_walks_up_its_own_branch() -> None:
+    """Mallory signed two branches (seqs 1 and 2 each, a head on each top). Asked for seq 1 of
+    the left branch with seq 2 of the right one, the right top does not vouch for the left
+    seq 1: the proof brings the left top and its head (mutation sample: taken as vouched for
+    by the sibling in the batch, the left seq 1 came without a proof and was refused)."""
+    mallory = Identity.from_seed("mallory")
+    branches = []
+    b = open_ledger(MemoryStorage(), "b")
+    for client_id, payload in ((4242, b"left"), (4343, b"right")):
+        e1 = make_entry("c1", "k", payload + b"1", {}, 1, mallory.origin, 5, 1, 0, NO_PREV)
+        e2 = make_entry("c1", "k", payload + b"2", {}, 2, mallory.origin, 5, 2, 0,
+                        bytes.fromhex(e1.id))
+        head = mallory.sign_head("c1", 5, 2, bytes.fromhex(e2.id))
+        b.apply_remote("c1", encode_bundle((head,), forged_update([e1.record, e2.record],
+                                                                  client_id)))
+        branches.append((e1, e2))
+    (left1, left2), (_, right2) = branches
+    blob = b.bundle_records("c1", [bytes.fromhex(left1.id), bytes.fromhex(right2.id)])
+    assert blob is not None
+    fresh = open_ledger(MemoryStorage(), "f")
+    got = {e.id for e in fresh.apply_remote("c1", blob)}
+    assert {left1.id, left2.id, right2.id} <= got
