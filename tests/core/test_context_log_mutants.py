@@ -9,7 +9,7 @@ from p2p_ledger.core.identity import Head, Identity
 from p2p_ledger.core.storage import MemoryStorage
 from p2p_ledger.testing import forged_update
 
-from .helpers import open_ledger
+from .helpers import chain_entries, heads_for, open_ledger
 
 
 def test_client_ids_keep_their_format_and_fit_a_js_number() -> None:
@@ -59,3 +59,22 @@ def test_the_proof_for_one_branch_of_a_fork_walks_up_its_own_branch() -> None:
     fresh = open_ledger(MemoryStorage(), "f")
     got = {e.id for e in fresh.apply_remote("c1", blob)}
     assert {left1.id, left2.id, right2.id} <= got
+
+
+def test_a_hostile_entry_naming_another_writers_entry_stops_no_head_from_going() -> None:
+    """An update holds mallory's seq 2 naming bob's seq 1 as prev, then bob's own seq 2: bob's
+    seq 2 vouches for his seq 1 from then on, so its head goes; mallory's entry, at another
+    position, vouches for nothing (mutation sample: it ended the pass, bob's seq 1 kept its
+    head)."""
+    e1, e2 = chain_entries("bob", [1, 2], "c1")
+    mallory = Identity.from_seed("mallory")
+    hostile = make_entry("c1", "k", b"m2", {}, 2, mallory.origin, 5, 2, 0, bytes.fromhex(e1.id))
+    storage = MemoryStorage()
+    b = open_ledger(storage, "b")
+    b.apply_remote("c1", encode_bundle(heads_for([e1]), forged_update([e1.record], 4242)))
+    assert [Head.from_bytes(h).entry_id.hex() for h in storage.heads("c1")] == [e1.id]
+    hostile_head = mallory.sign_head("c1", 5, 2, bytes.fromhex(hostile.id))
+    b.apply_remote("c1", encode_bundle((hostile_head, *heads_for([e2])),
+                                       forged_update([hostile.record, e2.record], 4343)))
+    held = sorted(Head.from_bytes(h).entry_id.hex() for h in storage.heads("c1"))
+    assert held == sorted([hostile.id, e2.id])
