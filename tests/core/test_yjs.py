@@ -849,17 +849,19 @@ def test_mutated_real_updates(update: bytes, mutations: list[tuple[str, int, int
     _check_gate_against_pycrdt(bytes(buf))
 
 
-@SETTINGS
-@given(
-    st.lists(
-        st.tuples(
-            st.integers(0, 2),
-            st.sampled_from(["append", "extend", "insert", "sync"]),
-            st.binary(max_size=40),
-        ),
-        max_size=25,
-    )
+# Histories of three docs: (which doc, what it does, a value)
+HISTORIES = st.lists(
+    st.tuples(
+        st.integers(0, 2),
+        st.sampled_from(["append", "extend", "insert", "sync"]),
+        st.binary(max_size=40),
+    ),
+    max_size=25,
 )
+
+
+@SETTINGS
+@given(HISTORIES)
 def test_random_histories_round_trip(ops: list[tuple[int, str, bytes]]) -> None:
     docs = [new_doc(cid) for cid in (1, 2**32 + 1, 3)]
     starts = [d.get_state() for d, _ in docs]
@@ -892,17 +894,7 @@ def test_random_histories_round_trip(ops: list[tuple[int, str, bytes]]) -> None:
 
 
 @SETTINGS
-@given(
-    st.lists(
-        st.tuples(
-            st.integers(0, 2),
-            st.sampled_from(["append", "extend", "insert", "sync"]),
-            st.binary(max_size=20),
-        ),
-        max_size=30,
-    ),
-    st.integers(0, 40),
-)
+@given(HISTORIES, st.integers(0, 40))
 def test_squash_changes_no_item_and_no_place(ops: list[tuple[int, str, bytes]], lost: int
                                             ) -> None:
     """squash(merge of rows) applies as the merge does: the same array, state and pending
