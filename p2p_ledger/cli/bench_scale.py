@@ -19,6 +19,7 @@ for one context and for the same entries spread over 10,000 contexts. Progress g
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import sqlite3
@@ -274,6 +275,8 @@ def _catch_up(source: Path, target: Path, entries: int, timeout: float
             raise RuntimeError(f"node on {data} did not start")
         return proc, line[1]
 
+    # The poll reconnects when the busy node misses a keepalive (below): no warning line each time.
+    logging.getLogger("websockets").setLevel(logging.ERROR)
     procs = []
     try:
         src, url = spawn(source)

@@ -20,6 +20,7 @@ soon as its header arrives).
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -224,3 +225,21 @@ def allow_large_messages(ws: Connection) -> None:
 def port_of(server: Server) -> int:
     return int(server.listeners[0].socket.getsockname()[1])
 
+
+
+class _OneLineKeepaliveFailure(logging.Filter):
+    """websockets.trio 17.4 logs a keepalive timeout as an ERROR with a traceback ("keepalive
+    ping failed": closing the connection it has just failed raises in its own send context).
+    A peer or client going quiet is ordinary: one WARNING line naming the cause instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() == "keepalive ping failed" and record.exc_info:
+            exc = record.exc_info[1]
+            record.msg, record.args = f"keepalive ping failed: {exc}", ()
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+for _name in ("websockets.client", "websockets.server"):  # the loggers connections log to
+    logging.getLogger(_name).addFilter(_OneLineKeepaliveFailure())

@@ -10,6 +10,7 @@ into a failure.
 from __future__ import annotations
 
 import functools
+import logging
 import random
 
 import pytest
@@ -100,3 +101,23 @@ async def test_full_size_frames_both_ways_at_once_never_exceed_the_window(hold: 
     assert got_client == to_client
     # The sender waits for credit before a frame once WINDOW bytes are unacknowledged.
     assert all(0 < peak[0] <= WINDOW + MAX_FRAME for peak in peaks), peaks
+
+
+def test_a_keepalive_timeout_is_one_warning_line(caplog: pytest.LogCaptureFixture) -> None:
+    """websockets.trio logs a keepalive timeout as an ERROR with a traceback; the transport
+    makes it one WARNING line naming the cause (what a node's log and a tool's stderr show)."""
+    from websockets.exceptions import ConnectionClosedError
+    from websockets.frames import Close
+
+    logger = logging.getLogger("websockets.client")
+    with caplog.at_level(logging.WARNING, logger="websockets"):
+        try:
+            raise ConnectionClosedError(None, Close(1011, "keepalive ping timeout"))
+        except ConnectionClosedError:
+            logger.error("keepalive ping failed", exc_info=True)
+        logger.error("something else", exc_info=False)
+    first, other = caplog.records
+    assert first.levelno == logging.WARNING and first.exc_info is None
+    assert first.getMessage().startswith("keepalive ping failed: sent 1011 (internal error) "
+                                         "keepalive ping timeout")
+    assert other.levelno == logging.ERROR and other.getMessage() == "something else"
