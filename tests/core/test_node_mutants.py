@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from p2p_ledger.core import wire
+from p2p_ledger.core import node, wire
 from p2p_ledger.core.discovery import Announcement
 from p2p_ledger.core.identity import Identity
 from p2p_ledger.core.node import (
@@ -352,3 +352,127 @@ def test_the_link_given_up_for_a_duplicate_says_why_in_its_bye(seed: int) -> Non
     net.run_until(0.0)  # both dial at once: each end closes one of the two links
     byes = [decode(f) for _, _, _, f in net.sent if f[1] == wire.BYE]
     assert byes and all(isinstance(m, Bye) and m.reason == "duplicate connection" for m in byes)
+
+
+def test_an_inbound_refusal_says_why() -> None:
+    net = CoreNet(42)
+    net.add(A, seeds=(B,))
+    b = net.add(B, cluster="other")
+    net.run_until(30.0)
+    inbound = b.take_events()
+    assert inbound and all(
+        (e.kind, e.url) == ("refused", "inbound")
+        and e.reason.endswith("peer is in cluster 'default', we are in 'other'")
+        and e.origin == ""  # (refused before AUTH proved an origin: it names none)
+        for e in inbound)
+
+
+def test_a_push_from_its_origin_is_announced_on_no_lazy_link_of_a_dense_neighbourhood() -> None:
+    """Z - M1 - B - {M2, M3}, B's links to M2 and M3 lazy, ihave_fanout 1: Z's update, which
+    M1 forwards, is announced to one of them; M1's own update, which its origin pushed on all
+    its links (M2 and M3 would have it in a full mesh), to none."""
+    net, b, conns = _hub(59, 3, ihave_fanout=1)
+    z = net.add("ws://h/z", seeds=("ws://h/m1",), discovery=False, gossip_interval=30.0)
+    net.run_until(2.0)
+    m1 = net.cores["ws://h/m1"]
+    for conn in conns[1:]:
+        session = b.links[conn].session
+        session.eager = False  # lazy for every origin's direct pushes ...
+        session.prune(bytes.fromhex(z.ledger.origin))  # ... and for Z's forwarded ones
+    for t, core in ((3.0, z), (6.0, m1)):
+        net.now = t
+        digest = _digest_of(core.append([core.ledger.prepare("ctx", "k", str(t).encode())],
+                                        now=t))
+        net.run_until(t + 1.0)
+        announced = [d for _, s, d, f in net.sent
+                     if s == B and f[1] == wire.IHAVE and digest in decode(f).digests]  # type: ignore[union-attr]
+        assert len(announced) == (1 if core is z else 0), core.url
+        assert b.ledger.context_entries("ctx") == (1 if core is z else 2)
+
+
+def test_the_loss_of_an_inbound_link_names_the_peer_s_origin() -> None:
+    net = CoreNet(43)
+    a = net.add(A)
+    agent = NodeCore(new_ledger("agent"), NodeConfig("agent", seeds=(A,)), net.rng)
+    net.cores["ws://h/agent-never-listens"] = agent  # (no URL of its own: the link is inbound)
+    net.up.add("ws://h/agent-never-listens")
+    net.run_until(1.0)
+    a.take_events()
+    net.kill("ws://h/agent-never-listens")
+    net.flush()
+    (lost,) = a.take_events()
+    assert (lost.kind, lost.url, lost.node_id, lost.origin) == (
+        "lost", "inbound", "agent", agent.ledger.origin)
+
+
+def test_losing_a_link_takes_every_url_of_its_node_out_of_connected() -> None:
+    """B announced two URLs; the link to one made both "connected" (no dial to the other):
+    when it breaks, both are dialed again (backoff), none stays "connected" with no link."""
+    net = CoreNet(45)
+    a = net.add(A)
+    net.add(B)
+    a.peer_discovered("b", _ann("b", B, "ws://h/b2"), 0.0)
+    net.run_until(1.0)
+    assert {u: p.state for u, p in a.peers.items()} == {
+        B: PeerState.CONNECTED, "ws://h/b2": PeerState.CONNECTED}
+    net.kill(B)
+    net.flush()
+    assert {u: p.state for u, p in a.peers.items()} == {
+        B: PeerState.BACKOFF, "ws://h/b2": PeerState.BACKOFF}
+
+
+def test_a_learned_peer_failing_for_exactly_drop_after_is_dropped() -> None:
+    net = CoreNet(46)
+    a = net.add(A, drop_after=4.0)
+    a.peer_discovered("b", _ann("b", B), 0.0)  # B is not up: every dial fails at once
+    net.run_until(0.0)
+    assert a.peers[B].failing_since == 0.0 and a.peers[B].state is PeerState.BACKOFF
+    a.peers[B].retry_at = 4.0  # (the next dial, at failing_since + drop_after exactly)
+    net.run_until(4.0)
+    assert a.peers[B].state is PeerState.DROPPED
+
+
+def test_a_graft_brings_the_ihave_batching_wait_back_to_ihave_delay() -> None:
+    """Each IHAVE batch the peer asks nothing from doubles the wait before the next one; a
+    GRAFT from the peer (it wanted something we announced) resets it."""
+    net, b, conns = _hub(60, 1, ihave_delay=0.25, ihave_max=2.0)
+    link = b.links[conns[0]]
+    digests = [_digest_of(b.append([b.ledger.prepare("ctx", "k", bytes([i]))], now=1.0))
+               for i in range(3)]
+    net.flush()
+    link.ihave_wait = 0.25
+
+    def batch(digest: bytes, t: float) -> None:
+        link.ihave[digest], link.ihave_due = None, t
+        net.now = t
+        b.tick(t)
+        net.flush()
+
+    batch(digests[0], 2.0)
+    assert link.ihave_wait == 0.5  # nobody asked: doubled
+    b.frame_received(conns[0], wire.encode(wire.Graft((digests[0],))), 2.1)
+    batch(digests[1], 3.0)
+    assert link.ihave_wait == 0.25  # asked since the last batch: back to ihave_delay
+    batch(digests[2], 4.0)
+    assert link.ihave_wait == 0.5
+
+
+def test_a_link_counts_copies_of_at_most_max_pruned_origins_and_forgets_the_oldest(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """M1 and M2 both forward pushes of three origins to B; B counts the copies each link sends
+    of origins it no longer forwards to it, and remembers which link brings each origin's pushes,
+    for at most MAX_PRUNED origins (2 here) each, the oldest forgotten first."""
+    monkeypatch.setattr(node, "MAX_PRUNED", 2)
+    net, b, (m1, m2) = _hub(61, 2)
+    origins = []
+    for i, name in enumerate(("o1", "o2", "o3")):
+        ledger = new_ledger(name)
+        origins.append(bytes.fromhex(ledger.origin))
+        for j in range(2):  # the first copy prunes M2's link for the origin, the second counts
+            (_, update), = ledger.append([ledger.prepare("ctx", "k", bytes([i, j]))]).updates
+            for conn in (m1, m2):
+                frame = wire.UpdateChunk("ctx", 100 + 2 * i + j, len(update), 0, update, True)
+                b.frame_received(conn, wire.encode(frame), 2.0)
+    net.flush()
+    assert b.links[m2].copies == {origins[1]: 1, origins[2]: 1}
+    assert b._via == {origins[1]: m1, origins[2]: m1}
