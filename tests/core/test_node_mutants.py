@@ -390,14 +390,16 @@ def test_a_push_from_its_origin_is_announced_on_no_lazy_link_of_a_dense_neighbou
         assert b.ledger.context_entries("ctx") == (1 if core is z else 2)
 
 
-def test_the_loss_of_an_inbound_link_names_the_peer_s_origin() -> None:
+def test_an_inbound_link_s_events_name_the_peer_s_origin() -> None:
     net = CoreNet(43)
     a = net.add(A)
     agent = NodeCore(new_ledger("agent"), NodeConfig("agent", seeds=(A,)), net.rng)
     net.cores["ws://h/agent-never-listens"] = agent  # (no URL of its own: the link is inbound)
     net.up.add("ws://h/agent-never-listens")
     net.run_until(1.0)
-    a.take_events()
+    (connected,) = a.take_events()
+    assert (connected.kind, connected.url, connected.node_id, connected.origin) == (
+        "connected", "inbound", "agent", agent.ledger.origin)
     net.kill("ws://h/agent-never-listens")
     net.flush()
     (lost,) = a.take_events()
@@ -476,3 +478,30 @@ def test_a_link_counts_copies_of_at_most_max_pruned_origins_and_forgets_the_olde
     net.flush()
     assert b.links[m2].copies == {origins[1]: 1, origins[2]: 1}
     assert b._via == {origins[1]: m1, origins[2]: m1}
+
+
+def test_a_peer_in_backoff_named_by_a_live_peer_is_dialed_again_soon() -> None:
+    net = CoreNet(47)
+    a = net.add(A, seeds=(B, C))
+    net.add(B)
+    net.run_until(1.0)  # C is down: in backoff
+    c = a.peers[C]
+    assert c.state is PeerState.BACKOFF and net.connected(A) == {B}
+    c.retry_at = 50.0  # (as after many failures)
+    conn = next(cn for cn, lk in a.links.items() if lk.url == B)
+    origin_c = bytes.fromhex(Identity.from_seed("c").origin)
+    a.frame_received(conn, wire.encode(wire.Peers(((origin_c, "c", C),))), 1.0)
+    assert c.retry_at == max(1.0, c.attempt_at + a.config.backoff_base)
+    assert a.peers[B].state is PeerState.CONNECTED
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_an_unreachable_event_says_when_the_next_dial_is_to_the_millisecond(seed: int) -> None:
+    net = CoreNet(seed)
+    a = net.add(A)
+    net.now = 2.0
+    a.peer_discovered("b", _ann("b", B), 2.0)
+    net.run_until(2.0)  # B is down: the first dial fails at once
+    (event,) = a.take_events()
+    assert event.kind == "unreachable"
+    assert event.retry_in == round(a.peers[B].retry_at - 2.0, 3) and 0 < event.retry_in < 1
