@@ -25,6 +25,7 @@ from p2p_ledger.core.protocol import (
     ITEMS_PER_VIEW,
     MAX_PRUNED,
     EntriesReceived,
+    PeerRoot,
     check_peer_url,
     cluster_key_bytes,
 )
@@ -299,3 +300,17 @@ def test_an_items_view_of_fewer_than_half_a_split_is_the_whole_list(shown: int,
         assert isinstance(sent["mine"], wire.UpdateChunk)
     else:
         assert sent["mine"] == Sync1("mine", True, a.state_vector("mine"))
+
+
+def test_a_root_reply_is_reported_as_agreeing_not_as_a_round_the_peer_started() -> None:
+    """The starter's ROOT is a round the peer started (``asks``: the node counts rounds by it);
+    the reply (the roots agree) only says that the peer held the root we sent."""
+    a, b = new_ledger("a"), new_ledger("b")
+    pair = open_pair(a, b)
+    pair.a.events.clear()
+    pair.b.events.clear()
+    pair.a.session.send_root()
+    pair.pump()
+    root = a.root()[:wire.DIGEST_PREFIX]
+    assert [e for e in pair.b.events if isinstance(e, PeerRoot)] == [PeerRoot(root, True, True)]
+    assert [e for e in pair.a.events if isinstance(e, PeerRoot)] == [PeerRoot(root, True, False)]
