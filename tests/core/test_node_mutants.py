@@ -16,6 +16,7 @@ from p2p_ledger.core.node import (
     MAX_MISSING_PER_LINK,
     PUSH_CACHE_BYTES,
     SERVED_MEMORY,
+    Close,
     NodeConfig,
     NodeCore,
     PeerEvent,
@@ -505,3 +506,10 @@ def test_an_unreachable_event_says_when_the_next_dial_is_to_the_millisecond(seed
     (event,) = a.take_events()
     assert event.kind == "unreachable"
     assert event.retry_in == round(a.peers[B].retry_at - 2.0, 3) and 0 < event.retry_in < 1
+
+
+def test_a_link_closed_by_the_node_is_closed_by_its_connection_id() -> None:
+    net, b, conns = _hub(62, 2)
+    b.close(conns[0], "cut", 2.0)
+    closes = [action for action in b.take_actions() if isinstance(action, Close)]
+    assert [c.conn for c in closes] == [conns[0]] and "cut" in closes[0].reason
