@@ -25,6 +25,7 @@ from p2p_ledger.core.protocol import (
     ITEMS_PER_VIEW,
     MAX_PRUNED,
     EntriesReceived,
+    LocalInfo,
     PeerRoot,
     check_peer_url,
     cluster_key_bytes,
@@ -47,7 +48,7 @@ from p2p_ledger.core.wire import (
     encode,
 )
 from p2p_ledger.core.yjs import decode_state_vector
-from p2p_ledger.testing import open_pair
+from p2p_ledger.testing import SessionPair, open_pair
 
 from .helpers import append, new_ledger, ordered_ids, sync
 from .test_trust import send, signed
@@ -314,3 +315,11 @@ def test_a_root_reply_is_reported_as_agreeing_not_as_a_round_the_peer_started() 
     root = a.root()[:wire.DIGEST_PREFIX]
     assert [e for e in pair.b.events if isinstance(e, PeerRoot)] == [PeerRoot(root, True, True)]
     assert [e for e in pair.a.events if isinstance(e, PeerRoot)] == [PeerRoot(root, True, False)]
+
+
+def test_a_self_connection_closes_with_exactly_its_message() -> None:
+    """(The pair tests check fragments of messages; the node's log line is this whole one.)"""
+    a, b = new_ledger("a"), new_ledger("a", instance="another open")
+    pair = SessionPair(a, b, LocalInfo("a"), LocalInfo("renamed")).start()
+    for side in pair.sides():
+        assert side.session.close_reason == "RemoteProtocolError: connected to ourselves"
