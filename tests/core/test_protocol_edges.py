@@ -317,9 +317,21 @@ def test_a_root_reply_is_reported_as_agreeing_not_as_a_round_the_peer_started() 
     assert [e for e in pair.a.events if isinstance(e, PeerRoot)] == [PeerRoot(root, True, False)]
 
 
-def test_a_self_connection_closes_with_exactly_its_message() -> None:
-    """(The pair tests check fragments of messages; the node's log line is this whole one.)"""
-    a, b = new_ledger("a"), new_ledger("a", instance="another open")
-    pair = SessionPair(a, b, LocalInfo("a"), LocalInfo("renamed")).start()
-    for side in pair.sides():
-        assert side.session.close_reason == "RemoteProtocolError: connected to ourselves"
+_KEY = b"k" * 32
+
+
+@pytest.mark.parametrize(("a", "b", "reasons"), [
+    (LocalInfo("a"), LocalInfo("renamed"), ["connected to ourselves"] * 2),
+    (LocalInfo("a", key=_KEY), LocalInfo("b"), ["peer has no cluster key and ours requires one",
+                                                "peer requires a cluster key and we have none"]),
+    (LocalInfo("a", cluster="red"), LocalInfo("b", cluster="blue"),
+     ["peer is in cluster 'blue', we are in 'red'", "peer is in cluster 'red', we are in 'blue'"]),
+])
+def test_a_refused_hello_closes_both_sides_with_exactly_their_messages(
+        a: LocalInfo, b: LocalInfo, reasons: list[str]) -> None:
+    """(The pair tests check fragments of messages; a node logs these whole.)"""
+    self_link = b.node_id == "renamed"  # (the same key in another ledger)
+    ledger_b = new_ledger("a", instance="another open") if self_link else new_ledger("b")
+    pair = SessionPair(new_ledger("a"), ledger_b, a, b).start()
+    assert [side.session.close_reason for side in pair.sides()] == [
+        f"RemoteProtocolError: {reason}" for reason in reasons]
