@@ -303,10 +303,7 @@ class PeerSession:
         self.per_origin: dict[bytes, bool] = {}
         self.lazy_all = False
         self.lazy_all_theirs = False  # we sent an empty PRUNE (and no GRAFT since)
-        self.sent_messages = 0
-        self.sent_bytes = 0
-        self.sent_by_type: dict[str, int] = {}
-        self.received_bytes = 0
+        self.sent_by_type: dict[str, int] = {}  # frame bytes sent per type (the sync bench)
 
     # ---- driver API --------------------------------------------------------------------------
 
@@ -338,7 +335,6 @@ class PeerSession:
         """Handle one frame. Violations close the session (a Closed event) and never raise."""
         if self.state is State.CLOSED:
             return
-        self.received_bytes += len(frame)
         try:
             msg = decode(frame)
             kind = frame[1]
@@ -393,8 +389,6 @@ class PeerSession:
     def _send(self, msg: Message) -> None:
         frame = encode(msg)
         self._out.append(frame)
-        self.sent_messages += 1
-        self.sent_bytes += len(frame)
         name = NAMES[frame[1]]
         self.sent_by_type[name] = self.sent_by_type.get(name, 0) + len(frame)
 
