@@ -513,3 +513,16 @@ def test_a_link_closed_by_the_node_is_closed_by_its_connection_id() -> None:
     b.close(conns[0], "cut", 2.0)
     closes = [action for action in b.take_actions() if isinstance(action, Close)]
     assert [c.conn for c in closes] == [conns[0]] and "cut" in closes[0].reason
+
+
+def test_a_dial_with_no_answer_is_closed_as_timed_out_after_dial_timeout() -> None:
+    net = CoreNet(48)
+    a = net.add(A, seeds=(B,))
+    net.add(B)
+    net.black.add(B)  # the dial is never answered
+    net.run_until(0.0)
+    ((_, conn),) = net.pending
+    a.tick(a.config.dial_timeout)
+    closes = [action for action in a.take_actions() if isinstance(action, Close)]
+    assert closes == [Close(conn, "dial timed out")]
+    assert a.peers[B].last_error == f"no answer from {B} within {a.config.dial_timeout:g}s"
