@@ -335,3 +335,24 @@ def test_a_refused_hello_closes_both_sides_with_exactly_their_messages(
     pair = SessionPair(new_ledger("a"), ledger_b, a, b).start()
     assert [side.session.close_reason for side in pair.sides()] == [
         f"RemoteProtocolError: {reason}" for reason in reasons]
+
+
+def test_a_root_reply_to_no_root_of_ours_agrees_with_nothing() -> None:
+    a, b = new_ledger("a"), new_ledger("b")
+    session = open_pair(a, b).a.session
+    session.take_events()
+    session.receive(encode(Root(True)))  # (a hostile peer: we sent no ROOT)
+    assert session.take_events() == [PeerRoot(b"", False, False)] and session.is_open
+
+
+def test_the_bytes_sent_per_frame_type_add_up_to_the_frames_sent() -> None:
+    a, b = new_ledger("a"), new_ledger("b")
+    append(a, "notes", b"one")
+    pair = open_pair(a, b)
+    pair.a.session.send_root()
+    pair.pump()
+    for side in pair.sides():
+        want: dict[str, int] = {}
+        for frame in side.frames_sent:
+            want[wire.NAMES[frame[1]]] = want.get(wire.NAMES[frame[1]], 0) + len(frame)
+        assert side.session.sent_by_type == want and "UPDATE" in pair.a.session.sent_by_type
