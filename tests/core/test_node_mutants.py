@@ -1,5 +1,7 @@
-"""NodeCore behaviour that the mutation run of node.py found untested (README "Mutation
-testing"): the peer event lines, the log, shutdown, mDNS bookkeeping, the IHAVE/GRAFT repair."""
+"""NodeCore behaviour that the mutation runs of node.py found untested (README "Mutation
+testing"): the peer event lines, the log, shutdown, mDNS bookkeeping, the IHAVE/GRAFT repair;
+from the sample of seed 1421, the peer events' urls and origins, backoff and drop bounds, the
+per-origin forwarding bounds, the IHAVE wait after a GRAFT, the Close actions."""
 
 from __future__ import annotations
 
