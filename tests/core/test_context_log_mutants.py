@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
+from pycrdt import Array
+
 from p2p_ledger.core.bundle import encode_bundle
-from p2p_ledger.core.context_log import ANCHOR_EVERY, client_id_for
+from p2p_ledger.core.context_log import ANCHOR_EVERY, ContextLog, client_id_for
 from p2p_ledger.core.entry import NO_PREV, make_entry
 from p2p_ledger.core.identity import Head, Identity
 from p2p_ledger.core.storage import MemoryStorage
 from p2p_ledger.testing import forged_update
 
-from .helpers import chain_entries, heads_for, open_ledger
+from .helpers import HEADS, chain_entries, heads_for, open_ledger
 
 
 def test_client_ids_keep_their_format_and_fit_a_js_number() -> None:
@@ -78,3 +81,22 @@ def test_a_hostile_entry_naming_another_writers_entry_stops_no_head_from_going()
                                        forged_update([hostile.record, e2.record], 4343)))
     held = sorted(Head.from_bytes(h).entry_id.hex() for h in storage.heads("c1"))
     assert held == sorted([hostile.id, e2.id])
+
+
+def test_the_usual_update_is_indexed_from_the_observer_without_reading_the_array(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An append and a peer's update are indexed from what the Array observer reported; the
+    whole Array is read only when its count disagrees with the reports (mutation sample: the
+    observer dropped, or its inserts ignored, read the whole Array on every update, the same
+    entries at O(n) per update)."""
+    [x1, x2] = chain_entries("x", [1, 2], "ctx")
+    sender, receiver = ContextLog("ctx", 1), ContextLog("ctx", 2)
+    sender.heads = receiver.heads = dict(HEADS)
+
+    def whole_array_read(_self: object) -> None:
+        raise AssertionError("the whole Array was read")
+
+    monkeypatch.setattr(Array, "__iter__", whole_array_read)
+    assert [e.id for e in sender.append_local([x1, x2])[0]] == [x1.id, x2.id]
+    new, _, applied, _ = receiver.receive(sender.diff())
+    assert applied is not None and [e.id for e in new] == [x1.id, x2.id]
