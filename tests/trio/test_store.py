@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 
 import pytest
 
 from p2p_ledger.core.errors import LedgerError, StoreError, StoreLockedError
 from p2p_ledger.core.storage import MemoryStorage
-from p2p_ledger.trio.store import APPLICATION_ID, DB_NAME, STORE_FORMAT, SqliteStore
+from p2p_ledger.trio.store import (
+    APPLICATION_ID,
+    CHECKPOINT_EVERY,
+    DB_NAME,
+    STORE_FORMAT,
+    SqliteStore,
+)
 
 
 @pytest.fixture
@@ -257,3 +265,34 @@ def test_another_applications_database_is_refused(tmp_path):
     conn = sqlite3.connect(tmp_path / DB_NAME)
     assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master")] == ["notes"]
     conn.close()
+
+
+def _checkpoint_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("checkpoint ")]
+
+
+def test_large_commits_are_checkpointed_in_a_thread_of_their_own(tmp_path):
+    """The writer leaves checkpoints to a thread (its own waits for 64 MiB of WAL): committed
+    rows reach the database file without another commit, and close stops the thread first."""
+    before = _checkpoint_threads()
+    s = SqliteStore(tmp_path)
+    db = tmp_path / DB_NAME
+    try:
+        s.commit([("small", b"x" * 1000)])
+        assert _checkpoint_threads() == before  # none until CHECKPOINT_EVERY bytes
+        row = bytes(range(256)) * (CHECKPOINT_EVERY // 256)
+        s.commit([("big", row)])
+        assert len(_checkpoint_threads()) == len(before) + 1
+        deadline = time.monotonic() + 60
+        while db.stat().st_size < CHECKPOINT_EVERY:  # a bounded poll of the other thread
+            assert time.monotonic() < deadline, "no checkpoint within 60 s"
+            time.sleep(0.01)
+    finally:
+        s.close()
+    assert _checkpoint_threads() == before
+    assert not (tmp_path / (DB_NAME + "-wal")).exists()  # the last connection closed the WAL
+    again = SqliteStore(tmp_path)
+    try:
+        assert again.load() == {"small": [b"x" * 1000], "big": [row]}
+    finally:
+        again.close()
