@@ -8,6 +8,7 @@ from pycrdt import Array
 from p2p_ledger.core.bundle import encode_bundle
 from p2p_ledger.core.context_log import ANCHOR_EVERY, ContextLog, client_id_for
 from p2p_ledger.core.entry import NO_PREV, make_entry
+from p2p_ledger.core.errors import IntegrityError
 from p2p_ledger.core.identity import Head, Identity
 from p2p_ledger.core.storage import MemoryStorage
 from p2p_ledger.testing import forged_update
@@ -100,3 +101,14 @@ def test_the_usual_update_is_indexed_from_the_observer_without_reading_the_array
     assert [e.id for e in sender.append_local([x1, x2])[0]] == [x1.id, x2.id]
     new, _, applied, _ = receiver.receive(sender.diff())
     assert applied is not None and [e.id for e in new] == [x1.id, x2.id]
+
+
+def test_a_proof_for_an_entry_nothing_vouches_for_names_it() -> None:
+    """Every entry held is authentic, so its proof's path exists; if a damaged state breaks
+    that, the IntegrityError names the entry and the context (mutation sample: no message)."""
+    ledger = open_ledger(MemoryStorage(), "a")
+    [entry] = ledger.append([ledger.prepare("c", "k", "x")]).entries
+    ctx = ledger._context("c")
+    ctx.heads.clear()
+    with pytest.raises(IntegrityError, match=f"entry {entry.id} of c has no head and no successor"):
+        ctx.proof_for_ids([bytes.fromhex(entry.id)])

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from p2p_ledger.core.bundle import encode_bundle
+from p2p_ledger.core.index import _FAR, EntryIndex
 from p2p_ledger.core.storage import MemoryStorage
 from p2p_ledger.testing import forged_update
 
@@ -21,3 +24,25 @@ def test_an_entry_arriving_after_its_successor_is_vouched_for_by_it() -> None:
     assert [e.id for e in b.apply_remote("c1", encode_bundle(
         (), forged_update([e1.record], 4343)))] == [e1.id]
     assert [e.seq for e in b.get("c1")[0]] == [1, 2]
+
+
+def test_the_run_a_read_delivers_up_to_reaches_a_far_seq_once_the_gap_fills() -> None:
+    """A seq more than ``_FAR`` beyond its writer's array is kept apart (a hostile seq of 2^60
+    costs one dict item); once every seq below it is held, the contiguous run reaches it and
+    goes on past it (mutation sample: the run looked one seq too far there and stopped)."""
+    far = _FAR + 2
+    writer = bytes(range(40))
+    index = EntryIndex("ctx")
+
+    def add(seqs: list[int]) -> None:
+        records = [hashlib.sha256(b"%d" % s).digest() + b"record" for s in seqs]
+        index.add_records(records, [(r[:32], s, s, bytes(32), writer)
+                                    for r, s in zip(records, seqs, strict=True)])
+
+    add([1, far])
+    name = index.writers[0]
+    assert index.contiguous[name] == 1 and index.max_seq(name) == far
+    add(list(range(2, far)))
+    assert index.contiguous[name] == far
+    add([far + 1])
+    assert index.contiguous[name] == far + 1
