@@ -4,7 +4,9 @@ The Doc is the replication format (Yjs state vectors and updates move what a pee
 the index is the read model (``index.EntryIndex``: records by id, causal order, per-writer
 seqs, in columns; entries are built when read); the Merkle tree over
 entry ids says in 32 bytes whether two copies hold the same set — it, not the Yjs state, is the
-truth about what a node holds. This is the only module that touches pycrdt.
+truth about what a node holds. This is the only module that touches pycrdt. Our own appends
+need no Doc: their Yjs update is written directly (``yjs.encode_appended``) and the Doc, made
+when first needed (a diff, a peer's update, a load), is given them then (``doc``).
 
 Every update from outside (a peer, a snapshot) passes the grow-only gate (``yjs``), record
 verification (content ids, limits) and **authentication** *before* it is applied: pycrdt observers
@@ -55,11 +57,9 @@ from .errors import ForbiddenUpdate, IntegrityError, RemoteProtocolError
 from .identity import Head
 from .index import EntriesAt, EntriesById, EntriesInOrder, EntryIndex, writer_name
 from .merkle import MerkleTree
-from .yjs import decode_state_vector, encode_state_vector, gate_ranges
+from .yjs import decode_state_vector, encode_appended, encode_state_vector, gate_ranges
 
 ARRAY_NAME = "entries"
-# pycrdt commit cost grows with the square of the inserts in one transaction: keep them small.
-TRANSACTION_CHUNK = 100
 EMPTY_UPDATE = _EMPTY_UPDATE = b"\x00\x00"  # no structs, no delete set
 _HEAD_WRITER = attrgetter("writer")  # a head's writer, named as entries name theirs
 # A writer keeps one head every ANCHOR_EVERY seqs or more even when successors vouch for the
@@ -84,11 +84,16 @@ class ContextLog:
     def __init__(self, name: str, client_id: int, limits: Limits = DEFAULT_LIMITS) -> None:
         self.name = check_context(name)  # (entries of this name skip the pattern on receive)
         self.limits = limits
-        self.doc: Doc[Any] = Doc(client_id=client_id)
-        self._array = self.doc.get(ARRAY_NAME, type=Array)
-        # Not ``observe(self._on_insert)``: pycrdt keeps the callback in Rust, where Python's GC
-        # cannot see the cycle back to this object, so a bound method would never be freed.
-        self._subscription = _observe(self._array, weakref.ref(self))
+        self.client_id = client_id  # our Yjs client in this context (this open)
+        # The Doc is made on first need (``doc``): our own appends need none (see _insert_own).
+        self._doc: Doc[Any] | None = None
+        self._array: Array[Any] | None = None
+        self._subscription: Any = None
+        self._next_clock = 0  # our client's next Yjs clock
+        self._doc_clock = 0  # our client's clock the Doc has reached (≤ _next_clock)
+        # slots of our own items the Doc does not hold yet, the first at _doc_clock
+        self._own_pending: list[int] = []
+        self._doc_state: dict[int, int] | None = None  # the Doc's state vector, decoded
         self._inserted: list[bytes | bytearray] = []
         # applied updates with structs yrs holds pending, each with the clock each of its
         # clients must reach for it to be settled (None: ask pycrdt)
@@ -152,8 +157,61 @@ class ContextLog:
         slot = None if number is None else index.slot_at(number, seq)
         return None if slot is None else index.raw_id(slot)
 
+    @property
+    def doc(self) -> Doc[Any]:
+        """The pycrdt Doc holding every item of this context (made, and given our own items
+        appended without it, when first needed: a diff, a peer's update, a load)."""
+        doc = self._doc
+        if doc is None:
+            doc = self._doc = Doc(client_id=self.client_id)
+            self._array = doc.get(ARRAY_NAME, type=Array)
+            # Not ``observe(self._on_insert)``: pycrdt keeps the callback in Rust, where
+            # Python's GC cannot see the cycle back to this object, so a bound method would
+            # never be freed.
+            self._subscription = _observe(self._array, weakref.ref(self))
+        if self._own_pending:
+            self._flush_own(doc)
+        return doc
+
+    def _flush_own(self, doc: Doc[Any]) -> None:
+        """Give the Doc our items appended without it (the same struct each commit stored)."""
+        slots, self._own_pending = self._own_pending, []
+        records = [self.index.record(slot) for slot in slots]
+        try:
+            doc.apply_update(encode_appended(self.client_id, self._doc_clock, records,
+                                             ARRAY_NAME))
+        except Exception as exc:  # our own struct: this would be a bug, not a peer's fault
+            raise IntegrityError(f"our own items refused by pycrdt in {self.name}: {exc}"
+                                 ) from None
+        self._doc_clock += len(records)
+        inserted, self._inserted = self._inserted, []
+        if inserted == records:
+            self._array_len += len(records)
+        else:
+            # (items yrs held pending may have waited for one of ours: index what came)
+            self._inserted = inserted
+            self._index_inserted((), (), trusted=True)
+
+    def _doc_clocks(self) -> dict[int, int]:
+        """The Doc's state vector, decoded (cached until an update is applied); our client's
+        next clock follows it when the Doc holds more of our client than we made (positions
+        a peer squatted, or our items of this open read back from the store)."""
+        state = self._doc_state
+        if state is None:
+            doc = self._doc
+            state = self._doc_state = {} if doc is None else decode_state_vector(
+                doc.get_state())
+            own = state.get(self.client_id, 0)
+            if own > self._next_clock:
+                assert not self._own_pending  # (the Doc is flushed before anything is applied)
+                self._next_clock = self._doc_clock = own
+        return state
+
     def state_vector(self) -> bytes:
-        return self.doc.get_state()
+        state = self._doc_clocks()
+        if self._next_clock > state.get(self.client_id, 0):
+            state = {**state, self.client_id: self._next_clock}
+        return encode_state_vector(state)
 
     def diff(self, state_vector: bytes | None = None) -> bytes:
         """The Yjs update holding everything a peer with ``state_vector`` lacks (all if None)."""
@@ -368,17 +426,24 @@ class ContextLog:
 
     def _insert_own(self, entries: Sequence[Entry],
                     heads: Sequence[Head] = ()) -> tuple[list[int], bytes]:
+        """Our own items: indexed, and written as a Yjs update without the Doc, which gets
+        them when it is next needed (``doc``)."""
         self.keep_heads(heads)
-        before = self.doc.get_state()
         records = [e.record for e in entries]
         fields = [known_record_fields(record) for record in records]
-        for start in range(0, len(records), TRANSACTION_CHUNK):
-            chunk = records[start : start + TRANSACTION_CHUNK]
-            with self.doc.transaction() as txn:
-                _extend(self._array, txn, chunk)
-        new = self._index_inserted(records, fields, trusted=True)
+        self._doc_clocks()  # (our next clock, after positions a peer may have squatted)
+        update = encode_appended(self.client_id, self._next_clock, records, ARRAY_NAME)
+        index = self.index
+        new = index.add_records(records, fields)
+        if len(new) == len(records):
+            self._own_pending += new
+        else:  # (an entry held already becomes one more item of ours: it stays in its slot)
+            found = [index.find(f[0]) for f in fields]
+            self._own_pending += [slot for slot in found if slot is not None]
+        self._next_clock += len(records)
+        self.tree.add_keys([index.raw_id(slot) for slot in new])
         self._drop_vouched(new)
-        return new, self.doc.get_update(before)
+        return new, update
 
     def apply_remote(
         self, update: bytes, heads: Sequence[Head] = ()
@@ -519,8 +584,10 @@ class ContextLog:
         self._unsettled = kept
 
     def _apply(self, update: bytes) -> None:
+        doc = self.doc
+        self._doc_state = None  # (it changes)
         try:
-            self.doc.apply_update(update)
+            doc.apply_update(update)
         except Exception as exc:  # the gate parsed it, so this is a pycrdt-level refusal
             self._inserted.clear()
             raise RemoteProtocolError(f"update refused by pycrdt for {self.name}: {exc}") from None
@@ -532,6 +599,7 @@ class ContextLog:
         records ``values`` offered, one per id (``entry.fresh_record_fields``); any other
         record is checked here. Returns the slots of the entries new here."""
         inserted, self._inserted = self._inserted, []
+        assert self._array is not None  # (called after the Doc took an update)
         length = len(self._array)
         index = self.index
         counted, self._array_len = self._array_len + len(inserted), length
@@ -576,24 +644,6 @@ class ContextLog:
         if self._unsettled:
             return merge_updates(self.doc.get_update(), *(u for u, _ in self._unsettled))
         return self.doc.get_update()
-
-
-def _extend(array: Array[Any], txn: Any, values: list[bytes]) -> None:
-    """``array.extend(values)`` inside ``txn``, without pycrdt's per-item Python wrapper.
-
-    ``Array.extend`` opens a nested transaction and type-checks every item (~1.4 µs each); the
-    Rust array's ``insert`` per value builds the very same structs, so the update bytes are
-    identical (tests/trio/test_group_commit.py checks it). Falls back to ``extend`` if pycrdt's
-    internals move.
-    """
-    raw_txn = getattr(txn, "_txn", None)
-    integrated = getattr(array, "_integrated", None)
-    if raw_txn is None or integrated is None:
-        array.extend(values)
-        return
-    insert = integrated.insert
-    for index, value in enumerate(values, len(array)):
-        insert(raw_txn, index, value)
 
 
 def _observe(array: Array[Any], ref: weakref.ReferenceType[ContextLog]) -> Any:

@@ -10,7 +10,10 @@ import random
 from collections.abc import Iterable
 from pathlib import Path
 
-from p2p_ledger.core.bundle import encode_bundle
+from pycrdt import Array, Doc
+
+from p2p_ledger.core.bundle import decode_bundle, encode_bundle
+from p2p_ledger.core.context_log import ARRAY_NAME
 from p2p_ledger.core.entry import NO_PREV, Entry, make_entry
 from p2p_ledger.core.errors import IntegrityError
 from p2p_ledger.core.identity import Head, Identity
@@ -72,6 +75,24 @@ def new_ledger(node_id: str, instance: str | None = None) -> Ledger:
 
 def append(ledger: Ledger, context: str, *payloads: str | bytes, key: str = "k"):
     return ledger.append([ledger.prepare(context, key, p) for p in payloads])
+
+
+def append_after_last(ledger: Ledger, context: str, payload: str | bytes) -> bytes:
+    """Append ``payload`` and return its pushed bundle with the Yjs item written as a Doc
+    writes it (origin: the array's last item, whoever's) rather than as the ledger does (origin:
+    its own previous item). A peer lacking that last item holds the item pending: the way
+    other Yjs writers (or a member crafting it) make structs wait for another client's item."""
+    ctx = ledger.contexts[context]
+    before = ctx.doc.get_update()  # (the Doc without the new entry)
+    appended = append(ledger, context, payload)
+    (entry,) = appended.entries
+    doc: Doc = Doc(client_id=ctx.client_id)
+    array = doc.get(ARRAY_NAME, type=Array)
+    doc.apply_update(before)
+    state = doc.get_state()
+    array.append(entry.record)
+    bundle = decode_bundle(appended.updates[0][1])
+    return encode_bundle(bundle.heads, doc.get_update(state))
 
 
 def sync(src: Ledger, dst: Ledger, context: str) -> list[Entry]:

@@ -24,7 +24,15 @@ from p2p_ledger.sim import load_scenario
 from p2p_ledger.sim.runner import ScenarioRun
 from p2p_ledger.testing import bundled, forged_update
 
-from .helpers import HEADS, append, chain_entries, heads_for, open_ledger, sync
+from .helpers import (
+    HEADS,
+    append,
+    append_after_last,
+    chain_entries,
+    heads_for,
+    open_ledger,
+    sync,
+)
 
 SCENARIOS = Path(__file__).parents[2] / "scenarios"
 
@@ -91,7 +99,7 @@ def test_pending_structs_are_left_to_a_rebuild_until_they_settle() -> None:
     sync(x, z, "c1")
     append(z, "c1", "z0")
     sync(z, x, "c1")
-    waits = append(x, "c1", "x1").updates[0][1]  # its Yjs origin is z's item, which b lacks
+    waits = append_after_last(x, "c1", "x1")  # its Yjs origin is z's item, which b lacks
     b.apply_remote("c1", first)
     b.apply_remote("c1", waits)
     assert audited(b, "c1") is None  # yrs holds x1 pending: verify rebuilds this one

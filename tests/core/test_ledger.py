@@ -28,6 +28,7 @@ from p2p_ledger.trio.store import SqliteStore
 from .helpers import (
     Backend,
     append,
+    append_after_last,
     chain_entries,
     ids,
     open_ledger,
@@ -578,7 +579,7 @@ def _pending_scenario_before_fill():
     sync(a, z, "c1")
     uz = append(z, "c1", "z").updates[0][1]
     sync(z, a, "c1")
-    u2 = append(a, "c1", "2").updates[0][1]
+    u2 = append_after_last(a, "c1", "2")
     assert b.apply_remote("c1", u2) == []  # its origin (z's item) is missing: pending
     assert len(storage.updates["c1"]) == 2  # ... and persisted as applied
     return a, b, storage, uz

@@ -20,6 +20,7 @@ from p2p_ledger.core.yjs import (
     UpdateInfo,
     appended_values,
     decode_state_vector,
+    encode_appended,
     encode_state_vector,
     gate_ranges,
     gate_update,
@@ -120,6 +121,42 @@ def test_crafted_encoder_matches_pycrdt() -> None:
     with doc.transaction():
         array.extend([b"hello", b"x"])
     assert doc.get_update() == build([(7, 0, [root_item(8, any_bytes([b"hello", b"x"]))])])
+
+
+@pytest.mark.parametrize("chunks", [[1], [100], [3, 50, 1, 46], [128, 128, 1]])
+def test_own_appends_encode_as_pycrdt_writes_them(chunks: list[int]) -> None:
+    """An append written without a Doc is, byte for byte, what pycrdt writes for the same
+    transaction (the update since the state before it), and a Doc given them holds the values
+    in order."""
+    values = [bytes([i % 256]) * (i % 7 + 1) for i in range(sum(chunks))]
+    doc, array = new_doc(2**53 - 1)
+    other, other_array = new_doc(5)
+    pos = 0
+    for size in chunks:
+        before = doc.get_state()
+        with doc.transaction():
+            array.extend(values[pos : pos + size])
+        ours = encode_appended(2**53 - 1, pos, values[pos : pos + size], NAME)
+        assert ours == doc.get_update(before)
+        other.apply_update(ours)
+        pos += size
+    assert [bytes(v) for v in other_array] == values
+    assert decode_state_vector(other.get_state()) == {2**53 - 1: pos}
+
+
+def test_own_appends_after_other_clients_items_keep_every_value() -> None:
+    """After a peer's items, our next item names our previous one as origin (not the array's
+    last item, as pycrdt would): the Doc holds every value all the same."""
+    doc, array = new_doc(9)
+    with doc.transaction():
+        array.extend([b"peer-1", b"peer-2"])
+    doc.apply_update(encode_appended(3, 0, [b"a", b"b"], NAME))
+    with doc.transaction():
+        array.extend([b"peer-3"])
+    doc.apply_update(encode_appended(3, 2, [b"c"], NAME))
+    assert sorted(bytes(v) for v in array) == sorted(
+        [b"peer-1", b"peer-2", b"peer-3", b"a", b"b", b"c"])
+    gate_update(doc.get_update(), {}, NAME)  # (the whole Doc passes the gate)
 
 
 # ---- how pycrdt encodes bytes ------------------------------------------------------------------

@@ -1,15 +1,12 @@
-"""Group commit in the trio driver, the timer's idleness, and the fast Array insert."""
+"""Group commit in the trio driver and the timer's idleness."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
-from pycrdt import Array, Doc
 
-from p2p_ledger.core.context_log import ARRAY_NAME, _extend
 from p2p_ledger.trio.runtime import open_node
 
 
@@ -100,23 +97,3 @@ async def test_timer_does_not_spin_after_an_append(tmp_path: Path) -> None:
         await node.append("ctx", "x")
         await trio.sleep(0.2)
         assert ticks < 10  # it used to re-kick itself: tens of thousands per second
-
-
-@pytest.mark.parametrize("chunks", [[1], [100], [3, 50, 1, 46]])
-def test_fast_extend_builds_the_same_update_as_array_extend(chunks: list[int]) -> None:
-    values = [bytes([i % 256]) * (i % 7 + 1) for i in range(sum(chunks))]
-    docs = []
-    for fast in (False, True):
-        doc: Doc[Any] = Doc(client_id=42)
-        array = doc.get(ARRAY_NAME, type=Array)
-        pos = 0
-        for size in chunks:
-            with doc.transaction() as txn:
-                if fast:
-                    _extend(array, txn, values[pos:pos + size])
-                else:
-                    array.extend(values[pos:pos + size])
-            pos += size
-        docs.append(doc)
-    assert docs[0].get_update() == docs[1].get_update()
-    assert [bytes(v) for v in docs[1].get(ARRAY_NAME, type=Array)] == values
