@@ -9,11 +9,12 @@ counters, base units (``_seconds``, ``_bytes``). Nothing here exposes entry cont
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from ..core.node import PeerEvent, PeerState
@@ -73,6 +74,43 @@ class NodeCollector(Collector):
                                   value=ledger.fork_count())
 
 
+class BatchHistogram(Collector):
+    """A histogram fed a group commit at a time: ``observe_since(starts, now)`` adds
+    ``now - start`` for each start, with one bisect per value and no lock (the trio thread is
+    its only writer); read at scrape time like ``Histogram`` (buckets, count, sum).
+
+    why: ``prometheus_client.Histogram.observe`` (a lock and a Python loop over the bounds) cost
+    ~5 µs per append on this 2-core machine, and each append read the clock a second time to
+    feed it: ~10% of an append's CPU with 128 appenders (~70 µs per entry).
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: Iterable[float],
+                 registry: CollectorRegistry) -> None:
+        self.name, self.documentation = name, documentation
+        self.bounds = tuple(buckets)
+        self.counts = [0] * (len(self.bounds) + 1)  # the last: above every bound (+Inf)
+        self.sum = 0.0
+        registry.register(self)
+
+    def observe_since(self, starts: Iterable[float], now: float) -> None:
+        counts, bounds, total = self.counts, self.bounds, 0.0
+        for start in starts:
+            value = now - start
+            counts[bisect_left(bounds, value)] += 1  # (le: the first bound ≥ value)
+            total += value
+        self.sum += total
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self.name, self.documentation)
+        buckets, cumulative = [], 0
+        for bound, count in zip([*self.bounds, float("inf")], self.counts, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)),
+                            cumulative))
+        family.add_metric([], buckets, sum_value=self.sum)
+        yield family
+
+
 class NodeMetrics:
     """The registry of one node and the instruments the runtime updates."""
 
@@ -80,10 +118,9 @@ class NodeMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(NodeCollector(node))
         r = self.registry
-        self.append_latency = Histogram(
+        self.append_latency = BatchHistogram(
             "p2p_ledger_append_latency_seconds", "From an append call to its durable commit",
-            registry=r, buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                                 0.5, 1.0, 2.5))
+            (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), r)
         self.commit_batch = Histogram(
             "p2p_ledger_commit_batch_entries", "Entries per group commit", registry=r,
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000))

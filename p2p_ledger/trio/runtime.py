@@ -71,10 +71,11 @@ WATCH_PAGE = 256
 class _Batch:
     """The appends waiting for the next commit; every caller in it waits on one event."""
 
-    __slots__ = ("done", "entries", "error", "requests")
+    __slots__ = ("done", "entries", "error", "requests", "starts")
 
     def __init__(self) -> None:
         self.requests: list[AppendRequest] = []
+        self.starts: list[float] = []  # when each call joined (the append latency histogram)
         self.done = trio.Event()
         self.entries: list[Entry] = []
         self.error: BaseException | None = None
@@ -149,12 +150,10 @@ class Node:
         ``KeyTooLarge``, ``MetaTooLarge``, ...) before anything is stored; a storage error
         (``OSError``, ``sqlite3.Error``) if the commit failed: then nothing was acknowledged.
         """
-        started = trio.current_time()
         batch, start = self._join((self.ledger.prepare(context, key, payload, meta),))
         await batch.done.wait()
         if batch.error is not None:
             raise batch.error
-        self.metrics.append_latency.observe(trio.current_time() - started)
         return batch.entries[start]
 
     async def append_many(
@@ -170,12 +169,10 @@ class Node:
         requests = [prepare(c, k, p, m) for c, p, k, m in items]
         if not requests:
             return []
-        started = trio.current_time()
         batch, start = self._join(requests)
         await batch.done.wait()
         if batch.error is not None:
             raise batch.error
-        self.metrics.append_latency.observe(trio.current_time() - started)
         return batch.entries[start : start + len(requests)]
 
     def _join(self, requests: Sequence[AppendRequest]) -> tuple[_Batch, int]:
@@ -186,6 +183,7 @@ class Node:
             self._pending_ready.set()
         start = len(batch.requests)
         batch.requests.extend(requests)
+        batch.starts.append(trio.current_time())
         return batch, start
 
     def get(
@@ -403,6 +401,7 @@ class Node:
             else:
                 batch.entries = appended.entries
                 self.metrics.commit_batch.observe(len(batch.requests))
+                self.metrics.append_latency.observe_since(batch.starts, self._now())
             batch.done.set()
             self._flush()
 

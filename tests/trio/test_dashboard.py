@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 import trio
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.trio.client import connect as ws_connect
 from websockets.trio.connection import Connection
@@ -34,6 +35,7 @@ from p2p_ledger.core.entry import NO_PREV, make_entry
 from p2p_ledger.core.identity import Identity
 from p2p_ledger.testing import forged_update
 from p2p_ledger.trio.http import metrics_token
+from p2p_ledger.trio.metrics import BatchHistogram
 from p2p_ledger.trio.runtime import open_node
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -215,3 +217,24 @@ async def test_the_dashboard_shows_peers_and_a_remote_entry_in_a_browser(tmp_pat
             shot.mkdir(parents=True, exist_ok=True)
             (shot / "dashboard.png").write_bytes(await browser.screenshot())
         assert (shot / "dashboard.png").stat().st_size > 10_000
+
+
+def test_batch_histogram_reads_as_prometheus_histogram_would() -> None:
+    """A commit's latencies observed as one batch give the samples (every bucket, count, sum)
+    that one ``Histogram.observe`` per append gives, values on a bound included."""
+    bounds = (0.001, 0.01, 0.1, 1.0)
+    values = [0.0, 0.0005, 0.001, 0.002, 0.01, 0.05, 0.1, 0.5, 1.0, 3.0, 7.5]
+    ours_registry, theirs_registry = CollectorRegistry(), CollectorRegistry()
+    ours = BatchHistogram("lat_seconds", "latency", bounds, ours_registry)
+    theirs = Histogram("lat_seconds", "latency", buckets=bounds, registry=theirs_registry)
+    ours.observe_since([-v for v in values[:4]], 0.0)  # (started v before 0: exactly v)
+    ours.observe_since([-v for v in values[4:]], 0.0)
+    for value in values:
+        theirs.observe(value)
+
+    def read(registry: CollectorRegistry) -> dict[Any, float]:
+        samples = _samples(generate_latest(registry).decode())
+        return {k: round(v, 9) for k, v in samples.items() if not k[0].endswith("_created")}
+
+    assert read(ours_registry) == read(theirs_registry)
+    assert read(ours_registry)[("lat_seconds_count", ())] == len(values)
