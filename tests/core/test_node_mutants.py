@@ -389,7 +389,7 @@ def test_a_push_from_its_origin_is_announced_on_no_lazy_link_of_a_dense_neighbou
         net.run_until(t + 1.0)
         announced = [d for _, s, d, f in net.sent
                      if s == B and f[1] == wire.IHAVE and digest in decode(f).digests]  # type: ignore[union-attr]
-        assert len(announced) == (1 if core is z else 0), core.url
+        assert len(announced) == (1 if core is z else 0), t
         assert b.ledger.context_entries("ctx") == (1 if core is z else 2)
 
 
