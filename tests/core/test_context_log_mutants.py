@@ -112,3 +112,25 @@ def test_a_proof_for_an_entry_nothing_vouches_for_names_it() -> None:
     ctx.heads.clear()
     with pytest.raises(IntegrityError, match=f"entry {entry.id} of c has no head and no successor"):
         ctx.proof_for_ids([bytes.fromhex(entry.id)])
+
+
+def test_compaction_counts_anchors_per_writer() -> None:
+    """Two chains (a reopen starts a new one) of one-entry commits in one context: compaction
+    keeps each chain's own anchors (mutation sample: counted over both chains' heads together,
+    the second chain's anchors at the same seqs as the first's were dropped)."""
+    storage = MemoryStorage()
+    last = ANCHOR_EVERY + 10
+    for instance in ("a-1", "a-2"):
+        ledger = open_ledger(storage, "a", instance)
+        for i in range(last):
+            ledger.append([ledger.prepare("c", "k", f"{instance} {i}")])
+
+    def seqs_by_chain() -> list[list[int]]:
+        chains: dict[int, list[int]] = {}
+        for head in map(Head.from_bytes, storage.heads("c")):
+            chains.setdefault(head.chain, []).append(head.seq)
+        return sorted(sorted(seqs) for seqs in chains.values())
+
+    assert seqs_by_chain() == [[ANCHOR_EVERY, last]] * 2
+    ledger.compact("c")
+    assert seqs_by_chain() == [[ANCHOR_EVERY, last]] * 2

@@ -9,7 +9,7 @@ from p2p_ledger.core.index import _FAR, EntryIndex
 from p2p_ledger.core.storage import MemoryStorage
 from p2p_ledger.testing import forged_update
 
-from .helpers import HEADS, chain_entries, open_ledger
+from .helpers import HEADS, chain_entries, heads_for, open_ledger
 
 
 def test_an_entry_arriving_after_its_successor_is_vouched_for_by_it() -> None:
@@ -46,3 +46,15 @@ def test_the_run_a_read_delivers_up_to_reaches_a_far_seq_once_the_gap_fills() ->
     assert index.contiguous[name] == far
     add([far + 1])
     assert index.contiguous[name] == far + 1
+
+
+def test_entries_at_compare_as_the_list_of_their_entries() -> None:
+    """``EntriesAt`` (a receive's new entries, decoded when read) equals a sequence of the same
+    entries and nothing else, and shows them (mutation sample: equal to any sequence; a repr
+    that no test made)."""
+    e1, e2 = chain_entries("w", [1, 2], "c1")
+    b = open_ledger(MemoryStorage(), "b")
+    new = b.apply_remote("c1", encode_bundle(heads_for([e2]), forged_update(
+        [e1.record, e2.record], 4242)))
+    assert new == [e1, e2] and new == (e1, e2) and new != [e1] and new != [] and new != 5
+    assert repr(new) == f"EntriesAt({[e1, e2]!r})"
