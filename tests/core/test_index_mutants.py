@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
+
 from p2p_ledger.core.bundle import encode_bundle
+from p2p_ledger.core.entry import NO_PREV, make_entry
+from p2p_ledger.core.errors import ForgedEntry
+from p2p_ledger.core.identity import Identity
 from p2p_ledger.core.index import _FAR, EntryIndex
 from p2p_ledger.core.storage import MemoryStorage
 from p2p_ledger.testing import forged_update
@@ -58,3 +63,21 @@ def test_entries_at_compare_as_the_list_of_their_entries() -> None:
         [e1.record, e2.record], 4242)))
     assert new == [e1, e2] and new == (e1, e2) and new != [e1] and new != [] and new != 5
     assert repr(new) == f"EntriesAt({[e1, e2]!r})"
+
+
+def test_a_forked_position_above_vouches_only_for_the_entries_it_names() -> None:
+    """Mallory forked seqs 1 and 2 (a head on each branch's top); a third seq 1 that no head
+    names is vouched for by neither seq 2, so it is forged (mutation sample: ``!=`` in the
+    forked siblings' check let any sibling naming something else vouch for it)."""
+    mallory = Identity.from_seed("mallory")
+    b = open_ledger(MemoryStorage(), "b")
+    for client_id, payload in ((4242, b"left"), (4343, b"right")):
+        e1 = make_entry("c1", "k", payload + b"1", {}, 1, mallory.origin, 5, 1, 0, NO_PREV)
+        e2 = make_entry("c1", "k", payload + b"2", {}, 2, mallory.origin, 5, 2, 0,
+                        bytes.fromhex(e1.id))
+        head = mallory.sign_head("c1", 5, 2, bytes.fromhex(e2.id))
+        b.apply_remote("c1", encode_bundle((head,), forged_update([e1.record, e2.record],
+                                                                  client_id)))
+    third = make_entry("c1", "k", b"third", {}, 1, mallory.origin, 5, 1, 0, NO_PREV)
+    with pytest.raises(ForgedEntry):
+        b.apply_remote("c1", encode_bundle((), forged_update([third.record], 4444)))
