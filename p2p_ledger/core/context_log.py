@@ -61,6 +61,7 @@ from .yjs import decode_state_vector, encode_appended, encode_state_vector, gate
 
 ARRAY_NAME = "entries"
 EMPTY_UPDATE = _EMPTY_UPDATE = b"\x00\x00"  # no structs, no delete set
+FLUSH_CHUNK = 4096  # our items given to a Doc made late, per update (see ContextLog.doc)
 _HEAD_WRITER = attrgetter("writer")  # a head's writer, named as entries name theirs
 # A writer keeps one head every ANCHOR_EVERY seqs or more even when successors vouch for the
 # entries below (the rest go): a proof for an entry deep in a chain (a WANT, a diff ending
@@ -175,22 +176,25 @@ class ContextLog:
 
     def _flush_own(self, doc: Doc[Any]) -> None:
         """Give the Doc our items appended without it (the same struct each commit stored)."""
-        slots, self._own_pending = self._own_pending, []
-        records = [self.index.record(slot) for slot in slots]
-        try:
-            doc.apply_update(encode_appended(self.client_id, self._doc_clock, records,
-                                             ARRAY_NAME))
-        except Exception as exc:  # our own struct: this would be a bug, not a peer's fault
-            raise IntegrityError(f"our own items refused by pycrdt in {self.name}: {exc}"
-                                 ) from None
-        self._doc_clock += len(records)
-        inserted, self._inserted = self._inserted, []
-        if inserted == records:
-            self._array_len += len(records)
-        else:
-            # (items yrs held pending may have waited for one of ours: index what came)
-            self._inserted = inserted
-            self._index_inserted((), (), trusted=True)
+        pending, self._own_pending = self._own_pending, []
+        # (a piece at a time: a context of 1M entries appended without a Doc would otherwise
+        # hold its records twice more while one update of all of them is built and applied)
+        for start in range(0, len(pending), FLUSH_CHUNK):
+            records = [self.index.record(slot) for slot in pending[start : start + FLUSH_CHUNK]]
+            try:
+                doc.apply_update(encode_appended(self.client_id, self._doc_clock, records,
+                                                 ARRAY_NAME))
+            except Exception as exc:  # our own struct: this would be a bug, not a peer's fault
+                raise IntegrityError(f"our own items refused by pycrdt in {self.name}: {exc}"
+                                     ) from None
+            self._doc_clock += len(records)
+            inserted, self._inserted = self._inserted, []
+            if inserted == records:
+                self._array_len += len(records)
+            else:
+                # (items yrs held pending may have waited for one of ours: index what came)
+                self._inserted = inserted
+                self._index_inserted((), (), trusted=True)
 
     def _doc_clocks(self) -> dict[int, int]:
         """The Doc's state vector, decoded (cached until an update is applied); our client's

@@ -742,7 +742,7 @@ def _varuint_bytes(n: int) -> bytes:
 @lru_cache(maxsize=1024)
 def _buffer_prefix(size: int) -> bytes:
     """lib0 any: the tag of a varuint8array (116) and the buffer's length."""
-    return b"\x74" + _varuint_bytes(size)
+    return bytes((_BUFFER,)) + _varuint_bytes(size)
 
 
 def encode_appended(client: int, clock: int, values: Sequence[bytes],

@@ -7,8 +7,10 @@ from collections import UserDict
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pycrdt import Array
 
-from p2p_ledger.core.context_log import ContextLog, client_id_for
+from p2p_ledger.core import context_log
+from p2p_ledger.core.context_log import ARRAY_NAME, ContextLog, client_id_for
 from p2p_ledger.core.cursor import Cursor
 from p2p_ledger.core.entry import Limits
 from p2p_ledger.core.errors import (
@@ -17,6 +19,7 @@ from p2p_ledger.core.errors import (
     LedgerError,
     RemoteProtocolError,
 )
+from p2p_ledger.core.yjs import decode_state_vector, encode_state_vector
 from p2p_ledger.testing import forged_update
 
 from .helpers import HEADS, chain_entries, ids, writer_of
@@ -73,6 +76,26 @@ def test_append_local_indexes_and_replicates():
     assert replica.apply_remote(update) == ([], None)  # nothing new: nothing to persist
     assert replica.apply_remote(source.diff()) == ([], None)
     assert len(replica) == 250
+
+
+def test_a_doc_made_late_gets_our_items_a_piece_at_a_time(monkeypatch):
+    """Appends need no Doc; the one made later (here for a diff) is given them in pieces of
+    FLUSH_CHUNK, and holds what pycrdt's own inserts would: every record, in order, with our
+    client's clock counting them; the next append continues from there."""
+    monkeypatch.setattr(context_log, "FLUSH_CHUNK", 3)
+    source = log(1)
+    for seqs in ([1, 2], [3, 4, 5, 6], [7]):
+        source.append_local(entries_of("a", seqs))
+    assert source._doc is None and source.state_vector() == encode_state_vector({1: 7})
+    full = source.diff()
+    assert [bytes(v) for v in source.doc.get(ARRAY_NAME, type=Array)] == \
+        [e.record for e in entries_of("a", range(1, 8))]
+    assert decode_state_vector(source.doc.get_state()) == {1: 7}
+    _, update = source.append_local(entries_of("a", [8]))
+    replica = log(2)
+    replica.apply_remote(full)
+    assert [e.seq for e in replica.apply_remote(update)[0]] == [8]  # no gap at the seam
+    assert replica.root() == source.root() and source.state_vector() == replica.state_vector()
 
 
 def test_diff_sends_only_what_is_missing():
