@@ -7,7 +7,7 @@ from pycrdt import Array
 
 from p2p_ledger.core.bundle import encode_bundle
 from p2p_ledger.core.context_log import ANCHOR_EVERY, ContextLog, client_id_for
-from p2p_ledger.core.entry import NO_PREV, make_entry
+from p2p_ledger.core.entry import NO_PREV, Limits, make_entry
 from p2p_ledger.core.errors import IntegrityError
 from p2p_ledger.core.identity import Head, Identity
 from p2p_ledger.core.storage import MemoryStorage
@@ -134,3 +134,14 @@ def test_compaction_counts_anchors_per_writer() -> None:
     assert seqs_by_chain() == [[ANCHOR_EVERY, last]] * 2
     ledger.compact("c")
     assert seqs_by_chain() == [[ANCHOR_EVERY, last]] * 2
+
+
+def test_a_peers_update_is_checked_against_the_contexts_own_limits() -> None:
+    """A context opened with smaller limits refuses a peer's entry over them, before the Doc
+    changes (mutation sample: the receive path checked the records against the default
+    limits)."""
+    [entry] = chain_entries("x", [1], "ctx")
+    ctx = ContextLog("ctx", 1, limits=Limits(max_payload=1))
+    with pytest.raises(IntegrityError, match="payload"):
+        ctx.receive(forged_update([entry.record]), heads_for([entry]))
+    assert len(ctx) == 0
