@@ -276,7 +276,7 @@ def _catch_up(source: Path, target: Path, entries: int, timeout: float
         return proc, line[1]
 
     # The poll reconnects when the busy node misses a keepalive (below): no warning line each time.
-    logging.getLogger("websockets").setLevel(logging.ERROR)
+    logging.getLogger("websockets").setLevel(logging.CRITICAL)
     procs = []
     try:
         src, url = spawn(source)

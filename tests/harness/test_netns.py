@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -110,6 +110,11 @@ def test_leaving_the_block_kills_what_runs_inside_and_removes_everything() -> No
         names = {bed.switch} | {h.netns for h in bed.hosts.values()}
         assert names <= _namespaces()
         sleeper = subprocess.Popen(bed.hosts["x"].command(["sleep", "600"]))
+        # why: `ip netns exec` enters the namespace after Popen returns; a bed torn down before
+        # that finds nothing to kill there (the sleep then ran outside: seen once at load ~10)
+        _until(lambda: str(sleeper.pid) in subprocess.run(
+            ["ip", "netns", "pids", bed.hosts["x"].netns], capture_output=True,
+            text=True).stdout.split())
         raise RuntimeError("a failing test")
     assert sleeper.wait(10) == -signal.SIGKILL
     assert not names & _namespaces()
@@ -134,6 +139,14 @@ def test_ctrl_c_tears_the_bed_down(tmp_path: object) -> None:
     assert proc.wait(30) != 0  # KeyboardInterrupt
     assert not any(n.startswith(prefix) for n in _namespaces())
     assert _gone(int(sleeper))
+
+
+def _until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    """A bounded poll of another process's state."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
 
 
 def _gone(pid: int) -> bool:
