@@ -320,3 +320,19 @@ def fork_into(ledger: Ledger, context: str) -> list[Entry]:
                                                                           client_id)))
         entries.append(entry)
     return entries
+
+
+def fork_branches_into(ledger: Ledger, context: str) -> list[tuple[Entry, Entry]]:
+    """Mallory (chain 5) signs two branches of ``context``, seqs 1 and 2 each with a head on its
+    top, and they reach ``ledger`` from two Yjs clients. Returns (seq 1, seq 2) per branch."""
+    mallory = Identity.from_seed("mallory")
+    branches = []
+    for client_id, payload in ((4242, b"left"), (4343, b"right")):
+        e1 = make_entry(context, "k", payload + b"1", {}, 1, mallory.origin, 5, 1, 0, NO_PREV)
+        e2 = make_entry(context, "k", payload + b"2", {}, 2, mallory.origin, 5, 2, 0,
+                        bytes.fromhex(e1.id))
+        head = mallory.sign_head(context, 5, 2, bytes.fromhex(e2.id))
+        ledger.apply_remote(context, encode_bundle((head,), forged_update(
+            [e1.record, e2.record], client_id)))
+        branches.append((e1, e2))
+    return branches

@@ -7,13 +7,13 @@ from pycrdt import Array
 
 from p2p_ledger.core.bundle import encode_bundle
 from p2p_ledger.core.context_log import ANCHOR_EVERY, ContextLog, client_id_for
-from p2p_ledger.core.entry import NO_PREV, Limits, make_entry
+from p2p_ledger.core.entry import Limits, make_entry
 from p2p_ledger.core.errors import IntegrityError
 from p2p_ledger.core.identity import Head, Identity
 from p2p_ledger.core.storage import MemoryStorage
 from p2p_ledger.testing import forged_update
 
-from .helpers import HEADS, chain_entries, heads_for, open_ledger
+from .helpers import HEADS, chain_entries, fork_branches_into, heads_for, open_ledger
 
 
 def test_client_ids_keep_their_format_and_fit_a_js_number() -> None:
@@ -46,17 +46,8 @@ def test_the_proof_for_one_branch_of_a_fork_walks_up_its_own_branch() -> None:
     the left branch with seq 2 of the right one, the right top does not vouch for the left
     seq 1: the proof brings the left top and its head (mutation sample: taken as vouched for
     by the sibling in the batch, the left seq 1 came without a proof and was refused)."""
-    mallory = Identity.from_seed("mallory")
-    branches = []
     b = open_ledger(MemoryStorage(), "b")
-    for client_id, payload in ((4242, b"left"), (4343, b"right")):
-        e1 = make_entry("c1", "k", payload + b"1", {}, 1, mallory.origin, 5, 1, 0, NO_PREV)
-        e2 = make_entry("c1", "k", payload + b"2", {}, 2, mallory.origin, 5, 2, 0,
-                        bytes.fromhex(e1.id))
-        head = mallory.sign_head("c1", 5, 2, bytes.fromhex(e2.id))
-        b.apply_remote("c1", encode_bundle((head,), forged_update([e1.record, e2.record],
-                                                                  client_id)))
-        branches.append((e1, e2))
+    branches = fork_branches_into(b, "c1")
     (left1, left2), (_, right2) = branches
     blob = b.bundle_records("c1", [bytes.fromhex(left1.id), bytes.fromhex(right2.id)])
     assert blob is not None

@@ -14,7 +14,7 @@ from p2p_ledger.core.index import _FAR, EntryIndex
 from p2p_ledger.core.storage import MemoryStorage
 from p2p_ledger.testing import forged_update
 
-from .helpers import HEADS, chain_entries, heads_for, open_ledger
+from .helpers import HEADS, chain_entries, fork_branches_into, heads_for, open_ledger
 
 
 def test_an_entry_arriving_after_its_successor_is_vouched_for_by_it() -> None:
@@ -71,13 +71,7 @@ def test_a_forked_position_above_vouches_only_for_the_entries_it_names() -> None
     forked siblings' check let any sibling naming something else vouch for it)."""
     mallory = Identity.from_seed("mallory")
     b = open_ledger(MemoryStorage(), "b")
-    for client_id, payload in ((4242, b"left"), (4343, b"right")):
-        e1 = make_entry("c1", "k", payload + b"1", {}, 1, mallory.origin, 5, 1, 0, NO_PREV)
-        e2 = make_entry("c1", "k", payload + b"2", {}, 2, mallory.origin, 5, 2, 0,
-                        bytes.fromhex(e1.id))
-        head = mallory.sign_head("c1", 5, 2, bytes.fromhex(e2.id))
-        b.apply_remote("c1", encode_bundle((head,), forged_update([e1.record, e2.record],
-                                                                  client_id)))
+    fork_branches_into(b, "c1")
     third = make_entry("c1", "k", b"third", {}, 1, mallory.origin, 5, 1, 0, NO_PREV)
     with pytest.raises(ForgedEntry):
         b.apply_remote("c1", encode_bundle((), forged_update([third.record], 4444)))
