@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pycrdt import Array, Doc, Map, Text
 
+from p2p_ledger.core import yjs
 from p2p_ledger.core.errors import ForbiddenUpdate, LedgerError, RemoteProtocolError
 from p2p_ledger.core.yjs import (
     UNDEFINED,
@@ -1184,3 +1185,93 @@ def test_skip_and_gc_runs_are_bounded_by_the_clock_and_trailing_bytes_are_counte
         update = build([(1, 2**32 - 4, [bytes([ref]) + vu(5)])])
         assert _malformed_message(update) == "malformed Yjs update: clock overflow"
     assert _malformed_message(SAMPLES[0] + b"garbage") == "malformed Yjs update: 7 trailing bytes"
+
+
+# ---- the usual shape, read fast ----------------------------------------------------------------
+
+
+def _same_as_general(update: bytes) -> bool:
+    """The usual-shape reader gives up (None) or gives exactly what the general gate gives; True
+    when it read the update itself."""
+    usual = yjs._gate_usual(update, NAME.encode())
+    if usual is None:
+        return False
+    assert usual == yjs._gate_general(update, NAME)  # (which must not raise either)
+    return True
+
+
+USUAL = [
+    build([(5, 0, [_ok_any(b"a")])]),
+    build([(2**64 - 1, 2**32 - 3, [_ok_any(b"a" * 200)])]),  # u64 client, a 2-byte length
+    build([(7, 3, [origin_item(8, any_bytes([b"x", b"y" * 20000]), (7, 2))])]),  # 3-byte len
+    build([(7, 3, [b"\xc8" + vu(2**40) + vu(2**31) + vu(9) + vu(4) + any_bytes([b"x"])])]),
+    build([(7, 3, [b"\x48" + vu(2**40) + vu(300) + any_bytes([b"r"])])]),  # right origin only
+    build([(9, 0, [_ok_any(b"a"), b"\x0a" + vu(4), origin_item(8, any_bytes([b"b"]), (9, 0))]),
+           (3, 1, [_ok_any(b"c")])]),  # a Skip, two clients
+    build([]),
+    b"\x01\x01\x01\x85\x00" + _ok_any(b"v") + b"\x00",  # a non-minimal (valid) clock
+]
+
+UNUSUAL = [
+    build([(5, 0, [_ok_any(b"a")])], deletes=[(5, [(0, 1)])]),  # a delete set
+    build([(5, 0, [root_item(8, any_bytes([b"a"]), name="other")])]),
+    build([(5, 0, [root_item(8, any_bytes([b"a"]), sub="key")])]),
+    build([(5, 0, [root_item(3, vstr(b"binary"))])]),  # ContentBinary: the general reader's
+    build([(5, 0, [root_item(8, vu(1) + b"\x77" + vstr("text"))])]),  # a string value
+    build([(5, 0, [root_item(8, vu(0))])]),  # zero-length
+    build([(5, 2**32 - 1, [_ok_any(b"a")])]),  # clock overflow
+    build([(5, 0, [b"\x0a" + vu(0)])]),  # zero-length Skip
+    build([(5, 0, [_ok_any(b"a")])]) + b"\x00",  # trailing bytes
+    build([(5, 0, [_ok_any(b"a")])])[:-3],  # truncated
+]
+
+
+def test_the_usual_shape_is_read_as_the_general_gate_reads_it() -> None:
+    for update in USUAL:
+        assert _same_as_general(update), update.hex()
+    for update in UNUSUAL:
+        assert not _same_as_general(update), update.hex()
+    # what pycrdt and our own appends write is the usual shape
+    doc, array = new_doc(2**50 + 3)
+    assert _same_as_general(diff(doc, lambda: array.append(b"first")))
+    assert _same_as_general(diff(doc, lambda: array.extend([b"2", b"3" * 300])))
+    assert _same_as_general(encode_appended(2**50 + 3, 3, [b"4", b"5"]))
+    assert _same_as_general(encode_appended(2**50 + 3, 0, [b"0"]))
+
+
+@SETTINGS
+@given(
+    st.sampled_from(SAMPLES + USUAL),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["flip", "set", "insert", "delete"]),
+            st.integers(0, 10**6),
+            st.integers(0, 255),
+        ),
+        max_size=4,
+    ),
+)
+def test_mutated_updates_read_the_usual_way_or_the_general_way_alike(
+        update: bytes, mutations: list[tuple[str, int, int]]) -> None:
+    buf = bytearray(update)
+    for op, where, byte in mutations:
+        if not buf:
+            break
+        i = where % len(buf)
+        if op == "flip":
+            buf[i] ^= 1 << (byte % 8)
+        elif op == "set":
+            buf[i] = byte
+        elif op == "insert":
+            buf.insert(i, byte)
+        else:
+            del buf[i]
+    _same_as_general(bytes(buf))
+
+
+@SETTINGS
+@given(st.binary(max_size=300))
+def test_random_bytes_read_the_usual_way_or_the_general_way_alike(data: bytes) -> None:
+    for prefix in (b"", b"\x01\x01\x07\x00", b"\x01\x01\x07\x00\x08\x01\x07entries",
+                   b"\x01\x02\x07\x00\x88\x07\x00"):
+        _same_as_general(prefix + data)
