@@ -364,6 +364,12 @@ class NodeCore:
         link.session.receive(frame)
         self._drain(conn, link, now)
 
+    def takes_large_frames(self, conn: int) -> bool:
+        """Whether the driver must now take UPDATE frames up to LARGE_FRAME on ``conn``
+        (``PeerSession.takes_large_frames``); ask after each ``frame_received`` until true."""
+        link = self.links.get(conn)
+        return link is not None and link.session.takes_large_frames
+
     def connection_lost(self, conn: int, now: float, reason: str = "connection lost") -> None:
         # Actions still queued for it (held while received updates were staged) cannot be
         # carried out any more: the driver no longer knows the connection.

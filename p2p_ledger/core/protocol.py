@@ -43,7 +43,9 @@ most a wasted round, never a wrong answer:
   back when asked, so both directions move. The same SYNC1 again, with our
   state unchanged, in the same or the next round, is not answered twice (the first answer is
   still on its way).
-* UPDATE chunks (≤ CHUNK bytes each, for websockets.trio's sake) are reassembled per transfer id
+* UPDATE chunks (≤ CHUNK bytes each, ≤ LARGE_CHUNK to a peer whose HELLO says it takes large
+  frames: FLAG_LARGE_FRAMES, which we always set; older peers ignore it) are reassembled per
+  transfer id
   (the sender numbers its updates) and by offset, so chunks of two updates never mix, in any
   order; then the update is applied through the ledger's grow-only gate; a bad update closes the
   link, nothing is stored. Duplicates of finished transfers are ignored. At most
@@ -85,13 +87,16 @@ from .wire import (
     DIGEST_PREFIX,
     EMPTY,
     FLAG_AUTH,
+    FLAG_LARGE_FRAMES,
     GRAFT,
     HELLO,
     IDS,
     IHAVE,
     INNER,
     ITEMS,
+    LARGE_CHUNK,
     MAX_DIGESTS,
+    MAX_FRAME,
     MAX_IDS,
     MAX_PEERS_PER_FRAME,
     MAX_SV_IN_VIEW,
@@ -153,6 +158,9 @@ class LocalInfo:
     cluster: str = "default"
     url: str = ""
     key: bytes | None = None
+    # Say in HELLO that we take UPDATE frames up to LARGE_FRAME (and send them to peers that
+    # say so). False plays a peer from before FLAG_LARGE_FRAMES (tests).
+    large_frames: bool = True
 
 
 # ---- events --------------------------------------------------------------------------------
@@ -304,12 +312,14 @@ class PeerSession:
         self.lazy_all = False
         self.lazy_all_theirs = False  # we sent an empty PRUNE (and no GRAFT since)
         self.sent_by_type: dict[str, int] = {}  # frame bytes sent per type (the sync bench)
+        self._chunk = CHUNK  # update bytes per UPDATE frame: LARGE_CHUNK if the peer takes it
 
     # ---- driver API --------------------------------------------------------------------------
 
     def start(self) -> None:
         """Queue our HELLO; then feed the peer's frames to ``receive``."""
-        flags = FLAG_AUTH if self.local.key else 0
+        flags = ((FLAG_AUTH if self.local.key else 0)
+                 | (FLAG_LARGE_FRAMES if self.local.large_frames else 0))
         self._send(Hello(PROTOCOL_VERSION, self.local.cluster, self.local.node_id,
                          self.local.url, self.nonce, flags, self.ledger.root()[:DIGEST_PREFIX],
                          self.ledger.identity.public))
@@ -327,6 +337,13 @@ class PeerSession:
     def is_open(self) -> bool:
         return self.state is State.OPEN
 
+    @property
+    def takes_large_frames(self) -> bool:
+        """True once the peer's HELLO is accepted: our HELLO said we take UPDATE frames up to
+        LARGE_FRAME, and the peer may send them as soon as our AUTH reaches it. The driver
+        raises its message limit when this turns true, before it sends our AUTH."""
+        return self.local.large_frames and self.peer is not None
+
     def agrees_with(self, root: bytes) -> bool | None:
         """Whether the peer's last known root is ``root`` (None: not known yet)."""
         return None if self.peer_root is None else self.peer_root == root[:DIGEST_PREFIX]
@@ -338,6 +355,9 @@ class PeerSession:
         try:
             msg = decode(frame)
             kind = frame[1]
+            if len(frame) > MAX_FRAME and not self.local.large_frames:
+                raise RemoteProtocolError(f"a frame of {len(frame)} bytes, but we take at most "
+                                          f"{MAX_FRAME}")
             if kind not in ALLOWED[self.state]:
                 raise RemoteProtocolError(f"{NAMES[kind]} not allowed in state {self.state.value}")
             if kind == HELLO:
@@ -471,6 +491,8 @@ class PeerSession:
             raise RemoteProtocolError("connected to ourselves")
         self.peer = hello
         self.peer_root = hello.root
+        if self.local.large_frames and hello.flags & FLAG_LARGE_FRAMES:
+            self._chunk = LARGE_CHUNK
         peer_has_key = bool(hello.flags & FLAG_AUTH)
         if self.local.key is None and peer_has_key:
             raise RemoteProtocolError("peer requires a cluster key and we have none")
@@ -681,9 +703,10 @@ class PeerSession:
             return
         self._next_transfer = self._next_transfer % 0xFFFFFFFF + 1  # 1, 2, … 2^32-1, 1, …
         total = len(update)
-        for offset in range(0, total, CHUNK):
+        chunk = self._chunk
+        for offset in range(0, total, chunk):
             self._send(UpdateChunk(context, self._next_transfer, total, offset,
-                                   update[offset:offset + CHUNK], pushed, own))
+                                   update[offset:offset + chunk], pushed, own))
 
     def _on_chunk(self, msg: UpdateChunk) -> None:
         if msg.total > self.max_update_bytes:

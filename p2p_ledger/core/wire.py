@@ -1,6 +1,7 @@
 """Peer-protocol messages and their binary codec.
 
-Every frame is ``u8 WIRE_VERSION | u8 type | body`` and at most ``MAX_FRAME`` bytes. Integers are
+Every frame is ``u8 WIRE_VERSION | u8 type | body`` and at most ``MAX_FRAME`` bytes (an UPDATE up
+to ``LARGE_FRAME`` to a peer whose HELLO has ``FLAG_LARGE_FRAMES``). Integers are
 big-endian; ``str`` is ``u16 len + UTF-8``; ``blob`` is ``u32 len + bytes``. Decoding is strict:
 anything malformed, truncated, oversized or with trailing bytes raises RemoteProtocolError.
 
@@ -8,6 +9,7 @@ anything malformed, truncated, oversized or with trailing bytes raises RemotePro
 |------|---------|---------------------------------------------------------------------------|
 | 1    | HELLO   | u16 protocol | str cluster | str label | str url | 16B nonce | u8 flags    |
 |      |         | | 16B node root (truncated) | 32B origin (the node's Ed25519 public key) |
+|      |         | flags: 1 = has a cluster key, 2 = takes UPDATE frames up to LARGE_FRAME   |
 | 2    | AUTH    | 64B Ed25519 signature by the origin's key over the link transcript       |
 |      |         | (core/identity.py: ``link_transcript``) | u8 n (0, or 32 with a cluster  |
 |      |         | key) | n B HMAC-SHA256(cluster key, "p2p-ledger-auth v7" + transcript)   |
@@ -15,7 +17,8 @@ anything malformed, truncated, oversized or with trailing bytes raises RemotePro
 | 4    | ROOT    | u8 flags (1 reply, 2 view follows) | request: 16B node root, [top view] |
 | 5    | VIEWS   | u16 n × view (see below)                                                  |
 | 6    | SYNC1   | str context | u8 want_reply | blob Yjs state vector                       |
-| 7    | UPDATE  | str context | u32 transfer | u32 total | u32 offset | blob chunk (≤ CHUNK B) |
+| 7    | UPDATE  | str context | u32 transfer | u32 total | u32 offset | blob chunk (≤ CHUNK B, |
+|      |         | ≤ LARGE_CHUNK to a peer that takes large frames)                          |
 |      |         | | u8 flags (1 = pushed: a fresh update, forwarded epidemically; 3 = |
 |      |         | pushed by its origin: the sender's own append, sent on all its links)     |
 | 8    | FLOW    | u64 bytes received so far (transport flow control, never reaches the core) |
@@ -67,11 +70,18 @@ PROTOCOL_VERSION = 9  # 2: UPDATE carries a transfer id; 3: ROOT may carry a vie
 # 8: HELLO carries the origin (public key), AUTH always proves it (Ed25519, plus the cluster
 # key's HMAC), PEERS name origins: links are keyed by origin and the node id is only a label;
 # 9: bundles of format 2 (one signature per commit: each head carries its path to the root)
-MAX_FRAME = 64 * 1024
-# Update bytes per UPDATE frame: the rest of MAX_FRAME holds its header (a context name is at
-# most 128 bytes). why: a frame costs both ends a fixed amount of work (parse, wake-ups, a FLOW);
-# bigger chunks are fewer frames per MB.
+MAX_FRAME = 64 * 1024  # every frame every peer takes
+# An UPDATE frame may be up to LARGE_FRAME bytes to a peer whose HELLO carries
+# FLAG_LARGE_FRAMES (older peers never set it and get MAX_FRAME frames). why: a frame costs both
+# ends a fixed amount of work (parse, wake-ups, a FLOW, reassembly copies): 100 MB in 1 MiB
+# frames cost PeerLink's receiver 0.21 CPU-s against 0.30 in 64 KiB ones (two processes); a
+# node catching up 1,000 x 100 KB, sender 0.50 / receiver 1.23 CPU-s against 0.77 / 1.54
+# (ARCHITECTURE.md, "Large frames, negotiated").
+LARGE_FRAME = 1024 * 1024
+# Update bytes per UPDATE frame: the rest of the frame holds its header (a context name is at
+# most 128 bytes).
 CHUNK = MAX_FRAME - 1024
+LARGE_CHUNK = LARGE_FRAME - 1024
 DIGEST_PREFIX = 16  # digests travel truncated to 16 bytes (roots and children alike)
 NONCE_SIZE = 16
 KEY_SIZE = 32  # an origin: an Ed25519 public key
@@ -80,7 +90,10 @@ MAC_SIZE = 32  # HMAC-SHA256
 MAX_SV_IN_VIEW = 255  # longer state vectors are left out of ITEMS views (a SYNC1 asks for them)
 ROOT_REPLY, ROOT_VIEW = 1, 2  # ROOT flags
 MAX_PEERS_PER_FRAME = 64  # a PEERS frame with more is a protocol error (a peer list is a hint)
-FLAG_AUTH = 1
+FLAG_AUTH = 1  # HELLO flags: the sender has a cluster key
+# HELLO flags: the sender takes UPDATE frames up to LARGE_FRAME once it has sent its AUTH (a
+# peer that does not know the bit ignores it: protocol 9 reads only FLAG_AUTH)
+FLAG_LARGE_FRAMES = 2
 MAX_IDS = 1024  # entry ids in one IDS view or WANT (32 KiB)
 MAX_DIGESTS = 1024  # update digests in one IHAVE or GRAFT (16 KiB)
 ORIGIN_SIZE = 32  # an origin (Ed25519 public key) in a PRUNE
@@ -319,9 +332,15 @@ def encode(msg: Message) -> bytes:
     else:  # pragma: no cover - the Union is closed
         raise TypeError(msg)
     frame = bytes([WIRE_VERSION, t]) + body
-    if len(frame) > MAX_FRAME:
-        raise ValueError(f"{NAMES[t]} frame of {len(frame)} bytes exceeds {MAX_FRAME}")
+    if len(frame) > _limit(t):
+        raise ValueError(f"{NAMES[t]} frame of {len(frame)} bytes exceeds {_limit(t)}")
     return frame
+
+
+def _limit(frame_type: int) -> int:
+    """The largest frame of a type: LARGE_FRAME for UPDATE (only to peers that said they take
+    it, FLAG_LARGE_FRAMES), MAX_FRAME for every other."""
+    return LARGE_FRAME if frame_type == UPDATE else MAX_FRAME
 
 
 class _Reader(Reader):
@@ -395,10 +414,10 @@ def decode(frame: bytes) -> Message:
     """Parse one frame; RemoteProtocolError for anything that is not exactly one valid message."""
     if not isinstance(frame, (bytes, bytearray)):
         raise RemoteProtocolError("peer frames are binary")
-    if len(frame) > MAX_FRAME:
-        raise RemoteProtocolError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME}")
     if len(frame) < 2:
         raise RemoteProtocolError("frame shorter than its header")
+    if len(frame) > _limit(frame[1]):
+        raise RemoteProtocolError(f"frame of {len(frame)} bytes exceeds {_limit(frame[1])}")
     if frame[0] != WIRE_VERSION:
         raise RemoteProtocolError(f"unsupported wire version {frame[0]} (we speak {WIRE_VERSION})")
     r = _Reader(bytes(frame))

@@ -471,12 +471,16 @@ class Node:
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._writer, link, outbox)
+                    large = False
                     if first is not None:
                         self.core.frame_received(conn, first, self._now())
+                        large = self._allow_large_frames(conn, link)
                     self._flush()
                     while conn in self.core.links:
                         frame = await link.recv()
                         self.core.frame_received(conn, frame, self._now())
+                        if not large:
+                            large = self._allow_large_frames(conn, link)
                         self._after_frame()
                     # The core closed the link (its Close closed the outbox): let the writer
                     # send what is queued, the BYE last, then stop.
@@ -491,6 +495,15 @@ class Node:
             self.core.connection_lost(conn, self._now(), reason)
             self._flush()
         await link.aclose()
+
+    def _allow_large_frames(self, conn: int, link: PeerLink) -> bool:
+        """Raise the link's message limit once the core accepted the peer's HELLO, before the
+        actions it returned (our AUTH) are carried out: the peer sends large frames only
+        after our AUTH, so none can arrive before the limit is raised."""
+        if self.core.takes_large_frames(conn):
+            link.allow_large_frames()
+            return True
+        return False
 
     def _after_frame(self) -> None:
         """A frame that staged received updates leaves its answer (and its forwards) to the

@@ -3,15 +3,19 @@
 Peer links carry binary protocol frames with a credit window: a sender never has more than
 ``WINDOW`` unacknowledged bytes in flight, and the receiver returns a FLOW frame for every
 ``ACK_EVERY`` bytes it has taken. websockets.trio 17.4 deadlocks when both ends push large
-messages at once (measured: 1 MB each way hangs every time, >= ~60 KB often; its reader task
-flushes output while holding the send lock; see ARCHITECTURE.md, "Transport");
-with the bytes in flight bounded below the socket buffers, no send can block for long, so neither
-reader gets stuck. Per-message deflate is off: sync frames are already compact binary.
+messages at once (measured: 1 MB each way hangs every time, >= ~60 KB often): its reader task
+waits for the send lock after every read, so a send blocked on a peer that is not reading stops
+our reading too (see ARCHITECTURE.md, "Transport"). Every connection made here is a
+``_ReaderNeverWaitsToSend``: its reader never waits to send, and PeerLink queues its FLOW frames
+without waiting, so both ends keep reading whatever the other sends. Per-message deflate is off:
+sync frames are already compact binary.
 
 Message size limits: websockets holds a whole message in memory before ``recv`` returns it, so
 the limit is what a connection can make us allocate. Every accepted connection starts with
 ``PEER_MAX_SIZE`` (a peer frame is at most ``MAX_FRAME``): a stranger cannot make the node hold
-more than that before it has identified itself. An API client is raised to ``API_MAX_SIZE``
+more than that before it has identified itself. A peer link takes ``LARGE_PEER_MAX_SIZE`` once
+the core accepted the peer's HELLO (``PeerLink.allow_large_frames``: UPDATE frames up to
+``LARGE_FRAME`` from peers that said they send them). An API client is raised to ``API_MAX_SIZE``
 (``allow_large_messages``) only once it said hello and, with a cluster key, proved the key.
 why: with 512 MiB for every connection, one 150 MiB first frame raised a node's peak RSS by
 300 MiB (measured: VmHWM +307 MB); with the small limit, +0 (the frame is refused, close 1009, as
@@ -34,24 +38,26 @@ from websockets.exceptions import (
     ConnectionClosedOK,
     WebSocketException,
 )
+from websockets.protocol import OPEN
+from websockets.trio.client import ClientConnection
 from websockets.trio.client import connect as ws_connect
 from websockets.trio.connection import Connection
-from websockets.trio.server import Server, serve
+from websockets.trio.server import Server, ServerConnection, serve
 
 from ..core.errors import InvalidUrl, LinkBroken, LinkClosed, ListenError, TlsError
-from ..core.wire import FLOW, MAX_FRAME, Flow, encode
+from ..core.wire import FLOW, LARGE_FRAME, MAX_FRAME, Flow, encode
 
 # why: the window was 128 KiB (FLOW every 32 KiB): about two frames in flight, so both ends
 # woke for every frame. Moving 100 MB in 63 KiB frames between two processes (PeerLink alone,
 # load ~9 on 2 cores) cost each end 0.55-0.66 CPU-s with it and 0.26-0.32 with 1 MiB (FLOW every
 # 256 KiB); two node processes catching up 1,000 x 100 KB, alternated 3 pairs: sender 0.89-1.17
-# -> 0.73-0.74 CPU-s, receiver 1.82-2.10 -> 1.43-1.56. Not more: with both ends pushing at once
-# and neither program reading for 0.3 s, 1 and 1.5 MiB finished 30 of 30 tries, 2 MiB 3 of 6,
-# 4 MiB none (websockets.trio's reader waits for the send lock, see above); and not larger
-# frames: 256 KiB frames in a 1 MiB window deadlocked 20 of 20 (ARCHITECTURE.md, "Transport").
+# -> 0.73-0.74 CPU-s, receiver 1.82-2.10 -> 1.43-1.56. With 1 MiB frames (LARGE_FRAME) a 4 MiB
+# window (FLOW every MiB) did no better than 1 MiB: 12.6 against 14.8 MB/s, receiver 1.31
+# against 1.23 CPU-s (3 alternated rounds, load 10).
 WINDOW = 1024 * 1024
 ACK_EVERY = 256 * 1024
 PEER_MAX_SIZE = MAX_FRAME + 1024
+LARGE_PEER_MAX_SIZE = LARGE_FRAME + 1024  # once the peer's HELLO is accepted (large frames)
 API_MAX_SIZE = 512 * 1024 * 1024
 _FLOW_TYPE = bytes([1, FLOW])  # wire version 1, type FLOW
 
@@ -60,6 +66,70 @@ __all__ = [
     "API_MAX_SIZE", "allow_large_messages", "check_url", "client_tls", "open_listeners",
     "server_tls",
 ]
+
+
+class _ReaderNeverWaitsToSend(Connection):
+    """A websockets.trio connection whose reader task never waits to send.
+
+    Upstream's reader (``recv_events``), after every read, calls ``send_data``, which takes the
+    send lock and writes whatever the protocol queued (a pong, a close frame), even when that is
+    nothing. While a ``send`` holds that lock, blocked in ``send_all`` because the peer is not
+    reading, the reader waits for the lock and stops reading; when both ends do it, neither ever
+    reads again (measured: 1 MiB messages both ways at once hung every time). Here, while the
+    connection is open, the reader only queues: nothing to write costs nothing, and something
+    to write (a pong) is written by a task of its own (``_flush``). ``send_nowait`` queues a
+    message the same way, so a caller never waits either (PeerLink's FLOW frames). Opening and
+    closing keep upstream's behaviour (the handshake, the close frame and EOF are written inline).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._reader: trio.lowlevel.Task | None = None
+        self._flushing = False
+        super().__init__(*args, **kwargs)  # starts recv_events
+
+    async def recv_events(self) -> None:
+        self._reader = trio.lowlevel.current_task()
+        await super().recv_events()
+
+    async def send_data(self) -> None:
+        if self.protocol.state is OPEN and trio.lowlevel.current_task() is self._reader:
+            if self.protocol.writes:
+                self._flush_soon()
+            return
+        await super().send_data()
+
+    def send_nowait(self, message: bytes) -> None:
+        """Queue one binary message; a task of the connection's writes it. ConnectionClosed
+        once the connection is no longer open."""
+        p = self.protocol
+        if p.state is not OPEN:
+            raise ConnectionClosed(p.close_rcvd, p.close_sent, p.close_rcvd_then_sent)
+        assert self.send_in_progress is None, "not inside a fragmented message"
+        p.send_binary(message)
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        if not self._flushing:
+            self._flushing = True
+            self.nursery.start_soon(self._flush)
+
+    async def _flush(self) -> None:
+        try:
+            while self.protocol.writes:  # what was queued while we waited for the lock too
+                await super().send_data()
+        except Exception as exc:  # what upstream's reader does when its write fails
+            self.set_connection_exc(exc)
+            await self.close_stream()
+        finally:
+            self._flushing = False
+
+
+class _ClientConnection(_ReaderNeverWaitsToSend, ClientConnection):
+    pass
+
+
+class _ServerConnection(_ReaderNeverWaitsToSend, ServerConnection):
+    pass
 
 
 def check_url(url: str, what: str = "URL") -> str:
@@ -83,6 +153,7 @@ class PeerLink:
     """Flow-controlled binary frames over one websocket connection."""
 
     def __init__(self, ws: Connection) -> None:
+        assert isinstance(ws, _ReaderNeverWaitsToSend), "a connection from dial or serve_websockets"
         self.ws = ws
         self._sent = 0
         self._acked = 0
@@ -118,8 +189,15 @@ class PeerLink:
             self._received += len(frame)
             if self._received - self._reported >= ACK_EVERY:
                 self._reported = self._received
-                await self._ws_send(encode(Flow(self._received)))
+                try:  # why: never wait to send here, or this reader could stop reading
+                    self.ws.send_nowait(encode(Flow(self._received)))
+                except ConnectionClosed as exc:
+                    raise LinkBroken(f"connection broken while sending: {exc}") from None
             return bytes(frame)
+
+    def allow_large_frames(self) -> None:
+        """Take messages up to LARGE_FRAME from now on (``NodeCore.takes_large_frames``)."""
+        self.ws.protocol.max_message_size = LARGE_PEER_MAX_SIZE
 
     async def _ws_send(self, frame: bytes) -> None:
         try:
@@ -146,6 +224,7 @@ async def dial(url: str, *, api: bool = False, timeout: float = 10.0,
             url, stream=stream, compression=None, proxy=None, open_timeout=timeout,
             ssl=tls if url.startswith("wss://") else None,
             max_size=API_MAX_SIZE if api else PEER_MAX_SIZE, ping_interval=10, ping_timeout=20,
+            create_connection=_ClientConnection,
         ) as ws:
             entered = True
             yield ws
@@ -188,7 +267,7 @@ async def serve_websockets(
     ``allow_large_messages`` raises it."""
     await serve(handler, listeners=listeners, compression=None, max_size=max_size, ssl=tls,
                 ping_interval=10, ping_timeout=20, process_request=process_request,
-                task_status=task_status)
+                create_connection=_ServerConnection, task_status=task_status)
 
 
 def server_tls(cert: str | os.PathLike[str], key: str | os.PathLike[str]) -> ssl.SSLContext:

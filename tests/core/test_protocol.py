@@ -22,6 +22,7 @@ from p2p_ledger.core.errors import (
     RemoteProtocolError,
 )
 from p2p_ledger.core.identity import Identity, link_transcript
+from p2p_ledger.core.ledger import Ledger
 from p2p_ledger.core.protocol import (
     Closed,
     EntriesReceived,
@@ -35,6 +36,8 @@ from p2p_ledger.core.protocol import (
 from p2p_ledger.core.wire import (
     CHUNK,
     FLAG_AUTH,
+    LARGE_CHUNK,
+    LARGE_FRAME,
     MAX_FRAME,
     UPDATE,
     Auth,
@@ -462,6 +465,13 @@ def test_many_contexts_converge_through_inner_views(seed: int, swapped: bool) ->
     assert len(asked) <= len(differing) + 32  # siblings in a differing bucket, not all of them
 
 
+def _old_pair(a: Ledger, b: Ledger, swapped: bool = False, **kw: object) -> SessionPair:
+    """An open pair of sessions that both play peers from before FLAG_LARGE_FRAMES: updates
+    travel in CHUNK-sized pieces (what the tests of reassembly below need several of)."""
+    return open_pair(a, b, swapped, a_info=LocalInfo(a.node_id, large_frames=False),
+                     b_info=LocalInfo(b.node_id, large_frames=False), **kw)
+
+
 def _big_histories() -> tuple:
     a, b = new_ledger("a"), new_ledger("b")
     rng = random.Random(7)
@@ -486,7 +496,7 @@ def test_duplicated_and_reordered_update_chunks_still_converge(seed: int, swappe
     a, b = _big_histories()
     expected = {n: id_sets(a).get(n, set()) | id_sets(b).get(n, set())
                 for n in set(a.contexts) | set(b.contexts)}
-    pair = open_pair(a, b, swapped, mangle=mangle)
+    pair = _old_pair(a, b, swapped, mangle=mangle)
     pair.first.session.send_root()
     pair.pump()
     assert pair.a.session.is_open and pair.b.session.is_open
@@ -496,7 +506,7 @@ def test_duplicated_and_reordered_update_chunks_still_converge(seed: int, swappe
 
 def test_a_late_duplicate_chunk_does_not_poison_the_next_transfer(swapped: bool) -> None:
     a, b = new_ledger("a"), new_ledger("b")
-    pair = open_pair(a, b, swapped)
+    pair = _old_pair(a, b, swapped)
     first = a.append([a.prepare("c", "k", b"x" * (CHUNK + 8_000))]).updates[0][1]
     pair.a.session.push("c", first)
     frames = pair.a.session.take_output()
@@ -513,7 +523,7 @@ def test_a_late_duplicate_chunk_does_not_poison_the_next_transfer(swapped: bool)
 
 def test_interleaved_chunks_of_two_same_size_transfers_are_not_spliced(swapped: bool) -> None:
     a, b = new_ledger("a"), new_ledger("b")
-    pair = open_pair(a, b, swapped)
+    pair = _old_pair(a, b, swapped)
     first = a.append([a.prepare("c", "k", b"x" * (CHUNK + 8_000))]).updates[0][1]
     second = a.append([a.prepare("c", "k", b"y" * (CHUNK + 8_000))]).updates[0][1]
     assert len(first) == len(second)
@@ -531,7 +541,7 @@ def test_interleaved_chunks_of_two_same_size_transfers_are_not_spliced(swapped: 
 
 def test_each_update_sent_gets_the_next_transfer_id() -> None:
     a, b = new_ledger("a"), new_ledger("b")
-    pair = open_pair(a, b)
+    pair = _old_pair(a, b)
     big = a.append([a.prepare("c", "k", b"x" * (CHUNK + 8_000))]).updates[0][1]
     small = a.append([a.prepare("d", "k", b"y")]).updates[0][1]
     pair.a.session.push("c", big)
@@ -540,6 +550,57 @@ def test_each_update_sent_gets_the_next_transfer_id() -> None:
     chunks = [decode(f) for f in pair.a.session.take_output()]
     assert [(c.context, c.transfer, c.offset) for c in chunks] == [  # type: ignore[union-attr]
         ("c", 1, 0), ("c", 1, CHUNK), ("d", 2, 0), ("c", 3, 0), ("c", 3, CHUNK)]
+
+
+def _update_frames(frames: list[bytes]) -> list[bytes]:
+    return [f for f in frames if f[1] == UPDATE]
+
+
+def test_updates_travel_in_large_frames_between_peers_that_take_them(swapped: bool) -> None:
+    """Both HELLOs carry FLAG_LARGE_FRAMES: an update goes in LARGE_CHUNK pieces."""
+    a, b = new_ledger("a"), new_ledger("b")
+    fresh = PeerSession(LocalInfo("a"), a, b"N" * 16)
+    assert not fresh.takes_large_frames  # not before the peer's HELLO is accepted
+    pair = open_pair(a, b, swapped)
+    assert pair.a.session.takes_large_frames and pair.b.session.takes_large_frames
+    update = a.append([a.prepare("c", "k", b"x" * (LARGE_CHUNK + 8_000))]).updates[0][1]
+    pair.a.session.push("c", update)
+    frames = _update_frames(pair.a.session.take_output())
+    assert len(frames) == 2 and MAX_FRAME < len(frames[0]) <= LARGE_FRAME
+    for frame in frames:
+        pair.b.session.receive(frame)
+    pair.pump()
+    assert pair.b.session.is_open, pair.b.session.close_reason
+    assert a.root() == b.root()
+
+
+def test_a_peer_from_before_large_frames_gets_frames_it_takes(swapped: bool) -> None:
+    """Interop: a peer whose HELLO lacks FLAG_LARGE_FRAMES (protocol 9 before it) gets no
+    frame over MAX_FRAME, and its own small frames are taken; both converge."""
+    a, b = new_ledger("a"), new_ledger("b")
+    for i in range(3):
+        append(a, f"a{i}", b"x" * (CHUNK + 9_000))
+        append(b, f"b{i}", b"y" * (CHUNK + 9_000))
+    pair = open_pair(a, b, swapped, b_info=LocalInfo("b", large_frames=False))
+    assert not pair.b.session.takes_large_frames
+    hello_a, hello_b = decode(pair.a.session.hello), decode(pair.b.session.hello)
+    assert isinstance(hello_a, Hello) and isinstance(hello_b, Hello)
+    assert hello_a.flags & wire.FLAG_LARGE_FRAMES and not hello_b.flags & wire.FLAG_LARGE_FRAMES
+    pair.first.session.send_root()
+    pair.pump()
+    assert a.root() == b.root()
+    for side in pair.sides():
+        updates = _update_frames(side.frames_sent)
+        assert len(updates) > 3 and max(map(len, updates)) <= MAX_FRAME
+
+
+def test_a_large_frame_to_a_session_that_did_not_offer_them_closes_it() -> None:
+    a, b = new_ledger("a"), new_ledger("b")
+    pair = open_pair(a, b, b_info=LocalInfo("b", large_frames=False))
+    big = encode(UpdateChunk("c", 1, LARGE_CHUNK, 0, b"x" * LARGE_CHUNK))
+    pair.b.session.receive(big)
+    assert not pair.b.session.is_open
+    assert f"we take at most {MAX_FRAME}" in str(pair.b.session.close_reason)
 
 
 def test_unfinished_transfers_are_bounded_and_the_oldest_is_abandoned() -> None:

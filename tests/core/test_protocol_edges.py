@@ -243,7 +243,7 @@ def test_a_push_of_several_chunks_says_whether_it_comes_from_its_origin(own: boo
     """Reassembled from its chunks, a push still tells its origin's own push from a forward
     (the node's dense-neighbourhood rule counts only the former)."""
     a, b = new_ledger("a"), new_ledger("b")
-    pair = open_pair(a, b)
+    pair = open_pair(a, b, b_info=LocalInfo("b", large_frames=False))  # CHUNK-sized pieces
     update = append(a, "big", b"z" * (2 * CHUNK)).updates[0][1]
     pair.a.session.push("big", update, own=own)
     pair.pump()

@@ -16,6 +16,8 @@ from p2p_ledger.core.wire import (
     EMPTY,
     INNER,
     ITEMS,
+    LARGE_CHUNK,
+    LARGE_FRAME,
     MAX_FRAME,
     Auth,
     Bye,
@@ -208,26 +210,32 @@ def test_frames_over_max_frame_are_refused() -> None:
     ok = bytes([1, wire.BYE]) + reason_len.to_bytes(2, "big") + b"r" * reason_len
     assert len(ok) == MAX_FRAME
     assert decode(ok) == Bye("r" * reason_len)
-    too_big = bytes([1, wire.UPDATE]) + b"\x00" * (MAX_FRAME - 1)
+    too_big = bytes([1, wire.BYE]) + b"\x00" * (MAX_FRAME - 1)
     with pytest.raises(RemoteProtocolError, match="exceeds"):
         decode(too_big)
     with pytest.raises(RemoteProtocolError, match="exceeds"):
         decode(bytearray(MAX_FRAME + 1))
+    # Only an UPDATE may be larger (to peers that said they take it), up to LARGE_FRAME.
+    with pytest.raises(RemoteProtocolError, match=f"exceeds {LARGE_FRAME}"):
+        decode(bytes([1, wire.UPDATE]) + b"\x00" * (LARGE_FRAME - 1))
 
 
 def test_encode_refuses_to_build_an_oversized_frame() -> None:
     with pytest.raises(ValueError, match="exceeds"):
-        encode(UpdateChunk("c", 1, MAX_FRAME, 0, b"x" * MAX_FRAME))
+        encode(UpdateChunk("c", 1, LARGE_FRAME, 0, b"x" * LARGE_FRAME))
+    with pytest.raises(ValueError, match=f"exceeds {MAX_FRAME}"):
+        encode(Sync1("c", False, b"x" * MAX_FRAME))
     with pytest.raises(ValueError, match="string too long"):
         encode(Sync1("c" * 70_000, False, b""))
 
 
-def test_a_full_chunk_fits_in_a_frame() -> None:
+@pytest.mark.parametrize(("chunk", "limit"), [(CHUNK, MAX_FRAME), (LARGE_CHUNK, LARGE_FRAME)])
+def test_a_full_chunk_fits_in_a_frame(chunk: int, limit: int) -> None:
     longest_context = "c" * 128
-    frame = encode(UpdateChunk(longest_context, 2**32 - 1, 2**32 - 1, 2**32 - 1 - CHUNK,
-                               b"x" * CHUNK))
-    assert len(frame) <= MAX_FRAME
-    assert decode(frame).chunk == b"x" * CHUNK  # type: ignore[union-attr]
+    frame = encode(UpdateChunk(longest_context, 2**32 - 1, 2**32 - 1, 2**32 - 1 - chunk,
+                               b"x" * chunk))
+    assert len(frame) <= limit
+    assert decode(frame).chunk == b"x" * chunk  # type: ignore[union-attr]
 
 
 def test_bye_reason_is_truncated_not_refused() -> None:

@@ -2,9 +2,9 @@
 regression, and a peer that vanishes without a BYE.
 
 websockets.trio 17.4 deadlocks when both ends send large messages at once (ARCHITECTURE.md,
-"Transport": 1 MB each way hung every time); the
-transport keeps frames ≤ CHUNK and bytes in flight ≤ WINDOW. With 1 MB frames and no window the
-sync below hangs (measured); ``trio.fail_after`` turns such a hang into a failure.
+"Transport": 1 MB each way hung every time); the transport's connections never make their
+reader wait to send, and the nodes below exchange 1 MiB frames both ways at once (with
+upstream's connections this hangs); ``trio.fail_after`` turns such a hang into a failure.
 """
 
 from __future__ import annotations
