@@ -37,12 +37,12 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from pycrdt import merge_updates
 
-from .audit import audit
+from .audit import audit, audit_steps
 from .bundle import decode_bundle, encode_bundle
 from .clock import LamportClock
 from .context_log import ARRAY_NAME, EMPTY_UPDATE, ContextLog, client_id_for
@@ -219,10 +219,7 @@ class Ledger:
         ledger = cls(identity, instance, storage, limits, now_ns, label or "", memory_budget)
         summaries = storage.summaries()
         if summaries is None:
-            summaries = {}
-            for name in storage.contexts():
-                ctx, stored = ledger._read(name)
-                summaries[name] = summarize(ctx, stored)
+            summaries = {name: ledger._recomputed(name) for name in storage.contexts()}
             storage.put_summaries(summaries)
         ledger.summaries = summaries
         for name, summary in summaries.items():
@@ -658,17 +655,42 @@ class Ledger:
                 found = summarize(fresh, stored)
         except LedgerError as exc:
             return 0, [f"context {name}: {exc}"]
+        return found.entries, self._judged(name, found, self.summaries.get(name))
+
+    def verify_steps(self, name: str, rows: Iterable[bytes], heads: Iterable[bytes],
+                     summary: Summary | None,
+                     ) -> Generator[int, None, tuple[int, list[str]] | None]:
+        """``verify_context`` a step at a time (``audit_steps``: yields the entries checked so
+        far), over rows, stored heads and the summary a driver read together from one
+        consistent view of the store while the node went on committing. Returns (entries,
+        problems), or None when the rows leave Yjs structs pending (then ``verify_context``
+        rebuilds the context, at once). The loaded context is compared only if nothing of
+        ``name`` was committed since that view."""
+        try:
+            found = yield from audit_steps(name, rows, self.limits,
+                                           [Head.from_bytes(raw) for raw in heads])
+        except LedgerError as exc:
+            return 0, [f"context {name}: {exc}"]
+        if found is None:
+            return None
+        self._flush_if(name)
+        return found.entries, self._judged(name, found, summary,
+                                           live=self.summaries.get(name) == summary)
+
+    def _judged(self, name: str, found: Summary, summary: Summary | None,
+                live: bool = True) -> list[str]:
+        """The problems of ``name`` whose rows hold ``found``: a stored ``summary`` that says
+        otherwise, a loaded context (if ``live``) whose root differs."""
         problems = []
-        summary = self.summaries.get(name)
         if summary is None or not same_summary(summary, found):
             problems.append(f"context {name}: its stored summary ({summary and summary.entries}"
                             f" entries) does not match its rows ({found.entries} entries, "
                             f"root {found.root.hex()[:16]})")
-        live = self._live.get(name)
-        if live is not None and live.root() != found.root:
-            problems.append(f"context {name}: root {live.root().hex()} in memory does not "
+        loaded = self._live.get(name) if live else None
+        if loaded is not None and loaded.root() != found.root:
+            problems.append(f"context {name}: root {loaded.root().hex()} in memory does not "
                             f"match the stored entries")
-        return found.entries, problems
+        return problems
 
     # ---- internals ---------------------------------------------------------------------------
 
@@ -714,6 +736,24 @@ class Ledger:
         except LedgerError as exc:
             raise IntegrityError(f"context {name}: {exc}") from None
         return ctx, stored
+
+    def _recomputed(self, name: str) -> Summary:
+        """The summary of ``name``'s stored rows, streamed (``audit``: memory for its ids, not
+        a ``ContextLog``); rows ``audit`` cannot settle or refuses are rebuilt as they always
+        were (which raises what the rebuild raises).
+
+        why: a store without summaries (one ``repair`` wrote, or older) opened with every
+        context rebuilt in turn: 126 MiB peak RSS and 2.97 CPU-s for one context of
+        100k x 100 B, against 66 MiB and 0.93 s streamed."""
+        try:
+            found = audit(name, self.storage.iter_context(name), self.limits,
+                          self.stored_heads(name))
+        except LedgerError:
+            found = None
+        if found is not None:
+            return found
+        ctx, stored = self._read(name)
+        return summarize(ctx, stored)
 
     def stored_heads(self, name: str) -> list[Head]:
         """The heads stored for ``name`` apart from its rows (IntegrityError if one is

@@ -258,16 +258,42 @@ class Node:
         return problems
 
     async def _verify_in_background(self) -> None:
-        """The full check, a context per step, yielding to the node between contexts."""
+        """The full check while the node serves: a context at a time, each in steps of
+        ``audit.CHECK_BATCH`` entries with the node served between them, from a consistent
+        view of the store (``StoreReader``: what the node commits meanwhile is checked by the
+        next run, not mixed into this one).
+
+        why: a context checked in one go held the event loop for all of it (~10 s for 1M
+        entries at ~100k entries per CPU-second); a step is 256 entries (~3 ms)."""
         self.verified = {"state": "running", "contexts": 0, "entries": 0, "problems": 0}
         problems: list[str] = []
-        for name in self.ledger.stored_context_names():
-            entries, found = self.ledger.verify_context(name)
-            problems += found
-            self.verified.update(contexts=self.verified["contexts"] + 1,
-                                 entries=self.verified["entries"] + entries,
-                                 problems=len(problems))
-            await trio.sleep(0)
+        storage = self.ledger.storage
+        reader = storage.reader() if isinstance(storage, SqliteStore) else None
+        try:
+            for name in self.ledger.stored_context_names():
+                done = self.verified["entries"]
+                result = None
+                if reader is not None:
+                    with reader.view():
+                        steps = self.ledger.verify_steps(
+                            name, reader.iter_context(name), reader.heads(name),
+                            reader.summary(name))
+                        while result is None:
+                            try:
+                                self.verified["entries"] = done + next(steps)
+                            except StopIteration as stop:
+                                result = stop.value or self.ledger.verify_context(name)
+                            await trio.sleep(0)
+                else:
+                    result = self.ledger.verify_context(name)
+                entries, found = result
+                problems += found
+                self.verified.update(contexts=self.verified["contexts"] + 1,
+                                     entries=done + entries, problems=len(problems))
+                await trio.sleep(0)
+        finally:
+            if reader is not None:
+                reader.close()
         self._verify_done(problems)
 
     def _verify_done(self, problems: list[str]) -> None:

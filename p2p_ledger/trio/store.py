@@ -31,7 +31,9 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from ..core.errors import StoreDamagedError, StoreError, StoreLockedError
 from ..core.storage import HeadChange, Summary
@@ -162,9 +164,12 @@ class SqliteStore:
         last = self.db.execute("SELECT max(id) FROM updates").fetchone()[0]
         if upto is None or int(upto) != (last or 0):
             return None
-        return {str(row[0]): Summary(bytes(row[1]), int(row[2]), bytes(row[3]), int(row[4]),
-                                     int(row[5]), int(row[6]))
-                for row in self.db.execute("SELECT * FROM summaries")}
+        return {str(row[0]): _summary(row) for row in self.db.execute("SELECT * FROM summaries")}
+
+    def reader(self) -> StoreReader:
+        """A connection of its own that reads consistent views of the store while this one
+        commits (``StoreReader``); close it before the store."""
+        return StoreReader(self.path / DB_NAME)
 
     def commit(self, updates: Sequence[tuple[str, bytes]],
                summaries: Mapping[str, Summary] | None = None,
@@ -254,6 +259,60 @@ class SqliteStore:
             self._checkpointer.close()  # first: the last connection to close ends the WAL
         self.db.close()
         os.close(self._lock_fd)
+
+
+class StoreReader:
+    """Reads of a store on a connection of its own: within ``view()``, every read sees the
+    store as it was at the first of them (a WAL read transaction), whatever the store's own
+    connection commits meanwhile. ``node --verify-in-background`` checks a context this way
+    in steps, serving between them, against the summary stored with the rows it reads."""
+
+    def __init__(self, db: Path) -> None:
+        self.path = db
+        self.db = sqlite3.connect(db, isolation_level=None)
+        self.db.execute("PRAGMA query_only = 1")
+
+    @contextmanager
+    def view(self) -> Iterator[StoreReader]:
+        self.db.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            self.db.execute("ROLLBACK")  # (nothing was written: ends the read transaction)
+
+    def iter_context(self, context: str) -> Iterator[bytes]:
+        try:
+            cursor = self.db.execute(
+                "SELECT blob FROM updates WHERE context = ? ORDER BY id", (context,))
+            while rows := cursor.fetchmany(256):
+                for (blob,) in rows:
+                    yield bytes(blob)
+        except sqlite3.DatabaseError as exc:
+            raise _named(self.path, exc) from None
+
+    def heads(self, context: str) -> list[bytes]:
+        try:
+            return [bytes(head) for (head,) in self.db.execute(
+                "SELECT head FROM heads WHERE context = ?", (context,))]
+        except sqlite3.DatabaseError as exc:
+            raise _named(self.path, exc) from None
+
+    def summary(self, context: str) -> Summary | None:
+        try:
+            row = self.db.execute("SELECT * FROM summaries WHERE context = ?",
+                                  (context,)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise _named(self.path, exc) from None
+        return None if row is None else _summary(row)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _summary(row: Sequence[Any]) -> Summary:
+    """A row of the ``summaries`` table."""
+    return Summary(bytes(row[1]), int(row[2]), bytes(row[3]), int(row[4]), int(row[5]),
+                   int(row[6]))
 
 
 class _Checkpointer:

@@ -8,6 +8,7 @@ structs), and it must catch what the rebuild catches.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,35 @@ def test_positions_seen_out_of_order_join_the_run_once_the_gap_fills() -> None:
     assert [positions.add(s) for s in (1, 3, 4, 2)] == [True] * 4
     assert positions.run == 4 and not positions.beyond
     assert [positions.add(s) for s in (1, 2, 3, 4, 5)] == [False] * 4 + [True]
+
+
+@pytest.mark.parametrize("batch", [1, 2, 4096])
+def test_the_first_problem_in_store_order_is_the_one_reported(
+        monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
+    """Records are checked in batches after their rows are read: a bad record is still the
+    problem reported when a later row is malformed or the store fails to give the next row."""
+    from p2p_ledger.core import audit as audit_module
+    from p2p_ledger.core.errors import IntegrityError, RemoteProtocolError, StoreDamagedError
+
+    monkeypatch.setattr(audit_module, "CHECK_BATCH", batch)
+    e1, e2 = chain_entries("z", [1, 2], "ctx")
+    tampered = e2.record[:-60] + bytes([e2.record[-60] ^ 1]) + e2.record[-59:]
+    good = encode_bundle((), forged_update([e1.record], client_id=1))
+    bad = encode_bundle((), forged_update([tampered], client_id=2))
+    limits = Ledger.open(MemoryStorage(), "a", "a-1").limits
+    with pytest.raises(IntegrityError) as first:
+        audit("ctx", [good, bad], limits)
+    with pytest.raises(IntegrityError) as err:
+        audit("ctx", [good, bad, b"not a bundle"], limits)
+    assert str(err.value) == str(first.value)
+
+    def failing() -> Iterator[bytes]:
+        yield good
+        yield bad
+        raise StoreDamagedError("the next row is unreadable")
+
+    with pytest.raises(IntegrityError) as err:
+        audit("ctx", failing(), limits)
+    assert str(err.value) == str(first.value)
+    with pytest.raises(RemoteProtocolError):  # with no bad record before it, the row's own
+        audit("ctx", [good, b"not a bundle"], limits)

@@ -318,6 +318,41 @@ def test_an_old_store_gets_its_summaries_computed_once(tmp_path):
         store.close()
 
 
+def test_missing_summaries_are_computed_streamed_or_by_the_rebuild_they_always_had(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An open that recomputes summaries streams each context's rows (``audit``: no
+    ``ContextLog``); rows the stream refuses are rebuilt as before and give what that gives."""
+    import p2p_ledger.core.ledger as ledger_module
+    from p2p_ledger.core.audit import audit
+    from p2p_ledger.core.bundle import encode_bundle
+    from p2p_ledger.core.errors import ForgedEntry
+    from p2p_ledger.testing import forged_update
+
+    from .helpers import chain_entries
+
+    storage = MemoryStorage()
+    _fill(open_ledger(storage, "a"), 14)
+    want = _recomputed(open_ledger(storage, "a", "a-1"))
+    storage.summary = None  # a store written without summaries
+
+    def refuse(*_args: object, **_kw: object) -> None:
+        raise AssertionError("the open built a ContextLog")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ledger_module, "ContextLog", refuse)
+        reopened = open_ledger(storage, "a", "a-2")
+    assert reopened.summaries.keys() == want.keys()
+    assert all(same_summary(reopened.summaries[n], want[n]) for n in want)
+    [forged] = chain_entries("z", [1], CONTEXTS[0])  # nothing vouches for it: audit refuses
+    storage.updates[CONTEXTS[0]].append(encode_bundle((), forged_update([forged.record])))
+    storage.summary = None
+    with pytest.raises(ForgedEntry):
+        audit(CONTEXTS[0], storage.iter_context(CONTEXTS[0]), reopened.limits,
+              reopened.stored_heads(CONTEXTS[0]))
+    rebuilt = open_ledger(storage, "a", "a-3")
+    assert same_summary(rebuilt.summaries[CONTEXTS[0]], _recomputed(rebuilt)[CONTEXTS[0]])
+
+
 def test_rows_written_without_summaries_make_the_next_open_recompute_them(storage):
     a = open_ledger(storage, "a")
     _fill(a, 13, 20)

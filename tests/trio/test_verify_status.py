@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 import trio
 
 from p2p_ledger.trio.runtime import open_node
@@ -46,3 +47,27 @@ async def test_the_background_check_passes_then_catches_a_lying_summary(tmp_path
         assert node.status()["entries"] == 31  # what the summaries say, unchecked at start
         verified = await _wait_verified(node)
         assert verified["state"] == "failed" and verified["problems"] == 1
+
+
+async def test_the_background_check_serves_between_steps_and_reads_one_view(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A context is checked in steps with the node serving between them, from the store as it
+    was when its check began: entries committed meanwhile are neither counted nor a problem."""
+    from p2p_ledger.core import audit
+
+    monkeypatch.setattr(audit, "CHECK_BATCH", 8)  # 10 rows of 20 entries: a step per row
+    data = tmp_path / "n"
+    async with open_node(data, node_id="n") as node:
+        for row in range(10):
+            await node.append_many([("big", f"p{row}-{i}", "", None) for i in range(20)])
+    async with open_node(data, node_id="n", verify_in_background=True) as node:
+        with trio.fail_after(30):
+            while not 0 < node.status()["verified"]["entries"] < 200:
+                await trio.sleep(0)  # a bounded poll of the background task, step by step
+        for i in range(5):  # committed while the check is half way through "big"
+            await node.append("big", f"late{i}")
+        assert len(node.get("big", limit=1000)[0]) == 205
+        assert await _wait_verified(node) == {"state": "ok", "contexts": 1, "entries": 200,
+                                              "problems": 0}
+        assert node.verify() == []
+        assert node.status()["verified"]["entries"] == 205
