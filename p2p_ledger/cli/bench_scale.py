@@ -223,11 +223,22 @@ def child_main(argv: Sequence[str]) -> int:
 # ---- the orchestration (parent) ------------------------------------------------------------
 
 
+class PhaseFailed(RuntimeError):
+    """A phase's child process failed (at 10M entries: killed for memory, say)."""
+
+
+def _child_stderr() -> int | None:
+    """A child's stderr: ours when it is a terminal (the child's progress lines are shown only
+    on one: a captured stderr hid ingest's progress for the whole phase), else captured."""
+    return None if sys.stderr.isatty() else subprocess.PIPE
+
+
 def _child(*args: str) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "p2p_ledger.cli.bench_scale", *args]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=_child_stderr(), text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(args[:1])} failed: {result.stderr[-2000:]}")
+        raise PhaseFailed(f"{' '.join(args[:1])} failed (exit status {result.returncode})"
+                          f"{': ' + result.stderr[-2000:] if result.stderr else ''}")
     out: dict[str, Any] = json.loads(result.stdout.splitlines()[-1])
     return out
 
@@ -235,7 +246,8 @@ def _child(*args: str) -> dict[str, Any]:
 def _timed_command(cmd: list[str]) -> tuple[float, int, int]:
     """Wall seconds, exit status and peak RSS (KiB) of a command."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
+                            stderr=None if sys.stderr.isatty() else subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     return time.perf_counter() - t0, proc.returncode, usage.ru_maxrss
@@ -291,6 +303,8 @@ def _catch_up(source: Path, target: Path, entries: int, timeout: float
                 try:
                     async with Client.connect(dst_url) as client:
                         while time.perf_counter() - t0 < timeout:
+                            if src.poll() is not None or dst.poll() is not None:
+                                return None  # a node died (for memory, at 10M): not done
                             status = await client.status()
                             held = int(status.get("entries", 0))  # type: ignore[call-overload]
                             if held >= entries:
@@ -300,6 +314,8 @@ def _catch_up(source: Path, target: Path, entries: int, timeout: float
                                 _progress(f"catch-up: {held:,}/{entries:,} entries")
                             await trio.sleep(0.05)  # a bounded poll of another process
                 except LinkBroken:
+                    if dst.poll() is not None:
+                        return None
                     # why: applying one big bundle (a 100k-entry context arrives whole) keeps
                     # the node busy longer than the client's keepalive: connect again
                     await trio.sleep(0.2)
@@ -316,6 +332,7 @@ def _catch_up(source: Path, target: Path, entries: int, timeout: float
 def run_scale(entries: int, tables: list[Any],
               spreads: Sequence[int] = (1, SPREAD_CONTEXTS)) -> None:
     results: dict[str, dict[str, Any]] = {}
+    failed: list[str] = []
     loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(prefix="p2pl-scale-") as tmp_text:
         tmp = Path(tmp_text)
@@ -327,8 +344,13 @@ def run_scale(entries: int, tables: list[Any],
             ingest = _child("ingest", str(data), str(entries), str(contexts), str(batches))
             _progress(f"{label}: raw SQLite baseline, same batches")
             base = _child("raw", str(raw), str(batches), str(contexts))
-            _progress(f"{label}: start (cold process)")
-            start = _child("start", str(data))
+            _progress(f"{label}: start (cold process), then a first read of the largest "
+                      f"context")
+            try:
+                start: dict[str, Any] | None = _child("start", str(data))
+            except PhaseFailed as exc:  # the rows say so; the other phases still run
+                start = None
+                failed.append(f"{label}: {exc}")
             raw_read = _child("raw-read", str(raw))
             _progress(f"{label}: verify --data")
             v_secs, v_status, v_hwm = _timed_command(
@@ -357,13 +379,18 @@ def run_scale(entries: int, tables: list[Any],
                   f"≤{per_entry_goal / 2**20:,.0f}", ing["rss_kib"] * 1024 <= per_entry_goal)
         table.add("RSS per entry", label, ing["rss_kib"] * 1024 / entries, None, None, "B",
                   None, None)
-        table.add("start until ready", label, start["seconds"], r["raw_read"]["open_seconds"],
-                  None, "s", "≤1", start["seconds"] <= 1.0)
-        table.add("RSS when ready", label, start["rss_kib"] / 1024, None, None, "MiB", None, None)
-        table.add("contexts loaded when ready", label, start["loaded"], None, None, "", "0",
-                  start["loaded"] == 0)
-        table.add(f"first read of a cold context ({start['largest']:,} entries)", label,
-                  start["first_read"], None, None, "s", None, None)
+        if start is None:
+            table.add("start until ready (failed, see the notes)", label, None,
+                      r["raw_read"]["open_seconds"], None, "s", "≤1", False)
+        else:
+            table.add("start until ready", label, start["seconds"],
+                      r["raw_read"]["open_seconds"], None, "s", "≤1", start["seconds"] <= 1.0)
+            table.add("RSS when ready", label, start["rss_kib"] / 1024, None, None, "MiB", None,
+                      None)
+            table.add("contexts loaded when ready", label, start["loaded"], None, None, "", "0",
+                      start["loaded"] == 0)
+            table.add(f"first read of a cold context ({start['largest']:,} entries)", label,
+                      start["first_read"], None, None, "s", None, None)
         ok = v_status == 0
         table.add("verify --data", label, entries / v_secs if ok else None,
                   entries / r["raw_read"]["verify_seconds"], None, "entries/s", "≥100,000",
@@ -390,6 +417,7 @@ def run_scale(entries: int, tables: list[Any],
         "contexts, estimated).")
     # On a shared machine our work (CPU) and the baseline's (mostly fsync) suffer differently
     # from other processes: say how busy the machine was.
+    table.notes += [f"failed: {line}" for line in failed]
     table.notes.append("load average (1 min) at the start and after each spread: "
                        + ", ".join(f"{load:.1f}" for load in loads)
                        + f" on {os.cpu_count()} CPUs")

@@ -35,7 +35,7 @@ only what the answer needs:
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
 from typing import TypeVar
 
 from .authorship import Authorship, raw_writer
@@ -90,13 +90,16 @@ def audit(name: str, rows: Iterable[bytes], limits: Limits,
     return finished(audit_steps(name, rows, limits, heads))
 
 
-def finished(steps: Generator[int, None, T]) -> T:
-    """What a generator of steps returns, its steps all taken at once."""
+def finished(steps: Generator[int, None, T], step: Callable[[int], None] | None = None) -> T:
+    """What a generator of steps returns, its steps all taken at once (``step`` called with
+    what each yields: progress)."""
     while True:
         try:
-            next(steps)
+            done = next(steps)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
+        if step is not None:
+            step(done)
 
 
 def audit_steps(name: str, rows: Iterable[bytes], limits: Limits,

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 from pycrdt import merge_updates
 
-from .audit import audit, audit_steps
+from .audit import audit, audit_steps, finished
 from .bundle import decode_bundle, encode_bundle
 from .clock import LamportClock
 from .context_log import ARRAY_NAME, EMPTY_UPDATE, ContextLog, client_id_for
@@ -622,12 +622,15 @@ class Ledger:
     def verify(self, progress: Callable[[int, int, int], None] | None = None) -> list[str]:
         """Recheck what storage holds from scratch, one context in memory at a time (see
         ``verify_context``). Calls ``progress(contexts done, contexts, entries done)`` after
-        each context. Returns the problems (empty = sound)."""
+        each context and every ``audit.CHECK_BATCH`` entries within one. Returns the problems
+        (empty = sound)."""
         problems: list[str] = []
         names = self.stored_context_names()
         done = 0
         for number, name in enumerate(names, 1):
-            entries, found = self.verify_context(name)
+            step = None if progress is None else (
+                lambda checked, at=number, base=done: progress(at - 1, len(names), base + checked))
+            entries, found = self.verify_context(name, step)
             problems += found
             done += entries
             if progress is not None:
@@ -638,16 +641,17 @@ class Ledger:
         """Every context with stored rows or a summary, sorted (what ``verify`` checks)."""
         return sorted(set(self.storage.contexts()) | self.summaries.keys())
 
-    def verify_context(self, name: str) -> tuple[int, list[str]]:
+    def verify_context(self, name: str, step: Callable[[int], None] | None = None,
+                       ) -> tuple[int, list[str]]:
         """Recheck ``name`` from its stored rows, aside from the loaded one: every entry's
         content id, canonical form and limits, every signature, and its stored summary (root,
         count, state vector) against what the rows hold. Streams the rows (``audit``: no Doc,
         no ``ContextLog``); only a context whose rows leave Yjs structs pending is rebuilt.
-        Returns (entries, problems)."""
+        Calls ``step(entries checked so far)`` as it goes. Returns (entries, problems)."""
         self._flush_if(name)
         try:
-            found = audit(name, self.storage.iter_context(name), self.limits,
-                          self.stored_heads(name))
+            found = finished(audit_steps(name, self.storage.iter_context(name), self.limits,
+                                         self.stored_heads(name)), step)
             if found is None:
                 fresh, stored = self._read(name, verify=True)
                 ContextLog(name, 0, self.limits).authenticate(

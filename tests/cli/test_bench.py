@@ -12,6 +12,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +112,32 @@ def test_the_scale_bench_runs_every_phase_with_real_processes() -> None:
         assert rows[measure]["ours"] > 0 and rows[measure]["baseline"] > 0, rows[measure]
     assert rows["cold catch-up"]["met"] is True  # it finished
     assert rows["contexts loaded when ready"]["ours"] == 0
+
+
+def test_a_failed_scale_phase_is_a_row_and_a_note_not_a_lost_run(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """At 10M entries the start phase's first read of the largest context may be killed for
+    memory: its rows say it failed, and every other phase is still reported."""
+    from p2p_ledger.cli import bench_scale
+
+    def child(phase: str, *args: str) -> dict:
+        if phase == "start":
+            raise bench_scale.PhaseFailed("start failed (exit status -9)")
+        if phase == "raw":
+            Path(args[0]).write_bytes(bytes(100))  # the raw baseline's file
+        return {"ingest": {"seconds": 2.0, "rss_kib": 1024, "hwm_kib": 1024, "commits": 1},
+                "raw": {"seconds": 1.0, "entries": 10},
+                "raw-read": {"open_seconds": 0.1, "verify_seconds": 0.1, "entries": 10,
+                             "bad": 0, "hwm_kib": 1024},
+                "raw-copy": {"seconds": 0.5}}[phase]
+
+    monkeypatch.setattr(bench_scale, "_child", child)
+    monkeypatch.setattr(bench_scale, "_timed_command", lambda cmd: (1.0, 0, 2048))
+    monkeypatch.setattr(bench_scale, "_catch_up", lambda *args: (1.0, 4096, 4096))
+    monkeypatch.setattr(bench_scale, "_dir_bytes", lambda path: 100)
+    tables: list = []
+    bench_scale.run_scale(10, tables, spreads=(1,))
+    rows = {row[0]: row for row in tables[0].rows}
+    assert rows["start until ready (failed, see the notes)"][2] is None
+    assert rows["verify --data"][2] == 10.0 and rows["cold catch-up"][2] == 10.0
+    assert any("start failed (exit status -9)" in note for note in tables[0].notes)

@@ -212,3 +212,19 @@ def test_the_first_problem_in_store_order_is_the_one_reported(
     assert str(err.value) == str(first.value)
     with pytest.raises(RemoteProtocolError):  # with no bad record before it, the row's own
         audit("ctx", [good, b"not a bundle"], limits)
+
+
+def test_verify_reports_progress_within_a_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One big context is not a silent wait: ``progress`` hears of every batch of entries."""
+    from p2p_ledger.core import audit as audit_module
+
+    monkeypatch.setattr(audit_module, "CHECK_BATCH", 10)
+    ledger = open_ledger(MemoryStorage(), "a")
+    for row in range(6):
+        append(ledger, "big", *[f"p{row}-{i}" for i in range(20)])
+    calls: list[tuple[int, int, int]] = []
+    assert open_ledger(ledger.storage, "a", "a-2").verify(
+        lambda *args: calls.append(args)) == []
+    assert calls[-1] == (1, 1, 120)
+    within = [entries for done, _, entries in calls if done == 0]
+    assert within == sorted(within) and len(within) >= 5 and 0 < within[0] < 120
