@@ -61,7 +61,7 @@ from .errors import AlreadyExists, IntegrityError, LedgerError, RemoteProtocolEr
 from .identity import Head, Identity, chain_for, writer_key
 from .merkle import MerkleTree
 from .snapshot import decode_snapshot, encode_snapshot
-from .storage import Storage, Summary
+from .storage import ContextView, Storage, Summary
 from .yjs import appended_values, decode_state_vector, squash
 
 EMPTY_STATE_VECTOR = b"\x00"
@@ -661,18 +661,18 @@ class Ledger:
             return 0, [f"context {name}: {exc}"]
         return found.entries, self._judged(name, found, self.summaries.get(name))
 
-    def verify_steps(self, name: str, rows: Iterable[bytes], heads: Iterable[bytes],
-                     summary: Summary | None,
+    def verify_steps(self, name: str, view: ContextView,
                      ) -> Generator[int, None, tuple[int, list[str]] | None]:
         """``verify_context`` a step at a time (``audit_steps``: yields the entries checked so
-        far), over rows, stored heads and the summary a driver read together from one
-        consistent view of the store while the node went on committing. Returns (entries,
+        far), over the rows, stored heads and summary of ``name`` in ``view``, one consistent
+        view of the store read while the node goes on committing. Returns (entries,
         problems), or None when the rows leave Yjs structs pending (then ``verify_context``
         rebuilds the context, at once). The loaded context is compared only if nothing of
         ``name`` was committed since that view."""
         try:
-            found = yield from audit_steps(name, rows, self.limits,
-                                           [Head.from_bytes(raw) for raw in heads])
+            summary = view.summary(name)
+            found = yield from audit_steps(name, view.iter_context(name), self.limits,
+                                           [Head.from_bytes(raw) for raw in view.heads(name)])
         except LedgerError as exc:
             return 0, [f"context {name}: {exc}"]
         if found is None:

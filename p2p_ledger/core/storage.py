@@ -39,6 +39,17 @@ class Summary(NamedTuple):
     stored: int  # bytes of the context's stored update rows (the memory budget's proxy)
 
 
+class ContextView(Protocol):
+    """One consistent view of a store's contexts, read while the store goes on committing
+    (``store.StoreReader.view``): what ``Ledger.verify_steps`` checks in steps."""
+
+    def iter_context(self, context: str) -> Iterator[bytes]: ...
+
+    def heads(self, context: str) -> list[bytes]: ...
+
+    def summary(self, context: str) -> Summary | None: ...
+
+
 class Storage(Protocol):
     def load(self) -> dict[str, list[bytes]]:
         """Every context's stored Yjs updates, in commit order (repair and tools; the ledger

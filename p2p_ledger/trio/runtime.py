@@ -23,7 +23,7 @@ import os
 import secrets
 import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from random import Random
@@ -268,32 +268,23 @@ class Node:
         self.verified = {"state": "running", "contexts": 0, "entries": 0, "problems": 0}
         problems: list[str] = []
         storage = self.ledger.storage
-        reader = storage.reader() if isinstance(storage, SqliteStore) else None
-        try:
+        assert isinstance(storage, SqliteStore)  # (open_node's)
+        with closing(storage.reader()) as reader:
             for name in self.ledger.stored_context_names():
                 done = self.verified["entries"]
                 result = None
-                if reader is not None:
-                    with reader.view():
-                        steps = self.ledger.verify_steps(
-                            name, reader.iter_context(name), reader.heads(name),
-                            reader.summary(name))
-                        while result is None:
-                            try:
-                                self.verified["entries"] = done + next(steps)
-                            except StopIteration as stop:
-                                result = stop.value or self.ledger.verify_context(name)
-                            await trio.sleep(0)
-                else:
-                    result = self.ledger.verify_context(name)
+                with reader.view():
+                    steps = self.ledger.verify_steps(name, reader)
+                    while result is None:
+                        try:
+                            self.verified["entries"] = done + next(steps)
+                        except StopIteration as stop:
+                            result = stop.value or self.ledger.verify_context(name)
+                        await trio.sleep(0)
                 entries, found = result
                 problems += found
                 self.verified.update(contexts=self.verified["contexts"] + 1,
                                      entries=done + entries, problems=len(problems))
-                await trio.sleep(0)
-        finally:
-            if reader is not None:
-                reader.close()
         self._verify_done(problems)
 
     def _verify_done(self, problems: list[str]) -> None:

@@ -71,3 +71,18 @@ async def test_the_background_check_serves_between_steps_and_reads_one_view(
                                               "problems": 0}
         assert node.verify() == []
         assert node.status()["verified"]["entries"] == 205
+
+
+async def test_the_background_check_reports_a_damaged_head_and_the_node_serves_on(
+        tmp_path: Path) -> None:
+    data = tmp_path / "n"
+    await _fill(data)
+    db = sqlite3.connect(data / "ledger.sqlite3")
+    assert db.execute("UPDATE heads SET head = x'00' WHERE context = 'c2'").rowcount > 0
+    db.commit()
+    db.close()
+    async with open_node(data, node_id="n", verify_in_background=True) as node:
+        verified = await _wait_verified(node)
+        assert verified["state"] == "failed" and verified["problems"] == 1
+        assert verified["contexts"] == 3
+        await node.append("c0", "still serving")
