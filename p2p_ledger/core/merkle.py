@@ -11,7 +11,9 @@ first).  Its *shape* is a pure function of the item set: the node at prefix
 children are the nodes at ``p + (n,)``.  Because nothing depends on the
 order of insertion, two peers holding the same set compute the same root,
 and two peers holding different sets can find the difference by comparing
-child digests top-down, descending only where they differ.
+child digests top-down, descending only where they differ.  ``max_leaf``
+is part of what a peer sees (which nodes are buckets, hence every digest):
+peers must use the same one (16).
 
 Digests are sha256 with a one-byte domain tag so that no value of one kind
 can be reinterpreted as another kind (an item as a bucket, a bucket as an
@@ -23,11 +25,27 @@ inner node)::
 
 An empty tree is an empty bucket, so its root is ``H(0x01)``.
 
-Inserting walks one path (O(depth) = O(log16 n)) and clears the cached
-digest of every node on it; ``root()`` then rehashes only those dirty
-nodes.  A bucket that grows past ``max_leaf`` is split one nibble down
-(recursively, if all its keys still share the next nibble).  Items are never
-removed, so an inner node never has to turn back into a bucket.
+In memory the tree is kept in fewer, larger pieces than the nodes above (the
+digests, views and proofs are those of the nodes above, whatever the pieces):
+
+- a small bucket of keys whose values are all empty (the per-context trees
+  of entry ids) is one ``bytes``: its keys sorted and concatenated;
+- a :class:`_Leaf` holds the sorted keys (and values, None while all are
+  empty) of either one bucket or of an inner node whose children are all
+  buckets (a "two-level leaf", at most ``16 * max_leaf`` keys, built only
+  from keys whose values are empty); the latter keeps its buckets' digests;
+- an :class:`_Inner` is an inner node with a child below which some node is
+  inner; it keeps its 16 children and their digests.
+
+Child digests are kept, item hashes only in leaves whose buckets are big
+enough (``_HASHED_ABOVE``): a changed bucket of a few keys is rehashed from
+them.  Every kept digest has a stale bit in its holder (``stale``); an
+insert walks one path (O(depth) = O(log16 n)) setting them, and ``root()``
+recomputes only what is stale.  A bucket that grows past ``max_leaf``
+becomes a two-level leaf (or inner nodes, if its keys still share the next
+nibble); a two-level leaf one of whose buckets grows past ``max_leaf``
+becomes an ``_Inner`` keeping its digests.  Items are never removed, so
+nothing ever turns back.
 
 A :class:`Proof` is the whole bucket holding the key plus, for every inner
 node from the bucket's parent up to the root, all 16 child digests.  A
@@ -40,9 +58,10 @@ from __future__ import annotations
 
 import struct
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from hashlib import sha256
+from typing import TypeAlias
 
 from .errors import LocalInputError, RemoteProtocolError
 from .reader import Reader
@@ -98,18 +117,6 @@ def _item_hash(key: bytes, value: bytes) -> bytes:
 _EMPTY_VALUE = _U32.pack(0)  # an empty value's length prefix
 
 
-def _item_hashes(bucket: _Bucket) -> bytes:
-    """The item hashes of a bucket's keys, in key order, concatenated."""
-    keys = bucket.keys
-    if bucket.values is None:
-        # why: every value is empty in the context trees (keys only), and the per-item
-        # (key, value) tuple, two slices through methods and a call per key were ~1/4 of the
-        # tree's share of a cold catch-up (cProfile, 20k keys in 20 contexts)
-        return b"".join([sha256(_TAG_ITEM + keys[i : i + DIGEST_SIZE] + _EMPTY_VALUE).digest()
-                         for i in range(0, len(keys), DIGEST_SIZE)])
-    return b"".join([_item_hash(k, v) for k, v in bucket.items()])
-
-
 def _bucket_digest(items: Iterable[tuple[bytes, bytes]]) -> bytes:
     """Digest of a bucket; ``items`` must already be sorted by key."""
     h = sha256(_TAG_BUCKET)
@@ -156,101 +163,225 @@ def _check_prefix(prefix: tuple[int, ...]) -> tuple[int, ...]:
     return prefix
 
 
-class _Bucket:
-    """A leaf: its keys sorted and concatenated (32 bytes each), their values (None while every
-    value is empty: the per-context trees of entry ids), and once hashed, the item hashes in
-    key order concatenated (``hashed``), kept exact on every insert, replace and split, so a
-    set costs one item hash and rehashing a dirty bucket is one sha256 over ``hashed``.
+# ---- the pieces the tree is kept in (see the module doc) -----------------------------------------
+#
+# why: one object per node (a bucket object with its keys, cached item hashes and digest; an
+# inner node with a 16-slot list, a digest buffer and a dirty set) held 202 B per key at 100k
+# random keys and 155 B at 1M (tracemalloc, the tree alone, keys added 128 at a time with a
+# root() after each, as ContextLog does). Most buckets are tiny (100k keys: ~1.5 keys per
+# bucket under inner nodes of ~24), so per-node headers and item hashes were most of it. In
+# these pieces: 62 B per key at 100k, 75 B at 1M (53 B with no item hashes kept at all, but
+# add_keys + root then cost 1.09x main's CPU at 1M instead of 0.96x: see _HASHED_ABOVE).
 
-    why: a bucket as a dict of keys (plus a flat dict of every key in the tree) held ~400 B
-    per entry of a context (100k entry ids, measured with sys.getsizeof over the structure):
-    a key object, dict slots twice, a list slot and the cached hash. Keys and hashes as two
-    byte strings per bucket hold 64 B per key plus the bucket itself (buckets hold ~2 keys on
-    average: a bucket of 17 splits into 16), ~170 B per entry.
-    """
 
-    __slots__ = ("digest", "hashed", "keys", "values")
+def _find(keys: bytes, key: bytes) -> tuple[int, bool]:
+    """Where ``key`` is (True) or would go (False) among ``keys`` (sorted, concatenated)."""
+    lo, hi = 0, len(keys) >> 5
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        k = keys[mid << 5 : (mid + 1) << 5]
+        if k < key:
+            lo = mid + 1
+        elif k == key:
+            return mid, True
+        else:
+            hi = mid
+    return lo, False
 
-    def __init__(self, keys: bytes = b"", values: list[bytes] | None = None,
-                 hashed: bytes | None = None) -> None:
+
+def _find_grouped(keys: bytes, key: bytes, depth: int) -> tuple[int, bool, int, int]:
+    """:func:`_find` in a two-level leaf at ``depth``, and where the key's bucket starts and
+    ends.
+
+    why: the bucket by two bisections of the column of nibbles (in C), then a look at its few
+    keys (~2 at 100k keys), instead of a binary search in Python over the whole leaf; the
+    bucket's size is then known without another search."""
+    byte = key[depth >> 1]
+    col = keys[depth >> 1 :: DIGEST_SIZE]  # (sorted; the high nibble shared if depth is odd)
+    first, step = (byte, 1) if depth & 1 else (byte & 0xF0, 16)
+    lo = bisect_left(col, first)
+    hi = bisect_left(col, first + step, lo)
+    i = lo
+    while i < hi and keys[i << 5 : (i + 1) << 5] < key:
+        i += 1
+    return i, i < hi and keys[i << 5 : (i + 1) << 5] == key, lo, hi
+
+
+def _bounds(keys: bytes, depth: int) -> list[int]:
+    """17 indexes: the keys (sorted, concatenated, sharing their first ``depth`` nibbles) whose
+    nibble at ``depth`` is ``n`` are ``bounds[n]`` to ``bounds[n + 1]``. By bisection of the
+    column of their bytes at ``depth // 2``, which is sorted too."""
+    col = keys[depth >> 1 :: DIGEST_SIZE]
+    if depth & 1:
+        base = col[0] & 0xF0
+        return [0, *[bisect_left(col, base + n) for n in range(1, FANOUT)], len(col)]
+    return [0, *[bisect_left(col, n << 4) for n in range(1, FANOUT)], len(col)]
+
+
+def _group(keys: bytes, depth: int, nib: int) -> tuple[int, int]:
+    """``bounds[nib], bounds[nib + 1]`` of :func:`_bounds`, by two bisections."""
+    col = keys[depth >> 1 :: DIGEST_SIZE]
+    if depth & 1:
+        first = (col[0] & 0xF0) + nib
+        lo = bisect_left(col, first)
+        return lo, bisect_left(col, first + 1, lo)
+    lo = bisect_left(col, nib << 4)
+    return lo, bisect_left(col, (nib + 1) << 4, lo)
+
+
+def _items(keys: bytes, values: list[bytes] | None, lo: int, hi: int
+           ) -> list[tuple[bytes, bytes]]:
+    if values is None:
+        return [(keys[i : i + DIGEST_SIZE], b"") for i in range(lo << 5, hi << 5, DIGEST_SIZE)]
+    return [(keys[i << 5 : (i + 1) << 5], values[i]) for i in range(lo, hi)]
+
+
+def _hashes(keys: bytes, values: list[bytes] | None, lo: int, hi: int) -> bytes:
+    """The item hashes of items ``lo`` to ``hi`` of a leaf, concatenated."""
+    if values is None:
+        # why: the keys-only case in one comprehension, no per-item tuple or call: the
+        # per-context trees' small buckets are rehashed from their keys on every change
+        return b"".join([sha256(_TAG_ITEM + keys[i : i + DIGEST_SIZE] + _EMPTY_VALUE).digest()
+                         for i in range(lo << 5, hi << 5, DIGEST_SIZE)])
+    return b"".join([_item_hash(keys[i << 5 : (i + 1) << 5], values[i]) for i in range(lo, hi)])
+
+
+def _bucket_of(keys: bytes, values: list[bytes] | None, hashed: bytes | None, lo: int,
+               hi: int) -> bytes:
+    """Digest of the bucket of items ``lo`` to ``hi`` of a leaf (``hashed``: its item hashes,
+    if it keeps them)."""
+    if hashed is not None:
+        return sha256(_TAG_BUCKET + hashed[lo << 5 : hi << 5]).digest()
+    return sha256(_TAG_BUCKET + _hashes(keys, values, lo, hi)).digest()
+
+
+# why: a bucket's digest is rehashed from its keys on every change unless its item hashes are
+# kept (32 B a key). The buckets of a two-level leaf hold ~1.5 keys at 100k keys (24 a leaf),
+# ~7.6 at 500k; bucket leaves ~12 at 1M. Keeping none: 53 B a key at 1M but add_keys + root of
+# 128-key batches 1.09x main's CPU there and 1.41x between 10k and 60k keys (buckets of 2-9
+# keys); keeping them where buckets hold more than 3 keys on average (a two-level leaf's counted
+# over 16): 75 B a key at 1M, 0.96x main's CPU there, 1.04-1.09x from 10k, 1.10x at 100k
+# (thread CPU time, batches alternated with main's in one process, load 6-12 on 2 cores).
+# A leaf with values (the node-level tree: a context's root changes on every commit touching
+# it) always keeps them: with none kept, setting 128 of 10k contexts' roots then root() cost
+# 1.72x main's CPU.
+_HASHED_ABOVE = 3
+
+
+def _keeps_hashes(n: int, two_level: bool, values: list[bytes] | None) -> bool:
+    return values is not None or n > (_HASHED_ABOVE << 4 if two_level else _HASHED_ABOVE)
+
+
+class _Leaf:
+    """Sorted keys (concatenated) with their values (None while every value is empty) and, if
+    its buckets are big enough to pay for them, their item hashes in key order (``hashed``):
+    one bucket (``slots`` None), or an inner node whose children are all buckets (a two-level
+    leaf: ``slots`` holds the 16 bucket digests, 32 zero bytes for an empty one, and ``stale``
+    the bits of those not current)."""
+
+    __slots__ = ("hashed", "keys", "slots", "stale", "values")
+
+    def __init__(self, keys: bytes, values: list[bytes] | None, slots: bytearray | None = None,
+                 stale: int = 0, hashed: bytes | None = None) -> None:
         self.keys = keys
         self.values = values
+        self.slots = slots
+        self.stale = stale
         self.hashed = hashed
-        self.digest: bytes | None = None
-
-    def __len__(self) -> int:
-        return len(self.keys) >> 5
-
-    def key(self, i: int) -> bytes:
-        return self.keys[i << 5 : (i + 1) << 5]
-
-    def value(self, i: int) -> bytes:
-        return b"" if self.values is None else self.values[i]
-
-    def find(self, key: bytes) -> tuple[int, bool]:
-        """Where ``key`` is (True) or would go (False), by binary search."""
-        keys = self.keys
-        lo, hi = 0, len(keys) >> 5
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            k = keys[mid << 5 : (mid + 1) << 5]
-            if k < key:
-                lo = mid + 1
-            elif k == key:
-                return mid, True
-            else:
-                hi = mid
-        return lo, False
-
-    def items(self) -> list[tuple[bytes, bytes]]:
-        return [(self.key(i), self.value(i)) for i in range(len(self))]
 
 
 class _Inner:
-    """An inner node: 16 children (None for an empty one). Once hashed it keeps its 16 child
-    digests (``slots``, 32 zero bytes for an empty child) and the nibbles of the children
-    dirtied since (``dirty``), so rehashing it rehashes only those children and splices their
-    digests in. Counts only grow, so once a node is split it stays inner."""
+    """An inner node some child of which is inner: its 16 children (None for an empty one),
+    their digests (``slots``, the inner digest's preimage after the tag) and the bits of the
+    children whose digest is not current (``stale``)."""
 
-    __slots__ = ("children", "digest", "dirty", "slots")
+    __slots__ = ("kids", "slots", "stale")
 
-    def __init__(self) -> None:
-        self.children: list[_Bucket | _Inner | None] = [None] * FANOUT
-        self.digest: bytes | None = None
-        self.slots: bytearray | None = None
-        self.dirty: set[int] = set()  # (a set costs ~200 B; inner nodes are few)
+    def __init__(self, kids: list[_Node | None], slots: bytearray, stale: int) -> None:
+        self.kids = kids
+        self.slots = slots
+        self.stale = stale
 
 
-def _digest(node: _Bucket | _Inner) -> bytes:
-    d = node.digest
-    if d is not None:
-        return d
-    if type(node) is _Bucket:
-        hashed = node.hashed
-        if hashed is None:
-            hashed = node.hashed = _item_hashes(node)
-        d = sha256(_TAG_BUCKET + hashed).digest()
-    else:
-        assert type(node) is _Inner
-        children, dirty = node.children, node.dirty
-        slots = node.slots
-        if slots is None:
-            slots = node.slots = bytearray(b"".join([
-                _ZERO if c is None else (c.digest or _digest(c)) for c in children
-            ]))
-        else:
-            # why: rebuilding all 16 digests of every dirty inner node was about half of
-            # root()'s time at 100k keys committed 128 at a time (~2 dirty inner nodes per
-            # key, each with one or two dirty children)
-            for nib in dirty:
-                child = children[nib]
-                assert child is not None
+_Node: TypeAlias = "bytes | _Leaf | _Inner"
+
+
+def _values_or_none(values: list[bytes] | None) -> list[bytes] | None:
+    return values if values is not None and any(values) else None
+
+
+def _bucket(keys: bytes, values: list[bytes] | None, hashed: bytes | None) -> bytes | _Leaf:
+    """A bucket leaf of ``keys`` and ``values`` (their item hashes ``hashed``, if known): the
+    keys alone when nothing more is worth keeping."""
+    n = len(keys) >> 5
+    if _keeps_hashes(n, False, values):
+        return _Leaf(keys, values, None, 0, _hashes(keys, values, 0, n) if hashed is None
+                     else hashed)
+    return keys
+
+
+def _digest(node: _Node, depth: int) -> bytes:
+    """The digest of ``node`` (at ``depth``), recomputing only what is stale in it."""
+    if type(node) is bytes:
+        return _bucket_of(node, None, None, 0, len(node) >> 5)
+    assert type(node) is _Leaf or type(node) is _Inner
+    slots = node.slots
+    if slots is None:
+        assert type(node) is _Leaf
+        return _bucket_of(node.keys, node.values, node.hashed, 0, len(node.keys) >> 5)
+    stale = node.stale
+    if stale:
+        if type(node) is _Inner:
+            kids = node.kids
+            while stale:
+                bit = stale & -stale
+                stale ^= bit
+                nib = bit.bit_length() - 1
+                kid = kids[nib]
+                assert kid is not None
                 at = nib << 5
-                slots[at : at + 32] = child.digest or _digest(child)
-        dirty.clear()
-        d = sha256(_TAG_INNER + slots).digest()
-    node.digest = d
-    return d
+                slots[at : at + 32] = _digest(kid, depth + 1)
+        else:
+            assert type(node) is _Leaf
+            keys, values, hashed = node.keys, node.values, node.hashed
+            col = keys[depth >> 1 :: DIGEST_SIZE]
+            base, step = ((col[0] & 0xF0), 1) if depth & 1 else (0, 16)
+            while stale:
+                bit = stale & -stale
+                stale ^= bit
+                nib = bit.bit_length() - 1
+                lo = bisect_left(col, base + nib * step)
+                hi = bisect_left(col, base + (nib + 1) * step, lo)
+                at = nib << 5
+                if hashed is None and values is None:  # (_bucket_of, inlined: the hot case)
+                    slots[at : at + 32] = sha256(_TAG_BUCKET + b"".join([
+                        sha256(_TAG_ITEM + keys[i : i + DIGEST_SIZE] + _EMPTY_VALUE).digest()
+                        for i in range(lo << 5, hi << 5, DIGEST_SIZE)])).digest()
+                else:
+                    slots[at : at + 32] = _bucket_of(keys, values, hashed, lo, hi)
+        node.stale = 0
+    return sha256(_TAG_INNER + slots).digest()
+
+
+def _slots(node: _Leaf | _Inner, depth: int) -> bytearray:
+    """The child digests of ``node`` (an inner node at ``depth``), made current."""
+    if node.stale:
+        _digest(node, depth)
+    assert node.slots is not None
+    return node.slots
+
+
+def _children(slots: bytearray, present: Iterable[bool]) -> tuple[bytes | None, ...]:
+    return tuple(bytes(slots[i << 5 : (i + 1) << 5]) if here else None
+                 for i, here in enumerate(present))
+
+
+def _leaf_parts(node: bytes | _Leaf) -> tuple[bytes, list[bytes] | None, bool]:
+    """keys, values, and whether ``node`` is a two-level leaf"""
+    if type(node) is bytes:
+        return node, None, False
+    assert type(node) is _Leaf
+    return node.keys, node.values, node.slots is not None
 
 
 @dataclass(frozen=True)
@@ -424,16 +555,26 @@ def root_of_keys(keys: Iterable[bytes], max_leaf: int = 16) -> bytes:
     return _sorted_digest(ordered, 0, len(ordered), 0, max_leaf)
 
 
-_EMPTY_ITEM = _U32.pack(0)
-
-
-def _nibble_runs(keys: list[bytes], lo: int, hi: int, depth: int
-                 ) -> Iterator[tuple[int, int, int]]:
+def _nibble_runs(keys: list[bytes], lo: int, hi: int, depth: int) -> list[tuple[int, int, int]]:
     """``(nibble, start, end)`` for each non-empty run of ``keys[lo:hi]`` (sorted, sharing their
-    first ``depth`` nibbles) that has that nibble at ``depth``: 15 bisections, no per-key work."""
+    first ``depth`` nibbles) that has that nibble at ``depth``: 15 bisections, no per-key work
+    (or, for a short run, one look at each key)."""
+    at = depth >> 1
+    runs = []
+    if hi - lo <= FANOUT:
+        # why: 128 ids into a tree of 100k part ways by the third nibble, so most runs are a
+        # few keys long: one nibble per key is cheaper than 15 bisections
+        nibs = [k[at] & 0x0F for k in keys[lo:hi]] if depth & 1 else \
+            [k[at] >> 4 for k in keys[lo:hi]]
+        start, prev = lo, nibs[0]
+        for j, nib in enumerate(nibs, lo):
+            if nib != prev:
+                runs.append((prev, start, j))
+                start, prev = j, nib
+        runs.append((prev, start, hi))
+        return runs
     first = keys[lo]
-    byte_at, low = divmod(depth, 2)
-    head = first[:byte_at]
+    head = first[:at]
     start = lo
     for nib in range(_nibble(first, depth), FANOUT):
         if nib == FANOUT - 1:
@@ -441,13 +582,14 @@ def _nibble_runs(keys: list[bytes], lo: int, hi: int, depth: int
         else:
             # the first key whose nibble at ``depth`` is above ``nib``
             nxt = nib + 1
-            bound = head + bytes([(first[byte_at] & 0xF0) | nxt if low else nxt << 4])
+            bound = head + bytes([(first[at] & 0xF0) | nxt if depth & 1 else nxt << 4])
             end = bisect_left(keys, bound, start, hi)
         if end != start:
-            yield nib, start, end
+            runs.append((nib, start, end))
         if end == hi:
-            return
+            break
         start = end
+    return runs
 
 
 def _sorted_digest(keys: list[bytes], lo: int, hi: int, depth: int, max_leaf: int) -> bytes:
@@ -456,7 +598,7 @@ def _sorted_digest(keys: list[bytes], lo: int, hi: int, depth: int, max_leaf: in
     else an inner node of the 16 groups by the next nibble."""
     if hi - lo <= max_leaf or depth == KEY_NIBBLES:
         return sha256(_TAG_BUCKET + b"".join(
-            [sha256(_TAG_ITEM + k + _EMPTY_ITEM).digest() for k in keys[lo:hi]])).digest()
+            [sha256(_TAG_ITEM + k + _EMPTY_VALUE).digest() for k in keys[lo:hi]])).digest()
     children: list[bytes | None] = [None] * FANOUT
     for nib, start, end in _nibble_runs(keys, lo, hi, depth):
         children[nib] = _sorted_digest(keys, start, end, depth + 1, max_leaf)
@@ -470,7 +612,8 @@ class MerkleTree:
         if type(max_leaf) is not int or max_leaf < 1:
             raise LocalInputError("max_leaf must be a positive int")
         self._max_leaf = max_leaf
-        self._root: _Bucket | _Inner = _Bucket()
+        self._root: _Node = b""
+        self._root_digest: bytes | None = EMPTY_ROOT
         self._count = 0
 
     @property
@@ -480,29 +623,32 @@ class MerkleTree:
     def __len__(self) -> int:
         return self._count
 
-    def _bucket_of(self, key: bytes) -> _Bucket:
+    def _leaf_of(self, key: bytes) -> tuple[bytes | _Leaf, int] | None:
         node = self._root
         depth = 0
         while type(node) is _Inner:
-            child = node.children[_nibble(key, depth)]
-            if child is None:
-                return _Bucket()
-            node = child
+            kid = node.kids[_nibble(key, depth)]
+            if kid is None:
+                return None
+            node = kid
             depth += 1
-        assert type(node) is _Bucket
-        return node
+        assert type(node) is bytes or type(node) is _Leaf
+        return node, depth
 
     def __contains__(self, key: object) -> bool:
-        if not isinstance(key, bytes) or len(key) != DIGEST_SIZE:
-            return False
-        return self._bucket_of(key).find(key)[1]
+        return self.get(key) is not None  # type: ignore[arg-type]
 
     def get(self, key: bytes) -> bytes | None:
         if not isinstance(key, bytes) or len(key) != DIGEST_SIZE:
             return None
-        bucket = self._bucket_of(key)
-        i, found = bucket.find(key)
-        return bucket.value(i) if found else None
+        found = self._leaf_of(key)
+        if found is None:
+            return None
+        keys, values, _ = _leaf_parts(found[0])
+        i, here = _find(keys, key)
+        if not here:
+            return None
+        return b"" if values is None else values[i]
 
     def set(self, key: bytes, value: bytes = b"") -> bool:
         """Insert or replace; returns True if the tree changed."""
@@ -537,143 +683,290 @@ class MerkleTree:
             return 0
         before = self._count
         self._root = self._add_run(self._root, ordered, 0, len(ordered), 0)
+        if self._count != before:
+            self._root_digest = None
         return self._count - before
 
-    def _add_run(self, node: _Bucket | _Inner, keys: list[bytes], lo: int, hi: int,
-                 depth: int) -> _Bucket | _Inner:
-        """``node`` (at ``depth``) with ``keys[lo:hi]`` added, or the inner node replacing it."""
-        node.digest = None
-        if type(node) is _Inner:
-            children, dirty = node.children, node.dirty
+    def _add_run(self, node: _Node, keys: list[bytes], lo: int, hi: int, depth: int) -> _Node:
+        """``node`` (at ``depth``) with ``keys[lo:hi]`` added: itself or what replaces it."""
+        if type(node) is not _Inner:
+            assert type(node) is bytes or type(node) is _Leaf
             if hi - lo == 1:
-                # why: a group commit's keys part ways a few levels down (128 ids into a tree
-                # of 100k: ~2 of every 3 calls hold one key); one nibble read, not 15 bisections
-                # through a generator
-                byte = keys[lo][depth >> 1]
-                nib = byte >> 4 if depth & 1 == 0 else byte & 0x0F
-                child = children[nib]
-                children[nib] = self._add_run(_Bucket() if child is None else child,
-                                              keys, lo, hi, depth + 1)
-                dirty.add(nib)
-                return node
-            for nib, start, end in _nibble_runs(keys, lo, hi, depth):
-                child = children[nib]
-                children[nib] = self._add_run(_Bucket() if child is None else child,
-                                              keys, start, end, depth + 1)
-                dirty.add(nib)
+                return self._add_key(node, keys[lo], depth)
+            return self._add_to_leaf(node, keys, lo, hi, depth)
+        kids = node.kids
+        if hi - lo == 1:
+            # why: a group commit's keys part ways a few levels down (128 ids into a tree
+            # of 100k: ~2 of every 3 calls hold one key); one nibble read, no list of runs
+            key = keys[lo]
+            byte = key[depth >> 1]
+            nib = byte >> 4 if depth & 1 == 0 else byte & 0x0F
+            kid = kids[nib]
+            if kid is None:
+                kids[nib] = key
+                self._count += 1
+            else:
+                before = self._count
+                if type(kid) is _Inner:
+                    kids[nib] = self._add_run(kid, keys, lo, hi, depth + 1)
+                else:
+                    assert type(kid) is bytes or type(kid) is _Leaf
+                    kids[nib] = self._add_key(kid, key, depth + 1)
+                if self._count == before:
+                    return node
+            node.stale |= 1 << nib
             return node
-        assert type(node) is _Bucket
-        if not node.keys and node.values is None:  # a new node, built from the sorted run
-            if hi - lo > self._max_leaf and depth < KEY_NIBBLES:
-                # (by bisection: splitting one full bucket looked at every key at every level)
-                inner = _Inner()
-                for nib, start, end in _nibble_runs(keys, lo, hi, depth):
-                    inner.children[nib] = self._add_run(_Bucket(), keys, start, end, depth + 1)
-                return inner
-            node.keys, node.hashed = b"".join(keys[lo:hi]), None  # hashed when read
-            self._count += hi - lo
-            return node
-        for key in keys[lo:hi]:
-            i, found = node.find(key)
-            if not found:
-                self._put(node, i, key, b"")
-        if len(node) > self._max_leaf and depth < KEY_NIBBLES:
-            return self._split(node, depth)
+        for nib, start, end in _nibble_runs(keys, lo, hi, depth):
+            kid = kids[nib]
+            before = self._count
+            if kid is None:
+                kids[nib] = self._build(b"".join(keys[start:end]), None, depth + 1)
+                self._count += end - start
+            else:
+                kids[nib] = self._add_run(kid, keys, start, end, depth + 1)
+            if self._count != before:
+                node.stale |= 1 << nib
         return node
+
+    def _add_key(self, leaf: bytes | _Leaf, key: bytes, depth: int) -> _Node:
+        """``leaf`` (at ``depth``) with ``key`` added (an empty value if it is new)."""
+        if type(leaf) is bytes:
+            i, found = _find(leaf, key)
+            if found:
+                return leaf
+            at = i << 5
+            self._count += 1
+            return self._reshaped(leaf, leaf[:at] + key + leaf[at:], None, None, 0, depth)
+        assert type(leaf) is _Leaf
+        held = leaf.keys
+        stale = 0  # (the bit of the key's bucket in a two-level leaf)
+        if leaf.slots is None:
+            i, found = _find(held, key)
+        else:
+            i, found, lo, hi = _find_grouped(held, key, depth)
+            byte = key[depth >> 1]
+            stale = 1 << (byte >> 4 if depth & 1 == 0 else byte & 0x0F)
+        if found:
+            return leaf
+        at = i << 5
+        values, hashed = leaf.values, leaf.hashed
+        if values is not None:
+            values.insert(i, b"")
+        if hashed is not None:
+            hashed = hashed[:at] + sha256(_TAG_ITEM + key + _EMPTY_VALUE).digest() + hashed[at:]
+        self._count += 1
+        held = held[:at] + key + held[at:]
+        if leaf.slots is not None and hi - lo < self._max_leaf and (
+                hashed is not None or len(held) <= _HASHED_ABOVE << 9):  # (not _keeps_hashes:
+            # a leaf with values keeps them)
+            leaf.keys, leaf.hashed = held, hashed
+            leaf.stale |= stale
+            return leaf
+        return self._reshaped(leaf, held, values, hashed, stale, depth)
+
+    def _add_to_leaf(self, leaf: bytes | _Leaf, keys: list[bytes], lo: int, hi: int,
+                     depth: int) -> _Node:
+        """``leaf`` (at ``depth``) with ``keys[lo:hi]`` added (empty values for the new)."""
+        held, values, _ = _leaf_parts(leaf)
+        n = len(held) >> 5
+        if hi - lo <= n:
+            node: _Node = leaf
+            for j in range(lo, hi):
+                node = self._add_run(node, keys, j, j + 1, depth)
+            return node
+        # (a long run, a new tree's first batch: one sort, not an insert per key)
+        if values is None:
+            merged = sorted({held[i : i + 32] for i in range(0, len(held), 32)}.union(keys[lo:hi]))
+            if len(merged) == n:
+                return leaf
+            self._count += len(merged) - n
+            return self._build(b"".join(merged), None, depth)
+        items = dict.fromkeys(keys[lo:hi], b"")
+        items.update(_items(held, values, 0, n))
+        if len(items) == n:
+            return leaf
+        self._count += len(items) - n
+        ordered = sorted(items)
+        return self._build(b"".join(ordered), [items[k] for k in ordered], depth)
 
     def _insert(self, key: bytes, value: bytes) -> bool:
         node = self._root
-        parent: _Inner | None = None
-        nib = 0
         depth = 0
         path: list[tuple[_Inner, int]] = []
         while type(node) is _Inner:
             byte = key[depth >> 1]
             nib = byte >> 4 if depth & 1 == 0 else byte & 0x0F
             path.append((node, nib))
-            child = node.children[nib]
-            if child is None:
-                child = node.children[nib] = _Bucket()
-            parent, node = node, child
+            kid = node.kids[nib]
+            if kid is None:
+                node.kids[nib] = key if not value else _bucket(key, [value], None)
+                self._count += 1
+                break
+            node = kid
             depth += 1
-        assert type(node) is _Bucket
-        i, found = node.find(key)
-        if found:
-            if node.value(i) == value:
-                return False
-            if node.values is None:
-                node.values = [b""] * len(node)
-            node.values[i] = value
-            if node.hashed is not None:
-                at = i << 5
-                node.hashed = node.hashed[:at] + _item_hash(key, value) + node.hashed[at + 32:]
         else:
-            self._put(node, i, key, value)
-        node.digest = None
-        for inner, slot in path:
-            inner.digest = None  # every node on the path is now dirty
-            inner.dirty.add(slot)
-        if not found and len(node) > self._max_leaf and depth < KEY_NIBBLES:
-            split = self._split(node, depth)
-            if parent is None:
-                self._root = split
+            assert type(node) is bytes or type(node) is _Leaf
+            held, values, two_level = _leaf_parts(node)
+            hashed = node.hashed if type(node) is _Leaf else None
+            stale = 0  # (the bit of the key's bucket in a two-level leaf)
+            if two_level:
+                i, found = _find_grouped(held, key, depth)[:2]
+                byte = key[depth >> 1]
+                stale = 1 << (byte >> 4 if depth & 1 == 0 else byte & 0x0F)
             else:
-                parent.children[nib] = split
+                i, found = _find(held, key)
+            at = i << 5
+            if found:
+                if (b"" if values is None else values[i]) == value:
+                    return False
+                if values is None:
+                    values = [b""] * (len(held) >> 5)
+                values[i] = value
+                values = _values_or_none(values)
+                if hashed is not None:
+                    hashed = hashed[:at] + _item_hash(key, value) + hashed[at + 32 :]
+                if type(node) is _Leaf and hashed is not None:
+                    # (a leaf with values keeps its item hashes: the node-level tree, whose
+                    # values change on every commit, lands here and needs no reshaping)
+                    node.values, node.hashed = values, hashed
+                    if two_level:
+                        node.stale |= stale
+                    new: _Node = node
+                else:
+                    new = self._reshaped(node, held, values, hashed, stale, depth)
+            else:
+                held = held[:at] + key + held[at:]
+                if values is None and value:
+                    values = [b""] * (len(held) >> 5)
+                    values[i] = value
+                elif values is not None:
+                    values.insert(i, value)
+                if hashed is not None:
+                    hashed = hashed[:at] + _item_hash(key, value) + hashed[at:]
+                self._count += 1
+                new = self._reshaped(node, held, values, hashed, stale, depth)
+            if new is not node and path:
+                inner, nib = path[-1]
+                inner.kids[nib] = new
+            elif new is not node:
+                self._root = new
+        for inner, nib in path:
+            inner.stale |= 1 << nib  # every digest on the path is now stale
+        self._root_digest = None
         return True
 
-    def _put(self, node: _Bucket, i: int, key: bytes, value: bytes) -> None:
-        """Splice a new ``key`` into ``node`` at index ``i``, keeping its hashes exact."""
-        at = i << 5
-        values = node.values
-        if values is not None:
-            values.insert(i, value)
-        elif value:
-            node.values = [b""] * len(node)
-            node.values.insert(i, value)
-        node.keys = node.keys[:at] + key + node.keys[at:]
-        if node.hashed is not None:
-            node.hashed = node.hashed[:at] + _item_hash(key, value) + node.hashed[at:]
-        self._count += 1
+    def _reshaped(self, leaf: bytes | _Leaf, keys: bytes, values: list[bytes] | None,
+                  hashed: bytes | None, stale: int, depth: int) -> _Node:
+        """``leaf`` (at ``depth``) now holding ``keys``, ``values`` and (if it kept them) their
+        item hashes, with the buckets of the nibbles in ``stale`` changed: itself, updated, or
+        what replaces it (another kind of leaf, or an inner node if a bucket grew past
+        ``max_leaf``)."""
+        max_leaf = self._max_leaf
+        if type(leaf) is bytes or (type(leaf) is _Leaf and leaf.slots is None):  # one bucket
+            if len(keys) > max_leaf << 5 and depth < KEY_NIBBLES:
+                return self._build(keys, values, depth, hashed)
+            if type(leaf) is _Leaf and hashed is not None:  # (it stays what it is)
+                leaf.keys, leaf.values, leaf.hashed = keys, values, hashed
+                return leaf
+            return _bucket(keys, values, hashed)
+        assert type(leaf) is _Leaf
+        if hashed is None and _keeps_hashes(len(keys) >> 5, True, values):
+            hashed = _hashes(keys, values, 0, len(keys) >> 5)
+        leaf.keys, leaf.values, leaf.hashed = keys, values, hashed
+        leaf.stale |= stale
+        while stale:
+            bit = stale & -stale
+            stale ^= bit
+            lo, hi = _group(keys, depth, bit.bit_length() - 1)
+            if hi - lo > max_leaf:
+                return self._split(leaf, depth)
+        return leaf
 
-    def _split(self, node: _Bucket, depth: int) -> _Inner:
-        """The inner node replacing an overflowing bucket at ``depth`` (recursively, if all
-        its keys still share the next nibble); cached item hashes are handed down."""
-        groups: list[list[int]] = [[] for _ in range(FANOUT)]
-        keys = node.keys
-        at = depth >> 1
-        for i in range(len(node)):
-            byte = keys[(i << 5) + at]
-            groups[byte >> 4 if depth & 1 == 0 else byte & 0x0F].append(i)
-        inner = _Inner()
-        hashed, values = node.hashed, node.values
-        for nib, members in enumerate(groups):
-            if not members:
+    def _build(self, keys: bytes, values: list[bytes] | None, depth: int,
+               hashed: bytes | None = None) -> _Node:
+        """The node at ``depth`` holding ``keys`` (sorted, concatenated), ``values`` and, if
+        known, their item ``hashed``; every digest in it stale."""
+        max_leaf = self._max_leaf
+        values = _values_or_none(values)
+        n = len(keys) >> 5
+        if n <= max_leaf or depth >= KEY_NIBBLES:
+            return _bucket(keys, values, hashed)
+        bounds = _bounds(keys, depth)
+        present = 0
+        split = False
+        for nib in range(FANOUT):
+            size = bounds[nib + 1] - bounds[nib]
+            if size:
+                present |= 1 << nib
+                split = split or size > max_leaf
+        if not split and values is None:
+            # (with values, the node-level tree's roots of contexts that change on every commit,
+            # an _Inner of buckets: a change then splices one small bucket, not the whole leaf)
+            if not _keeps_hashes(n, True, values):
+                hashed = None
+            elif hashed is None:
+                hashed = _hashes(keys, values, 0, n)
+            return _Leaf(keys, values, bytearray(FANOUT * DIGEST_SIZE), present, hashed)
+        kids: list[_Node | None] = [None] * FANOUT
+        for nib in range(FANOUT):
+            lo, hi = bounds[nib], bounds[nib + 1]
+            if lo != hi:
+                kids[nib] = self._build(keys[lo << 5 : hi << 5],
+                                        None if values is None else values[lo:hi], depth + 1,
+                                        None if hashed is None else hashed[lo << 5 : hi << 5])
+        return _Inner(kids, bytearray(FANOUT * DIGEST_SIZE), present)
+
+    def _split(self, leaf: _Leaf, depth: int) -> _Inner:
+        """The ``_Inner`` replacing a two-level leaf one of whose buckets grew past
+        ``max_leaf``: the same node, so it keeps the leaf's digests and stale bits."""
+        keys, values, hashed = leaf.keys, leaf.values, leaf.hashed
+        assert leaf.slots is not None
+        bounds = _bounds(keys, depth)
+        kids: list[_Node | None] = [None] * FANOUT
+        stale = leaf.stale
+        for nib in range(FANOUT):
+            lo, hi = bounds[nib], bounds[nib + 1]
+            if lo == hi:
                 continue
-            child = _Bucket(
-                b"".join([keys[i << 5 : (i + 1) << 5] for i in members]),
-                None if values is None else [values[i] for i in members],
-                None if hashed is None else b"".join([hashed[i << 5 : (i + 1) << 5]
-                                                      for i in members]))
-            inner.children[nib] = (self._split(child, depth + 1) if len(child) > self._max_leaf
-                                   and depth + 1 < KEY_NIBBLES else child)
-        return inner
+            part = keys[lo << 5 : hi << 5]
+            vals = None if values is None else _values_or_none(values[lo:hi])
+            known = None if hashed is None else hashed[lo << 5 : hi << 5]
+            if hi - lo > self._max_leaf:
+                kids[nib] = self._build(part, vals, depth + 1, known)  # (its bit is in stale)
+            else:
+                kids[nib] = _bucket(part, vals, known)
+        return _Inner(kids, leaf.slots, stale)
 
     def root(self) -> bytes:
-        return _digest(self._root)
+        d = self._root_digest
+        if d is None:
+            d = self._root_digest = _digest(self._root, 0)
+        return d
 
-    def _find(self, prefix: tuple[int, ...]) -> tuple[_Bucket | _Inner, int] | None:
-        """Deepest existing node on ``prefix`` and its depth (None if empty)."""
+    def _find(self, prefix: tuple[int, ...]) -> tuple[_Node, int, _Inner | None] | None:
+        """The ``_Inner`` at ``prefix``, or the leaf holding it (at a depth up to
+        ``len(prefix)``), its depth and its parent; None if no key has the prefix's first
+        nibbles."""
         node = self._root
+        parent = None
         depth = 0
         for nib in prefix:
             if type(node) is not _Inner:
-                break  # prefix reaches below a bucket
-            child = node.children[nib]
-            if child is None:
+                break
+            kid = node.kids[nib]
+            if kid is None:
                 return None
-            node = child
+            parent, node = node, kid
             depth += 1
-        return node, depth
+        return node, depth, parent
+
+    def _digest_at(self, prefix: tuple[int, ...], depth: int, parent: _Inner | None) -> bytes:
+        """The digest of the node at ``prefix[:depth]``, a child of ``parent``: kept there, not
+        recomputed (a bucket's would be rehashed from its keys)."""
+        if parent is None:
+            return self.root()
+        at = prefix[depth - 1] << 5
+        return bytes(_slots(parent, depth - 1)[at : at + 32])
 
     def node(self, prefix: tuple[int, ...] = ()) -> NodeView | None:
         """View of the node at ``prefix``; None when no item has this prefix.
@@ -686,16 +979,33 @@ class MerkleTree:
         found = self._find(prefix)
         if found is None:
             return None
-        node, depth = found
+        node, depth, parent = found
         if type(node) is _Inner:
-            children = tuple(None if c is None else _digest(c) for c in node.children)
-            return NodeView(prefix, _digest(node), children, None)
-        assert type(node) is _Bucket
+            slots = _slots(node, depth)
+            return NodeView(prefix, self._digest_at(prefix, depth, parent),
+                            _children(slots, [k is not None for k in node.kids]), None)
+        assert type(node) is bytes or type(node) is _Leaf
+        keys, values, two_level = _leaf_parts(node)
+        lo, hi = 0, len(keys) >> 5
+        if two_level:
+            assert type(node) is _Leaf
+            if depth == len(prefix):
+                slots = _slots(node, depth)
+                bounds = _bounds(keys, depth)
+                return NodeView(prefix, self._digest_at(prefix, depth, parent), _children(
+                    slots, [bounds[n] != bounds[n + 1] for n in range(FANOUT)]), None)
+            nib = prefix[depth]
+            lo, hi = _group(keys, depth, nib)
+            depth += 1
+            if depth == len(prefix) and lo != hi:
+                digest = bytes(_slots(node, depth - 1)[nib << 5 : (nib + 1) << 5])
+                return NodeView(prefix, digest, None, tuple(_items(keys, values, lo, hi)))
         if depth == len(prefix):
-            if not len(node):
+            if lo == hi:
                 return None  # only the empty root bucket can be empty
-            return NodeView(prefix, _digest(node), None, tuple(node.items()))
-        items = tuple(kv for kv in node.items() if _has_prefix(kv[0], prefix))
+            return NodeView(prefix, self._digest_at(prefix, depth, parent), None,
+                            tuple(_items(keys, values, lo, hi)))
+        items = tuple(kv for kv in _items(keys, values, lo, hi) if _has_prefix(kv[0], prefix))
         if not items:
             return None
         return NodeView(prefix, _bucket_digest(items), None, items)
@@ -706,20 +1016,25 @@ class MerkleTree:
         found = self._find(prefix)
         if found is None:
             return []
-        node, depth = found
-        if depth < len(prefix):
-            assert type(node) is _Bucket
-            return [kv for kv in node.items() if _has_prefix(kv[0], prefix)]
-        # Children are visited in nibble order and buckets are sorted.
+        node, depth, _ = found
+        if type(node) is not _Inner:
+            assert type(node) is bytes or type(node) is _Leaf
+            keys, values, _ = _leaf_parts(node)
+            items = _items(keys, values, 0, len(keys) >> 5)
+            if depth < len(prefix):
+                return [kv for kv in items if _has_prefix(kv[0], prefix)]
+            return items
+        # Children are visited in nibble order and leaves are sorted.
         out: list[tuple[bytes, bytes]] = []
-        stack = [node]
+        stack: list[_Node] = [node]
         while stack:
             n = stack.pop()
-            if type(n) is _Bucket:
-                out += n.items()
+            if type(n) is _Inner:
+                stack.extend(c for c in reversed(n.kids) if c is not None)
             else:
-                assert type(n) is _Inner
-                stack.extend(c for c in reversed(n.children) if c is not None)
+                assert type(n) is bytes or type(n) is _Leaf
+                keys, values, _ = _leaf_parts(n)
+                out += _items(keys, values, 0, len(keys) >> 5)
         return out
 
     def prove(self, key: bytes) -> Proof:
@@ -730,11 +1045,20 @@ class MerkleTree:
         node = self._root
         depth = 0
         while type(node) is _Inner:
-            levels.append(tuple(None if c is None else _digest(c) for c in node.children))
-            nxt = node.children[_nibble(key, depth)]
+            levels.append(_children(_slots(node, depth), [k is not None for k in node.kids]))
+            nxt = node.kids[_nibble(key, depth)]
             assert nxt is not None
             node = nxt
             depth += 1
-        assert type(node) is _Bucket
+        assert type(node) is bytes or type(node) is _Leaf
+        keys, values, two_level = _leaf_parts(node)
+        lo, hi = 0, len(keys) >> 5
+        if two_level:
+            assert type(node) is _Leaf
+            bounds = _bounds(keys, depth)
+            levels.append(_children(_slots(node, depth),
+                                    [bounds[n] != bounds[n + 1] for n in range(FANOUT)]))
+            nib = _nibble(key, depth)
+            lo, hi = bounds[nib], bounds[nib + 1]
         levels.reverse()  # proof order is bottom-up
-        return Proof(bucket=tuple(node.items()), levels=tuple(levels))
+        return Proof(bucket=tuple(_items(keys, values, lo, hi)), levels=tuple(levels))
