@@ -194,9 +194,12 @@ async def open_raw_peer(ws: Connection, node_id: str) -> PeerSession:
     """Play a peer by hand on the websocket ``ws``: a ``PeerSession`` on an empty ledger says
     HELLO and AUTH and reads until the link is open; returns the session with what it would
     send next still queued (``take_output()``). For tests of peers that misbehave once the link
-    is open: one that vanishes without a BYE, one that never reads again."""
+    is open: one that vanishes without a BYE, one that never reads again. It does not offer
+    large frames (its websocket takes messages of MAX_FRAME), so the node sends it 64 KiB
+    frames, as to a protocol 9 peer from before FLAG_LARGE_FRAMES."""
     ledger = Ledger.open(MemoryStorage(), node_id, f"{node_id}-raw")
-    session = PeerSession(LocalInfo(node_id), ledger, (node_id.encode() * 16)[:16])
+    session = PeerSession(LocalInfo(node_id, large_frames=False), ledger,
+                          (node_id.encode() * 16)[:16])
     session.start()
     while True:
         for frame in session.take_output():

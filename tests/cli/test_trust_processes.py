@@ -31,7 +31,7 @@ from p2p_ledger.core.snapshot import encode_snapshot
 from p2p_ledger.core.yjs import decode_state_vector
 from p2p_ledger.sim.byzantine import signed_chain, yjs_append
 from p2p_ledger.testing import open_raw_peer
-from p2p_ledger.trio.transport import dial
+from p2p_ledger.trio.transport import Connection, dial
 
 from .conftest import ROOT, NodeProc, Procs, _env, assert_one_line_error, json_lines, ok, run
 
@@ -60,7 +60,10 @@ def _as_member(url: str, until: Callable[[PeerSession], bool],
                         for frame in session.take_output():
                             await ws.send(frame)
                     except ConnectionClosed:
-                        break  # the node closed first (its BYE, if any, was received)
+                        # The node closed first: what it sent before (its BYE, if any) may
+                        # still wait in the connection's queue of received messages.
+                        await _take_the_rest(ws, session)
+                        break
                     if until(session) or session.close_reason is not None:
                         break
                     with trio.move_on_after(0.3) as quiet:
@@ -75,6 +78,17 @@ def _as_member(url: str, until: Callable[[PeerSession], bool],
             return session
 
     return trio.run(main)
+
+
+async def _take_the_rest(ws: Connection, session: PeerSession) -> None:
+    """Give ``session`` the messages a closed connection still holds (recv returns them, then
+    raises ConnectionClosed)."""
+    try:
+        while session.close_reason is None:
+            message = await ws.recv()
+            session.receive(message if isinstance(message, bytes) else message.encode())
+    except ConnectionClosed:
+        pass
 
 
 def _refused(url: str, context: str, bundle: bytes) -> str:
