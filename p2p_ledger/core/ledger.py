@@ -16,9 +16,10 @@ no context. A context's ``ContextLog`` (its pycrdt Doc, index and tree of ids) i
 its stored rows on first need (a write, a read of entries, a diff to send, a proof) and evicted
 least-recently-used beyond ``memory_budget``; gossip about a context that is in sync, or whose
 peer already holds all of it, answers from the summary without loading it. A peer that holds
-nothing of a context of large entries gets its stored rows, merged, without loading it either
-(``bundle_diff``): a Yjs diff against an empty state vector of a grow-only log is every update
-ever stored.
+nothing of a context, or lacks much of it, gets the stored rows it lacks, merged, without
+loading it either, in parts of about ``part_bytes`` (``bundle_diff``): a Yjs diff of a
+grow-only log is the stored updates the peer's state vector does not cover, and any prefix of
+them in commit order applies on its own.
 
 The node-level Merkle tree maps sha256(context name) → that context's root: its 32-byte root says
 whether two nodes hold exactly the same data, and descending it finds the differing contexts.
@@ -39,8 +40,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 
-from pycrdt import merge_updates
+from pycrdt import get_update, merge_updates
 
 from .audit import audit, audit_steps, finished
 from .bundle import decode_bundle, encode_bundle
@@ -55,6 +57,7 @@ from .entry import (
     Limits,
     check_context,
     check_fields,
+    known_record_fields,
     make_entry,
 )
 from .errors import AlreadyExists, IntegrityError, LedgerError, RemoteProtocolError
@@ -62,9 +65,27 @@ from .identity import Head, Identity, chain_for, writer_key
 from .merkle import MerkleTree
 from .snapshot import decode_snapshot, encode_snapshot
 from .storage import ContextView, Storage, Summary
-from .yjs import appended_values, decode_state_vector, squash
+from .yjs import (
+    appended_values,
+    clock_spans,
+    decode_state_vector,
+    encode_state_vector,
+    squash,
+)
 
 EMPTY_STATE_VECTOR = b"\x00"
+# Bytes of Yjs update after which an answer from the stored rows stops at the next place its
+# entries are vouched for (``Ledger._bundle_of_rows``); the peer asks again for the rest.
+# why: one context of 1M × 100 B was a 222 MB answer, built in memory several times over
+# (rows, merge, squash, bundle: peak RSS 1,873 MiB at the source, 2,672 MiB at the fresh
+# node), and a context past ~1.2M such entries exceeded the receiver's 256 MiB
+# ``max_update_bytes``: it could never be fetched.
+PART_BYTES = 8 * 1024 * 1024
+WALK_MEMORY = 8  # per context, where the last parts' walks stopped (``Ledger._walks``)
+# A context of more than ROWS_ONLY × part_bytes stored bytes answers every diff from its rows.
+# why: its ContextLog costs ~3 × its stored bytes and seconds to load (51k entries took 5.3 s
+# here); the last part of a catch-up (less than part_bytes) would load it just to diff it.
+ROWS_ONLY = 1
 # why: the budget counts an estimate of a loaded context's memory, not a measurement (Python
 # cannot size one object graph cheaply): a fixed cost per entry (index columns, Merkle item)
 # plus three times its stored bytes (the records live in the index's buffer and in the Doc).
@@ -190,6 +211,10 @@ class Ledger:
         self.fork_log: list[str] = []  # one line per fork found, for the node to log
         self._chains: dict[str, int] = {}
         self.last_update_took = False  # see apply_remote
+        self.part_bytes = PART_BYTES  # answers from the stored rows go in parts of about this
+        self.last_diff_partial = False  # see bundle_diff
+        # per context: (a state vector covering every row up to a row number, that number)
+        self._walks: dict[str, list[tuple[dict[int, int], int]]] = {}
 
     @classmethod
     def open(
@@ -303,9 +328,16 @@ class Ledger:
     def bundle_diff(self, context: str, state_vector: bytes | None) -> bytes | None:
         """What a peer with ``state_vector`` lacks of ``context``, with the heads (and vouchers)
         that authenticate it; None when it lacks nothing (decided from the summary's state
-        vector when the context is not loaded: it is then not loaded). A peer that holds
-        nothing of a context gets its stored rows (``_bundle_of_rows``): nothing is loaded
-        either.
+        vector when the context is not loaded: it is then not loaded).
+
+        A peer that holds nothing of a context, or lacks more than ``part_bytes`` of it (as
+        the summary estimates: the clocks it lacks × the stored bytes per entry), or any
+        peer of a context of more than ``ROWS_ONLY × part_bytes`` stored bytes, gets the
+        stored rows it lacks (``_bundle_of_rows``), nothing loaded, in parts of about
+        ``part_bytes``: ``last_diff_partial`` then says the answer stops short, and the peer
+        asks again with its new state vector. Otherwise the loaded context's Doc answers.
+        Either way the answer depends only on what is stored and on the state vector, never
+        on what is loaded.
 
         why: a fresh peer fetching 20k × 100 B in 20 contexts cost the sender 0.37 CPU-s
         (1.5 at one entry per commit) through each context's Doc, 0.04 (0.3-0.4) from the
@@ -314,20 +346,23 @@ class Ledger:
         (10 contexts of 100 × 100 KB) building each ContextLog took 36-64 ms of CPU per
         context, merging its rows 9 ms."""
         self._flush_if(context)
+        self.last_diff_partial = False
         summary = self.summaries.get(context)
-        if state_vector in (None, b"", EMPTY_STATE_VECTOR) and summary is not None and \
-                summary.entries:
-            return self._bundle_of_rows(context)
-        if state_vector and context not in self._live:
-            if summary is None:
-                return None
+        if summary is not None and summary.entries:
+            empty = state_vector in (None, b"", EMPTY_STATE_VECTOR)
             try:
-                theirs = decode_state_vector(state_vector)
+                theirs = {} if empty else decode_state_vector(state_vector or b"")
             except RemoteProtocolError as exc:
                 raise RemoteProtocolError(f"bad state vector for {context}: {exc}") from None
-            if all(clock <= theirs.get(client, 0)
-                   for client, clock in decode_state_vector(summary.state_vector).items()):
+            lacking = sum(max(0, clock - theirs.get(client, 0))
+                          for client, clock in decode_state_vector(summary.state_vector).items())
+            if not lacking:
                 return None  # a grow-only log: they hold every struct we hold
+            if not theirs or summary.stored > ROWS_ONLY * self.part_bytes or \
+                    lacking * summary.stored > self.part_bytes * summary.entries:
+                return self._bundle_of_rows(context, theirs)
+        elif state_vector and summary is None and context not in self._live:
+            return None
         ctx = self._load(context)
         if ctx is None:
             return None
@@ -340,33 +375,133 @@ class Ledger:
         self._evict()
         return encode_bundle(heads, update, vouchers)
 
-    def _bundle_of_rows(self, context: str) -> bytes:
-        """Everything we hold of ``context`` as one bundle built from its stored rows, no
-        ContextLog loaded: their Yjs updates merged (the same entries as the Doc's diff against
-        an empty state vector), with the context's stored heads (and those rows of older
-        formats carry), each once. Every entry is authentic, and every successor is in the
-        bundle: the heads still needed vouch for all of it (no voucher needed). A single row
-        is not merged: its update goes as stored (why: re-encoding a 10 MB row was ~12% of the
-        sender's samples in that catch-up; sending the row whole, alternated, 0.97 against
-        1.05 sender CPU-s, 3 pairs at load 11), and a row of an older format, holding its
-        heads, is that bundle already."""
-        blobs = list(self.storage.iter_context(context))
-        stored = self.storage.heads(context)
-        if len(blobs) == 1 and not stored:
-            return blobs[0]
+    def _bundle_of_rows(self, context: str, theirs: Mapping[int, int]) -> bytes:
+        """What a peer holding ``theirs`` (a decoded state vector) lacks of ``context``, from
+        the stored rows, no ContextLog loaded: a forward walk over the rows in commit order
+        that takes each row it lacks (the part of it it lacks, when it holds some:
+        ``pycrdt.get_update``), their Yjs updates merged and squashed (``yjs.squash``), with
+        the heads stored for their entries (and those rows of older formats carry). Replaying
+        rows in commit order is what a restart does, so each part applies on top of those
+        before it.
+
+        The answer stops at the first row boundary past ``part_bytes`` where every entry it
+        carries is vouched for within it: each writer chain's last entry in it has a head
+        (a chain tip, or an anchor every ``ANCHOR_EVERY`` seqs). Past ``2 × part_bytes``
+        with no such place (several chains that rarely reach a head together), it stops
+        anyway and carries vouchers: each open chain's records from the rows after it up to
+        its next head. ``last_diff_partial`` tells the caller the peer lacks more.
+
+        A walk starts after the rows an earlier part's receiver is known to hold (``_walks``:
+        the rows up to where a part stopped, with the state vector that covers them; a
+        hint, the answer is the same without it), so fetching a context part by part reads
+        its rows about once, not once per part.
+
+        Every entry is authentic, and every entry's successor is in a later row (or held by
+        the peer) or it has a stored head, so the walk always ends vouched for. A single row
+        going whole with the heads it carries goes as stored (why: re-encoding a 10 MB row
+        was ~12% of the sender's samples in that catch-up; sending the row whole,
+        alternated, 0.97 against 1.05 sender CPU-s, 3 pairs at load 11)."""
+        part = self.part_bytes
         try:
-            heads = dict.fromkeys(map(Head.from_bytes, stored))
-            updates = []
-            for blob in blobs:
+            headed = {head.entry_id: head for head in self.stored_heads(context)}
+            start = 0
+            for covered, after in self._walks.get(context, ()):
+                if after > start and all(theirs.get(c, 0) >= end for c, end in covered.items()):
+                    start = after
+            wanted = encode_state_vector(theirs)
+            reach = dict(theirs)  # per client, the end of every row walked (the walk's hint)
+            whole = b""  # the first row taken, as stored, if it was taken whole
+            updates: list[bytes] = []
+            ids: list[bytes] = []  # the entries taken, in order
+            named: set[bytes] = set()  # entries named as prev by an entry taken
+            unvouched: set[bytes] = set()  # entries taken with no head and no successor taken
+            size, last, cut = 0, start, False
+            rows = self.storage.iter_rows(context, start)
+            for row, blob in rows:
                 bundle = decode_bundle(blob)
-                heads.update(dict.fromkeys(bundle.heads))
-                updates.append(bundle.update)
-            del blobs  # (one copy of the context fewer while the merge runs)
+                spans = clock_spans(bundle.update, ARRAY_NAME)
+                if all(end <= theirs.get(c, 0) for c, (_, end) in spans.items()):
+                    last = row
+                    for c, (_, end) in spans.items():
+                        reach[c] = max(reach.get(c, 0), end)
+                    continue  # they hold all of it
+                if size >= part and (not unvouched or size >= 2 * part):
+                    cut = True
+                    break
+                for head in bundle.heads:  # a row of an older format carries its heads
+                    headed.setdefault(head.entry_id, head)
+                update = bundle.update
+                if any(first < theirs.get(c, 0) for c, (first, _) in spans.items()):
+                    update = get_update(update, wanted)  # the part of it they lack
+                elif not updates:
+                    whole = blob
+                updates.append(update)
+                size += len(update)
+                last = row
+                for c, (_, end) in spans.items():
+                    reach[c] = max(reach.get(c, 0), end)
+                for record in appended_values(update, ARRAY_NAME):
+                    raw, _, _, prev, _ = known_record_fields(record)
+                    ids.append(raw)
+                    named.add(prev)
+                    unvouched.discard(prev)
+                    if raw not in headed and raw not in named:
+                        unvouched.add(raw)
+            vouchers: list[bytes] = []
+            if unvouched:
+                following = chain([(row, blob)], rows) if cut else rows
+                vouchers = self._vouchers(context, unvouched, headed, following)
+            if cut:
+                self.last_diff_partial = True
+                walks = self._walks.setdefault(context, [])
+                walks.append((reach, last))
+                del walks[:-WALK_MEMORY]
+            del rows
+            heads = list(dict.fromkeys(headed[raw] for raw in ids if raw in headed))
+            if len(updates) == 1 and whole and not vouchers and \
+                    list(decode_bundle(whole).heads) == heads:
+                return whole
+            del whole  # (one copy of the answer fewer while the merge runs)
             update = updates[0] if len(updates) == 1 else \
                 squash(merge_updates(*updates), ARRAY_NAME)
         except LedgerError as exc:  # our own rows: damage here, not a peer's fault
             raise IntegrityError(f"context {context}: {exc}") from None
-        return encode_bundle(list(heads), update)
+        heads += [headed[raw] for raw in (v[:ID_SIZE] for v in vouchers) if raw in headed]
+        return encode_bundle(list(dict.fromkeys(heads)), update, vouchers)
+
+    def _vouchers(self, context: str, unvouched: set[bytes], headed: dict[bytes, Head],
+                  rows: Iterator[tuple[int, bytes]]) -> list[bytes]:
+        """The records that link each entry of ``unvouched`` up to an entry with a head (in
+        ``headed``): its successor (the entry naming it as prev), that one's, and so on; read
+        from ``rows`` (the rows after the answer's), then from every row, pass after pass (a
+        successor the peer holds may sit in a row before, and an entry re-inserted from a
+        peer's vouchers after its successor). IntegrityError if one has none: our store lost
+        it."""
+        out: dict[bytes, bytes] = {}  # the vouchers
+        need = set(unvouched)  # entries whose successor is still to find
+        linked: set[bytes] = set()  # entries whose successor was found
+        source: Iterable[tuple[int, bytes]] = rows
+        while True:
+            found = len(out)
+            for _row, blob in source:
+                bundle = decode_bundle(blob)
+                for head in bundle.heads:
+                    headed.setdefault(head.entry_id, head)
+                for record in appended_values(bundle.update, ARRAY_NAME):
+                    raw, _, _, prev, _ = known_record_fields(record)
+                    if prev in need and raw not in out:
+                        need.discard(prev)
+                        linked.add(prev)
+                        out[raw] = record
+                        if raw not in headed and raw not in linked:
+                            need.add(raw)
+                if not need:
+                    return list(out.values())
+            if source is not rows and len(out) == found:
+                break  # a whole pass found nothing more
+            source = self.storage.iter_rows(context)  # (a successor stored before)
+        raise IntegrityError(f"context {context}: no stored entry or head vouches for "
+                             f"{len(need)} entries")
 
     def bundle_records(self, context: str, ids: Iterable[bytes]) -> bytes | None:
         """The entries of ``context`` with these ids that we hold, as a bundle of vouchers (no
@@ -614,6 +749,7 @@ class Ledger:
             state = encode_bundle((), ctx.compacted_state())
             self.storage.replace_context(context, state,
                                          [(head.entry_id, head.encode()) for head in heads])
+            self._walks.pop(context, None)
             summary = self.summaries.get(context)
             if summary is not None:
                 self.summaries[context] = summary._replace(stored=len(state))

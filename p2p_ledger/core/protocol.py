@@ -43,6 +43,11 @@ most a wasted round, never a wrong answer:
   back when asked, so both directions move. The same SYNC1 again, with our
   state unchanged, in the same or the next round, is not answered twice (the first answer is
   still on its way).
+* An answer may stop short (``Ledger.bundle_diff``: a peer lacking much of a context gets it
+  in parts of about ``Ledger.part_bytes``, each applicable on top of those before it); it is
+  flagged MORE, and a receiver that took it asks at once (SYNC1 without reply, its new state
+  vector) for the next part. Each answer is bounded, so is each end's memory for it, and a
+  context of any size goes through ``max_update_bytes``.
 * UPDATE chunks (≤ CHUNK bytes each, ≤ LARGE_CHUNK to a peer whose HELLO says it takes large
   frames: FLAG_LARGE_FRAMES, which we always set; older peers ignore it) are reassembled per
   transfer id
@@ -233,6 +238,7 @@ class _Assembly:
     total: int
     pushed: bool = False
     own: bool = False
+    more: bool = False
     chunks: dict[int, bytes] = field(default_factory=dict)  # offset → chunk
     received: int = 0
 
@@ -576,7 +582,7 @@ class PeerSession:
                 self._send(Views((view,)))
         elif theirs.kind == EMPTY:
             for name, _ in self._items(prefix) if mine is not None else ():
-                self._send_update(name, self.ledger.bundle_diff(name, None))
+                self._send_diff(name, None)
         else:
             their_roots = dict(theirs.items)
             their_svs = {name: sv for (name, _), sv in zip(theirs.items, theirs.states,
@@ -588,7 +594,7 @@ class PeerSession:
                     if name not in their_roots and whole:
                         sv = self.ledger.state_vector(name)
                         if self._first_answer(name, EMPTY_STATE_VECTOR, sv):
-                            self._send_update(name, self.ledger.bundle_diff(name, None))
+                            self._send_diff(name, None)
                     else:
                         self._reconcile(name, their_svs.get(name))
 
@@ -606,7 +612,7 @@ class PeerSession:
         we_have_more = any(clock > theirs.get(client, 0) for client, clock in mine.items())
         they_have_more = any(clock > mine.get(client, 0) for client, clock in theirs.items())
         if held and we_have_more and self._first_answer(name, their_sv, ours):
-            self._send_update(name, self.ledger.bundle_diff(name, their_sv))
+            self._send_diff(name, their_sv)
         if they_have_more:
             self._send(Sync1(name, False, ours))
         elif not we_have_more:
@@ -627,6 +633,10 @@ class PeerSession:
         last = self._offered.get(name)
         if last is not None and last[:2] == (their_sv, our_sv) and last[2] >= self._round - 1:
             return False
+        asked = self._answered.get(name)  # (a SYNC1 with the same state vector, answered)
+        if asked is not None and (asked[0], asked[2]) == (their_sv, our_sv) and \
+                asked[3] >= self._round - 1:
+            return False
         self._offered[name] = (their_sv, our_sv, self._round)
         return True
 
@@ -644,8 +654,13 @@ class PeerSession:
             # later.
             return
         self._answered[msg.context] = (msg.state_vector, msg.want_reply, sv, self._round)
-        if held:
-            self._send_update(msg.context, self.ledger.bundle_diff(msg.context, msg.state_vector))
+        offered = self._offered.get(msg.context)
+        if held and not (offered is not None and offered[:2] == (msg.state_vector, sv)
+                         and offered[2] >= self._round - 1):
+            # (not when a view showing the same state vector was answered in this round or
+            # the one before: a peer taking a context in parts asks for the next one with a
+            # SYNC1 and may show the same state vector in a round meanwhile)
+            self._send_diff(msg.context, msg.state_vector)
         if msg.want_reply:
             if decode_state_vector(msg.state_vector) == decode_state_vector(sv):
                 # as in _reconcile: look at the ids
@@ -696,8 +711,14 @@ class PeerSession:
                 if extra:
                     self._send_update(name, self.ledger.bundle_records(name, sorted(extra)))
 
+    def _send_diff(self, context: str, state_vector: bytes | None) -> None:
+        """Send what a peer with ``state_vector`` lacks of ``context``, or its next part
+        (``Ledger.bundle_diff``), flagged MORE when the peer lacks more than that."""
+        update = self.ledger.bundle_diff(context, state_vector)
+        self._send_update(context, update, more=self.ledger.last_diff_partial)
+
     def _send_update(self, context: str, update: bytes | None, pushed: bool = False,
-                     own: bool = False) -> None:
+                     own: bool = False, more: bool = False) -> None:
         """Send a bundle (a Yjs update and its signatures) in chunks; None is nothing to send."""
         if update is None:
             return
@@ -706,7 +727,7 @@ class PeerSession:
         chunk = self._chunk
         for offset in range(0, total, chunk):
             self._send(UpdateChunk(context, self._next_transfer, total, offset,
-                                   update[offset:offset + chunk], pushed, own))
+                                   update[offset:offset + chunk], pushed, own, more))
 
     def _on_chunk(self, msg: UpdateChunk) -> None:
         if msg.total > self.max_update_bytes:
@@ -719,7 +740,7 @@ class PeerSession:
         if assembly is None:
             if msg.offset == 0 and len(msg.chunk) == msg.total:  # the whole update at once
                 self._remember_done(transfer)
-                self._apply(msg.context, msg.chunk, msg.pushed, msg.own)
+                self._apply(msg.context, msg.chunk, msg.pushed, msg.own, msg.more)
                 return
             while len(self._assembly) >= MAX_ASSEMBLIES:
                 # why: a transfer missing a lost chunk never finishes; the oldest goes, and
@@ -728,7 +749,7 @@ class PeerSession:
                 self._assembly_bytes -= self._assembly.pop(oldest).received
                 self._remember_done(oldest)
             assembly = self._assembly[transfer] = _Assembly(msg.context, msg.total, msg.pushed,
-                                                            msg.own)
+                                                            msg.own, msg.more)
         elif (assembly.context, assembly.total) != (msg.context, msg.total):
             raise RemoteProtocolError(f"chunks of transfer {transfer} disagree on context or size")
         if msg.offset in assembly.chunks:
@@ -746,7 +767,7 @@ class PeerSession:
         update = b"".join(assembly.chunks[o] for o in sorted(assembly.chunks))
         if len(update) != assembly.total:
             raise RemoteProtocolError(f"update chunks for {msg.context} overlap")
-        self._apply(msg.context, update, assembly.pushed, assembly.own)
+        self._apply(msg.context, update, assembly.pushed, assembly.own, assembly.more)
 
     def _remember_done(self, transfer: int) -> None:
         self._done[transfer] = None
@@ -754,10 +775,15 @@ class PeerSession:
             del self._done[next(iter(self._done))]
 
     def _apply(self, context: str, update: bytes, pushed: bool = False,
-               own: bool = False) -> None:
+               own: bool = False, more: bool = False) -> None:
         with _peer_at_fault():
             check_context(context)
             new = self.ledger.apply_remote(context, update)
+        if more and self.ledger.last_update_took:
+            # a part of an answer, taken: ask for the next one (the diff for our new state
+            # vector). A part that brought nothing asks nothing: no loop with a peer that
+            # sends the same part again, or lies; the next round asks anyway.
+            self._send(Sync1(context, False, self.ledger.state_vector(context)))
         if new or (pushed and self.ledger.last_update_took):
             # (a push Yjs holds back, waiting for an earlier one, is new too: forwarding waits
             # for no one; without it, out-of-order pushes stopped at the first node they

@@ -66,6 +66,13 @@ class Storage(Protocol):
         the next commit."""
         ...
 
+    def iter_rows(self, context: str, after: int = 0) -> Iterator[tuple[int, bytes]]:
+        """One context's stored updates after row ``after``, in commit order, each with its
+        row number (increasing with the commit order; a compaction gives the new row a higher
+        one), read as they are consumed like ``iter_context``. Consume it before the next
+        commit."""
+        ...
+
     def summaries(self) -> dict[str, Summary] | None:
         """Every context's summary, or None when they do not describe the stored rows."""
         ...
@@ -109,6 +116,7 @@ class MemoryStorage:
         self.summary: dict[str, Summary] | None = {}
         self.meta: dict[str, str] = {}
         self.commits = 0
+        self.row_base: dict[str, int] = {}  # row numbers before a context's first row (iter_rows)
 
     def load(self) -> dict[str, list[bytes]]:
         return {name: list(blobs) for name, blobs in self.updates.items()}
@@ -121,6 +129,13 @@ class MemoryStorage:
 
     def heads(self, context: str) -> list[bytes]:
         return list(self.stored_heads.get(context, {}).values())
+
+    def iter_rows(self, context: str, after: int = 0) -> Iterator[tuple[int, bytes]]:
+        # the row number: the base of the context's rows (raised by a compaction) + the index
+        rows = self.updates.get(context, [])
+        base = self.row_base.get(context, 0)
+        start = max(0, after - base)
+        return iter([(base + i + 1, blob) for i, blob in enumerate(rows[start:], start)])
 
     def summaries(self) -> dict[str, Summary] | None:
         if self.summary is None or not self.summary.keys() >= self.updates.keys():
@@ -150,6 +165,7 @@ class MemoryStorage:
 
     def replace_context(self, context: str, state: bytes,
                         heads: Sequence[tuple[bytes, bytes]]) -> None:
+        self.row_base[context] = self.row_base.get(context, 0) + len(self.updates.get(context, ()))
         self.updates[context] = [state]
         self.stored_heads[context] = dict(heads)
         if self.summary is not None and context in self.summary:

@@ -20,7 +20,8 @@ anything malformed, truncated, oversized or with trailing bytes raises RemotePro
 | 7    | UPDATE  | str context | u32 transfer | u32 total | u32 offset | blob chunk (≤ CHUNK B, |
 |      |         | ≤ LARGE_CHUNK to a peer that takes large frames)                          |
 |      |         | | u8 flags (1 = pushed: a fresh update, forwarded epidemically; 3 = |
-|      |         | pushed by its origin: the sender's own append, sent on all its links)     |
+|      |         | pushed by its origin: the sender's own append, sent on all its links; 4 = |
+|      |         | an answer that stops short: ask again (SYNC1) for the rest)               |
 | 8    | FLOW    | u64 bytes received so far (transport flow control, never reaches the core) |
 | 9    | BYE     | str reason                                                                |
 | 10   | CTREE   | str context | u16 n × view of the context's tree of entry ids           |
@@ -62,14 +63,15 @@ from .errors import ProtocolMismatch, RemoteProtocolError
 from .reader import Reader
 
 WIRE_VERSION = 1
-PROTOCOL_VERSION = 9  # 2: UPDATE carries a transfer id; 3: ROOT may carry a view, ITEMS carry
+PROTOCOL_VERSION = 10  # 2: UPDATE carries a transfer id; 3: ROOT may carry a view, ITEMS carry
 # state vectors; 4: UPDATE carries a signed bundle (entry encoding v2), CTREE and WANT;
 # 5: ROOT carries a 16-byte root, its reply none; HELLO carries the root; UPDATE carries a
 # pushed flag; PRUNE and GRAFT (epidemic forwarding); 6: IHAVE, GRAFT carries digests,
 # UPDATE flags say a push came from its origin; 7: PRUNE names an origin (a tree per origin);
 # 8: HELLO carries the origin (public key), AUTH always proves it (Ed25519, plus the cluster
 # key's HMAC), PEERS name origins: links are keyed by origin and the node id is only a label;
-# 9: bundles of format 2 (one signature per commit: each head carries its path to the root)
+# 9: bundles of format 2 (one signature per commit: each head carries its path to the root);
+# 10: UPDATE flag 4, an answer in parts (the receiver asks for the rest)
 MAX_FRAME = 64 * 1024  # every frame every peer takes
 # An UPDATE frame may be up to LARGE_FRAME bytes to a peer whose HELLO carries
 # FLAG_LARGE_FRAMES (older peers never set it and get MAX_FRAME frames). why: a frame costs both
@@ -103,7 +105,8 @@ ORIGIN_SIZE = 32  # an origin (Ed25519 public key) in a PRUNE
 NAMES = {HELLO: "HELLO", AUTH: "AUTH", PEERS: "PEERS", ROOT: "ROOT", VIEWS: "VIEWS",
          SYNC1: "SYNC1", UPDATE: "UPDATE", FLOW: "FLOW", BYE: "BYE", CTREE: "CTREE",
          WANT: "WANT", PRUNE: "PRUNE", GRAFT: "GRAFT", IHAVE: "IHAVE"}
-UPDATE_PUSHED, UPDATE_OWN = 1, 2  # UPDATE flags (OWN only with PUSHED)
+UPDATE_PUSHED, UPDATE_OWN, UPDATE_MORE = 1, 2, 4  # UPDATE flags (OWN only with PUSHED, MORE
+# only without)
 EMPTY, INNER, ITEMS, IDS = 0, 1, 2, 3
 
 
@@ -185,6 +188,7 @@ class UpdateChunk:
     chunk: bytes
     pushed: bool = False  # a fresh update (a local append or a forward), not an answer
     own: bool = False  # pushed by its origin (a local append: it went to every link)
+    more: bool = False  # an answer that stops short: the receiver asks again for the rest
 
 
 @dataclass(frozen=True)
@@ -311,7 +315,9 @@ def encode(msg: Message) -> bytes:
         t, body = UPDATE, b"".join([_s(msg.context), _U32.pack(msg.transfer),
                                     _U32.pack(msg.total), _U32.pack(msg.offset), _blob(msg.chunk),
                                     bytes([(UPDATE_PUSHED if msg.pushed else 0)
-                                           | (UPDATE_OWN if msg.pushed and msg.own else 0)])])
+                                           | (UPDATE_OWN if msg.pushed and msg.own else 0)
+                                           | (UPDATE_MORE if msg.more and not msg.pushed
+                                              else 0)])])
     elif isinstance(msg, Flow):
         t, body = FLOW, _U64.pack(msg.received)
     elif isinstance(msg, Bye):
@@ -461,10 +467,10 @@ def decode(frame: bytes) -> Message:
         if offset + len(chunk) > total or (not chunk and total):
             raise RemoteProtocolError(f"update chunk {offset}+{len(chunk)} outside {total}")
         flags = r.u8()
-        if flags not in (0, UPDATE_PUSHED, UPDATE_PUSHED | UPDATE_OWN):
-            raise RemoteProtocolError(f"UPDATE flags {flags} are not 0, 1 or 3")
-        msg = UpdateChunk(context, transfer, total, offset, chunk, flags != 0,
-                          flags & UPDATE_OWN != 0)
+        if flags not in (0, UPDATE_PUSHED, UPDATE_PUSHED | UPDATE_OWN, UPDATE_MORE):
+            raise RemoteProtocolError(f"UPDATE flags {flags} are not 0, 1, 3 or 4")
+        msg = UpdateChunk(context, transfer, total, offset, chunk, flags & UPDATE_PUSHED != 0,
+                          flags & UPDATE_OWN != 0, flags == UPDATE_MORE)
     elif t == FLOW:
         msg = Flow(r.u64())
     elif t == BYE:

@@ -152,6 +152,18 @@ class SqliteStore:
         except sqlite3.DatabaseError as exc:
             raise _named(self.path / DB_NAME, exc) from None
 
+    def iter_rows(self, context: str, after: int = 0) -> Iterator[tuple[int, bytes]]:
+        try:
+            cursor = self.db.execute(
+                "SELECT id, blob FROM updates WHERE context = ? AND id > ? ORDER BY id",
+                (context, after))
+            # why: a few rows at a time: a row may hold a whole commit of large entries (10 MB)
+            while rows := cursor.fetchmany(8):
+                for row, blob in rows:
+                    yield row, bytes(blob)
+        except sqlite3.DatabaseError as exc:
+            raise _named(self.path / DB_NAME, exc) from None
+
     def heads(self, context: str) -> list[bytes]:
         try:
             return [bytes(head) for (head,) in self.db.execute(

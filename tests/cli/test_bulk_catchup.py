@@ -50,3 +50,26 @@ async def test_a_fresh_node_takes_large_entries_intact(procs: Procs) -> None:
     ours, theirs = await _contents(full.url), await _contents(fresh.url)
     assert sorted(ours) == ["one-row", "rows"] and all(len(v) == 14 for v in ours.values())
     assert theirs == ours
+
+
+async def test_a_context_larger_than_a_part_arrives_in_parts_intact(procs: Procs) -> None:
+    """One context of 15.4 MB (140 × 110 KB in 28 commits): more than one answer's part
+    (``ledger.PART_BYTES``, 8 MiB; an answer stops at the first head past it, an anchor every
+    64 seqs: here after 130 entries), so the fresh node takes it in two answers, asking for
+    the second with its state vector after the first."""
+    seed = random.randrange(2**32)
+    print(f"seed={seed}")
+    rng = random.Random(seed)
+    full = procs.node("full", "--no-discovery")
+    async with Client.connect(full.url) as client:
+        for i in range(28):
+            await client.append_many([("big", rng.randbytes(110 * 1024), f"k{i}.{j}", None)
+                                      for j in range(5)])
+    fresh = procs.node("fresh", "--no-discovery", "--peer", full.url)
+    deadline = time.monotonic() + 90
+    async with Client.connect(fresh.url) as client:
+        while (await client.status())["entries"] < 140:  # a bounded poll of another process
+            assert time.monotonic() < deadline, "catch-up did not finish within 90 s"
+            await trio.sleep(0.05)
+    ours, theirs = await _contents(full.url), await _contents(fresh.url)
+    assert len(ours["big"]) == 140 and theirs == ours

@@ -8,6 +8,7 @@ from collections import defaultdict
 import pytest
 from pycrdt import Array, Doc, get_update
 
+from p2p_ledger.core import ledger as ledger_module
 from p2p_ledger.core.cursor import Cursor
 from p2p_ledger.core.entry import Limits, decode_record
 from p2p_ledger.core.errors import (
@@ -356,6 +357,18 @@ def check_converged(rng, ledgers, readers, authored):
 @pytest.mark.parametrize("seed", range(20))
 def test_random_history_with_late_arrivals(seed, memory):
     check_converged(*run_history(seed, memory, steps=200, pushes=True, restarts=False))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_history_answered_in_parts(seed, backend, monkeypatch):
+    """The same histories with every answer from the rows cut into parts of ~600 bytes (a few
+    entries) and every context answered from its rows: several writers interleaved, late
+    pushes, restarts (odd seeds). Each part applies on top of those before it, every part is
+    authentic on its own, and repeating ``sync`` (a part per call) converges (a walk that cut
+    where a writer's chain had no head livelocked here)."""
+    monkeypatch.setattr(ledger_module, "PART_BYTES", 600)
+    monkeypatch.setattr(ledger_module, "ROWS_ONLY", 0)
+    check_converged(*run_history(seed, backend, steps=200, pushes=True, restarts=seed % 2 == 1))
 
 
 @pytest.mark.parametrize("seed", [2, 14, 16, 19, 24])

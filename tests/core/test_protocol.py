@@ -33,6 +33,7 @@ from p2p_ledger.core.protocol import (
     State,
     auth_mac,
 )
+from p2p_ledger.core.storage import MemoryStorage
 from p2p_ledger.core.wire import (
     CHUNK,
     FLAG_AUTH,
@@ -50,6 +51,7 @@ from p2p_ledger.core.wire import (
     decode,
     encode,
 )
+from p2p_ledger.core.yjs import decode_state_vector, encode_state_vector
 from p2p_ledger.testing import (
     HandPlayedPeer,
     SessionPair,
@@ -61,7 +63,15 @@ from p2p_ledger.testing import (
     self_deleting_update,
 )
 
-from .helpers import append, id_sets, new_ledger, ordered_ids, snapshot_state
+from .helpers import (
+    append,
+    id_sets,
+    new_ledger,
+    open_ledger,
+    ordered_ids,
+    snapshot_state,
+    sync,
+)
 
 KEY = bytes.fromhex("5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7")
 
@@ -1083,3 +1093,97 @@ def test_views_carry_state_vectors_so_a_difference_needs_no_sync1() -> None:
     assert ordered_ids(a, "shared") == ordered_ids(b, "shared")
     kinds = [f[1] for f in pair.a.frames_sent[sent_a:] + pair.b.frames_sent[sent_b:]]
     assert sorted(kinds) == sorted([wire.ROOT, wire.VIEWS, wire.UPDATE])
+
+
+# ---- answers in parts --------------------------------------------------------------------------
+
+
+def _updates_sent(side) -> list[UpdateChunk]:
+    return [m for m in map(decode, side.frames_sent) if isinstance(m, UpdateChunk)]
+
+
+@pytest.mark.parametrize("writers", [1, 3])
+def test_a_context_larger_than_the_receivers_update_limit_arrives_in_parts(writers: int) -> None:
+    """Regression: a fresh peer got a whole context as one answer, and a receiver refuses an
+    update above its ``max_update_bytes`` (256 MiB: ~1.2M entries of 100 B), so a context past
+    that could never be fetched. Here the limits are small: ~65 kB of entries, a 40 kB limit.
+    The answer comes in parts of about ``part_bytes`` (up to twice that, and the vouchers up
+    to a head: one entry per commit keeps a head every 64), each taken on its own, the
+    receiver asking for the next one; writers interleaved (their chains reach a head at
+    different rows) too."""
+    storage = MemoryStorage()
+    a = open_ledger(storage, "a")
+    others = [open_ledger(MemoryStorage(), f"w{i}") for i in range(1, writers)]
+    for i in range(240):
+        append(a, "big", f"entry {i:04} " + "x" * 200)
+        for other in others:  # another writer's entries now and then, each its own chain
+            if i % 7 == others.index(other) + 1:
+                sync(a, other, "big")
+                append(other, "big", f"theirs {i}")
+                sync(other, a, "big")
+    cold = open_ledger(storage, "a", "a-2")  # nothing loaded: the answers come from the rows
+    cold.part_bytes = 4_000
+    fresh = open_ledger(MemoryStorage(), "fresh")
+    pair = open_pair(cold, fresh)
+    pair.b.session.max_update_bytes = 40_000
+    pair.a.session.send_root()
+    pair.pump()
+    assert fresh.root() == cold.root() and pair.b.session.is_open
+    transfers = {c.transfer: c.total for c in _updates_sent(pair.a)}
+    assert len(transfers) > 5 and max(transfers.values()) <= 40_000
+    assert cold.loads == 0
+
+
+def test_a_peer_lying_about_its_state_vector_gets_bounded_parts_and_no_loop() -> None:
+    """A hostile peer names state vectors that hold part of a row, clocks beyond ours, a client
+    we never saw, or asks again and again: each answer is one bounded part (the rows from the
+    first one it lacks, at most twice ``part_bytes`` and the vouchers up to a head, or the one
+    row beyond), a repeated question is answered once per round, and an update flagged MORE
+    that brings nothing makes us ask nothing (no loop between two nodes)."""
+    seed = random.randrange(2**32)
+    print("seed", seed)
+    rng = random.Random(seed)
+    session = _open_session()
+    ledger = session.ledger
+    ledger.part_bytes = 3_000
+    for i in range(120):
+        append(ledger, "big", f"entry {i} " + "y" * rng.randrange(50, 400))
+    (client, end), = decode_state_vector(ledger.state_vector("big")).items()
+    bound = 2 * ledger.part_bytes + 64 * 700  # the rows (entries < 500 B), vouchers to a head
+    for _ in range(40):
+        lie = {client: rng.choice([0, 1, rng.randrange(end), end - 1, end + 5, 2**31])}
+        if rng.random() < 0.3:
+            lie[rng.randrange(1, 2**32)] = rng.randrange(2**20)
+        question = Sync1("big", False, encode_state_vector(lie))
+        session.receive(encode(question))
+        sent = [decode(f) for f in session.take_output()]
+        assert all(isinstance(m, UpdateChunk) for m in sent), (lie, sent)
+        totals = {m.transfer: m.total for m in sent}
+        assert len(totals) <= 1 and sum(totals.values()) <= bound
+        if lie[client] >= end:
+            assert not sent  # they hold all of it, they say
+        session.receive(encode(question))  # again: its answer is on its way
+        assert session.take_output() == []
+        session.send_root()  # a new round
+        session.take_output()
+    # A peer sending parts flagged MORE that bring nothing new gets no question back.
+    part = ledger.bundle_diff("big", None)
+    assert part is not None and ledger.last_diff_partial
+    for transfer in range(1, 4):
+        session.receive(encode(UpdateChunk("big", transfer, len(part), 0, part, more=True)))
+        assert [type(decode(f)) for f in session.take_output()] == []
+
+
+def test_a_taken_part_asks_for_the_next_one() -> None:
+    a, b = new_ledger("a"), _open_session("b")
+    a.part_bytes = 2_000
+    for i in range(60):
+        append(a, "big", f"entry {i} " + "z" * 100)
+    part = a.bundle_diff("big", None)
+    assert part is not None and a.last_diff_partial
+    b.receive(encode(UpdateChunk("big", 1, len(part), 0, part, more=True)))
+    (ask,) = map(decode, b.take_output())
+    assert ask == Sync1("big", False, b.ledger.state_vector("big"))
+    rest = a.bundle_diff("big", ask.state_vector)
+    assert rest is not None
+    b.receive(encode(UpdateChunk("big", 2, len(rest), 0, rest, more=a.last_diff_partial)))

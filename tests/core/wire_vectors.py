@@ -66,7 +66,7 @@ def message_from(case: dict[str, Any]) -> Message:
         return Sync1(f["context"], f["want_reply"], _b(f["state_vector"]))
     if kind == "UpdateChunk":
         return UpdateChunk(f["context"], f["transfer"], f["total"], f["offset"], _b(f["chunk"]),
-                           f.get("pushed", False))
+                           f.get("pushed", False), more=f.get("more", False))
     if kind == "Flow":
         return Flow(f["received"])
     if kind == "Bye":
@@ -92,11 +92,11 @@ def _cases() -> list[dict[str, Any]]:
     d16 = [bytes([i] * 16).hex() for i in range(16)]
     return [
         {"name": "hello-plain", "type": "Hello", "fields": {
-            "protocol": 9, "cluster": "default", "node_id": "n1", "url": "ws://127.0.0.1:7001",
+            "protocol": 10, "cluster": "default", "node_id": "n1", "url": "ws://127.0.0.1:7001",
             "nonce": "00112233445566778899aabbccddeeff", "flags": 0,
             "root": "5a" * 16, "origin": "c1" * 32}},
         {"name": "hello-auth-unicode", "type": "Hello", "fields": {
-            "protocol": 9, "cluster": "équipe", "node_id": "node-2", "url": "",
+            "protocol": 10, "cluster": "équipe", "node_id": "node-2", "url": "",
             "nonce": "ff" * 16, "flags": 1, "root": "00" * 16, "origin": "c2" * 32}},
         {"name": "auth", "type": "Auth", "fields": {"signature": bytes(range(64)).hex(),
                                                    "mac": ""}},
@@ -136,6 +136,9 @@ def _cases() -> list[dict[str, Any]]:
         {"name": "update-pushed", "type": "UpdateChunk", "fields": {
             "context": "notes", "transfer": 9, "total": 2, "offset": 0, "chunk": "0000",
             "pushed": True}},
+        {"name": "update-part", "type": "UpdateChunk", "fields": {
+            "context": "notes", "transfer": 10, "total": 2, "offset": 0, "chunk": "0000",
+            "more": True}},
         {"name": "flow", "type": "Flow", "fields": {"received": 2**40 + 7}},
         {"name": "bye", "type": "Bye", "fields": {"reason": "node shutting down"}},
         {"name": "bye-empty", "type": "Bye", "fields": {"reason": ""}},
