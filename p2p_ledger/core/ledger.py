@@ -213,6 +213,7 @@ class Ledger:
         self.last_update_took = False  # see apply_remote
         self.part_bytes = PART_BYTES  # answers from the stored rows go in parts of about this
         self.last_diff_partial = False  # see bundle_diff
+        self.last_diff_reach: dict[int, int] = {}  # see bundle_diff
         # per context: (a state vector covering every row up to a row number, that number)
         self._walks: dict[str, list[tuple[dict[int, int], int]]] = {}
 
@@ -335,7 +336,8 @@ class Ledger:
         peer of a context of more than ``ROWS_ONLY × part_bytes`` stored bytes, gets the
         stored rows it lacks (``_bundle_of_rows``), nothing loaded, in parts of about
         ``part_bytes``: ``last_diff_partial`` then says the answer stops short, and the peer
-        asks again with its new state vector. Otherwise the loaded context's Doc answers.
+        asks again with its new state vector (``last_diff_reach``, when it held exactly
+        ``state_vector`` and takes all of the answer). Otherwise the loaded context's Doc answers.
         Either way the answer depends only on what is stored and on the state vector, never
         on what is loaded.
 
@@ -453,6 +455,7 @@ class Ledger:
                 vouchers = self._vouchers(context, unvouched, headed, following)
             if cut:
                 self.last_diff_partial = True
+                self.last_diff_reach = reach
                 walks = self._walks.setdefault(context, [])
                 walks.append((reach, last))
                 del walks[:-WALK_MEMORY]

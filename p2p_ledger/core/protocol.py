@@ -132,7 +132,7 @@ from .wire import (
     decode,
     encode,
 )
-from .yjs import decode_state_vector
+from .yjs import decode_state_vector, encode_state_vector
 
 EMPTY_STATE_VECTOR = b"\x00"
 ITEMS_PER_VIEW = 200  # keeps a VIEWS frame of long names and state vectors under MAX_FRAME
@@ -308,6 +308,9 @@ class PeerSession:
         self._round = 0
         self._answered: dict[str, tuple[bytes, bool, bytes, int]] = {}
         self._offered: dict[str, tuple[bytes, bytes, int]] = {}  # the same for ITEMS answers
+        # per context answered in parts: the peer's state vector once it takes the part sent
+        # before the last, and once it takes the last (None: the last was the end)
+        self._ahead: dict[str, tuple[dict[int, int], dict[int, int] | None]] = {}
         self._gaps: dict[str, tuple[bytes, int]] = {}  # per context: (our state vector, round)
         # when we last asked for what a held-back push waits for
         # Epidemic forwarding (Plumtree's eager/lazy push, one tree per origin): per origin,
@@ -712,10 +715,33 @@ class PeerSession:
                     self._send_update(name, self.ledger.bundle_records(name, sorted(extra)))
 
     def _send_diff(self, context: str, state_vector: bytes | None) -> None:
-        """Send what a peer with ``state_vector`` lacks of ``context``, or its next part
-        (``Ledger.bundle_diff``), flagged MORE when the peer lacks more than that."""
-        update = self.ledger.bundle_diff(context, state_vector)
-        self._send_update(context, update, more=self.ledger.last_diff_partial)
+        """Send what a peer with ``state_vector`` lacks of ``context`` (``Ledger.bundle_diff``),
+        flagged MORE when that is a part of it, and then at once the part after it (the diff
+        for the state vector the peer will have after the first): one part stays ahead, so
+        the sender builds the next part while the receiver applies one. A question for the
+        state vector a part sent ahead answers is answered with the part after that one.
+
+        why: with the parts one question apart, a fresh node took 100k × 100 B in 19-20 s
+        against 15-17 s as one answer (the two ends' work serialized; load ~11 on 2 cores)."""
+        ahead = self._ahead.pop(context, None)
+        reaches: list[dict[int, int] | None] = []  # after each part sent ahead and now
+        if ahead is not None and state_vector and \
+                decode_state_vector(state_vector) == ahead[0]:
+            if ahead[1] is None:
+                return  # the part it asks for is on its way, and it is the last
+            reaches.append(ahead[1])
+            state_vector = encode_state_vector(ahead[1])
+        while len(reaches) < 2:
+            update = self.ledger.bundle_diff(context, state_vector)
+            more = self.ledger.last_diff_partial
+            self._send_update(context, update, more=more)
+            if not more:
+                reaches.append(None)
+                break
+            reaches.append(self.ledger.last_diff_reach)
+            state_vector = encode_state_vector(self.ledger.last_diff_reach)
+        if len(reaches) == 2 and reaches[0] is not None:
+            self._ahead[context] = (reaches[0], reaches[1])
 
     def _send_update(self, context: str, update: bytes | None, pushed: bool = False,
                      own: bool = False, more: bool = False) -> None:
