@@ -94,7 +94,7 @@ ROOT_REPLY, ROOT_VIEW = 1, 2  # ROOT flags
 MAX_PEERS_PER_FRAME = 64  # a PEERS frame with more is a protocol error (a peer list is a hint)
 FLAG_AUTH = 1  # HELLO flags: the sender has a cluster key
 # HELLO flags: the sender takes UPDATE frames up to LARGE_FRAME once it has sent its AUTH (a
-# peer that does not know the bit ignores it: protocol 9 reads only FLAG_AUTH)
+# peer that does not set it gets MAX_FRAME frames)
 FLAG_LARGE_FRAMES = 2
 MAX_IDS = 1024  # entry ids in one IDS view or WANT (32 KiB)
 MAX_DIGESTS = 1024  # update digests in one IHAVE or GRAFT (16 KiB)
