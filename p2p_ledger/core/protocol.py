@@ -45,9 +45,10 @@ most a wasted round, never a wrong answer:
   still on its way).
 * An answer may stop short (``Ledger.bundle_diff``: a peer lacking much of a context gets it
   in parts of about ``Ledger.part_bytes``, each applicable on top of those before it); it is
-  flagged MORE, and a receiver that took it asks at once (SYNC1 without reply, its new state
-  vector) for the next part. Each answer is bounded, so is each end's memory for it, and a
-  context of any size goes through ``max_update_bytes``.
+  flagged MORE to a peer whose HELLO says it asks for the rest (FLAG_PARTS; we always set it),
+  and a receiver that took it asks at once (SYNC1 without reply, its new state vector) for
+  the next part; a peer without the flag asks in its next round. Each part ends where its
+  entries are vouched for, and a context of any size goes through ``max_update_bytes``.
 * UPDATE chunks (≤ CHUNK bytes each, ≤ LARGE_CHUNK to a peer whose HELLO says it takes large
   frames: FLAG_LARGE_FRAMES, which we always set; older peers ignore it) are reassembled per
   transfer id
@@ -93,6 +94,7 @@ from .wire import (
     EMPTY,
     FLAG_AUTH,
     FLAG_LARGE_FRAMES,
+    FLAG_PARTS,
     GRAFT,
     HELLO,
     IDS,
@@ -166,6 +168,9 @@ class LocalInfo:
     # Say in HELLO that we take UPDATE frames up to LARGE_FRAME (and send them to peers that
     # say so). False plays a peer from before FLAG_LARGE_FRAMES (tests).
     large_frames: bool = True
+    # Say in HELLO that we ask for the rest of an answer flagged MORE (and flag ours to peers
+    # that say so). False plays a peer from before FLAG_PARTS (tests).
+    parts: bool = True
 
 
 # ---- events --------------------------------------------------------------------------------
@@ -322,13 +327,15 @@ class PeerSession:
         self.lazy_all_theirs = False  # we sent an empty PRUNE (and no GRAFT since)
         self.sent_by_type: dict[str, int] = {}  # frame bytes sent per type (the sync bench)
         self._chunk = CHUNK  # update bytes per UPDATE frame: LARGE_CHUNK if the peer takes it
+        self._peer_parts = False  # the peer asks for the rest of an answer flagged MORE
 
     # ---- driver API --------------------------------------------------------------------------
 
     def start(self) -> None:
         """Queue our HELLO; then feed the peer's frames to ``receive``."""
         flags = ((FLAG_AUTH if self.local.key else 0)
-                 | (FLAG_LARGE_FRAMES if self.local.large_frames else 0))
+                 | (FLAG_LARGE_FRAMES if self.local.large_frames else 0)
+                 | (FLAG_PARTS if self.local.parts else 0))
         self._send(Hello(PROTOCOL_VERSION, self.local.cluster, self.local.node_id,
                          self.local.url, self.nonce, flags, self.ledger.root()[:DIGEST_PREFIX],
                          self.ledger.identity.public))
@@ -502,6 +509,7 @@ class PeerSession:
         self.peer_root = hello.root
         if self.local.large_frames and hello.flags & FLAG_LARGE_FRAMES:
             self._chunk = LARGE_CHUNK
+        self._peer_parts = bool(hello.flags & FLAG_PARTS)
         peer_has_key = bool(hello.flags & FLAG_AUTH)
         if self.local.key is None and peer_has_key:
             raise RemoteProtocolError("peer requires a cluster key and we have none")
@@ -734,7 +742,7 @@ class PeerSession:
         while len(reaches) < 2:
             update = self.ledger.bundle_diff(context, state_vector)
             more = self.ledger.last_diff_partial
-            self._send_update(context, update, more=more)
+            self._send_update(context, update, more=more and self._peer_parts)
             if not more:
                 reaches.append(None)
                 break

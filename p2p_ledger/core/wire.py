@@ -9,7 +9,8 @@ anything malformed, truncated, oversized or with trailing bytes raises RemotePro
 |------|---------|---------------------------------------------------------------------------|
 | 1    | HELLO   | u16 protocol | str cluster | str label | str url | 16B nonce | u8 flags    |
 |      |         | | 16B node root (truncated) | 32B origin (the node's Ed25519 public key) |
-|      |         | flags: 1 = has a cluster key, 2 = takes UPDATE frames up to LARGE_FRAME   |
+|      |         | flags: 1 = has a cluster key, 2 = takes UPDATE frames up to LARGE_FRAME,  |
+|      |         | 4 = asks for the rest of an answer in parts (UPDATE flag 4)               |
 | 2    | AUTH    | 64B Ed25519 signature by the origin's key over the link transcript       |
 |      |         | (core/identity.py: ``link_transcript``) | u8 n (0, or 32 with a cluster  |
 |      |         | key) | n B HMAC-SHA256(cluster key, "p2p-ledger-auth v7" + transcript)   |
@@ -63,15 +64,14 @@ from .errors import ProtocolMismatch, RemoteProtocolError
 from .reader import Reader
 
 WIRE_VERSION = 1
-PROTOCOL_VERSION = 10  # 2: UPDATE carries a transfer id; 3: ROOT may carry a view, ITEMS carry
+PROTOCOL_VERSION = 9  # 2: UPDATE carries a transfer id; 3: ROOT may carry a view, ITEMS carry
 # state vectors; 4: UPDATE carries a signed bundle (entry encoding v2), CTREE and WANT;
 # 5: ROOT carries a 16-byte root, its reply none; HELLO carries the root; UPDATE carries a
 # pushed flag; PRUNE and GRAFT (epidemic forwarding); 6: IHAVE, GRAFT carries digests,
 # UPDATE flags say a push came from its origin; 7: PRUNE names an origin (a tree per origin);
 # 8: HELLO carries the origin (public key), AUTH always proves it (Ed25519, plus the cluster
 # key's HMAC), PEERS name origins: links are keyed by origin and the node id is only a label;
-# 9: bundles of format 2 (one signature per commit: each head carries its path to the root);
-# 10: UPDATE flag 4, an answer in parts (the receiver asks for the rest)
+# 9: bundles of format 2 (one signature per commit: each head carries its path to the root)
 MAX_FRAME = 64 * 1024  # every frame every peer takes
 # An UPDATE frame may be up to LARGE_FRAME bytes to a peer whose HELLO carries
 # FLAG_LARGE_FRAMES (older peers never set it and get MAX_FRAME frames). why: a frame costs both
@@ -96,6 +96,9 @@ FLAG_AUTH = 1  # HELLO flags: the sender has a cluster key
 # HELLO flags: the sender takes UPDATE frames up to LARGE_FRAME once it has sent its AUTH (a
 # peer that does not set it gets MAX_FRAME frames)
 FLAG_LARGE_FRAMES = 2
+# HELLO flags: the sender asks for the rest of an answer flagged UPDATE_MORE (a peer that does
+# not set it gets the parts unflagged and asks for the rest in its next round)
+FLAG_PARTS = 4
 MAX_IDS = 1024  # entry ids in one IDS view or WANT (32 KiB)
 MAX_DIGESTS = 1024  # update digests in one IHAVE or GRAFT (16 KiB)
 ORIGIN_SIZE = 32  # an origin (Ed25519 public key) in a PRUNE

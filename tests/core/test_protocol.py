@@ -1188,3 +1188,25 @@ def test_a_taken_part_asks_for_the_next_one() -> None:
     rest = a.bundle_diff("big", ask.state_vector)
     assert rest is not None
     b.receive(encode(UpdateChunk("big", 2, len(rest), 0, rest, more=a.last_diff_partial)))
+
+
+def test_a_peer_from_before_answers_in_parts_gets_them_unflagged_and_asks_in_rounds() -> None:
+    """A peer whose HELLO lacks FLAG_PARTS (it would refuse UPDATE flag 4) gets the parts
+    without MORE, and its rounds ask for the rest: it still gets the whole context."""
+    storage = MemoryStorage()
+    a = open_ledger(storage, "a")
+    for i in range(120):
+        append(a, "big", f"entry {i:04} " + "x" * 200)
+    cold = open_ledger(storage, "a", "a-2")
+    cold.part_bytes = 4_000
+    old = open_ledger(MemoryStorage(), "old")
+    pair = SessionPair(cold, old, b_info=LocalInfo("old", parts=False))
+    pair.start()
+    for _ in range(40):
+        pair.a.session.send_root()
+        pair.pump()
+        if old.root() == cold.root():
+            break
+    assert old.root() == cold.root()
+    updates = _updates_sent(pair.a)
+    assert len({m.transfer for m in updates}) > 1 and not any(m.more for m in updates)

@@ -92,11 +92,11 @@ def _cases() -> list[dict[str, Any]]:
     d16 = [bytes([i] * 16).hex() for i in range(16)]
     return [
         {"name": "hello-plain", "type": "Hello", "fields": {
-            "protocol": 10, "cluster": "default", "node_id": "n1", "url": "ws://127.0.0.1:7001",
+            "protocol": 9, "cluster": "default", "node_id": "n1", "url": "ws://127.0.0.1:7001",
             "nonce": "00112233445566778899aabbccddeeff", "flags": 0,
             "root": "5a" * 16, "origin": "c1" * 32}},
         {"name": "hello-auth-unicode", "type": "Hello", "fields": {
-            "protocol": 10, "cluster": "équipe", "node_id": "node-2", "url": "",
+            "protocol": 9, "cluster": "équipe", "node_id": "node-2", "url": "",
             "nonce": "ff" * 16, "flags": 1, "root": "00" * 16, "origin": "c2" * 32}},
         {"name": "auth", "type": "Auth", "fields": {"signature": bytes(range(64)).hex(),
                                                    "mac": ""}},
