@@ -84,6 +84,15 @@ def decode_bundle(blob: bytes) -> Bundle:
     return Bundle(heads, vouchers, blob[r.pos:])
 
 
+def update_start(blob: bytes) -> int:
+    """Where the Yjs update of a well-formed bundle starts (``decode_bundle(blob).update`` is
+    ``blob[update_start(blob):]``), without copying it out when the bundle is bare (a stored
+    row: an update of 10 MB is not copied to find where it starts)."""
+    if blob.startswith(_BARE):
+        return len(_BARE)
+    return len(blob) - len(decode_bundle(blob).update)
+
+
 def first_origin(blob: bytes) -> bytes:
     """The origin (32-byte public key) of a bundle's first signed head, read without decoding
     the rest; b"" when it has none or is malformed (the bundle's own checks report that). A

@@ -1,17 +1,26 @@
-"""The read model of one context in columns: its records, causal order and writers' seqs.
+"""The read model of one context in columns: its entries' ids, causal order and writers' seqs.
 
 A loaded context used to hold one ``Entry`` object per entry (its record body, a payload copy,
 the hex id, meta, boxed ints: ~950 B per 100 B entry, measured with tracemalloc on 100k
-entries) plus a dict by id, a dict per writer and an ordered list of them (~100 B more). Here an
-entry is a *slot* number, and everything is kept in flat buffers (~310 B per 100 B entry, 253 B
-of it the record itself):
+entries), then every record back to back in one buffer (~310 B per 100 B entry, 263 B of it the
+records). Here an entry is a *slot* number, and memory holds only what lookups and ordering
+need, in flat arrays (~90 B per entry, whatever its size):
 
-- ``data`` holds every record (id ‖ encoding) back to back; ``offsets[slot]`` is where one starts;
-- ``lamport``, ``seq`` and ``writer`` (an index into ``writers``) are arrays of machine ints;
+- ``ids`` holds every entry's 32-byte id back to back (``find`` compares them);
+- ``lamport``, ``seq``, ``writer`` (an index into ``writers``) and ``key_hash`` (a keyed hash of
+  the entry's key, for reads by key) are arrays of machine ints;
 - ``order`` lists the slots in causal order, (Lamport time, id);
+- ``row``, ``offset`` and ``size`` say where the record lies in the context's stored rows (a
+  ``storage.Span``: the row's number in the context, the offset in it, the record's size);
 - an open-addressing table of slot numbers finds a slot by id; a writer's seqs map to slots
   through one array per writer (a dict for seqs far beyond a writer's run, so a hostile seq of
   2^60 costs one dict item, not an array that long).
+
+Records themselves are read from storage (``read``: ``Storage.read_spans`` for this context)
+when a read, a page, a watch, a proof or a check needs them; each one read is checked against
+its id. A record not stored yet — its row is staged, or not committed yet, or the index has no
+storage (a context built in memory, as tests and ``verify`` do) — stays in ``unstored`` until
+the owner says where it was stored (``stored``): appends and ingest never read storage.
 
 ``Entry`` objects are decoded only when a read, a page, a watch or a proof hands one out
 (``entry``). Records are trusted here: the caller checked them (content id, canonical form,
@@ -26,15 +35,24 @@ from __future__ import annotations
 import bisect
 import struct
 from array import array
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import overload
 
 from .cursor import Cursor
 from .entry import ID_SIZE, Entry, decode_body
+from .errors import IntegrityError
+from .storage import Span
 
 _PREV_SIZE = 32  # a record ends with its prev
 _FAR = 4096  # a seq this far beyond its writer's array goes to the far dict instead
 _U32 = struct.Struct(">I")
+_HASH_MASK = 0xFFFFFFFF
+# Entries built per storage read when a whole sequence of them is walked (a snapshot, a watch
+# of a large catch-up): one read per this many, not one per entry.
+READ_BATCH = 1024
+
+# Reads the bytes at spans of this context's stored rows (``Storage.read_spans``).
+Reader = Callable[[Sequence[Span]], list[bytes]]
 
 
 def writer_name(raw: bytes) -> str:
@@ -43,18 +61,24 @@ def writer_name(raw: bytes) -> str:
 
 
 class EntryIndex:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, read: Reader | None = None) -> None:
         self.name = name
-        self.data = bytearray()
-        self.offsets = array("Q")
+        self.read = read  # None: every record stays in ``unstored``
+        self.ids = bytearray()
         self.lamport = array("Q")
         self.seq = array("Q")
         self.writer = array("I")
+        self.key_hash = array("I")
         self.order = array("I")
+        self.row = array("I")
+        self.offset = array("Q")
+        self.size = array("I")
+        self.unstored: dict[int, bytes] = {}  # slot → its record, until ``stored``
         # why: ids are found through this open-addressing table of slot + 1 (0 = empty), kept
         # at most half full: 8-16 B per entry, against ~140 B for a dict of 32-byte id objects
         # to boxed slot numbers. The probe starts at Python's hash of the id, which is keyed per
-        # process (SipHash), so a peer cannot grind ids that collide here.
+        # process (SipHash), so a peer cannot grind ids that collide here (nor keys that
+        # collide in ``key_hash``, which a read by key then checks against the record anyway).
         self._table = array("I", bytes(4 * 16))
         self.writers: list[str] = []  # writer index → cursor key
         self._writer_of: dict[str, int] = {}
@@ -72,39 +96,68 @@ class EntryIndex:
         self._key_at = ID_SIZE + 9 + len(name.encode("utf-8"))  # where a record's key starts
 
     def __len__(self) -> int:
-        return len(self.offsets)
+        return len(self.lamport)
 
     # ---- one slot --------------------------------------------------------------------------
 
-    def _end(self, slot: int) -> int:
-        offsets = self.offsets
-        return offsets[slot + 1] if slot + 1 < len(offsets) else len(self.data)
+    def records(self, slots: Sequence[int]) -> list[bytes]:
+        """The records at ``slots``: those not stored yet from memory, the others read from
+        storage in one call, each checked against its id (IntegrityError: the stored rows
+        changed under the index)."""
+        unstored = self.unstored
+        out = [unstored.get(slot, b"") for slot in slots]
+        wanted = [i for i, record in enumerate(out) if not record]
+        if not wanted:
+            return out
+        read = self.read
+        if read is None:
+            raise IntegrityError(f"context {self.name}: a record without storage is not held")
+        row, offset, size, ids = self.row, self.offset, self.size, self.ids
+        spans = [(row[s], offset[s], size[s]) for s in (slots[i] for i in wanted)]
+        for i, record in zip(wanted, read(spans), strict=True):
+            slot = slots[i]
+            if len(record) != size[slot] or not ids.startswith(record[:ID_SIZE], ID_SIZE * slot):
+                raise IntegrityError(
+                    f"context {self.name}: the stored record of entry "
+                    f"{self.raw_id(slot).hex()} is not where the index says (row {row[slot]})")
+            out[i] = record
+        return out
 
     def record(self, slot: int) -> bytes:
-        return bytes(self.data[self.offsets[slot] : self._end(slot)])
+        return self.records((slot,))[0]
 
     def raw_id(self, slot: int) -> bytes:
-        start = self.offsets[slot]
-        return bytes(self.data[start : start + ID_SIZE])
+        start = ID_SIZE * slot
+        return bytes(self.ids[start : start + ID_SIZE])
 
     def prev(self, slot: int) -> bytes:
-        end = self._end(slot)
-        return bytes(self.data[end - _PREV_SIZE : end])
+        record = self.unstored.get(slot)
+        if record is None and self.read is not None:
+            # (the last 32 bytes of the stored record: a walk up a chain reads no more)
+            end = self.offset[slot] + self.size[slot]
+            return self.read([(self.row[slot], end - _PREV_SIZE, _PREV_SIZE)])[0]
+        return (record or self.record(slot))[-_PREV_SIZE:]
+
+    def _key_of(self, record: bytes) -> bytes:
+        at = self._key_at
+        (size,) = _U32.unpack_from(record, at)
+        return record[at + 4 : at + 4 + size]
 
     def key_bytes(self, slot: int) -> bytes:
-        at = self.offsets[slot] + self._key_at
-        (size,) = _U32.unpack_from(self.data, at)
-        return bytes(self.data[at + 4 : at + 4 + size])
+        return self._key_of(self.record(slot))
 
     def entry(self, slot: int) -> Entry:
-        start, end = self.offsets[slot], self._end(slot)
-        with memoryview(self.data) as view:
-            entry_id = view[start : start + ID_SIZE].hex()
-            body = bytes(view[start + ID_SIZE : end])
-        return decode_body(body, entry_id)
+        return self.entries((slot,))[0]
 
-    def entries(self, slots: Iterable[int]) -> list[Entry]:
-        return [self.entry(slot) for slot in slots]
+    def entries(self, slots: Sequence[int]) -> list[Entry]:
+        return [decode_body(record[ID_SIZE:], record[:ID_SIZE].hex())
+                for record in self.records(slots)]
+
+    def stored(self, slot: int, row: int, offset: int, size: int) -> None:
+        """The record of ``slot`` lies at (``row``, ``offset``, ``size``) of the context's
+        stored rows (checked by the caller): memory lets it go."""
+        self.row[slot], self.offset[slot], self.size[slot] = row, offset, size
+        self.unstored.pop(slot, None)
 
     def writer_index(self, writer: str) -> int | None:
         return self._writer_of.get(writer)
@@ -113,14 +166,14 @@ class EntryIndex:
 
     def find(self, raw_id: bytes) -> int | None:
         """The slot of the entry with this 32-byte id, or None."""
-        table, data, offsets = self._table, self.data, self.offsets
+        table, ids = self._table, self.ids
         mask = len(table) - 1
         i = hash(raw_id) & mask
         while True:
             held = table[i]
             if not held:
                 return None
-            if data.startswith(raw_id, offsets[held - 1]):
+            if ids.startswith(raw_id, ID_SIZE * (held - 1)):
                 return held - 1
             i = (i + 1) & mask
 
@@ -194,7 +247,7 @@ class EntryIndex:
         """Size the id table for ``more`` entries at once (a catch-up's batch) instead of
         doubling it, and placing every held id again, several times while they are added."""
         size = len(self._table)
-        while 2 * (len(self.offsets) + more) > size:
+        while 2 * (len(self) + more) > size:
             size *= 2
         if size > len(self._table):
             self._grow(size)
@@ -204,25 +257,28 @@ class EntryIndex:
         """Index checked records, given each one's fields as ``entry.fresh_record_fields``
         gives them, (raw id, lamport, seq, prev, raw writer) (the id and prev are read from
         the record); returns the slots of those new here (one already held, e.g. found by id
-        and then by Yjs, is skipped).
+        and then by Yjs, is skipped). Their records wait in ``unstored`` until ``stored``.
 
         why: a catch-up indexes a whole update at once; per batch (one table size, locals, each
         writer's contiguity and top seq once at the end) it costs 1.8 µs less per entry than
         one call per record growing the table as it goes (20k x 100 B, one context)."""
         self.reserve(len(records))
-        table, data, offsets = self._table, self.data, self.offsets
+        table, ids, unstored = self._table, self.ids, self.unstored
         mask = len(table) - 1
         lamports, seq_col, writer_col, order = self.lamport, self.seq, self.writer, self.order
+        key_hash, key_at = self.key_hash, self._key_at
+        row_col, offset_col, size_col = self.row, self.offset, self.size
         writer_raw, all_seqs, far, forks = self._writer_raw, self._seqs, self._far, self.forks
         max_lamport = self.max_lamport
         touched: dict[int, int] = {}  # writer index → its top seq in this batch
         new: list[int] = []
         for record, (_, lamport, seq, _, raw_writer) in zip(records, fields, strict=True):
             # (one probe finds the id or the free place for it)
-            raw_id = bytes(record[:ID_SIZE])
+            record = bytes(record)  # (pycrdt hands out bytearrays)
+            raw_id = record[:ID_SIZE]
             i = hash(raw_id) & mask
             while held := table[i]:
-                if data.startswith(raw_id, offsets[held - 1]):
+                if ids.startswith(raw_id, ID_SIZE * (held - 1)):
                     break
                 i = (i + 1) & mask
             if held:
@@ -230,10 +286,12 @@ class EntryIndex:
             writer = writer_raw.get(raw_writer)
             if writer is None:
                 writer = self._writer_for(writer_name(raw_writer), raw_writer)
-            slot = len(offsets)
+            slot = len(lamports)
             table[i] = slot + 1
-            offsets.append(len(data))
-            data += record
+            ids += raw_id
+            unstored[slot] = record
+            (n,) = _U32.unpack_from(record, key_at)
+            key_hash.append(hash(record[key_at + 4 : key_at + 4 + n]) & _HASH_MASK)
             lamports.append(lamport)
             seq_col.append(seq)
             writer_col.append(writer)
@@ -252,12 +310,12 @@ class EntryIndex:
                 at = far.get((writer, seq), -1)
             if at >= 0:
                 name = self.writers[writer]
-                ids = forks.get((name, seq))
-                if ids is None:
-                    ids = forks[(name, seq)] = [self.raw_id(at).hex()]
+                forked = forks.get((name, seq))
+                if forked is None:
+                    forked = forks[(name, seq)] = [self.raw_id(at).hex()]
                     self.new_forks.append((name, seq))
-                ids.append(raw_id.hex())
-                ids.sort()
+                forked.append(raw_id.hex())
+                forked.sort()
             elif seq == n + 1:
                 seqs.append(slot + 1)
             elif 0 < seq <= n:
@@ -269,6 +327,9 @@ class EntryIndex:
                 far[(writer, seq)] = slot
             new.append(slot)
         self.max_lamport = max_lamport
+        row_col.frombytes(bytes(4 * len(new)))  # (where each lies: set by ``stored``)
+        offset_col.frombytes(bytes(8 * len(new)))
+        size_col.frombytes(bytes(4 * len(new)))
         contiguous, max_seq = self.contiguous, self._max_seq
         for writer, top in touched.items():
             name, seqs = self.writers[writer], all_seqs[writer]
@@ -294,10 +355,10 @@ class EntryIndex:
         """Double the id table (or make it ``size`` slots), placing every held slot again."""
         table = self._table = array("I", bytes(4 * (size or 2 * len(self._table))))
         mask = len(table) - 1
-        data, offsets = self.data, self.offsets
-        for held in range(len(offsets)):
-            start = offsets[held]
-            i = hash(bytes(data[start : start + ID_SIZE])) & mask
+        ids = self.ids
+        for held in range(len(self)):
+            start = ID_SIZE * held
+            i = hash(bytes(ids[start : start + ID_SIZE])) & mask
             while table[i]:
                 i = (i + 1) & mask
             table[i] = held + 1
@@ -313,6 +374,12 @@ class EntryIndex:
         predecessor, even when a saturated or hostile clock sorts it first), so the cursor that
         comes back never covers an entry that was not delivered.
         """
+        return self._get(key, after, limit, exact=False)
+
+    def _get(self, key: str | None, after: Cursor | None, limit: int | None,
+             exact: bool) -> tuple[list[Entry], Cursor]:
+        """``get``; entries of another key whose hash is ``key``'s are told apart by reading
+        their records when ``exact`` (a second pass, only after such a collision)."""
         after = after or Cursor()
         out: list[int] = []
         if limit is not None and limit <= 0:
@@ -330,6 +397,8 @@ class EntryIndex:
             if at == after.get(name, 0) + 1:
                 starts += [self._order_key(s) for s in map(self.find_hex, ids) if s is not None]
         raw_key = None if key is None else key.encode("utf-8")
+        wanted = 0 if raw_key is None else hash(raw_key) & _HASH_MASK
+        key_hash = self.key_hash
         reached: dict[int, int] = {}  # writer index → last seq delivered by this call
         contiguous = [self.contiguous.get(w, 0) for w in writers]
         order, seq_of, writer_of = self.order, self.seq, self.writer
@@ -354,7 +423,8 @@ class EntryIndex:
                         skipped = True
                     continue  # covered, or its predecessor is not delivered yet
                 reached[writer] = seq
-                if raw_key is not None and self.key_bytes(slot) != raw_key:
+                if raw_key is not None and (key_hash[slot] != wanted or
+                                            exact and self.key_bytes(slot) != raw_key):
                     continue
                 out.append(slot)
                 if limit is not None and len(out) >= limit:
@@ -376,7 +446,11 @@ class EntryIndex:
                 tail, widened = order, True
             elif pending:
                 skipped = True
-        entries = self.entries(out)
+        records = self.records(out)
+        if raw_key is not None and not exact and any(
+                self._key_of(record) != raw_key for record in records):
+            return self._get(key, after, limit, exact=True)
+        entries = [decode_body(record[ID_SIZE:], record[:ID_SIZE].hex()) for record in records]
         return entries, after.advanced(entries)
 
 
@@ -429,8 +503,9 @@ class EntriesAt(Sequence[Entry]):
         return self._index.entry(self.slots()[i])
 
     def __iter__(self) -> Iterator[Entry]:
-        entry = self._index.entry
-        return (entry(slot) for slot in self.slots())
+        entries, slots = self._index.entries, self.slots()
+        for start in range(0, len(slots), READ_BATCH):
+            yield from entries(slots[start : start + READ_BATCH])
 
     def __len__(self) -> int:
         return len(self.slots())

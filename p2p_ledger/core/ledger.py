@@ -35,6 +35,7 @@ chain tips and anchors), changed by the commit that stores the rows making a hea
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections import OrderedDict
@@ -45,7 +46,7 @@ from itertools import chain
 from pycrdt import get_update, merge_updates
 
 from .audit import audit, audit_steps, finished
-from .bundle import decode_bundle, encode_bundle
+from .bundle import decode_bundle, encode_bundle, update_start
 from .clock import LamportClock
 from .context_log import ARRAY_NAME, EMPTY_UPDATE, ContextLog, client_id_for
 from .cursor import Cursor
@@ -87,14 +88,15 @@ WALK_MEMORY = 8  # per context, where the last parts' walks stopped (``Ledger._w
 # here); the last part of a catch-up (less than part_bytes) would load it just to diff it.
 ROWS_ONLY = 1
 # why: the budget counts an estimate of a loaded context's memory, not a measurement (Python
-# cannot size one object graph cheaply): a fixed cost per entry (index columns, Merkle item)
-# plus three times its stored bytes (the records live in the index's buffer and in the Doc).
-# Fitted on loaded contexts here, each loaded in a fresh process from an SQLite store: 100k x
-# 100 B entries (257 stored B each) grew RSS by 815 B per entry, 20k x 2 KB (2,157 stored B) by
-# 6,723 B: ~16 + 3.11 x stored (with an Entry object per entry: 1,609 and 9,460 B, ~850 + 3 x).
-ENTRY_COST = 40
-STORED_FACTOR = 3
-# The runtime's default budget (open_node, --memory-budget): ~330k loaded entries of 100 B.
+# cannot size one object graph cheaply): a fixed cost per entry (index columns, Merkle tree, the
+# Doc's item) plus 1.2 times its stored bytes (the Doc's copy of the records; the index keeps
+# none, see index.py). Fitted on contexts loaded in a fresh process from an SQLite store:
+# 100k x 100 B entries (258 stored B each) grew RSS by 635 B per entry, 20k x 2 KB (2,158 stored
+# B) by 2,899 B: ~330 + 1.19 x stored (with the records in the index too: 849 and 4,637 B,
+# ~335 + 2 x stored).
+ENTRY_COST = 330
+STORED_FACTOR = 1.2
+# The runtime's default budget (open_node, --memory-budget): ~420k loaded entries of 100 B.
 DEFAULT_MEMORY_BUDGET = 256 * 1024 * 1024
 # With defer_commits, a driver gathers received updates while they keep coming, GATHER_WAIT at
 # a time and at most GATHER_PASSES times, then commits them in one transaction (the runtime's
@@ -131,7 +133,7 @@ def context_key(name: str) -> bytes:
 
 def memory_cost(summary: Summary) -> int:
     """The budget's estimate of a loaded context's memory, in bytes (see ENTRY_COST)."""
-    return ENTRY_COST * summary.entries + STORED_FACTOR * summary.stored
+    return ENTRY_COST * summary.entries + int(STORED_FACTOR * summary.stored)
 
 
 def summarize(ctx: ContextLog, stored: int) -> Summary:
@@ -692,6 +694,8 @@ class Ledger:
             for name in added:
                 self._drop(name)
             raise
+        for name, blob in rows:  # (their records are read from the rows from now on)
+            self._live[name].stored_row(blob, update_start(blob))
         for name, summary in summaries.items():
             before = self.summaries.get(name)
             self._entries += summary.entries - (before.entries if before else 0)
@@ -751,10 +755,13 @@ class Ledger:
         ctx = self._load(context)
         if ctx is not None:
             heads = ctx.trim_heads()
-            state = encode_bundle((), ctx.compacted_state())
+            update = ctx.compacted_state()
+            state = encode_bundle((), update)
+            spans = ctx.spans_in(state, len(state) - len(update))
             self.storage.replace_context(context, state,
                                          [(head.entry_id, head.encode()) for head in heads])
             self._walks.pop(context, None)
+            ctx.compacted(*spans)
             summary = self.summaries.get(context)
             if summary is not None:
                 self.summaries[context] = summary._replace(stored=len(state))
@@ -843,8 +850,7 @@ class Ledger:
         """The loaded context ``name``, loading it, or a new empty one."""
         ctx = self._load(name)
         if ctx is None:
-            ctx = self._live[name] = ContextLog(
-                name, client_id_for(self.instance, name), self.limits)
+            ctx = self._live[name] = self._new_log(name)
             self._costs[name] = 0
         return ctx
 
@@ -870,7 +876,7 @@ class Ledger:
     def _read(self, name: str, verify: bool = False) -> tuple[ContextLog, int]:
         """A context rebuilt from its stored rows (each content id re-hashed; with ``verify``
         every record fully decoded and checked) and the stored bytes; not kept."""
-        ctx = ContextLog(name, client_id_for(self.instance, name), self.limits)
+        ctx = self._new_log(name)
         stored = 0
         try:
             ctx.keep_heads(self.stored_heads(name), stored=True)
@@ -878,6 +884,7 @@ class Ledger:
                 stored += len(blob)
                 bundle = decode_bundle(blob)
                 ctx.load_stored(bundle.update, bundle.heads, verify=verify)
+                ctx.stored_row(blob, len(blob) - len(bundle.update))
         except LedgerError as exc:
             raise IntegrityError(f"context {name}: {exc}") from None
         return ctx, stored
@@ -899,6 +906,11 @@ class Ledger:
             return found
         ctx, stored = self._read(name)
         return summarize(ctx, stored)
+
+    def _new_log(self, name: str) -> ContextLog:
+        """An empty ContextLog of ``name`` whose records are read from its stored rows."""
+        return ContextLog(name, client_id_for(self.instance, name), self.limits,
+                          functools.partial(self.storage.read_spans, name))
 
     def stored_heads(self, name: str) -> list[Head]:
         """The heads stored for ``name`` apart from its rows (IntegrityError if one is

@@ -23,6 +23,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import NamedTuple, Protocol
 
+# Where a record lies in a context's stored rows: (the row's number in the context, counting
+# from 0 in commit order, the byte offset in that row, the record's size).
+Span = tuple[int, int, int]
 # A change to a context's stored heads: (context, raw entry id, the encoded head, or None to
 # delete it).
 HeadChange = tuple[str, bytes, bytes | None]
@@ -75,6 +78,14 @@ class Storage(Protocol):
 
     def summaries(self) -> dict[str, Summary] | None:
         """Every context's summary, or None when they do not describe the stored rows."""
+        ...
+
+    def read_spans(self, context: str, spans: Sequence[Span]) -> list[bytes]:
+        """The bytes at each ``Span`` of one context's stored rows, in order: a loaded
+        context's index reads its records from the rows they were committed in
+        (``index.EntryIndex``). A row's number is its place among the context's rows in commit
+        order (``iter_context``'s order), until ``replace_context`` makes the new state row 0.
+        Spans out of the rows are a bug of the caller (IndexError or short bytes)."""
         ...
 
     def heads(self, context: str) -> list[bytes]:
@@ -136,6 +147,10 @@ class MemoryStorage:
         base = self.row_base.get(context, 0)
         start = max(0, after - base)
         return iter([(base + i + 1, blob) for i, blob in enumerate(rows[start:], start)])
+
+    def read_spans(self, context: str, spans: Sequence[Span]) -> list[bytes]:
+        rows = self.updates[context]
+        return [rows[row][at : at + size] for row, at, size in spans]
 
     def summaries(self) -> dict[str, Summary] | None:
         if self.summary is None or not self.summary.keys() >= self.updates.keys():

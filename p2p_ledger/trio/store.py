@@ -30,13 +30,14 @@ import logging
 import os
 import sqlite3
 import threading
+from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import StoreDamagedError, StoreError, StoreLockedError
-from ..core.storage import HeadChange, Summary
+from ..core.storage import HeadChange, Span, Summary
 
 DB_NAME = "ledger.sqlite3"
 # why: SQLite copies the WAL into the database (a checkpoint, with its own fsync) in the
@@ -47,6 +48,11 @@ DB_NAME = "ledger.sqlite3"
 # still checkpoints itself past CHECKPOINT_BACKSTOP pages, should the thread fall behind.
 CHECKPOINT_EVERY = 4 * 1024 * 1024  # bytes of rows committed between background checkpoints
 CHECKPOINT_BACKSTOP = 16384  # WAL pages (64 MiB of 4 KiB pages)
+# read_spans: spans of one row at most SPAN_GAP bytes apart are read as one piece (one query),
+# up to SPAN_PIECE bytes; the row ids of at most ROW_CACHE contexts are kept (8 B per row).
+SPAN_GAP = 4096
+SPAN_PIECE = 1 << 20
+ROW_CACHE = 4096
 log = logging.getLogger(__name__)
 REPAIR_HINT = "`p2p-ledger repair --data {dir}` keeps what still verifies"
 SCHEMA = """
@@ -92,6 +98,7 @@ class SqliteStore:
         db = self.path / DB_NAME
         self._checkpointer: _Checkpointer | None = None  # started by the first CHECKPOINT_EVERY
         self._synchronous = synchronous
+        self._row_ids: dict[str, array[int]] = {}  # context → its rows' ids, in commit order
         self._unchecked = 0  # bytes of rows committed since the last background checkpoint
         try:
             if not db.exists():
@@ -163,6 +170,52 @@ class SqliteStore:
                     yield row, bytes(blob)
         except sqlite3.DatabaseError as exc:
             raise _named(self.path / DB_NAME, exc) from None
+
+    def read_spans(self, context: str, spans: Sequence[Span]) -> list[bytes]:
+        """One query per piece of a row: spans of one row close together (a page of entries
+        committed together) are cut from one ``substr`` of it."""
+        out: list[bytes] = []
+        if not spans:
+            return out
+        query = "SELECT substr(blob, ?, ?) FROM updates WHERE id = ?"
+        try:
+            ids = self._rows_of(context, max(row for row, _, _ in spans))
+            i, n = 0, len(spans)
+            while i < n:
+                row, lo, size = spans[i]
+                hi, j = lo + size, i + 1
+                while j < n:  # (the run of spans that follow in one piece of the row)
+                    r, at, size = spans[j]
+                    end = at + size
+                    if r != row or at < lo or at > hi + SPAN_GAP or end - lo > SPAN_PIECE:
+                        break
+                    hi = max(hi, end)
+                    j += 1
+                found = self.db.execute(query, (lo + 1, hi - lo, ids[row])).fetchone()
+                piece = bytes(found[0]) if found else b""
+                out += [piece[at - lo : at - lo + size] for _, at, size in spans[i:j]]
+                i = j
+        except sqlite3.DatabaseError as exc:
+            raise _named(self.path / DB_NAME, exc) from None
+        return out
+
+    def _rows_of(self, context: str, row: int) -> array[int]:
+        """The ids of ``context``'s rows in commit order, read when a row beyond those known
+        is asked for (rows are only appended, until replace_context forgets them)."""
+        ids = self._row_ids.get(context)
+        if ids is None:
+            if len(self._row_ids) >= ROW_CACHE:
+                self._row_ids.clear()
+            ids = self._row_ids[context] = array("q")
+        if row >= len(ids):
+            ids.extend(r for (r,) in self.db.execute(
+                "SELECT id FROM updates WHERE context = ? AND id > ? ORDER BY id",
+                (context, ids[-1] if ids else -1)))
+            if row >= len(ids):
+                raise StoreDamagedError(
+                    f"{self.path / DB_NAME}: context {context} has {len(ids)} stored rows, not "
+                    f"{row + 1}: " + REPAIR_HINT.format(dir=self.path))
+        return ids
 
     def heads(self, context: str) -> list[bytes]:
         try:
@@ -241,6 +294,7 @@ class SqliteStore:
 
     def replace_context(self, context: str, state: bytes,
                         heads: Sequence[tuple[bytes, bytes]]) -> None:
+        self._row_ids.pop(context, None)
         self.db.execute("BEGIN")
         try:
             current = self.get_meta(SUMMARIES_UPTO) == str(

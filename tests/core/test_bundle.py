@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from p2p_ledger.core.bundle import Bundle, decode_bundle, encode_bundle
+from p2p_ledger.core.bundle import Bundle, decode_bundle, encode_bundle, update_start
 from p2p_ledger.core.errors import RemoteProtocolError
 from p2p_ledger.core.identity import Identity
 
@@ -25,6 +25,7 @@ SHAPES = [
 def test_every_shape_round_trips(heads, vouchers, update) -> None:
     blob = encode_bundle(heads, update, vouchers)
     assert decode_bundle(blob) == Bundle(heads, vouchers, update)
+    assert blob[update_start(blob):] == update
 
 
 @pytest.mark.parametrize("heads, vouchers, update", SHAPES)

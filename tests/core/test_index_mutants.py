@@ -40,7 +40,8 @@ def test_the_run_a_read_delivers_up_to_reaches_a_far_seq_once_the_gap_fills() ->
     index = EntryIndex("ctx")
 
     def add(seqs: list[int]) -> None:
-        records = [hashlib.sha256(b"%d" % s).digest() + b"record" for s in seqs]
+        # (records as long as real ones: the index reads their key field)
+        records = [hashlib.sha256(b"%d" % s).digest() + bytes(64) for s in seqs]
         index.add_records(records, [(r[:32], s, s, bytes(32), writer)
                                     for r, s in zip(records, seqs, strict=True)])
 

@@ -13,7 +13,8 @@ import sqlite3
 import pytest
 
 from p2p_ledger.core.bundle import decode_bundle
-from p2p_ledger.core.context_log import ARRAY_NAME
+from p2p_ledger.core.context_log import ARRAY_NAME, ContextLog
+from p2p_ledger.core.errors import IntegrityError
 from p2p_ledger.core.ledger import (
     EMPTY_STATE_VECTOR,
     GATHER_PASSES,
@@ -475,3 +476,107 @@ def test_a_single_row_goes_as_stored_and_peers_holding_some_get_the_docs_diff() 
     diff = a.bundle_diff("one", fresh.state_vector("one"))
     assert diff is not None and a.loads == 1
     assert len(fresh.apply_remote("one", diff)) == 1
+
+
+# ---- records live in the stored rows -------------------------------------------------------
+
+
+class _CountingReads:
+    """Wraps a storage: counts ``read_spans`` calls and the spans they asked for."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.calls, self.spans = inner, 0, 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def read_spans(self, context, spans):
+        self.calls += 1
+        self.spans += len(spans)
+        return self.inner.read_spans(context, spans)
+
+
+def _unstored(ledger: Ledger) -> int:
+    return sum(len(ledger._live[name].index.unstored) for name in ledger.live_contexts())
+
+
+def test_records_leave_memory_once_stored_and_reads_come_from_the_rows(storage) -> None:
+    """A loaded context keeps no record in memory once its rows are committed (after appends,
+    received updates, a load, a compaction): reads, pages by key, proofs and snapshots read
+    them from the rows, in one storage read per page, and answer what they answered when
+    every record was in memory; appends read nothing."""
+    counted = _CountingReads(storage)
+    a = open_ledger(counted, "a")
+    peer = open_ledger(MemoryStorage(), "p")
+    for name in CONTEXTS[:4]:  # entries of another writer, received
+        a.apply_remote(name, append(peer, name, "theirs", key="b").updates[0][1])
+    _fill(a, 5)
+    assert counted.calls == 0, "appends and received updates read no record back"
+    assert _unstored(a) == 0
+    expected = {name: a.get(name)[0] for name in CONTEXTS}
+    assert counted.calls > 0
+    in_memory = open_ledger(MemoryStorage(), "m")  # (the same entries, all read from memory)
+    for name in CONTEXTS:
+        if expected[name]:
+            in_memory.load_snapshot(a.snapshot(name))
+    for name in CONTEXTS:
+        assert [e.id for e in in_memory.get(name)[0]] == [e.id for e in expected[name]]
+        assert page_all(a, name, 3, key="b") == page_all(in_memory, name, 3, key="b")
+    name = max(CONTEXTS, key=lambda n: len(expected[n]))
+    calls = counted.calls
+    assert a.get(name, limit=5)[0] == expected[name][:5] and counted.calls == calls + 1
+    a.compact(name)
+    assert _unstored(a) == 0 and a.get(name)[0] == expected[name]
+    append(a, name, "after the compaction")
+    reopened = open_ledger(counted, "a", "a-2")
+    for n in CONTEXTS:
+        assert reopened.get(n)[0] == a.get(n)[0]
+    assert _unstored(reopened) == 0
+
+
+def test_staged_records_stay_in_memory_until_their_commit(storage) -> None:
+    """With ``defer_commits`` a received update's records are not stored yet: the index holds
+    them (a second update is authenticated against them) until the commit, then reads them
+    from the rows."""
+    a = open_ledger(storage, "a")
+    a.defer_commits = True
+    peer = open_ledger(MemoryStorage(), "p")
+    first = append(peer, "c1", "one", "two").updates[0][1]
+    second = append(peer, "c1", "three").updates[0][1]
+    assert len(a.apply_remote("c1", first)) == 2 and len(a.apply_remote("c1", second)) == 1
+    assert a.has_staged() and len(a._live["c1"].index.unstored) == 3
+    assert [e.payload for e in a.get("c1")[0]] == [b"one", b"two", b"three"]
+    assert not a.has_staged() and _unstored(a) == 0
+    assert a.get("c1")[0] == peer.get("c1")[0]
+
+
+def test_a_row_of_several_writers_in_another_order_is_parsed(monkeypatch) -> None:
+    """A catch-up of a context several writers wrote holds their items in the order of the
+    update's bytes (by Yjs client), which is not the order the index added them in: the
+    update is parsed to find them, and every record leaves memory."""
+    parsed = []
+    inner = ContextLog._locate_parsed
+    monkeypatch.setattr(ContextLog, "_locate_parsed",
+                        lambda self, *args: parsed.append(1) or inner(self, *args))
+    writers = [open_ledger(MemoryStorage(), name) for name in ("w1", "w2", "w3")]
+    for round_ in range(2):
+        for w in writers:
+            append(w, "c1", f"{w.node_id} {round_}")
+            sync_all(writers)
+    fresh = open_ledger(MemoryStorage(), "fresh")
+    sync_all([writers[0], fresh])
+    assert parsed, "the order of the update's bytes was the order of the slots"
+    assert _unstored(fresh) == 0
+    assert fresh.get("c1")[0] == writers[0].get("c1")[0]
+
+
+def test_a_stored_record_that_is_not_where_the_index_says_is_refused() -> None:
+    """A row changed under a loaded context (damage, or a tool) is not read as another
+    entry: IntegrityError naming the context."""
+    storage = MemoryStorage()
+    a = open_ledger(storage, "a")
+    append(a, "c1", "one", "two")
+    row = storage.updates["c1"][0]
+    storage.updates["c1"][0] = row[:-300] + bytes(300)
+    with pytest.raises(IntegrityError, match="c1"):
+        a.get("c1")

@@ -69,3 +69,23 @@ def test_heads_change_with_the_commits_and_compaction_replaces_them(storage: Sto
     storage.replace_context("a", b"state", [(b"i4", b"h4"), (b"i5", b"h5")])
     assert sorted(storage.heads("a")) == [b"h4", b"h5"] and storage.heads("b") == [b"h2"]
     assert storage.load()["a"] == [b"state"]
+
+
+def test_spans_are_read_from_a_contexts_rows_by_their_number(storage: Storage) -> None:
+    """A row's number is its place among its context's rows in commit order (rows of other
+    contexts between them do not count); spans of one row close together and far apart, of
+    several rows, in any order, come back in the order asked; a compaction makes its state row
+    0 (and the rows known before it are forgotten)."""
+    storage.commit([("a", b"0123456789"), ("b", b"bbbb"), ("a", b"abcdef")])
+    storage.commit([("b", b"BBBB"), ("a", b"x" * 10_000 + b"far")])
+    assert storage.read_spans("a", []) == []
+    assert storage.read_spans("a", [(1, 2, 3), (0, 0, 2), (0, 8, 2), (0, 3, 1), (2, 10_000, 3),
+                                    (2, 0, 1), (1, 0, 6)]) == [
+        b"cde", b"01", b"89", b"3", b"far", b"x", b"abcdef"]
+    assert storage.read_spans("b", [(1, 0, 4), (0, 1, 2)]) == [b"BBBB", b"bb"]
+    storage.commit([("a", b"later")])  # a row committed after the first read is found too
+    assert storage.read_spans("a", [(3, 1, 3)]) == [b"ate"]
+    storage.replace_context("a", b"the state", [])
+    assert storage.read_spans("a", [(0, 4, 5)]) == [b"state"]
+    storage.commit([("a", b"after")])
+    assert storage.read_spans("a", [(1, 0, 5), (0, 0, 3)]) == [b"after", b"the"]

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from p2p_ledger.core.errors import LedgerError, StoreError, StoreLockedError
+from p2p_ledger.core.errors import LedgerError, StoreDamagedError, StoreError, StoreLockedError
 from p2p_ledger.core.storage import MemoryStorage
 from p2p_ledger.trio.store import (
     APPLICATION_ID,
@@ -114,6 +114,17 @@ def test_replace_context(tmp_path):
         assert s.load() == {"a": [b"state", b"3"], "b": [b"x"], "new": [b"n"]}
     finally:
         s.close()
+
+
+def test_a_span_of_a_row_that_is_gone_is_named_damage(store):
+    """``read_spans`` asked for a row the context no longer has (deleted under the store by
+    another program) says the store is damaged and how to repair it, in one line."""
+    store.commit([("a", b"one"), ("a", b"two")])
+    assert store.read_spans("a", [(1, 0, 3)]) == [b"two"]
+    store.db.execute("DELETE FROM updates WHERE context = 'a'")
+    store.commit([("a", b"new")])
+    with pytest.raises(StoreDamagedError, match="context a has 3 stored rows, not 4.*repair"):
+        store.read_spans("a", [(3, 0, 3)])
 
 
 def test_meta(store):
