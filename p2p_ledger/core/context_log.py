@@ -463,7 +463,7 @@ class ContextLog:
             found = [index.find(f[0]) for f in fields]
             self._own_pending += [slot for slot in found if slot is not None]
         self._next_clock += len(records)
-        self.tree.add_keys([index.raw_id(slot) for slot in new])
+        self.tree.add_keys(_new_ids(index, new, fields))
         self._drop_vouched(new)
         return new, update
 
@@ -659,7 +659,7 @@ class ContextLog:
                     checked.append((record[:ID_SIZE], *record_fields(record, name, limits)))
         new = index.add_records(records, checked)
         # (a slot's first 32 bytes are the id its record's fields were checked against)
-        self.tree.add_keys([index.raw_id(slot) for slot in new])
+        self.tree.add_keys(_new_ids(index, new, checked))
         return new
 
     # ---- where records are stored -------------------------------------------------------------
@@ -763,6 +763,15 @@ class ContextLog:
         if self._unsettled:
             return merge_updates(self.doc.get_update(), *(u for u, _ in self._unsettled))
         return self.doc.get_update()
+
+
+def _new_ids(index: EntryIndex, new: Sequence[int],
+             fields: Sequence[tuple[bytes, int, int, bytes, bytes]]) -> list[bytes]:
+    """The ids of the slots ``add_records`` just added for records of these ``fields``: the
+    fields' own when every record was new (no copy out of the index's buffer)."""
+    if len(new) == len(fields):
+        return [f[0] for f in fields]
+    return [index.raw_id(slot) for slot in new]
 
 
 def _next_at(blob: bytes, value: bytes, at: int) -> int:
