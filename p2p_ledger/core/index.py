@@ -4,7 +4,7 @@ A loaded context used to hold one ``Entry`` object per entry (its record body, a
 the hex id, meta, boxed ints: ~950 B per 100 B entry, measured with tracemalloc on 100k
 entries), then every record back to back in one buffer (~310 B per 100 B entry, 263 B of it the
 records). Here an entry is a *slot* number, and memory holds only what lookups and ordering
-need, in flat arrays (~90 B per entry, whatever its size):
+need, in flat arrays (97 B per 100 B entry by tracemalloc on 100k loaded, whatever the size):
 
 - ``ids`` holds every entry's 32-byte id back to back (``find`` compares them);
 - ``lamport``, ``seq``, ``writer`` (an index into ``writers``) and ``key_hash`` (a keyed hash of
@@ -19,8 +19,9 @@ need, in flat arrays (~90 B per entry, whatever its size):
 Records themselves are read from storage (``read``: ``Storage.read_spans`` for this context)
 when a read, a page, a watch, a proof or a check needs them; each one read is checked against
 its id. A record not stored yet — its row is staged, or not committed yet, or the index has no
-storage (a context built in memory, as tests and ``verify`` do) — stays in ``unstored`` until
-the owner says where it was stored (``stored``): appends and ingest never read storage.
+storage (a ``ContextLog`` made without one, as tests do) — stays in ``unstored`` until the
+owner says where it was stored (``stored``, ``ContextLog.stored_row``): appends and ingest never
+read storage.
 
 ``Entry`` objects are decoded only when a read, a page, a watch or a proof hands one out
 (``entry``). Records are trusted here: the caller checked them (content id, canonical form,

@@ -16,6 +16,10 @@ Rows written since heads left them carry none; a head whose entry gained a succe
 deleted by the commit that stores the successor, in the same transaction as its rows, so a
 stored context always authenticates from its rows and its heads (rows of older formats carry
 their own heads, which still count).
+
+A loaded context keeps no record in memory once its row is stored: it reads records back as
+*spans* of its rows (``read_spans``: a row's number in the context, an offset, a size), since a
+record's bytes sit whole inside the Yjs update of the row that stored it (``index.py``).
 """
 
 from __future__ import annotations
