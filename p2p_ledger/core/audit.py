@@ -56,6 +56,22 @@ T = TypeVar("T")
 CHECK_BATCH = 256
 
 
+class _Offered:
+    """The ids ``Authorship`` has been offered (its ``known``): those seen, less the ones of
+    the batch being offered that it has not reached yet. (A batch's ids all enter ``seen`` as
+    it is checked; an entry whose chain is vouched for must not find its ``prev`` "known"
+    while that ``prev`` still waits later in the batch, or the note vouching for it is lost.)"""
+
+    __slots__ = ("seen", "ahead")
+
+    def __init__(self, seen: set[bytes]) -> None:
+        self.seen = seen
+        self.ahead: set[bytes] = set()
+
+    def __contains__(self, raw: object) -> bool:
+        return raw in self.seen and raw not in self.ahead
+
+
 class _Positions:
     """The seqs of one writer seen so far: a contiguous prefix and the ones beyond it."""
 
@@ -115,7 +131,8 @@ def audit_steps(name: str, rows: Iterable[bytes], limits: Limits,
     seen: set[bytes] = set()
     positions: dict[bytes, _Positions] = {}  # raw writer (origin ‖ chain) → its seqs seen
     forks: set[tuple[bytes, int]] = set()
-    rule: Authorship[bytes] = Authorship(name, raw_writer, known=seen)
+    offered = _Offered(seen)
+    rule: Authorship[bytes] = Authorship(name, raw_writer, known=offered)
     for head in heads:
         rule.head(head)
     max_lamport = 0
@@ -123,8 +140,11 @@ def audit_steps(name: str, rows: Iterable[bytes], limits: Limits,
 
     def take(records: Iterable[bytes]) -> None:
         nonlocal max_lamport
-        for raw, lamport, seq, prev, writer in fresh_record_fields(records, context, seen,
-                                                                   limits):
+        fields = fresh_record_fields(records, context, seen, limits)
+        ahead = offered.ahead
+        ahead.update(field[0] for field in fields)
+        for raw, lamport, seq, prev, writer in fields:
+            ahead.discard(raw)
             held = positions.get(writer)
             if held is None:
                 held = positions[writer] = _Positions()
