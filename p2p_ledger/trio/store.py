@@ -150,14 +150,7 @@ class SqliteStore:
         return [str(c) for (c,) in self.db.execute("SELECT DISTINCT context FROM updates")]
 
     def iter_context(self, context: str) -> Iterator[bytes]:
-        try:
-            cursor = self.db.execute(
-                "SELECT blob FROM updates WHERE context = ? ORDER BY id", (context,))
-            while rows := cursor.fetchmany(256):
-                for (blob,) in rows:
-                    yield bytes(blob)
-        except sqlite3.DatabaseError as exc:
-            raise _named(self.path / DB_NAME, exc) from None
+        return _context_rows(self.db, self.path / DB_NAME, context)
 
     def iter_rows(self, context: str, after: int = 0) -> Iterator[tuple[int, bytes]]:
         try:
@@ -218,11 +211,7 @@ class SqliteStore:
         return ids
 
     def heads(self, context: str) -> list[bytes]:
-        try:
-            return [bytes(head) for (head,) in self.db.execute(
-                "SELECT head FROM heads WHERE context = ?", (context,))]
-        except sqlite3.DatabaseError as exc:
-            raise _named(self.path / DB_NAME, exc) from None
+        return _context_heads(self.db, self.path / DB_NAME, context)
 
     def summaries(self) -> dict[str, Summary] | None:
         upto = self.get_meta(SUMMARIES_UPTO)
@@ -347,21 +336,10 @@ class StoreReader:
             self.db.execute("ROLLBACK")  # (nothing was written: ends the read transaction)
 
     def iter_context(self, context: str) -> Iterator[bytes]:
-        try:
-            cursor = self.db.execute(
-                "SELECT blob FROM updates WHERE context = ? ORDER BY id", (context,))
-            while rows := cursor.fetchmany(256):
-                for (blob,) in rows:
-                    yield bytes(blob)
-        except sqlite3.DatabaseError as exc:
-            raise _named(self.path, exc) from None
+        return _context_rows(self.db, self.path, context)
 
     def heads(self, context: str) -> list[bytes]:
-        try:
-            return [bytes(head) for (head,) in self.db.execute(
-                "SELECT head FROM heads WHERE context = ?", (context,))]
-        except sqlite3.DatabaseError as exc:
-            raise _named(self.path, exc) from None
+        return _context_heads(self.db, self.path, context)
 
     def summary(self, context: str) -> Summary | None:
         try:
@@ -421,6 +399,25 @@ class _Checkpointer:
                     log.warning("background checkpoint of %s failed: %s", db, exc)
         finally:
             conn.close()
+
+
+def _context_rows(db: sqlite3.Connection, path: Path, context: str) -> Iterator[bytes]:
+    """One context's stored updates in commit order, fetched 256 at a time."""
+    try:
+        cursor = db.execute("SELECT blob FROM updates WHERE context = ? ORDER BY id", (context,))
+        while rows := cursor.fetchmany(256):
+            for (blob,) in rows:
+                yield bytes(blob)
+    except sqlite3.DatabaseError as exc:
+        raise _named(path, exc) from None
+
+
+def _context_heads(db: sqlite3.Connection, path: Path, context: str) -> list[bytes]:
+    try:
+        return [bytes(head) for (head,) in db.execute(
+            "SELECT head FROM heads WHERE context = ?", (context,))]
+    except sqlite3.DatabaseError as exc:
+        raise _named(path, exc) from None
 
 
 def fsync_dir(path: Path) -> None:
