@@ -29,6 +29,15 @@ async def _contents(url: str) -> dict[str, list[tuple[str, str, str]]]:
         return out
 
 
+async def _caught_up(url: str, entries: int, seconds: float) -> None:
+    """Wait until the node at ``url`` holds ``entries`` (a bounded poll of another process)."""
+    deadline = time.monotonic() + seconds
+    async with Client.connect(url) as client:
+        while (await client.status())["entries"] < entries:
+            assert time.monotonic() < deadline, f"catch-up did not finish within {seconds} s"
+            await trio.sleep(0.05)
+
+
 async def test_a_fresh_node_takes_large_entries_intact(procs: Procs) -> None:
     seed = random.randrange(2**32)
     print(f"seed={seed}")
@@ -42,11 +51,7 @@ async def test_a_fresh_node_takes_large_entries_intact(procs: Procs) -> None:
         for i in range(14):
             await client.append_many([("rows", rng.randbytes(SIZE), f"k{i}", None)])
     fresh = procs.node("fresh", "--no-discovery", "--peer", full.url)
-    deadline = time.monotonic() + 60
-    async with Client.connect(fresh.url) as client:
-        while (await client.status())["entries"] < 28:  # a bounded poll of another process
-            assert time.monotonic() < deadline, "catch-up did not finish within 60 s"
-            await trio.sleep(0.05)
+    await _caught_up(fresh.url, 28, 60)
     ours, theirs = await _contents(full.url), await _contents(fresh.url)
     assert sorted(ours) == ["one-row", "rows"] and all(len(v) == 14 for v in ours.values())
     assert theirs == ours
@@ -66,10 +71,6 @@ async def test_a_context_larger_than_a_part_arrives_in_parts_intact(procs: Procs
             await client.append_many([("big", rng.randbytes(110 * 1024), f"k{i}.{j}", None)
                                       for j in range(5)])
     fresh = procs.node("fresh", "--no-discovery", "--peer", full.url)
-    deadline = time.monotonic() + 90
-    async with Client.connect(fresh.url) as client:
-        while (await client.status())["entries"] < 140:  # a bounded poll of another process
-            assert time.monotonic() < deadline, "catch-up did not finish within 90 s"
-            await trio.sleep(0.05)
+    await _caught_up(fresh.url, 140, 90)
     ours, theirs = await _contents(full.url), await _contents(fresh.url)
     assert len(ours["big"]) == 140 and theirs == ours

@@ -858,20 +858,12 @@ def test_random_bytes_never_raise_anything_else(data: bytes) -> None:
         assert Counter(values_of(array)) <= Counter(values)
 
 
-@SETTINGS
-@given(
-    st.sampled_from(SAMPLES),
-    st.lists(
-        st.tuples(
-            st.sampled_from(["flip", "set", "insert", "delete"]),
-            st.integers(0, 10**6),
-            st.integers(0, 255),
-        ),
-        min_size=1,
-        max_size=4,
-    ),
-)
-def test_mutated_real_updates(update: bytes, mutations: list[tuple[str, int, int]]) -> None:
+# one byte-level edit of an update: (what, where modulo its length, the byte)
+MUTATION = st.tuples(st.sampled_from(["flip", "set", "insert", "delete"]),
+                     st.integers(0, 10**6), st.integers(0, 255))
+
+
+def mutated(update: bytes, mutations: list[tuple[str, int, int]]) -> bytes:
     buf = bytearray(update)
     for op, where, byte in mutations:
         if not buf:
@@ -885,7 +877,16 @@ def test_mutated_real_updates(update: bytes, mutations: list[tuple[str, int, int
             buf.insert(i, byte)
         else:
             del buf[i]
-    _check_gate_against_pycrdt(bytes(buf))
+    return bytes(buf)
+
+
+@SETTINGS
+@given(
+    st.sampled_from(SAMPLES),
+    st.lists(MUTATION, min_size=1, max_size=4),
+)
+def test_mutated_real_updates(update: bytes, mutations: list[tuple[str, int, int]]) -> None:
+    _check_gate_against_pycrdt(mutated(update, mutations))
 
 
 # Histories of three docs: (which doc, what it does, a value)
@@ -1246,31 +1247,11 @@ def test_the_usual_shape_is_read_as_the_general_gate_reads_it() -> None:
 @SETTINGS
 @given(
     st.sampled_from(SAMPLES + USUAL),
-    st.lists(
-        st.tuples(
-            st.sampled_from(["flip", "set", "insert", "delete"]),
-            st.integers(0, 10**6),
-            st.integers(0, 255),
-        ),
-        max_size=4,
-    ),
+    st.lists(MUTATION, max_size=4),
 )
 def test_mutated_updates_read_the_usual_way_or_the_general_way_alike(
         update: bytes, mutations: list[tuple[str, int, int]]) -> None:
-    buf = bytearray(update)
-    for op, where, byte in mutations:
-        if not buf:
-            break
-        i = where % len(buf)
-        if op == "flip":
-            buf[i] ^= 1 << (byte % 8)
-        elif op == "set":
-            buf[i] = byte
-        elif op == "insert":
-            buf.insert(i, byte)
-        else:
-            del buf[i]
-    _same_as_general(bytes(buf))
+    _same_as_general(mutated(update, mutations))
 
 
 @SETTINGS
