@@ -391,11 +391,13 @@ class Ledger:
         The answer stops at the first row boundary past ``part_bytes`` where every entry it
         carries is vouched for within it: each writer chain's last entry in it has a head
         (a chain tip, or an anchor every ``ANCHOR_EVERY`` seqs). ``last_diff_partial`` tells
-        the caller the peer lacks more. (Several chains interleaved may rarely reach a head
-        together: the part grows until they do. Stopping past ``2 × part_bytes`` anyway with
-        vouchers up to each open chain's next head left a simulated receiver's store with an
-        entry ``verify`` found unvouched: not kept.) Entries whose successor the peer holds
-        get vouchers from the rows (``_vouchers``).
+        the caller the peer lacks more. Several chains interleaved may rarely reach a head
+        together (only at their tips, for writers whose anchors are out of phase), so past
+        ``2 × part_bytes`` the answer stops at the next row boundary anyway, and each open
+        chain gets vouchers up to its next head: its records read from the rows after
+        (``_vouchers``), which the receiver keeps as its own items and takes again with a later
+        part (the index keeps one per id). Entries whose successor the peer holds get vouchers
+        from the rows the same way.
 
         A walk starts after the rows an earlier part's receiver is known to hold (``_walks``:
         the rows up to where a part stopped, with the state vector that covers them; a
@@ -431,7 +433,7 @@ class Ledger:
                     for c, (_, end) in spans.items():
                         reach[c] = max(reach.get(c, 0), end)
                     continue  # they hold all of it
-                if size >= part and not unvouched:
+                if size >= part and (not unvouched or size >= 2 * part):
                     cut = True
                     break
                 for head in bundle.heads:  # a row of an older format carries its heads

@@ -1109,9 +1109,7 @@ def test_a_context_larger_than_the_receivers_update_limit_arrives_in_parts(write
     that could never be fetched. Here the limits are small: ~65 kB of entries, a 40 kB limit.
     The answer comes in parts from about ``part_bytes`` up to where every chain in it has a
     head (one entry per commit keeps a head every 64), each taken on its own, the receiver
-    asking for the next one; other writers' entries in between too. (Writers whose chains
-    reach a head at different rows, all writing at once, make a part grow until they reach
-    one together: not bounded yet, see ARCHITECTURE.md.)"""
+    asking for the next one; other writers' entries in between too."""
     storage = MemoryStorage()
     a = open_ledger(storage, "a")
     others = [open_ledger(MemoryStorage(), f"w{i}") for i in range(1, writers)]
@@ -1133,6 +1131,36 @@ def test_a_context_larger_than_the_receivers_update_limit_arrives_in_parts(write
     transfers = {c.transfer: c.total for c in _updates_sent(pair.a)}
     assert len(transfers) > 2 and max(transfers.values()) <= 40_000
     assert cold.loads == 0
+
+
+def test_interleaved_writers_get_bounded_parts_that_verify() -> None:
+    """Regression: three writers appending at once, one entry per commit each, their anchors
+    (a head every 64 seqs) out of phase, reach a head together only at their tips: a part
+    grew until then, so the whole context went as one answer. A part now stops past twice
+    ``part_bytes`` anyway and vouches for each open chain with its records up to the next
+    head: every part is bounded, authentic on its own, and the receiver's store verifies."""
+    storage = MemoryStorage()
+    a = open_ledger(storage, "a")
+    others = [open_ledger(MemoryStorage(), f"w{i}") for i in (1, 2)]
+    for i in range(300):
+        append(a, "big", f"entry {i:04} " + "x" * 200)
+        for k, other in enumerate(others):  # each joins later: anchors out of phase
+            if i >= 21 * (k + 1):
+                sync(a, other, "big")
+                append(other, "big", f"theirs {k} {i:04} " + "y" * 200)
+                sync(other, a, "big")
+    cold = open_ledger(storage, "a", "a-2")
+    cold.part_bytes = 4_000
+    store = MemoryStorage()
+    fresh = open_ledger(store, "fresh")
+    pair = open_pair(cold, fresh)
+    pair.a.session.send_root()
+    pair.pump()
+    assert fresh.root() == cold.root() and pair.b.session.is_open
+    totals = [c.total for c in _updates_sent(pair.a) if c.offset == 0]
+    # 2 × part_bytes, then at most one row and the vouchers (≤ 64 records of ~300 B) per chain
+    assert len(totals) > 10 and max(totals) <= 2 * 4_000 + 3 * 64 * 300, totals
+    assert open_ledger(store, "fresh", "fresh-2", verify=True).verify() == []
 
 
 def test_a_peer_lying_about_its_state_vector_gets_bounded_parts_and_no_loop() -> None:
