@@ -32,7 +32,7 @@ MAGIC = b"P2PB"
 VERSION = 2
 READS = (1, 2)
 _U32 = struct.Struct(">I")
-_BARE = MAGIC + bytes([VERSION]) + bytes(8)  # no heads, no vouchers: the update follows
+BARE = MAGIC + bytes([VERSION]) + bytes(8)  # no heads, no vouchers: the update follows
 
 
 @dataclass(frozen=True)
@@ -57,11 +57,11 @@ def decode_bundle(blob: bytes) -> Bundle:
     """RemoteProtocolError if ``blob`` is not one well-formed bundle (signatures are checked
     later, only where they are needed). Read through ``reader.Reader``, the bounds-checked
     reader of every binary format."""
-    if blob.startswith(_BARE):
+    if blob.startswith(BARE):
         # why: a stored row has no heads and no vouchers (see ledger "Stored heads"); spread
         # over 10,000 contexts each row holds one entry, and the general read below was ~8%
         # of ``verify``'s profile there
-        return Bundle((), (), blob[len(_BARE):])
+        return Bundle((), (), blob[len(BARE):])
     if blob[:4] != MAGIC:
         raise RemoteProtocolError("not a p2p-ledger bundle (bad magic)")
     if len(blob) < 13:
@@ -88,8 +88,8 @@ def update_start(blob: bytes) -> int:
     """Where the Yjs update of a well-formed bundle starts (``decode_bundle(blob).update`` is
     ``blob[update_start(blob):]``), without copying it out when the bundle is bare (a stored
     row: an update of 10 MB is not copied to find where it starts)."""
-    if blob.startswith(_BARE):
-        return len(_BARE)
+    if blob.startswith(BARE):
+        return len(BARE)
     return len(blob) - len(decode_bundle(blob).update)
 
 

@@ -54,7 +54,17 @@ from ..core.identity import Head
 from ..core.ledger import Ledger
 from ..core.storage import MemoryStorage
 from ..core.yjs import gate_structs
-from .store import DB_NAME, MARK, SCHEMA, SUMMARIES_UPTO, SqliteStore, check_format, fsync_dir
+from .store import (
+    DB_NAME,
+    MARK,
+    SCHEMA,
+    SUMMARIES_UPTO,
+    Salvage,
+    SqliteStore,
+    check_format,
+    fsync_dir,
+    write_rows,
+)
 
 SCAN_AHEAD = 10_000  # rowids probed past the last readable one when sqlite_sequence is lost
 
@@ -151,23 +161,22 @@ def _salvage(path: Path, work_dir: Path, report: RepairReport,
     try:
         meta.pop("instance", None)  # Yjs positions are never reused after a loss: a new one
         last = _last_id(conn)
+        salvage = Salvage(conn)
         rows: list[tuple[str, bytes]] = []
         rowid = 0
         while rowid < last:
             rowid += 1
             try:
-                row = conn.execute("SELECT context, blob FROM updates WHERE id = ?",
-                                   (rowid,)).fetchone()
+                row = salvage.row(rowid)
             except sqlite3.DatabaseError as exc:
                 _dropped(report, f"update row {rowid}: unreadable ({exc})")
                 continue
             if row is not None:
-                rows.append((str(row[0]), bytes(row[1])))
+                rows.append(row)
         heads: dict[str, list[bytes]] = {}
         for context in dict.fromkeys(context for context, _ in rows):
             try:
-                heads[context] = [bytes(head) for (head,) in conn.execute(
-                    "SELECT head FROM heads WHERE context = ?", (context,))]
+                heads[context] = salvage.heads(context)
             except sqlite3.DatabaseError as exc:
                 _problem(report, f"heads of context {context!r}: unreadable ({exc})")
         return meta, rows, heads
@@ -306,8 +315,7 @@ def _write(work_dir: Path, meta: dict[str, str], rows: list[tuple[str, bytes]],
         # Not the old summaries' mark: the new store has none, its first open computes them.
         conn.executemany("INSERT INTO meta (name, value) VALUES (?, ?)",
                          sorted((k, v) for k, v in meta.items() if k != SUMMARIES_UPTO))
-        conn.executemany("INSERT INTO updates (context, blob) VALUES (?, ?)", rows)
-        conn.executemany("INSERT OR REPLACE INTO heads VALUES (?, ?, ?)", heads)
+        write_rows(conn, rows, heads)
         conn.execute("COMMIT")
     finally:
         conn.close()

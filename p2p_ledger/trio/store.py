@@ -1,12 +1,12 @@
 """SQLite storage (stdlib, WAL): the runtime's durable ``Storage``.
 
-One row per committed Yjs update, one summary row per context (``core.storage.Summary``) and
-one row per head a context still needs (``heads``), written in the same transaction as the
-updates they describe; a commit is one SQLite transaction, so concurrent appends that the
-ledger batches share one fsync (group commit). Checkpoints run in a thread of the store with
-its own connection (``_Checkpointer``), off the committing (trio) thread. A lock file with
-``flock`` keeps a second process out of the same data directory (SQLite itself would let both
-in and interleave).
+One row per committed Yjs update, one row per context (``contexts``: its integer id, its name,
+its ``core.storage.Summary``) and one row per head a context still needs (``heads``), written in
+the same transaction as the updates they describe; a commit is one SQLite transaction, so
+concurrent appends that the ledger batches share one fsync (group commit). Checkpoints run in a
+thread of the store with its own connection (``_Checkpointer``), off the committing (trio)
+thread. A lock file with ``flock`` keeps a second process out of the same data directory (SQLite
+itself would let both in and interleave).
 
 A damaged store is refused with one named line (``StoreDamagedError``), never a traceback and
 never silently replaced by a new node: a database that cannot be read (truncated, malformed), an
@@ -19,8 +19,11 @@ The file says whose it is and which format it holds in SQLite's own header field
 (``application_id``, ``user_version``: ``STORE_FORMAT``). A store of a higher format was written
 by a newer p2p-ledger and is refused untouched with one line; rows are never read by code that
 does not know their layout. Formats: 0 = unmarked, written before the mark existed (rows that
-carry their heads, or headless rows beside a ``heads`` table: this version reads both and marks
-the store 2 on open); 2 = headless rows and a ``heads`` table.
+carry their heads, or headless rows beside a ``heads`` table); 2 = headless rows and a ``heads``
+table, each row naming its context; 3 = rows, heads and summaries keyed by a context's integer
+id, bare rows without the bundle header, heads without the entry id that is their key. This
+version rewrites a store of format 0 or 2 in format 3 when it opens it (``_migrate``, one
+transaction); rows of format 0 that carry heads are kept whole.
 """
 
 from __future__ import annotations
@@ -36,7 +39,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..core.bundle import BARE
+from ..core.entry import ID_SIZE
 from ..core.errors import StoreDamagedError, StoreError, StoreLockedError
+from ..core.identity import KEY_SIZE
 from ..core.storage import HeadChange, Span, Summary
 
 DB_NAME = "ledger.sqlite3"
@@ -55,37 +61,50 @@ SPAN_PIECE = 1 << 20
 ROW_CACHE = 4096
 log = logging.getLogger(__name__)
 REPAIR_HINT = "`p2p-ledger repair --data {dir}` keeps what still verifies"
+# why: spread over 10,000 contexts (100k × 100 B entries, one entry per row, `bench --scale`)
+# format 2 took 431 B per entry: the row 342 (the name of its context in it, the 13-byte header
+# of a bundle without heads), the index on (context, id) 24, the heads 56 (a 32-byte key the head
+# repeats), the summaries 9. Format 3 names a context by a small integer (``contexts``, which
+# holds its summary too), cuts the bare header from rows (``bare`` = 1, no byte of payload:
+# SQLite stores the constant in the record's header), and stores a head without the entry id
+# that is its key.
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS contexts (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    root BLOB,
+    entries INTEGER,
+    state_vector BLOB,
+    max_lamport INTEGER,
+    forks INTEGER,
+    stored INTEGER
+);
 CREATE TABLE IF NOT EXISTS updates (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    context TEXT NOT NULL,
-    blob BLOB NOT NULL
+    ctx INTEGER NOT NULL,
+    blob BLOB NOT NULL,
+    bare INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS updates_by_context ON updates (context, id);
+CREATE INDEX IF NOT EXISTS updates_by_context ON updates (ctx, id);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS summaries (
-    context TEXT PRIMARY KEY,
-    root BLOB NOT NULL,
-    entries INTEGER NOT NULL,
-    state_vector BLOB NOT NULL,
-    max_lamport INTEGER NOT NULL,
-    forks INTEGER NOT NULL,
-    stored INTEGER NOT NULL
-);
 CREATE TABLE IF NOT EXISTS heads (
-    context TEXT NOT NULL,
+    ctx INTEGER NOT NULL,
     id BLOB NOT NULL,
     head BLOB NOT NULL,
-    PRIMARY KEY (context, id)
+    PRIMARY KEY (ctx, id)
 ) WITHOUT ROWID;
 """
-STORE_FORMAT = 2
+STORE_FORMAT = 3
 APPLICATION_ID = 0x70326C67  # "p2lg": a p2p-ledger store, in SQLite's header
 MARK = f"PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {STORE_FORMAT};"
 # The highest update row id the summaries describe, written in the same transaction as they
 # are: rows written without summaries (an older version, a tool) leave it behind, and the next
 # open recomputes them instead of trusting stale ones.
 SUMMARIES_UPTO = "summaries_upto"
+# A context's integer id, in a statement that names the context (the scalar subquery is read
+# once per statement, and the index lookups use its value).
+CTX = "(SELECT id FROM contexts WHERE name = ?)"
+SUMMARY_COLUMNS = "root, entries, state_vector, max_lamport, forks, stored"
 
 
 class SqliteStore:
@@ -115,6 +134,7 @@ class SqliteStore:
             self.db.execute(f"PRAGMA synchronous={synchronous}")
             self.db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_BACKSTOP}")
             check_format(self.db, db)
+            _migrate(self.db, db)
             self.db.executescript(SCHEMA + MARK)
         except BaseException as exc:
             # Not a database (or unreadable): release the lock so the caller can report it.
@@ -139,15 +159,18 @@ class SqliteStore:
     def load(self) -> dict[str, list[bytes]]:
         out: dict[str, list[bytes]] = {}
         try:
-            for context, blob in self.db.execute(
-                    "SELECT context, blob FROM updates ORDER BY id"):
-                out.setdefault(context, []).append(bytes(blob))
+            for context, blob, bare in self.db.execute(
+                    "SELECT c.name, u.blob, u.bare FROM updates AS u JOIN contexts AS c"
+                    " ON c.id = u.ctx ORDER BY u.id"):
+                out.setdefault(context, []).append(_bundle(blob, bare))
         except sqlite3.DatabaseError as exc:
             raise _named(self.path / DB_NAME, exc) from None
         return out
 
     def contexts(self) -> list[str]:
-        return [str(c) for (c,) in self.db.execute("SELECT DISTINCT context FROM updates")]
+        return [str(c) for (c,) in self.db.execute(
+            "SELECT name FROM contexts AS c WHERE EXISTS"
+            " (SELECT 1 FROM updates WHERE ctx = c.id) ORDER BY name")]
 
     def iter_context(self, context: str) -> Iterator[bytes]:
         return _context_rows(self.db, self.path / DB_NAME, context)
@@ -155,12 +178,12 @@ class SqliteStore:
     def iter_rows(self, context: str, after: int = 0) -> Iterator[tuple[int, bytes]]:
         try:
             cursor = self.db.execute(
-                "SELECT id, blob FROM updates WHERE context = ? AND id > ? ORDER BY id",
+                f"SELECT id, blob, bare FROM updates WHERE ctx = {CTX} AND id > ? ORDER BY id",
                 (context, after))
             # why: a few rows at a time: a row may hold a whole commit of large entries (10 MB)
             while rows := cursor.fetchmany(8):
-                for row, blob in rows:
-                    yield row, bytes(blob)
+                for row, blob, bare in rows:
+                    yield row, _bundle(blob, bare)
         except sqlite3.DatabaseError as exc:
             raise _named(self.path / DB_NAME, exc) from None
 
@@ -170,7 +193,8 @@ class SqliteStore:
         out: list[bytes] = []
         if not spans:
             return out
-        query = "SELECT substr(blob, ?, ?) FROM updates WHERE id = ?"
+        # (a bare row is stored without the bundle's header: its offsets move by that much)
+        query = f"SELECT substr(blob, ? - {len(BARE)} * bare, ?) FROM updates WHERE id = ?"
         try:
             ids = self._rows_of(context, max(row for row, _, _ in spans))
             i, n = 0, len(spans)
@@ -202,7 +226,7 @@ class SqliteStore:
             ids = self._row_ids[context] = array("q")
         if row >= len(ids):
             ids.extend(r for (r,) in self.db.execute(
-                "SELECT id FROM updates WHERE context = ? AND id > ? ORDER BY id",
+                f"SELECT id FROM updates WHERE ctx = {CTX} AND id > ? ORDER BY id",
                 (context, ids[-1] if ids else -1)))
             if row >= len(ids):
                 raise StoreDamagedError(
@@ -218,7 +242,8 @@ class SqliteStore:
         last = self.db.execute("SELECT max(id) FROM updates").fetchone()[0]
         if upto is None or int(upto) != (last or 0):
             return None
-        return {str(row[0]): _summary(row) for row in self.db.execute("SELECT * FROM summaries")}
+        return {str(row[0]): _summary(row) for row in self.db.execute(
+            f"SELECT name, {SUMMARY_COLUMNS} FROM contexts WHERE root IS NOT NULL")}
 
     def reader(self) -> StoreReader:
         """A connection of its own that reads consistent views of the store while this one
@@ -232,11 +257,11 @@ class SqliteStore:
             return
         self.db.execute("BEGIN")
         try:
-            self.db.executemany("INSERT INTO updates (context, blob) VALUES (?, ?)", updates)
-            if heads:
-                self._put_heads(heads)
             if summaries is not None:
-                self._put(summaries)
+                self._put(summaries)  # (first: this names the contexts it describes)
+            write_rows(self.db, updates, heads, summaries or {})
+            if summaries is not None:
+                self._mark_current()
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
@@ -256,25 +281,24 @@ class SqliteStore:
     def put_summaries(self, summaries: Mapping[str, Summary]) -> None:
         self.db.execute("BEGIN")
         try:
-            self.db.execute("DELETE FROM summaries")
+            self.db.execute(f"UPDATE contexts SET ({SUMMARY_COLUMNS}) = "
+                            f"(NULL, NULL, NULL, NULL, NULL, NULL)")
             self._put(summaries)
+            self._mark_current()
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
 
     def _put(self, summaries: Mapping[str, Summary]) -> None:
-        """Inside a transaction: write summaries, and say they describe every row so far."""
+        """Inside a transaction: write summaries (naming their contexts)."""
         self.db.executemany(
-            "INSERT OR REPLACE INTO summaries VALUES (?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO contexts (name, {SUMMARY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            f"ON CONFLICT (name) DO UPDATE SET ({SUMMARY_COLUMNS}) = (excluded.root, "
+            f"excluded.entries, excluded.state_vector, excluded.max_lamport, excluded.forks, "
+            f"excluded.stored)",
             [(name, *summary) for name, summary in summaries.items()])
-        self._mark_current()
 
-    def _put_heads(self, heads: Sequence[HeadChange]) -> None:
-        self.db.executemany("DELETE FROM heads WHERE context = ? AND id = ?",
-                            [(context, raw) for context, raw, head in heads if head is None])
-        self.db.executemany("INSERT OR REPLACE INTO heads VALUES (?, ?, ?)",
-                            [change for change in heads if change[2] is not None])
 
     def _mark_current(self) -> None:
         last = self.db.execute("SELECT max(id) FROM updates").fetchone()[0]
@@ -288,11 +312,10 @@ class SqliteStore:
         try:
             current = self.get_meta(SUMMARIES_UPTO) == str(
                 self.db.execute("SELECT max(id) FROM updates").fetchone()[0] or 0)
-            self.db.execute("DELETE FROM updates WHERE context = ?", (context,))
-            self.db.execute("INSERT INTO updates (context, blob) VALUES (?, ?)", (context, state))
-            self.db.execute("DELETE FROM heads WHERE context = ?", (context,))
-            self._put_heads([(context, raw, head) for raw, head in heads])
-            self.db.execute("UPDATE summaries SET stored = ? WHERE context = ?",
+            self.db.execute(f"DELETE FROM updates WHERE ctx = {CTX}", (context,))
+            self.db.execute(f"DELETE FROM heads WHERE ctx = {CTX}", (context,))
+            write_rows(self.db, [(context, state)], [(context, raw, head) for raw, head in heads])
+            self.db.execute("UPDATE contexts SET stored = ? WHERE name = ? AND root IS NOT NULL",
                             (len(state), context))
             if current:
                 self._mark_current()  # the content is unchanged: the summaries still hold
@@ -343,8 +366,8 @@ class StoreReader:
 
     def summary(self, context: str) -> Summary | None:
         try:
-            row = self.db.execute("SELECT * FROM summaries WHERE context = ?",
-                                  (context,)).fetchone()
+            row = self.db.execute(f"SELECT name, {SUMMARY_COLUMNS} FROM contexts "
+                                  f"WHERE name = ? AND root IS NOT NULL", (context,)).fetchone()
         except sqlite3.DatabaseError as exc:
             raise _named(self.path, exc) from None
         return None if row is None else _summary(row)
@@ -354,7 +377,7 @@ class StoreReader:
 
 
 def _summary(row: Sequence[Any]) -> Summary:
-    """A row of the ``summaries`` table."""
+    """A context's name and summary columns."""
     return Summary(bytes(row[1]), int(row[2]), bytes(row[3]), int(row[4]), int(row[5]),
                    int(row[6]))
 
@@ -404,20 +427,159 @@ class _Checkpointer:
 def _context_rows(db: sqlite3.Connection, path: Path, context: str) -> Iterator[bytes]:
     """One context's stored updates in commit order, fetched 256 at a time."""
     try:
-        cursor = db.execute("SELECT blob FROM updates WHERE context = ? ORDER BY id", (context,))
+        cursor = db.execute(f"SELECT blob, bare FROM updates WHERE ctx = {CTX} ORDER BY id",
+                            (context,))
         while rows := cursor.fetchmany(256):
-            for (blob,) in rows:
-                yield bytes(blob)
+            for blob, bare in rows:
+                yield _bundle(blob, bare)
     except sqlite3.DatabaseError as exc:
         raise _named(path, exc) from None
 
 
 def _context_heads(db: sqlite3.Connection, path: Path, context: str) -> list[bytes]:
     try:
-        return [bytes(head) for (head,) in db.execute(
-            "SELECT head FROM heads WHERE context = ?", (context,))]
+        return [_head(raw, head) for raw, head in db.execute(
+            f"SELECT id, head FROM heads WHERE ctx = {CTX}", (context,))]
     except sqlite3.DatabaseError as exc:
         raise _named(path, exc) from None
+
+
+def write_rows(db: sqlite3.Connection, updates: Sequence[tuple[str, bytes]],
+               heads: Sequence[HeadChange], named: Mapping[str, object] = {}) -> None:
+    """Inside a transaction: append rows and apply head changes, first giving each context
+    an id that has none (but those in ``named``, just named by their summaries)."""
+    new = [(c,) for c in dict.fromkeys([context for context, _ in updates]
+                                       + [context for context, _, _ in heads]) if c not in named]
+    if new:
+        db.executemany("INSERT OR IGNORE INTO contexts (name) VALUES (?)", new)
+    db.executemany(f"INSERT INTO updates (ctx, blob, bare) VALUES ({CTX}, ?, ?)",
+                   [(context, *_row(blob)) for context, blob in updates])
+    if heads:
+        db.executemany(f"DELETE FROM heads WHERE ctx = {CTX} AND id = ?",
+                       [(context, raw) for context, raw, head in heads if head is None])
+        db.executemany(f"INSERT OR REPLACE INTO heads VALUES ({CTX}, ?, ?)",
+                       [(context, raw, _stored_head(head))
+                        for context, raw, head in heads if head is not None])
+
+
+class Salvage:
+    """Reads of a damaged store (``repair``, on a copy) of any format this version reads, a row
+    at a time: each read raises sqlite3.DatabaseError where the damage is."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        try:
+            self.format = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.DatabaseError:
+            self.format = STORE_FORMAT  # (an unreadable header: reads say where the damage is)
+        self._names: dict[int, str] = {}
+
+    def row(self, rowid: int) -> tuple[str, bytes] | None:
+        """The ``updates`` row ``rowid``: (its context, its bundle), None if there is none."""
+        if self.format < 3:
+            row = self.conn.execute("SELECT context, blob FROM updates WHERE id = ?",
+                                    (rowid,)).fetchone()
+            return None if row is None else (str(row[0]), bytes(row[1]))
+        found = self.conn.execute("SELECT ctx, blob, bare FROM updates WHERE id = ?",
+                                  (rowid,)).fetchone()
+        if found is None:
+            return None
+        ctx, blob, bare = found
+        if ctx not in self._names:
+            name = self.conn.execute("SELECT name FROM contexts WHERE id = ?", (ctx,)).fetchone()
+            if name is None:
+                raise sqlite3.DatabaseError(f"context {ctx} of the row has no name")
+            self._names[ctx] = str(name[0])
+        return self._names[ctx], _bundle(blob, bare)
+
+    def heads(self, context: str) -> list[bytes]:
+        """The heads stored for ``context``."""
+        if self.format < 3:
+            return [bytes(head) for (head,) in self.conn.execute(
+                "SELECT head FROM heads WHERE context = ?", (context,))]
+        return [_head(raw, head) for raw, head in self.conn.execute(
+            f"SELECT id, head FROM heads WHERE ctx = {CTX}", (context,))]
+
+
+def _row(blob: bytes) -> tuple[bytes | memoryview, int]:
+    """A bundle as a row stores it: (its bytes, bare), without the header when it has no heads
+    and no vouchers (``bare`` 1; the rows of older formats that carry heads stay whole)."""
+    if type(blob) is bytes and blob.startswith(BARE):  # (anything else goes to SQLite as is)
+        return memoryview(blob)[len(BARE):], 1
+    return blob, 0
+
+
+def _bundle(blob: bytes, bare: int) -> bytes:
+    """A stored row's bundle."""
+    return BARE + blob if bare else bytes(blob)
+
+
+# A stored head leaves out its entry id (``Head.encode``: origin, chain, seq, then the id), the
+# key of its row.
+_ID_AT = KEY_SIZE + 16
+
+
+def _stored_head(head: bytes) -> bytes:
+    return head[:_ID_AT] + head[_ID_AT + ID_SIZE:]
+
+
+def _head(raw: bytes, stored: bytes) -> bytes:
+    return stored[:_ID_AT] + raw + stored[_ID_AT:]
+
+
+def _migrate(conn: sqlite3.Connection, db: Path) -> None:
+    """Rewrite a store of format 0 or 2 (``updates`` rows and heads naming their context,
+    ``summaries`` apart) in format 3, in one transaction (a crash leaves the old store whole),
+    then give the old tables' pages back (VACUUM). Rows keep their ids and order, and every
+    byte a reader sees: ``verify`` checks the result as it checked the old store."""
+    if "context" not in {row[1] for row in conn.execute("PRAGMA table_info(updates)")}:
+        return  # (a new store, or one of format 3)
+    log.warning("%s: rewriting the store in format %d (once)", db, STORE_FORMAT)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table, create in _FORMAT_2:  # (a format-0 store may lack the later tables)
+            conn.execute(create)
+            conn.execute(f"ALTER TABLE {table} RENAME TO {table}_2")
+        conn.execute("DROP INDEX IF EXISTS updates_by_context")
+        for statement in SCHEMA.split(";")[:-1]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO contexts (name) SELECT context FROM updates_2 UNION "
+                     "SELECT context FROM heads_2 UNION SELECT context FROM summaries_2")
+        conn.execute(f"UPDATE contexts SET ({SUMMARY_COLUMNS}) = (SELECT {SUMMARY_COLUMNS} "
+                     f"FROM summaries_2 WHERE context = contexts.name) "
+                     f"WHERE name IN (SELECT context FROM summaries_2)")
+        copy = conn.execute("SELECT u.id, c.id, u.blob FROM updates_2 AS u JOIN contexts AS c "
+                            "ON c.name = u.context ORDER BY u.id")
+        while rows := copy.fetchmany(256):
+            conn.executemany("INSERT INTO updates (id, ctx, blob, bare) VALUES (?, ?, ?, ?)",
+                             [(row, ctx, *_row(bytes(blob))) for row, ctx, blob in rows])
+        # AUTOINCREMENT: an id the old table handed out is never handed out again
+        conn.execute("DELETE FROM sqlite_sequence WHERE name = 'updates'")
+        conn.execute("UPDATE sqlite_sequence SET name = 'updates' WHERE name = 'updates_2'")
+        conn.executemany("INSERT INTO heads VALUES (?, ?, ?)", [
+            (ctx, bytes(raw), _stored_head(bytes(head))) for ctx, raw, head in conn.execute(
+                "SELECT c.id, h.id, h.head FROM heads_2 AS h JOIN contexts AS c "
+                "ON c.name = h.context").fetchall()])
+        for table, _ in _FORMAT_2:
+            conn.execute(f"DROP TABLE {table}_2")
+        conn.execute(f"PRAGMA user_version = {STORE_FORMAT}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("VACUUM")
+
+
+# The tables of format 2 that format 3 replaces, as format 2 created them.
+_FORMAT_2 = [
+    ("updates", "CREATE TABLE IF NOT EXISTS updates (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "context TEXT NOT NULL, blob BLOB NOT NULL)"),
+    ("heads", "CREATE TABLE IF NOT EXISTS heads (context TEXT NOT NULL, id BLOB NOT NULL, "
+              "head BLOB NOT NULL, PRIMARY KEY (context, id)) WITHOUT ROWID"),
+    ("summaries", "CREATE TABLE IF NOT EXISTS summaries (context TEXT PRIMARY KEY, root BLOB "
+                  "NOT NULL, entries INTEGER NOT NULL, state_vector BLOB NOT NULL, "
+                  "max_lamport INTEGER NOT NULL, forks INTEGER NOT NULL, stored INTEGER NOT NULL)"),
+]
 
 
 def fsync_dir(path: Path) -> None:

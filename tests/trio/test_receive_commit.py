@@ -15,7 +15,7 @@ ENTRIES = 240
 
 def _durable(store: Any, context: str) -> int:
     """Entries of ``context`` that the store's committed summary counts."""
-    row = store.db.execute("SELECT entries FROM summaries WHERE context = ?",
+    row = store.db.execute("SELECT entries FROM contexts WHERE name = ?",
                            (context,)).fetchone()
     return 0 if row is None else int(row[0])
 

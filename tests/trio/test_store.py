@@ -121,7 +121,7 @@ def test_a_span_of_a_row_that_is_gone_is_named_damage(store):
     another program) says the store is damaged and how to repair it, in one line."""
     store.commit([("a", b"one"), ("a", b"two")])
     assert store.read_spans("a", [(1, 0, 3)]) == [b"two"]
-    store.db.execute("DELETE FROM updates WHERE context = 'a'")
+    store.db.execute("DELETE FROM updates WHERE ctx = (SELECT id FROM contexts WHERE name = 'a')")
     store.commit([("a", b"new")])
     with pytest.raises(StoreDamagedError, match="context a has 3 stored rows, not 4.*repair"):
         store.read_spans("a", [(3, 0, 3)])

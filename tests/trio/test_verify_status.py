@@ -40,7 +40,7 @@ async def test_the_background_check_passes_then_catches_a_lying_summary(tmp_path
         assert await _wait_verified(node) == {"state": "ok", "contexts": 3, "entries": 30,
                                               "problems": 0}
     db = sqlite3.connect(data / "ledger.sqlite3")
-    db.execute("UPDATE summaries SET entries = entries + 1 WHERE context = 'c1'")
+    db.execute("UPDATE contexts SET entries = entries + 1 WHERE name = 'c1'")
     db.commit()
     db.close()
     async with open_node(data, node_id="n", verify_in_background=True) as node:
@@ -78,7 +78,8 @@ async def test_the_background_check_reports_a_damaged_head_and_the_node_serves_o
     data = tmp_path / "n"
     await _fill(data)
     db = sqlite3.connect(data / "ledger.sqlite3")
-    assert db.execute("UPDATE heads SET head = x'00' WHERE context = 'c2'").rowcount > 0
+    assert db.execute("UPDATE heads SET head = x'00' WHERE ctx = "
+                      "(SELECT id FROM contexts WHERE name = 'c2')").rowcount > 0
     db.commit()
     db.close()
     async with open_node(data, node_id="n", verify_in_background=True) as node:
