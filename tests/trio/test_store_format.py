@@ -1,17 +1,21 @@
 """Store formats: a store of format 2 (the one before contexts had integer ids) opened by this
 version is rewritten in format 3 once, keeping every row (its id too), head and summary, and
 verifies; a rewrite that fails leaves the format-2 store whole; ``repair`` salvages a damaged
-store of format 2 into format 3."""
+store of format 2 into format 3. Heads of one commit share a crown (origin, signature, the
+upper path), counted exactly and deleted with the last head that uses it."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import random
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from p2p_ledger.core.context_log import ANCHOR_EVERY
+from p2p_ledger.core.identity import Head, Identity
 from p2p_ledger.core.ledger import Ledger
 from p2p_ledger.core.storage import MemoryStorage
 from p2p_ledger.trio import store as store_module
@@ -181,5 +185,101 @@ def test_repair_salvages_a_damaged_format_2_store_into_format_3(tmp_path: Path) 
         for name in ("c0", "c1"):
             assert ids(ledger.get(name)[0]) == ids(source.get(name)[0])
         assert ledger.get("c2")[0] == []
+    finally:
+        store.close()
+
+
+# ---- heads of one commit share a crown ----------------------------------------------------
+
+
+def _crowns(store: SqliteStore) -> dict[int, tuple[int, int]]:
+    """crown → (its count of live heads, the heads that use it)."""
+    used = dict(store.db.execute(
+        "SELECT crown, count(*) FROM heads WHERE crown IS NOT NULL GROUP BY crown").fetchall())
+    return {crown: (live, used.get(crown, 0))
+            for crown, live in store.db.execute("SELECT id, live FROM crowns")}
+
+
+def _signed(identity: Identity, contexts: list[str], seq: int) -> list[tuple[str, bytes, bytes]]:
+    """One commit's heads over ``contexts`` as head changes (context, raw id, encoded head)."""
+    heads = identity.sign_heads([(c, 1, seq, hashlib.sha256(f"{c} {seq}".encode()).digest())
+                                 for c in contexts])
+    return [(c, h.entry_id, h.encode()) for c, h in zip(contexts, heads, strict=True)]
+
+
+def _model_heads(changes: list[tuple[str, bytes, bytes]]) -> dict[str, dict[bytes, bytes]]:
+    model: dict[str, dict[bytes, bytes]] = {}
+    for context, raw, head in changes:
+        model.setdefault(context, {})[raw] = head
+    return model
+
+
+NAMES = [f"c{i:02d}" for i in range(40)]
+
+
+def _commits(identity: Identity) -> list[tuple[str, bytes, bytes]]:
+    """Heads of commits over 40, 5 and 1 contexts (paths of 6, 3 and 0 hashes) and one signed
+    alone (format 1: no path)."""
+    legacy = Head(identity.public, 1, 3, bytes(32), bytes(64), None)
+    return (_signed(identity, NAMES, 1) + _signed(identity, NAMES[:5], 2)
+            + _signed(identity, NAMES[5:6], 2) + [("c00", legacy.entry_id, legacy.encode())])
+
+
+def _assert_heads(store: SqliteStore, model: dict[str, dict[bytes, bytes]]) -> None:
+    for context in NAMES:
+        assert sorted(store.heads(context)) == sorted(model.get(context, {}).values())
+    assert all(live == used > 0 for live, used in _crowns(store).values())
+
+
+def test_heads_of_one_commit_share_crowns_and_come_back_as_signed(tmp_path: Path) -> None:
+    """Head changes in a seeded random order: every read gives back the heads as encoded, each
+    crown counts exactly the heads that use it, and the last head gone takes it along."""
+    rng = random.Random(7)
+    print("seed", 7)
+    changes = _commits(Identity.from_seed("alice"))
+    model = _model_heads(changes)
+    store = SqliteStore(tmp_path)
+    try:
+        store.commit([(c, b"row") for c in NAMES], heads=changes)
+        assert 0 < len(_crowns(store)) <= 40 // 8 + 1  # the 40-context commit: groups of 8
+        _assert_heads(store, model)
+        held = [(c, raw) for c, kept in model.items() for raw in kept]
+        rng.shuffle(held)
+        while held:
+            n = rng.randint(1, 9)
+            gone, held = held[:n], held[n:]
+            store.commit([], heads=[(c, raw, None) for c, raw in gone])
+            for c, raw in gone:
+                del model[c][raw]
+            _assert_heads(store, model)
+        assert _crowns(store) == {}
+    finally:
+        store.close()
+
+
+def test_crowns_survive_a_reopen_a_head_stored_again_and_a_compaction(tmp_path: Path) -> None:
+    changes = _commits(Identity.from_seed("alice"))
+    model = _model_heads(changes)
+    store = SqliteStore(tmp_path)
+    try:
+        store.commit([(c, b"row") for c in NAMES], heads=changes)
+    finally:
+        store.close()
+    store = SqliteStore(tmp_path)
+    try:
+        _assert_heads(store, model)
+        # (the ledger does not store a head twice; a tool might): a new commit's heads, then
+        # the 40-context commit's again
+        new = _signed(Identity.from_seed("alice"), NAMES[20:36], 9)
+        store.commit([], heads=new + changes[:40])
+        for context, raw, head in new:
+            model[context][raw] = head
+        _assert_heads(store, model)
+        store.replace_context("c09", b"state", [])  # a compaction that keeps no head
+        del model["c09"]
+        _assert_heads(store, model)
+        kept = list(model["c10"].items())
+        store.replace_context("c10", b"state", kept)  # one that keeps them all
+        _assert_heads(store, model)
     finally:
         store.close()
