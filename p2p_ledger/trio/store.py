@@ -289,12 +289,9 @@ class SqliteStore:
         try:
             ids = self._context_ids([*(summaries or ()), *(c for c, _ in updates),
                                      *(c for c, _, _ in heads)])
-            if summaries is not None:
-                self.db.executemany(
-                    f"UPDATE contexts SET ({SUMMARY_COLUMNS}) = (?, ?, ?, ?, ?, ?) WHERE id = ?",
-                    [(*summary, ids[name]) for name, summary in summaries.items()])
             write_rows(self.db, updates, heads, ids)
             if summaries is not None:
+                self._put(summaries, ids)
                 self._mark_current()
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -342,9 +339,15 @@ class SqliteStore:
             raise
         self.db.execute("COMMIT")
 
-    def _put(self, summaries: Mapping[str, Summary]) -> None:
-        """Inside a transaction: write summaries (naming their contexts; all of them at once:
-        ``put_summaries``)."""
+    def _put(self, summaries: Mapping[str, Summary], ids: Mapping[str, int] | None = None
+             ) -> None:
+        """Inside a transaction: write summaries, by the contexts' ``ids`` (None: by name,
+        naming the contexts that have no id: ``put_summaries``)."""
+        if ids is not None:
+            self.db.executemany(
+                f"UPDATE contexts SET ({SUMMARY_COLUMNS}) = (?, ?, ?, ?, ?, ?) WHERE id = ?",
+                [(*summary, ids[name]) for name, summary in summaries.items()])
+            return
         self.db.executemany(
             f"INSERT INTO contexts (name, {SUMMARY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
             f"ON CONFLICT (name) DO UPDATE SET ({SUMMARY_COLUMNS}) = (excluded.root, "

@@ -99,10 +99,10 @@ class _FailingSqlite(SqliteStore):
 
     fail = False
 
-    def _put(self, summaries):
+    def _put(self, summaries, ids=None):
         if self.fail:
             raise OSError("disk full")
-        super()._put(summaries)
+        super()._put(summaries, ids)
 
 
 class _FailingMemory(MemoryStorage):
