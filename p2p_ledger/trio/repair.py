@@ -6,9 +6,10 @@ Theory of operation
 ``repair(data_dir)`` works on a STOPPED node's data directory (it takes the same lock):
 
 1. Rows are salvaged from a copy of the damaged database (and its WAL) one at a time, by rowid,
-   so a lost page costs only the rows on it: the ``meta`` table (node id and the rest), then
-   every ``updates`` row up to the largest id SQLite ever handed out (``sqlite_sequence``; a
-   scan's end when that is unreadable).
+   so a lost page costs only the rows on it (a lost page of ``contexts``, the rows of the
+   contexts it names; ``store.Salvage`` reads every store format this version reads): the
+   ``meta`` table (node id and the rest), then every ``updates`` row up to the largest id
+   SQLite ever handed out (``sqlite_sequence``; a scan's end when that is unreadable).
    Then each context's stored heads (``heads``), a context at a time.
 2. Every salvaged update is checked as an update from a peer would be (the grow-only gate,
    content ids, limits, context, the signatures of heads it carries): what fails is dropped.
