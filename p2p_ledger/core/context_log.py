@@ -36,7 +36,7 @@ import hashlib
 import weakref
 from array import array
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
 from typing import Any
 
@@ -60,11 +60,15 @@ from .identity import Head
 from .index import EntriesAt, EntriesById, EntriesInOrder, EntryIndex, Reader, writer_name
 from .merkle import MerkleTree
 from .yjs import (
+    GatedStruct,
     appended_values,
     decode_state_vector,
     encode_appended,
     encode_state_vector,
-    gate_ranges,
+    gate_structs,
+    integrate,
+    ranges_of,
+    squash,
 )
 
 ARRAY_NAME = "entries"
@@ -89,19 +93,35 @@ def client_id_for(instance: str, context: str) -> int:
     return int.from_bytes(digest[:8], "big") >> 11
 
 
+# The Yjs updates of a context's stored rows, in commit order (``Storage.iter_context``, each
+# row's bundle decoded): what a Doc made late is given (``ContextLog.doc``).
+Rows = Callable[[], Iterable[bytes]]
+
+
 class ContextLog:
     def __init__(self, name: str, client_id: int, limits: Limits = DEFAULT_LIMITS,
-                 read: Reader | None = None) -> None:
+                 read: Reader | None = None, rows: Rows | None = None) -> None:
         """``read`` reads spans of this context's stored rows (``Storage.read_spans``): with
         it, a record leaves memory once the owner says which row holds it (``stored_row``);
-        without it, every record stays in memory."""
+        without it, every record stays in memory. ``rows`` reads the Yjs updates of the
+        stored rows, for a Doc made late (``doc``); without it, every update stays in memory
+        until a Doc is made."""
         self.name = check_context(name)  # (entries of this name skip the pattern on receive)
         self.limits = limits
         self.client_id = client_id  # our Yjs client in this context (this open)
-        # The Doc is made on first need (``doc``): our own appends need none (see _insert_own).
+        # The Doc is made on first need (``doc``): our own appends, a load and a peer's update
+        # whose structs all integrate need none (see _insert_own, load_stored, receive).
         self._doc: Doc[Any] | None = None
         self._array: Array[Any] | None = None
         self._subscription: Any = None
+        self._rows = rows
+        # Without a Doc: the Yjs state (client → the clock below which every struct is
+        # integrated, ours included), and the updates made or applied since the last stored
+        # row (what a Doc made now is given after the stored rows; see stored_row).
+        self._state: dict[int, int] = {}
+        self._not_stored: deque[bytes] = deque()
+        self._waiting: list[GatedStruct] = []  # structs of a load that did not integrate yet
+        self.docs_made = 0  # Docs made for this context (tests)
         self._next_clock = 0  # our client's next Yjs clock
         self._doc_clock = 0  # our client's clock the Doc has reached (≤ _next_clock)
         # slots of our own items the Doc does not hold yet, the first at _doc_clock
@@ -113,7 +133,7 @@ class ContextLog:
         self._unsettled: list[tuple[bytes, dict[int, int] | None]] = []
         self._array_len = 0  # array elements accounted for by observer events
         self.index = EntryIndex(self.name, read)
-        self._rows = 0  # rows stored for this context (the next one's number)
+        self._row_count = 0  # rows stored for this context (the next one's number)
         # For each update handed out to be stored, in order: the slots of its new entries, in
         # the order its bytes hold them as far as we know (see stored_row).
         self._to_store: deque[Sequence[int]] = deque()
@@ -175,19 +195,56 @@ class ContextLog:
         return None if slot is None else index.raw_id(slot)
 
     @property
+    def has_doc(self) -> bool:
+        return self._doc is not None
+
+    @property
     def doc(self) -> Doc[Any]:
-        """The pycrdt Doc holding every item of this context (made, and given our own items
-        appended without it, when first needed: a diff, a peer's update, a load)."""
+        """The pycrdt Doc holding every item of this context, made when first needed (a diff,
+        a peer's update whose structs do not all integrate, a compaction) from the stored
+        rows and the updates not stored yet; our own items appended after it are given to it
+        then too."""
+        return self.make_doc()
+
+    def make_doc(self) -> Doc[Any]:
+        """``doc``: made now if there is none."""
         doc = self._doc
         if doc is None:
-            doc = self._doc = Doc(client_id=self.client_id)
+            doc = self._doc = self._made_doc()
             self._array = doc.get(ARRAY_NAME, type=Array)
+            self._array_len = len(self._array)
             # Not ``observe(self._on_insert)``: pycrdt keeps the callback in Rust, where
             # Python's GC cannot see the cycle back to this object, so a bound method would
             # never be freed.
             self._subscription = _observe(self._array, weakref.ref(self))
         if self._own_pending:
             self._flush_own(doc)
+        return doc
+
+    def _made_doc(self) -> Doc[Any]:
+        """A Doc given every stored row and every update not stored yet; IntegrityError if it
+        does not hold exactly the structs this context integrated without it."""
+        doc: Doc[Any] = Doc(client_id=self.client_id)
+        self.docs_made += 1
+        updates = [*(self._rows() if self._rows is not None else ()), *self._not_stored]
+        if updates:
+            # why: yrs integrates an update's structs one at a time: a context's rows merged
+            # and squashed go in as one struct per client run (see yjs.squash)
+            merged = updates[0] if len(updates) == 1 else \
+                squash(merge_updates(*updates), ARRAY_NAME)
+            del updates
+            try:
+                doc.apply_update(merged)
+            except Exception as exc:  # our own rows
+                raise IntegrityError(f"the stored rows of {self.name} refused by pycrdt: {exc}"
+                                     ) from None
+        held = decode_state_vector(doc.get_state())
+        if held != {c: k for c, k in self._state.items() if k}:
+            raise IntegrityError(f"the Doc made from the rows of {self.name} holds "
+                                 f"{sum(held.values())} items, not {sum(self._state.values())}")
+        self._not_stored.clear()
+        self._next_clock = self._doc_clock = held.get(self.client_id, 0)
+        self._doc_state = held
         return doc
 
     def _flush_own(self, doc: Doc[Any]) -> None:
@@ -227,7 +284,25 @@ class ContextLog:
                 self._next_clock = self._doc_clock = own
         return state
 
+    def _clocks(self) -> dict[int, int]:
+        """Client → the clock below which every struct is integrated (the Doc's state vector
+        when there is a Doc), ours included; a copy."""
+        if self._doc is None:
+            return dict(self._state)
+        state = self._doc_clocks()
+        if self._next_clock > state.get(self.client_id, 0):
+            state = {**state, self.client_id: self._next_clock}
+        return dict(state)
+
+    def item_count(self) -> int:
+        """The items of the Doc's array (with a Doc, or what it would hold)."""
+        if self._doc is None:
+            return sum(self._state.values())
+        return len(self.doc.get(ARRAY_NAME, type=Array))
+
     def state_vector(self) -> bytes:
+        if self._doc is None:
+            return encode_state_vector(self._state)
         state = self._doc_clocks()
         if self._next_clock > state.get(self.client_id, 0):
             state = {**state, self.client_id: self._next_clock}
@@ -451,18 +526,26 @@ class ContextLog:
         self.keep_heads(heads)
         records = [e.record for e in entries]
         fields = [known_record_fields(record) for record in records]
-        self._doc_clocks()  # (our next clock, after positions a peer may have squatted)
-        update = encode_appended(self.client_id, self._next_clock, records, ARRAY_NAME)
+        doc = self._doc
+        if doc is None:
+            clock = self._state.get(self.client_id, 0)
+        else:
+            self._doc_clocks()  # (our next clock, after positions a peer may have squatted)
+            clock = self._next_clock
+        update = encode_appended(self.client_id, clock, records, ARRAY_NAME)
         index = self.index
         new = index.add_records(records, fields)
         if index.read is not None:
             self._to_store.append(new)
-        if len(new) == len(records):
+        self._next_clock = clock + len(records)
+        if doc is None:
+            self._state[self.client_id] = self._next_clock
+            self._not_stored.append(update)
+        elif len(new) == len(records):
             self._own_pending += new
         else:  # (an entry held already becomes one more item of ours: it stays in its slot)
             found = [index.find(f[0]) for f in fields]
             self._own_pending += [slot for slot in found if slot is not None]
-        self._next_clock += len(records)
         self.tree.add_keys(_new_ids(index, new, fields))
         self._drop_vouched(new)
         return new, update
@@ -487,12 +570,14 @@ class ContextLog:
         rebuilds exactly this Doc, pending structs included. Raises ForbiddenUpdate /
         RemoteProtocolError / IntegrityError / ForgedEntry before touching the Doc.
         """
-        state = decode_state_vector(self.doc.get_state())
+        state = self._clocks()
+        structs: list[GatedStruct] = []
         values: list[bytes] = []
         holes: Iterable[int] = ()
         ranges: dict[int, tuple[int, int]] = {}
         if update != _EMPTY_UPDATE:
-            values, holes, ranges = gate_ranges(update, state, ARRAY_NAME)
+            structs = gate_structs(update, ARRAY_NAME)
+            values, holes, ranges = ranges_of(structs, state)
         # The records checked without building an Entry per record: (raw id, lamport, seq,
         # prev, raw writer) each, for the authorship rule and the index.
         raw_name, limits = self._raw_name, self.limits
@@ -545,12 +630,18 @@ class ContextLog:
                     raise RemoteProtocolError(
                         f"update refused by pycrdt for {self.name}: {exc}") from None
                 ranges = {}  # the applied update is another one: let _settle ask pycrdt
+                structs = []
             if applied == _EMPTY_UPDATE:
                 applied = None
             else:
-                self._apply(applied)
-                self._settle(applied, {c: end for c, (_, end) in ranges.items()} or None)
-                new = self._index_inserted(values, fields, trusted=True)
+                taken = None if self._doc is not None else self._integrated(applied, structs)
+                if taken is not None:
+                    new = self._index(taken, values, fields, trusted=True)
+                    self._not_stored.append(applied)
+                else:  # (a Doc is made now if there is none: some struct would wait in yrs)
+                    self._apply(applied)
+                    self._settle(applied, {c: end for c, (_, end) in ranges.items()} or None)
+                    new = self._index_inserted(values, fields, trusted=True)
                 if self.index.read is not None:
                     self._to_store.append(new)
         # Authentic records that did not come as Yjs items (found by id, or a path to a head):
@@ -577,16 +668,47 @@ class ContextLog:
                 f"entry {entry.id} belongs to context {entry.context!r}, not {self.name!r}")
         return entry
 
+    def _integrated(self, update: bytes, structs: list[GatedStruct]) -> list[bytes] | None:
+        """Integrate ``update`` (its gated ``structs``, or [] to read them) without a Doc:
+        the values it inserts, or None (nothing changed) when a struct of it would wait for
+        one not held: yrs would hold it pending, and a Doc is needed to say what happens."""
+        state = dict(self._state)
+        taken, waiting = integrate(structs or gate_structs(update, ARRAY_NAME), state)
+        if waiting:
+            return None
+        self._state = state
+        return taken
+
     def load_stored(self, update: bytes, heads: Sequence[Head] = (),
                     verify: bool = False) -> int:
-        """Re-apply an update this node persisted itself (rebuild on start); returns how many
-        entries it added."""
+        """Re-apply an update this node persisted itself (rebuild on start), into the Doc if
+        there is one, else without one (``settled`` then says whether every struct of the
+        rows loaded so far integrated); returns how many entries it added."""
         self.keep_heads(heads, stored=True)
         held = len(self.index)
-        self._apply(update)
-        self._settle(update)
-        self._index_inserted((), (), trusted=not verify)
+        if self._doc is None:
+            queue = gate_structs(update, ARRAY_NAME)
+            if self._waiting:
+                queue = [*self._waiting, *queue]
+            taken, self._waiting = integrate(queue, self._state)
+            # (checked in one batch: each content id hashed, the limits only with ``verify``)
+            fields = fresh_record_fields(taken, self._raw_name, set(),
+                                         self.limits if verify else _UNLIMITED)
+            if len(fields) == len(taken):
+                self._index(taken, taken, fields, trusted=not verify)
+            else:  # (an entry twice in one row: each copy is checked)
+                self._index(taken, (), (), trusted=not verify)
+        else:
+            self._apply(update)
+            self._settle(update)
+            self._index_inserted((), (), trusted=not verify)
         return len(self.index) - held
+
+    @property
+    def settled(self) -> bool:
+        """Whether every struct loaded without a Doc integrated (else only a Doc says what yrs
+        makes of them: the loader loads again with one)."""
+        return not self._waiting
 
     def _settle(self, update: bytes, ends: dict[int, int] | None = None) -> None:
         """Keep the applied updates whose structs yrs still holds pending (an origin missing):
@@ -619,15 +741,28 @@ class ContextLog:
     def _index_inserted(self, values: Sequence[bytes],
                         fields: Sequence[tuple[bytes, int, int, bytes, bytes]],
                         trusted: bool) -> list[int]:
-        """Index what the observer saw inserted; ``fields`` are the checked fields of the
-        records ``values`` offered, one per id (``entry.fresh_record_fields``); any other
-        record is checked here. Returns the slots of the entries new here."""
+        """Index what the observer saw inserted (see ``_index``)."""
+        inserted: Sequence[bytes | bytearray]
         inserted, self._inserted = self._inserted, []
         assert self._array is not None  # (called after the Doc took an update)
         length = len(self._array)
-        index = self.index
         counted, self._array_len = self._array_len + len(inserted), length
-        if length == counted and len(fields) == len(values) and inserted == values:
+        if length != counted:
+            # yrs sometimes integrates a pending update (one that waited for a missing
+            # dependency) without reporting it to the observer until a later transaction:
+            # when the count does not add up, look at the whole array.
+            inserted = list(self._array)
+        return self._index(inserted, values, fields, trusted)
+
+    def _index(self, inserted: Sequence[bytes | bytearray], values: Sequence[bytes],
+               fields: Sequence[tuple[bytes, int, int, bytes, bytes]],
+               trusted: bool) -> list[int]:
+        """Index the records ``inserted`` into the array; ``fields`` are the checked fields of
+        the records ``values`` offered, one per id (``entry.fresh_record_fields``); any other
+        record is checked here (one held already is skipped). Returns the slots of the
+        entries new here."""
+        index = self.index
+        if len(fields) == len(values) and inserted == values:
             # why: the usual case (an append, a push, a catch-up): exactly the records offered,
             # in order. One C-level comparison of the lists, instead of hashing every 100 B
             # record twice into a dict and copying each bytearray pycrdt hands over (~6% of a
@@ -635,11 +770,6 @@ class ContextLog:
             records: Sequence[bytes] = values
             checked = fields
         else:
-            if length != counted:
-                # yrs sometimes integrates a pending update (one that waited for a missing
-                # dependency) without reporting it to the observer until a later transaction:
-                # when the count does not add up, look at the whole array.
-                inserted = list(self._array)
             # (by raw id: keyed by the whole record, a 100 KB entry was hashed twice more for
             # the dict, ~0.25 of 1.0 CPU-s of a 1,000 x 100 KB catch-up's core work, cProfile)
             known = {f[0]: f for f in fields}
@@ -681,8 +811,10 @@ class ContextLog:
         ``bytes.find`` of each record from the end of the one before 1.0-1.2 µs (its search
         is prepared per call), checking first right after the buffer prefix a value has in a
         ContentAny (``_next_at``) 0.3 µs."""
-        row = self._rows
-        self._rows += 1
+        row = self._row_count
+        self._row_count += 1
+        if self._not_stored:
+            self._not_stored.popleft()
         slots = self._to_store.popleft() if self._to_store else None
         index = self.index
         if index.read is None or not index.unstored:
@@ -749,7 +881,7 @@ class ContextLog:
     def compacted(self, offsets: array[int], sizes: array[int]) -> None:
         """The stored rows are now one, the compacted state ``spans_in`` read (row 0)."""
         index = self.index
-        self._rows = 1
+        self._row_count = 1
         self._to_store.clear()
         if index.read is None:
             return

@@ -88,15 +88,18 @@ WALK_MEMORY = 8  # per context, where the last parts' walks stopped (``Ledger._w
 # here); the last part of a catch-up (less than part_bytes) would load it just to diff it.
 ROWS_ONLY = 1
 # why: the budget counts an estimate of a loaded context's memory, not a measurement (Python
-# cannot size one object graph cheaply): a fixed cost per entry (index columns, Merkle tree, the
-# Doc's item) plus 1.2 times its stored bytes (the Doc's copy of the records; the index keeps
-# none, see index.py). Fitted on contexts loaded in a fresh process from an SQLite store:
-# 100k x 100 B entries (258 stored B each) grew RSS by 635 B per entry, 20k x 2 KB (2,158 stored
-# B) by 2,899 B: ~330 + 1.19 x stored (with the records in the index too: 849 and 4,637 B,
-# ~335 + 2 x stored).
-ENTRY_COST = 330
-STORED_FACTOR = 1.2
-# The runtime's default budget (open_node, --memory-budget): ~420k loaded entries of 100 B.
+# cannot size one object graph cheaply): a fixed cost per entry whatever its size (index
+# columns, Merkle tree; records are read from the rows, see index.py), and, once a Doc is made
+# for it (see ContextLog.doc), a little more per entry plus its stored bytes (the Doc's copy of
+# every record and its Yjs items). Fitted on contexts loaded in a fresh process from an SQLite
+# store: without a Doc 100k x 100 B entries (258 stored B each) grew RSS by 284 B per entry,
+# 20k x 2 KB (2,158 stored B) by 287 B; loaded with a Doc, 598 and 2,525 B: the Doc ~50 + 1.0 x
+# stored.
+ENTRY_COST = 290
+DOC_ENTRY_COST = 50
+DOC_STORED_FACTOR = 1.0
+# The runtime's default budget (open_node, --memory-budget): ~920k loaded entries of 100 B
+# (~400k with their Docs).
 DEFAULT_MEMORY_BUDGET = 256 * 1024 * 1024
 # With defer_commits, a driver gathers received updates while they keep coming, GATHER_WAIT at
 # a time and at most GATHER_PASSES times, then commits them in one transaction (the runtime's
@@ -131,9 +134,13 @@ def context_key(name: str) -> bytes:
     return hashlib.sha256(name.encode("utf-8")).digest()
 
 
-def memory_cost(summary: Summary) -> int:
-    """The budget's estimate of a loaded context's memory, in bytes (see ENTRY_COST)."""
-    return ENTRY_COST * summary.entries + int(STORED_FACTOR * summary.stored)
+def memory_cost(summary: Summary, doc: bool = False) -> int:
+    """The budget's estimate of a loaded context's memory, in bytes, with its Doc if ``doc``
+    (see ENTRY_COST)."""
+    cost = ENTRY_COST * summary.entries
+    if doc:
+        cost += DOC_ENTRY_COST * summary.entries + int(DOC_STORED_FACTOR * summary.stored)
+    return cost
 
 
 def summarize(ctx: ContextLog, stored: int) -> Summary:
@@ -702,9 +709,7 @@ class Ledger:
             before = self.summaries.get(name)
             self._entries += summary.entries - (before.entries if before else 0)
             self.summaries[name] = summary
-            cost = memory_cost(summary)
-            self._live_cost += cost - self._costs.get(name, 0)
-            self._costs[name] = cost
+            self._account(name)
             self._refresh(self._live[name])
         for context, entries in held:
             self._notify(context, entries)
@@ -870,15 +875,35 @@ class Ledger:
         ctx, _ = self._read(name)
         ctx.new_forks.clear()  # reported when they were found
         self._live[name] = ctx
-        self._costs[name] = cost = memory_cost(summary)
-        self._live_cost += cost
+        self._account(name)
         self.loads += 1
         return ctx
 
-    def _read(self, name: str, verify: bool = False) -> tuple[ContextLog, int]:
+    def _account(self, name: str) -> None:
+        """Count the loaded context ``name`` at its ``memory_cost`` now (a Doc may have been
+        made for it)."""
+        summary, ctx = self.summaries.get(name), self._live.get(name)
+        cost = 0 if summary is None or ctx is None else memory_cost(summary, ctx.has_doc)
+        self._live_cost += cost - self._costs.get(name, 0)
+        self._costs[name] = cost
+
+    def _read(self, name: str, verify: bool = False, doc: bool = False,
+              ) -> tuple[ContextLog, int]:
         """A context rebuilt from its stored rows (each content id re-hashed; with ``verify``
-        every record fully decoded and checked) and the stored bytes; not kept."""
-        ctx = self._new_log(name)
+        every record fully decoded and checked) and the stored bytes; not kept.
+
+        Without a Doc, unless ``verify`` or ``doc``: the rows' structs are integrated by
+        reading them (``yjs.integrate``), and a Doc is made only when something needs one
+        (``ContextLog.doc``). Rows whose structs do not all integrate (ones yrs holds
+        pending) are loaded again into a Doc, as ``verify`` loads them.
+
+        why: a loaded context's Doc was about half of its memory (~430 B per 100 B entry:
+        a second copy of every record plus its Yjs items) and most of the time of a first
+        read of a cold context (24 s at 1M entries)."""
+        lazy = not (verify or doc)
+        ctx = self._new_log(name, lazy)
+        if not lazy:
+            ctx.make_doc()  # (empty: the rows go into it one by one, as they were committed)
         stored = 0
         try:
             ctx.keep_heads(self.stored_heads(name), stored=True)
@@ -889,6 +914,8 @@ class Ledger:
                 ctx.stored_row(blob, len(blob) - len(bundle.update))
         except LedgerError as exc:
             raise IntegrityError(f"context {name}: {exc}") from None
+        if not ctx.settled:
+            return self._read(name, verify, doc=True)
         return ctx, stored
 
     def _recomputed(self, name: str) -> Summary:
@@ -909,10 +936,17 @@ class Ledger:
         ctx, stored = self._read(name)
         return summarize(ctx, stored)
 
-    def _new_log(self, name: str) -> ContextLog:
-        """An empty ContextLog of ``name`` whose records are read from its stored rows."""
+    def _new_log(self, name: str, lazy: bool = True) -> ContextLog:
+        """An empty ContextLog of ``name`` whose records are read from its stored rows (and,
+        if ``lazy``, whose Doc is made from them when first needed)."""
         return ContextLog(name, client_id_for(self.instance, name), self.limits,
-                          functools.partial(self.storage.read_spans, name))
+                          functools.partial(self.storage.read_spans, name),
+                          functools.partial(self._stored_updates, name) if lazy else None)
+
+    def _stored_updates(self, name: str) -> Iterator[bytes]:
+        """The Yjs updates of ``name``'s stored rows, in commit order."""
+        for blob in self.storage.iter_context(name):
+            yield decode_bundle(blob).update
 
     def stored_heads(self, name: str) -> list[Head]:
         """The heads stored for ``name`` apart from its rows (IntegrityError if one is
@@ -929,6 +963,8 @@ class Ledger:
     def _evict(self) -> None:
         """Drop least recently used contexts while over the memory budget, never the most
         recent one (the one just used) nor one holding staged rows."""
+        if self._live:  # (the context just used: a Doc may have been made for it)
+            self._account(next(reversed(self._live)))
         budget = self.memory_budget
         if budget is None or self._live_cost <= budget:
             return

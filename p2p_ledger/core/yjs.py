@@ -83,7 +83,9 @@ __all__ = [
     "gate_ranges",
     "gate_structs",
     "gate_update",
+    "integrate",
     "parse_update",
+    "ranges_of",
 ]
 
 # Content refs (low 5 bits of ``info``) and flag bits.
@@ -555,12 +557,18 @@ def gate_ranges(
 
     Raises what ``gate_structs`` raises.
     """
+    return ranges_of(gate_structs(update, array_name), state)
+
+
+def ranges_of(structs: Sequence[GatedStruct], state: Mapping[int, int],
+              ) -> tuple[list[bytes], set[int], dict[int, tuple[int, int]]]:
+    """``gate_ranges`` of an update whose structs the gate gave (``gate_structs``)."""
     out: list[bytes] = []
     extend = out.extend
     holes: set[int] = set()
     reach: dict[int, int] = {}  # per client: the clock up to which nothing is missing
     ranges: dict[int, tuple[int, int]] = {}
-    for client, clock, length, _origin, _right, values in gate_structs(update, array_name):
+    for client, clock, length, _origin, _right, values in structs:
         start = reach.get(client)
         if start is None:
             start = state.get(client, 0)
@@ -749,6 +757,40 @@ def _gate_usual(data: bytes, name: bytes) -> list[GatedStruct] | None:
         return out
     except (IndexError, RemoteProtocolError):
         return None
+
+
+def integrate(structs: Sequence[GatedStruct], state: dict[int, int],
+              ) -> tuple[list[bytes], list[GatedStruct]]:
+    """Yjs integration of gated structs without yrs, into ``state`` (client → the clock below
+    which everything is integrated: a state vector, updated in place): the values integrated,
+    in the order they are, and the structs left waiting.
+
+    The log is grow-only (every struct passed the gate: items of bytes in the root array, no
+    deletes, no GC), so an Item is integrated exactly when its client's earlier clocks are
+    and its origin and right origin (if any) are; the part of an item already held is
+    skipped, as Yjs skips a struct whose (client, clock) it has seen whatever its content.
+    Structs that wait are ones yrs holds pending; callers that meet any fall back to a Doc,
+    so a corner of yrs's pending rules can never make this reading differ from yrs's."""
+    taken: list[bytes] = []
+    queue = structs
+    progressed = True
+    waiting: list[GatedStruct] = []
+    while progressed and queue:
+        progressed = False
+        waiting = []
+        for item in queue:
+            client, clock, length, origin, right, values = item
+            end = state.get(client, 0)
+            if clock > end or (origin is not None and origin[1] >= state.get(origin[0], 0)) \
+                    or (right is not None and right[1] >= state.get(right[0], 0)):
+                waiting.append(item)
+                continue
+            if clock + length > end:
+                taken.extend(values[end - clock:] if end > clock else values)
+                state[client] = clock + length
+                progressed = True
+        queue = waiting
+    return taken, waiting
 
 
 def clock_spans(update: bytes, array_name: str = "entries") -> dict[int, tuple[int, int]]:

@@ -35,9 +35,9 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from pycrdt import Array, Doc
+from pycrdt import Array, Doc, merge_updates
 
-from ..core.bundle import encode_bundle
+from ..core.bundle import decode_bundle, encode_bundle
 from ..core.context_log import ARRAY_NAME, client_id_for
 from ..core.entry import MAX_LAMPORT, NO_PREV, Entry, make_entry
 from ..core.identity import Head, Identity
@@ -77,8 +77,12 @@ def yjs_append(records: Sequence[bytes], client_id: int, base: bytes | None = No
 
 
 def _state(ledger: Ledger, context: str) -> bytes | None:
-    ctx = ledger.contexts.get(context)
-    return ctx.doc.get_update() if ctx is not None else None
+    """Everything ``ledger`` holds of ``context``, as one Yjs update (its stored rows: what
+    its Doc would hold, without making one)."""
+    if ledger.contexts.get(context) is None:  # (commits what it staged there, as a read does)
+        return None
+    rows = [decode_bundle(blob).update for blob in ledger.storage.iter_context(context)]
+    return merge_updates(*rows) if rows else None
 
 
 def _stranger(rng: random.Random) -> int:
@@ -111,7 +115,7 @@ def squat(attacker: Identity, victim: Ledger, target: Ledger, context: str,
     """A valid entry of the attacker's at ``victim``'s Yjs client id and the next clock of it
     that ``target`` holds."""
     ctx = victim.contexts.get(context)
-    client = ctx.doc.client_id if ctx is not None else client_id_for(victim.instance, context)
+    client = ctx.client_id if ctx is not None else client_id_for(victim.instance, context)
     entries, head = signed_chain(attacker, context, [_lamport(target)], rng.getrandbits(63),
                                  b"squatting", now_ns)
     return encode_bundle((head,), yjs_append([entries[0].record], client,

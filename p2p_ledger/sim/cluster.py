@@ -138,7 +138,7 @@ class CheckedStorage(MemoryStorage):
 
 
 def _same_doc(doc: Doc[Any], array: Array[Any], live: ContextLog) -> bool:
-    if len(array) != len(live.doc.get(ARRAY_NAME, type=Array)):
+    if len(array) != live.item_count():
         return False
     mine, theirs = doc.get_state(), live.state_vector()
     # yrs may encode the same state vector in another order: decode only when bytes differ

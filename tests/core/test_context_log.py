@@ -86,7 +86,7 @@ def test_a_doc_made_late_gets_our_items_a_piece_at_a_time(monkeypatch):
     source = log(1)
     for seqs in ([1, 2], [3, 4, 5, 6], [7]):
         source.append_local(entries_of("a", seqs))
-    assert source._doc is None and source.state_vector() == encode_state_vector({1: 7})
+    assert not source.has_doc and source.state_vector() == encode_state_vector({1: 7})
     full = source.diff()
     assert [bytes(v) for v in source.doc.get(ARRAY_NAME, type=Array)] == \
         [e.record for e in entries_of("a", range(1, 8))]
@@ -187,7 +187,7 @@ def test_records_of_another_context_are_forbidden():
     with pytest.raises(ForbiddenUpdate, match=wrong.id):
         ctx.apply_remote(forged_update([wrong.record]))
     assert len(ctx) == 0 and ctx.state_vector() == before
-    assert len(ctx._array) == 0
+    assert ctx.item_count() == 0
 
 
 def test_lying_record_refused_before_the_doc_changes():
@@ -246,7 +246,7 @@ def test_entries_received_by_id_and_duplicates_are_indexed_once():
     # The same records now arrive again through Yjs under the source's client id.
     assert ids(loader.apply_remote(source.diff())[0]) == ids(batch[2:])
     assert len(loader) == 3 and loader.root() == source.root()
-    assert len(loader._array) == 5  # the doc holds duplicates, the index not
+    assert loader.item_count() == 5  # the doc holds duplicates, the index not
     assert ids(loader.get()[0]) == ids(batch)
 
 

@@ -460,7 +460,7 @@ def test_deleting_update_is_forbidden_and_changes_nothing(backend):
         with pytest.raises(ForbiddenUpdate):
             victim.apply_remote("c1", bundled(update))
         assert state_of(victim) == before
-        assert len(victim.contexts["c1"]._array) == 4
+        assert victim.contexts["c1"].item_count() == 4
 
 
 def test_update_that_inserts_and_deletes_is_forbidden():
