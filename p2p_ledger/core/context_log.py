@@ -74,6 +74,7 @@ from .yjs import (
 ARRAY_NAME = "entries"
 EMPTY_UPDATE = _EMPTY_UPDATE = b"\x00\x00"  # no structs, no delete set
 FLUSH_CHUNK = 4096  # our items given to a Doc made late, per update (see ContextLog.doc)
+TREE_BATCH = 65536  # ids a load gives the tree at a time (see ContextLog.loaded)
 _HEAD_WRITER = attrgetter("writer")  # a head's writer, named as entries name theirs
 # A writer keeps one head every ANCHOR_EVERY seqs or more even when successors vouch for the
 # entries below (the rest go): a proof for an entry deep in a chain (a WANT, a diff ending
@@ -121,6 +122,7 @@ class ContextLog:
         self._state: dict[int, int] = {}
         self._not_stored: deque[bytes] = deque()
         self._waiting: list[GatedStruct] = []  # structs of a load that did not integrate yet
+        self._loading: int | None = None  # the first slot a load added, until ``loaded``
         self.docs_made = 0  # Docs made for this context (tests)
         self._next_clock = 0  # our client's next Yjs clock
         self._doc_clock = 0  # our client's clock the Doc has reached (≤ _next_clock)
@@ -140,7 +142,7 @@ class ContextLog:
         self._raw_name = self.name.encode("utf-8")
         self.by_id = EntriesById(self.index)  # (built on lookup: entries are not kept whole)
         self.ordered = EntriesInOrder(self.index)
-        self.tree = MerkleTree()
+        self._tree = MerkleTree()
         self.heads: dict[bytes, Head] = {}  # raw entry id → a verified head naming it
         # what changed in ``heads`` since the ledger last stored it (None: dropped)
         self.head_changes: dict[bytes, Head | None] = {}
@@ -687,6 +689,8 @@ class ContextLog:
         self.keep_heads(heads, stored=True)
         held = len(self.index)
         if self._doc is None:
+            if self._loading is None:
+                self._loading = held
             queue = gate_structs(update, ARRAY_NAME)
             if self._waiting:
                 queue = [*self._waiting, *queue]
@@ -704,11 +708,27 @@ class ContextLog:
             self._index_inserted((), (), trusted=not verify)
         return len(self.index) - held
 
-    @property
-    def settled(self) -> bool:
-        """Whether every struct loaded without a Doc integrated (else only a Doc says what yrs
-        makes of them: the loader loads again with one)."""
+    def loaded(self) -> bool:
+        """The load is over (``load_stored`` of every stored row). Returns whether every
+        struct loaded without a Doc integrated (else only a Doc says what yrs makes of them:
+        the loader loads again with one)."""
         return not self._waiting
+
+    @property
+    def tree(self) -> MerkleTree:
+        """The Merkle tree of the entry ids; the entries a load added go to it on first use.
+
+        why: it takes keys in batches faster than one row's at a time: 200k ids added 128 at
+        a time cost 2.3 CPU-s with the root, 65,536 at a time 1.16 (one batch 1.06)."""
+        first, self._loading = self._loading, None
+        tree = self._tree
+        if first is not None:
+            index = self.index
+            ids = index.ids
+            for start in range(first, len(index), TREE_BATCH):
+                tree.add_keys([bytes(ids[ID_SIZE * slot : ID_SIZE * (slot + 1)])
+                               for slot in range(start, min(start + TREE_BATCH, len(index)))])
+        return tree
 
     def _settle(self, update: bytes, ends: dict[int, int] | None = None) -> None:
         """Keep the applied updates whose structs yrs still holds pending (an origin missing):
@@ -788,8 +808,9 @@ class ContextLog:
                     records.append(record)
                     checked.append((record[:ID_SIZE], *record_fields(record, name, limits)))
         new = index.add_records(records, checked)
-        # (a slot's first 32 bytes are the id its record's fields were checked against)
-        self.tree.add_keys(_new_ids(index, new, checked))
+        if self._loading is None:
+            # (a slot's first 32 bytes are the id its record's fields were checked against)
+            self._tree.add_keys(_new_ids(index, new, checked))
         return new
 
     # ---- where records are stored -------------------------------------------------------------

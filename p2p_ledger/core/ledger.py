@@ -914,7 +914,7 @@ class Ledger:
                 ctx.stored_row(blob, len(blob) - len(bundle.update))
         except LedgerError as exc:
             raise IntegrityError(f"context {name}: {exc}") from None
-        if not ctx.settled:
+        if not ctx.loaded():
             return self._read(name, verify, doc=True)
         return ctx, stored
 

@@ -131,6 +131,7 @@ class CheckedStorage(MemoryStorage):
 
     def rebuilt_ids(self, context: str) -> set[str]:
         log = ContextLog(context, 0)
+        log.make_doc()  # (the rows replayed into a Doc, one by one, as yrs takes them)
         for blob in self.updates.get(context, []):
             bundle = decode_bundle(blob)
             log.load_stored(bundle.update, bundle.heads)
