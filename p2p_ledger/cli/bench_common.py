@@ -253,11 +253,12 @@ def discard(*ledgers: Ledger) -> None:
 
 
 def open_loaded(storage: Storage, node_id: str, instance: str) -> Ledger:
-    """``Ledger.open`` and then every context loaded: the full rebuild from the stored rows
-    (what every start did before per-context summaries; a start now loads nothing)."""
+    """``Ledger.open`` and then every context loaded, its tree of ids included: the full
+    rebuild from the stored rows (what every start did before per-context summaries; a start
+    now loads nothing, and a load builds a context's tree on its first use)."""
     ledger = Ledger.open(storage, node_id, instance)
     for name in ledger.contexts:
-        ledger.contexts[name]  # loads it
+        ledger.contexts[name].root()  # loads it, and builds its tree
     return ledger
 
 
