@@ -9,11 +9,12 @@ holds the whole context in memory (its Doc, an ``Entry`` per entry, the Merkle t
 entry) and runs at ~26k entries/s. This module reads the rows once, in commit order, and keeps
 only what the answer needs:
 
-- **Yjs integration without yrs.** The log is grow-only: every stored struct passed the
-  grow-only gate (``yjs.gate_structs``), so an Item is integrated exactly when its client's
-  earlier clocks are, and its origin and right origin (if any) are. ``integrated`` holds, per
-  client, the clock below which everything is integrated (the state vector); a struct whose
-  dependencies are missing waits in ``waiting`` and is retried after each row. Structs still
+- **Yjs integration without yrs** (``yjs.integrate``, which a loaded context uses too). The
+  log is grow-only: every stored struct passed the grow-only gate (``yjs.gate_structs``), so
+  an Item is integrated exactly when its client's earlier clocks are, and its origin and right
+  origin (if any) are. ``integrated`` holds, per client, the clock below which everything is
+  integrated (the state vector); a struct whose dependencies are missing waits in ``waiting``
+  and is retried after each row. Structs still
   waiting at the end are ones yrs holds pending too: then ``audit`` answers None and the
   caller rebuilds the context the old way, so a corner of yrs's pending rules can never make
   this check disagree with a rebuild.
@@ -45,7 +46,7 @@ from .errors import IntegrityError
 from .identity import Head
 from .merkle import root_of_keys
 from .storage import Summary
-from .yjs import GatedStruct, encode_state_vector, gate_structs
+from .yjs import GatedStruct, encode_state_vector, gate_structs, integrate
 
 ARRAY_NAME = "entries"
 T = TypeVar("T")
@@ -172,24 +173,8 @@ def audit_steps(name: str, rows: Iterable[bytes], limits: Limits,
                 check_taken()  # (``rule`` sees entries and heads in store order)
                 for head in bundle.heads:
                     rule.head(head)
-            queue = [*waiting, *structs] if waiting else structs
-            progressed = True
-            while progressed and queue:
-                progressed = False
-                waiting = []
-                for struct in queue:
-                    client, clock, length, origin, right, values = struct
-                    end = integrated.get(client, 0)
-                    if clock > end or (origin is not None and origin[1] >= integrated.get(
-                            origin[0], 0)) or (right is not None and right[1] >= integrated.get(
-                            right[0], 0)):
-                        waiting.append(struct)
-                        continue
-                    if clock + length > end:
-                        taken.extend(values[end - clock:] if end > clock else values)
-                        integrated[client] = clock + length
-                        progressed = True
-                queue = waiting
+            got, waiting = integrate([*waiting, *structs] if waiting else structs, integrated)
+            taken += got
             if len(taken) >= CHECK_BATCH:
                 check_taken()
                 yield len(seen)

@@ -1,22 +1,26 @@
-"""One context: a pycrdt Doc holding a grow-only Array of records, plus an index and a Merkle tree.
+"""One context: its entries' index and Merkle tree, and the pycrdt Doc of its log when needed.
 
 The Doc is the replication format (Yjs state vectors and updates move what a peer lacks, fast);
 the index is the read model (``index.EntryIndex``: records by id, causal order, per-writer
 seqs, in columns; entries are built when read); the Merkle tree over
 entry ids says in 32 bytes whether two copies hold the same set — it, not the Yjs state, is the
-truth about what a node holds. This is the only module that touches pycrdt. Our own appends
-need no Doc: their Yjs update is written directly (``yjs.encode_appended``) and the Doc, made
-when first needed (a diff, a peer's update, a load), is given them then (``doc``).
+truth about what a node holds. This is the only module that touches pycrdt, and it makes the
+Doc only when something needs one (``doc``): a Yjs diff, a peer's update with a struct yrs
+would hold pending, a compaction. Our own appends are written as Yjs updates directly
+(``yjs.encode_appended``); a load and a peer's update whose structs all integrate are read by
+``yjs.integrate``, which keeps the state vector (``_state``). A Doc made late is given the
+stored rows (``rows``) and the updates not stored yet, and must then hold exactly that state.
 
 Every update from outside (a peer, a snapshot) passes the grow-only gate (``yjs``), record
 verification (content ids, limits) and **authentication** *before* it is applied: pycrdt observers
 run after the fact and cannot veto. An entry is authentic when a signed head of its writer names
 it, or when an authentic entry of the same writer one seq above names it as ``prev`` (see
 ``identity``); anything else is a ForgedEntry and the whole update is refused. Entries are indexed
-from what the Array observer reports was actually inserted, so the index never disagrees with the
-Doc. Yjs ignores a struct whose (client, clock) it has already seen, whatever its content, so a
-member that squats a position can hide an entry from the Doc; such an entry is found by id (the
-peer protocol descends this tree) and re-inserted as a new item of our own client
+from what is actually inserted into the array (as ``yjs.integrate`` reads it, or as the Array
+observer reports it once there is a Doc), so the index never disagrees with the Doc. Yjs
+ignores a struct whose (client, clock) it has already seen, whatever its content, so a member
+that squats a position can hide an entry from the Doc; such an entry is found by id (the peer
+protocol descends this tree) and re-inserted as a new item of our own client
 (``add_authentic``); the index deduplicates by id.
 
 Heads: ``heads`` holds the signed heads this context still needs, and only those: a head whose
@@ -74,7 +78,7 @@ from .yjs import (
 ARRAY_NAME = "entries"
 EMPTY_UPDATE = _EMPTY_UPDATE = b"\x00\x00"  # no structs, no delete set
 FLUSH_CHUNK = 4096  # our items given to a Doc made late, per update (see ContextLog.doc)
-TREE_BATCH = 65536  # ids a load gives the tree at a time (see ContextLog.loaded)
+TREE_BATCH = 65536  # ids a load gives the tree at a time (see ContextLog.tree)
 _HEAD_WRITER = attrgetter("writer")  # a head's writer, named as entries name theirs
 # A writer keeps one head every ANCHOR_EVERY seqs or more even when successors vouch for the
 # entries below (the rest go): a proof for an entry deep in a chain (a WANT, a diff ending
@@ -684,8 +688,8 @@ class ContextLog:
     def load_stored(self, update: bytes, heads: Sequence[Head] = (),
                     verify: bool = False) -> int:
         """Re-apply an update this node persisted itself (rebuild on start), into the Doc if
-        there is one, else without one (``settled`` then says whether every struct of the
-        rows loaded so far integrated); returns how many entries it added."""
+        there is one, else without one (``loaded`` then says whether every struct of the rows
+        integrated); returns how many entries it added."""
         self.keep_heads(heads, stored=True)
         held = len(self.index)
         if self._doc is None:
