@@ -904,6 +904,11 @@ class Ledger:
         ctx = self._new_log(name, lazy)
         if not lazy:
             ctx.make_doc()  # (empty: the rows go into it one by one, as they were committed)
+        summary = self.summaries.get(name)
+        if summary is not None:
+            # why: the id table sized once, not doubled as the load goes (~7% of a load's
+            # CPU, 11 doublings for 100k entries, cProfile)
+            ctx.index.reserve(summary.entries)
         stored = 0
         try:
             ctx.keep_heads(self.stored_heads(name), stored=True)
