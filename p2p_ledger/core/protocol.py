@@ -49,6 +49,9 @@ most a wasted round, never a wrong answer:
   and a receiver that took it asks at once (SYNC1 without reply, its new state vector) for
   the next part; a peer without the flag asks in its next round. Each part ends where its
   entries are vouched for, and a context of any size goes through ``max_update_bytes``.
+* With ``LocalInfo.paced`` (the runtime, the simulator) a diff asked for waits until the driver
+  says the link has room (``send_waiting``), one context at a time; a question already
+  answered is not answered again while the answer is on its way (``_on_its_way``).
 * UPDATE chunks (≤ CHUNK bytes each, ≤ LARGE_CHUNK to a peer whose HELLO says it takes large
   frames: FLAG_LARGE_FRAMES, which we always set; older peers ignore it) are reassembled per
   transfer id
@@ -171,6 +174,9 @@ class LocalInfo:
     # Say in HELLO that we ask for the rest of an answer flagged MORE (and flag ours to peers
     # that say so). False plays a peer from before FLAG_PARTS (tests).
     parts: bool = True
+    # Answers (diffs) wait until the driver says the link has room (``send_waiting``); False:
+    # each is built as soon as it is asked for (drivers that queue nothing).
+    paced: bool = False
 
 
 # ---- events --------------------------------------------------------------------------------
@@ -328,6 +334,10 @@ class PeerSession:
         self.sent_by_type: dict[str, int] = {}  # frame bytes sent per type (the sync bench)
         self._chunk = CHUNK  # update bytes per UPDATE frame: LARGE_CHUNK if the peer takes it
         self._peer_parts = False  # the peer asks for the rest of an answer flagged MORE
+        # (paced) the answers still to build, oldest first: context → the state vector to
+        # answer (None: the peer holds nothing of it)
+        self._waiting: dict[str, bytes | None] = {}
+        self._leaving: set[str] = set()  # answered while answers still wait (_on_its_way)
 
     # ---- driver API --------------------------------------------------------------------------
 
@@ -359,6 +369,44 @@ class PeerSession:
         LARGE_FRAME, and the peer may send them as soon as our AUTH reaches it. The driver
         raises its message limit when this turns true, before it sends our AUTH."""
         return self.local.large_frames and self.peer is not None
+
+    @property
+    def answers_waiting(self) -> bool:
+        """(``LocalInfo.paced``) answers wait for room on the link: call ``send_waiting``."""
+        return bool(self._waiting) and self.is_open
+
+    def send_waiting(self) -> None:
+        """Build the oldest answer waiting (``LocalInfo.paced``); the driver calls this while
+        it holds less than ``ROOM_BYTES`` unsent for this link and answers are waiting.
+
+        why: a fresh node asking for 10 contexts of 10 MB got all ten answers built before
+        the first frame left (0.3-0.6 s of the sender's time, the receiver idle); built one
+        at a time as the link drains, the first leaves at once and the next is built while
+        the peer takes the one before."""
+        if self._waiting and self.is_open:
+            context = next(iter(self._waiting))
+            self._send_diff(context, self._waiting.pop(context))
+            self._leaving.add(context)
+            if not self._waiting:
+                # The last has left: the answers are on their way for this round and the next
+                # (_on_its_way), counted from now, not from the rounds they were asked in.
+                for name in self._leaving:
+                    offered, answered = self._offered.get(name), self._answered.get(name)
+                    if offered is not None:
+                        self._offered[name] = (*offered[:2], self._round)
+                    if answered is not None:
+                        self._answered[name] = (*answered[:3], self._round)
+                self._leaving.clear()
+
+    def _on_its_way(self, context: str, noted: int) -> bool:
+        """Whether our answer to a question about ``context`` noted in round ``noted`` is still
+        on its way: noted in this round or the one before, or (paced) answered while answers
+        still wait to leave.
+
+        why: a catch-up of 10 × 10 MB at load 8 spans rounds (1 s each), and each round's view
+        showed the contexts not applied yet: those already answered were sent again (the
+        first two of ten twice, 20% more bytes and CPU at both ends)."""
+        return noted >= self._round - 1 or context in self._leaving
 
     def agrees_with(self, root: bytes) -> bool | None:
         """Whether the peer's last known root is ``root`` (None: not known yet)."""
@@ -593,7 +641,10 @@ class PeerSession:
                 self._send(Views((view,)))
         elif theirs.kind == EMPTY:
             for name, _ in self._items(prefix) if mine is not None else ():
-                self._send_diff(name, None)
+                # (noted as offered, as below: a view of the next round that still lacks it
+                # does not send it twice while it is on its way)
+                if self._first_answer(name, EMPTY_STATE_VECTOR, self.ledger.state_vector(name)):
+                    self._answer(name, None)
         else:
             their_roots = dict(theirs.items)
             their_svs = {name: sv for (name, _), sv in zip(theirs.items, theirs.states,
@@ -605,7 +656,7 @@ class PeerSession:
                     if name not in their_roots and whole:
                         sv = self.ledger.state_vector(name)
                         if self._first_answer(name, EMPTY_STATE_VECTOR, sv):
-                            self._send_diff(name, None)
+                            self._answer(name, None)
                     else:
                         self._reconcile(name, their_svs.get(name))
 
@@ -623,7 +674,7 @@ class PeerSession:
         we_have_more = any(clock > theirs.get(client, 0) for client, clock in mine.items())
         they_have_more = any(clock > mine.get(client, 0) for client, clock in theirs.items())
         if held and we_have_more and self._first_answer(name, their_sv, ours):
-            self._send_diff(name, their_sv)
+            self._answer(name, their_sv)
         if they_have_more:
             self._send(Sync1(name, False, ours))
         elif not we_have_more:
@@ -642,11 +693,12 @@ class PeerSession:
         we sent it for the same two state vectors in this round or the one before (it is still
         on its way: a big context takes longer than a round, like a repeated SYNC1)."""
         last = self._offered.get(name)
-        if last is not None and last[:2] == (their_sv, our_sv) and last[2] >= self._round - 1:
+        if last is not None and last[:2] == (their_sv, our_sv) and \
+                self._on_its_way(name, last[2]):
             return False
         asked = self._answered.get(name)  # (a SYNC1 with the same state vector, answered)
         if asked is not None and (asked[0], asked[2]) == (their_sv, our_sv) and \
-                asked[3] >= self._round - 1:
+                self._on_its_way(name, asked[3]):
             return False
         self._offered[name] = (their_sv, our_sv, self._round)
         return True
@@ -658,7 +710,7 @@ class PeerSession:
         sv = self.ledger.state_vector(msg.context)
         last = self._answered.get(msg.context)
         if last is not None and last[:3] == (msg.state_vector, msg.want_reply, sv) and \
-                last[3] >= self._round - 1:
+                self._on_its_way(msg.context, last[3]):
             # why: the same question with nothing changed on either side, in this round or the
             # one before: our answer to it is still on its way (two crossing rounds asked it
             # twice, and the missing data crossed twice). A lost answer is sent again a round
@@ -667,11 +719,11 @@ class PeerSession:
         self._answered[msg.context] = (msg.state_vector, msg.want_reply, sv, self._round)
         offered = self._offered.get(msg.context)
         if held and not (offered is not None and offered[:2] == (msg.state_vector, sv)
-                         and offered[2] >= self._round - 1):
+                         and self._on_its_way(msg.context, offered[2])):
             # (not when a view showing the same state vector was answered in this round or
             # the one before: a peer taking a context in parts asks for the next one with a
             # SYNC1 and may show the same state vector in a round meanwhile)
-            self._send_diff(msg.context, msg.state_vector)
+            self._answer(msg.context, msg.state_vector)
         if msg.want_reply:
             if decode_state_vector(msg.state_vector) == decode_state_vector(sv):
                 # as in _reconcile: look at the ids
@@ -721,6 +773,15 @@ class PeerSession:
                 extra = ours - set(theirs.ids)
                 if extra:
                     self._send_update(name, self.ledger.bundle_records(name, sorted(extra)))
+
+    def _answer(self, context: str, state_vector: bytes | None) -> None:
+        """Send what a peer with ``state_vector`` lacks of ``context`` now, or (paced) once the
+        link has room: a later question about the same context replaces the one waiting (the
+        answer is built from what is stored then, for the latest state vector)."""
+        if self.local.paced:
+            self._waiting[context] = state_vector
+        else:
+            self._send_diff(context, state_vector)
 
     def _send_diff(self, context: str, state_vector: bytes | None) -> None:
         """Send what a peer with ``state_vector`` lacks of ``context`` (``Ledger.bundle_diff``),

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pycrdt import Array, Doc
@@ -150,7 +150,7 @@ class SimNode:
     def __init__(self, name: str, url: str, config: NodeConfig) -> None:
         self.name = name
         self.url = url
-        self.config = config
+        self.config = replace(config, paced_answers=True)  # (as the runtime runs a node)
         self.storage = CheckedStorage()
         self.ledger: Ledger | None = None
         self.core: NodeCore | None = None
@@ -394,13 +394,22 @@ class Cluster:
         if node.ledger.has_staged():  # take_actions commits first: what is sent is durable
             self.not_durable.append(f"t={self.loop.now / NS:.6f}s {name}: actions released "
                                     f"with {node.ledger.staged_rows()} rows uncommitted")
-        for action in actions:
-            if isinstance(action, Send):
-                net.send(name, action.conn, action.frame)
-            elif isinstance(action, Close):
-                net.close(name, action.conn, action.reason)
-            elif isinstance(action, Dial):
-                net.dial(name, action.conn, action.url)
+        while True:
+            for action in actions:
+                if isinstance(action, Send):
+                    net.send(name, action.conn, action.frame)
+                elif isinstance(action, Close):
+                    net.close(name, action.conn, action.reason)
+                elif isinstance(action, Dial):
+                    net.dial(name, action.conn, action.url)
+            # Answers are paced as the runtime paces them (NodeConfig.paced_answers); the
+            # simulated network queues nothing, so every link always has room.
+            waiting = core.answers_waiting()
+            if not waiting:
+                break
+            for conn in waiting:
+                core.send_room(conn, self.loop.now / NS)
+            actions = core.take_actions()
         core.take_log()  # info lines for a human; the trace has the events
         for event in core.take_events():  # what a real node would log, in the trace
             self.peer_events.append((self.loop.now, name, event))

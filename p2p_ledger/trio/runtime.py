@@ -41,7 +41,7 @@ from ..core.ledger import (
     AppendRequest,
     Ledger,
 )
-from ..core.node import Close, Dial, NodeConfig, NodeCore, Send
+from ..core.node import ROOM_BYTES, Close, Dial, NodeConfig, NodeCore, Send
 from ..core.proof import make_proof
 from ..core.protocol import cluster_key_bytes
 from ..core.storage import Storage
@@ -346,6 +346,14 @@ class Node:
             self._kick()
 
     def _carry_out(self) -> None:
+        self._carry_out_once()
+        while room := [conn for conn in self.core.answers_waiting()
+                       if conn in self._outboxes and self._outboxes[conn].queued < ROOM_BYTES]:
+            for conn in room:  # (answers are built as their link drains: see _writer)
+                self.core.send_room(conn, self._now())
+            self._carry_out_once()
+
+    def _carry_out_once(self) -> None:
         try:
             actions = self.core.take_actions()  # commits the received updates staged first
         except Exception as exc:
@@ -487,7 +495,7 @@ class Node:
             self._link_scopes[conn] = scope
             try:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._writer, link, outbox)
+                    nursery.start_soon(self._writer, conn, link, outbox)
                     large = False
                     if first is not None:
                         self.core.frame_received(conn, first, self._now())
@@ -532,11 +540,13 @@ class Node:
         else:
             self._flush()
 
-    async def _writer(self, link: PeerLink, outbox: _Outbox) -> None:
+    async def _writer(self, conn: int, link: PeerLink, outbox: _Outbox) -> None:
         try:
             async for frame in outbox.receive:
                 await link.send(frame)
                 outbox.queued -= len(frame)
+                if outbox.queued < ROOM_BYTES and conn in self.core.answers_waiting():
+                    self._flush()  # build the next answer waiting for this link
         finally:
             outbox.drained.set()
 
@@ -654,7 +664,7 @@ async def open_node(
             config = NodeConfig(node_id=label, cluster=cluster, url=url, seeds=tuple(peers),
                                 key=key, gossip_interval=gossip_interval,
                                 idle_timeout=max(10.0, 5 * gossip_interval),
-                                discovery=discovery)
+                                discovery=discovery, paced_answers=True)
             core = NodeCore(ledger, config, Random(secrets.randbits(64)))
             node = Node(ledger, core, nursery)
             node._tls = client_context

@@ -965,6 +965,59 @@ def test_the_same_items_view_twice_is_answered_once() -> None:
         assert pair.a.session.take_output() == []
 
 
+def _new_round_then(session: PeerSession, view: wire.View) -> list[bytes]:
+    """The peer starts a round, then shows ``view``: what ``session`` sends for the view."""
+    session.receive(encode(Root(False, bytes(16))))
+    session.take_output()
+    session.receive(encode(Views((view,))))
+    return session.take_output()
+
+
+def test_contexts_sent_for_an_empty_view_are_not_sent_again_by_the_next_rounds_view() -> None:
+    """Regression: a fresh peer (an EMPTY view) got every context at once, and a view of the
+    next round still lacking one that was on its way (a catch-up longer than a round) got it
+    a second time: the EMPTY view's answers were not noted as offered."""
+    a, b = new_ledger("a"), new_ledger("b")
+    append(a, "notes", b"one")
+    pair = open_pair(a, b)
+    assert [f[1] for f in _new_round_then(pair.a.session, wire.View((), wire.EMPTY))] == [UPDATE]
+    assert _new_round_then(pair.a.session, wire.View((), wire.ITEMS, items=())) == []
+
+
+def test_paced_answers_wait_for_room_and_leave_one_context_at_a_time() -> None:
+    """With ``LocalInfo.paced`` an answer is built only when the driver says the link has
+    room (``send_waiting``), one context at a time, oldest question first; a question asked
+    again while its answer waits or is on its way is not answered twice; what leaves
+    converges the peer."""
+    a, b = new_ledger("a"), new_ledger("b")
+    for name in ("c0", "c1", "c2"):
+        append(a, name, name.encode())
+    pair = open_pair(a, b, a_info=LocalInfo(a.node_id, paced=True))
+    session = pair.a.session
+    assert _new_round_then(session, wire.View((), wire.EMPTY)) == []
+    assert session.answers_waiting
+    session.receive(encode(Sync1("c1", False, b"\x00")))  # asked again while waiting
+    sent: list[str] = []
+    for _ in range(6):  # (bounded: an answer sent twice shows in ``sent``)
+        if not session.answers_waiting:
+            break
+        session.send_waiting()
+        frames = session.take_output()
+        assert {decode(f).context for f in frames} == {c := decode(frames[0]).context}
+        sent.append(c)
+        for frame in frames:
+            pair.b.session.receive(frame)
+        if session.answers_waiting:
+            # rounds go by while the answers leave (a long catch-up): none is sent twice
+            for _ in range(2):
+                assert _new_round_then(session, wire.View((), wire.ITEMS, items=())) == []
+    assert sorted(sent) == ["c0", "c1", "c2"]
+    # and for a round after the last left
+    assert _new_round_then(session, wire.View((), wire.ITEMS, items=())) == []
+    assert not session.answers_waiting
+    assert b.root() == a.root()
+
+
 # ---- edges found by the mutation run -------------------------------------------------------------
 
 def test_the_cluster_key_proof_keeps_its_format() -> None:
