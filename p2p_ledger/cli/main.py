@@ -1067,10 +1067,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
         return int(trio.run(_verify_running, args))
     import secrets
+    import tempfile
 
     from ..core.ledger import Ledger
     from ..trio.identity import open_identity
     from ..trio.store import SqliteStore, refuse_vanished
+    from ..trio.verify import spilling
 
     data = Path(args.data)
     refuse_vanished(data)  # a store gone from next to its WAL files: StoreDamagedError
@@ -1086,8 +1088,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         # checks one context at a time: every content id, signature, root and summary.
         ledger = Ledger.open(store, identity, secrets.token_hex(16), label=node_id)
         progress = Progress()
-        problems = ledger.verify(lambda done, total, entries: progress.update(
-            f"verifying {data}: {done:,}/{total:,} contexts, {entries:,} entries"))
+        # A context's ids go to files past a million (``trio/verify.py``): memory stays
+        # bounded whatever the context's size.
+        with tempfile.TemporaryDirectory(prefix="p2p-ledger-verify-") as ids:
+            problems = ledger.verify(lambda done, total, entries: progress.update(
+                f"verifying {data}: {done:,}/{total:,} contexts, {entries:,} entries"),
+                spilling(ids))
         progress.done()
     finally:
         store.close()

@@ -18,11 +18,14 @@ only what the answer needs:
   waiting at the end are ones yrs holds pending too: then ``audit`` answers None and the
   caller rebuilds the context the old way, so a corner of yrs's pending rules can never make
   this check disagree with a rebuild.
-- **Each entry once.** ``seen`` holds the raw ids counted (the one per-entry cost: one
-  32-byte key); the same entry inserted twice (found by id, then by Yjs) counts once. A new
-  id at a position (writer, seq) already taken is a fork; positions are kept per writer as
-  the contiguous prefix seen plus the seqs seen beyond it (in commit order, a writer's seqs
-  come in order, so that set stays empty).
+- **Each entry once.** A new id at a position (writer, seq) already taken is a fork; the
+  same entry inserted twice (found by id, then by Yjs) counts once. Positions are kept per
+  writer as the contiguous prefix seen plus the seqs seen beyond it (in commit order, a
+  writer's seqs come in order, so that set stays empty). At a position not taken yet, an id
+  checked against its record is new (the record names its position), so only an entry at a
+  taken position, or a record that fails its check (one stored again is skipped unchecked,
+  as a rebuild skips it), asks whether its id was counted already. The ids counted go to an
+  ``IdSet`` (``MemoryIds``: a set; a driver's may keep them on disk, ``trio/verify.py``).
 - **Authentication by the one rule** (``authorship.Authorship``, which ``ContextLog.authenticate``
   uses too): an entry is authentic when a head names it or when an authentic entry of its
   writer one seq above names it as ``prev``. The heads stored apart from the rows (chain tips
@@ -31,17 +34,17 @@ only what the answer needs:
   head names it). A head's signature is checked only if nothing else vouches for its entry by
   the end: one Ed25519 verification per writer chain, not per commit (~15k verifications/s
   per core).
-- **The root** comes from the sorted ids at the end (``merkle.root_of_keys``).
+- **The root** comes from the sorted ids at the end (``IdSet.finish``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterable
-from typing import TypeVar
+from collections.abc import Callable, Container, Generator, Iterable
+from typing import Protocol, TypeVar
 
 from .authorship import Authorship, raw_writer
 from .bundle import decode_bundle
-from .entry import CONTEXT_RE, Limits, fresh_record_fields
+from .entry import CONTEXT_RE, ID_SIZE, Limits, fresh_record_fields
 from .errors import IntegrityError
 from .identity import Head
 from .merkle import root_of_keys
@@ -57,20 +60,48 @@ T = TypeVar("T")
 CHECK_BATCH = 256
 
 
-class _Offered:
-    """The ids ``Authorship`` has been offered (its ``known``): those seen, less the ones of
-    the batch being offered that it has not reached yet. (A batch's ids all enter ``seen`` as
-    it is checked; an entry whose chain is vouched for must not find its ``prev`` "known"
-    while that ``prev`` still waits later in the batch, or the note vouching for it is lost.)"""
+class IdSet(Protocol):
+    """Where ``audit`` keeps the raw ids of the entries it counted: they give the count and the
+    Merkle root at the end, and answer the rare question "was this id counted already?" (an
+    entry at a position already taken: the same entry stored twice, or a fork; a record that
+    fails its check). A driver may keep them on disk (``trio/verify.py``); ``MemoryIds``
+    holds them in a set."""
 
-    __slots__ = ("seen", "ahead")
-
-    def __init__(self, seen: set[bytes]) -> None:
-        self.seen = seen
-        self.ahead: set[bytes] = set()
+    def add(self, ids: list[bytes]) -> None:
+        """Count ``ids`` (new, distinct, checked)."""
 
     def __contains__(self, raw: object) -> bool:
-        return raw in self.seen and raw not in self.ahead
+        """Whether ``raw`` was counted (exact; may be slow: asked only in the rare cases)."""
+
+    @property
+    def known(self) -> Container[bytes]:
+        """Ids counted, as fast to ask as a set: all of them, or only the recent ones (for
+        ``Authorship.known``, where an id missing costs only a note kept for nothing)."""
+
+    def finish(self) -> tuple[bytes, int]:
+        """The Merkle root of the ids counted and how many there are."""
+
+
+class MemoryIds:
+    """The ids in a set (~100 B per id: 1M ids ~100 MB)."""
+
+    __slots__ = ("ids",)
+
+    def __init__(self) -> None:
+        self.ids: set[bytes] = set()
+
+    def add(self, ids: list[bytes]) -> None:
+        self.ids.update(ids)
+
+    def __contains__(self, raw: object) -> bool:
+        return raw in self.ids
+
+    @property
+    def known(self) -> Container[bytes]:
+        return self.ids
+
+    def finish(self) -> tuple[bytes, int]:
+        return root_of_keys(self.ids), len(self.ids)
 
 
 class _Positions:
@@ -99,12 +130,12 @@ class _Positions:
 
 
 def audit(name: str, rows: Iterable[bytes], limits: Limits,
-          heads: Iterable[Head] = ()) -> Summary | None:
+          heads: Iterable[Head] = (), ids: IdSet | None = None) -> Summary | None:
     """Check every stored row of context ``name`` (bundles, in commit order) with the heads
     stored apart from them and recompute its summary. Raises IntegrityError / ForgedEntry (or
     the bundle's and gate's errors) at the first problem; None when some structs stay pending
-    in Yjs (the caller then rebuilds)."""
-    return finished(audit_steps(name, rows, limits, heads))
+    in Yjs (the caller then rebuilds). ``ids`` keeps the ids counted (``MemoryIds`` if None)."""
+    return finished(audit_steps(name, rows, limits, heads, ids))
 
 
 def finished(steps: Generator[int, None, T], step: Callable[[int], None] | None = None) -> T:
@@ -120,42 +151,66 @@ def finished(steps: Generator[int, None, T], step: Callable[[int], None] | None 
 
 
 def audit_steps(name: str, rows: Iterable[bytes], limits: Limits,
-                heads: Iterable[Head] = ()) -> Generator[int, None, Summary | None]:
+                heads: Iterable[Head] = (), ids: IdSet | None = None,
+                ) -> Generator[int, None, Summary | None]:
     """``audit``, a step at a time: yields the number of entries checked so far after each
     batch of ``CHECK_BATCH`` records, so a driver can serve between steps (``node
     --verify-in-background``); returns what ``audit`` returns."""
     if not CONTEXT_RE.fullmatch(name):
         raise IntegrityError(f"{name!r} is not a valid context name")
     context = name.encode("utf-8")
+    counted = MemoryIds() if ids is None else ids
     integrated: dict[int, int] = {}
     waiting: list[GatedStruct] = []
-    seen: set[bytes] = set()
     positions: dict[bytes, _Positions] = {}  # raw writer (origin ‖ chain) → its seqs seen
     forks: set[tuple[bytes, int]] = set()
-    offered = _Offered(seen)
-    rule: Authorship[bytes] = Authorship(name, raw_writer, known=offered)
+    # why: ``known`` holds only the ids of batches already taken, never one of the batch being
+    # taken that it has not reached (an entry whose chain is vouched for must not find its
+    # ``prev`` "known" while that ``prev`` still waits later in the batch, or the note
+    # vouching for it is lost: a forked chain stored in one row ahead of its first seqs)
+    rule: Authorship[bytes] = Authorship(name, raw_writer, known=counted.known)
     for head in heads:
         rule.head(head)
     max_lamport = 0
     stored = 0
+    entries = 0
 
-    def take(records: Iterable[bytes]) -> None:
-        nonlocal max_lamport
-        fields = fresh_record_fields(records, context, seen, limits)
-        ahead = offered.ahead
-        ahead.update(field[0] for field in fields)
-        for raw, lamport, seq, prev, writer in fields:
-            ahead.discard(raw)
+    def fields_of(records: list[bytes]) -> list[tuple[bytes, int, int, bytes, bytes]]:
+        """The fields of ``records`` not counted yet, each checked; a record whose id was
+        counted before is the same entry again, skipped unchecked (as a rebuild skips it)."""
+        batch: set[bytes] = set()
+        try:
+            return fresh_record_fields(records, context, batch, limits)
+        except Exception:  # (rare) a bad record, or one counted in an earlier batch
+            batch.clear()
+            out = []
+            for record in records:
+                if record[:ID_SIZE] not in batch and record[:ID_SIZE] not in counted:
+                    out += fresh_record_fields([record], context, batch, limits)
+            return out
+
+    def take(records: list[bytes]) -> None:
+        nonlocal max_lamport, entries
+        new: list[bytes] = []
+        for raw, lamport, seq, prev, writer in fields_of(records):
             held = positions.get(writer)
             if held is None:
                 held = positions[writer] = _Positions()
             if seq == held.run + 1 and not held.beyond:
                 held.run = seq  # the usual case: the writer's next seq (``_Positions.add``)
             elif not held.add(seq):
+                # A taken position: the same entry stored again (counted already), or a fork.
+                # (At a position not taken, an id checked against its record is new: the
+                # record names the position.)
+                if raw in counted:
+                    continue
                 forks.add((writer, seq))
+            new.append(raw)
             if lamport > max_lamport:
                 max_lamport = lamport
             rule.entry(raw, writer, seq, prev)
+        counted.add(new)
+        entries += len(new)
 
     taken: list[bytes] = []  # records integrated, not checked yet: checked in batches, in order
 
@@ -177,7 +232,7 @@ def audit_steps(name: str, rows: Iterable[bytes], limits: Limits,
             taken += got
             if len(taken) >= CHECK_BATCH:
                 check_taken()
-                yield len(seen)
+                yield entries
         check_taken()
     except Exception:
         check_taken()  # a bad record of an earlier row is the first problem, as it always was
@@ -185,6 +240,5 @@ def audit_steps(name: str, rows: Iterable[bytes], limits: Limits,
     if waiting:
         return None
     rule.finish()
-    return Summary(root_of_keys(seen), len(seen), encode_state_vector(integrated), max_lamport,
-                   len(forks), stored)
-
+    root, count = counted.finish()
+    return Summary(root, count, encode_state_vector(integrated), max_lamport, len(forks), stored)

@@ -45,7 +45,7 @@ from itertools import chain
 
 from pycrdt import get_update, merge_updates
 
-from .audit import audit, audit_steps, finished
+from .audit import IdSet, MemoryIds, audit, audit_steps, finished
 from .bundle import decode_bundle, encode_bundle, update_start
 from .clock import LamportClock
 from .context_log import ARRAY_NAME, EMPTY_UPDATE, ContextLog, client_id_for
@@ -776,7 +776,8 @@ class Ledger:
                 self.summaries[context] = summary._replace(stored=len(state))
             self._evict()
 
-    def verify(self, progress: Callable[[int, int, int], None] | None = None) -> list[str]:
+    def verify(self, progress: Callable[[int, int, int], None] | None = None,
+               id_sets: Callable[[], IdSet] = MemoryIds) -> list[str]:
         """Recheck what storage holds from scratch, one context in memory at a time (see
         ``verify_context``). Calls ``progress(contexts done, contexts, entries done)`` after
         each context and every ``audit.CHECK_BATCH`` entries within one. Returns the problems
@@ -787,7 +788,7 @@ class Ledger:
         for number, name in enumerate(names, 1):
             step = None if progress is None else (
                 lambda checked, at=number, base=done: progress(at - 1, len(names), base + checked))
-            entries, found = self.verify_context(name, step)
+            entries, found = self.verify_context(name, step, id_sets)
             problems += found
             done += entries
             if progress is not None:
@@ -799,16 +800,17 @@ class Ledger:
         return sorted(set(self.storage.contexts()) | self.summaries.keys())
 
     def verify_context(self, name: str, step: Callable[[int], None] | None = None,
-                       ) -> tuple[int, list[str]]:
+                       id_sets: Callable[[], IdSet] = MemoryIds) -> tuple[int, list[str]]:
         """Recheck ``name`` from its stored rows, aside from the loaded one: every entry's
         content id, canonical form and limits, every signature, and its stored summary (root,
         count, state vector) against what the rows hold. Streams the rows (``audit``: no Doc,
         no ``ContextLog``); only a context whose rows leave Yjs structs pending is rebuilt.
-        Calls ``step(entries checked so far)`` as it goes. Returns (entries, problems)."""
+        Calls ``step(entries checked so far)`` as it goes; ``audit`` keeps the ids it counts
+        in ``id_sets()`` (a driver's may spill them to disk). Returns (entries, problems)."""
         self._flush_if(name)
         try:
             found = finished(audit_steps(name, self.storage.iter_context(name), self.limits,
-                                         self.stored_heads(name)), step)
+                                         self.stored_heads(name), id_sets()), step)
             if found is None:
                 fresh, stored = self._read(name, verify=True)
                 ContextLog(name, 0, self.limits).authenticate(
@@ -818,7 +820,7 @@ class Ledger:
             return 0, [f"context {name}: {exc}"]
         return found.entries, self._judged(name, found, self.summaries.get(name))
 
-    def verify_steps(self, name: str, view: ContextView,
+    def verify_steps(self, name: str, view: ContextView, id_sets: Callable[[], IdSet] = MemoryIds,
                      ) -> Generator[int, None, tuple[int, list[str]] | None]:
         """``verify_context`` a step at a time (``audit_steps``: yields the entries checked so
         far), over the rows, stored heads and summary of ``name`` in ``view``, one consistent
@@ -829,7 +831,8 @@ class Ledger:
         try:
             summary = view.summary(name)
             found = yield from audit_steps(name, view.iter_context(name), self.limits,
-                                           [Head.from_bytes(raw) for raw in view.heads(name)])
+                                           [Head.from_bytes(raw) for raw in view.heads(name)],
+                                           id_sets())
         except LedgerError as exc:
             return 0, [f"context {name}: {exc}"]
         if found is None:

@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import struct
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from hashlib import sha256
 from typing import TypeAlias
@@ -553,6 +553,40 @@ def root_of_keys(keys: Iterable[bytes], max_leaf: int = 16) -> bytes:
     if ordered and set(map(len, ordered)) != {DIGEST_SIZE}:
         raise LocalInputError(f"keys must be {DIGEST_SIZE} bytes")
     return _sorted_digest(ordered, 0, len(ordered), 0, max_leaf)
+
+
+def root_of_byte_parts(part: Callable[[int], list[bytes]], counts: Sequence[int],
+                       max_leaf: int = 16) -> bytes:
+    """``root_of_keys`` of keys kept apart by their first byte: ``counts[b]`` distinct keys
+    start with byte ``b``, and ``part(b)`` gives them (sorted), asked once per non-empty byte.
+    Only one part (or 16 small ones) is in memory at a time: ``verify`` sorts a context's ids
+    this way once there are too many to hold (``trio/verify.py``)."""
+    if len(counts) != 256:
+        raise LocalInputError("counts must have one count per first byte (256)")
+
+    def keys_of(first: int, last: int) -> list[bytes]:
+        return [key for b in range(first, last) if counts[b] for key in part(b)]
+
+    total = sum(counts)
+    if total <= max_leaf:
+        everything = keys_of(0, 256)
+        return _sorted_digest(everything, 0, len(everything), 0, max_leaf)
+    children: list[bytes | None] = [None] * FANOUT
+    for nib in range(FANOUT):
+        group = sum(counts[nib * 16:nib * 16 + 16])
+        if group == 0:
+            continue
+        if group <= max_leaf:  # a bucket at depth 1: its keys from up to 16 parts
+            keys = keys_of(nib * 16, nib * 16 + 16)
+            children[nib] = _sorted_digest(keys, 0, len(keys), 1, max_leaf)
+            continue
+        grand: list[bytes | None] = [None] * FANOUT
+        for low in range(FANOUT):
+            if counts[nib * 16 + low]:
+                keys = part(nib * 16 + low)
+                grand[low] = _sorted_digest(keys, 0, len(keys), 2, max_leaf)
+        children[nib] = _inner_digest(grand)
+    return _inner_digest(children)
 
 
 def _nibble_runs(keys: list[bytes], lo: int, hi: int, depth: int) -> list[tuple[int, int, int]]:

@@ -246,3 +246,27 @@ def test_verify_reports_progress_within_a_context(monkeypatch: pytest.MonkeyPatc
     assert calls[-1] == (1, 1, 120)
     within = [entries for done, _, entries in calls if done == 0]
     assert within == sorted(within) and len(within) >= 5 and 0 < within[0] < 120
+
+
+@pytest.mark.parametrize("batch", [1, 256])
+def test_an_entry_stored_again_is_counted_once_and_skipped_unchecked(
+        monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
+    """An id counted before, stored again by another Yjs client (in the same batch of records
+    or a later one), is the same entry: counted once and, as a rebuild does, not checked again,
+    even with a body that would fail (``audit`` asks whether an id was counted only at a taken
+    position or for a record that fails its check)."""
+    from p2p_ledger.core import audit as audit_module
+
+    monkeypatch.setattr(audit_module, "CHECK_BATCH", batch)
+    e1, e2 = chain_entries("z", [1, 2], "ctx")
+    garbled = e1.record[:40] + b"\x00" + e1.record[41:]
+    rows = [encode_bundle((), forged_update([e1.record], client_id=1)),
+            encode_bundle((), forged_update([garbled], client_id=2)),
+            encode_bundle((), forged_update([e1.record, garbled], client_id=3)),
+            encode_bundle(heads_for([e2]), forged_update([e2.record], client_id=4))]
+    storage = MemoryStorage()
+    storage.updates["ctx"] = list(rows)
+    ledger = Ledger.open(storage, "a", "a-1")
+    found = audited(ledger, "ctx")
+    assert found is not None and found.entries == 2 and found.forks == 0
+    assert same_summary(found, rebuilt(ledger, "ctx"))

@@ -1066,6 +1066,34 @@ def test_root_of_keys_is_the_tree_root(n: int, shared: int) -> None:
     assert root_of_keys(keys, max_leaf=4) == _tree_of(keys, 4).root()
 
 
+@pytest.mark.parametrize("n", [0, 1, 16, 17, 40, 3000])
+@pytest.mark.parametrize("spread", ["every byte", "one byte", "one nibble", "two bytes"])
+def test_root_of_byte_parts_is_root_of_keys(n: int, spread: str) -> None:
+    """The root from keys kept apart by first byte (verify's spilled ids) is ``root_of_keys``:
+    keys spread over every byte, all under one byte, under one first nibble (16 small parts
+    make one bucket at depth 1), under two bytes; buckets of 16 and of 1."""
+    r = rng(f"root_of_byte_parts-{n}-{spread}")
+    keys = set()
+    while len(keys) < n:
+        key = bytearray(r.randbytes(32))
+        if spread == "one byte":
+            key[0] = 0x07
+        elif spread == "one nibble":
+            key[0] = 0x30 | key[0] & 0x0F
+        elif spread == "two bytes":
+            key[0] = r.choice(b"\x11\x12")
+        keys.add(bytes(key))
+    parts: dict[int, list[bytes]] = {}
+    for key in keys:
+        parts.setdefault(key[0], []).append(key)
+    counts = [len(parts.get(b, ())) for b in range(256)]
+    for max_leaf in (1, 16):
+        assert merkle.root_of_byte_parts(lambda b: sorted(parts[b]), counts, max_leaf) == \
+            root_of_keys(keys, max_leaf)
+    with pytest.raises(merkle.LocalInputError):
+        merkle.root_of_byte_parts(lambda b: [], [0] * 16)
+
+
 def _tree_of(keys: list[bytes], max_leaf: int) -> MerkleTree:
     tree = MerkleTree(max_leaf=max_leaf)
     tree.update((k, b"") for k in keys)

@@ -1,0 +1,80 @@
+"""verify's ids on disk (``trio/verify.py``): past ``spill_at`` ids a context's ids go to 256
+files by first byte, and ``audit``'s answer stays the one it gives with every id in a set."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+import p2p_ledger.trio.verify as verify_module
+from p2p_ledger.core import audit as audit_module
+from p2p_ledger.core.audit import MemoryIds, audit
+from p2p_ledger.core.ledger import Ledger
+from p2p_ledger.core.merkle import root_of_keys
+from p2p_ledger.sim import load_scenario
+from p2p_ledger.sim.runner import ScenarioRun
+from p2p_ledger.trio.verify import SpillIds, spilling
+
+SEED = 20261130
+
+
+def test_ids_in_files_answer_as_a_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(verify_module, "BUFFER_BYTES", 32 * 10)  # some flushed, some buffered
+    monkeypatch.setattr(verify_module, "RECENT", 5)
+    print(f"SEED={SEED}")
+    rng = random.Random(SEED)
+    ids = [rng.randbytes(32) for _ in range(2000)]
+    ids += [bytes([7]) + rng.randbytes(31) for _ in range(50)]  # one byte's file holds many
+    spilled = SpillIds(tmp_path / "ids", spill_at=100)
+    for at in range(0, len(ids), 37):
+        spilled.add(ids[at:at + 37])
+    assert spilled.parts is not None and len(spilled.ids) <= 5 + 37  # recent ones only
+    assert all(raw in spilled for raw in ids)
+    others = [rng.randbytes(32) for _ in range(200)]
+    # an id whose bytes straddle two stored ids is not one of them
+    others += [ids[0][16:] + ids[1][:16], ids[-1][1:] + b"\x00"]
+    assert not any(raw in spilled for raw in others)
+    assert spilled.finish() == (root_of_keys(ids), len(ids))
+    assert not (tmp_path / "ids").exists()
+    small = SpillIds(tmp_path / "small", spill_at=100)
+    small.add(ids[:100])
+    assert small.finish() == (root_of_keys(ids[:100]), 100) and not (tmp_path / "small").exists()
+
+
+@pytest.mark.parametrize("batch", [1, 256])
+def test_audit_with_spilled_ids_answers_as_with_a_set(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
+    """Stores with forks and entries stored twice (a byzantine member squatting and
+    equivocating): every context audits to the same summary whether its ids stay in a set or
+    go to files after 0, 3 or 40 of them, checked one record at a time or 256 together."""
+    monkeypatch.setattr(audit_module, "CHECK_BATCH", batch)
+    monkeypatch.setattr(verify_module, "BUFFER_BYTES", 32 * 7)
+    monkeypatch.setattr(verify_module, "RECENT", 4)
+    run = ScenarioRun(load_scenario({
+        "nodes": ["a", "b", "m"], "scenario": {"name": "byz", "seed": 4},
+        "links": {"latency_ms": 5, "jitter_ms": 2},
+        "steps": [{"at": 1, "writers": {"nodes": ["a", "b"], "context": "log",
+                                        "rate_per_s": 4, "duration_s": 12}},
+                  *[{"at": 3 + i, "byzantine": {"node": "m", "attack": kind, "context": "log",
+                                                "to": ["a", "b"]}}
+                    for i, kind in enumerate(["squat", "equivocate", "squat", "equivocate"])]],
+        "checks": {"converged_within_s": 30}}))
+    assert run.run().passed
+    forks = 0
+    for node in run.cluster.nodes.values():
+        ledger = Ledger.open(node.storage, node.name, f"{node.name}-audit")
+        for name in ledger.stored_context_names():
+            args = (name, ledger.storage.iter_context(name), ledger.limits)
+            want = audit(*args, ledger.stored_heads(name), MemoryIds())
+            assert want is not None
+            forks += want.forks
+            for spill_at in (0, 3, 40):
+                got = audit(name, ledger.storage.iter_context(name), ledger.limits,
+                            ledger.stored_heads(name),
+                            SpillIds(tmp_path / f"{node.name}-{spill_at}", spill_at))
+                assert got == want, (node.name, name, spill_at)
+        ids = tmp_path / node.name
+        assert ledger.verify(id_sets=spilling(ids)) == []
+    assert forks > 0
