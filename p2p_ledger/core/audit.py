@@ -44,7 +44,7 @@ from typing import Protocol, TypeVar
 
 from .authorship import Authorship, raw_writer
 from .bundle import decode_bundle
-from .entry import CONTEXT_RE, ID_SIZE, Limits, fresh_record_fields
+from .entry import CONTEXT_RE, ID_SIZE, Limits, fresh_record_fields, known_record_fields
 from .errors import IntegrityError
 from .identity import Head
 from .merkle import root_of_keys
@@ -151,11 +151,13 @@ def finished(steps: Generator[int, None, T], step: Callable[[int], None] | None 
 
 
 def audit_steps(name: str, rows: Iterable[bytes], limits: Limits,
-                heads: Iterable[Head] = (), ids: IdSet | None = None,
+                heads: Iterable[Head] = (), ids: IdSet | None = None, checked: bool = False,
                 ) -> Generator[int, None, Summary | None]:
     """``audit``, a step at a time: yields the number of entries checked so far after each
     batch of ``CHECK_BATCH`` records, so a driver can serve between steps (``node
-    --verify-in-background``); returns what ``audit`` returns."""
+    --verify-in-background``); returns what ``audit`` returns. With ``checked``, every record
+    of these rows was found sound elsewhere (``unsound_contexts`` found nothing wrong in them):
+    their fields are read from their tails, unchecked; the answer is the one without it."""
     if not CONTEXT_RE.fullmatch(name):
         raise IntegrityError(f"{name!r} is not a valid context name")
     context = name.encode("utf-8")
@@ -179,6 +181,13 @@ def audit_steps(name: str, rows: Iterable[bytes], limits: Limits,
         """The fields of ``records`` not counted yet, each checked; a record whose id was
         counted before is the same entry again, skipped unchecked (as a rebuild skips it)."""
         batch: set[bytes] = set()
+        if checked:
+            out = []
+            for record in records:
+                if record[:ID_SIZE] not in batch:
+                    batch.add(record[:ID_SIZE])
+                    out.append(known_record_fields(record))
+            return out
         try:
             return fresh_record_fields(records, context, batch, limits)
         except Exception:  # (rare) a bad record, or one counted in an earlier batch
@@ -242,3 +251,26 @@ def audit_steps(name: str, rows: Iterable[bytes], limits: Limits,
     rule.finish()
     root, count = counted.finish()
     return Summary(root, count, encode_state_vector(integrated), max_lamport, len(forks), stored)
+
+
+def unsound_contexts(rows: Iterable[tuple[str, bytes]], limits: Limits) -> set[str]:
+    """The contexts of ``rows`` (context, stored row: any order) holding a row that does not
+    decode or pass the gate, or a record that fails its check (content id, canonical form,
+    limits, context), or one id twice in a struct with different bytes. Every record is
+    checked, whether or not Yjs integrates it, so a context not named here can be audited
+    with ``checked`` (``Ledger.verify``'s ``unsound``: another process runs this meanwhile)."""
+    unsound: set[str] = set()
+    for name, blob in rows:
+        if name in unsound:
+            continue
+        try:
+            for *_, values in gate_structs(decode_bundle(blob).update, ARRAY_NAME):
+                if len(fresh_record_fields(values, name.encode("utf-8"), set(),
+                                           limits)) != len(values):
+                    first: dict[bytes, bytes] = {}
+                    if any(first.setdefault(record[:ID_SIZE], record) != record
+                           for record in values):
+                        unsound.add(name)
+        except Exception:  # (what is wrong is named by the full check of the context)
+            unsound.add(name)
+    return unsound

@@ -39,7 +39,7 @@ import functools
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 
@@ -777,40 +777,63 @@ class Ledger:
             self._evict()
 
     def verify(self, progress: Callable[[int, int, int], None] | None = None,
-               id_sets: Callable[[], IdSet] = MemoryIds) -> list[str]:
+               id_sets: Callable[[], IdSet] = MemoryIds,
+               unsound: Callable[[], Collection[str] | None] | None = None) -> list[str]:
         """Recheck what storage holds from scratch, one context in memory at a time (see
         ``verify_context``). Calls ``progress(contexts done, contexts, entries done)`` after
         each context and every ``audit.CHECK_BATCH`` entries within one. Returns the problems
-        (empty = sound)."""
-        problems: list[str] = []
+        (empty = sound).
+
+        With ``unsound``, another process checks every stored record meanwhile
+        (``audit.unsound_contexts``): each context is audited with its records' fields read
+        unchecked, then ``unsound()`` names the contexts where a record failed (None: it could
+        not tell) and those are checked again in full, so the answer is the one without it."""
+        problems: dict[str, list[str]] = {}
         names = self.stored_context_names()
+        again: set[str] = set()
         done = 0
         for number, name in enumerate(names, 1):
             step = None if progress is None else (
                 lambda checked, at=number, base=done: progress(at - 1, len(names), base + checked))
-            entries, found = self.verify_context(name, step, id_sets)
-            problems += found
+            try:
+                entries, found = self.verify_context(name, step, id_sets, unsound is not None)
+            except Exception:
+                if unsound is None:
+                    raise
+                again.add(name)  # (a record's unchecked fields made no sense: checked below)
+                continue
+            if found:
+                problems[name] = found
             done += entries
             if progress is not None:
                 progress(number, len(names), done)
-        return problems
+        if unsound is not None:
+            flagged = unsound()
+            for name in names if flagged is None else sorted(again.union(flagged)):
+                problems.pop(name, None)
+                found = self.verify_context(name, None, id_sets)[1]
+                if found:
+                    problems[name] = found
+        return [line for name in names for line in problems.get(name, ())]
 
     def stored_context_names(self) -> list[str]:
         """Every context with stored rows or a summary, sorted (what ``verify`` checks)."""
         return sorted(set(self.storage.contexts()) | self.summaries.keys())
 
     def verify_context(self, name: str, step: Callable[[int], None] | None = None,
-                       id_sets: Callable[[], IdSet] = MemoryIds) -> tuple[int, list[str]]:
+                       id_sets: Callable[[], IdSet] = MemoryIds, checked: bool = False,
+                       ) -> tuple[int, list[str]]:
         """Recheck ``name`` from its stored rows, aside from the loaded one: every entry's
         content id, canonical form and limits, every signature, and its stored summary (root,
         count, state vector) against what the rows hold. Streams the rows (``audit``: no Doc,
         no ``ContextLog``); only a context whose rows leave Yjs structs pending is rebuilt.
         Calls ``step(entries checked so far)`` as it goes; ``audit`` keeps the ids it counts
-        in ``id_sets()`` (a driver's may spill them to disk). Returns (entries, problems)."""
+        in ``id_sets()`` (a driver's may spill them to disk); with ``checked``, the records
+        were checked elsewhere (``audit_steps``). Returns (entries, problems)."""
         self._flush_if(name)
         try:
             found = finished(audit_steps(name, self.storage.iter_context(name), self.limits,
-                                         self.stored_heads(name), id_sets()), step)
+                                         self.stored_heads(name), id_sets(), checked), step)
             if found is None:
                 fresh, stored = self._read(name, verify=True)
                 ContextLog(name, 0, self.limits).authenticate(

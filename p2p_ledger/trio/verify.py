@@ -1,27 +1,43 @@
-"""``verify``'s ids on disk: a context of any size checked in bounded memory.
+"""``verify --data``'s drivers: a context of any size in bounded memory, two cores.
 
 Theory of operation
 -------------------
-``audit`` counts each entry of a context once and computes the context's Merkle root from the
-ids at the end, so it keeps every id it counted (``audit.IdSet``). In a set that is ~100 B per
-id: 1M entries in one context peaked at 167 MiB, 10M would need ~1.3 GB. ``SpillIds`` holds
-them in a set up to ``SPILL_AT`` ids (a small context never touches the disk), then moves
-them into 256 files by first byte (32 bytes per id, appended from
-a buffer of ``BUFFER_BYTES``) and keeps only the ids of the last batches in memory, for
+**Records checked apart.** Checking each stored record (its content id's sha256, canonical
+form, limits, context) is ~40% of ``verify``'s work and needs nothing from the rest of the
+check. ``records_checked_apart`` runs it in a second process (``python -m
+p2p_ledger.trio.verify``, its own read-only connection, the rows in storage order) while
+``Ledger.verify`` audits every context with the records' fields read unchecked; the contexts
+it names as unsound (or all of them, if it fails) are then checked again in full, so the
+answer is the one a single process gives.
+
+**Ids on disk.** ``audit`` counts each entry of a context once and computes the context's
+Merkle root from the ids at the end, so it keeps every id it counted (``audit.IdSet``). In a
+set that is ~100 B per id: 1M entries in one context peaked at 167 MiB, 10M would need ~1.3 GB.
+``SpillIds`` holds them in a set up to ``SPILL_AT`` ids (a small context never touches the
+disk), then moves them into 256 files by first byte (32 bytes per id, appended from a buffer
+of ``BUFFER_BYTES``) and keeps only the ids of the last batches in memory, for
 ``Authorship.known`` (an id missing there costs one note kept for nothing, never a verdict).
 The root comes from the files one at a time, each read, sorted and hashed alone
 (``merkle.root_of_byte_parts``): memory for 1/256 of the ids. The exact question "was this id
-counted?" — asked only for an entry at a position already taken (the same entry stored again,
-or a fork) or a record that fails its check — reads its file (~1/256 of the ids).
+counted?" (asked only for an entry at a position already taken: the same entry stored again,
+or a fork; or for a record that fails its check) reads its file (~1/256 of the ids).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
-from collections.abc import Callable, Container
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable, Container, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
+from ..core.audit import unsound_contexts
+from ..core.entry import Limits
 from ..core.merkle import root_of_byte_parts, root_of_keys
 
 # why: 1M ids in a set are ~100 MB; spilled past 64k, one context of 1M entries peaked at
@@ -132,3 +148,45 @@ def spilling(directory: str | os.PathLike[str]) -> Callable[[], SpillIds]:
     """A new ``SpillIds`` per context, each in a directory of its own under ``directory``."""
     numbers = itertools.count()
     return lambda: SpillIds(Path(directory) / f"ids-{next(numbers)}", SPILL_AT)
+
+
+@contextmanager
+def records_checked_apart(db: Path, limits: Limits) -> Iterator[Callable[[], set[str] | None]]:
+    """A second process checking every record stored in ``db`` (``audit.unsound_contexts``)
+    until the ``unsound()`` given here is called: the contexts it found unsound, or None if
+    it failed (then every context is to be checked in full). The process is ended on exit."""
+    proc = subprocess.Popen([sys.executable, "-m", "p2p_ledger.trio.verify", str(db),
+                             json.dumps(asdict(limits))],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+    def unsound() -> set[str] | None:
+        out, _ = proc.communicate()
+        try:
+            return set(json.loads(out)) if proc.returncode == 0 else None
+        except ValueError:
+            return None
+
+    try:
+        yield unsound
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _check_records(db: str, limits: str) -> None:
+    """The second process: every row of ``db`` in storage order, then the unsound contexts
+    as a JSON list on stdout."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        cursor = conn.execute("SELECT context, blob FROM updates")
+        rows = (row for batch in iter(lambda: cursor.fetchmany(256), []) for row in batch)
+        found = unsound_contexts(((str(name), bytes(blob)) for name, blob in rows),
+                                 Limits(**json.loads(limits)))
+    finally:
+        conn.close()
+    print(json.dumps(sorted(found)))
+
+
+if __name__ == "__main__":
+    _check_records(*sys.argv[1:3])

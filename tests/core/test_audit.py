@@ -270,3 +270,35 @@ def test_an_entry_stored_again_is_counted_once_and_skipped_unchecked(
     found = audited(ledger, "ctx")
     assert found is not None and found.entries == 2 and found.forks == 0
     assert same_summary(found, rebuilt(ledger, "ctx"))
+
+
+def test_records_checked_apart_give_the_answer_of_one_process() -> None:
+    """``Ledger.verify`` with ``unsound`` (the records checked by another process,
+    ``unsound_contexts``) reports exactly what it reports alone: a forged entry, a tampered
+    record, a row that is no bundle, an entry stored again with a garbled body (skipped), in
+    contexts named unsound or not; and so it does when the other process could not tell."""
+    from p2p_ledger.core.audit import unsound_contexts
+
+    ledger = open_ledger(MemoryStorage(), "a")
+    for name in ("good", "tampered", "junk", "again"):
+        append(ledger, name, *[f"{name}-{i}" for i in range(5)])
+    storage = ledger.storage
+    [forged] = chain_entries("z", [1], "forged")
+    storage.updates["forged"] = [encode_bundle((), forged_update([forged.record]))]
+    [e1] = chain_entries("y", [1], "tampered")
+    tampered = e1.record[:-60] + bytes([e1.record[-60] ^ 1]) + e1.record[-59:]
+    storage.updates["tampered"].append(encode_bundle(heads_for([e1]), forged_update([tampered])))
+    storage.updates["junk"].append(b"not a bundle")
+    [again] = chain_entries("x", [1], "again")
+    garbled = again.record[:40] + b"\x00" + again.record[41:]
+    storage.updates["again"] += [
+        encode_bundle(heads_for([again]), forged_update([again.record], client_id=7)),
+        encode_bundle((), forged_update([garbled], client_id=8))]
+    rows = [(name, row) for name, kept in storage.updates.items() for row in kept]
+    assert unsound_contexts(rows, ledger.limits) == {"tampered", "junk", "again"}
+    alone = ledger.verify()
+    assert [line.split(":")[0] for line in alone] == [
+        "context again", "context again", "context forged", "context junk", "context tampered"]
+    assert "6 entries" in alone[0]  # (not 7: the garbled body is the same entry again)
+    for unsound in (lambda: unsound_contexts(rows, ledger.limits), lambda: None):
+        assert ledger.verify(unsound=unsound) == alone

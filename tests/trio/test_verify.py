@@ -4,13 +4,14 @@ files by first byte, and ``audit``'s answer stays the one it gives with every id
 from __future__ import annotations
 
 import random
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 import p2p_ledger.trio.verify as verify_module
 from p2p_ledger.core import audit as audit_module
-from p2p_ledger.core.audit import MemoryIds, audit
+from p2p_ledger.core.audit import MemoryIds, audit, unsound_contexts
 from p2p_ledger.core.ledger import Ledger
 from p2p_ledger.core.merkle import root_of_keys
 from p2p_ledger.sim import load_scenario
@@ -75,6 +76,44 @@ def test_audit_with_spilled_ids_answers_as_with_a_set(
                             ledger.stored_heads(name),
                             SpillIds(tmp_path / f"{node.name}-{spill_at}", spill_at))
                 assert got == want, (node.name, name, spill_at)
-        ids = tmp_path / node.name
-        assert ledger.verify(id_sets=spilling(ids)) == []
+        rows = [(name, row) for name in ledger.stored_context_names()
+                for row in ledger.storage.iter_context(name)]
+        limits = ledger.limits
+        assert ledger.verify(id_sets=spilling(tmp_path / node.name),
+                             unsound=lambda rows=rows, limits=limits: (  # type: ignore[misc]
+                                 unsound_contexts(rows, limits))) == []
     assert forks > 0
+
+
+async def test_a_second_process_names_the_contexts_holding_a_bad_record(tmp_path: Path) -> None:
+    """``records_checked_apart``: a real process reading the store names the context whose
+    stored record was tampered with, and ``Ledger.verify`` with it answers as alone."""
+    from p2p_ledger.core.entry import DEFAULT_LIMITS
+    from p2p_ledger.trio.runtime import open_node
+    from p2p_ledger.trio.store import DB_NAME, SqliteStore
+    from p2p_ledger.trio.verify import records_checked_apart
+
+    data = tmp_path / "n"
+    async with open_node(data, node_id="n") as node:
+        for i in range(20):
+            await node.append(f"c{i % 4}", f"payload-{i:04d}")
+    db = sqlite3.connect(data / DB_NAME)
+    with db:
+        (rowid, blob), = db.execute("SELECT id, blob FROM updates WHERE context = 'c2' LIMIT 1")
+        at = bytes(blob).index(b"payload-")
+        db.execute("UPDATE updates SET blob = ? WHERE id = ?",
+                   (blob[:at] + b"P" + blob[at + 1:], rowid))
+    db.close()
+    with records_checked_apart(data / DB_NAME, DEFAULT_LIMITS) as unsound:
+        assert unsound() == {"c2"}
+    with records_checked_apart(tmp_path / "nothing-here", DEFAULT_LIMITS) as unsound:
+        assert unsound() is None  # it could not tell: every context is checked in full
+    store = SqliteStore(data)
+    try:
+        ledger = Ledger.open(store, "n", "n-verify")
+        alone = ledger.verify()
+        assert len(alone) == 1 and "context c2" in alone[0]
+        with records_checked_apart(data / DB_NAME, ledger.limits) as unsound:
+            assert ledger.verify(unsound=unsound) == alone
+    finally:
+        store.close()
