@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Node's plain (not async) methods: they read the node's memory and return at once. On a
 # Client every call is a round trip, so every one is async.
-NODE_SYNC = {"get", "status", "contexts", "verify", "prove", "snapshot", "compact"}
+NODE_SYNC = {"get", "status", "contexts", "prove", "snapshot", "compact"}
 NODE_ONLY = {"compact", "api_key", "url"}  # a Client cannot compact; url/api_key are the node's
 
 

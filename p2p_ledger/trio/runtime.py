@@ -22,6 +22,7 @@ import logging
 import os
 import secrets
 import ssl
+import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ from .transport import (
     serve_websockets,
     server_tls,
 )
+from .verify import spilling
 
 log = logging.getLogger("p2p_ledger")
 
@@ -92,11 +94,12 @@ class _Outbox:
 class Node:
     """A running node. Get one from ``open_node``; every method runs on the trio thread.
 
-    Reads (``get``, ``status``, ``contexts``, ``verify``, ``snapshot``) are plain methods: they
-    read the node's in-memory state and return at once, with no I/O to wait for. Calls that wait
-    are ``async``: ``append``/``append_many`` (until the commit is durable), ``watch`` (for new
-    entries) and ``load``. ``Client`` offers the same calls with the same arguments and results
-    against a node in another process; there every call is ``async`` (each is a round trip).
+    Reads (``get``, ``status``, ``contexts``, ``snapshot``) are plain methods: they read the
+    node's in-memory state and return at once, with no I/O to wait for. Calls that wait are
+    ``async``: ``append``/``append_many`` (until the commit is durable), ``watch`` (for new
+    entries), ``load`` and ``verify`` (the whole store re-checked, the node served meanwhile).
+    ``Client`` offers the same calls with the same arguments and results against a node in
+    another process; there every call is ``async`` (each is a round trip).
     """
 
     def __init__(self, ledger: Ledger, core: NodeCore, nursery: trio.Nursery) -> None:
@@ -114,7 +117,7 @@ class Node:
         self._tls: ssl.SSLContext | None = None  # verifies wss:// peers (open_node)
         self.metrics = NodeMetrics(self)  # GET /metrics (metrics.py)
         # The last full integrity check of this open (status "verified"): a start checks
-        # nothing (it reads the stored summaries); verify() or the background check do.
+        # nothing (it reads the stored summaries); verify() (in the background too) does.
         self.verified: dict[str, Any] = {"state": "never", "contexts": 0, "entries": 0,
                                          "problems": 0}
         ledger.listeners.append(self._on_new_entries)
@@ -241,51 +244,48 @@ class Node:
                  "root": ledger.context_root(name).hex()}
                 for name in sorted(ledger.context_names())]
 
-    def verify(self) -> list[str]:
-        """Re-check everything this node holds, from scratch.
+    async def verify(self) -> list[str]:
+        """Re-check everything this node holds, from scratch, while it serves.
 
-        Every context is rebuilt from its stored rows, one at a time, with each entry's content
-        id, canonical encoding, limits, context and signature re-verified, and its root, count
-        and state vector compared with the stored summary (and the loaded context, if any).
-        Returns one human-readable line per problem; **an empty list means every check passed**
-        (and is also what a node holding no context returns). The node waits meanwhile:
-        ``p2p-ledger verify --data DIR`` does the same on a stopped node's store.
-        """
-        self.verified = {"state": "running", "contexts": 0, "entries": 0, "problems": 0}
-        problems = self.ledger.verify(lambda done, _total, entries: self.verified.update(
-            contexts=done, entries=entries))
-        self._verify_done(problems)
-        return problems
-
-    async def _verify_in_background(self) -> None:
-        """The full check while the node serves: a context at a time, each in steps of
-        ``audit.CHECK_BATCH`` entries with the node served between them, from a consistent
-        view of the store (``StoreReader``: what the node commits meanwhile is checked by the
-        next run, not mixed into this one).
+        Every context is read back from its stored rows, one at a time, with each entry's
+        content id, canonical encoding, limits, context and signature re-verified, and its
+        root, count and state vector compared with the stored summary (and the loaded context,
+        if any). Returns one human-readable line per problem; **an empty list means every check
+        passed** (and is also what a node holding no context returns). The check goes in steps
+        of ``audit.CHECK_BATCH`` entries with the node served between them, each context from
+        one consistent view of the store (``StoreReader``: what the node commits meanwhile is
+        checked by the next run, not mixed into this one); ``status()["verified"]`` counts as it
+        goes. ``p2p-ledger verify --data DIR`` does the same on a stopped node's store.
 
         why: a context checked in one go held the event loop for all of it (~10 s for 1M
-        entries at ~100k entries per CPU-second); a step is 256 entries (~3 ms)."""
+        entries at ~100k entries per CPU-second); a step is 256 entries (~3 ms).
+        """
         self.verified = {"state": "running", "contexts": 0, "entries": 0, "problems": 0}
         problems: list[str] = []
         storage = self.ledger.storage
         assert isinstance(storage, SqliteStore)  # (open_node's)
-        with closing(storage.reader()) as reader:
+        # A context's ids go to files past 64k (``trio/verify.py``): bounded memory.
+        with closing(storage.reader()) as reader, \
+                tempfile.TemporaryDirectory(prefix="p2p-ledger-verify-") as ids:
+            id_sets = spilling(ids)
             for name in self.ledger.stored_context_names():
                 done = self.verified["entries"]
                 result = None
                 with reader.view():
-                    steps = self.ledger.verify_steps(name, reader)
+                    steps = self.ledger.verify_steps(name, reader, id_sets)
                     while result is None:
                         try:
                             self.verified["entries"] = done + next(steps)
                         except StopIteration as stop:
-                            result = stop.value or self.ledger.verify_context(name)
+                            result = stop.value or self.ledger.verify_context(name, None,
+                                                                              id_sets)
                         await trio.sleep(0)
                 entries, found = result
                 problems += found
                 self.verified.update(contexts=self.verified["contexts"] + 1,
                                      entries=done + entries, problems=len(problems))
         self._verify_done(problems)
+        return problems
 
     def _verify_done(self, problems: list[str]) -> None:
         self.verified.update(state="failed" if problems else "ok", problems=len(problems))
@@ -673,7 +673,7 @@ async def open_node(
             nursery.start_soon(node._timer)
             nursery.start_soon(node._committer)
             if verify_in_background:
-                nursery.start_soon(node._verify_in_background)
+                nursery.start_soon(node.verify)
             if mdns:
                 from .mdns import run_mdns
 

@@ -28,7 +28,7 @@ async def test_a_start_checks_nothing_and_verify_reports(tmp_path: Path) -> None
     await _fill(tmp_path / "n")
     async with open_node(tmp_path / "n", node_id="n") as node:
         assert node.status()["verified"]["state"] == "never"
-        assert node.verify() == []
+        assert await node.verify() == []
         assert node.status()["verified"] == {"state": "ok", "contexts": 3, "entries": 30,
                                              "problems": 0}
 
@@ -69,7 +69,7 @@ async def test_the_background_check_serves_between_steps_and_reads_one_view(
         assert len(node.get("big", limit=1000)[0]) == 205
         assert await _wait_verified(node) == {"state": "ok", "contexts": 1, "entries": 200,
                                               "problems": 0}
-        assert node.verify() == []
+        assert await node.verify() == []
         assert node.status()["verified"]["entries"] == 205
 
 
@@ -87,3 +87,31 @@ async def test_the_background_check_reports_a_damaged_head_and_the_node_serves_o
         assert verified["state"] == "failed" and verified["problems"] == 1
         assert verified["contexts"] == 3
         await node.append("c0", "still serving")
+
+
+async def test_verify_serves_between_its_steps(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """``await node.verify()`` (and the API's verify, ``verify --node``) checks in steps: the
+    node appends and answers while it is half way through a context."""
+    from p2p_ledger.core import audit as audit_module
+
+    monkeypatch.setattr(audit_module, "CHECK_BATCH", 16)
+    data = tmp_path / "n"
+    async with open_node(data, node_id="n") as node:
+        for row in range(10):
+            await node.append_many([("big", f"p{row}-{i}", "", None) for i in range(20)])
+    async with open_node(data, node_id="n") as node:
+        found: list[list[str]] = []
+
+        async def check() -> None:
+            found.append(await node.verify())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(check)
+            with trio.fail_after(30):
+                while not 0 < node.status()["verified"]["entries"] < 200:
+                    await trio.sleep(0)  # a bounded poll of the check, step by step
+            await node.append("big", "while verifying")  # (checked by the next run)
+        assert found == [[]]
+        assert node.status()["verified"] == {"state": "ok", "contexts": 1, "entries": 200,
+                                             "problems": 0}
