@@ -1072,7 +1072,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from ..core.ledger import Ledger
     from ..trio.identity import open_identity
     from ..trio.store import SqliteStore, refuse_vanished
-    from ..trio.verify import records_checked_apart, spilling
+    from ..trio.verify import second_process, spilling
 
     data = Path(args.data)
     refuse_vanished(data)  # a store gone from next to its WAL files: StoreDamagedError
@@ -1088,13 +1088,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         # checks one context at a time: every content id, signature, root and summary.
         ledger = Ledger.open(store, identity, secrets.token_hex(16), label=node_id)
         progress = Progress()
-        # A second process checks every record meanwhile, and a context's ids go to files
-        # past 64k (``trio/verify.py``): two cores, memory bounded whatever the size.
-        with tempfile.TemporaryDirectory(prefix="p2p-ledger-verify-") as ids, \
-                records_checked_apart(data / "ledger.sqlite3", ledger.limits) as unsound:
+        # A second process takes a share of the work, and a context's ids go to files past
+        # 64k (``trio/verify.py``): two cores, memory bounded whatever the size.
+        with tempfile.TemporaryDirectory(prefix="p2p-ledger-verify-") as tmp, \
+                second_process(data / "ledger.sqlite3", ledger.limits, Path(tmp)) as apart:
             problems = ledger.verify(lambda done, total, entries: progress.update(
                 f"verifying {data}: {done:,}/{total:,} contexts, {entries:,} entries"),
-                spilling(ids), unsound)
+                spilling(tmp), apart)
         progress.done()
     finally:
         store.close()

@@ -2,13 +2,15 @@
 
 Theory of operation
 -------------------
-**Records checked apart.** Checking each stored record (its content id's sha256, canonical
-form, limits, context) is ~40% of ``verify``'s work and needs nothing from the rest of the
-check. ``records_checked_apart`` runs it in a second process (``python -m
-p2p_ledger.trio.verify``, its own read-only connection, the rows in storage order) while
-``Ledger.verify`` audits every context with the records' fields read unchecked; the contexts
-it names as unsound (or all of them, if it fails) are then checked again in full, so the
-answer is the one a single process gives.
+**A second process.** Checking each stored record (its content id's sha256, canonical form,
+limits, context) is ~30-40% of ``verify``'s work and needs nothing from the rest of the check.
+``SecondProcess`` (``python -m p2p_ledger.trio.verify``, a read connection of its own) audits
+in full the contexts ``Ledger.verify`` gives it (``ledger.APART_SHARE`` of the work, whole
+contexts), then checks every other stored record (``audit.unsound_contexts``), while
+``Ledger.verify`` audits the rest with their records' fields read unchecked. Its contexts are
+judged against their summaries as ours are; the contexts it names as unsound, and any it did
+not settle (all of them, if it fails), are then checked again in full, so the answer is the one
+a single process gives.
 
 **Ids on disk.** ``audit`` counts each entry of a context once and computes the context's
 Merkle root from the ids at the end, so it keeps every id it counted (``audit.IdSet``). In a
@@ -28,17 +30,21 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import sqlite3
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-from ..core.audit import unsound_contexts
+from ..core.audit import audit, unsound_contexts
 from ..core.entry import Limits
+from ..core.errors import LedgerError
+from ..core.identity import Head
 from ..core.merkle import root_of_byte_parts, root_of_keys
+from ..core.storage import Summary
+from .store import StoreReader
 
 # why: 1M ids in a set are ~100 MB; spilled past 64k, one context of 1M entries peaked at
 # 75 MiB against 166, and took 8.6-8.8 CPU-s against 9.4-10.7 (256 sorts of 4k ids cost less
@@ -150,43 +156,87 @@ def spilling(directory: str | os.PathLike[str]) -> Callable[[], SpillIds]:
     return lambda: SpillIds(Path(directory) / f"ids-{next(numbers)}", SPILL_AT)
 
 
-@contextmanager
-def records_checked_apart(db: Path, limits: Limits) -> Iterator[Callable[[], set[str] | None]]:
-    """A second process checking every record stored in ``db`` (``audit.unsound_contexts``)
-    until the ``unsound()`` given here is called: the contexts it found unsound, or None if
-    it failed (then every context is to be checked in full). The process is ended on exit."""
-    proc = subprocess.Popen([sys.executable, "-m", "p2p_ledger.trio.verify", str(db),
-                             json.dumps(asdict(limits))],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+class SecondProcess:
+    """``Ledger.verify``'s ``Apart``: ``python -m p2p_ledger.trio.verify`` on the store's file
+    (a connection of its own), auditing the contexts given in full, then checking every other
+    stored record (``audit.unsound_contexts``). ``close`` ends it if it still runs."""
 
-    def unsound() -> set[str] | None:
-        out, _ = proc.communicate()
+    def __init__(self, db: Path, limits: Limits, theirs: list[str], plan: Path) -> None:
+        plan.write_text(json.dumps(theirs))  # (a file: any number of contexts, no pipe to fill)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "p2p_ledger.trio.verify", str(db),
+             json.dumps(asdict(limits)), str(plan)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+    def answer(self) -> tuple[dict[str, Summary | str | None], set[str]] | None:
+        out, _ = self.proc.communicate()
+        if self.proc.returncode != 0:
+            return None
         try:
-            return set(json.loads(out)) if proc.returncode == 0 else None
-        except ValueError:
+            got = json.loads(out)
+            audited: dict[str, Summary | str | None] = {
+                name: found if found is None or isinstance(found, str) else Summary(
+                    bytes.fromhex(found[0]), found[1], bytes.fromhex(found[2]), *found[3:])
+                for name, found in got["audited"].items()}
+            return audited, set(got["unsound"])
+        except (ValueError, KeyError, TypeError, IndexError):
             return None
 
-    try:
-        yield unsound
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
 
 
-def _check_records(db: str, limits: str) -> None:
-    """The second process: every row of ``db`` in storage order, then the unsound contexts
-    as a JSON list on stdout."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+@contextmanager
+def second_process(db: Path, limits: Limits, directory: Path,
+                   ) -> Iterator[Callable[[list[str]], SecondProcess]]:
+    """What ``Ledger.verify`` takes as ``apart``: a ``SecondProcess`` on ``db`` (its plan
+    written in ``directory``), ended on exit."""
+    started: list[SecondProcess] = []
+
+    def start(theirs: list[str]) -> SecondProcess:
+        started.append(SecondProcess(db, limits, theirs, directory / "plan.json"))
+        return started[-1]
+
     try:
-        cursor = conn.execute("SELECT context, blob FROM updates")
-        rows = (row for batch in iter(lambda: cursor.fetchmany(256), []) for row in batch)
-        found = unsound_contexts(((str(name), bytes(blob)) for name, blob in rows),
-                                 Limits(**json.loads(limits)))
+        yield start
     finally:
-        conn.close()
-    print(json.dumps(sorted(found)))
+        for other in started:
+            other.close()
+
+
+def _share(db: str, limits_json: str, plan: str) -> None:
+    """The second process: audit the contexts of the plan, then check every other stored
+    record; print what it found as one JSON object."""
+    limits = Limits(**json.loads(limits_json))
+    theirs: list[str] = json.loads(Path(plan).read_text())
+    reader = StoreReader(Path(db))
+    audited: dict[str, object] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="p2p-ledger-verify-") as ids:
+            id_sets = spilling(ids)
+            for name in theirs:  # (as ``Ledger.verify_context`` audits one)
+                try:
+                    found = audit(name, reader.iter_context(name), limits,
+                                  [Head.from_bytes(raw) for raw in reader.heads(name)],
+                                  id_sets())
+                    audited[name] = None if found is None else [
+                        found.root.hex(), found.entries, found.state_vector.hex(),
+                        found.max_lamport, found.forks, found.stored]
+                except LedgerError as exc:
+                    audited[name] = f"context {name}: {exc}"
+                except Exception:
+                    audited[name] = None  # (left to the first process)
+        skip = set(theirs)
+        cursor = reader.db.execute("SELECT context, blob FROM updates")
+        rows = ((str(name), bytes(blob)) for batch in iter(lambda: cursor.fetchmany(256), [])
+                for name, blob in batch if name not in skip)
+        unsound = unsound_contexts(rows, limits)
+    finally:
+        reader.close()
+    print(json.dumps({"audited": audited, "unsound": sorted(unsound)}))
 
 
 if __name__ == "__main__":
-    _check_records(*sys.argv[1:3])
+    _share(*sys.argv[1:4])

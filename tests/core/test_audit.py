@@ -272,15 +272,51 @@ def test_an_entry_stored_again_is_counted_once_and_skipped_unchecked(
     assert same_summary(found, rebuilt(ledger, "ctx"))
 
 
-def test_records_checked_apart_give_the_answer_of_one_process() -> None:
-    """``Ledger.verify`` with ``unsound`` (the records checked by another process,
-    ``unsound_contexts``) reports exactly what it reports alone: a forged entry, a tampered
-    record, a row that is no bundle, an entry stored again with a garbled body (skipped), in
-    contexts named unsound or not; and so it does when the other process could not tell."""
+class _InProcess:
+    """``Ledger.verify``'s ``apart`` in this process: what ``trio/verify.py``'s second process
+    answers (its contexts audited as ``verify_context`` audits one, the other records checked),
+    or as it answers when it fails (None) or settles none of its contexts."""
+
+    def __init__(self, ledger: Ledger, theirs: list[str], how: str) -> None:
+        from p2p_ledger.core.audit import unsound_contexts
+        from p2p_ledger.core.errors import LedgerError
+
+        self.theirs = theirs
+        audited: dict[str, Summary | str | None] = {}
+        for name in theirs:
+            try:
+                audited[name] = audited_or_none(ledger, name)
+            except LedgerError as exc:
+                audited[name] = f"context {name}: {exc}"
+        rows = [(name, row) for name in ledger.stored_context_names() if name not in theirs
+                for row in ledger.storage.iter_context(name)]
+        unsound = unsound_contexts(rows, ledger.limits)
+        self.answered = None if how == "failed" else (
+            ({}, unsound) if how == "settled none" else (audited, unsound))
+
+    def answer(self) -> tuple[dict[str, Summary | str | None], set[str]] | None:
+        return self.answered
+
+
+def audited_or_none(ledger: Ledger, name: str) -> Summary | None:
+    return audit(name, ledger.storage.iter_context(name), ledger.limits,
+                 ledger.stored_heads(name))
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_verify_shared_with_another_process_answers_as_one(
+        monkeypatch: pytest.MonkeyPatch, share: float) -> None:
+    """``Ledger.verify`` with ``apart`` (another process auditing a share of the contexts and
+    checking every other record, ``unsound_contexts``, while the rest are audited here with
+    their records' fields read unchecked) reports exactly what it reports alone: a forged
+    entry, a tampered record, a row that is no bundle, an entry stored again with a garbled
+    body (skipped), whichever process had them; and so it does when the other process failed
+    or settled none of its contexts."""
     from p2p_ledger.core.audit import unsound_contexts
 
+    monkeypatch.setattr(ledger_module, "APART_SHARE", share)
     ledger = open_ledger(MemoryStorage(), "a")
-    for name in ("good", "tampered", "junk", "again"):
+    for name in ("again", "good", "junk", "tampered"):
         append(ledger, name, *[f"{name}-{i}" for i in range(5)])
     storage = ledger.storage
     [forged] = chain_entries("z", [1], "forged")
@@ -300,5 +336,9 @@ def test_records_checked_apart_give_the_answer_of_one_process() -> None:
     assert [line.split(":")[0] for line in alone] == [
         "context again", "context again", "context forged", "context junk", "context tampered"]
     assert "6 entries" in alone[0]  # (not 7: the garbled body is the same entry again)
-    for unsound in (lambda: unsound_contexts(rows, ledger.limits), lambda: None):
-        assert ledger.verify(unsound=unsound) == alone
+    shared: list[list[str]] = []
+    for how in ("answered", "failed", "settled none"):
+        assert ledger.verify(apart=lambda theirs, how=how: (  # type: ignore[misc]
+            shared.append(theirs) or _InProcess(ledger, theirs, how))) == alone
+    want = {0.0: [], 0.5: ["again", "forged"], 1.0: ledger.stored_context_names()}[share]
+    assert shared == [want] * 3

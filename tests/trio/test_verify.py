@@ -78,20 +78,19 @@ def test_audit_with_spilled_ids_answers_as_with_a_set(
                 assert got == want, (node.name, name, spill_at)
         rows = [(name, row) for name in ledger.stored_context_names()
                 for row in ledger.storage.iter_context(name)]
-        limits = ledger.limits
-        assert ledger.verify(id_sets=spilling(tmp_path / node.name),
-                             unsound=lambda rows=rows, limits=limits: (  # type: ignore[misc]
-                                 unsound_contexts(rows, limits))) == []
+        assert unsound_contexts(rows, ledger.limits) == set()
+        assert ledger.verify(id_sets=spilling(tmp_path / node.name)) == []
     assert forks > 0
 
 
-async def test_a_second_process_names_the_contexts_holding_a_bad_record(tmp_path: Path) -> None:
-    """``records_checked_apart``: a real process reading the store names the context whose
-    stored record was tampered with, and ``Ledger.verify`` with it answers as alone."""
-    from p2p_ledger.core.entry import DEFAULT_LIMITS
+async def test_a_second_process_shares_verify(tmp_path: Path) -> None:
+    """``second_process``: a real process on the store audits its share of the contexts (here
+    c0, whose record was tampered with: a problem line) and names the others holding a bad
+    record (c2); ``Ledger.verify`` with it answers as alone, and so it does when the process
+    cannot read the store."""
     from p2p_ledger.trio.runtime import open_node
     from p2p_ledger.trio.store import DB_NAME, SqliteStore
-    from p2p_ledger.trio.verify import records_checked_apart
+    from p2p_ledger.trio.verify import second_process
 
     data = tmp_path / "n"
     async with open_node(data, node_id="n") as node:
@@ -99,21 +98,27 @@ async def test_a_second_process_names_the_contexts_holding_a_bad_record(tmp_path
             await node.append(f"c{i % 4}", f"payload-{i:04d}")
     db = sqlite3.connect(data / DB_NAME)
     with db:
-        (rowid, blob), = db.execute("SELECT id, blob FROM updates WHERE context = 'c2' LIMIT 1")
-        at = bytes(blob).index(b"payload-")
-        db.execute("UPDATE updates SET blob = ? WHERE id = ?",
-                   (blob[:at] + b"P" + blob[at + 1:], rowid))
+        for context in ("c0", "c2"):
+            (rowid, blob), = db.execute("SELECT id, blob FROM updates WHERE context = ? LIMIT 1",
+                                        (context,))
+            at = bytes(blob).index(b"payload-")
+            db.execute("UPDATE updates SET blob = ? WHERE id = ?",
+                       (blob[:at] + b"P" + blob[at + 1:], rowid))
     db.close()
-    with records_checked_apart(data / DB_NAME, DEFAULT_LIMITS) as unsound:
-        assert unsound() == {"c2"}
-    with records_checked_apart(tmp_path / "nothing-here", DEFAULT_LIMITS) as unsound:
-        assert unsound() is None  # it could not tell: every context is checked in full
     store = SqliteStore(data)
     try:
         ledger = Ledger.open(store, "n", "n-verify")
         alone = ledger.verify()
-        assert len(alone) == 1 and "context c2" in alone[0]
-        with records_checked_apart(data / DB_NAME, ledger.limits) as unsound:
-            assert ledger.verify(unsound=unsound) == alone
+        assert [line.split(":")[0] for line in alone] == ["context c0", "context c2"]
+        with second_process(data / DB_NAME, ledger.limits, tmp_path) as apart:
+            other = apart(["c0"])
+            answer = other.answer()
+            assert answer is not None and answer[1] == {"c2"}
+            assert answer[0]["c0"] == alone[0]
+        with second_process(data / DB_NAME, ledger.limits, tmp_path) as apart:
+            assert ledger.verify(apart=apart) == alone
+        with second_process(tmp_path / "nothing-here", ledger.limits, tmp_path) as apart:
+            assert apart(["c0"]).answer() is None
+            assert ledger.verify(apart=apart) == alone
     finally:
         store.close()
