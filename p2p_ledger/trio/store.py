@@ -420,6 +420,19 @@ class StoreReader:
     def heads(self, context: str) -> list[bytes]:
         return _context_heads(self.db, self.path, context)
 
+    def all_rows(self) -> Iterator[tuple[str, bytes]]:
+        """Every stored row, in storage order: (its context, its bundle), 256 at a time
+        (``verify``'s second process checks every record this way)."""
+        try:
+            names = {ctx: str(name) for ctx, name in self.db.execute(
+                "SELECT id, name FROM contexts")}
+            cursor = self.db.execute("SELECT ctx, blob, bare FROM updates")
+            while rows := cursor.fetchmany(256):
+                for ctx, blob, bare in rows:
+                    yield names[ctx], _bundle(blob, bare)
+        except sqlite3.DatabaseError as exc:
+            raise _named(self.path, exc) from None
+
     def summary(self, context: str) -> Summary | None:
         try:
             row = self.db.execute(f"SELECT name, {SUMMARY_COLUMNS} FROM contexts "

@@ -229,10 +229,8 @@ def _share(db: str, limits_json: str, plan: str) -> None:
                 except Exception:
                     audited[name] = None  # (left to the first process)
         skip = set(theirs)
-        cursor = reader.db.execute("SELECT context, blob FROM updates")
-        rows = ((str(name), bytes(blob)) for batch in iter(lambda: cursor.fetchmany(256), [])
-                for name, blob in batch if name not in skip)
-        unsound = unsound_contexts(rows, limits)
+        unsound = unsound_contexts(((name, row) for name, row in reader.all_rows()
+                                    if name not in skip), limits)
     finally:
         reader.close()
     print(json.dumps({"audited": audited, "unsound": sorted(unsound)}))

@@ -99,8 +99,8 @@ async def test_a_second_process_shares_verify(tmp_path: Path) -> None:
     db = sqlite3.connect(data / DB_NAME)
     with db:
         for context in ("c0", "c2"):
-            (rowid, blob), = db.execute("SELECT id, blob FROM updates WHERE context = ? LIMIT 1",
-                                        (context,))
+            (rowid, blob), = db.execute("SELECT id, blob FROM updates WHERE ctx = (SELECT id "
+                                        "FROM contexts WHERE name = ?) LIMIT 1", (context,))
             at = bytes(blob).index(b"payload-")
             db.execute("UPDATE updates SET blob = ? WHERE id = ?",
                        (blob[:at] + b"P" + blob[at + 1:], rowid))
