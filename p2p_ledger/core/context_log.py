@@ -124,7 +124,9 @@ class ContextLog:
         # integrated, ours included), and the updates made or applied since the last stored
         # row (what a Doc made now is given after the stored rows; see stored_row).
         self._state: dict[int, int] = {}
-        self._not_stored: deque[bytes] = deque()
+        # (a list, not a deque: it holds a row or two, and an empty deque is 760 B of a
+        # ~4.5 KB empty ContextLog, one per loaded context)
+        self._not_stored: list[bytes] = []
         self._waiting: list[GatedStruct] = []  # structs of a load that did not integrate yet
         self._loading: int | None = None  # the first slot a load added, until ``loaded``
         self.docs_made = 0  # Docs made for this context (tests)
@@ -839,7 +841,7 @@ class ContextLog:
         row = self._row_count
         self._row_count += 1
         if self._not_stored:
-            self._not_stored.popleft()
+            del self._not_stored[0]
         slots = self._to_store.popleft() if self._to_store else None
         index = self.index
         if index.read is None or not index.unstored:
