@@ -98,9 +98,10 @@ def client_id_for(instance: str, context: str) -> int:
     return int.from_bytes(digest[:8], "big") >> 11
 
 
-# The Yjs updates of a context's stored rows, in commit order (``Storage.iter_context``, each
-# row's bundle decoded): what a Doc made late is given (``ContextLog.doc``).
-Rows = Callable[[], Iterable[bytes]]
+# The Yjs updates of the stored rows of a context (by name), in commit order
+# (``Storage.iter_context``, each row's bundle decoded): what a Doc made late is given
+# (``ContextLog.doc``). One callable for every context of a ledger: nothing per context.
+Rows = Callable[[str], Iterable[bytes]]
 
 
 class ContextLog:
@@ -127,7 +128,8 @@ class ContextLog:
         # (a list, not a deque: it holds a row or two, and an empty deque is 760 B of a
         # ~4.5 KB empty ContextLog, one per loaded context)
         self._not_stored: list[bytes] = []
-        self._waiting: list[GatedStruct] = []  # structs of a load that did not integrate yet
+        # structs of a load that did not integrate yet (a tuple while none: no list per context)
+        self._waiting: Sequence[GatedStruct] = ()
         self._loading: int | None = None  # the first slot a load added, until ``loaded``
         self.docs_made = 0  # Docs made for this context (tests)
         self._next_clock = 0  # our client's next Yjs clock
@@ -234,7 +236,8 @@ class ContextLog:
         does not hold exactly the structs this context integrated without it."""
         doc: Doc[Any] = Doc(client_id=self.client_id)
         self.docs_made += 1
-        updates = [*(self._rows() if self._rows is not None else ()), *self._not_stored]
+        updates = [*(self._rows(self.name) if self._rows is not None else ()),
+                   *self._not_stored]
         if updates:
             # why: yrs integrates an update's structs one at a time: a context's rows merged
             # and squashed go in as one struct per client run (see yjs.squash)
@@ -700,7 +703,8 @@ class ContextLog:
             queue = gate_structs(update, ARRAY_NAME)
             if self._waiting:
                 queue = [*self._waiting, *queue]
-            taken, self._waiting = integrate(queue, self._state)
+            taken, waiting = integrate(queue, self._state)
+            self._waiting = waiting or ()
             # (checked in one batch: each content id hashed, the limits only with ``verify``)
             fields = fresh_record_fields(taken, self._raw_name, set(),
                                          self.limits if verify else _UNLIMITED)

@@ -245,6 +245,8 @@ class Ledger:
         self.last_diff_reach: dict[int, int] = {}  # see bundle_diff
         # per context: (a state vector covering every row up to a row number, that number)
         self._walks: dict[str, list[tuple[dict[int, int], int]]] = {}
+        # (bound once: every ContextLog holds this one object, see context_log.Rows)
+        self._stored_updates = self._stored_updates_of
 
     @classmethod
     def open(
@@ -1027,9 +1029,9 @@ class Ledger:
         if ``lazy``, whose Doc is made from them when first needed)."""
         return ContextLog(name, client_id_for(self.instance, name), self.limits,
                           functools.partial(self.storage.read_spans, name),
-                          functools.partial(self._stored_updates, name) if lazy else None)
+                          self._stored_updates if lazy else None)
 
-    def _stored_updates(self, name: str) -> Iterator[bytes]:
+    def _stored_updates_of(self, name: str) -> Iterator[bytes]:
         """The Yjs updates of ``name``'s stored rows, in commit order."""
         for blob in self.storage.iter_context(name):
             yield decode_bundle(blob).update
