@@ -39,7 +39,6 @@ from __future__ import annotations
 import hashlib
 import weakref
 from array import array
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
 from typing import Any
@@ -125,8 +124,8 @@ class ContextLog:
         # integrated, ours included), and the updates made or applied since the last stored
         # row (what a Doc made now is given after the stored rows; see stored_row).
         self._state: dict[int, int] = {}
-        # (a list, not a deque: it holds a row or two, and an empty deque is 760 B of a
-        # ~4.5 KB empty ContextLog, one per loaded context)
+        # (lists, not deques, here and in _to_store: they hold a row or two, and an empty
+        # deque is 760 B, one per loaded context: 2 of ~4.5 KB of an empty ContextLog)
         self._not_stored: list[bytes] = []
         # structs of a load that did not integrate yet (a tuple while none: no list per context)
         self._waiting: Sequence[GatedStruct] = ()
@@ -146,7 +145,7 @@ class ContextLog:
         self._row_count = 0  # rows stored for this context (the next one's number)
         # For each update handed out to be stored, in order: the slots of its new entries, in
         # the order its bytes hold them as far as we know (see stored_row).
-        self._to_store: deque[Sequence[int]] = deque()
+        self._to_store: list[Sequence[int]] = []
         self._raw_name = self.name.encode("utf-8")
         self.by_id = EntriesById(self.index)  # (built on lookup: entries are not kept whole)
         self.ordered = EntriesInOrder(self.index)
@@ -845,8 +844,8 @@ class ContextLog:
         row = self._row_count
         self._row_count += 1
         if self._not_stored:
-            del self._not_stored[0]
-        slots = self._to_store.popleft() if self._to_store else None
+            del self._not_stored[0]  # (lists, not deques: see _not_stored)
+        slots = self._to_store.pop(0) if self._to_store else None
         index = self.index
         if index.read is None or not index.unstored:
             return
