@@ -561,9 +561,8 @@ def _put_heads(db: sqlite3.Connection, heads: Sequence[HeadChange],
     db.executemany(delete, [(ids[context], raw) for context, raw, head in heads if head is None])
     rows: list[tuple[int, bytes, bytes, int | None]] = []
     crowned: dict[bytes, list[tuple[str, bytes, bytes]]] = {}  # (origin, signature, upper path)
-    for context, raw, head in heads:
-        if head is None:
-            continue
+    stored = {(context, raw): head for context, raw, head in heads if head is not None}
+    for (context, raw), head in stored.items():  # (the last of a head given twice, replacing)
         depth = head[_DEPTH_AT] if len(head) > _DEPTH_AT else LEGACY
         path = 0 if depth == LEGACY else depth * HASH_SIZE
         if len(head) != _DEPTH_AT + 1 + path or head[_ID_AT:_SIG_AT] != raw:

@@ -272,7 +272,9 @@ def test_crowns_survive_a_reopen_a_head_stored_again_and_a_compaction(tmp_path: 
         # the 40-context commit's again
         new = _signed(Identity.from_seed("alice"), NAMES[20:36], 9)
         store.commit([], heads=new + changes[:40])
-        for context, raw, head in new:
+        twice = _signed(Identity.from_seed("alice"), NAMES[30:40], 10)
+        store.commit([], heads=twice + twice)  # (given twice in one commit: stored once)
+        for context, raw, head in new + twice:
             model[context][raw] = head
         _assert_heads(store, model)
         store.replace_context("c09", b"state", [])  # a compaction that keeps no head
