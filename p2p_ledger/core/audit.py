@@ -258,7 +258,7 @@ def unsound_contexts(rows: Iterable[tuple[str, bytes]], limits: Limits) -> set[s
     decode or pass the gate, or a record that fails its check (content id, canonical form,
     limits, context), or one id twice in a struct with different bytes. Every record is
     checked, whether or not Yjs integrates it, so a context not named here can be audited
-    with ``checked`` (``Ledger.verify``'s ``unsound``: another process runs this meanwhile)."""
+    with ``checked`` (``Ledger.verify``'s ``apart``: another process runs this meanwhile)."""
     unsound: set[str] = set()
     for name, blob in rows:
         if name in unsound:
