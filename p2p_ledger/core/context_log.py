@@ -311,12 +311,7 @@ class ContextLog:
         return len(self.doc.get(ARRAY_NAME, type=Array))
 
     def state_vector(self) -> bytes:
-        if self._doc is None:
-            return encode_state_vector(self._state)
-        state = self._doc_clocks()
-        if self._next_clock > state.get(self.client_id, 0):
-            state = {**state, self.client_id: self._next_clock}
-        return encode_state_vector(state)
+        return encode_state_vector(self._clocks())
 
     def diff(self, state_vector: bytes | None = None) -> bytes:
         """The Yjs update holding everything a peer with ``state_vector`` lacks (all if None)."""
