@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -305,11 +306,13 @@ class NodeCore:
         # digests (sha256, truncated) of recently pushed updates (ours and forwarded ones) →
         # the link they first came on by push (0 = our own append): tells a cycle's
         # duplicate from a repaired one
-        self._pushes: dict[bytes, int] = {}
-        self._direct: dict[bytes, None] = {}  # those whose first push came from their origin
+        # (OrderedDicts: the oldest goes in O(1), see _remember_push)
+        self._pushes: OrderedDict[bytes, int] = OrderedDict()
+        # those whose first push came from their origin
+        self._direct: OrderedDict[bytes, None] = OrderedDict()
         # The recent pushed updates themselves (digest → context, update), within
         # PUSH_CACHE_BYTES, to answer a GRAFT asking for them; and the announced ones we lack.
-        self._recent: dict[bytes, tuple[str, bytes]] = {}
+        self._recent: OrderedDict[bytes, tuple[str, bytes]] = OrderedDict()
         self._recent_bytes = 0
         self._missing: dict[bytes, Missing] = {}
         # per origin, the link its last forwarded push came on first (its tree's path to us):
@@ -769,19 +772,23 @@ class NodeCore:
 
     def _remember_push(self, digest: bytes, conn: int, context: str, update: bytes,
                        direct: bool = False) -> None:
+        # why: a plain dict's oldest key, ``next(iter(d))``, is found past every slot deleted
+        # before it (until the dict resizes): 4.7 µs per push remembered at PUSH_MEMORY
+        # against 0.6 µs for OrderedDict.popitem, measured; an append over 10,000 contexts
+        # remembers one push per context per commit (~9 µs of every entry there)
         self._pushes[digest] = conn
         if len(self._pushes) > PUSH_MEMORY:
-            del self._pushes[next(iter(self._pushes))]
+            self._pushes.popitem(last=False)
         if direct:
             self._direct[digest] = None
             if len(self._direct) > PUSH_MEMORY:
-                del self._direct[next(iter(self._direct))]
+                self._direct.popitem(last=False)
         self._drop_missing(digest)
         if len(update) <= PUSH_CACHE_BYTES:
             self._recent[digest] = (context, update)
             self._recent_bytes += len(update)
             while self._recent_bytes > PUSH_CACHE_BYTES or len(self._recent) > PUSH_MEMORY:
-                old = self._recent.pop(next(iter(self._recent)))
+                _, old = self._recent.popitem(last=False)
                 self._recent_bytes -= len(old[1])
 
     def _forward(self, came_from: int, digest: bytes, origin: bytes,
