@@ -11,8 +11,9 @@ always durable. Status reads (root, counts, ``forks``) show the last commit and 
 
 The working set is bounded; the ledger lives on disk. Every context has a ``Summary``
 (``storage.py``: root, entry count, state vector, Lamport maximum), persisted in the same
-transaction as its rows: ``open`` builds the node-level tree from the summaries alone and loads
-no context. A context's ``ContextLog`` (its pycrdt Doc, index and tree of ids) is rebuilt from
+transaction as its rows, or with ``summary_lag_ns`` (the runtime) by a later commit, while
+``open`` recomputes any that lag their rows (``Storage.lagging_summaries``): ``open`` builds the
+node-level tree from the summaries alone and loads no context. A context's ``ContextLog`` (its pycrdt Doc, index and tree of ids) is rebuilt from
 its stored rows on first need (a write, a read of entries, a diff to send, a proof) and evicted
 least-recently-used beyond ``memory_budget``; gossip about a context that is in sync, or whose
 peer already holds all of it, answers from the summary without loading it. A peer that holds
@@ -121,6 +122,13 @@ GATHER_PASSES = 10
 # context costs about as much as 8 entries on top (its queries, heads, summary).
 APART_SHARE = 0.3
 CONTEXT_WEIGHT = 8
+# With ``summary_lag_ns`` (the runtime sets SUMMARY_LAG), a commit stores rows and heads only,
+# and the summaries of the contexts it touched are computed and stored by the first commit
+# (or ``write_summaries``) at least this long after the oldest commit they lag behind.
+# why: a summary holds the context's Merkle root, recomputed from its stale paths: at 128
+# appends per commit into one context that was ~15% of an append's CPU (py-spy, 100k x 100 B),
+# and a context touched by several commits within the lag gets one summary instead of several.
+SUMMARY_LAG = 1.0  # seconds
 
 Listener = Callable[[str, Sequence[Entry]], None]
 
@@ -234,8 +242,14 @@ class Ledger:
         self._dirty: set[str] = set()  # contexts holding staged rows: never evicted
         self._durable_forks: dict[str, dict[tuple[str, int], list[str]]] = {}  # of _dirty ones
         self._held: list[tuple[str, Sequence[Entry]]] = []  # notifications of staged entries
-        self.tree = MerkleTree()
+        self._tree = MerkleTree()  # (read through ``tree``: it settles lagging summaries)
         self.names: dict[bytes, str] = {}  # context_key → name, to answer tree descents
+        self.summary_lag_ns = 0  # see SUMMARY_LAG; 0: every commit stores its summaries
+        # loaded contexts committed since their summary was computed: name → (stored bytes,
+        # entries counted in ``_entries``); never evicted (``_settle`` computes it)
+        self._lagging: dict[str, tuple[int, int]] = {}
+        self._unsaved: set[str] = set()  # summaries computed, not stored yet
+        self._lag_since = 0  # now_ns of the oldest commit whose summaries are not stored
         self.listeners: list[Listener] = []
         self.fork_log: list[str] = []  # one line per fork found, for the node to log
         self._chains: dict[str, int] = {}
@@ -274,9 +288,9 @@ class Ledger:
             label = identity if label is None else label
             identity = Identity.from_seed(identity)
         ledger = cls(identity, instance, storage, limits, now_ns, label or "", memory_budget)
-        summaries = storage.summaries()
-        if summaries is None:
-            summaries = {name: ledger._recomputed(name) for name in storage.contexts()}
+        summaries, lagging = storage.lagging_summaries()
+        if lagging:
+            summaries.update((name, ledger._recomputed(name)) for name in lagging)
             storage.put_summaries(summaries)
         ledger.summaries = summaries
         for name, summary in summaries.items():
@@ -288,6 +302,13 @@ class Ledger:
 
     def root(self) -> bytes:
         return self.tree.root()
+
+    @property
+    def tree(self) -> MerkleTree:
+        """The node-level tree (sha256 of each context's name → its root), current."""
+        if self._lagging:
+            self._settle()
+        return self._tree
 
     def context_root(self, name: str) -> bytes:
         self._flush_if(name)
@@ -307,6 +328,9 @@ class Ledger:
         return summary.state_vector if summary else EMPTY_STATE_VECTOR
 
     def context_entries(self, name: str) -> int:
+        lagging = self._lagging.get(name)
+        if lagging is not None:
+            return len(self._live[name])
         summary = self.summaries.get(name)
         return summary.entries if summary else 0
 
@@ -329,12 +353,16 @@ class Ledger:
         return writer_key(self.origin, self._chain(context))
 
     def fork_count(self) -> int:
+        if self._lagging:
+            self._settle()
         return sum(s.forks for s in self.summaries.values())
 
     def forks(self) -> list[dict[str, object]]:
         """Every fork committed: a writer that signed two entries for one position. A read:
         it commits nothing (a context holding staged rows shows its forks as of its last
         commit)."""
+        if self._lagging:
+            self._settle()
         out: list[dict[str, object]] = []
         for name in sorted(n for n, s in self.summaries.items() if s.forks):
             forks = self._durable_forks.get(name)
@@ -380,6 +408,8 @@ class Ledger:
         context, merging its rows 9 ms."""
         self._flush_if(context)
         self.last_diff_partial = False
+        if context in self._lagging:
+            self._settle()
         summary = self.summaries.get(context)
         if summary is not None and summary.entries:
             empty = state_vector in (None, b"", EMPTY_STATE_VECTOR)
@@ -703,7 +733,12 @@ class Ledger:
     def _commit(self, updates: list[tuple[str, bytes]]) -> None:
         """Commit ``updates`` (after the staged rows) with the summaries of every context they
         touch, in one transaction; then update the node tree and the summaries. On failure the
-        touched contexts are dropped from memory (the next use reloads what is durable)."""
+        touched contexts are dropped from memory (the next use reloads what is durable).
+
+        With ``summary_lag_ns``, the summaries wait (``_lagging``) until a commit at least that
+        long after the oldest one they lag behind stores them all with its rows; meanwhile
+        the stored summaries describe the rows up to a commit before, and an open after a
+        crash recomputes the contexts committed since (``Storage.lagging_summaries``)."""
         rows, self._staged = [*self._staged, *updates], []
         held, self._held = self._held, []
         self._dirty = set()
@@ -711,30 +746,92 @@ class Ledger:
         added: dict[str, int] = {}
         for name, blob in rows:
             added[name] = added.get(name, 0) + len(blob)
-        summaries = {}
         heads = []
+        live = self._live
+        for name in added:
+            heads += [(name, raw, head) for raw, head in live[name].take_head_changes()]
+        after = {}  # (stored bytes, entries counted in _entries) of each touched context
         for name, size in added.items():
-            before = self.summaries.get(name)
-            ctx = self._live[name]
-            summaries[name] = summarize(ctx, size + (before.stored if before else 0))
-            heads += [(name, raw, head) for raw, head in ctx.take_head_changes()]
+            stored, counted = self._stored_counted(name)
+            after[name] = (stored + size, counted)
+        now = self.now_ns() if self.summary_lag_ns else 0
+        if not self.lags():
+            self._lag_since = now
+        summaries: dict[str, Summary] | None = None
+        if not self.summary_lag_ns or now - self._lag_since >= self.summary_lag_ns:
+            summaries = {name: summarize(live[name], stored)
+                         for name, (stored, _) in {**self._lagging, **after}.items()}
+            summaries.update((name, self.summaries[name]) for name in self._unsaved)
         try:
             self.storage.commit(rows, summaries, heads)
         except BaseException:
             # The docs now hold entries that are not durable: forget them, reload what is.
             for name in added:
-                self._drop(name)
+                self._forget(name)
             raise
         for name, blob in rows:  # (their records are read from the rows from now on)
-            self._live[name].stored_row(blob, update_start(blob))
-        for name, summary in summaries.items():
-            before = self.summaries.get(name)
-            self._entries += summary.entries - (before.entries if before else 0)
-            self.summaries[name] = summary
-            self._account(name)
-            self._refresh(self._live[name])
+            live[name].stored_row(blob, update_start(blob))
+        if summaries is None:
+            for name, (stored, counted) in after.items():
+                ctx = live[name]
+                self._entries += len(ctx) - counted
+                self._lagging[name] = (stored, len(ctx))
+                self.clock.observe(ctx.max_lamport)
+        else:
+            for name, summary in summaries.items():
+                self._summarized(name, summary)
+            self._unsaved = set()
         for context, entries in held:
             self._notify(context, entries)
+
+    def _stored_counted(self, name: str) -> tuple[int, int]:
+        """The stored bytes of ``name`` and its entries counted in ``_entries``."""
+        lagging = self._lagging.get(name)
+        if lagging is not None:
+            return lagging
+        summary = self.summaries.get(name)
+        return (summary.stored, summary.entries) if summary else (0, 0)
+
+    def _summarized(self, name: str, summary: Summary) -> None:
+        """``summary`` is now the current summary of ``name`` (loaded): counts, memory cost
+        and the node tree follow it."""
+        self._entries += summary.entries - self._stored_counted(name)[1]
+        self._lagging.pop(name, None)
+        self.summaries[name] = summary
+        self._account(name)
+        self._refresh(self._live[name])
+
+    def _settle(self) -> None:
+        """Compute the summaries of the lagging contexts (their roots: what a read of the node
+        tree, a count of forks, a diff or a check needs), to be stored later."""
+        for name, (stored, _) in list(self._lagging.items()):
+            self._summarized(name, summarize(self._live[name], stored))
+            self._unsaved.add(name)
+
+    def write_summaries(self) -> None:
+        """Store every summary that lags its rows (``summary_lag_ns``), in one transaction: the
+        runtime calls it when the node goes idle, before a check of the store and at close."""
+        if not self._lagging and not self._unsaved:
+            return
+        self._settle()
+        self.storage.commit([], {name: self.summaries[name] for name in self._unsaved})
+        self._unsaved = set()
+
+    def lags(self) -> bool:
+        """Whether some summary is not stored yet (``write_summaries`` would store it)."""
+        return bool(self._lagging or self._unsaved)
+
+    def _forget(self, name: str) -> None:
+        """After a failed commit: drop ``name``'s loaded context; if its summary lagged, it is
+        recomputed from what is durable (and stays to be stored)."""
+        lagging = name in self._lagging
+        self._drop(name)
+        if lagging:
+            self._entries -= self._lagging.pop(name)[1]
+            self.summaries[name] = summary = self._recomputed(name)
+            self._entries += summary.entries
+            self._refresh_summary(name, summary)
+            self._unsaved.add(name)
 
     # ---- snapshots and compaction --------------------------------------------------------------
 
@@ -781,6 +878,7 @@ class Ledger:
         has an authentic successor vouches for nothing the successor does not."""
         check_context(context)
         self._flush_if(context)
+        self.write_summaries()
         ctx = self._load(context)
         if ctx is not None:
             heads = ctx.trim_heads()
@@ -811,6 +909,7 @@ class Ledger:
         its answer gives what its contexts hold (judged here, as ours are), and the contexts it
         found a bad record in, which are checked again in full. A context it did not settle (or
         everything, if it failed) is checked here in full: the answer is one process's."""
+        self.write_summaries()  # (what the rows hold is what the summaries say, for both)
         problems: dict[str, list[str]] = {}
         names = self.stored_context_names()
         theirs = self._their_share(names) if apart is not None else set()
@@ -886,6 +985,8 @@ class Ledger:
         in ``id_sets()`` (a driver's may spill them to disk); with ``checked``, the records
         were checked elsewhere (``audit_steps``). Returns (entries, problems)."""
         self._flush_if(name)
+        if name in self._lagging:
+            self._settle()
         try:
             found = finished(audit_steps(name, self.storage.iter_context(name), self.limits,
                                          self.stored_heads(name), id_sets(), checked), step)
@@ -916,6 +1017,8 @@ class Ledger:
         if found is None:
             return None
         self._flush_if(name)
+        if name in self._lagging:
+            self._settle()  # (committed since the view: its summary is not the view's)
         return found.entries, self._judged(name, found, summary,
                                            live=self.summaries.get(name) == summary)
 
@@ -1059,12 +1162,13 @@ class Ledger:
         for name in list(self._live)[:-1]:
             if self._live_cost <= budget:
                 break
-            if name not in self._dirty:
+            if name not in self._dirty and name not in self._lagging:
                 self._drop(name)
 
     def drop_memory(self) -> None:
         """Unload every context (benchmarks; the next use reloads it)."""
         self.flush()
+        self.write_summaries()
         for name in list(self._live):
             self._drop(name)
 
@@ -1087,7 +1191,7 @@ class Ledger:
             return  # an empty context is no data: it must not change the node root
         key = context_key(name)
         self.names[key] = name
-        self.tree.set(key, summary.root)
+        self._tree.set(key, summary.root)
         self.clock.observe(summary.max_lamport)
 
     def _notify(self, context: str, entries: Sequence[Entry]) -> None:

@@ -84,6 +84,11 @@ class Storage(Protocol):
         """Every context's summary, or None when they do not describe the stored rows."""
         ...
 
+    def lagging_summaries(self) -> tuple[dict[str, Summary], list[str]]:
+        """The stored summaries, and the contexts with rows committed after them (their
+        summary lags or is missing: the open recomputes those)."""
+        ...
+
     def read_spans(self, context: str, spans: Sequence[Span]) -> list[bytes]:
         """The bytes at each ``Span`` of one context's stored rows, in order: a loaded
         context's index reads its records from the rows they were committed in
@@ -100,8 +105,10 @@ class Storage(Protocol):
                summaries: Mapping[str, Summary] | None = None,
                heads: Sequence[HeadChange] = ()) -> None:
         """Append (context, update) pairs, replace those contexts' summaries and apply the
-        head changes, in one durable transaction. ``summaries`` None leaves the summaries stale
-        (tools that write rows only): the next open recomputes them."""
+        head changes, in one durable transaction. ``summaries`` None leaves the summaries of
+        those contexts lagging (tools that write rows only; the ledger with
+        ``summary_lag_ns``): the next open recomputes them. Summaries describe every row
+        committed up to the last commit that wrote any (it must write all that lag)."""
         ...
 
     def put_summaries(self, summaries: Mapping[str, Summary]) -> None:
@@ -129,6 +136,7 @@ class MemoryStorage:
         self.updates: dict[str, list[bytes]] = {}
         self.stored_heads: dict[str, dict[bytes, bytes]] = {}  # context → raw id → head
         self.summary: dict[str, Summary] | None = {}
+        self.lagging: set[str] = set()  # contexts with rows committed after the summaries
         self.meta: dict[str, str] = {}
         self.commits = 0
         self.row_base: dict[str, int] = {}  # row numbers before a context's first row (iter_rows)
@@ -157,9 +165,15 @@ class MemoryStorage:
         return [rows[row][at : at + size] for row, at, size in spans]
 
     def summaries(self) -> dict[str, Summary] | None:
-        if self.summary is None or not self.summary.keys() >= self.updates.keys():
+        if self.summary is None or self.lagging or not self.summary.keys() >= self.updates.keys():
             return None  # (rows written straight into ``updates``, as tests do, have none)
         return dict(self.summary)
+
+    def lagging_summaries(self) -> tuple[dict[str, Summary], list[str]]:
+        if self.summary is None:
+            return {}, list(self.updates)
+        return dict(self.summary), [name for name in self.updates
+                                    if name in self.lagging or name not in self.summary]
 
     def commit(self, updates: Sequence[tuple[str, bytes]],
                summaries: Mapping[str, Summary] | None = None,
@@ -173,14 +187,16 @@ class MemoryStorage:
             else:
                 held[raw] = head
         if summaries is None:
-            if updates:
-                self.summary = None  # rows without their summaries: stale until recomputed
-        elif self.summary is not None:
-            self.summary.update(summaries)
+            self.lagging.update(context for context, _ in updates)  # (until recomputed)
+        else:
+            if self.summary is not None:
+                self.summary.update(summaries)
+            self.lagging.clear()  # (they describe every row so far, as in SqliteStore)
         self.commits += 1
 
     def put_summaries(self, summaries: Mapping[str, Summary]) -> None:
         self.summary = dict(summaries)
+        self.lagging.clear()
 
     def replace_context(self, context: str, state: bytes,
                         heads: Sequence[tuple[bytes, bytes]]) -> None:

@@ -39,6 +39,7 @@ from ..core.identity import Identity
 from ..core.ledger import (
     DEFAULT_MEMORY_BUDGET,
     GATHER_WAIT,
+    SUMMARY_LAG,
     AppendRequest,
     Ledger,
 )
@@ -271,6 +272,9 @@ class Node:
             for name in self.ledger.stored_context_names():
                 done = self.verified["entries"]
                 result = None
+                # (the view's summary is the one stored: store a lagging one first; nothing
+                # commits between this and the view's first read, no await comes between)
+                self.ledger.write_summaries()
                 with reader.view():
                     steps = self.ledger.verify_steps(name, reader, id_sets)
                     while result is None:
@@ -411,7 +415,13 @@ class Node:
 
     async def _committer(self) -> None:
         while True:
-            await self._pending_ready.wait()
+            # Summaries that lag their rows (``Ledger.summary_lag_ns``) are stored by a later
+            # commit, or here once the node has been idle for SUMMARY_LAG.
+            with trio.move_on_after(SUMMARY_LAG if self.ledger.lags() else float("inf")):
+                await self._pending_ready.wait()
+            if not self._pending_ready.is_set():
+                self._write_summaries()
+                continue
             self._pending_ready = trio.Event()
             batch, self._batch = self._batch, None
             if batch is None:  # received updates only
@@ -429,6 +439,13 @@ class Node:
                 self.metrics.append_latency.observe_since(batch.starts, self._now())
             batch.done.set()
             self._flush()
+
+    def _write_summaries(self) -> None:
+        try:
+            self.ledger.write_summaries()
+        except Exception as exc:  # storage can fail
+            # (the rows are durable; the next open recomputes the summaries they lack)
+            log.error("storing the contexts' summaries failed: %s", exc)
 
     async def _gather_received(self) -> None:
         """Before committing received updates, wait while more keep arriving
@@ -644,6 +661,7 @@ async def open_node(
         ledger = Ledger.open(store, identity, secrets.token_hex(16), limits, label=label,
                              memory_budget=memory_budget)
         ledger.defer_commits = True  # the committer commits received updates in groups
+        ledger.summary_lag_ns = int(SUMMARY_LAG * 1e9)  # (stored by later commits, or idle)
         async with trio.open_nursery() as nursery:
             url = ""
             if listen is not None:
@@ -685,6 +703,7 @@ async def open_node(
                 closing = list(node._outboxes.values())
                 core.shutdown(trio.current_time())
                 node._flush()
+                node._write_summaries()
                 with trio.move_on_after(1) as scope:
                     scope.shield = True
                     for outbox in closing:

@@ -275,6 +275,18 @@ class SqliteStore:
         return {str(row[0]): _summary(row) for row in self.db.execute(
             f"SELECT name, {SUMMARY_COLUMNS} FROM contexts WHERE root IS NOT NULL")}
 
+    def lagging_summaries(self) -> tuple[dict[str, Summary], list[str]]:
+        """The stored summaries and the contexts with rows after SUMMARIES_UPTO (every context
+        when it was never written: a store from before summaries, or from ``repair``)."""
+        upto = self.get_meta(SUMMARIES_UPTO)
+        if upto is None:
+            return {}, self.contexts()
+        lagging = [str(c) for (c,) in self.db.execute(
+            "SELECT name FROM contexts WHERE id IN (SELECT DISTINCT ctx FROM updates"
+            " WHERE id > ?)", (int(upto),))]
+        return ({str(row[0]): _summary(row) for row in self.db.execute(
+            f"SELECT name, {SUMMARY_COLUMNS} FROM contexts WHERE root IS NOT NULL")}, lagging)
+
     def reader(self) -> StoreReader:
         """A connection of its own that reads consistent views of the store while this one
         commits (``StoreReader``); close it before the store."""

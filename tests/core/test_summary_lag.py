@@ -1,0 +1,179 @@
+"""Summaries that lag their rows (``Ledger.summary_lag_ns``, set by the runtime).
+
+The invariant: rows and heads are committed as always (an acknowledged append is durable and
+signed); a context's stored summary (root, count, state vector) is either current or lags,
+and a lagging one is never trusted: ``Storage.lagging_summaries`` names every context with rows
+committed after the stored summaries, and an open recomputes exactly those. In memory every
+read (counts, roots, the node tree, diffs, checks) sees the current state.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+
+import pytest
+
+from p2p_ledger.core.ledger import Ledger
+from p2p_ledger.core.storage import MemoryStorage
+from p2p_ledger.trio.store import SqliteStore
+
+from .helpers import append, open_ledger, sync_all
+from .test_lazy_ledger import CONTEXTS, _assert_summaries_current, _fill
+
+LAG = 10**5  # ns; the test clock (counter_ns) moves 1 µs per call: ~50 commits
+
+
+def _lagging(ledger: Ledger, lag: int = LAG) -> Ledger:
+    ledger.summary_lag_ns = lag
+    return ledger
+
+
+def test_commits_within_the_lag_store_no_summary_and_reads_stay_current(storage):
+    a = _lagging(open_ledger(storage, "a"), 10**15)  # (never due: only write_summaries)
+    _fill(a, 7, 40)
+    assert a.lags()
+    summaries, lagging = storage.lagging_summaries()
+    assert sorted(lagging) == sorted(a.context_names())
+    count, counts = a.entry_count(), {name: a.context_entries(name) for name in CONTEXTS}
+    root = a.root()  # (settles the roots in memory; stores nothing)
+    assert a.fork_count() == 0 and a.verify() == []
+    assert storage.lagging_summaries()[1] == lagging
+    a.write_summaries()
+    assert not a.lags() and storage.lagging_summaries()[1] == []
+    _assert_summaries_current(storage)
+    fresh = open_ledger(storage, "checker", "checker-1")
+    assert (fresh.root(), fresh.entry_count()) == (root, count)
+    assert counts == {name: fresh.context_entries(name) for name in CONTEXTS}
+
+
+def test_a_commit_after_the_lag_stores_every_lagging_summary(storage):
+    a = _lagging(open_ledger(storage, "a"))
+    rng = random.Random(11)
+    print("seed", 11)
+    stored_at = []
+    for i in range(400):
+        append(a, rng.choice(CONTEXTS), f"p{i}")
+        if not storage.lagging_summaries()[1]:
+            stored_at.append(i)
+            _assert_summaries_current(storage)
+    assert len(stored_at) >= 2, stored_at  # (each time, by the commit that passed the lag)
+
+
+def test_an_open_after_a_crash_recomputes_only_the_lagging_contexts(storage, monkeypatch):
+    a = open_ledger(storage, "a")
+    _fill(a, 8, 40)  # summaries stored with every commit
+    _lagging(a, 10**15)
+    append(a, CONTEXTS[0], "x")
+    append(a, CONTEXTS[5], "y", "z")
+    root, count = a.root(), a.entry_count()
+    # (a crash: nothing more is written; the ledger is dropped)
+    recomputed = []
+    real = Ledger._recomputed
+    monkeypatch.setattr(Ledger, "_recomputed",
+                        lambda self, name: recomputed.append(name) or real(self, name))
+    again = open_ledger(storage, "a", "a-2")
+    assert sorted(recomputed) == sorted([CONTEXTS[0], CONTEXTS[5]])
+    assert (again.root(), again.entry_count()) == (root, count)
+    _assert_summaries_current(storage)
+    assert again.verify() == []
+
+
+def test_a_lagging_context_is_never_evicted():
+    storage = MemoryStorage()
+    a = _lagging(open_ledger(storage, "a", memory_budget=1), 10**15)
+    _fill(a, 9, 40)
+    assert sorted(a.live_contexts()) == sorted(a.context_names())  # all lag: all stay
+    a.write_summaries()
+    append(a, CONTEXTS[0], "one more")  # (lags again, alone)
+    a.write_summaries()
+    a.get(CONTEXTS[1])
+    assert len(a.live_contexts()) == 1
+    _assert_summaries_current(storage)
+
+
+def test_received_updates_and_diffs_while_summaries_lag(storage):
+    a = _lagging(open_ledger(storage, "a"), 10**15)
+    b = open_ledger(MemoryStorage(), "b")
+    _fill(a, 12, 30)
+    _fill(b, 13, 30)
+    sync_all([a, b])  # diffs answered from lagging contexts, remote updates committed
+    assert a.root() == b.root() and a.entry_count() == b.entry_count()
+    assert a.lags()
+    a.write_summaries()
+    _assert_summaries_current(storage)
+
+
+class _FailingSqlite(SqliteStore):
+    fail = False
+
+    def commit(self, updates, summaries=None, heads=()):
+        if self.fail:
+            raise OSError("disk full")
+        super().commit(updates, summaries, heads)
+
+
+def test_a_failed_commit_while_summaries_lag_keeps_counts_and_roots_durable(tmp_path):
+    storage = _FailingSqlite(tmp_path / "n")
+    try:
+        a = _lagging(open_ledger(storage, "a"), 10**15)
+        _fill(a, 14, 20)
+        root, count = a.root(), a.entry_count()
+        storage.fail = True
+        with pytest.raises(OSError):
+            append(a, CONTEXTS[0], "lost")
+        with pytest.raises(OSError):
+            append(a, "brand-new", "lost too")
+        storage.fail = False
+        assert (a.root(), a.entry_count()) == (root, count)
+        append(a, CONTEXTS[0], "kept")
+        a.write_summaries()
+        _assert_summaries_current(storage)
+        assert a.verify() == []
+    finally:
+        storage.close()
+
+
+def test_summaries_lagging_at_a_sigkill_are_recomputed_by_the_next_open(tmp_path):
+    """A real crash: a child appends with summaries that never come due and is SIGKILLed
+    mid-stream; the next open recomputes the lagging ones, every finished commit is there
+    and checks, and the stored summaries equal recomputed ones."""
+    data = tmp_path / "node"
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(data)],
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    committed = 0
+    for _ in range(40):  # 40 finished commits, then kill it wherever it is
+        line = child.stdout.readline()
+        assert line.startswith("committed"), line
+        committed = int(line.split()[2])
+    child.kill()
+    child.wait(timeout=30)
+    store = SqliteStore(data)
+    try:
+        summaries, lagging = store.lagging_summaries()
+        assert lagging, "the child stored its summaries: the crash tested nothing"
+        again = open_ledger(store, "x", "x-2")
+        assert again.entry_count() >= committed
+        assert store.lagging_summaries()[1] == []
+        _assert_summaries_current(store)
+        assert again.verify() == []
+    finally:
+        store.close()
+
+
+_KILLED_WRITER = """
+import sys
+from p2p_ledger.core.ledger import Ledger
+from p2p_ledger.trio.store import SqliteStore
+store = SqliteStore(sys.argv[1])
+ledger = Ledger.open(store, "x", "x-1")
+ledger.summary_lag_ns = 10**18  # (never due)
+total = 0
+for i in range(100000):
+    appended = ledger.append([ledger.prepare(f"c{i % 7}", "k", b"p" * (i % 50))
+                              for _ in range(1 + i % 5)])
+    total += len(appended.entries)
+    print("committed", i, total, flush=True)
+"""
