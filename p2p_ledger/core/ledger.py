@@ -13,10 +13,11 @@ The working set is bounded; the ledger lives on disk. Every context has a ``Summ
 (``storage.py``: root, entry count, state vector, Lamport maximum), persisted in the same
 transaction as its rows, or with ``summary_lag_ns`` (the runtime) by a later commit, while
 ``open`` recomputes any that lag their rows (``Storage.lagging_summaries``): ``open`` builds the
-node-level tree from the summaries alone and loads no context. A context's ``ContextLog`` (its pycrdt Doc, index and tree of ids) is rebuilt from
-its stored rows on first need (a write, a read of entries, a diff to send, a proof) and evicted
-least-recently-used beyond ``memory_budget``; gossip about a context that is in sync, or whose
-peer already holds all of it, answers from the summary without loading it. A peer that holds
+node-level tree from the summaries alone and loads no context. A context's ``ContextLog`` (its
+pycrdt Doc, index and tree of ids) is rebuilt from its stored rows on first need (a write, a
+read of entries, a diff to send, a proof) and evicted least-recently-used beyond
+``memory_budget``; gossip about a context that is in sync, or whose peer already holds all of
+it, answers from the summary without loading it. A peer that holds
 nothing of a context, or lacks much of it, gets the stored rows it lacks, merged, without
 loading it either, in parts of about ``part_bytes`` (``bundle_diff``): a Yjs diff of a
 grow-only log is the stored updates the peer's state vector does not cover, and any prefix of
