@@ -762,7 +762,9 @@ class Ledger:
         if not self.summary_lag_ns or now - self._lag_since >= self.summary_lag_ns:
             summaries = {name: summarize(live[name], stored)
                          for name, (stored, _) in {**self._lagging, **after}.items()}
-            summaries.update((name, self.summaries[name]) for name in self._unsaved)
+            # (a context computed by _settle and committed since is summarized anew above)
+            summaries.update((name, self.summaries[name]) for name in self._unsaved
+                             if name not in summaries)
         try:
             self.storage.commit(rows, summaries, heads)
         except BaseException:
@@ -804,14 +806,17 @@ class Ledger:
 
     def _settle(self) -> None:
         """Compute the summaries of the lagging contexts (their roots: what a read of the node
-        tree, a count of forks, a diff or a check needs), to be stored later."""
+        tree, a count of forks, a diff or a check needs), to be stored later; not those
+        holding staged rows, whose entries are not durable yet (their commit comes first)."""
         for name, (stored, _) in list(self._lagging.items()):
-            self._summarized(name, summarize(self._live[name], stored))
-            self._unsaved.add(name)
+            if name not in self._dirty:
+                self._summarized(name, summarize(self._live[name], stored))
+                self._unsaved.add(name)
 
     def write_summaries(self) -> None:
         """Store every summary that lags its rows (``summary_lag_ns``), in one transaction: the
         runtime calls it when the node goes idle, before a check of the store and at close."""
+        self.flush()  # (staged rows first: every summary stored must cover its rows)
         if not self._lagging and not self._unsaved:
             return
         self._settle()
