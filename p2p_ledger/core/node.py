@@ -381,12 +381,13 @@ class NodeCore:
         ``send_room`` for each while the driver holds fewer than ROOM_BYTES unsent for it."""
         return [conn for conn, link in self.links.items() if link.session.answers_waiting]
 
-    def send_room(self, conn: int, now: float) -> None:
-        """The driver holds fewer than ROOM_BYTES unsent for ``conn``: build its next waiting
-        answer (``PeerSession.send_waiting``), then take the actions."""
+    def send_room(self, conn: int, now: float, room: int = ROOM_BYTES) -> None:
+        """The driver holds ``ROOM_BYTES - room`` bytes unsent for ``conn`` (fewer than
+        ROOM_BYTES): build its waiting answers until they make ``room`` bytes of frames
+        (``PeerSession.send_waiting``), then take the actions."""
         link = self.links.get(conn)
         if link is not None:
-            link.session.send_waiting()
+            link.session.send_waiting(room)
             self._drain(conn, link, now)
 
     def takes_large_frames(self, conn: int) -> bool:

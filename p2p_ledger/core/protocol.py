@@ -375,17 +375,23 @@ class PeerSession:
         """(``LocalInfo.paced``) answers wait for room on the link: call ``send_waiting``."""
         return bool(self._waiting) and self.is_open
 
-    def send_waiting(self) -> None:
-        """Build the oldest answer waiting (``LocalInfo.paced``); the driver calls this while
-        it holds less than ``ROOM_BYTES`` unsent for this link and answers are waiting.
+    def send_waiting(self, room: int = 1) -> None:
+        """Build the answers waiting (``LocalInfo.paced``), oldest first, until they make
+        ``room`` bytes of frames or none is left; the driver calls this while it holds less
+        than ``ROOM_BYTES`` unsent for this link (``room``: what it lacks to hold that much)
+        and answers are waiting.
 
         why: a fresh node asking for 10 contexts of 10 MB got all ten answers built before
-        the first frame left (0.3-0.6 s of the sender's time, the receiver idle); built one
-        at a time as the link drains, the first leaves at once and the next is built while
-        the peer takes the one before."""
-        if self._waiting and self.is_open:
+        the first frame left (0.3-0.6 s of the sender's time, the receiver idle); built as
+        the link drains, the first leaves at once and the next is built while the peer takes
+        the one before. (One answer per call cost the sender of 2,000 small contexts 26% more
+        CPU: the driver's pass per answer.)"""
+        made = 0
+        while self._waiting and self.is_open and made < room:
+            sent = len(self._out)
             context = next(iter(self._waiting))
             self._send_diff(context, self._waiting.pop(context))
+            made += sum(map(len, self._out[sent:]))
             self._leaving.add(context)
             if not self._waiting:
                 # The last has left: the answers are on their way for this round and the next

@@ -354,7 +354,7 @@ class Node:
         while room := [conn for conn in self.core.answers_waiting()
                        if conn in self._outboxes and self._outboxes[conn].queued < ROOM_BYTES]:
             for conn in room:  # (answers are built as their link drains: see _writer)
-                self.core.send_room(conn, self._now())
+                self.core.send_room(conn, self._now(), ROOM_BYTES - self._outboxes[conn].queued)
             self._carry_out_once()
 
     def _carry_out_once(self) -> None:

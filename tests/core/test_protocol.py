@@ -1018,7 +1018,24 @@ def test_paced_answers_wait_for_room_and_leave_one_context_at_a_time() -> None:
     assert b.root() == a.root()
 
 
-# ---- edges found by the mutation run -------------------------------------------------------------
+def test_paced_answers_fill_the_room_the_driver_gives() -> None:
+    """One ``send_waiting`` builds answers until they make the bytes the link has room for:
+    the driver does not pass once per answer (2,000 small contexts cost the sender 26% more
+    CPU that way)."""
+    a, b = new_ledger("a"), new_ledger("b")
+    for name in ("c0", "c1", "c2"):
+        append(a, name, name.encode())
+    pair = open_pair(a, b, a_info=LocalInfo(a.node_id, paced=True))
+    session = pair.a.session
+    _new_round_then(session, wire.View((), wire.EMPTY))
+    session.send_waiting(1)
+    first = session.take_output()
+    assert len({decode(f).context for f in first}) == 1 and session.answers_waiting
+    session.send_waiting(sum(map(len, first)) + 1)  # room for a little more than one
+    assert len({decode(f).context for f in session.take_output()}) == 2
+    assert not session.answers_waiting
+
+
 
 def test_the_cluster_key_proof_keeps_its_format() -> None:
     """Golden vectors: nodes of different builds must compute the same proofs (computed apart
