@@ -215,3 +215,20 @@ def test_the_root_never_shows_staged_entries_while_summaries_lag(storage):
     assert not a.has_staged() and not a.lags() and a.root() != before
     _assert_summaries_current(storage)
     assert open_ledger(storage, "checker", "checker-1").root() == a.root()
+
+
+def test_ids_appended_join_the_tree_when_it_is_read(storage):
+    """Our appends' ids wait for the tree to be used (``ContextLog.tree``): a proof, a root or
+    a descent of a context sees every entry appended, as a tree built from scratch does."""
+    from p2p_ledger.core.merkle import root_of_keys
+    from p2p_ledger.core.proof import check_proof, make_proof
+
+    a = _lagging(open_ledger(storage, "a"), 10**15)
+    _fill(a, 15, 30)
+    last = append(a, CONTEXTS[2], "newest").entries[0]
+    ctx = a.contexts[CONTEXTS[2]]
+    assert ctx._loading is not None, "no id waited: the test tests nothing"
+    proof = make_proof(a, CONTEXTS[2], last.id)
+    assert check_proof(proof).id == last.id
+    ids = [bytes.fromhex(e.id) for e in ctx.ordered]
+    assert ctx.root() == root_of_keys(ids) == a.context_root(CONTEXTS[2])
