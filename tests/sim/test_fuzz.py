@@ -132,3 +132,12 @@ def test_answers_in_parts_hold_every_invariant_whatever_is_loaded(
         assert tiny.trace_digest == unbounded.trace_digest, seed
     print("answers that stopped short:", partial)
     assert partial > 3
+
+
+def test_a_run_is_not_converged_while_a_node_holds_rows_to_commit() -> None:
+    """Regression (fuzz seed 2480014448 at the users' sizes): the run ended as converged while
+    n5 held a hostile member's 11 entries received but staged for the group commit; the
+    checks, reading n5, committed them, and roots differed with nobody left to send them on.
+    Convergence now waits for every scheduled commit."""
+    report = run_scenario(load_scenario(random_scenario(2480014448, 7, 120.0)))
+    assert not report.failed_checks(), report.failed_checks()
