@@ -20,6 +20,8 @@ from p2p_ledger.core.identity import Head, Identity
 from p2p_ledger.core.ledger import Ledger
 from p2p_ledger.core.node import Close, Dial, NodeConfig, NodeCore, Send
 from p2p_ledger.core.storage import MemoryStorage
+from p2p_ledger.sim import load_scenario
+from p2p_ledger.sim.runner import ScenarioRun
 from p2p_ledger.testing import counter_ns, forged_update
 from p2p_ledger.trio.store import SqliteStore
 
@@ -336,3 +338,19 @@ def fork_branches_into(ledger: Ledger, context: str) -> list[tuple[Entry, Entry]
             [e1.record, e2.record], client_id)))
         branches.append((e1, e2))
     return branches
+
+
+def byzantine_run(writers: list[str], rate_per_s: float, duration_s: float) -> ScenarioRun:
+    """A finished simulated run, converged: ``writers`` append to context "log" while member
+    "m" squats and equivocates in it twice each (forks and entries stored twice)."""
+    run = ScenarioRun(load_scenario({
+        "nodes": [*writers, "m"], "scenario": {"name": "byz", "seed": 4},
+        "links": {"latency_ms": 5, "jitter_ms": 2},
+        "steps": [{"at": 1, "writers": {"nodes": writers, "context": "log",
+                                        "rate_per_s": rate_per_s, "duration_s": duration_s}},
+                  *[{"at": 3 + i, "byzantine": {"node": "m", "attack": kind, "context": "log",
+                                                "to": ["a", "b"]}}
+                    for i, kind in enumerate(["squat", "equivocate", "squat", "equivocate"])]],
+        "checks": {"converged_within_s": 30}}))
+    assert run.run().passed
+    return run

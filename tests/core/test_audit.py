@@ -29,6 +29,7 @@ from .helpers import (
     HEADS,
     append,
     append_after_last,
+    byzantine_run,
     chain_entries,
     heads_for,
     open_ledger,
@@ -75,16 +76,7 @@ def test_simulated_stores_audit_like_a_rebuild(name: str) -> None:
 
 
 def test_forks_and_entries_found_by_id_audit_like_a_rebuild() -> None:
-    run = ScenarioRun(load_scenario({
-        "nodes": ["a", "b", "c", "m"], "scenario": {"name": "byz", "seed": 4},
-        "links": {"latency_ms": 5, "jitter_ms": 2},
-        "steps": [{"at": 1, "writers": {"nodes": ["a", "b", "c"], "context": "log",
-                                        "rate_per_s": 3, "duration_s": 15}},
-                  *[{"at": 3 + i, "byzantine": {"node": "m", "attack": kind, "context": "log",
-                                                "to": ["a", "b"]}}
-                    for i, kind in enumerate(["squat", "equivocate", "squat", "equivocate"])]],
-        "checks": {"converged_within_s": 30}}))
-    assert run.run().passed
+    run = byzantine_run(["a", "b", "c"], 3, 15)
     forks = 0
     for node in run.cluster.nodes.values():
         ledger = Ledger.open(node.storage, node.name, f"{node.name}-audit")

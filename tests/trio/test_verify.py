@@ -14,9 +14,9 @@ from p2p_ledger.core import audit as audit_module
 from p2p_ledger.core.audit import MemoryIds, audit, unsound_contexts
 from p2p_ledger.core.ledger import Ledger
 from p2p_ledger.core.merkle import root_of_keys
-from p2p_ledger.sim import load_scenario
-from p2p_ledger.sim.runner import ScenarioRun
 from p2p_ledger.trio.verify import SpillIds, spilling
+
+from ..core.helpers import byzantine_run
 
 SEED = 20261130
 
@@ -53,16 +53,7 @@ def test_audit_with_spilled_ids_answers_as_with_a_set(
     monkeypatch.setattr(audit_module, "CHECK_BATCH", batch)
     monkeypatch.setattr(verify_module, "BUFFER_BYTES", 32 * 7)
     monkeypatch.setattr(verify_module, "RECENT", 4)
-    run = ScenarioRun(load_scenario({
-        "nodes": ["a", "b", "m"], "scenario": {"name": "byz", "seed": 4},
-        "links": {"latency_ms": 5, "jitter_ms": 2},
-        "steps": [{"at": 1, "writers": {"nodes": ["a", "b"], "context": "log",
-                                        "rate_per_s": 4, "duration_s": 12}},
-                  *[{"at": 3 + i, "byzantine": {"node": "m", "attack": kind, "context": "log",
-                                                "to": ["a", "b"]}}
-                    for i, kind in enumerate(["squat", "equivocate", "squat", "equivocate"])]],
-        "checks": {"converged_within_s": 30}}))
-    assert run.run().passed
+    run = byzantine_run(["a", "b"], 4, 12)
     forks = 0
     for node in run.cluster.nodes.values():
         ledger = Ledger.open(node.storage, node.name, f"{node.name}-audit")
