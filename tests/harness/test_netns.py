@@ -123,8 +123,11 @@ def test_leaving_the_block_kills_what_runs_inside_and_removes_everything() -> No
 @needs_netns
 def test_ctrl_c_tears_the_bed_down(tmp_path: object) -> None:
     script = textwrap.dedent("""
-        import subprocess, sys, time
+        import signal, subprocess, sys, time
         from p2p_ledger.harness.netns import TestBed
+        # (a runner started in the background passes SIGINT on ignored, and Python then
+        # installs no KeyboardInterrupt handler: this test plays a Ctrl-C at a terminal)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         with TestBed(["x", "y"]) as bed:
             sleeper = subprocess.Popen(bed.hosts["y"].command(["sleep", "600"]))
             print(bed.prefix, sleeper.pid, flush=True)
