@@ -759,12 +759,13 @@ class Ledger:
         if not self.lags():
             self._lag_since = now
         summaries: dict[str, Summary] | None = None
+        computed: dict[str, Summary] = {}
         if not self.summary_lag_ns or now - self._lag_since >= self.summary_lag_ns:
-            summaries = {name: summarize(live[name], stored)
-                         for name, (stored, _) in {**self._lagging, **after}.items()}
-            # (a context computed by _settle and committed since is summarized anew above)
-            summaries.update((name, self.summaries[name]) for name in self._unsaved
-                             if name not in summaries)
+            computed = {name: summarize(live[name], stored)
+                        for name, (stored, _) in {**self._lagging, **after}.items()}
+            # (the summaries _settle computed are current in memory, their contexts perhaps
+            # evicted since: stored as they are; one committed since is computed anew above)
+            summaries = {**{name: self.summaries[name] for name in self._unsaved}, **computed}
         try:
             self.storage.commit(rows, summaries, heads)
         except BaseException:
@@ -781,7 +782,7 @@ class Ledger:
                 self._lagging[name] = (stored, len(ctx))
                 self.clock.observe(ctx.max_lamport)
         else:
-            for name, summary in summaries.items():
+            for name, summary in computed.items():
                 self._summarized(name, summary)
             self._unsaved = set()
         for context, entries in held:

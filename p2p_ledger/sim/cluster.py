@@ -38,7 +38,7 @@ from ..core.context_log import ARRAY_NAME, ContextLog
 from ..core.cursor import Cursor
 from ..core.entry import Entry
 from ..core.identity import Identity
-from ..core.ledger import GATHER_WAIT, Ledger
+from ..core.ledger import GATHER_WAIT, SUMMARY_LAG, Ledger
 from ..core.node import Close, Dial, NodeConfig, NodeCore, PeerEvent, Send
 from ..core.storage import HeadChange, MemoryStorage, Summary
 from ..core.yjs import decode_state_vector
@@ -214,6 +214,7 @@ class Cluster:
                              memory_budget=self.memory_budget)
         ledger.listeners.append(lambda context, entries: self._on_entries(node, context, entries))
         ledger.defer_commits = True  # received updates are group-committed, as in the runtime
+        ledger.summary_lag_ns = int(SUMMARY_LAG * NS)  # summaries lag their rows, as there too
         node.ledger = ledger
         node.core = NodeCore(ledger, node.config, core_rng)
         node.tick_at = None
