@@ -9,6 +9,7 @@ encoding, one row each) written with the same commit batch sizes the node chose.
 |----------|---------------------------------------------------|--------------------------------|
 | ingest   | ``open_node``, 128 trio tasks appending 100 B     | raw SQLite, same batches       |
 | start    | ``open_node`` until ready (fresh process); RSS    | open the raw file, count rows  |
+| crash    | appends, kill -9 within a second, start again: ready, then settled | as start |
 | verify   | ``p2p-ledger verify --data`` (wall, peak RSS)     | read + sha256 every raw record |
 | catch-up | a fresh ``p2p-ledger node`` syncing from a full one | copy the raw rows to a new file |
 | disk     | data dir bytes per entry                          | raw file bytes per entry       |
@@ -22,6 +23,7 @@ import json
 import logging
 import os
 import random
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -35,6 +37,8 @@ from .bench_common import Table
 
 PAYLOAD = 100
 TASKS = 128
+# Appended before the kill -9 of the crash phase: a few commits, well within SUMMARY_LAG (1 s).
+CRASH_ENTRIES = 20 * TASKS
 SPREAD_CONTEXTS = 10_000
 CATCH_UP_TIMEOUT = 1800  # s; past it the row says the catch-up did not finish
 
@@ -134,6 +138,41 @@ async def _start(data: Path) -> dict[str, Any]:
             "largest": node.ledger.summaries[largest].entries}
 
 
+async def _crash(data: Path, contexts: int) -> None:
+    """Append ``CRASH_ENTRIES`` through ``open_node`` from ``TASKS`` tasks, then SIGKILL this
+    process at once: the summaries of what it committed last lag their rows."""
+    import trio
+
+    from ..trio.runtime import open_node
+
+    names = _context_names(contexts)
+    async with open_node(data, node_id="bench-node", synchronous="FULL") as node:
+        async def writer(task: int) -> None:
+            for i in range(task, CRASH_ENTRIES, TASKS):
+                await node.append(names[i % len(names)], b"c" * PAYLOAD, key="k")
+
+        async with trio.open_nursery() as writers:
+            for task in range(TASKS):
+                writers.start_soon(writer, task)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+async def _start_crashed(data: Path) -> dict[str, Any]:
+    """``open_node`` until ready after a kill -9, then until no context settles (polled)."""
+    import trio
+
+    from ..trio.runtime import open_node
+
+    t0 = time.perf_counter()
+    async with open_node(data, node_id="bench-node") as node:
+        ready = time.perf_counter() - t0
+        settling = node.ledger.settling()
+        while node.ledger.settling():
+            await trio.sleep(0.01)
+        settled = time.perf_counter() - t0
+    return {"seconds": ready, "settling": settling, "settled": settled}
+
+
 def _raw(path: Path, batches: Sequence[int], contexts: int) -> dict[str, Any]:
     """The baseline: the same records, one row each, the same commit batch sizes."""
     from ..core.entry import NO_PREV, make_entry
@@ -208,6 +247,11 @@ def child_main(argv: Sequence[str]) -> int:
         out = trio.run(_ingest, Path(args[0]), int(args[1]), int(args[2]), Path(args[3]))
     elif phase == "start":
         out = trio.run(_start, Path(args[0]))
+    elif phase == "crash":
+        trio.run(_crash, Path(args[0]), int(args[1]))
+        out = {}  # (not reached: it kills itself)
+    elif phase == "start-crashed":
+        out = trio.run(_start_crashed, Path(args[0]))
     elif phase == "raw":
         out = _raw(Path(args[0]), json.loads(Path(args[1]).read_text()), int(args[2]))
     elif phase == "raw-read":
@@ -241,6 +285,15 @@ def _child(*args: str) -> dict[str, Any]:
                           f"{': ' + result.stderr[-2000:] if result.stderr else ''}")
     out: dict[str, Any] = json.loads(result.stdout.splitlines()[-1])
     return out
+
+
+def _killed_child(*args: str) -> None:
+    """Run a phase that ends by killing itself with SIGKILL (``crash``)."""
+    cmd = [sys.executable, "-m", "p2p_ledger.cli.bench_scale", *args]
+    result = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=_child_stderr(), text=True)
+    if result.returncode != -signal.SIGKILL:
+        raise PhaseFailed(f"{args[0]} ended with exit status {result.returncode}, not SIGKILL"
+                          f"{': ' + result.stderr[-2000:] if result.stderr else ''}")
 
 
 def _timed_command(cmd: list[str]) -> tuple[float, int, int]:
@@ -359,10 +412,18 @@ def run_scale(entries: int, tables: list[Any],
             _progress(f"{label}: catch-up of a fresh node")
             catch = _catch_up(data, tmp / f"fresh-{contexts}", entries, CATCH_UP_TIMEOUT)
             copy = _child("raw-copy", str(raw), str(tmp / f"raw-copy-{contexts}.sqlite3"))
+            _progress(f"{label}: {CRASH_ENTRIES:,} appends, kill -9, start again")
+            try:
+                _killed_child("crash", str(data), str(contexts))
+                restart: dict[str, Any] | None = _child("start-crashed", str(data))
+            except PhaseFailed as exc:
+                restart = None
+                failed.append(f"{label}: {exc}")
             loads.append(os.getloadavg()[0])
             results[label] = dict(ingest=ingest, base=base, start=start, raw_read=raw_read,
                                   verify=(v_secs, v_status, v_hwm), disk=disk,
-                                  raw_disk=raw_disk, catch=catch, copy=copy["seconds"])
+                                  raw_disk=raw_disk, catch=catch, copy=copy["seconds"],
+                                  restart=restart)
 
     table = Table(f"Scale: {entries:,} entries of {PAYLOAD} B (each phase a fresh process)",
                   ["measure", "contexts", "ours", "baseline", "ours/baseline", "unit", "goal",
@@ -391,6 +452,14 @@ def run_scale(entries: int, tables: list[Any],
                       start["loaded"] == 0)
             table.add(f"first read of a cold context ({start['largest']:,} entries)", label,
                       start["first_read"], None, None, "s", None, None)
+        restart = r["restart"]
+        if restart is not None:
+            table.add("start after kill -9", label, restart["seconds"],
+                      r["raw_read"]["open_seconds"], None, "s", "≤1", restart["seconds"] <= 1.0)
+            table.add("… contexts settling when ready", label, restart["settling"], None, None,
+                      "", None, None)
+            table.add("… until every one settled", label, restart["settled"], None, None, "s",
+                      None, None)
         ok = v_status == 0
         table.add("verify --data", label, entries / v_secs if ok else None,
                   entries / r["raw_read"]["verify_seconds"], None, "entries/s", "≥100,000",

@@ -48,7 +48,7 @@ from typing import Protocol
 
 from pycrdt import get_update, merge_updates
 
-from .audit import IdSet, MemoryIds, audit, audit_steps, finished
+from .audit import IdSet, MemoryIds, audit_steps, finished
 from .bundle import decode_bundle, encode_bundle, update_start
 from .clock import LamportClock
 from .context_log import ARRAY_NAME, EMPTY_UPDATE, ContextLog, client_id_for
@@ -130,6 +130,8 @@ CONTEXT_WEIGHT = 8
 # appends per commit into one context that was ~15% of an append's CPU (py-spy, 100k x 100 B),
 # and a context touched by several commits within the lag gets one summary instead of several.
 SUMMARY_LAG = 1.0  # seconds
+# Rows a settling context reads per query (``Ledger._rows_in_batches``).
+SETTLE_ROWS = 64
 
 Listener = Callable[[str, Sequence[Entry]], None]
 
@@ -251,6 +253,10 @@ class Ledger:
         self._lagging: dict[str, tuple[int, int]] = {}
         self._unsaved: set[str] = set()  # summaries computed, not stored yet
         self._lag_since = 0  # now_ns of the oldest commit whose summaries are not stored
+        # contexts whose stored summary lags rows a crash left, or that have none (``open``),
+        # not loaded: in the node tree at their stored root until settled (``settle_step``)
+        self._stale: dict[str, None] = {}
+        self._settling: tuple[str, Generator[int, None, Summary]] | None = None
         self.listeners: list[Listener] = []
         self.fork_log: list[str] = []  # one line per fork found, for the node to log
         self._chains: dict[str, int] = {}
@@ -276,8 +282,9 @@ class Ledger:
     ) -> Ledger:
         """Open the ledger stored in ``storage``: the node-level tree from the persisted
         per-context summaries, no context loaded, no entry re-checked (``verify`` does that, a
-        context at a time). A store written before summaries existed (or by a tool that wrote
-        rows only) gets them recomputed once here, one context in memory at a time.
+        context at a time). The contexts whose rows go beyond their stored summary (a crash
+        within ``summary_lag_ns`` of a commit, a store from before summaries, one ``repair``
+        wrote) are *settling*: recomputed later (``settle_step``), or at once when one is read.
 
         ``identity`` may be a string: then the key is derived from it (``Identity.from_seed``,
         for simulations and tests) and it is the label too. ``instance`` must be fresh for
@@ -290,13 +297,16 @@ class Ledger:
             identity = Identity.from_seed(identity)
         ledger = cls(identity, instance, storage, limits, now_ns, label or "", memory_budget)
         summaries, lagging = storage.lagging_summaries()
-        if lagging:
-            summaries.update((name, ledger._recomputed(name)) for name in lagging)
-            storage.put_summaries(summaries)
         ledger.summaries = summaries
         for name, summary in summaries.items():
             ledger._entries += summary.entries
             ledger._refresh_summary(name, summary)
+        if lagging:
+            ledger._stale = dict.fromkeys(lagging)
+            # (our next entry must come after every one stored: the tail's times too)
+            for _, blob in storage.rows_after_summaries():
+                for record in appended_values(decode_bundle(blob).update, ARRAY_NAME):
+                    ledger.clock.observe(known_record_fields(record)[1])
         return ledger
 
     # ---- reads -------------------------------------------------------------------------------
@@ -316,7 +326,7 @@ class Ledger:
         ctx = self._live.get(name)
         if ctx is not None:
             return ctx.root()
-        summary = self.summaries.get(name)
+        summary = self._summary(name)
         return summary.root if summary else MerkleTree().root()
 
     def state_vector(self, name: str) -> bytes:
@@ -325,25 +335,28 @@ class Ledger:
         ctx = self._live.get(name)
         if ctx is not None:
             return ctx.state_vector()
-        summary = self.summaries.get(name)
+        summary = self._summary(name)
         return summary.state_vector if summary else EMPTY_STATE_VECTOR
 
     def context_entries(self, name: str) -> int:
         lagging = self._lagging.get(name)
         if lagging is not None:
             return len(self._live[name])
-        summary = self.summaries.get(name)
+        summary = self._summary(name)
         return summary.entries if summary else 0
 
     def entry_count(self) -> int:
+        """Entries in every context (a settling one counted as its stored summary says)."""
         return self._entries
 
     def holds(self, name: str) -> bool:
-        return name in self.summaries or name in self._live
+        return name in self.summaries or name in self._live or name in self._stale
 
     def context_names(self) -> list[str]:
         """Every context held (stored, or new in memory), in a deterministic order."""
-        return [*self.summaries, *(n for n in self._live if n not in self.summaries)]
+        known = self.summaries
+        return [*known, *(n for n in self._stale if n not in known),
+                *(n for n in self._live if n not in known and n not in self._stale)]
 
     def live_contexts(self) -> list[str]:
         """The contexts loaded in memory now, least recently used first."""
@@ -361,7 +374,7 @@ class Ledger:
     def forks(self) -> list[dict[str, object]]:
         """Every fork committed: a writer that signed two entries for one position. A read:
         it commits nothing (a context holding staged rows shows its forks as of its last
-        commit)."""
+        commit), and a settling context's as its stored summary counts them until it settles."""
         if self._lagging:
             self._settle()
         out: list[dict[str, object]] = []
@@ -411,7 +424,7 @@ class Ledger:
         self.last_diff_partial = False
         if context in self._lagging:
             self._settle()
-        summary = self.summaries.get(context)
+        summary = self._summary(context)
         if summary is not None and summary.entries:
             empty = state_vector in (None, b"", EMPTY_STATE_VECTOR)
             try:
@@ -760,7 +773,10 @@ class Ledger:
             self._lag_since = now
         summaries: dict[str, Summary] | None = None
         computed: dict[str, Summary] = {}
-        if not self.summary_lag_ns or now - self._lag_since >= self.summary_lag_ns:
+        # (none while a context settles: stored summaries describe every row up to the last
+        # commit that stores any, and its stored one does not)
+        if not self._stale and (not self.summary_lag_ns
+                                or now - self._lag_since >= self.summary_lag_ns):
             computed = {name: summarize(live[name], stored)
                         for name, (stored, _) in {**self._lagging, **after}.items()}
             # (the summaries _settle computed are current in memory, their contexts perhaps
@@ -816,17 +832,74 @@ class Ledger:
 
     def write_summaries(self) -> None:
         """Store every summary that lags its rows (``summary_lag_ns``), in one transaction: the
-        runtime calls it when the node goes idle, before a check of the store and at close."""
+        runtime calls it when the node goes idle, before a check of the store and at close.
+        Nothing while a context settles (the next open settles again what is left)."""
         self.flush()  # (staged rows first: every summary stored must cover its rows)
-        if not self._lagging and not self._unsaved:
+        if self._stale or (not self._lagging and not self._unsaved):
             return
         self._settle()
         self.storage.commit([], {name: self.summaries[name] for name in self._unsaved})
         self._unsaved = set()
 
     def lags(self) -> bool:
-        """Whether some summary is not stored yet (``write_summaries`` would store it)."""
-        return bool(self._lagging or self._unsaved)
+        """Whether some summary is not stored yet (``write_summaries`` would store it, once
+        no context settles)."""
+        return bool(self._lagging or self._unsaved or self._stale)
+
+    def settling(self) -> int:
+        """How many contexts still settle (see ``open``)."""
+        return len(self._stale)
+
+    def settle_step(self) -> bool:
+        """Settle the settling contexts a step at a time, the oldest first: ``audit_steps``
+        over the stored rows (``audit.CHECK_BATCH`` entries a step), as a read of one would
+        at once (``_summary``). True while some remain. ``NodeCore.tick`` calls it, so both
+        drivers serve between steps. A context loaded meanwhile settles as a loaded one
+        (``_load``); rows that cannot be settled (a damaged store) raise IntegrityError here
+        or at their first read, as ``open`` used to.
+
+        why: ``open`` recomputed them at once: after a crash within SUMMARY_LAG of a commit
+        into a context of 1M entries, ~10 s before the node was ready."""
+        if not self._stale:
+            return False
+        if self._settling is None or self._settling[0] not in self._stale:
+            name = next(iter(self._stale))
+            self._settling = (name, self._recompute_steps(name))
+        name, steps = self._settling
+        try:
+            next(steps)
+        except StopIteration as stop:
+            self._settled(name, stop.value)
+        except BaseException:
+            self._settling = None  # (the next step starts it again, and raises again)
+            raise
+        return bool(self._stale)
+
+    def settle(self) -> None:
+        """Settle every settling context now."""
+        for name in list(self._stale):
+            if name in self._stale:  # (a read of one may have loaded another)
+                self._summary(name)
+
+    def _summary(self, name: str) -> Summary | None:
+        """The summary of ``name`` (None if we hold nothing there), settled first if it
+        settles: a stored one that lags its rows is never what a read is told."""
+        if name in self._stale:
+            steps = self._settling[1] if self._settling and self._settling[0] == name \
+                else self._recompute_steps(name)
+            self._settled(name, finished(steps))
+        return self.summaries.get(name)
+
+    def _settled(self, name: str, summary: Summary) -> None:
+        """The settling context ``name`` holds ``summary``: counted, in the tree, to store."""
+        del self._stale[name]
+        if self._settling and self._settling[0] == name:
+            self._settling = None
+        old = self.summaries.get(name)
+        self._entries += summary.entries - (old.entries if old else 0)
+        self.summaries[name] = summary
+        self._refresh_summary(name, summary)
+        self._unsaved.add(name)
 
     def _forget(self, name: str) -> None:
         """After a failed commit: drop ``name``'s loaded context; if its summary lagged, it is
@@ -835,7 +908,7 @@ class Ledger:
         self._drop(name)
         if lagging:
             self._entries -= self._lagging.pop(name)[1]
-            self.summaries[name] = summary = self._recomputed(name)
+            self.summaries[name] = summary = finished(self._recompute_steps(name))
             self._entries += summary.entries
             self._refresh_summary(name, summary)
             self._unsaved.add(name)
@@ -899,6 +972,8 @@ class Ledger:
             summary = self.summaries.get(context)
             if summary is not None:
                 self.summaries[context] = summary._replace(stored=len(state))
+            if context in self._lagging:
+                self._lagging[context] = (len(state), self._lagging[context][1])
             self._evict()
 
     def verify(self, progress: Callable[[int, int, int], None] | None = None,
@@ -916,6 +991,7 @@ class Ledger:
         its answer gives what its contexts hold (judged here, as ours are), and the contexts it
         found a bad record in, which are checked again in full. A context it did not settle (or
         everything, if it failed) is checked here in full: the answer is one process's."""
+        self.settle()
         self.write_summaries()  # (what the rows hold is what the summaries say, for both)
         problems: dict[str, list[str]] = {}
         names = self.stored_context_names()
@@ -1004,7 +1080,7 @@ class Ledger:
                 found = summarize(fresh, stored)
         except LedgerError as exc:
             return 0, [f"context {name}: {exc}"]
-        return found.entries, self._judged(name, found, self.summaries.get(name))
+        return found.entries, self._judged(name, found, self._summary(name))
 
     def verify_steps(self, name: str, view: ContextView, id_sets: Callable[[], IdSet] = MemoryIds,
                      ) -> Generator[int, None, tuple[int, list[str]] | None]:
@@ -1063,11 +1139,15 @@ class Ledger:
             self._live.move_to_end(name)
             return ctx
         summary = self.summaries.get(name)
-        if summary is None:
+        if summary is None and name not in self._stale:
             return None
-        ctx, _ = self._read(name)
+        ctx, stored = self._read(name)
         ctx.new_forks.clear()  # reported when they were found
         self._live[name] = ctx
+        if name in self._stale:  # (settles as a loaded context committed to does)
+            del self._stale[name]
+            self._lagging[name] = (stored, summary.entries if summary else 0)
+            self.clock.observe(ctx.max_lamport)
         self._account(name)
         self.loads += 1
         return ctx
@@ -1116,23 +1196,38 @@ class Ledger:
             return self._read(name, verify, doc=True)
         return ctx, stored
 
-    def _recomputed(self, name: str) -> Summary:
-        """The summary of ``name``'s stored rows, streamed (``audit``: memory for its ids, not
-        a ``ContextLog``); rows ``audit`` cannot settle or refuses are rebuilt as they always
-        were (which raises what the rebuild raises).
+    def _recompute_steps(self, name: str) -> Generator[int, None, Summary]:
+        """The summary of ``name``'s stored rows, streamed a step at a time (``audit_steps``:
+        memory for its ids, not a ``ContextLog``); rows ``audit`` cannot settle or refuses
+        are rebuilt as they always were (which raises what the rebuild raises).
 
         why: a store without summaries (one ``repair`` wrote, or older) opened with every
         context rebuilt in turn: 126 MiB peak RSS and 2.97 CPU-s for one context of
         100k x 100 B, against 66 MiB and 0.93 s streamed."""
         try:
-            found = audit(name, self.storage.iter_context(name), self.limits,
-                          self.stored_heads(name))
+            found = yield from audit_steps(name, self._rows_in_batches(name), self.limits,
+                                           self.stored_heads(name))
         except LedgerError:
             found = None
         if found is not None:
             return found
         ctx, stored = self._read(name)
         return summarize(ctx, stored)
+
+    def _rows_in_batches(self, name: str) -> Iterator[bytes]:
+        """``name``'s stored rows, each batch read whole (no cursor held between a driver's
+        steps, while it commits)."""
+        after, more = 0, True
+        while more:
+            batch: list[bytes] = []
+            size, more = 0, False
+            for row, blob in self.storage.iter_rows(name, after):
+                batch.append(blob)
+                size += len(blob)
+                if len(batch) == SETTLE_ROWS or size >= PART_BYTES:
+                    after, more = row, True
+                    break
+            yield from batch
 
     def _new_log(self, name: str, lazy: bool = True) -> ContextLog:
         """An empty ContextLog of ``name`` whose records are read from its stored rows (and,

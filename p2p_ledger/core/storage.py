@@ -86,7 +86,14 @@ class Storage(Protocol):
 
     def lagging_summaries(self) -> tuple[dict[str, Summary], list[str]]:
         """The stored summaries, and the contexts with rows committed after them (their
-        summary lags or is missing: the open recomputes those)."""
+        summary lags or is missing: the ledger settles those, ``Ledger.settle_step``)."""
+        ...
+
+    def rows_after_summaries(self) -> Iterator[tuple[str, bytes]]:
+        """(context, bundle) of the rows the stored summaries do not describe (every row when
+        they were never written), in commit order, read as they are consumed: what a crash
+        left lagging (``Ledger.open`` reads their Lamport times). Consume it before the next
+        commit."""
         ...
 
     def read_spans(self, context: str, spans: Sequence[Span]) -> list[bytes]:
@@ -174,6 +181,11 @@ class MemoryStorage:
             return {}, list(self.updates)
         return dict(self.summary), [name for name in self.updates
                                     if name in self.lagging or name not in self.summary]
+
+    def rows_after_summaries(self) -> Iterator[tuple[str, bytes]]:
+        # (every row of a lagging context: those the summaries describe too, which is allowed)
+        lagging = self.lagging_summaries()[1]
+        return iter([(name, blob) for name in lagging for blob in self.updates[name]])
 
     def commit(self, updates: Sequence[tuple[str, bytes]],
                summaries: Mapping[str, Summary] | None = None,

@@ -47,6 +47,7 @@ from .loop import NS, EventLoop, deadline_ns
 from .network import LinkProps, NetParams, Network
 
 EPOCH_NS = 1_767_225_600 * NS  # entries' wall-clock stamps: 2026-01-01 + virtual time
+WATCH_AFTER_START = 10_000_000  # ns: a restarted node's agent reads its contexts this late
 
 
 @dataclass
@@ -220,8 +221,17 @@ class Cluster:
         node.tick_at = None
         node.gathering = False
         self.loop.record("start", f"{name} {node.incarnation} {instance} {ledger.root().hex()}")
-        node.watcher.pending.update(dict.fromkeys(sorted(ledger.contexts)))
+        # (its agent reads a moment later: what a crash left settling settles in ticks first)
+        self.loop.at(self.loop.now + WATCH_AFTER_START, self._watch_all, (name, node.incarnation))
         self.dirty = True
+        self.flush(name)
+
+    def _watch_all(self, arg: tuple[str, int]) -> None:
+        name, incarnation = arg
+        node = self.nodes[name]
+        if node.ledger is None or node.incarnation != incarnation:
+            return
+        node.watcher.pending.update(dict.fromkeys(sorted(node.ledger.contexts)))
         self.flush(name)
 
     def crash(self, name: str) -> None:
@@ -433,6 +443,8 @@ class Cluster:
             return  # stale: superseded by an earlier tick, or the node restarted
         node.tick_at = None
         self.loop.record("tick", name)
+        if node.ledger is not None and node.ledger.settling():
+            self.dirty = True  # (a context may settle: its root then changes)
         node.core.tick(self.loop.now / NS)
         self.flush(name)
         if node.tick_at is not None and node.tick_at <= when:
@@ -495,14 +507,16 @@ class Cluster:
 
     def check_converged(self) -> bool:
         """All live honest nodes hold the same data (equal roots) and none has received rows
-        waiting for their commit (a gather scheduled: the commit will change its root); cached
-        until something changes.
+        waiting for their commit (a gather scheduled: the commit will change its root) or
+        contexts settling after a crash (its root shows them as last stored); cached until
+        something changes.
 
         why: fuzz seed 2480014448 (6 nodes) ended its run as converged while n5 held a
         hostile member's 11 entries staged, and the checks, reading n5, committed them: roots
         then differed, and no node had sent them on."""
-        if any(n.gathering for n in self.up_nodes()):
-            return False
+        if any(n.gathering or (n.ledger is not None and n.ledger.settling())
+               for n in self.up_nodes()):
+            return False  # (a settling node's root shows what it last stored)
         if self.dirty:
             self.dirty = False
             roots = {n.ledger.root() for n in self.up_nodes() if n.ledger is not None}

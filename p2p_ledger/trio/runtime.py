@@ -227,7 +227,9 @@ class Node:
 
     def status(self) -> dict[str, Any]:
         """A JSON-ready summary: ``node_id``, ``url``, ``root`` (hex node Merkle root: two nodes
-        hold the same data iff equal), ``entries``, ``contexts``, ``peers`` (each with its
+        hold the same data iff equal; with ``settling`` contexts left after a crash, the root
+        and ``entries`` show them as last stored until they settle), ``entries``,
+        ``contexts``, ``settling``, ``peers`` (each with its
         ``state``: new, connecting, connected, backoff, dropped), traffic counters, and
         ``verified``: the full integrity check of this open (``state`` never, running, ok or
         failed; ``contexts``, ``entries`` and ``problems`` counted so far)."""
@@ -262,6 +264,8 @@ class Node:
         entries at ~100k entries per CPU-second); a step is 256 entries (~3 ms).
         """
         self.verified = {"state": "running", "contexts": 0, "entries": 0, "problems": 0}
+        while self.ledger.settle_step():  # (the summaries compared are the stored ones)
+            await trio.sleep(0)
         problems: list[str] = []
         storage = self.ledger.storage
         assert isinstance(storage, SqliteStore)  # (open_node's)

@@ -287,6 +287,18 @@ class SqliteStore:
         return ({str(row[0]): _summary(row) for row in self.db.execute(
             f"SELECT name, {SUMMARY_COLUMNS} FROM contexts WHERE root IS NOT NULL")}, lagging)
 
+    def rows_after_summaries(self) -> Iterator[tuple[str, bytes]]:
+        try:
+            names = {ctx: str(name) for ctx, name in self.db.execute(
+                "SELECT id, name FROM contexts")}
+            cursor = self.db.execute("SELECT ctx, blob, bare FROM updates WHERE id > ? "
+                                     "ORDER BY id", (int(self.get_meta(SUMMARIES_UPTO) or 0),))
+            while rows := cursor.fetchmany(8):  # (a row may hold a commit of large entries)
+                for ctx, blob, bare in rows:
+                    yield names[ctx], _bundle(blob, bare)
+        except sqlite3.DatabaseError as exc:
+            raise _named(self.path / DB_NAME, exc) from None
+
     def reader(self) -> StoreReader:
         """A connection of its own that reads consistent views of the store while this one
         commits (``StoreReader``); close it before the store."""

@@ -112,6 +112,9 @@ def test_the_scale_bench_runs_every_phase_with_real_processes() -> None:
         assert rows[measure]["ours"] > 0 and rows[measure]["baseline"] > 0, rows[measure]
     assert rows["cold catch-up"]["met"] is True  # it finished
     assert rows["contexts loaded when ready"]["ours"] == 0
+    crash = rows["start after kill -9"]
+    assert crash["ours"] > 0 and rows["… until every one settled"]["ours"] >= crash["ours"]
+    assert rows["… contexts settling when ready"]["ours"] <= 1  # (0 if the last commit stored them)
 
 
 def test_a_failed_scale_phase_is_a_row_and_a_note_not_a_lost_run(
@@ -129,9 +132,11 @@ def test_a_failed_scale_phase_is_a_row_and_a_note_not_a_lost_run(
                 "raw": {"seconds": 1.0, "entries": 10},
                 "raw-read": {"open_seconds": 0.1, "verify_seconds": 0.1, "entries": 10,
                              "bad": 0, "hwm_kib": 1024},
-                "raw-copy": {"seconds": 0.5}}[phase]
+                "raw-copy": {"seconds": 0.5},
+                "start-crashed": {"seconds": 0.2, "settling": 1, "settled": 3.0}}[phase]
 
     monkeypatch.setattr(bench_scale, "_child", child)
+    monkeypatch.setattr(bench_scale, "_killed_child", lambda *args: None)
     monkeypatch.setattr(bench_scale, "_timed_command", lambda cmd: (1.0, 0, 2048))
     monkeypatch.setattr(bench_scale, "_catch_up", lambda *args: (1.0, 4096, 4096))
     monkeypatch.setattr(bench_scale, "_dir_bytes", lambda path: 100)
@@ -140,4 +145,6 @@ def test_a_failed_scale_phase_is_a_row_and_a_note_not_a_lost_run(
     rows = {row[0]: row for row in tables[0].rows}
     assert rows["start until ready (failed, see the notes)"][2] is None
     assert rows["verify --data"][2] == 10.0 and rows["cold catch-up"][2] == 10.0
+    assert rows["start after kill -9"][2:4] == [0.2, 0.1]
+    assert rows["… contexts settling when ready"][2] == 1
     assert any("start failed (exit status -9)" in note for note in tables[0].notes)

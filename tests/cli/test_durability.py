@@ -30,6 +30,9 @@ def test_acknowledged_entries_survive_sigkill(procs: Procs) -> None:
     assert again.node_id == "d"
     read = json_lines(ok(run("read", "--node", again.url, "durable/ctx")).stdout)
     assert [r["id"] for r in read] == acked  # all of them, in causal (= append) order
+    [status] = json_lines(ok(run("status", "--node", again.url)).stdout)
+    # (what the crash left lagging settled, at the read at the latest)
+    assert (status["settling"], status["entries"]) == (0, 305)
     assert again.stop() == 0
 
     [verified] = json_lines(ok(cli("verify", "--data", str(first.data))).stdout)

@@ -309,8 +309,11 @@ def test_an_old_store_gets_its_summaries_computed_once(tmp_path):
     try:
         assert store.summaries() is None
         migrated = open_ledger(store, "a", "a-2")
+        assert migrated.settling() == len(source.context_names())
+        migrated.settle()
         assert migrated.root() == source.root() and migrated.entry_count() == source.entry_count()
         assert migrated.live_contexts() == []  # computed one at a time, none kept
+        migrated.write_summaries()
         _assert_summaries_current(store)
         for name in CONTEXTS:
             assert migrated.get(name) == source.get(name)
@@ -343,6 +346,7 @@ def test_missing_summaries_are_computed_streamed_or_by_the_rebuild_they_always_h
     with monkeypatch.context() as patch:
         patch.setattr(ledger_module, "ContextLog", refuse)
         reopened = open_ledger(storage, "a", "a-2")
+        reopened.settle()
     assert reopened.summaries.keys() == want.keys()
     assert all(same_summary(reopened.summaries[n], want[n]) for n in want)
     [forged] = chain_entries("z", [1], CONTEXTS[0])  # nothing vouches for it: audit refuses
@@ -352,6 +356,7 @@ def test_missing_summaries_are_computed_streamed_or_by_the_rebuild_they_always_h
         audit(CONTEXTS[0], storage.iter_context(CONTEXTS[0]), reopened.limits,
               reopened.stored_heads(CONTEXTS[0]))
     rebuilt = open_ledger(storage, "a", "a-3")
+    rebuilt.settle()
     assert same_summary(rebuilt.summaries[CONTEXTS[0]], _recomputed(rebuilt)[CONTEXTS[0]])
 
 
@@ -366,6 +371,8 @@ def test_rows_written_without_summaries_make_the_next_open_recompute_them(storag
     assert storage.summaries() is None
     reopened = open_ledger(storage, "a", "a-2")
     assert len(reopened.get(CONTEXTS[2])[0]) == len(a.get(CONTEXTS[2])[0]) + 1
+    reopened.settle()
+    reopened.write_summaries()
     _assert_summaries_current(storage)
 
 

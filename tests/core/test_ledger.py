@@ -424,13 +424,19 @@ def test_sqlite_reopen_keeps_entries_clock_and_seq(tmp_path):
         store.close()
 
 
-def test_open_refuses_a_stored_record_whose_id_lies():
+def test_a_stored_record_whose_id_lies_is_refused_when_its_context_settles():
     good, other = chain_entries("a", [1], "c1")[0], chain_entries("z", [1], "c1")[0]
     liar = bytes.fromhex(other.id) + good.body
     storage = MemoryStorage()
     storage.updates["c1"] = [bundled(forged_update([liar]))]
+    ledger = open_ledger(storage, "a")  # (rows without a summary: c1 settles later)
     with pytest.raises(IntegrityError, match="c1"):
-        open_ledger(storage, "a")
+        ledger.context_entries("c1")
+    for _ in range(2):  # (and again at every step: it never settles to a summary)
+        with pytest.raises(IntegrityError, match="c1"):
+            while ledger.settle_step():
+                pass
+    assert ledger.settling() == 1
 
 
 def test_verify_reports_entries_over_the_limits():

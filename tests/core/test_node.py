@@ -521,6 +521,39 @@ def test_next_deadline_is_the_earliest_timer() -> None:
     assert core.next_deadline() == 1.0 + core.config.handshake_timeout
 
 
+def test_settling_contexts_are_settled_by_ticks_a_few_steps_at_a_time() -> None:
+    """After a crash with summaries lagging, the core settles the contexts in its ticks
+    (``SETTLE_STEPS`` audit steps each, ``SETTLE_PAUSE`` apart), so either driver serves
+    between them; each tick moves the deadline, and none is left once all have settled."""
+    from p2p_ledger.core.node import SETTLE_PAUSE, SETTLE_STEPS
+    from p2p_ledger.core.storage import MemoryStorage
+
+    from .helpers import append, open_ledger
+
+    storage = MemoryStorage()
+    writer = open_ledger(storage, "a")
+    writer.summary_lag_ns = 10**15  # (never due: every summary lags, as at a crash)
+    for i in range(40):
+        append(writer, f"ctx-{i % 3}", *(f"entry {i}.{j}" for j in range(40)))
+    steps = []
+    ledger = open_ledger(storage, "a", "a-2")
+    real = ledger.settle_step
+    ledger.settle_step = lambda: steps.append(1) or real()  # type: ignore[method-assign]
+    core = NodeCore(ledger, NodeConfig("a"), random.Random(1))
+    assert ledger.settling() == 3 and core.next_deadline() == 0.0
+    now, ticks = 0.0, 0
+    while ledger.settling():
+        deadline = core.next_deadline()
+        assert deadline == now  # (the first at once, then one pause after each tick)
+        before = len(steps)
+        core.tick(now)
+        assert 0 < len(steps) - before <= SETTLE_STEPS
+        now, ticks = now + SETTLE_PAUSE, ticks + 1  # (the core's own float sum)
+    assert ticks >= 1600 / (256 * SETTLE_STEPS)  # (1,600 entries, 256 a step)
+    assert core.next_deadline() == float("inf")  # (nothing else to do: no seeds)
+    assert ledger.root() == writer.root() and ledger.entry_count() == 1600
+
+
 # ---- peer events (what the driver logs) --------------------------------------------------------
 
 def _events(core: NodeCore) -> list[tuple[str, str]]:

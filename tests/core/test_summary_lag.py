@@ -3,8 +3,11 @@
 The invariant: rows and heads are committed as always (an acknowledged append is durable and
 signed); a context's stored summary (root, count, state vector) is either current or lags,
 and a lagging one is never trusted: ``Storage.lagging_summaries`` names every context with rows
-committed after the stored summaries, and an open recomputes exactly those. In memory every
-read (counts, roots, the node tree, diffs, checks) sees the current state.
+committed after the stored summaries, and an open leaves exactly those *settling*: recomputed
+from their rows a step at a time (``Ledger.settle_step``), or at once when one is read. In
+memory every read of a context (counts, roots, state vectors, diffs, checks) sees its current
+state; the node tree shows a settling context at its stored root (a state of it this node held)
+until it settles, and no summary is stored while one settles.
 """
 
 from __future__ import annotations
@@ -63,23 +66,84 @@ def test_a_commit_after_the_lag_stores_every_lagging_summary(storage):
     assert len(stored_at) >= 2, stored_at  # (each time, by the commit that passed the lag)
 
 
-def test_an_open_after_a_crash_recomputes_only_the_lagging_contexts(storage, monkeypatch):
+def test_an_open_after_a_crash_settles_only_the_lagging_contexts_later(storage, monkeypatch):
     a = open_ledger(storage, "a")
     _fill(a, 8, 40)  # summaries stored with every commit
     _lagging(a, 10**15)
     append(a, CONTEXTS[0], "x")
     append(a, CONTEXTS[5], "y", "z")
-    root, count = a.root(), a.entry_count()
+    root, count, entries = a.root(), a.entry_count(), a.context_entries(CONTEXTS[5])
     # (a crash: nothing more is written; the ledger is dropped)
-    recomputed = []
-    real = Ledger._recomputed
-    monkeypatch.setattr(Ledger, "_recomputed",
-                        lambda self, name: recomputed.append(name) or real(self, name))
+    settled = []
+    real = Ledger._recompute_steps
+    monkeypatch.setattr(Ledger, "_recompute_steps",
+                        lambda self, name: settled.append(name) or real(self, name))
     again = open_ledger(storage, "a", "a-2")
-    assert sorted(recomputed) == sorted([CONTEXTS[0], CONTEXTS[5]])
+    assert (again.settling(), settled, again.loads) == (2, [], 0)  # (ready at once)
+    # A read of a settling context settles it first: its rows, never its stored summary.
+    assert again.context_entries(CONTEXTS[5]) == entries
+    assert (settled, again.settling()) == ([CONTEXTS[5]], 1)
+    while again.settle_step():
+        pass
+    assert sorted(settled) == sorted([CONTEXTS[0], CONTEXTS[5]]) and again.loads == 0
     assert (again.root(), again.entry_count()) == (root, count)
+    assert storage.lagging_summaries()[1]  # (stored by the next commit, or write_summaries)
+    append(again, CONTEXTS[3], "stores them")
+    assert storage.lagging_summaries()[1] == []
     _assert_summaries_current(storage)
     assert again.verify() == []
+
+
+def test_no_summary_is_stored_while_a_context_settles_and_a_second_crash_loses_nothing(storage):
+    a = _lagging(open_ledger(storage, "a"), 10**15)
+    _fill(a, 17, 40)
+    count, names = a.entry_count(), set(a.context_names())
+    # (a crash; the next open stores summaries with every commit, but one context settles)
+    b = open_ledger(storage, "a", "a-2")
+    assert b.settling() == len(names)
+    b.settle_step()
+    append(b, "brand-new", "while settling")
+    b.write_summaries()
+    assert set(storage.lagging_summaries()[1]) == {*names, "brand-new"}
+    # (a second crash while they settle)
+    c = open_ledger(storage, "a", "a-3")
+    c.settle()
+    assert c.entry_count() == count + 1
+    c.write_summaries()
+    _assert_summaries_current(storage)
+    assert c.verify() == []
+
+
+def test_an_append_after_a_crash_comes_after_every_entry_stored(storage):
+    """The Lamport clock: the times of the rows a crash left lagging count at once (an entry
+    appended after the restart, in any context, orders after every entry stored before)."""
+    a = open_ledger(storage, "a")
+    append(a, CONTEXTS[0], "early")
+    _lagging(a, 10**15)
+    for i in range(30):
+        append(a, CONTEXTS[1], f"late {i}")
+    last = a.clock.time
+    b = open_ledger(storage, "a", "a-2")
+    assert b.settling() == 1
+    (entry,) = append(b, CONTEXTS[0], "after the crash").entries
+    assert entry.lamport > last
+    assert b.settling() == 1  # (appending elsewhere settles nothing)
+
+
+def test_a_peer_asking_about_a_settling_context_gets_its_rows(storage):
+    """Diffs and state vectors of a settling context come from its rows: a peer holding the
+    state its stored summary describes still gets what was committed after it."""
+    a = open_ledger(storage, "a")
+    _fill(a, 18, 20)
+    peer = open_ledger(MemoryStorage(), "p")
+    sync_all([a, peer])
+    _lagging(a, 10**15)
+    append(a, CONTEXTS[2], "after the summaries", "and another")
+    b = open_ledger(storage, "a", "a-2")
+    assert b.settling() == 1
+    sync_all([b, peer])
+    assert peer.context_entries(CONTEXTS[2]) == b.context_entries(CONTEXTS[2])
+    assert peer.root() == b.root() and b.settling() == 0
 
 
 def test_a_lagging_context_is_never_evicted():
@@ -137,9 +201,9 @@ def test_a_failed_commit_while_summaries_lag_keeps_counts_and_roots_durable(tmp_
         storage.close()
 
 
-def test_summaries_lagging_at_a_sigkill_are_recomputed_by_the_next_open(tmp_path):
+def test_summaries_lagging_at_a_sigkill_are_settled_after_the_next_open(tmp_path):
     """A real crash: a child appends with summaries that never come due and is SIGKILLed
-    mid-stream; the next open recomputes the lagging ones, every finished commit is there
+    mid-stream; the next open settles the lagging ones, every finished commit is there
     and checks, and the stored summaries equal recomputed ones."""
     data = tmp_path / "node"
     child = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(data)],
@@ -157,7 +221,10 @@ def test_summaries_lagging_at_a_sigkill_are_recomputed_by_the_next_open(tmp_path
         summaries, lagging = store.lagging_summaries()
         assert lagging, "the child stored its summaries: the crash tested nothing"
         again = open_ledger(store, "x", "x-2")
+        assert again.settling() and again.loads == 0
+        again.settle()
         assert again.entry_count() >= committed
+        again.write_summaries()
         assert store.lagging_summaries()[1] == []
         _assert_summaries_current(store)
         assert again.verify() == []

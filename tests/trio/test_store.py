@@ -182,7 +182,10 @@ def test_a_repaired_store_gets_fresh_summaries(tmp_path):
     try:
         assert store.summaries() is None
         reopened = Ledger.open(store, open_identity(data, store), "i-2", label="n")
+        assert reopened.settling() == 2
+        reopened.settle()
         assert (reopened.root(), reopened.entry_count()) == (root, count)
+        reopened.write_summaries()
         assert store.summaries() is not None
     finally:
         store.close()
