@@ -255,7 +255,7 @@ class Ledger:
         self._lag_since = 0  # now_ns of the oldest commit whose summaries are not stored
         # contexts whose stored summary lags rows a crash left, or that have none (``open``),
         # not loaded: in the node tree at their stored root until settled (``settle_step``)
-        self._stale: dict[str, None] = {}
+        self._stale: OrderedDict[str, None] = OrderedDict()  # (its oldest found in O(1))
         self._settling: tuple[str, Generator[int, None, Summary]] | None = None
         self.listeners: list[Listener] = []
         self.fork_log: list[str] = []  # one line per fork found, for the node to log
@@ -302,7 +302,7 @@ class Ledger:
             ledger._entries += summary.entries
             ledger._refresh_summary(name, summary)
         if lagging:
-            ledger._stale = dict.fromkeys(lagging)
+            ledger._stale = OrderedDict.fromkeys(lagging)
             # (our next entry must come after every one stored: the tail's times too)
             for _, blob in storage.rows_after_summaries():
                 for record in appended_values(decode_bundle(blob).update, ARRAY_NAME):

@@ -245,13 +245,13 @@ class Link:
     ihave: dict[bytes, None] = field(default_factory=dict)  # digests to announce (lazy push)
     # per origin: copies in a row of its pushes that came here after we stopped forwarding
     # them to the peer (PRUNE_AFTER ask the peer to stop too)
-    copies: dict[bytes, int] = field(default_factory=dict)
+    copies: OrderedDict[bytes, int] = field(default_factory=OrderedDict)
     duplicates: int = 0  # copies in a row (of any origin) since the peer last brought one first
     ihave_due: float = float("inf")  # when the batch in ``ihave`` goes out
     ihave_wait: float = 0.0  # this link's batching time (ihave_delay, doubled per idle batch)
     grafted: bool = False  # the peer asked for announced updates since our last IHAVE
     pending: int = 0  # announced updates we wait for with this link among the announcers
-    served: dict[bytes, None] = field(default_factory=dict)  # digests its GRAFTs got
+    served: OrderedDict[bytes, None] = field(default_factory=OrderedDict)  # digests its GRAFTs got
 
 
 @dataclass
@@ -325,7 +325,7 @@ class NodeCore:
         self._missing: dict[bytes, Missing] = {}
         # per origin, the link its last forwarded push came on first (its tree's path to us):
         # losing that link asks the other peers to forward everything again (GRAFT)
-        self._via: dict[bytes, int] = {}
+        self._via: OrderedDict[bytes, int] = OrderedDict()
         self._shutting_down = False
         self.discovered: dict[str, str] = {}  # DNS-SD instance → origin, while advertised
         self._ignored: dict[str, str] = {}  # instance → why it is not dialed (logged once)
@@ -764,7 +764,7 @@ class NodeCore:
                 # p99 in the sparse random graph), so only PRUNE_AFTER in a row ask
                 count = link.copies[origin] = link.copies.pop(origin, 0) + 1
                 if len(link.copies) > MAX_PRUNED:
-                    del link.copies[next(iter(link.copies))]
+                    link.copies.popitem(last=False)
                 tell = count >= PRUNE_AFTER
                 if tell:
                     del link.copies[origin]
@@ -778,7 +778,7 @@ class NodeCore:
             if origin and not event.own:
                 self._via[origin] = conn
                 if len(self._via) > MAX_PRUNED:
-                    del self._via[next(iter(self._via))]
+                    self._via.popitem(last=False)
             self._forward(conn, digest, origin, event, now)
             if isinstance(event, DuplicatePush) or not event.entries:
                 # why: it brought nothing; if Yjs could not take it, an earlier update of its
@@ -904,7 +904,7 @@ class NodeCore:
                 continue
             link.served[digest] = None
             if len(link.served) > SERVED_MEMORY:
-                del link.served[next(iter(link.served))]
+                link.served.popitem(last=False)
             link.session.unprune(first_origin(recent[1]))
             link.session.push(*recent)
             link.grafted = True

@@ -73,6 +73,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -313,7 +314,7 @@ class PeerSession:
         # latest finished or abandoned ones (late duplicates of those are ignored).
         self._assembly: dict[int, _Assembly] = {}
         self._assembly_bytes = 0
-        self._done: dict[int, None] = {}
+        self._done: OrderedDict[int, None] = OrderedDict()
         # Rounds seen (ROOTs sent or received that start one) and, per context, the last SYNC1
         # we answered: (their state vector, want_reply, our state vector, round).
         self._round = 0
@@ -328,7 +329,7 @@ class PeerSession:
         # whether we forward its pushes to the peer (``per_origin``, at most MAX_PRUNED
         # origins: beyond, the oldest is forgotten); origins not in it follow the link's
         # default, eager until an empty PRUNE makes it lazy (``lazy_all``).
-        self.per_origin: dict[bytes, bool] = {}
+        self.per_origin: OrderedDict[bytes, bool] = OrderedDict()
         self.lazy_all = False
         self.lazy_all_theirs = False  # we sent an empty PRUNE (and no GRAFT since)
         self.sent_by_type: dict[str, int] = {}  # frame bytes sent per type (the sync bench)
@@ -873,7 +874,7 @@ class PeerSession:
     def _remember_done(self, transfer: int) -> None:
         self._done[transfer] = None
         if len(self._done) > DONE_MEMORY:
-            del self._done[next(iter(self._done))]
+            self._done.popitem(last=False)  # (O(1): see node._remember_push)
 
     def _apply(self, context: str, update: bytes, pushed: bool = False,
                own: bool = False, more: bool = False) -> None:
@@ -960,7 +961,7 @@ class PeerSession:
         self.per_origin.pop(origin, None)
         self.per_origin[origin] = forward
         if len(self.per_origin) > MAX_PRUNED:
-            del self.per_origin[next(iter(self.per_origin))]
+            self.per_origin.popitem(last=False)
 
 
 @contextmanager

@@ -284,7 +284,8 @@ def test_status_shows_the_node_and_every_peer_but_itself() -> None:
     assert isinstance(agreed_since, float) and 1.0 < agreed_since <= net.now
     assert 0 < status.pop("messages_sent") < status.pop("bytes_sent")  # type: ignore[operator]
     assert status == {"node_id": "a", "origin": origin_of("a"), "url": A,
-                      "root": a.ledger.root().hex(), "contexts": 1, "entries": 1, "forks": []}
+                      "root": a.ledger.root().hex(), "contexts": 1, "entries": 1, "settling": 0,
+                      "forks": []}
 
 
 def test_recent_updates_kept_for_grafts_are_bounded_by_push_cache_bytes() -> None:
