@@ -1069,6 +1069,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     import secrets
     import tempfile
 
+    from ..core.entry import DEFAULT_LIMITS
     from ..core.ledger import Ledger
     from ..trio.identity import open_identity
     from ..trio.store import SqliteStore, refuse_vanished
@@ -1084,14 +1085,16 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     try:
         node_id = store.get_meta("node_id") or "?"
         identity = open_identity(data, store, create=False)  # IdentityError: no key, mismatch
-        # Opens from the stored summaries (a store without them gets them computed once), then
-        # checks one context at a time: every content id, signature, root and summary.
-        ledger = Ledger.open(store, identity, secrets.token_hex(16), label=node_id)
-        progress = Progress()
-        # A second process takes a share of the work, and a context's ids go to files past
-        # 64k (``trio/verify.py``): two cores, memory bounded whatever the size.
+        # A second process takes a share of the work (started now: its start overlaps the
+        # open), and a context's ids go to files past 64k (``trio/verify.py``): two cores,
+        # memory bounded whatever the size.
         with tempfile.TemporaryDirectory(prefix="p2p-ledger-verify-") as tmp, \
-                second_process(data / "ledger.sqlite3", ledger.limits, Path(tmp)) as apart:
+                second_process(data / "ledger.sqlite3", DEFAULT_LIMITS, Path(tmp)) as apart:
+            # Opens from the stored summaries (a store without them gets them computed once),
+            # then checks: every content id, signature, root and summary.
+            ledger = Ledger.open(store, identity, secrets.token_hex(16), DEFAULT_LIMITS,
+                                 label=node_id)
+            progress = Progress()
             problems = ledger.verify(lambda done, total, entries: progress.update(
                 f"verifying {data}: {done:,}/{total:,} contexts, {entries:,} entries"),
                 spilling(tmp), apart)

@@ -123,6 +123,14 @@ GATHER_PASSES = 10
 # context costs about as much as 8 entries on top (its queries, heads, summary).
 APART_SHARE = 0.3
 CONTEXT_WEIGHT = 8
+# When whole contexts make an even split (many contexts, none holding most of the entries),
+# the other process audits up to EVEN_SHARE of the work in full, and checks no other record.
+# why: over 10,000 contexts the records' check apart repeated each row's reading (gate) in
+# both processes: 2.5 + 2.1 CPU-s for 100k entries, where one process took 3.7; the other
+# process starts its work ~0.2-0.3 s after this one (its interpreter and imports), so it
+# takes a little less than half
+EVEN_SHARE = 0.45
+EVEN_FLOOR = 0.35
 # With ``summary_lag_ns`` (the runtime sets SUMMARY_LAG), a commit stores rows and heads only,
 # and the summaries of the contexts it touched are computed and stored by the first commit
 # (or ``write_summaries``) at least this long after the oldest commit they lag behind.
@@ -978,36 +986,44 @@ class Ledger:
 
     def verify(self, progress: Callable[[int, int, int], None] | None = None,
                id_sets: Callable[[], IdSet] = MemoryIds,
-               apart: Callable[[list[str]], Apart] | None = None) -> list[str]:
+               apart: Callable[[list[str], bool], Apart] | None = None) -> list[str]:
         """Recheck what storage holds from scratch, one context in memory at a time (see
         ``verify_context``). Calls ``progress(contexts done, contexts, entries done)`` after
         each context and every ``audit.CHECK_BATCH`` entries within one. Returns the problems
         (empty = sound).
 
-        With ``apart``, another process shares the work (``trio/verify.py``): ``apart(theirs)``
-        starts it on the contexts ``theirs`` (about ``APART_SHARE`` of the entries, whole
-        contexts) and on checking every other stored record (``audit.unsound_contexts``).
-        Meanwhile the others are audited here with their records' fields read unchecked; then
-        its answer gives what its contexts hold (judged here, as ours are), and the contexts it
-        found a bad record in, which are checked again in full. A context it did not settle (or
-        everything, if it failed) is checked here in full: the answer is one process's."""
+        With ``apart``, another process shares the work (``trio/verify.py``): ``apart(theirs,
+        rest)`` starts it on the contexts ``theirs`` (whole contexts, see ``_their_share``),
+        and with ``rest`` on checking every other stored record (``audit.unsound_contexts``).
+        Meanwhile the others are audited here, in full, or with ``rest`` with their records'
+        fields read unchecked; then its answer gives what its contexts hold (judged here, as
+        ours are), and the contexts it found a bad record in, which are checked again in full.
+        A context it did not settle (or, with ``rest``, everything if it failed) is checked
+        here in full: the answer is one process's."""
         self.settle()
         self.write_summaries()  # (what the rows hold is what the summaries say, for both)
         problems: dict[str, list[str]] = {}
         names = self.stored_context_names()
-        theirs = self._their_share(names) if apart is not None else set()
-        other = apart(sorted(theirs)) if apart is not None else None
+        theirs, rest = self._their_share(names) if apart is not None else (set(), False)
+        other = apart(sorted(theirs), rest) if apart is not None else None
         again: set[str] = set()
         done = 0
-        for number, name in enumerate(names, 1):
-            if name in theirs:
-                continue
+        mine = [name for name in names if name not in theirs]
+        # (one pass over the store; what it did not give, read one context at a time)
+        scanned = self.storage.scan(mine)
+        given: set[str] = set()
+        for number, (name, rows, heads) in enumerate(chain(scanned, (
+                (name, None, None) for name in mine if name not in given)), 1):
+            given.add(name)
             step = None if progress is None else (
                 lambda checked, at=number, base=done: progress(at - 1, len(names), base + checked))
             try:
-                entries, found = self.verify_context(name, step, id_sets, other is not None)
+                if rows is None or heads is None:
+                    entries, found = self.verify_context(name, step, id_sets, rest)
+                else:
+                    entries, found = self._verify_rows(name, rows, heads, step, id_sets, rest)
             except Exception:
-                if other is None:
+                if not rest:
                     raise
                 again.add(name)  # (a record's unchecked fields made no sense: checked below)
                 continue
@@ -1027,31 +1043,40 @@ class Ledger:
                     again.add(name)
                 else:
                     problems[name] = self._judged(name, found_there, self.summaries.get(name))
-            mine = (name for name in names if name not in theirs)
-            for name in sorted(again.union(mine if unsound is None else unsound)):
+            if rest:
+                again.update(mine if unsound is None else unsound)
+            for name in sorted(again):
                 problems.pop(name, None)
                 problems[name] = self.verify_context(name, None, id_sets)[1]
             if progress is not None:
                 progress(len(names), len(names), self._entries)
         return [line for name in names for line in problems.get(name, ())]
 
-    def _their_share(self, names: list[str]) -> set[str]:
-        """Whole contexts, in order, up to ``APART_SHARE`` of the work (entries, plus
-        ``CONTEXT_WEIGHT`` per context) for the process sharing ``verify``."""
+    def _their_share(self, names: list[str]) -> tuple[set[str], bool]:
+        """The contexts of the process sharing ``verify`` (whole ones, in order, weighed by
+        their entries plus ``CONTEXT_WEIGHT``), and whether it also checks every other record:
+        up to ``EVEN_SHARE`` of the work if that takes ``EVEN_FLOOR`` of it (many contexts:
+        each process audits its own in full), else up to ``APART_SHARE`` and the records."""
         summaries = self.summaries
 
         def weight(name: str) -> int:
             summary = summaries.get(name)
             return CONTEXT_WEIGHT + (summary.entries if summary is not None else 0)
 
-        budget = APART_SHARE * sum(map(weight, names))
-        theirs: set[str] = set()
-        taken = 0
-        for name in names:
-            if taken + weight(name) <= budget:
-                theirs.add(name)
-                taken += weight(name)
-        return theirs
+        def share(budget: float) -> tuple[set[str], int]:
+            theirs: set[str] = set()
+            taken = 0
+            for name in names:
+                if taken + weight(name) <= budget:
+                    theirs.add(name)
+                    taken += weight(name)
+            return theirs, taken
+
+        total = sum(map(weight, names))
+        even, taken = share(EVEN_SHARE * total)
+        if taken >= EVEN_FLOOR * total:
+            return even, False
+        return share(APART_SHARE * total)[0], True
 
     def stored_context_names(self) -> list[str]:
         """Every context with stored rows or a summary, sorted (what ``verify`` checks)."""
@@ -1070,9 +1095,18 @@ class Ledger:
         self._flush_if(name)
         if name in self._lagging:
             self._settle()
+        return self._verify_rows(name, self.storage.iter_context(name), None, step, id_sets,
+                                 checked)
+
+    def _verify_rows(self, name: str, rows: Iterator[bytes], heads: list[bytes] | None,
+                     step: Callable[[int], None] | None, id_sets: Callable[[], IdSet],
+                     checked: bool) -> tuple[int, list[str]]:
+        """``verify_context`` of ``name``'s stored ``rows`` and ``heads`` (None: read them),
+        nothing of it staged or lagging."""
         try:
-            found = finished(audit_steps(name, self.storage.iter_context(name), self.limits,
-                                         self.stored_heads(name), id_sets(), checked), step)
+            found = finished(audit_steps(
+                name, rows, self.limits, self.stored_heads(name) if heads is None else
+                [Head.from_bytes(blob) for blob in heads], id_sets(), checked), step)
             if found is None:
                 fresh, stored = self._read(name, verify=True)
                 ContextLog(name, 0, self.limits).authenticate(

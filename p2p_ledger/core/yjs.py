@@ -65,6 +65,7 @@ gate too. This assumes the gated Doc holds nothing but the one root array.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -599,10 +600,78 @@ def gate_structs(update: bytes, array_name: str = "entries") -> list[GatedStruct
     content other than bytes (Any buffers or Binary). Skip structs are allowed (and left out).
     """
     if type(update) is bytes:
+        one = _one_item(array_name).fullmatch(update)
+        if one is not None:
+            item = _gate_one(one)
+            if item is not None:
+                return [item]
         usual = _gate_usual(update, array_name.encode("utf-8"))
         if usual is not None:
             return usual
     return _gate_general(update, array_name)
+
+
+# Varuints as a pattern: up to 10 (a u64) or 5 (a u32) bytes, the last one below 0x80.
+_V64 = rb"([\x80-\xff]{0,9}[\x00-\x7f])"
+_V32 = rb"([\x80-\xff]{0,4}[\x00-\x7f])"
+
+
+@lru_cache(maxsize=8)
+def _one_item(array_name: str) -> re.Pattern[bytes]:
+    """The update of one client's one ContentAny struct of one buffer: by origin and/or
+    right origin, or in the root array ``array_name`` by its name; an empty delete set."""
+    name = array_name.encode("utf-8")
+    parent = b"\x08\x01" + bytes([len(name)]) + re.escape(name) if len(name) < 0x80 else b"(?!)"
+    return re.compile(
+        rb"\x01\x01" + _V64 + _V32 + rb"(?:" + parent + rb"|\x88" + _V64 + _V32 +
+        rb"|\x48" + _V64 + _V32 + rb"|\xc8" + _V64 + _V32 + _V64 + _V32 +
+        rb")\x01\x74" + _V32 + rb"(.*)\x00", re.DOTALL)
+
+
+@lru_cache(maxsize=1 << 12)
+def _client(raw: bytes) -> int:
+    """A client id's varuint bytes (a writer's few, over and over), -1 past a u64."""
+    value = _number(raw)
+    return value if value <= _U64 else -1
+
+
+def _number(raw: bytes) -> int:
+    """The value of a varuint's bytes, as ``_varuint`` reads it."""
+    if len(raw) == 1:
+        return raw[0]
+    value = shift = 0
+    for b in raw:
+        value |= (b & 0x7F) << shift
+        shift += 7
+    return value
+
+
+def _gate_one(match: re.Match[bytes]) -> GatedStruct | None:
+    """``gate_structs`` of an update ``_one_item`` matched, or None when a number is out of
+    range (the general reader then names it).
+
+    why: spread over 10,000 contexts a stored row holds one struct of one entry, and reading
+    its ~8-byte client ids a byte at a time was most of ``_gate_usual``'s ~5 us per row; one
+    pattern and client ids read once per writer take ~2.5 (``verify``, 100k entries over
+    10,000 contexts, rows in a context's order).
+    """
+    client, clock, oc, ok, rc, rk, bc, bk, bc2, bk2, size, value = match.groups()
+    at = _number(clock)
+    by = _client(client)
+    if at >= _U32 or by < 0 or _number(size) != len(value):
+        return None
+    origin: tuple[int, int] | None = None
+    right: tuple[int, int] | None = None
+    if oc is not None:
+        origin = (_client(oc), _number(ok))
+    elif rc is not None:
+        right = (_client(rc), _number(rk))
+    elif bc is not None:
+        origin, right = (_client(bc), _number(bk)), (_client(bc2), _number(bk2))
+    for other in origin, right:
+        if other is not None and (other[0] < 0 or other[1] > _U32):
+            return None
+    return by, at, 1, origin, right, (value,)
 
 
 def _gate_general(update: bytes, array_name: str) -> list[GatedStruct]:

@@ -36,7 +36,7 @@ import os
 import sqlite3
 import threading
 from array import array
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -143,7 +143,7 @@ class SqliteStore:
             raise StoreError(f"data directory {self.path} is a file, not a directory")
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock_fd = self.lock(self.path)
-        db = self.path / DB_NAME
+        db = self._db_path = self.path / DB_NAME  # (one Path: reads name it in their errors)
         self._checkpointer: _Checkpointer | None = None  # started by the first CHECKPOINT_EVERY
         self._synchronous = synchronous
         self._row_ids: dict[str, array[int]] = {}  # context → its rows' ids, in commit order
@@ -203,7 +203,10 @@ class SqliteStore:
             " (SELECT 1 FROM updates WHERE ctx = c.id) ORDER BY name")]
 
     def iter_context(self, context: str) -> Iterator[bytes]:
-        return _context_rows(self.db, self.path / DB_NAME, context)
+        return _context_rows(self.db, self._db_path, context)
+
+    def scan(self, contexts: Collection[str]) -> Iterator[tuple[str, Iterator[bytes], list[bytes]]]:
+        return _scan(self.db, self._db_path, contexts)
 
     def iter_rows(self, context: str, after: int = 0) -> Iterator[tuple[int, bytes]]:
         try:
@@ -265,7 +268,7 @@ class SqliteStore:
         return ids
 
     def heads(self, context: str) -> list[bytes]:
-        return _context_heads(self.db, self.path / DB_NAME, context)
+        return _context_heads(self.db, self._db_path, context)
 
     def summaries(self) -> dict[str, Summary] | None:
         upto = self.get_meta(SUMMARIES_UPTO)
@@ -444,6 +447,9 @@ class StoreReader:
     def heads(self, context: str) -> list[bytes]:
         return _context_heads(self.db, self.path, context)
 
+    def scan(self, contexts: Collection[str]) -> Iterator[tuple[str, Iterator[bytes], list[bytes]]]:
+        return _scan(self.db, self.path, contexts)
+
     def all_rows(self) -> Iterator[tuple[str, bytes]]:
         """Every stored row, in storage order: (its context, its bundle), 256 at a time
         (``verify``'s second process checks every record this way)."""
@@ -539,20 +545,93 @@ def _context_heads(db: sqlite3.Connection, path: Path, context: str) -> list[byt
 def _heads_of(db: sqlite3.Connection, context: str) -> list[bytes]:
     """A context's stored heads, each as ``Head.encode`` wrote it (one whose crown is lost
     comes back malformed: the reader's check names it)."""
-    out = []
-    for raw, head, at, crown in db.execute(
-            f"SELECT h.id, h.head, h.crown, c.crown FROM heads AS h LEFT JOIN crowns AS c "
-            f"ON c.id = h.crown WHERE h.ctx = {CTX}", (context,)):
-        if at is None:
-            out.append(_head(raw, head))
-        elif at == 0 or crown is None:
-            out.append(bytes(head))
-        else:
-            depth = (len(head) - 16 + len(crown) - _CROWN_PATH_AT) // HASH_SIZE
-            out.append(b"".join((crown[:KEY_SIZE], head[:16], raw,
-                                 crown[KEY_SIZE:_CROWN_PATH_AT], bytes([depth]), head[16:],
-                                 crown[_CROWN_PATH_AT:])))
-    return out
+    return [_whole_head(*row) for row in db.execute(
+        f"SELECT h.id, h.head, h.crown, c.crown FROM heads AS h LEFT JOIN crowns AS c "
+        f"ON c.id = h.crown WHERE h.ctx = {CTX}", (context,))]
+
+
+def _whole_head(raw: bytes, head: bytes, at: int | None, crown: bytes | None) -> bytes:
+    """A stored head (its row's id, head and crown columns, its crown's bytes) as
+    ``Head.encode`` wrote it."""
+    if at is None:
+        return _head(raw, head)
+    if at == 0 or crown is None:
+        return bytes(head)
+    depth = (len(head) - 16 + len(crown) - _CROWN_PATH_AT) // HASH_SIZE
+    return b"".join((crown[:KEY_SIZE], head[:16], raw, crown[KEY_SIZE:_CROWN_PATH_AT],
+                     bytes([depth]), head[16:], crown[_CROWN_PATH_AT:]))
+
+
+def _scan(db: sqlite3.Connection, path: Path, contexts: Collection[str],
+          ) -> Iterator[tuple[str, Iterator[bytes], list[bytes]]]:
+    """``Storage.scan``: the contexts by integer id, each run of consecutive ids in two
+    queries (rows by the index on (ctx, id), heads by their key), read side by side. A read
+    that fails ends the scan (raised to the caller if it was reading that context's rows):
+    the caller reads the contexts not given one by one, each failing where the damage is.
+
+    why: ``verify`` over 10,000 contexts of 10 entries made two queries per context (and a
+    ``Path`` per call): ~0.5 of its ~3.7 CPU-s (cProfile); contexts made one after another
+    have consecutive ids, so a whole store is one run."""
+    try:
+        wanted = set(contexts)
+        ids = sorted((ctx, str(name)) for ctx, name in db.execute(
+            "SELECT id, name FROM contexts") if name in wanted)
+        names = dict(ids)
+        runs: list[list[int]] = []
+        for ctx, _ in ids:
+            if runs and runs[-1][1] == ctx - 1:
+                runs[-1][1] = ctx
+            else:
+                runs.append([ctx, ctx])
+        for low, high in runs:
+            if (yield from _scan_run(db, path, names, low, high)):
+                return
+    except sqlite3.DatabaseError:
+        return
+
+
+def _scan_run(db: sqlite3.Connection, path: Path, names: Mapping[int, str], low: int,
+              high: int) -> Generator[tuple[str, Iterator[bytes], list[bytes]], None, bool]:
+    """``_scan`` of the contexts ``low`` to ``high`` (every id between them wanted); True if
+    a read of rows failed (the scan ends)."""
+    rows = _fetched(db.execute("SELECT ctx, blob, bare FROM updates WHERE ctx BETWEEN ? AND ? "
+                               "ORDER BY ctx, id", (low, high)))
+    heads = _fetched(db.execute(
+        "SELECT h.ctx, h.id, h.head, h.crown, c.crown FROM heads AS h LEFT JOIN crowns AS c "
+        "ON c.id = h.crown WHERE h.ctx BETWEEN ? AND ? ORDER BY h.ctx", (low, high)))
+    row, head = next(rows, None), next(heads, None)
+    broken = False
+
+    def rows_of(ctx: int) -> Iterator[bytes]:
+        nonlocal row, broken
+        try:
+            while row is not None and row[0] == ctx:
+                yield _bundle(row[1], row[2])
+                row = next(rows, None)
+        except sqlite3.DatabaseError as exc:
+            broken = True
+            raise _named(path, exc) from None
+
+    while row is not None or head is not None:
+        ctx = min(row[0] if row is not None else high + 1,
+                  head[0] if head is not None else high + 1)
+        held = []
+        while head is not None and head[0] == ctx:
+            held.append(_whole_head(*head[1:]))
+            head = next(heads, None)
+        its_rows = rows_of(ctx)
+        yield names[ctx], its_rows, held
+        for _ in its_rows:  # (rows the caller left: an audit that stopped at a problem)
+            pass
+        if broken:
+            return True
+    return False
+
+
+def _fetched(cursor: sqlite3.Cursor) -> Iterator[Any]:
+    """A cursor's rows, fetched 256 at a time."""
+    while rows := cursor.fetchmany(256):
+        yield from rows
 
 
 def context_ids(db: sqlite3.Connection, contexts: Iterable[str]) -> dict[str, int]:

@@ -2,15 +2,17 @@
 
 Theory of operation
 -------------------
-**A second process.** Checking each stored record (its content id's sha256, canonical form,
-limits, context) is ~30-40% of ``verify``'s work and needs nothing from the rest of the check.
-``SecondProcess`` (``python -m p2p_ledger.trio.verify``, a read connection of its own) audits
-in full the contexts ``Ledger.verify`` gives it (``ledger.APART_SHARE`` of the work, whole
-contexts), then checks every other stored record (``audit.unsound_contexts``), while
-``Ledger.verify`` audits the rest with their records' fields read unchecked. Its contexts are
-judged against their summaries as ours are; the contexts it names as unsound, and any it did
-not settle (all of them, if it fails), are then checked again in full, so the answer is the one
-a single process gives.
+**A second process.** ``SecondProcess`` (``python -m p2p_ledger.trio.verify``, a read
+connection of its own) starts with the command, so its interpreter and imports overlap the
+store's open, and waits for its plan. Over many contexts it audits in full about half the
+work (``ledger.EVEN_SHARE``, whole contexts) while ``Ledger.verify`` audits the rest in full.
+When a few contexts hold most of the entries, no even split of whole contexts exists: it
+audits ``ledger.APART_SHARE`` of the work, then checks every other stored record
+(``audit.unsound_contexts``; checking a record is ~30-40% of ``verify``'s work and needs
+nothing from the rest of the check), while ``Ledger.verify`` audits the rest with their
+records' fields read unchecked. Its contexts are judged against their summaries as ours are;
+the contexts it names as unsound, and any it did not settle (all of them, if it fails), are
+then checked again in full, so the answer is the one a single process gives.
 
 **Ids on disk.** ``audit`` counts each entry of a context once and computes the context's
 Merkle root from the ids at the end, so it keeps every id it counted (``audit.IdSet``). In a
@@ -53,6 +55,7 @@ from .store import StoreReader
 SPILL_AT = 1 << 16
 BUFFER_BYTES = 8 << 20  # ids buffered before they are appended to their files (256 appends)
 RECENT = 1 << 16  # ids kept in memory after the spill, for ``known``: cleared past this
+_NOWHERE = Path()
 
 
 class SpillIds:
@@ -61,7 +64,8 @@ class SpillIds:
     caller's temporary directory)."""
 
     def __init__(self, directory: str | os.PathLike[str], spill_at: int = SPILL_AT) -> None:
-        self.directory = Path(directory)
+        self.where = directory  # (a Path only once it spills: one context of 10 ids is a set)
+        self.directory = _NOWHERE
         self.spill_at = spill_at
         self.ids: set[bytes] = set()  # all ids, then (spilled) the recent ones: ``known``
         self.parts: list[bytearray] | None = None  # buffered per first byte, once spilled
@@ -103,6 +107,7 @@ class SpillIds:
         return found
 
     def _spill(self) -> None:
+        self.directory = Path(self.where)
         self.directory.mkdir()
         self.parts = [bytearray() for _ in range(256)]
         self._append(list(self.ids))
@@ -154,24 +159,38 @@ def _holds(data: bytes | bytearray, raw: bytes) -> bool:
 def spilling(directory: str | os.PathLike[str]) -> Callable[[], SpillIds]:
     """A new ``SpillIds`` per context, each in a directory of its own under ``directory``."""
     numbers = itertools.count()
-    return lambda: SpillIds(Path(directory) / f"ids-{next(numbers)}", SPILL_AT)
+    base = os.fspath(directory)
+    return lambda: SpillIds(f"{base}/ids-{next(numbers)}", SPILL_AT)
 
 
 class SecondProcess:
     """``Ledger.verify``'s ``Apart``: ``python -m p2p_ledger.trio.verify`` on the store's file
-    (a connection of its own), auditing the contexts given in full, then checking every other
-    stored record (``audit.unsound_contexts``). ``close`` ends it if it still runs."""
+    (a connection of its own), started at once so that its interpreter and imports overlap
+    this process's own start; ``start`` hands it its plan: audit the contexts given in full,
+    then (``rest``) check every other stored record (``audit.unsound_contexts``). ``close``
+    ends it if it still runs (without a plan it exits as it reads its input's end)."""
 
-    def __init__(self, db: Path, limits: Limits, theirs: list[str], plan: Path) -> None:
-        plan.write_text(json.dumps(theirs))  # (a file: any number of contexts, no pipe to fill)
+    def __init__(self, db: Path, limits: Limits, plan: Path) -> None:
+        self.plan = plan
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "p2p_ledger.trio.verify", str(db),
              json.dumps(asdict(limits)), str(plan)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+    def start(self, theirs: list[str], rest: bool) -> SecondProcess:
+        # (a file: any number of contexts, no pipe to fill; a line on its input says "go")
+        self.plan.write_text(json.dumps({"theirs": theirs, "rest": rest}))
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(b"go\n")
+            self.proc.stdin.close()
+        except OSError:  # (it died: ``answer`` says it failed)
+            pass
+        return self
 
     def answer(self) -> tuple[dict[str, Summary | str | None], set[str]] | None:
-        out, _ = self.proc.communicate()
-        if self.proc.returncode != 0:
+        out = self.proc.stdout.read() if self.proc.stdout is not None else b""
+        if self.proc.wait() != 0:
             return None
         try:
             got = json.loads(out)
@@ -187,18 +206,26 @@ class SecondProcess:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 @contextmanager
 def second_process(db: Path, limits: Limits, directory: Path,
-                   ) -> Iterator[Callable[[list[str]], SecondProcess]]:
-    """What ``Ledger.verify`` takes as ``apart``: a ``SecondProcess`` on ``db`` (its plan
-    written in ``directory``), ended on exit."""
-    started: list[SecondProcess] = []
+                   ) -> Iterator[Callable[[list[str], bool], SecondProcess]]:
+    """What ``Ledger.verify`` takes as ``apart``: a ``SecondProcess`` on ``db``, started on
+    entry (its plan written in ``directory`` when ``Ledger.verify`` calls ``apart``), ended on
+    exit. A second call of ``apart`` starts another."""
+    started = [SecondProcess(db, limits, directory / "plan-0.json")]
+    planned = 0
 
-    def start(theirs: list[str]) -> SecondProcess:
-        started.append(SecondProcess(db, limits, theirs, directory / "plan.json"))
-        return started[-1]
+    def start(theirs: list[str], rest: bool) -> SecondProcess:
+        nonlocal planned
+        if planned == len(started):
+            started.append(SecondProcess(db, limits, directory / f"plan-{planned}.json"))
+        planned += 1
+        return started[planned - 1].start(theirs, rest)
 
     try:
         yield start
@@ -208,19 +235,22 @@ def second_process(db: Path, limits: Limits, directory: Path,
 
 
 def _share(db: str, limits_json: str, plan: str) -> None:
-    """The second process: audit the contexts of the plan, then check every other stored
-    record; print what it found as one JSON object."""
+    """The second process: once told to go, audit the contexts of the plan, then (``rest``)
+    check every other stored record; print what it found as one JSON object."""
     limits = Limits(**json.loads(limits_json))
-    theirs: list[str] = json.loads(Path(plan).read_text())
+    if sys.stdin.readline() != "go\n":
+        return  # (not needed after all)
+    told = json.loads(Path(plan).read_text())
+    theirs: list[str] = told["theirs"]
     reader = StoreReader(Path(db))
     audited: dict[str, object] = {}
+    unsound: set[str] = set()
     try:
         with tempfile.TemporaryDirectory(prefix="p2p-ledger-verify-") as ids:
             id_sets = spilling(ids)
-            for name in theirs:  # (as ``Ledger.verify_context`` audits one)
+            for name, rows, heads in reader.scan(theirs):  # (as ``Ledger.verify`` audits one)
                 try:
-                    found = audit(name, reader.iter_context(name), limits,
-                                  [Head.from_bytes(raw) for raw in reader.heads(name)],
+                    found = audit(name, rows, limits, [Head.from_bytes(raw) for raw in heads],
                                   id_sets())
                     audited[name] = None if found is None else [
                         found.root.hex(), found.entries, found.state_vector.hex(),
@@ -229,9 +259,10 @@ def _share(db: str, limits_json: str, plan: str) -> None:
                     audited[name] = f"context {name}: {exc}"
                 except Exception:
                     audited[name] = None  # (left to the first process)
-        skip = set(theirs)
-        unsound = unsound_contexts(((name, row) for name, row in reader.all_rows()
-                                    if name not in skip), limits)
+        if told["rest"]:
+            skip = set(theirs)
+            unsound = unsound_contexts(((name, row) for name, row in reader.all_rows()
+                                        if name not in skip), limits)
     finally:
         reader.close()
     print(json.dumps({"audited": audited, "unsound": sorted(unsound)}))

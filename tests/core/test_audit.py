@@ -269,7 +269,7 @@ class _InProcess:
     answers (its contexts audited as ``verify_context`` audits one, the other records checked),
     or as it answers when it fails (None) or settles none of its contexts."""
 
-    def __init__(self, ledger: Ledger, theirs: list[str], how: str) -> None:
+    def __init__(self, ledger: Ledger, theirs: list[str], rest: bool, how: str) -> None:
         from p2p_ledger.core.audit import unsound_contexts
         from p2p_ledger.core.errors import LedgerError
 
@@ -282,7 +282,7 @@ class _InProcess:
                 audited[name] = f"context {name}: {exc}"
         rows = [(name, row) for name in ledger.stored_context_names() if name not in theirs
                 for row in ledger.storage.iter_context(name)]
-        unsound = unsound_contexts(rows, ledger.limits)
+        unsound = unsound_contexts(rows, ledger.limits) if rest else set()
         self.answered = None if how == "failed" else (
             ({}, unsound) if how == "settled none" else (audited, unsound))
 
@@ -295,18 +295,24 @@ def audited_or_none(ledger: Ledger, name: str) -> Summary | None:
                  ledger.stored_heads(name))
 
 
-@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("share, even", [(0.0, False), (0.5, False), (1.0, False),
+                                         (0.5, True), (1.0, True)])
 def test_verify_shared_with_another_process_answers_as_one(
-        monkeypatch: pytest.MonkeyPatch, share: float) -> None:
-    """``Ledger.verify`` with ``apart`` (another process auditing a share of the contexts and
-    checking every other record, ``unsound_contexts``, while the rest are audited here with
-    their records' fields read unchecked) reports exactly what it reports alone: a forged
-    entry, a tampered record, a row that is no bundle, an entry stored again with a garbled
-    body (skipped), whichever process had them; and so it does when the other process failed
-    or settled none of its contexts."""
+        monkeypatch: pytest.MonkeyPatch, share: float, even: bool) -> None:
+    """``Ledger.verify`` with ``apart`` (another process auditing a share of the contexts and,
+    unless the share is an even split, checking every other record, ``unsound_contexts``,
+    while the rest are audited here with their records' fields read unchecked) reports exactly
+    what it reports alone: a forged entry, a tampered record, a row that is no bundle, an entry
+    stored again with a garbled body (skipped), whichever process had them; and so it does when
+    the other process failed or settled none of its contexts."""
     from p2p_ledger.core.audit import unsound_contexts
 
-    monkeypatch.setattr(ledger_module, "APART_SHARE", share)
+    if even:  # (whole contexts up to ``share``, each process auditing its own in full)
+        monkeypatch.setattr(ledger_module, "EVEN_SHARE", share)
+        monkeypatch.setattr(ledger_module, "EVEN_FLOOR", 0.0)
+    else:
+        monkeypatch.setattr(ledger_module, "APART_SHARE", share)
+        monkeypatch.setattr(ledger_module, "EVEN_FLOOR", 2.0)
     ledger = open_ledger(MemoryStorage(), "a")
     for name in ("again", "good", "junk", "tampered"):
         append(ledger, name, *[f"{name}-{i}" for i in range(5)])
@@ -328,9 +334,9 @@ def test_verify_shared_with_another_process_answers_as_one(
     assert [line.split(":")[0] for line in alone] == [
         "context again", "context again", "context forged", "context junk", "context tampered"]
     assert "6 entries" in alone[0]  # (not 7: the garbled body is the same entry again)
-    shared: list[list[str]] = []
+    shared: list[tuple[list[str], bool]] = []
     for how in ("answered", "failed", "settled none"):
-        assert ledger.verify(apart=lambda theirs, how=how: (  # type: ignore[misc]
-            shared.append(theirs) or _InProcess(ledger, theirs, how))) == alone
+        assert ledger.verify(apart=lambda theirs, rest, how=how: (  # type: ignore[misc]
+            shared.append((theirs, rest)) or _InProcess(ledger, theirs, rest, how))) == alone
     want = {0.0: [], 0.5: ["again", "forged"], 1.0: ledger.stored_context_names()}[share]
-    assert shared == [want] * 3
+    assert shared == [(want, not even)] * 3

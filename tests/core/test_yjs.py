@@ -1197,12 +1197,39 @@ def test_skip_and_gc_runs_are_bounded_by_the_clock_and_trailing_bytes_are_counte
 
 def _same_as_general(update: bytes) -> bool:
     """The usual-shape reader gives up (None) or gives exactly what the general gate gives; True
-    when it read the update itself."""
+    when it read the update itself. So does the one-item pattern (``_gate_one``), which
+    reads only updates the usual-shape reader reads too."""
+    one = yjs._one_item(NAME).fullmatch(update)
+    item = None if one is None else yjs._gate_one(one)
     usual = yjs._gate_usual(update, NAME.encode())
     if usual is None:
+        assert item is None, update.hex()
         return False
     assert usual == yjs._gate_general(update, NAME)  # (which must not raise either)
+    assert item is None or [item] == usual, update.hex()
     return True
+
+
+def test_one_item_updates_are_read_by_the_pattern() -> None:
+    """What an append into one of many contexts writes (one struct of one buffer: the first
+    by the root's name, the next by its origin; long client ids) is read by ``_one_item``;
+    numbers out of range are left to the other readers."""
+    doc, array = new_doc(2**50 + 3)
+    ones = [diff(doc, lambda: array.append(b"first")), diff(doc, lambda: array.append(b"2")),
+            encode_appended(2**50 + 3, 0, [b"0"]), encode_appended(2**50 + 3, 7, [b"x" * 300]),
+            USUAL[0], USUAL[1], USUAL[4],
+            build([(7, 3, [b"\xc8" + vu(2**40) + vu(2**31) + vu(9) + vu(4) + any_bytes([b"x"])])])]
+    for update in ones:
+        one = yjs._one_item(NAME).fullmatch(update)
+        assert one is not None and _same_as_general(update), update.hex()
+        assert [yjs._gate_one(one)] == yjs.gate_structs(update)
+    for over in (build([(5, 2**32 - 1, [_ok_any(b"a")])]),  # clock overflow
+                 build([(7, 3, [b"\x88" + b"\xff" * 9 + b"\x02" + vu(1) + any_bytes([b"x"])])]),
+                 build([(7, 3, [b"\x88" + vu(1) + b"\xff" * 4 + b"\x1f" + any_bytes([b"x"])])]),
+                 b"\x01\x01" + b"\xff" * 9 + b"\x02" + b"\x00" + _ok_any(b"v") + b"\x00"):
+        one = yjs._one_item(NAME).fullmatch(over)
+        assert one is not None and yjs._gate_one(one) is None, over.hex()
+        assert not _same_as_general(over)
 
 
 USUAL = [

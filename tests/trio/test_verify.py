@@ -11,6 +11,7 @@ import pytest
 
 import p2p_ledger.trio.verify as verify_module
 from p2p_ledger.core import audit as audit_module
+from p2p_ledger.core import ledger as ledger_module
 from p2p_ledger.core.audit import MemoryIds, audit, unsound_contexts
 from p2p_ledger.core.ledger import Ledger
 from p2p_ledger.core.merkle import root_of_keys
@@ -102,14 +103,93 @@ async def test_a_second_process_shares_verify(tmp_path: Path) -> None:
         alone = ledger.verify()
         assert [line.split(":")[0] for line in alone] == ["context c0", "context c2"]
         with second_process(data / DB_NAME, ledger.limits, tmp_path) as apart:
-            other = apart(["c0"])
+            other = apart(["c0"], True)
             answer = other.answer()
             assert answer is not None and answer[1] == {"c2"}
             assert answer[0]["c0"] == alone[0]
         with second_process(data / DB_NAME, ledger.limits, tmp_path) as apart:
             assert ledger.verify(apart=apart) == alone
         with second_process(tmp_path / "nothing-here", ledger.limits, tmp_path) as apart:
-            assert apart(["c0"]).answer() is None
+            assert apart(["c0"], True).answer() is None
             assert ledger.verify(apart=apart) == alone
+        # whole contexts split evenly, each process auditing its own in full (c0 or c2 theirs)
+        for share in (0.3, 0.8):
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(ledger_module, "EVEN_FLOOR", 0.0)
+                patch.setattr(ledger_module, "EVEN_SHARE", share)
+                asked: list[tuple[list[str], bool]] = []
+                with second_process(data / DB_NAME, ledger.limits, tmp_path) as apart:
+                    assert ledger.verify(apart=lambda theirs, rest, asked=asked, apart=apart: (
+                        asked.append((theirs, rest)) or apart(theirs, rest))) == alone
+                assert asked == [({0.3: ["c0"], 0.8: ["c0", "c1", "c2"]}[share], False)]
+        with second_process(tmp_path / "nothing-here", ledger.limits, tmp_path) as apart:
+            assert ledger.verify(apart=apart) == alone  # (it failed: all checked here)
     finally:
         store.close()
+
+
+async def test_a_scan_gives_each_context_as_its_own_reads_do(tmp_path: Path) -> None:
+    """``SqliteStore.scan`` (and ``StoreReader.scan``): one pass over runs of context ids gives
+    each context asked for that holds rows or heads, with exactly the rows and heads its own
+    reads give, whatever the subset (runs broken anywhere), a context left with heads and no
+    rows, one with neither, and a name the store does not know."""
+    from p2p_ledger.trio.runtime import open_node
+    from p2p_ledger.trio.store import DB_NAME, SqliteStore
+
+    data = tmp_path / "n"
+    async with open_node(data, node_id="n") as node:
+        for i in range(60):
+            await node.append(f"c{(i * 7) % 12:02d}", f"payload-{i:04d}")
+    db = sqlite3.connect(data / DB_NAME)
+    with db:  # c05 keeps its heads, c06 has nothing left
+        for name in ("c05", "c06"):
+            db.execute("DELETE FROM updates WHERE ctx = (SELECT id FROM contexts WHERE name = ?)",
+                       (name,))
+        db.execute("DELETE FROM heads WHERE ctx = (SELECT id FROM contexts WHERE name = 'c06')")
+    db.close()
+    print(f"SEED={SEED}")
+    rng = random.Random(SEED)
+    store = SqliteStore(data)
+    reader = store.reader()
+    try:
+        names = [f"c{i:02d}" for i in range(12)] + ["unknown"]
+        for _ in range(20):
+            wanted = rng.sample(names, rng.randint(0, len(names)))
+            for source in (store, reader):
+                got = {name: (list(rows), heads) for name, rows, heads in source.scan(wanted)}
+                want = {name: (list(store.iter_context(name)), store.heads(name))
+                        for name in wanted if name not in ("c06", "unknown")}
+                assert got == want, wanted
+                assert "c05" not in got or got["c05"][0] == []
+    finally:
+        reader.close()
+        store.close()
+
+
+def test_contexts_a_scan_did_not_give_are_verified_one_by_one() -> None:
+    """A scan may end early (a read that failed): ``Ledger.verify`` reads the contexts it did
+    not give one at a time, and answers as with a whole scan (a tampered context, a row that is
+    no bundle and a summary with no rows among them, on either side of the end)."""
+    from p2p_ledger.core.storage import MemoryStorage
+
+    from ..core.helpers import append, open_ledger
+
+    class EndsEarly(MemoryStorage):
+        def scan(self, contexts):  # type: ignore[no-untyped-def]
+            yield from list(super().scan(contexts))[:self.given]
+
+    storage = EndsEarly()
+    ledger = open_ledger(storage, "a")
+    for i in range(6):
+        append(ledger, f"c{i}", *[f"c{i}-{n}" for n in range(3)])
+    storage.updates["c1"].append(b"not a bundle")
+    row = storage.updates["c4"][0]
+    at = row.index(b"c4-1")
+    storage.updates["c4"][0] = row[:at] + b"X" + row[at + 1:]
+    del storage.updates["c5"]  # (its summary stays)
+    storage.given = 10
+    whole = ledger.verify()
+    assert {line.split(":")[0] for line in whole} == {"context c1", "context c4", "context c5"}
+    for given in range(6):
+        storage.given = given
+        assert ledger.verify() == whole
