@@ -70,13 +70,14 @@ async def _ingest(data: Path, total: int, contexts: int, batches_out: Path) -> d
     import trio
 
     from ..trio.runtime import open_node
-    from .config import GC_THRESHOLDS
+    from .config import GC_THRESHOLDS, tune_malloc
 
     # The phase measures what a `p2p-ledger node` does, so it sets what that command sets.
     # why: 100k appends in 1 context, load ~5: 7.57 CPU-s with the default thresholds, 7.24
     # with these (gc.freeze() after the start changes nothing more: with these thresholds the
     # oldest generation is collected about once per 10^8 allocations)
     gc.set_threshold(*GC_THRESHOLDS)
+    tune_malloc()
 
     names = _context_names(contexts)
     rng = random.Random(1)

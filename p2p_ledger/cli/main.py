@@ -63,7 +63,7 @@ from ..core.errors import (
     UnsupportedVersion,
 )
 from ..core.ledger import DEFAULT_MEMORY_BUDGET
-from .config import GC_THRESHOLDS, expand_config
+from .config import GC_THRESHOLDS, expand_config, tune_malloc
 from .logformat import LOG_FORMATS, setup_logging
 from .output import (
     ENV_FORMAT,
@@ -691,6 +691,7 @@ def _read_input(path: str) -> bytes:
 def _cmd_node(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_format)
     gc.set_threshold(*GC_THRESHOLDS)
+    tune_malloc()
     import trio
 
     return int(trio.run(_run_node, args))
