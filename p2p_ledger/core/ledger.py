@@ -893,9 +893,15 @@ class Ledger:
         """The summary of ``name`` (None if we hold nothing there), settled first if it
         settles: a stored one that lags its rows is never what a read is told."""
         if name in self._stale:
-            steps = self._settling[1] if self._settling and self._settling[0] == name \
-                else self._recompute_steps(name)
-            self._settled(name, finished(steps))
+            going = self._settling is not None and self._settling[0] == name
+            steps = self._settling[1] if self._settling and going else self._recompute_steps(name)
+            try:
+                summary = finished(steps)
+            except BaseException:
+                if going:
+                    self._settling = None  # (its steps are over: the next starts again)
+                raise
+            self._settled(name, summary)
         return self.summaries.get(name)
 
     def _settled(self, name: str, summary: Summary) -> None:

@@ -439,6 +439,25 @@ def test_a_stored_record_whose_id_lies_is_refused_when_its_context_settles():
     assert ledger.settling() == 1
 
 
+def test_a_read_that_fails_a_context_half_settled_leaves_the_next_step_failing_alike():
+    """A context whose bad row lies past its first settle step: the step goes through, a read
+    of the context then fails, and so do the steps after (never a crash of the ledger on steps
+    that were over)."""
+    storage = MemoryStorage()
+    writer = open_ledger(storage, "a")
+    append(writer, "c1", *(f"entry {i}" for i in range(300)))
+    good, other = chain_entries("a", [1], "c1")[0], chain_entries("z", [1], "c1")[0]
+    storage.commit([("c1", bundled(forged_update([bytes.fromhex(other.id) + good.body])))])
+    ledger = open_ledger(storage, "a", "a-2")
+    assert ledger.settle_step()  # (256 of the 300 entries checked)
+    with pytest.raises(IntegrityError, match="c1"):
+        ledger.context_entries("c1")
+    with pytest.raises(IntegrityError, match="c1"):  # (its steps start again, and fail alike)
+        while ledger.settle_step():
+            pass
+    assert ledger.settling() == 1
+
+
 def test_verify_reports_entries_over_the_limits():
     storage = MemoryStorage()
     append(open_ledger(storage, "a"), "c1", b"x" * 100)
