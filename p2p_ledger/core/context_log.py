@@ -52,6 +52,7 @@ from .entry import (
     ID_SIZE,
     Entry,
     Limits,
+    RecordFields,
     check_context,
     decode_record,
     fresh_record_fields,
@@ -519,20 +520,26 @@ class ContextLog:
     # ---- writes ------------------------------------------------------------------------------
 
     def append_local(
-        self, entries: Sequence[Entry], heads: Sequence[Head] = ()
+        self, entries: Sequence[Entry], heads: Sequence[Head] = (),
+        built: tuple[Sequence[bytes], Sequence[RecordFields]] | None = None,
     ) -> tuple[Sequence[Entry], bytes]:
         """Insert authentic entries as new items of our own Yjs client (our appends, or entries
-        found by id); returns those indexed and the Yjs update to persist."""
-        slots, update = self._insert_own(entries, heads)
+        found by id); returns those indexed and the Yjs update to persist. ``built``: the
+        entries' records and fields, as ``entry.make_chain`` gives them."""
+        slots, update = self._insert_own(entries, heads, built)
         return EntriesAt(self.index, slots), update
 
-    def _insert_own(self, entries: Sequence[Entry],
-                    heads: Sequence[Head] = ()) -> tuple[list[int], bytes]:
+    def _insert_own(self, entries: Sequence[Entry], heads: Sequence[Head] = (),
+                    built: tuple[Sequence[bytes], Sequence[RecordFields]] | None = None,
+                    ) -> tuple[list[int], bytes]:
         """Our own items: indexed, and written as a Yjs update without the Doc, which gets
         them when it is next needed (``doc``)."""
         self.keep_heads(heads)
-        records = [e.record for e in entries]
-        fields = [known_record_fields(record) for record in records]
+        if built is None:
+            records: Sequence[bytes] = [e.record for e in entries]
+            fields: Sequence[RecordFields] = [known_record_fields(r) for r in records]
+        else:
+            records, fields = built
         doc = self._doc
         if doc is None:
             clock = self._state.get(self.client_id, 0)

@@ -261,6 +261,7 @@ def _str(value: str) -> bytes:
 
 
 _MAGIC_VERSION = MAGIC + bytes([ENCODING_VERSION])
+_NO_META = bytes(4)  # a meta part with no item
 _HEAD = struct.Struct(">4sBI")  # magic, version, length of the context
 _TAIL = struct.Struct(">Q32sQQQ32s")  # lamport, origin, chain, seq, appended_at_ns, prev
 _u32_at = _U32.unpack_from
@@ -281,18 +282,27 @@ def encode_body(
 ) -> bytes:
     raw_context = context.encode("utf-8")
     raw_key = key.encode("utf-8")
-    parts = [
+    return b"".join((
         _MAGIC_VERSION, _pack_u32(len(raw_context)), raw_context, _pack_u32(len(raw_key)),
-        raw_key, _pack_u32(len(payload)), payload, _pack_u32(len(meta)),
-    ]
-    if meta:
-        for name in sorted(meta, key=lambda k: k.encode("utf-8")):
-            parts += [_str(name), _str(meta[name])]
-    raw_origin = _origin_bytes.get(origin)
-    if raw_origin is None:
-        raw_origin = _shared(_origin_bytes, origin, bytes.fromhex(origin))
-    parts.append(_TAIL.pack(lamport, raw_origin, chain, seq, appended_at_ns, prev))
+        raw_key, _pack_u32(len(payload)), payload, _meta_bytes(meta),
+        _TAIL.pack(lamport, _raw_origin(origin), chain, seq, appended_at_ns, prev)))
+
+
+def _meta_bytes(meta: Mapping[str, str]) -> bytes:
+    """The encoding's meta part: the count, then each (name, value), sorted by name."""
+    if not meta:
+        return _NO_META
+    parts = [_pack_u32(len(meta))]
+    for name in sorted(meta, key=lambda k: k.encode("utf-8")):
+        parts += [_str(name), _str(meta[name])]
     return b"".join(parts)
+
+
+def _raw_origin(origin: str) -> bytes:
+    raw = _origin_bytes.get(origin)
+    if raw is None:
+        raw = _shared(_origin_bytes, origin, bytes.fromhex(origin))
+    return raw
 
 
 def make_entry(
@@ -320,6 +330,47 @@ def make_entry(
         context, key, payload, dict(meta), lamport, origin, chain, seq, appended_at_ns, prev,
         hashlib.sha256(body).hexdigest(), body,
     )
+
+
+# (raw id, lamport, seq, prev, raw writer): a checked record's fields, as the index takes them
+RecordFields = tuple[bytes, int, int, bytes, bytes]
+
+
+def make_chain(
+    context: str, origin: str, chain: int, seq: int, prev: bytes,
+    items: Iterable[tuple[str, bytes, Mapping[str, str], int, int]],
+) -> tuple[list[Entry], list[bytes], list[RecordFields]]:
+    """``make_entry`` for the next entries of one writer chain: seq + 1, seq + 2, ... of
+    ``origin.chain`` in ``context``, the first naming ``prev``, each the one before. ``items``
+    are validated (key, payload, meta, lamport, appended_at_ns); ``meta`` is kept as given (a
+    dict the caller no longer changes). Returns the entries, their records and their fields
+    as ``fresh_record_fields`` gives them, with no record parsed again.
+
+    why: a commit builds its entries a context at a time (the ledger's append path): the
+    context's part of the encoding, the raw origin and the writer are made once, and each
+    record and its fields come out of building it, where ``make_entry`` then ``Entry.record``
+    (the hex id decoded again) and ``known_record_fields`` (the record parsed again) cost
+    ~1.5 µs more per entry (1 context, 128 per commit)."""
+    raw_context = context.encode("utf-8")
+    start = _MAGIC_VERSION + _pack_u32(len(raw_context)) + raw_context
+    raw_origin = _raw_origin(origin)
+    raw_writer = raw_origin + _U64.pack(chain)
+    pack_tail, sha, join = _TAIL.pack, hashlib.sha256, b"".join
+    entries: list[Entry] = []
+    records: list[bytes] = []
+    fields: list[RecordFields] = []
+    for key, payload, meta, lamport, at_ns in items:
+        seq += 1
+        raw_key = key.encode("utf-8")
+        body = join((start, _pack_u32(len(raw_key)), raw_key, _pack_u32(len(payload)), payload,
+                     _meta_bytes(meta), pack_tail(lamport, raw_origin, chain, seq, at_ns, prev)))
+        raw_id = sha(body).digest()
+        entries.append(_new_entry(context, key, payload, meta, lamport, origin, chain, seq,
+                                  at_ns, prev, raw_id.hex(), body))
+        records.append(raw_id + body)
+        fields.append((raw_id, lamport, seq, prev, raw_writer))
+        prev = raw_id
+    return entries, records, fields
 
 
 class _NotCanonical(ValueError):
@@ -442,7 +493,6 @@ def decode_record(record: bytes, limits: Limits = DEFAULT_LIMITS, context: str =
     return entry
 
 
-_NO_META = bytes(4)
 WRITER_SIZE = 40  # a writer in raw form: 32 B origin + u64 chain, as the encoding holds them
 
 

@@ -492,18 +492,21 @@ class NodeCore:
         pre-append root (then the push was the only change)."""
         # why: the node root costs a rehash of the node tree's dirty paths (3.7% of ingest
         # spread over 10,000 contexts, 128 contexts per commit); only open links need it
-        before = self.ledger.root() if any(
-            link.session.is_open for link in self.links.values()) else b""
+        links = [(conn, link) for conn, link in self.links.items() if link.session.is_open]
+        before = self.ledger.root() if links else b""
         appended = self.ledger.append(requests)
+        if not links:
+            # Pushed to no one: nothing to remember it by (a push coming back, a GRAFT for it)
+            # and no bundle to build (``Appended.updates``).
+            return appended
         for context, update in appended.updates:
             self._remember_push(_digest(update), 0, context, update)
         differed = False
-        for conn, link in self.links.items():
-            if link.session.is_open:
-                for context, update in appended.updates:
-                    link.session.push(context, update, own=True)
-                differed |= link.gossiper and link.session.agrees_with(before) is not True
-                self._drain(conn, link, now)
+        for conn, link in links:
+            for context, update in appended.updates:
+                link.session.push(context, update, own=True)
+            differed |= link.gossiper and link.session.agrees_with(before) is not True
+            self._drain(conn, link, now)
         soon = now + self.config.push_gossip_delay
         if differed and soon < self._next_round:
             self._next_round, self._after_push = soon, now
