@@ -24,6 +24,7 @@ from p2p_ledger.core.entry import (
     decode_record,
     fresh_record_fields,
     known_record_fields,
+    make_chain,
     make_entry,
 )
 from p2p_ledger.core.errors import (
@@ -97,6 +98,30 @@ entries = st.builds(
     appended_at_ns=st.integers(0, 2**64 - 1),
     prev=st.binary(min_size=32, max_size=32).filter(lambda p: p != bytes(32)),
 )
+
+
+@SETTINGS
+@given(context=contexts, origin=origins, chain=st.integers(0, 2**64 - 1),
+       seq=st.integers(0, 2**32),
+       items=st.lists(st.tuples(st.text(max_size=20), st.binary(max_size=64), metas,
+                                st.integers(1, MAX_LAMPORT), st.integers(0, 2**64 - 1)),
+                      min_size=1, max_size=6))
+def test_make_chain_builds_what_make_entry_builds(context, origin, chain, seq, items):
+    """The append path's builder gives, entry for entry, what ``make_entry`` gives for the
+    same fields with each entry naming the one before, and each record's fields as a check of
+    the record reads them."""
+    prev = bytes(32) if seq == 0 else hashlib.sha256(b"before").digest()  # (a chain's start)
+    entries, records, fields = make_chain(context, origin, chain, seq, prev, items)
+    expected = []
+    for n, (key, payload, meta, lamport, at_ns) in enumerate(items, start=seq + 1):
+        expected.append(make_entry(context, key, payload, meta, lamport, origin, chain, n,
+                                   at_ns, prev))
+        prev = bytes.fromhex(expected[-1].id)
+    assert entries == expected
+    assert [e.writer for e in entries] == [e.writer for e in expected]
+    assert records == [e.record for e in expected]
+    assert fields == [known_record_fields(r) for r in records]
+    assert [decode_record(r) for r in records] == expected
 
 
 # ---- golden vectors ----------------------------------------------------------------------------
