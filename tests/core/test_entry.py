@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from p2p_ledger.core import entry as entry_module
 from p2p_ledger.core.entry import (
     DEFAULT_LIMITS,
     ID_SIZE,
@@ -461,6 +462,28 @@ def test_invalid_context_names(name):
 @pytest.mark.parametrize("name", ["a", "x" * 128, "A-Za-z0-9._:/-", "orders/eu:2024", "..", "/"])
 def test_valid_context_names(name):
     assert check_context(name) == name
+
+
+def test_context_names_checked_before_are_remembered_within_a_bound():
+    """Names that passed are remembered (the check runs per append), never more than the
+    bound, and remembering changes no answer: a bad name, or a look-alike of a good one that is
+    not a str, is refused however many good names came before."""
+
+    class LookAlike:  # equal to a good name, hashing like it, but not a str
+        def __eq__(self, other: object) -> bool:
+            return other == "ctx"
+
+        def __hash__(self) -> int:
+            return hash("ctx")
+
+    assert check_context("ctx") == "ctx"
+    for i in range(entry_module._GOOD_CONTEXTS_MAX + 10):
+        assert check_context(f"c{i}") == f"c{i}"
+        assert len(entry_module._good_contexts) <= entry_module._GOOD_CONTEXTS_MAX
+    assert check_context("ctx") == "ctx"
+    _raises_exactly(InvalidContextName, check_context, LookAlike())
+    for name in ["a b", "x" * 129, "ctx\n", None]:
+        _raises_exactly(InvalidContextName, check_context, name)
 
 
 @pytest.mark.parametrize("node_id", ["", "x" * 65, "a:b", "a/b", "a b", "n\n", None, 3])
