@@ -41,6 +41,7 @@ TASKS = 128
 CRASH_ENTRIES = 20 * TASKS
 SPREAD_CONTEXTS = 10_000
 CATCH_UP_TIMEOUT = 1800  # s; past it the row says the catch-up did not finish
+STOP_TIMEOUT = 60  # s a node gets to stop after SIGTERM before it is killed
 
 
 def _status_kib(field: str) -> int:
@@ -333,11 +334,12 @@ def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _catch_up(source: Path, target: Path, entries: int, timeout: float
-              ) -> tuple[float | None, int, int]:
+def _catch_up(source: Path, target: Path, entries: int, timeout: float,
+              failed: list[str] | None = None) -> tuple[float | None, int, int]:
     """Seconds for a fresh node process to hold every entry of a full one (real processes;
     None when it did not within ``timeout``), and the peak RSS (KiB) of the source and of the
-    fresh node."""
+    fresh node. A node that does not stop within STOP_TIMEOUT of SIGTERM is killed, and said
+    in ``failed``."""
     import trio
 
     from ..core.errors import LinkBroken
@@ -391,9 +393,23 @@ def _catch_up(source: Path, target: Path, entries: int, timeout: float
         seconds = trio.run(wait)
         return seconds, _peak_kib(src.pid), _peak_kib(dst.pid)
     finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=30)
+        for proc, which in zip(procs, ("source", "fresh"), strict=False):
+            if not _stopped(proc) and failed is not None:
+                failed.append(f"catch-up: the {which} node did not stop within {STOP_TIMEOUT} "
+                              f"s of SIGTERM (killed)")
+
+
+def _stopped(proc: subprocess.Popen[bytes]) -> bool:
+    """SIGTERM ``proc``; False if it had to be killed after STOP_TIMEOUT (a run of an hour is
+    not lost for it: the notes say so)."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return False
+    return True
 
 
 def run_scale(entries: int, tables: list[Any],
@@ -424,7 +440,8 @@ def run_scale(entries: int, tables: list[Any],
                 [sys.executable, "-m", "p2p_ledger", "verify", "--data", str(data)])
             disk, raw_disk = _dir_bytes(data), raw.stat().st_size
             _progress(f"{label}: catch-up of a fresh node")
-            catch = _catch_up(data, tmp / f"fresh-{contexts}", entries, CATCH_UP_TIMEOUT)
+            catch = _catch_up(data, tmp / f"fresh-{contexts}", entries, CATCH_UP_TIMEOUT,
+                              failed)
             copy = _child("raw-copy", str(raw), str(tmp / f"raw-copy-{contexts}.sqlite3"))
             _progress(f"{label}: {CRASH_ENTRIES:,} appends, kill -9, start again")
             try:
