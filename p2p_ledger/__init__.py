@@ -63,14 +63,16 @@ from .core.errors import (
     UnknownEntry,
     UnsupportedVersion,
 )
-from .core.proof import InvalidProof
 
 if TYPE_CHECKING:
+    from .core.proof import InvalidProof
     from .trio.client import Client
     from .trio.runtime import Node, open_node
 
-# The drivers load trio and websockets: imported on first use.
-_LAZY = {"open_node": ".trio.runtime", "Node": ".trio.runtime", "Client": ".trio.client"}
+# The drivers load trio and websockets, proofs the ledger and pycrdt: imported on first use
+# (``verify --data``'s second process needs neither).
+_LAZY = {"open_node": ".trio.runtime", "Node": ".trio.runtime", "Client": ".trio.client",
+         "InvalidProof": ".core.proof"}
 
 __all__ = [
     "DEFAULT_LIMITS", "AlreadyExists", "Client", "Cursor", "Entry", "ForbiddenUpdate",

@@ -1071,8 +1071,6 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     import tempfile
 
     from ..core.entry import DEFAULT_LIMITS
-    from ..core.ledger import Ledger
-    from ..trio.identity import open_identity
     from ..trio.store import SqliteStore, refuse_vanished
     from ..trio.verify import second_process, spilling
 
@@ -1085,12 +1083,15 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     store = SqliteStore(data)  # StoreLockedError if the node is running
     try:
         node_id = store.get_meta("node_id") or "?"
-        identity = open_identity(data, store, create=False)  # IdentityError: no key, mismatch
         # A second process takes a share of the work (started now: its start overlaps the
         # open), and a context's ids go to files past 64k (``trio/verify.py``): two cores,
         # memory bounded whatever the size.
         with tempfile.TemporaryDirectory(prefix="p2p-ledger-verify-") as tmp, \
                 second_process(data / "ledger.sqlite3", DEFAULT_LIMITS, Path(tmp)) as apart:
+            from ..core.ledger import Ledger  # (pycrdt: while the second process starts)
+            from ..trio.identity import open_identity
+
+            identity = open_identity(data, store, create=False)  # IdentityError: no key
             # Opens from the stored summaries (a store without them gets them computed once),
             # then checks: every content id, signature, root and summary.
             ledger = Ledger.open(store, identity, secrets.token_hex(16), DEFAULT_LIMITS,

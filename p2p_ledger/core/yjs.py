@@ -656,9 +656,9 @@ def _gate_one(match: re.Match[bytes]) -> GatedStruct | None:
     10,000 contexts, rows in a context's order).
     """
     client, clock, oc, ok, rc, rk, bc, bk, bc2, bk2, size, value = match.groups()
-    at = _number(clock)
+    at = clock[0] if len(clock) == 1 else _number(clock)
     by = _client(client)
-    if at >= _U32 or by < 0 or _number(size) != len(value):
+    if at >= _U32 or by < 0 or (size[0] if len(size) == 1 else _number(size)) != len(value):
         return None
     origin: tuple[int, int] | None = None
     right: tuple[int, int] | None = None

@@ -594,27 +594,32 @@ def _scan_run(db: sqlite3.Connection, path: Path, names: Mapping[int, str], low:
               high: int) -> Generator[tuple[str, Iterator[bytes], list[bytes]], None, bool]:
     """``_scan`` of the contexts ``low`` to ``high`` (every id between them wanted); True if
     a read of rows failed (the scan ends)."""
-    rows = _fetched(db.execute("SELECT ctx, blob, bare FROM updates WHERE ctx BETWEEN ? AND ? "
-                               "ORDER BY ctx, id", (low, high)))
+    rows = db.execute("SELECT ctx, blob, bare FROM updates WHERE ctx BETWEEN ? AND ? "
+                      "ORDER BY ctx, id", (low, high))
     heads = _fetched(db.execute(
         "SELECT h.ctx, h.id, h.head, h.crown, c.crown FROM heads AS h LEFT JOIN crowns AS c "
         "ON c.id = h.crown WHERE h.ctx BETWEEN ? AND ? ORDER BY h.ctx", (low, high)))
-    row, head = next(rows, None), next(heads, None)
+    batch: list[Any] = rows.fetchmany(256)  # (rows fetched, read from ``at`` on)
+    at = 0
+    head = next(heads, None)
     broken = False
 
     def rows_of(ctx: int) -> Iterator[bytes]:
-        nonlocal row, broken
+        nonlocal batch, at, broken
         try:
-            while row is not None and row[0] == ctx:
-                yield _bundle(row[1], row[2])
-                row = next(rows, None)
+            while batch:
+                for row_ctx, blob, bare in batch[at:] if at else batch:
+                    if row_ctx != ctx:
+                        return
+                    at += 1
+                    yield BARE + blob if bare else bytes(blob)  # (``_bundle``)
+                batch, at = rows.fetchmany(256), 0
         except sqlite3.DatabaseError as exc:
             broken = True
             raise _named(path, exc) from None
 
-    while row is not None or head is not None:
-        ctx = min(row[0] if row is not None else high + 1,
-                  head[0] if head is not None else high + 1)
+    while batch or head is not None:
+        ctx = min(batch[at][0] if batch else high + 1, head[0] if head is not None else high + 1)
         held = []
         while head is not None and head[0] == ctx:
             held.append(_whole_head(*head[1:]))

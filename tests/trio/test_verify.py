@@ -193,3 +193,16 @@ def test_contexts_a_scan_did_not_give_are_verified_one_by_one() -> None:
     for given in range(6):
         storage.given = given
         assert ledger.verify() == whole
+
+
+def test_the_second_process_imports_neither_pycrdt_nor_trio() -> None:
+    """It starts with the command, and what it imports is what its start costs: the audit and
+    the store's reads, not the ledger (pycrdt) nor the runtime (trio, websockets)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, p2p_ledger.trio.verify; print(sorted(m for m in ('pycrdt', 'trio', "
+            "'websockets', 'p2p_ledger.core.ledger') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
