@@ -5,7 +5,8 @@ Theory of operation
 **A second process.** ``SecondProcess`` (``python -m p2p_ledger.trio.verify``, a read
 connection of its own) starts with the command, so its interpreter and imports overlap the
 store's open, and waits for its plan. Over many contexts it audits in full about half the
-work (``ledger.EVEN_SHARE``, whole contexts) while ``Ledger.verify`` audits the rest in full.
+work (``ledger.EVEN_SHARE``, whole contexts) while ``Ledger.verify`` audits the rest in full;
+it imports neither the ledger nor pycrdt, so it starts working first.
 When a few contexts hold most of the entries, no even split of whole contexts exists: it
 audits ``ledger.APART_SHARE`` of the work, then checks every other stored record
 (``audit.unsound_contexts``; checking a record is ~30-40% of ``verify``'s work and needs
