@@ -516,6 +516,7 @@ class Ledger:
             wanted = encode_state_vector(theirs)
             reach = dict(theirs)  # per client, the end of every row walked (the walk's hint)
             whole = b""  # the first row taken, as stored, if it was taken whole
+            whole_heads: tuple[Head, ...] = ()  # the heads that row carries
             updates: list[bytes] = []
             ids: list[bytes] = []  # the entries taken, in order
             named: set[bytes] = set()  # entries named as prev by an entry taken
@@ -539,7 +540,7 @@ class Ledger:
                 if any(first < theirs.get(c, 0) for c, (first, _) in spans.items()):
                     update = get_update(update, wanted)  # the part of it they lack
                 elif not updates:
-                    whole = blob
+                    whole, whole_heads = blob, bundle.heads
                 updates.append(update)
                 size += len(update)
                 last = row
@@ -564,8 +565,7 @@ class Ledger:
                 del walks[:-WALK_MEMORY]
             del rows
             heads = list(dict.fromkeys(headed[raw] for raw in ids if raw in headed))
-            if len(updates) == 1 and whole and not vouchers and \
-                    list(decode_bundle(whole).heads) == heads:
+            if len(updates) == 1 and whole and not vouchers and list(whole_heads) == heads:
                 return whole
             del whole  # (one copy of the answer fewer while the merge runs)
             update = updates[0] if len(updates) == 1 else \
