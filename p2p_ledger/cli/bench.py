@@ -5,7 +5,7 @@ repeats, shown with its spread and with the ratio to a baseline measured in the 
 right beside it (same disk, same moment). The "goal" columns only say whether a stated target
 was met on this run.
 
-Four groups (``--only``):
+Groups (``--only``):
 
 * ``storage`` (here): durable appends through ``Ledger.append`` on ``SqliteStore`` (WAL,
   synchronous=FULL), one per commit and grouped, and through ``open_node`` with concurrent trio
@@ -17,7 +17,7 @@ Four groups (``--only``):
   protocol (one state-vector exchange per document per round), in memory, over real loopback
   websockets, and end to end with ``open_node``; and (``bench_bulk``) a fresh node process
   catching up from a full one against a raw websocket copy of the same bytes between two
-  processes.
+  processes (``--only bulk``: that table alone).
 * ``heal`` (``bench_heal``): seconds from a partition's heal until every root agrees, in the
   simulator (10 s to 1 h cuts, against the old 30 s redial cap) and on real processes through
   relays, and the CPU a dead peer costs.
@@ -607,8 +607,8 @@ def run_bench(
     scale = QUICK if quick else FULL
     if repeats is not None:
         scale = Scale(**{**scale.__dict__, "repeats": max(1, repeats)})
-    if only not in (None, "storage", "sync", "heal", "trust"):
-        raise ValueError(f"--only wants storage, sync, heal or trust, got {only!r}")
+    if only not in (None, "storage", "sync", "bulk", "heal", "trust"):
+        raise ValueError(f"--only wants storage, sync, bulk, heal or trust, got {only!r}")
     t_start = time.perf_counter()
     tables: list[Table] = []
 
@@ -630,6 +630,7 @@ def run_bench(
     if only in (None, "sync"):
         for t in bench_sync(scale):
             emit(t)
+    if only in (None, "sync", "bulk"):
         from .bench_bulk import bench_bulk
 
         emit(bench_bulk(scale))
@@ -669,8 +670,8 @@ def add_bench_command(subparsers: Any) -> argparse.ArgumentParser:
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="small sizes, a few seconds (what the smoke test runs)")
-    parser.add_argument("--only", choices=("storage", "sync", "heal", "trust"),
-                        help="run one group")
+    parser.add_argument("--only", choices=("storage", "sync", "bulk", "heal", "trust"),
+                        help="run one group (bulk: the two-process catch-up table of sync alone)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--repeats", type=int, help="repeats per measurement (median shown)")
     parser.add_argument("--scale", action="store_true",
