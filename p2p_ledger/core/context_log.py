@@ -879,7 +879,11 @@ class ContextLog:
             if at < 0:
                 unstored[slot] = record
                 return False
-            rows[slot], offsets[slot], sizes[slot] = row, at, size
+            try:
+                rows[slot], offsets[slot], sizes[slot] = row, at, size
+            except OverflowError:  # (a column too narrow for it: the index widens it)
+                index.stored(slot, row, at, size)
+                rows, offsets, sizes = index.row, index.offset, index.size
             at += size
         return True
 
@@ -924,7 +928,7 @@ class ContextLog:
         self._to_store.clear()
         if index.read is None:
             return
-        index.row = array("I", bytes(4 * len(index)))
+        index.row = array("B", bytes(len(index)))
         index.offset, index.size = offsets, sizes
         index.unstored.clear()
 

@@ -4,17 +4,19 @@ A loaded context used to hold one ``Entry`` object per entry (its record body, a
 the hex id, meta, boxed ints: ~950 B per 100 B entry, measured with tracemalloc on 100k
 entries), then every record back to back in one buffer (~310 B per 100 B entry, 263 B of it the
 records). Here an entry is a *slot* number, and memory holds only what lookups and ordering
-need, in flat arrays (97 B per 100 B entry by tracemalloc on 100k loaded, whatever the size):
+need, in flat arrays (65 B per entry at 1M, whatever the size: see ``_WIDER``):
 
 - ``ids`` holds every entry's 32-byte id back to back (``find`` compares them);
 - ``lamport``, ``seq``, ``writer`` (an index into ``writers``) and ``key_hash`` (a keyed hash of
   the entry's key, for reads by key) are arrays of machine ints;
-- ``order`` lists the slots in causal order, (Lamport time, id);
+- ``order`` lists the slots in causal order, (Lamport time, id): a ``range`` while that is the
+  order they came in;
 - ``row``, ``offset`` and ``size`` say where the record lies in the context's stored rows (a
   ``storage.Span``: the row's number in the context, the offset in it, the record's size);
 - an open-addressing table of slot numbers finds a slot by id; a writer's seqs map to slots
-  through one array per writer (a dict for seqs far beyond a writer's run, so a hostile seq of
-  2^60 costs one dict item, not an array that long).
+  through one array per writer (a ``range`` while its slots follow one another; a dict for
+  seqs far beyond a writer's run, so a hostile seq of 2^60 costs one dict item, not an array
+  that long).
 
 Records themselves are read from storage (``read``: ``Storage.read_spans`` for this context)
 when a read, a page, a watch, a proof or a check needs them; each one read is checked against
@@ -55,6 +57,38 @@ READ_BATCH = 1024
 # Reads the bytes at spans of this context's stored rows (``Storage.read_spans``).
 Reader = Callable[[Sequence[Span]], list[bytes]]
 
+# why: an index column holds the narrowest machine int its values so far fit (a context's
+# Lamport times, seqs, offsets in a row stay below 2^32, its rows below 2^16 up to ~8M entries
+# of 128 per commit, its writers below 256, its records below 64 KiB) and is copied to a wider
+# one when a value does not fit (a hostile seq or Lamport time, a long history). 1M appends of
+# 100 B into one context: the index held 92.8 B per entry with 8-byte Lamport times, seqs and
+# offsets, 4-byte writers, rows and sizes, the order and the writer's seqs as arrays and an id
+# table at most half full (tracemalloc); 65.1 B like this (with the order and seqs as ranges
+# and the table at most 2/3 full, below), 34.7 of it the ids.
+_WIDER = {"B": "H", "H": "I", "I": "Q"}
+
+
+def _widened(col: array[int], value: int) -> array[int]:
+    """``col`` copied to the narrowest wider type that holds ``value``, ``value`` appended."""
+    while True:
+        col = array(_WIDER[col.typecode], col)
+        try:
+            col.append(value)
+        except OverflowError:
+            continue
+        return col
+
+
+def _put(col: array[int], slot: int, value: int) -> array[int]:
+    """``col[slot] = value``, in a wider copy of ``col`` if it does not fit (returned)."""
+    try:
+        col[slot] = value
+    except OverflowError:
+        col = _widened(col, value)
+        col.pop()
+        col[slot] = value
+    return col
+
 
 def writer_name(raw: bytes) -> str:
     """A writer's cursor key from its raw form (32 B origin ‖ u64 chain): ``Entry.writer``."""
@@ -66,17 +100,20 @@ class EntryIndex:
         self.name = name
         self.read = read  # None: every record stays in ``unstored``
         self.ids = bytearray()
-        self.lamport = array("Q")
-        self.seq = array("Q")
-        self.writer = array("I")
+        # (each column as narrow as its values so far: ``_widened`` when one does not fit)
+        self.lamport = array("I")
+        self.seq = array("I")
+        self.writer = array("B")
         self.key_hash = array("I")
-        self.order = array("I")
-        self.row = array("I")
-        self.offset = array("Q")
-        self.size = array("I")
+        # why: slots are mostly in causal order already (our appends, a catch-up in order): the
+        # order is then the range of the slots, 4 B per entry less, until a slot sorts earlier
+        self.order: array[int] | range = range(0)
+        self.row = array("H")
+        self.offset = array("I")
+        self.size = array("H")
         self.unstored: dict[int, bytes] = {}  # slot → its record, until ``stored``
         # why: ids are found through this open-addressing table of slot + 1 (0 = empty), kept
-        # at most half full: 8-16 B per entry, against ~140 B for a dict of 32-byte id objects
+        # at most 2/3 full: 6-12 B per entry, against ~140 B for a dict of 32-byte id objects
         # to boxed slot numbers. The probe starts at Python's hash of the id, which is keyed per
         # process (SipHash), so a peer cannot grind ids that collide here (nor keys that
         # collide in ``key_hash``, which a read by key then checks against the record anyway).
@@ -84,7 +121,9 @@ class EntryIndex:
         self.writers: list[str] = []  # writer index → cursor key
         self._writer_of: dict[str, int] = {}
         self._writer_raw: dict[bytes, int] = {}
-        self._seqs: list[array[int]] = []  # writer index → slot + 1 at seq - 1 (0: none)
+        # writer index → slot + 1 at seq - 1 (0: none); a range while its slots follow one
+        # another (a writer's appends, a catch-up of one writer): 4 B per entry less
+        self._seqs: list[array[int] | range] = []
         self._far: dict[tuple[int, int], int] = {}  # (writer index, seq) → slot, see _FAR
         # Highest seq per writer below which nothing is missing: reads deliver only up to it so
         # that a cursor never jumps over an entry that arrives late.
@@ -157,7 +196,9 @@ class EntryIndex:
     def stored(self, slot: int, row: int, offset: int, size: int) -> None:
         """The record of ``slot`` lies at (``row``, ``offset``, ``size``) of the context's
         stored rows (checked by the caller): memory lets it go."""
-        self.row[slot], self.offset[slot], self.size[slot] = row, offset, size
+        self.row = _put(self.row, slot, row)
+        self.offset = _put(self.offset, slot, offset)
+        self.size = _put(self.size, slot, size)
         self.unstored.pop(slot, None)
 
     def writer_index(self, writer: str) -> int | None:
@@ -241,14 +282,14 @@ class EntryIndex:
             self.writers.append(writer)
             self._writer_of[writer] = index
             self._writer_raw[raw] = index
-            self._seqs.append(array("I"))
+            self._seqs.append(range(0))
         return index
 
     def reserve(self, more: int) -> None:
         """Size the id table for ``more`` entries at once (a catch-up's batch) instead of
         doubling it, and placing every held id again, several times while they are added."""
         size = len(self._table)
-        while 2 * (len(self) + more) > size:
+        while 3 * (len(self) + more) > 2 * size:
             size *= 2
         if size > len(self._table):
             self._grow(size)
@@ -293,11 +334,23 @@ class EntryIndex:
             unstored[slot] = record
             (n,) = _U32.unpack_from(record, key_at)
             key_hash.append(hash(record[key_at + 4 : key_at + 4 + n]) & _HASH_MASK)
-            lamports.append(lamport)
-            seq_col.append(seq)
-            writer_col.append(writer)
+            try:
+                lamports.append(lamport)
+            except OverflowError:
+                lamports = self.lamport = _widened(lamports, lamport)
+            try:
+                seq_col.append(seq)
+            except OverflowError:
+                seq_col = self.seq = _widened(seq_col, seq)
+            try:
+                writer_col.append(writer)
+            except OverflowError:
+                writer_col = self.writer = _widened(writer_col, writer)
             if order and lamports[order[-1]] >= lamport:
                 self._place(slot)
+                order = self.order
+            elif type(order) is range:  # (it holds every slot so far: this one is its length)
+                order = self.order = range(slot + 1)
             else:
                 order.append(slot)  # the common case (local appends, catch-up in order)
             if lamport > max_lamport:
@@ -317,25 +370,28 @@ class EntryIndex:
                     self.new_forks.append((name, seq))
                 forked.append(raw_id.hex())
                 forked.sort()
-            elif seq == n + 1:
-                seqs.append(slot + 1)
-            elif 0 < seq <= n:
-                seqs[seq - 1] = slot + 1
+            elif type(seqs) is range and seq == n + 1 and (not n or seqs.stop == slot + 1):
+                all_seqs[writer] = range(seqs.start if n else slot + 1, slot + 2)
             elif 0 < seq <= n + _FAR:
-                seqs.frombytes(bytes(4 * (seq - 1 - n)))
-                seqs.append(slot + 1)
+                if not isinstance(seqs, array):
+                    seqs = all_seqs[writer] = array("I", seqs)
+                if seq <= n:
+                    seqs[seq - 1] = slot + 1
+                else:
+                    seqs.frombytes(bytes(4 * (seq - 1 - n)))
+                    seqs.append(slot + 1)
             else:
                 far[(writer, seq)] = slot
             new.append(slot)
         self.max_lamport = max_lamport
-        row_col.frombytes(bytes(4 * len(new)))  # (where each lies: set by ``stored``)
-        offset_col.frombytes(bytes(8 * len(new)))
-        size_col.frombytes(bytes(4 * len(new)))
+        for col in (row_col, offset_col, size_col):  # (where each lies: set by ``stored``)
+            col.frombytes(bytes(col.itemsize * len(new)))
         contiguous, max_seq = self.contiguous, self._max_seq
         for writer, top in touched.items():
             name, seqs = self.writers[writer], all_seqs[writer]
             # the longest run of seqs 1, 2, ... held (what a read may deliver up to)
-            run, n = contiguous.get(name, 0), len(seqs)
+            n = len(seqs)
+            run = n if type(seqs) is range else contiguous.get(name, 0)  # (a range: no hole)
             while (run < n and seqs[run]) or (far and (writer, run + 1) in far):
                 run += 1
             contiguous[name] = run
@@ -348,9 +404,14 @@ class EntryIndex:
         order = self.order
         key = self._order_key(slot)
         if self._order_key(order[-1]) < key:
-            order.append(slot)
-        else:
-            order.insert(bisect.bisect_left(order, key, key=self._order_key), slot)
+            if type(order) is range:
+                self.order = range(slot + 1)
+            else:
+                order.append(slot)
+            return
+        if type(order) is range:
+            order = self.order = array("I", order)
+        order.insert(bisect.bisect_left(order, key, key=self._order_key), slot)
 
     def _grow(self, size: int = 0) -> array[int]:
         """Double the id table (or make it ``size`` slots), placing every held slot again."""
@@ -405,7 +466,7 @@ class EntryIndex:
         order, seq_of, writer_of = self.order, self.seq, self.writer
         first = bisect.bisect_left(order, min(starts), key=self._order_key)
         # (a view, not a copy: a page near the start of a long context copied the rest of it)
-        tail: Sequence[int] = memoryview(order)[first:]
+        tail: Sequence[int] = order[first:] if type(order) is range else memoryview(order)[first:]
         widened = first == 0
         skipped = True
         while skipped and (limit is None or len(out) < limit):

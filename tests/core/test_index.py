@@ -217,3 +217,38 @@ def test_a_successor_is_the_entry_that_names_it_among_forked_siblings() -> None:
     assert index.vouched_by_held(first.writer, 1, bytes.fromhex(other.id))
     assert not index.vouched_by_held(first.writer, 2, bytes.fromhex(left.id))
     assert index.record(slots[3]) == right.record and index.prev(slots[3]) == right.prev
+
+
+def test_columns_start_narrow_and_widen_for_values_that_do_not_fit() -> None:
+    """Each column holds the narrowest ints its values so far fit; a writer past 255, a row
+    past 65,535, an offset past 4 GiB, a record past 64 KiB, a seq and a Lamport time past
+    2^32 widen it, and every answer stays the same."""
+    stored: dict[tuple[int, int], bytes] = {}
+
+    def read(spans):
+        return [stored[(row, offset)][:size] for row, offset, size in spans]
+
+    index = EntryIndex(CONTEXT, read)
+    entries = [make_entry(CONTEXT, "k", b"%d" % w, {}, 1 + w, f"{w:064x}", 1, 1, 0)
+               for w in range(255)]
+    slots = index.add_records([e.record for e in entries], [_fields(e) for e in entries])
+    for slot, entry in zip(slots, entries, strict=True):
+        stored[(slot, 7)] = entry.record
+        index.stored(slot, slot, 7, len(entry.record))
+    assert [index.lamport.typecode, index.seq.typecode, index.writer.typecode,
+            index.row.typecode, index.offset.typecode, index.size.typecode] == list("IIBHIH")
+    assert index.order == range(255)  # (in causal order so far: no column for it)
+    big = [make_entry(CONTEXT, "k", b"x" * 70_000, {}, 2**40, "ff" * 32, 1, 2**33, 0),
+           make_entry(CONTEXT, "j", b"y", {}, 3, "fe" * 32, 9, 1, 0)]
+    more = index.add_records([e.record for e in big], [_fields(e) for e in big])
+    assert [index.lamport.typecode, index.seq.typecode, index.writer.typecode] == list("QQH")
+    for slot, entry, (row, offset) in zip(more, big, [(70_000, 2**32 + 3), (1, 5)], strict=True):
+        stored[(row, offset)] = entry.record
+        index.stored(slot, row, offset, len(entry.record))
+    assert [index.row.typecode, index.offset.typecode, index.size.typecode] == list("IQI")
+    assert index.order.typecode == "I"  # (big[1] sorts before big[0])
+    everything = entries + big
+    assert list(EntriesInOrder(index)) == sorted(everything, key=_ORDER)
+    assert [index.entry(slot) for slot in slots + more] == everything
+    assert index.entry_at(big[0].writer, 2**33) == big[0] and index.max_seq(big[0].writer) == 2**33
+    assert index.get("j")[0] == [big[1]] and index.unstored == {}
