@@ -196,9 +196,12 @@ class EntryIndex:
     def stored(self, slot: int, row: int, offset: int, size: int) -> None:
         """The record of ``slot`` lies at (``row``, ``offset``, ``size``) of the context's
         stored rows (checked by the caller): memory lets it go."""
-        self.row = _put(self.row, slot, row)
-        self.offset = _put(self.offset, slot, offset)
-        self.size = _put(self.size, slot, size)
+        try:
+            self.row[slot], self.offset[slot], self.size[slot] = row, offset, size
+        except OverflowError:  # (a column too narrow: widen what must be)
+            self.row = _put(self.row, slot, row)
+            self.offset = _put(self.offset, slot, offset)
+            self.size = _put(self.size, slot, size)
         self.unstored.pop(slot, None)
 
     def writer_index(self, writer: str) -> int | None:
@@ -346,11 +349,14 @@ class EntryIndex:
                 writer_col.append(writer)
             except OverflowError:
                 writer_col = self.writer = _widened(writer_col, writer)
-            if order and lamports[order[-1]] >= lamport:
+            if type(order) is range:  # (every slot so far: the range is set after the loop)
+                if slot and lamports[slot - 1] >= lamport:
+                    self.order = range(slot)
+                    self._place(slot)
+                    order = self.order
+            elif order and lamports[order[-1]] >= lamport:
                 self._place(slot)
                 order = self.order
-            elif type(order) is range:  # (it holds every slot so far: this one is its length)
-                order = self.order = range(slot + 1)
             else:
                 order.append(slot)  # the common case (local appends, catch-up in order)
             if lamport > max_lamport:
@@ -384,6 +390,8 @@ class EntryIndex:
                 far[(writer, seq)] = slot
             new.append(slot)
         self.max_lamport = max_lamport
+        if type(order) is range:
+            self.order = range(len(lamports))
         for col in (row_col, offset_col, size_col):  # (where each lies: set by ``stored``)
             col.frombytes(bytes(col.itemsize * len(new)))
         contiguous, max_seq = self.contiguous, self._max_seq

@@ -399,6 +399,38 @@ def test_add_keys_is_one_set_per_new_key(
             assert view.digest == ref_inner(view.children)
 
 
+@pytest.mark.parametrize("n, repeats, max_leaf, held", [
+    (0, 0, 16, 0), (1, 0, 16, 0), (300, 0, 16, 0), (4096, 0, 16, 0), (4097, 0, 16, 0),
+    (30_000, 0, 16, 0), (30_000, 3_000, 16, 0), (20, 5_000, 16, 0), (6_000, 0, 1, 0),
+    (6_000, 0, 3, 0), (30_000, 500, 16, 2_000)])
+def test_add_packed_makes_the_tree_add_keys_makes(n: int, repeats: int, max_leaf: int,
+                                                  held: int) -> None:
+    """Keys back to back (an index's id column), into an empty tree (built a nibble at a
+    time past max_leaf * 256 keys) or one holding keys already (in batches), repeats
+    included: the same root, shape, count, proofs and views as add_keys, and later keys go
+    in the same way."""
+    r = rng(f"packed-{n}-{repeats}-{max_leaf}-{held}")
+    keys = [r.randbytes(32) for _ in range(n)]
+    keys += [r.choice(keys) for _ in range(repeats if keys else 0)]
+    earlier = [r.randbytes(32) for _ in range(held)]
+    packed, plain = MerkleTree(max_leaf), MerkleTree(max_leaf)
+    packed.add_keys(earlier)
+    plain.add_keys(earlier)
+    assert packed.add_packed(bytearray(b"".join(keys))) == plain.add_keys(keys) == n
+    assert packed.root() == plain.root() == root_of_keys(keys + earlier, max_leaf)
+    assert len(packed) == n + held and shape(packed) == shape(plain)
+    for key in r.sample(keys, min(len(keys), 20)):
+        assert packed.prove(key) == plain.prove(key)
+        assert verify_proof(packed.root(), key, b"", packed.prove(key))
+    later = [r.randbytes(32) for _ in range(500)]
+    packed.add_keys(later[:250])
+    plain.add_keys(later[:250])
+    for key in later[250:]:
+        packed.set(key)
+        plain.set(key)
+    assert packed.root() == plain.root() and shape(packed) == shape(plain)
+
+
 def test_add_keys_checks_every_key_before_it_changes_anything() -> None:
     t = build(entry_keys(40))
     root = t.root()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from typing import Any
 
@@ -116,6 +117,7 @@ def test_rereading_watcher_fails_exactly_once(monkeypatch: pytest.MonkeyPatch) -
 def test_arrival_order_fails_same_order(monkeypatch: pytest.MonkeyPatch) -> None:
     # Index entries in arrival order instead of causal order: the sets agree, the order not.
     def place_in_arrival_order(self: EntryIndex, slot: int) -> None:
+        self.order = array("I", self.order)  # (a range while slots came in order)
         self.order.append(slot)
 
     monkeypatch.setattr(EntryIndex, "_place", place_in_arrival_order)
