@@ -83,17 +83,27 @@ def test_repair_keeps_what_verifies_and_peers_fill_the_rest(procs: Procs) -> Non
     assert b.stop() == 0
     db = _db(b.data)
     raw = bytearray(db.read_bytes())
-    # One flipped byte inside an early record, in every copy the file holds (free pages may
-    # keep old ones): its content id no longer matches ...
-    # (the context stored first, so its row survives the cut below)
-    needle = min((_payload(c, 0, 3).encode() for c in CONTEXTS), key=raw.find)
+    page = int.from_bytes(raw[16:18], "big")  # (the header's page size)
+
+    def row_end(context: str) -> int:
+        last = raw.find(_payload(context, BATCHES - 1, PER_BATCH - 1).encode())
+        return len(raw) if last < 0 else last
+
+    # One flipped byte inside an early record of the context whose row ends first in the file
+    # (a row starts in a leaf page and goes on in overflow pages: with 16 KiB pages the starts
+    # of every row share one), in every copy the file holds (free pages may keep old ones):
+    # its content id no longer matches ...
+    first, second, *_ = sorted(CONTEXTS, key=row_end)
+    needle = _payload(first, 0, 3).encode()
     at = raw.find(needle)
     assert at >= 0
     while at >= 0:
         raw[at + 40] = ord("q")
         at = raw.find(needle, at + 1)
-    # ... and the last 40% of the file gone.
-    db.write_bytes(bytes(raw[: len(raw) * 6 // 10]))
+    # ... and the file cut after the page where the next row ends (the others go on past it).
+    cut = (row_end(second) // page + 1) * page
+    assert cut < len(raw) * 9 // 10
+    db.write_bytes(bytes(raw[:cut]))
     _refused(b.data, "repair --data")
 
     [report] = json_lines(ok(run("repair", "--data", str(b.data))).stdout)

@@ -310,3 +310,33 @@ def test_large_commits_are_checkpointed_in_a_thread_of_their_own(tmp_path):
         assert again.load() == {"small": [b"x" * 1000], "big": [row]}
     finally:
         again.close()
+
+
+def test_a_new_store_has_16_kib_pages_and_an_old_one_keeps_its_own(tmp_path):
+    """The page size is fixed when a store is created (``PAGE_SIZE``); the writer's own
+    checkpoint comes past CHECKPOINT_BACKSTOP bytes of WAL whatever the page size."""
+    from p2p_ledger.trio.store import CHECKPOINT_BACKSTOP, PAGE_SIZE
+
+    new = SqliteStore(tmp_path / "new")
+    try:
+        assert new.db.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE == 16384
+        assert new.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] * PAGE_SIZE \
+            == CHECKPOINT_BACKSTOP
+        new.commit([("c", b"x" * 1000)])
+    finally:
+        new.close()
+    old_dir = tmp_path / "old"
+    old_dir.mkdir()
+    conn = sqlite3.connect(old_dir / DB_NAME)
+    conn.execute("PRAGMA page_size=4096")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.close()
+    old = SqliteStore(old_dir)
+    try:
+        assert old.db.execute("PRAGMA page_size").fetchone()[0] == 4096
+        assert old.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] * 4096 \
+            == CHECKPOINT_BACKSTOP
+        old.commit([("c", b"x" * 1000)])
+        assert list(old.iter_context("c")) == [b"x" * 1000]
+    finally:
+        old.close()
