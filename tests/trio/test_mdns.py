@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,8 +186,13 @@ async def test_a_lan_forms_one_cluster_keeps_strangers_out_and_takes_hosts_back(
         # One cluster, with no --peer at all.
         formed = await _until(lambda: _full_mesh(lan), "4 hosts linked pairwise")
         print(f"\nmDNS: 4 hosts linked pairwise {formed:.2f}s after the last was ready")
-        h4_row = next(p for p in (await nodes["h1"].status())["peers"] if p["node_id"] == "h4")
-        assert h4_row["url"] == f"ws://{bed.hosts['h4'].address}:{PORT}" and h4_row["mdns"]
+        async def h4_row() -> dict[str, Any]:
+            return next(p for p in (await nodes["h1"].status())["peers"] if p["node_id"] == "h4")
+
+        # (h4 may have dialed h1 from its own browse before h1 took h4's record: wait for it)
+        await _until(lambda: _h4_known(h4_row), "h1 holds h4's mDNS record")
+        row = await h4_row()
+        assert row["url"] == f"ws://{bed.hosts['h4'].address}:{PORT}" and row["mdns"]
 
         # Replication both ways.
         async with nodes["h1"].client() as c:
@@ -246,6 +251,10 @@ async def test_a_lan_forms_one_cluster_keeps_strangers_out_and_takes_hosts_back(
         for node in nodes.values():
             node.stop(signal.SIGTERM)
             assert node.proc is not None and node.proc.returncode == 0, node.log()[-2000:]
+
+
+async def _h4_known(row: Callable[[], Awaitable[dict[str, Any]]]) -> bool:
+    return bool((await row())["mdns"])
 
 
 async def _full_mesh(lan: list[LanNode]) -> bool:
