@@ -54,7 +54,9 @@ connection runs one ``PeerSession``; this class adds the node-wide policy:
   dropped from ``discovered``: the peer table keeps the peer and its usual backoff;
 * settling (``Ledger.open``): the contexts a crash left with summaries lagging their rows are
   recomputed ``SETTLE_STEPS`` audit steps a tick, a tick every ``SETTLE_PAUSE``, while the
-  node serves (a read or a peer's question about one settles it at once).
+  node serves (a read or a peer's question about one settles it at once);
+* idle summaries: summaries that lag their rows (``Ledger.summary_lag_ns``) are stored by a
+  tick once the node has committed nothing for ``SUMMARY_LAG`` (``_committed``).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ from enum import StrEnum
 
 from .bundle import first_origin
 from .discovery import Announcement
-from .ledger import Appended, AppendRequest, Ledger
+from .ledger import SUMMARY_LAG, Appended, AppendRequest, Ledger
 from .protocol import (
     MAX_PRUNED,
     Announced,
@@ -308,6 +310,7 @@ class NodeCore:
         self._dialing: dict[int, tuple[str, float]] = {}  # conn → (URL, started), unresolved
         self._next_round = float("inf")  # the node's gossip timer (one round per interval)
         self._settle_at = 0.0  # the next settle steps (while ``ledger.settling()``)
+        self._summaries_at = float("inf")  # see _committed
         self._last_round = float("-inf")  # when we last took part in a round (either end)
         self._after_push: float | None = None  # a local append at this time brought the
         # next round forward
@@ -382,6 +385,7 @@ class NodeCore:
         _count(self.counters.frames_received, frame, 1)
         _count(self.counters.bytes_received_by_type, frame, len(frame))
         link.session.receive(frame)
+        self._committed(now)
         self._drain(conn, link, now)
 
     def answers_waiting(self) -> list[int]:
@@ -420,6 +424,15 @@ class NodeCore:
                 if not self.ledger.settle_step():
                     break
             self._settle_at = now + SETTLE_PAUSE
+            if not self.ledger.settling():
+                self._committed(now)  # (what settled is stored once the node is idle)
+        if now >= self._summaries_at:
+            self._summaries_at = float("inf")
+            try:
+                self.ledger.write_summaries()
+            except Exception as exc:  # storage can fail
+                # (the rows are durable; the next open settles the contexts they lag)
+                self.log.append(f"storing the contexts' summaries failed: {exc}")
         for conn, (url, started) in list(self._dialing.items()):
             if now >= started + self.config.dial_timeout:
                 del self._dialing[conn]
@@ -484,6 +497,7 @@ class NodeCore:
         deadlines += [m.deadline for m in self._missing.values()]
         if self.ledger.settling():
             deadlines.append(self._settle_at)
+        deadlines.append(self._summaries_at)
         return min(deadlines)
 
     def append(self, requests: Sequence[AppendRequest], now: float) -> Appended:
@@ -495,6 +509,7 @@ class NodeCore:
         links = [(conn, link) for conn, link in self.links.items() if link.session.is_open]
         before = self.ledger.root() if links else b""
         appended = self.ledger.append(requests)
+        self._committed(now)
         if not links:
             # Pushed to no one: nothing to remember it by (a push coming back, a GRAFT for it)
             # and no bundle to build (``Appended.updates``).
@@ -789,6 +804,13 @@ class NodeCore:
                 # seconds on a node with several links (random graph: a 1.5 s p99 against
                 # 0.25 s of hops)
                 link.session.ask_missing(event.context)
+
+    def _committed(self, now: float) -> None:
+        """Something was (or is staged to be) committed at ``now``: summaries that lag their
+        rows (``Ledger.summary_lag_ns``) are stored by a later commit, or by ``tick`` once the
+        node has committed nothing for SUMMARY_LAG (a crash then leaves nothing to settle)."""
+        if self.ledger.lags() or self.ledger.has_staged():
+            self._summaries_at = now + SUMMARY_LAG
 
     def _remember_push(self, digest: bytes, conn: int, context: str, update: bytes,
                        direct: bool = False) -> None:

@@ -419,13 +419,7 @@ class Node:
 
     async def _committer(self) -> None:
         while True:
-            # Summaries that lag their rows (``Ledger.summary_lag_ns``) are stored by a later
-            # commit, or here once the node has been idle for SUMMARY_LAG.
-            with trio.move_on_after(SUMMARY_LAG if self.ledger.lags() else float("inf")):
-                await self._pending_ready.wait()
-            if not self._pending_ready.is_set():
-                self._write_summaries()
-                continue
+            await self._pending_ready.wait()
             self._pending_ready = trio.Event()
             batch, self._batch = self._batch, None
             if batch is None:  # received updates only

@@ -10,6 +10,7 @@ import random
 import pytest
 
 from p2p_ledger.core import wire
+from p2p_ledger.core.ledger import SUMMARY_LAG
 from p2p_ledger.core.node import (
     MAX_MISSING_PER_LINK,
     MAX_PRUNED,
@@ -550,8 +551,50 @@ def test_settling_contexts_are_settled_by_ticks_a_few_steps_at_a_time() -> None:
         assert 0 < len(steps) - before <= SETTLE_STEPS
         now, ticks = now + SETTLE_PAUSE, ticks + 1  # (the core's own float sum)
     assert ticks >= 1600 / (256 * SETTLE_STEPS)  # (1,600 entries, 256 a step)
+    # what settled is stored once the node has been idle for SUMMARY_LAG; then nothing is due
+    idle_at = now - SETTLE_PAUSE + SUMMARY_LAG  # (the last tick's time + SUMMARY_LAG)
+    assert storage.lagging_summaries()[1] and core.next_deadline() == idle_at
+    core.tick(core.next_deadline())
+    assert storage.lagging_summaries()[1] == [] and not ledger.lags()
     assert core.next_deadline() == float("inf")  # (nothing else to do: no seeds)
     assert ledger.root() == writer.root() and ledger.entry_count() == 1600
+
+
+def test_summaries_that_lag_are_stored_by_a_tick_once_nothing_was_committed_for_the_lag():
+    """With ``summary_lag_ns`` a commit leaves its contexts' summaries lagging; every commit
+    (an append, a received update) puts the idle store SUMMARY_LAG after it, and a storage
+    failure there is logged, not raised (the rows are durable; an open settles them)."""
+    from p2p_ledger.core.storage import MemoryStorage
+
+    from .helpers import open_ledger
+
+    storage = MemoryStorage()
+    ledger = open_ledger(storage, "a")
+    ledger.summary_lag_ns = 10**15  # (no later commit stores them: only the idle store)
+    core = NodeCore(ledger, NodeConfig("a"), random.Random(1))
+    assert core.next_deadline() == float("inf")
+    core.append([ledger.prepare("notes", payload="one")], now=5.0)
+    assert core.next_deadline() == 5.0 + SUMMARY_LAG
+    core.append([ledger.prepare("notes", payload="two")], now=5.5)  # (moves it)
+    assert core.next_deadline() == 5.5 + SUMMARY_LAG
+    core.tick(5.4 + SUMMARY_LAG)
+    assert storage.lagging_summaries()[1] == ["notes"]
+    core.tick(5.5 + SUMMARY_LAG)
+    assert storage.lagging_summaries()[1] == [] and core.next_deadline() == float("inf")
+
+    core.append([ledger.prepare("notes", payload="three")], now=10.0)
+    real = storage.commit
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    storage.commit = failing  # type: ignore[method-assign]
+    core.tick(10.0 + SUMMARY_LAG)
+    assert core.take_log() == ["storing the contexts' summaries failed: disk full"]
+    assert core.next_deadline() == float("inf") and ledger.lags()
+    storage.commit = real  # type: ignore[method-assign]
+    reopened = open_ledger(storage, "a", "a-2")  # (the rows were durable: nothing lost)
+    assert reopened.context_entries("notes") == 3
 
 
 # ---- peer events (what the driver logs) --------------------------------------------------------

@@ -97,3 +97,20 @@ async def test_timer_does_not_spin_after_an_append(tmp_path: Path) -> None:
         await node.append("ctx", "x")
         await trio.sleep(0.2)
         assert ticks < 10  # it used to re-kick itself: tens of thousands per second
+
+
+async def test_summaries_are_stored_once_the_node_has_been_idle_for_the_lag(
+        tmp_path: Path) -> None:
+    """A commit leaves its contexts' summaries lagging (SUMMARY_LAG); the timer stores them
+    once the node has committed nothing for that long, so a kill -9 then leaves nothing to
+    settle (``NodeCore._committed``)."""
+    from p2p_ledger.core.ledger import SUMMARY_LAG
+
+    async with open_node(tmp_path / "n", node_id="node-a") as node:
+        store: Any = node.ledger.storage
+        await node.append("ctx", "one")
+        assert node.ledger.lags() and store.lagging_summaries()[1] == ["ctx"]
+        with trio.fail_after(10 * SUMMARY_LAG):  # (bounded: a stuck timer fails the test)
+            while store.lagging_summaries()[1]:
+                await trio.sleep(SUMMARY_LAG / 10)
+        assert not node.ledger.lags()
