@@ -9,7 +9,7 @@ from typing import Any
 
 import pycrdt
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pycrdt import Array, Doc, Map, Text
 
@@ -1301,3 +1301,62 @@ def test_clock_spans_reads_a_row_of_one_struct_from_its_header(client: int, cloc
         gate_ranges(row, {}, NAME)[2]
     with pytest.raises(RemoteProtocolError):
         clock_spans(row[:4], NAME)
+
+
+# ---- the usual row's shortcut (``usual_row`` + ``integrate_usual``) ------------------------------
+
+PREFIX = b"ROW:"
+NUMBERS = st.one_of(st.integers(0, 300), st.sampled_from([2**32 - 1, 2**32, 2**64 - 1, 2**64]))
+
+
+def usual_update(client: int, clock: int, origin: int, known: int, value: bytes,
+                 size: int | None = None) -> bytes:
+    return (b"\x01\x01" + vu(client) + vu(clock) + b"\x88" + vu(origin) + vu(known) +
+            b"\x01\x74" + vu(len(value) if size is None else size) + value + b"\x00")
+
+
+@SETTINGS
+@given(st.tuples(st.sampled_from([7, 2**64 - 1, 300]), NUMBERS, st.sampled_from([7, 9, 2**64]),
+                 NUMBERS, st.binary(max_size=200), st.one_of(st.none(), st.integers(0, 300))),
+       st.dictionaries(st.sampled_from([7, 9, 300, 2**64 - 1]), NUMBERS, max_size=3),
+       st.lists(MUTATION, max_size=2))
+@example((7, 2**32, 9, 0, b"v", None), {7: 2**32, 9: 1}, [])  # a clock out of range
+@example((2**64, 0, 9, 0, b"v", None), {9: 1}, [])  # a client out of range
+@example((7, 0, 9, 2**32 + 1, b"v", None), {9: 2**33}, [])  # an origin out of range
+@example((7, 0, 9, 0, b"v", 2), {9: 1}, [])  # a size that is not the value's
+def test_the_usual_row_integrates_as_the_gate_and_integrate_do(
+        row: tuple[int, int, int, int, bytes, int | None], state: dict[int, int],
+        mutations: list[tuple[str, int, int]]) -> None:
+    update = usual_update(*row)
+    if mutations:
+        update = mutated(update, mutations)
+    match = yjs.usual_row(PREFIX, NAME).fullmatch(PREFIX + update)
+    try:
+        expected_state = dict(state)
+        taken, waiting = yjs.integrate(yjs.gate_structs(update, NAME), expected_state)
+    except LedgerError:
+        taken, waiting, expected_state = [], [], {}  # (refused: the shortcut must not take it)
+        refused = True
+    else:
+        refused = False
+    if match is None:
+        return
+    ours = dict(state)
+    value = yjs.integrate_usual(match, ours, {})
+    if value is None:
+        assert ours == state  # (nothing changed: the caller's gate and integrate decide)
+    else:
+        assert not refused and not waiting and taken == [value] and ours == expected_state
+
+
+def test_the_usual_row_is_read_from_the_stored_row() -> None:
+    state = {7: 3, 9: 1}
+    match = yjs.usual_row(PREFIX, NAME).fullmatch(PREFIX + usual_update(7, 3, 9, 0, b"x" * 200))
+    assert match is not None and yjs.integrate_usual(match, state, {}) == b"x" * 200
+    assert state == {7: 4, 9: 1}
+    for held, origin_known in ((2, 0), (4, 0), (3, 1)):  # held already, a hole, origin missing
+        state = {7: held, 9: 1}
+        match = yjs.usual_row(PREFIX, NAME).fullmatch(
+            PREFIX + usual_update(7, 3, 9, origin_known, b"v"))
+        assert match is not None and yjs.integrate_usual(match, state, {}) is None
+        assert state == {7: held, 9: 1}
