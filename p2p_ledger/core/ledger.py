@@ -1020,12 +1020,17 @@ class Ledger:
         fields read unchecked; then its answer gives what its contexts hold (judged here, as
         ours are), and the contexts it found a bad record in, which are checked again in full.
         A context it did not settle (or, with ``rest``, everything if it failed) is checked
-        here in full: the answer is one process's."""
-        self.settle()
-        self.write_summaries()  # (what the rows hold is what the summaries say, for both)
+        here in full: the answer is one process's. A settling context (an open after a
+        crash) is audited here, in full, and what its rows hold becomes its summary."""
+        # Settling contexts are settled by their audit here (``_verify_rows``), not first.
+        # why: ``settle()`` first audited each of them in full, and then the check audited it
+        # again: after a crash, up to a second of ingest read and checked twice
+        settling = set(self._stale)
+        self.write_summaries()  # (the lagging ones; nothing while some settle: stored after)
         problems: dict[str, list[str]] = {}
         names = self.stored_context_names()
-        theirs, rest = self._their_share(names) if apart is not None else (set(), False)
+        theirs, rest = self._their_share([name for name in names if name not in settling]) \
+            if apart is not None else (set(), False)
         other = apart(sorted(theirs), rest) if apart is not None else None
         again: set[str] = set()
         done = 0
@@ -1039,10 +1044,12 @@ class Ledger:
             step = None if progress is None else (
                 lambda checked, at=number, base=done: progress(at - 1, len(names), base + checked))
             try:
+                checked = rest and name not in settling  # (a summary is made of these)
                 if rows is None or heads is None:
-                    entries, found = self.verify_context(name, step, id_sets, rest)
+                    entries, found = self.verify_context(name, step, id_sets, checked)
                 else:
-                    entries, found = self._verify_rows(name, rows, heads, step, id_sets, rest)
+                    entries, found = self._verify_rows(name, rows, heads, step, id_sets,
+                                                       checked)
             except Exception:
                 if not rest:
                     raise
@@ -1071,6 +1078,7 @@ class Ledger:
                 problems[name] = self.verify_context(name, None, id_sets)[1]
             if progress is not None:
                 progress(len(names), len(names), self._entries)
+        self.write_summaries()  # (those settled above, unless one could not be)
         return [line for name in names for line in problems.get(name, ())]
 
     def _their_share(self, names: list[str]) -> tuple[set[str], bool]:
@@ -1135,6 +1143,10 @@ class Ledger:
                 found = summarize(fresh, stored)
         except LedgerError as exc:
             return 0, [f"context {name}: {exc}"]
+        if name in self._stale and not checked:
+            # A settling context: what its rows hold, checked in full, is its summary (a
+            # problem above leaves it settling: its first read raises, as it would have).
+            self._settled(name, found)
         return found.entries, self._judged(name, found, self._summary(name))
 
     def verify_steps(self, name: str, view: ContextView, id_sets: Callable[[], IdSet] = MemoryIds,

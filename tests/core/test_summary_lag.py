@@ -299,3 +299,28 @@ def test_ids_appended_join_the_tree_when_it_is_read(storage):
     assert check_proof(proof).id == last.id
     ids = [bytes.fromhex(e.id) for e in ctx.ordered]
     assert ctx.root() == root_of_keys(ids) == a.context_root(CONTEXTS[2])
+
+
+def test_verify_after_a_crash_audits_each_settling_context_once(storage, monkeypatch):
+    """``verify`` of a store opened after a crash settles the settling contexts by its own
+    audit of their rows: each context's rows are read and checked once (it settled them all
+    first, then audited them again), and the summaries it stores are the ones of the rows."""
+    import p2p_ledger.core.ledger as ledger_module
+
+    a = _lagging(open_ledger(storage, "a"), 10**15)
+    _fill(a, 6, 30)
+    root, count = a.root(), a.entry_count()
+    # (a crash: every summary lags)
+    audited: list[str] = []
+    real = ledger_module.audit_steps
+    monkeypatch.setattr(ledger_module, "audit_steps",
+                        lambda name, *args, **kwargs: audited.append(name) or real(
+                            name, *args, **kwargs))
+    b = open_ledger(storage, "a", "a-2")
+    settling = b.settling()
+    assert settling == len(b.context_names()) > 1
+    assert b.verify() == []
+    assert sorted(audited) == sorted(b.context_names())  # (each once)
+    assert (b.settling(), b.root(), b.entry_count()) == (0, root, count)
+    assert storage.lagging_summaries()[1] == []  # (stored by verify, as before)
+    _assert_summaries_current(storage)
