@@ -113,6 +113,8 @@ def test_the_scale_bench_runs_every_phase_with_real_processes() -> None:
         assert rows[measure]["ours"] > 0 and rows[measure]["baseline"] > 0, rows[measure]
     assert rows["cold catch-up"]["met"] is True  # it finished
     assert rows["contexts loaded when ready"]["ours"] == 0
+    assert rows["… contexts reloaded (evicted, then appended to)"]["ours"] == 0
+    assert rows["… CPU per entry (the machine is shared)"]["ours"] > 0
     crash = rows["start after kill -9"]
     assert crash["ours"] > 0 and rows["… until every one settled"]["ours"] >= crash["ours"]
     assert rows["… contexts settling when ready"]["ours"] <= 1  # (0 if the last commit stored them)
@@ -129,7 +131,8 @@ def test_a_failed_scale_phase_is_a_row_and_a_note_not_a_lost_run(
             raise bench_scale.PhaseFailed("start failed (exit status -9)")
         if phase == "raw":
             Path(args[0]).write_bytes(bytes(100))  # the raw baseline's file
-        return {"ingest": {"seconds": 2.0, "rss_kib": 1024, "hwm_kib": 1024, "commits": 1},
+        return {"ingest": {"seconds": 2.0, "cpu_seconds": 1.5, "rss_kib": 1024, "hwm_kib": 1024,
+                           "commits": 1, "loads": 0},
                 "raw": {"seconds": 1.0, "entries": 10},
                 "raw-read": {"open_seconds": 0.1, "verify_seconds": 0.1, "entries": 10,
                              "bad": 0, "hwm_kib": 1024},
