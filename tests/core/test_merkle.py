@@ -431,6 +431,81 @@ def test_add_packed_makes_the_tree_add_keys_makes(n: int, repeats: int, max_leaf
     assert packed.root() == plain.root() and shape(packed) == shape(plain)
 
 
+@HYP
+@given(batches=st.lists(st.tuples(st.integers(0, 2), st.lists(st.tuples(keys_st, values_st),
+                                                              max_size=40)), max_size=8),
+       max_leaf=max_leaf_st, read_root=st.lists(st.booleans(), min_size=8, max_size=8))
+def test_leaves_rehashed_as_keys_are_added_give_the_tree_of_a_fresh_one(
+    batches: list[tuple[int, list[tuple[bytes, bytes]]]], max_leaf: int, read_root: list[bool]
+) -> None:
+    """add_keys with ``rehash`` (the leaves' digests computed at once), without, and sets of
+    values, with or without a root in between: the same root and shape as a fresh tree, and
+    every kept child digest current."""
+    t = MerkleTree(max_leaf)
+    current: dict[bytes, bytes] = {}
+    for (how, batch), read in zip(batches, read_root, strict=False):
+        if how < 2:
+            fresh = {k for k, _ in batch if k not in current}
+            assert t.add_keys((k for k, _ in batch), rehash=how == 1) == len(fresh)
+            current.update(dict.fromkeys(fresh, b""))
+        else:
+            for k, v in batch:
+                t.set(k, v)
+                current[k] = v
+        if read:
+            assert t.root() == ref_root(current, max_leaf)
+    assert t.root() == ref_root(current, max_leaf)
+    assert shape(t) == shape(build(current, max_leaf))
+    for view in walk(t):
+        if view.children is not None:
+            assert view.digest == ref_inner(view.children)
+
+
+@pytest.mark.parametrize("held, batch", [(0, 128), (3_000, 128), (30_000, 128),
+                                         (30_000, 5_000), (70_000, 1)])
+def test_leaves_rehashed_batch_by_batch_keep_the_tree_exact(
+        held: int, batch: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the ledger does (ids in batches, their leaves rehashed as they go in, a root now
+    and then) in trees big enough for two-level leaves, buckets keeping item hashes and inner
+    nodes several levels deep: the root, views and proofs of a tree built at once, and a
+    root() that recomputes fewer digests than after the same batches added plainly."""
+    r = rng(f"rehash-{held}-{batch}")
+    start = r.randbytes(32 * held)
+    batches = [[r.randbytes(32) for _ in range(batch)] for _ in range(6)]
+    trees, digests = [], []
+    for rehash in (True, False):
+        t = MerkleTree()
+        t.add_packed(start)
+        t.root()
+        for i, keys in enumerate(batches):
+            t.add_keys(keys, rehash=rehash)
+            if i % 3 == 1:
+                t.root()
+        calls = [0]
+        inner = merkle._digest
+
+        def counting(node: Any, depth: int, calls: list[int] = calls,
+                     inner: Any = inner) -> bytes:
+            calls[0] += 1
+            return inner(node, depth)
+
+        monkeypatch.setattr(merkle, "_digest", counting)
+        t.root()
+        monkeypatch.setattr(merkle, "_digest", inner)
+        trees.append(t)
+        digests.append(calls[0])
+    t = trees[0]
+    every = [item[0] for item in t.items_under()]
+    fresh = MerkleTree()
+    fresh.add_keys(every)
+    assert t.root() == trees[1].root() == fresh.root() == root_of_keys(every)
+    assert shape(t) == shape(fresh)
+    for key in r.sample(every, 20):
+        assert t.prove(key) == fresh.prove(key)
+    if held >= 3_000 and batch > 1:
+        assert digests[0] < digests[1], digests
+
+
 def test_add_keys_checks_every_key_before_it_changes_anything() -> None:
     t = build(entry_keys(40))
     root = t.root()
