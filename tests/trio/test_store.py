@@ -340,3 +340,57 @@ def test_a_new_store_has_16_kib_pages_and_an_old_one_keeps_its_own(tmp_path):
         assert list(old.iter_context("c")) == [b"x" * 1000]
     finally:
         old.close()
+
+
+class _Recording:
+    """The store's connection, recording which thread ran each COMMIT; ``fail`` makes the
+    next COMMIT fail as a disk error would (SQLite rolls the transaction back)."""
+
+    def __init__(self, db):
+        self._db = db
+        self.commits: list[int] = []
+        self.fail = False
+
+    def execute(self, sql, *args):
+        if sql == "COMMIT":
+            self.commits.append(threading.get_ident())
+            if self.fail:
+                self.fail = False
+                self._db.execute("ROLLBACK")
+                raise sqlite3.OperationalError("disk I/O error")
+        return self._db.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+def test_work_given_to_a_commit_runs_on_the_callers_thread_beside_the_commit(tmp_path,
+                                                                             synchronous):
+    """With work to do meanwhile, a COMMIT that syncs the disk (FULL) runs on another thread
+    while the caller's runs the work; either way the commit is durable when it returns, the
+    work ran once, and a failed COMMIT is the caller's error (the work ran too) after which
+    the store goes on."""
+    store = SqliteStore(tmp_path / "d", synchronous=synchronous)
+    recording = store.db = _Recording(store.db)
+    ran: list[int] = []
+    try:
+        store.commit([("c", b"one")], meanwhile=lambda: ran.append(threading.get_ident()))
+        me = threading.get_ident()
+        assert ran == [me]
+        assert (recording.commits[-1] != me) == (synchronous == "FULL")
+        other = sqlite3.connect(tmp_path / "d" / DB_NAME)
+        assert other.execute("SELECT count(*) FROM updates").fetchone()[0] == 1
+        recording.fail = True
+        with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+            store.commit([("c", b"lost")], meanwhile=lambda: ran.append(threading.get_ident()))
+        assert ran == [me, me]
+        store.commit([("c", b"two")])
+        store.commit([], meanwhile=lambda: ran.append(threading.get_ident()))  # (nothing)
+        assert ran == [me, me, me]
+        assert [bytes(b) for (b,) in other.execute("SELECT blob FROM updates ORDER BY id")
+                ] == [b"one", b"two"]
+        other.close()
+    finally:
+        store.close()
+    assert not [t for t in threading.enumerate() if t.name == "commit"]
