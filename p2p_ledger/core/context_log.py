@@ -78,9 +78,6 @@ from .yjs import (
 ARRAY_NAME = "entries"
 EMPTY_UPDATE = _EMPTY_UPDATE = b"\x00\x00"  # no structs, no delete set
 FLUSH_CHUNK = 4096  # our items given to a Doc made late, per update (see ContextLog.doc)
-# At most this many ids waiting for the tree join it in ``ContextLog.keep_tree`` (more: a
-# context loaded and not yet given its tree, which its first use builds at once).
-KEEP_TREE_MAX = 4096
 _HEAD_WRITER = attrgetter("writer")  # a head's writer, named as entries name theirs
 # A writer keeps one head every ANCHOR_EVERY seqs or more even when successors vouch for the
 # entries below (the rest go): a proof for an entry deep in a chain (a WANT, a diff ending
@@ -733,8 +730,7 @@ class ContextLog:
     @property
     def tree(self) -> MerkleTree:
         """The Merkle tree of the entry ids; the entries a load or our appends added go to it
-        on first use (a root, a proof, a descent), if their commit did not give them to it
-        (``keep_tree``).
+        on first use (a root, a proof, a descent).
 
         why: it takes keys in batches faster than one row's at a time: 200k ids added 128 at
         a time cost 2.3 CPU-s with the root, 65,536 at a time 1.16 (one batch 1.06; all at
@@ -748,20 +744,6 @@ class ContextLog:
             with memoryview(self.index.ids) as ids:
                 tree.add_packed(ids[ID_SIZE * first :])
         return tree
-
-    def keep_tree(self) -> None:
-        """The ids waiting for the tree (our appends', up to KEEP_TREE_MAX of them) join it
-        now, their leaves' digests computed (``MerkleTree.add_keys``'s ``rehash``): a root is then
-        the inner nodes above them. The ledger calls it while a commit of this context
-        becomes durable (``Ledger._commit``)."""
-        first = self._loading
-        if first is None or len(self.index) - first > KEEP_TREE_MAX:
-            return
-        self._loading = None
-        with memoryview(self.index.ids) as ids:
-            keys = [ids[at : at + ID_SIZE].tobytes()
-                    for at in range(ID_SIZE * first, len(ids), ID_SIZE)]
-        self._tree.add_keys(keys, rehash=True)
 
     def _settle(self, update: bytes, ends: dict[int, int] | None = None) -> None:
         """Keep the applied updates whose structs yrs still holds pending (an origin missing):

@@ -782,9 +782,7 @@ class Ledger:
         With ``summary_lag_ns``, the summaries wait (``_lagging``) until a commit at least that
         long after the oldest one they lag behind stores them all with its rows; meanwhile
         the stored summaries describe the rows up to a commit before, and an open after a
-        crash recomputes the contexts committed since (``Storage.lagging_summaries``).
-        While the transaction becomes durable (``Storage.commit``'s ``meanwhile``), the ids
-        our appends added join their contexts' Merkle trees (``ContextLog.keep_tree``)."""
+        crash recomputes the contexts committed since (``Storage.lagging_summaries``)."""
         rows, self._staged = [*self._staged, *updates], []
         held, self._held = self._held, []
         self._dirty = set()
@@ -814,23 +812,8 @@ class Ledger:
             # (the summaries _settle computed are current in memory, their contexts perhaps
             # evicted since: stored as they are; one committed since is computed anew above)
             summaries = {**{name: self.summaries[name] for name in self._unsaved}, **computed}
-
-        def upkeep() -> None:
-            # why: a lagging summary's root (the ids joining the tree, the dirty leaves and
-            # the paths above rehashed) held every appender while it ran, and its cost per id
-            # grew with the context: 7.4 µs per entry at 200k, 10.0 at 1M (thread CPU, 128
-            # per commit, SqliteStore FULL, load ~7), since a summary's ~20k ids share fewer
-            # leaves as the tree grows (MerkleTree alone: 5 → 11 µs per id from 100k to 1M).
-            # Done here, while the commit's fsync runs (2-4 ms a commit on this disk), the
-            # rest of a commit's CPU per entry was 12.1 / 14.7 µs at 200k / 1M against 23.3 /
-            # 24.6, flat; in 128-id pieces the work costs more (11.1 / 14.9 against 7.4 /
-            # 10.0), which shows when the disk syncs faster than that (ARCHITECTURE.md,
-            # Durability: "The Merkle upkeep rides the fsync").
-            for name in added:
-                live[name].keep_tree()
-
         try:
-            self.storage.commit(rows, summaries, heads, meanwhile=upkeep)
+            self.storage.commit(rows, summaries, heads)
         except BaseException:
             # The docs now hold entries that are not durable: forget them, reload what is.
             for name in added:

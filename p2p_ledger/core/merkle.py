@@ -653,7 +653,6 @@ class MerkleTree:
         self._root: _Node = b""
         self._root_digest: bytes | None = EMPTY_ROOT
         self._count = 0
-        self._rehash = False  # (add_keys: its ``rehash``, while it runs)
 
     @property
     def max_leaf(self) -> int:
@@ -707,32 +706,21 @@ class MerkleTree:
         insert = self._insert
         return sum(insert(key, value) for key, value in pending.items())
 
-    def add_keys(self, keys: Iterable[bytes], rehash: bool = False) -> int:
+    def add_keys(self, keys: Iterable[bytes]) -> int:
         """Bulk insert of the ``keys`` not yet in the tree, with empty values (the per-context
         trees of entry ids); returns how many were new. The same tree as one :meth:`set` per
         key, but each inner node on the way is visited once per call, not once per key, and a
         new bucket is filled in one piece.
 
-        ``rehash``: the digests of the leaves the new keys went to (a bucket, or a two-level
-        leaf and its changed buckets) are computed now, those of the inner nodes above them
-        left to ``root()``, as they would be without it.
-
         why: a cold catch-up sets ~1,000 ids per context in one go; one walk from the root per
         key was ~23% of the receiver's time (cProfile, 100k entries in 100 contexts).
-        ``rehash``: a leaf's digest is most of what ``root()`` costs; the ledger has them
-        computed while a commit's fsync runs (``ContextLog.keep_tree``), in the same walk (a
-        second walk down to each leaf cost ~11% more).
         """
         ordered = sorted({k if type(k) is bytes and len(k) == DIGEST_SIZE else _check_key(k)
                           for k in keys})
         if not ordered:
             return 0
         before = self._count
-        self._rehash = rehash
-        try:
-            self._root = self._add_run(self._root, ordered, 0, len(ordered), 0)
-        finally:
-            self._rehash = False
+        self._root = self._add_run(self._root, ordered, 0, len(ordered), 0)
         if self._count != before:
             self._root_digest = None
         return self._count - before
@@ -808,29 +796,18 @@ class MerkleTree:
                     kids[nib] = self._add_key(kid, key, depth + 1)
                 if self._count == before:
                     return node
-            kid = kids[nib]
-            if self._rehash and (type(kid) is bytes or type(kid) is _Leaf):
-                at = nib << 5
-                node.slots[at : at + 32] = _digest(kid, depth + 1)
-                node.stale &= ~(1 << nib)
-            else:
-                node.stale |= 1 << nib
+            node.stale |= 1 << nib
             return node
         for nib, start, end in _nibble_runs(keys, lo, hi, depth):
             kid = kids[nib]
             before = self._count
             if kid is None:
-                kid = kids[nib] = self._build(b"".join(keys[start:end]), None, depth + 1)
+                kids[nib] = self._build(b"".join(keys[start:end]), None, depth + 1)
                 self._count += end - start
             else:
-                kid = kids[nib] = self._add_run(kid, keys, start, end, depth + 1)
+                kids[nib] = self._add_run(kid, keys, start, end, depth + 1)
             if self._count != before:
-                if self._rehash and (type(kid) is bytes or type(kid) is _Leaf):
-                    at = nib << 5
-                    node.slots[at : at + 32] = _digest(kid, depth + 1)
-                    node.stale &= ~(1 << nib)
-                else:
-                    node.stale |= 1 << nib
+                node.stale |= 1 << nib
         return node
 
     def _add_key(self, leaf: bytes | _Leaf, key: bytes, depth: int) -> _Node:

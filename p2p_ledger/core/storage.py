@@ -24,7 +24,7 @@ record's bytes sit whole inside the Yjs update of the row that stored it (``inde
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import NamedTuple, Protocol
 
 # Where a record lies in a context's stored rows: (the row's number in the context, counting
@@ -118,18 +118,12 @@ class Storage(Protocol):
 
     def commit(self, updates: Sequence[tuple[str, bytes]],
                summaries: Mapping[str, Summary] | None = None,
-               heads: Sequence[HeadChange] = (), *,
-               meanwhile: Callable[[], object] | None = None) -> None:
+               heads: Sequence[HeadChange] = ()) -> None:
         """Append (context, update) pairs, replace those contexts' summaries and apply the
         head changes, in one durable transaction. ``summaries`` None leaves the summaries of
         those contexts lagging (tools that write rows only; the ledger with
         ``summary_lag_ns``): the next open recomputes them. Summaries describe every row
-        committed up to the last commit that wrote any (it must write all that lag).
-
-        ``meanwhile``: work of the caller's (on its thread, touching no storage) that the
-        store runs once the transaction is written, while it becomes durable (SQLite: during
-        the COMMIT's fsync), and in any case before it returns, unless the writing failed
-        first; an error of the commit is raised rather than one of ``meanwhile``."""
+        committed up to the last commit that wrote any (it must write all that lag)."""
         ...
 
     def put_summaries(self, summaries: Mapping[str, Summary]) -> None:
@@ -208,10 +202,7 @@ class MemoryStorage:
 
     def commit(self, updates: Sequence[tuple[str, bytes]],
                summaries: Mapping[str, Summary] | None = None,
-               heads: Sequence[HeadChange] = (), *,
-               meanwhile: Callable[[], object] | None = None) -> None:
-        if meanwhile is not None:
-            meanwhile()
+               heads: Sequence[HeadChange] = ()) -> None:
         for context, blob in updates:
             self.updates.setdefault(context, []).append(blob)
         for context, raw, head in heads:

@@ -27,7 +27,7 @@ Everything random (incarnation ids, each core's rng) is drawn from the run's one
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -80,11 +80,10 @@ class CheckedStorage(MemoryStorage):
 
     def commit(self, updates: Sequence[tuple[str, bytes]],
                summaries: Mapping[str, Summary] | None = None,
-               heads: Sequence[HeadChange] = (), *,
-               meanwhile: Callable[[], object] | None = None) -> None:
+               heads: Sequence[HeadChange] = ()) -> None:
         self.heads_undo.append([(context, raw, self.stored_heads.get(context, {}).get(raw))
                                 for context, raw, _ in heads])
-        super().commit(updates, summaries, heads, meanwhile=meanwhile)
+        super().commit(updates, summaries, heads)
         self.commit_log.append([context for context, _ in updates])
         for context, blob in updates:
             doc = (self.rebuilt.get(context) or self.fresh_doc(context))[0]

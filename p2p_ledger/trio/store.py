@@ -5,10 +5,8 @@ its ``core.storage.Summary``) and one row per head a context still needs (``head
 the same transaction as the updates they describe; a commit is one SQLite transaction, so
 concurrent appends that the ledger batches share one fsync (group commit). Checkpoints run in a
 thread of the store with its own connection (``_Checkpointer``), off the committing (trio)
-thread; a commit given work to do meanwhile runs its COMMIT (the fsync) on another thread of
-the store (``_Committer``) while the committing thread does that work, then waits for it. A
-lock file with ``flock`` keeps a second process out of the same data directory (SQLite itself
-would let both in and interleave).
+thread. A lock file with ``flock`` keeps a second process out of the same data directory (SQLite
+itself would let both in and interleave).
 
 A damaged store is refused with one named line (``StoreDamagedError``), never a traceback and
 never silently replaced by a new node: a database that cannot be read (truncated, malformed), an
@@ -38,7 +36,7 @@ import os
 import sqlite3
 import threading
 from array import array
-from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -140,9 +138,6 @@ MARK = f"PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {STORE_
 # are: rows written without summaries (an older version, a tool) leave it behind, and the next
 # open recomputes them instead of trusting stale ones.
 SUMMARIES_UPTO = "summaries_upto"
-# The ``synchronous`` settings whose COMMIT waits for the disk (in WAL mode NORMAL syncs only at
-# checkpoints): a commit with work to do meanwhile runs its COMMIT on a thread (``_Committer``).
-SYNCING = ("FULL", "EXTRA", "2", "3")
 # A context's integer id, in a statement that names the context (the scalar subquery is read
 # once per statement, and the index lookups use its value).
 CTX = "(SELECT id FROM contexts WHERE name = ?)"
@@ -158,8 +153,6 @@ class SqliteStore:
         self._lock_fd = self.lock(self.path)
         db = self._db_path = self.path / DB_NAME  # (one Path: reads name it in their errors)
         self._checkpointer: _Checkpointer | None = None  # started by the first CHECKPOINT_EVERY
-        # (started by the first commit given work to do meanwhile, if a COMMIT syncs the disk)
-        self._committer: _Committer | None = None
         self._synchronous = synchronous
         self._row_ids: dict[str, array[int]] = {}  # context → its rows' ids, in commit order
         self._ids: dict[str, int] = {}  # context → its integer id (committed)
@@ -173,9 +166,7 @@ class SqliteStore:
                     f"{db} is empty (0 bytes): the store was emptied; refusing to start a new "
                     f"node in its place (restore it, or move the directory away)")
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per commit().
-            # (check_same_thread off: a COMMIT may run on the _Committer's thread, while this
-            # one waits for it)
-            self.db = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+            self.db = sqlite3.connect(db, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit is on disk when it returns (survives power loss, not just kill -9).
             self.db.execute(f"PRAGMA synchronous={synchronous}")
@@ -327,11 +318,8 @@ class SqliteStore:
 
     def commit(self, updates: Sequence[tuple[str, bytes]],
                summaries: Mapping[str, Summary] | None = None,
-               heads: Sequence[HeadChange] = (), *,
-               meanwhile: Callable[[], object] | None = None) -> None:
+               heads: Sequence[HeadChange] = ()) -> None:
         if not updates and not summaries and not heads:
-            if meanwhile is not None:
-                meanwhile()
             return
         self.db.execute("BEGIN")
         try:
@@ -344,15 +332,7 @@ class SqliteStore:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        if meanwhile is None:
-            self.db.execute("COMMIT")
-        elif self._synchronous.upper() in SYNCING:
-            if self._committer is None:
-                self._committer = _Committer(self.db)
-            self._committer.commit(meanwhile)
-        else:  # (a COMMIT that writes without waiting for the disk: nothing to overlap)
-            meanwhile()
-            self.db.execute("COMMIT")
+        self.db.execute("COMMIT")
         self._known_ids(ids)
         self._committed(sum(len(blob) for _, blob in updates))
 
@@ -445,8 +425,6 @@ class SqliteStore:
         self.db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, value))
 
     def close(self) -> None:
-        if self._committer is not None:
-            self._committer.close()
         if self._checkpointer is not None:
             self._checkpointer.close()  # first: the last connection to close ends the WAL
         self.db.close()
@@ -510,76 +488,6 @@ def _summary(row: Sequence[Any]) -> Summary:
     """A context's name and summary columns."""
     return Summary(bytes(row[1]), int(row[2]), bytes(row[3]), int(row[4]), int(row[5]),
                    int(row[6]))
-
-
-class _Committer:
-    """A thread that runs the store's COMMIT (in WAL mode with ``synchronous`` FULL, the
-    fsync of the WAL) while the committing thread runs the work it was given meanwhile, then
-    waits for it: to the caller, one synchronous commit, durable when it returns.
-
-    The caller hands over the connection and waits until the thread holds it; sqlite3 releases
-    the GIL inside the COMMIT, so the caller's work then runs during the disk's wait, and the
-    caller waits for the thread before it touches the connection again. (Without the
-    handshake the thread would wait for the GIL, up to ``sys.getswitchinterval()``, before it
-    even began: the COMMIT came after the work, not beside it.)
-
-    why: at 128 appends per commit into one context of 1M entries, a commit's fsync (2-5 ms
-    on this machine) and the context's Merkle upkeep (~1 ms per commit, ``Ledger._commit``)
-    took turns on the committer: see ``Ledger._commit`` for the measurement."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-        self._go, self._started, self._done = threading.Lock(), threading.Lock(), threading.Lock()
-        for lock in (self._go, self._started, self._done):
-            lock.acquire()
-        self._error: BaseException | None = None
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name="commit", daemon=True)
-        self._thread.start()
-
-    def commit(self, meanwhile: Callable[[], object]) -> None:
-        """COMMIT, with ``meanwhile()`` run on this thread as it happens; raises the COMMIT's
-        error (before any of ``meanwhile``'s: the commit's outcome decides what the caller
-        must undo)."""
-        self._go.release()
-        self._started.acquire()
-        try:
-            meanwhile()
-        finally:
-            _wait(self._done)  # (the connection is the thread's until then, whatever happens)
-            error, self._error = self._error, None
-            if error is not None:
-                raise error
-
-    def close(self) -> None:
-        self._stop = True
-        self._go.release()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while True:
-            self._go.acquire()
-            if self._stop:
-                return
-            self._started.release()
-            try:
-                self._db.execute("COMMIT")
-            except BaseException as exc:  # (handed to the committing thread)
-                self._error = exc
-            self._done.release()
-
-
-def _wait(lock: threading.Lock) -> None:
-    """Acquire ``lock``, even if a signal's handler raises meanwhile (re-raised after)."""
-    interrupted: BaseException | None = None
-    while True:
-        try:
-            lock.acquire()
-            break
-        except BaseException as exc:  # (KeyboardInterrupt: the wait is not abandoned)
-            interrupted = exc
-    if interrupted is not None:
-        raise interrupted
 
 
 class _Checkpointer:

@@ -108,10 +108,10 @@ class _FailingSqlite(SqliteStore):
 class _FailingMemory(MemoryStorage):
     fail = False
 
-    def commit(self, updates, summaries=None, heads=(), meanwhile=None):
+    def commit(self, updates, summaries=None, heads=()):
         if self.fail:
             raise OSError("disk full")
-        super().commit(updates, summaries, heads, meanwhile=meanwhile)
+        super().commit(updates, summaries, heads)
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])

@@ -174,10 +174,10 @@ def test_received_updates_and_diffs_while_summaries_lag(storage):
 class _FailingSqlite(SqliteStore):
     fail = False
 
-    def commit(self, updates, summaries=None, heads=(), meanwhile=None):
+    def commit(self, updates, summaries=None, heads=()):
         if self.fail:
             raise OSError("disk full")
-        super().commit(updates, summaries, heads, meanwhile=meanwhile)
+        super().commit(updates, summaries, heads)
 
 
 def test_a_failed_commit_while_summaries_lag_keeps_counts_and_roots_durable(tmp_path):
@@ -284,33 +284,21 @@ def test_the_root_never_shows_staged_entries_while_summaries_lag(storage):
     assert open_ledger(storage, "checker", "checker-1").root() == a.root()
 
 
-@pytest.mark.parametrize("joining", ["at_commit", "at_use"])
-def test_ids_appended_join_the_tree_when_it_is_read(storage, joining, monkeypatch):
-    """Our appends' ids join the tree while their commit becomes durable (``ContextLog.
-    keep_tree``, their leaves rehashed) or, past KEEP_TREE_MAX of them, wait for the tree to
-    be used (``ContextLog.tree``): either way a proof, a root or a descent of a context sees
-    every entry appended, as a tree built from scratch does."""
-    from p2p_ledger.core import context_log
+def test_ids_appended_join_the_tree_when_it_is_read(storage):
+    """Our appends' ids wait for the tree to be used (``ContextLog.tree``): a proof, a root or
+    a descent of a context sees every entry appended, as a tree built from scratch does."""
     from p2p_ledger.core.merkle import root_of_keys
     from p2p_ledger.core.proof import check_proof, make_proof
 
-    if joining == "at_use":
-        monkeypatch.setattr(context_log, "KEEP_TREE_MAX", 0)
     a = _lagging(open_ledger(storage, "a"), 10**15)
     _fill(a, 15, 30)
     last = append(a, CONTEXTS[2], "newest").entries[0]
     ctx = a.contexts[CONTEXTS[2]]
-    if joining == "at_use":
-        assert ctx._loading is not None, "no id waited: the test tests nothing"
-    else:
-        assert ctx._loading is None and ctx._tree._root_digest is None, \
-            "the ids joined at the commit, the root is left for a read"
+    assert ctx._loading is not None, "no id waited: the test tests nothing"
     proof = make_proof(a, CONTEXTS[2], last.id)
     assert check_proof(proof).id == last.id
     ids = [bytes.fromhex(e.id) for e in ctx.ordered]
     assert ctx.root() == root_of_keys(ids) == a.context_root(CONTEXTS[2])
-    a.write_summaries()
-    _assert_summaries_current(storage)
 
 
 def test_verify_after_a_crash_audits_each_settling_context_once(storage, monkeypatch):

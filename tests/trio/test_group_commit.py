@@ -16,10 +16,9 @@ async def test_concurrent_appends_share_commits(tmp_path: Path) -> None:
         store: Any = node.ledger.storage
         inner = store.commit
 
-        def counting_commit(updates: Any, summaries: Any = None, heads: Any = (),
-                            meanwhile: Any = None) -> None:
+        def counting_commit(updates: Any, summaries: Any = None, heads: Any = ()) -> None:
             commits.append(len(updates))
-            inner(updates, summaries, heads, meanwhile=meanwhile)
+            inner(updates, summaries, heads)
 
         store.commit = counting_commit
         results: dict[int, Any] = {}
@@ -62,8 +61,7 @@ async def test_failed_commit_fails_every_caller_in_it(tmp_path: Path) -> None:
         store: Any = node.ledger.storage
         inner = store.commit
 
-        def broken(updates: Any, summaries: Any = None, heads: Any = (),
-                   meanwhile: Any = None) -> None:
+        def broken(updates: Any, summaries: Any = None, heads: Any = ()) -> None:
             raise OSError("disk full")
 
         store.commit = broken

@@ -32,10 +32,9 @@ async def test_a_watcher_and_a_forward_see_only_committed_received_entries(
         rows: list[int] = []
         inner = store.commit
 
-        def counting(updates: Any, summaries: Any = None, heads: Any = (),
-                     meanwhile: Any = None) -> None:
+        def counting(updates: Any, summaries: Any = None, heads: Any = ()) -> None:
             rows.append(len(updates))
-            inner(updates, summaries, heads, meanwhile=meanwhile)
+            inner(updates, summaries, heads)
 
         store.commit = counting
         with trio.fail_after(60):
