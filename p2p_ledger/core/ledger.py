@@ -345,6 +345,11 @@ class Ledger:
     def root(self) -> bytes:
         return self.tree.root()
 
+    def settled_root(self) -> bytes | None:
+        """The node root, or None when reading it would compute lagging summaries first
+        (``summary_lag_ns``: contexts committed to since the root was last read)."""
+        return None if self._lagging else self._tree.root()
+
     @property
     def tree(self) -> MerkleTree:
         """The node-level tree (sha256 of each context's name → its root), current."""

@@ -505,9 +505,14 @@ class NodeCore:
         ``push_gossip_delay`` from now, unless every peer we gossip with last told us the
         pre-append root (then the push was the only change)."""
         # why: the node root costs a rehash of the node tree's dirty paths (3.7% of ingest
-        # spread over 10,000 contexts, 128 contexts per commit); only open links need it
+        # spread over 10,000 contexts, 128 contexts per commit); only open links need it.
+        # And not while summaries lag (``Ledger.settled_root``): read before every append, it
+        # computed the summaries of every context committed to since, so with a peer linked
+        # each commit paid them, SUMMARY_LAG or not (spread over 10,000 contexts, one per
+        # entry). The ledger then changed since our peers last heard its root: the append
+        # counts as a change (at worst one round more).
         links = [(conn, link) for conn, link in self.links.items() if link.session.is_open]
-        before = self.ledger.root() if links else b""
+        before = self.ledger.settled_root() if links else None
         appended = self.ledger.append(requests)
         self._committed(now)
         if not links:
@@ -520,7 +525,8 @@ class NodeCore:
         for conn, link in links:
             for context, update in appended.updates:
                 link.session.push(context, update, own=True)
-            differed |= link.gossiper and link.session.agrees_with(before) is not True
+            differed |= link.gossiper and (before is None
+                                           or link.session.agrees_with(before) is not True)
             self._drain(conn, link, now)
         soon = now + self.config.push_gossip_delay
         if differed and soon < self._next_round:

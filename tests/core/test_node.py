@@ -413,6 +413,29 @@ def test_append_brings_the_next_round_forward_when_the_peer_differed() -> None:
     assert a.ledger.root() == b.ledger.root()
 
 
+def test_an_append_with_a_peer_linked_computes_no_lagging_summary(monkeypatch) -> None:
+    """Summaries lag their rows (``summary_lag_ns``) with peers linked too: an append reads
+    the node root only when no summary lags, and otherwise counts as a change."""
+    import p2p_ledger.core.ledger as ledger_module
+
+    net = CoreNet(22)
+    a = net.add(A, seeds=(B,), gossip_interval=5.0, push_gossip_delay=0.5)
+    net.add(B, gossip_interval=5.0)
+    net.run_until(1.0)
+    a.ledger.summary_lag_ns = 10**15  # (never due: only the idle store)
+    computed = []
+    real = ledger_module.summarize
+    monkeypatch.setattr(ledger_module, "summarize",
+                        lambda *args: computed.append(args[0].name) or real(*args))
+    for i in range(3):
+        a.append([a.ledger.prepare(f"ctx-{i}", "k", b"x")], now=1.0)
+    assert computed == []
+    assert a.next_deadline() == pytest.approx(1.5)  # (a change: the round comes forward)
+    net.flush()
+    net.run_until(1.7)
+    assert a.ledger.root() == net.cores[B].ledger.root()
+
+
 def test_a_quiet_link_carries_probes_and_stays_open() -> None:
     net = CoreNet(28)
     net.add(A, seeds=(B,), gossip_interval=100.0, idle_timeout=10.0)
