@@ -15,10 +15,10 @@ from p2p_ledger.sim.fuzz import fuzz, random_scenario, run_seeds
 def test_fuzz_hundreds_of_runs_at_users_sizes(tmp_path: Path) -> None:
     # Up to 7 nodes and 120 simulated seconds per run (the default, 4 nodes / 40 s, never
     # reached the losses of issue 13); every commit of every run is checked for durability.
-    # why: 1,000 runs took 267 s of a 10.8-minute CI suite; 300 took 185 s of a 14.7-minute
-    # local suite (2 cores, load ~5) as the suite grew past its ~10-minute budget; 200 keep it
-    # in budget, and the release soak (README) runs 20,000.
-    runs = 200
+    # why: 1,000 runs took 267 s of a 10.8-minute CI suite; 300 keep it in budget (the whole
+    # suite 6:57 with 200 on a nearly idle 2-core machine, 200 runs 30 s of it), and the
+    # release soak (README) runs 20,000.
+    runs = 300
     result = fuzz(runs, seed=2026, max_nodes=7, duration_s=120.0, out_dir=tmp_path, workers=2)
     print(f"fuzz: {runs} runs, base seed 2026, {len(result.failures)} failed, "
           f"{result.wall_s:.0f}s ({result.runs_per_minute:.0f} runs/min)")
