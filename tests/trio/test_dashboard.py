@@ -71,7 +71,8 @@ class _Page:
     async def html(self) -> str:
         result = await self._call("Runtime.evaluate", returnByValue=True,
                                   expression="document.documentElement.outerHTML")
-        return str(result["result"]["value"])
+        # (no value while the document is not there yet: the evaluation threw; callers poll)
+        return str(result["result"].get("value", ""))
 
     async def screenshot(self) -> bytes:
         return base64.b64decode((await self._call("Page.captureScreenshot"))["data"])
