@@ -385,7 +385,9 @@ class NodeCore:
         _count(self.counters.frames_received, frame, 1)
         _count(self.counters.bytes_received_by_type, frame, len(frame))
         link.session.receive(frame)
-        self._committed(now)
+        if self.ledger.has_staged():  # (a received update: its rows commit next; not a
+            # round's or a probe's frame, which would put the idle store off for ever)
+            self._committed(now)
         self._drain(conn, link, now)
 
     def answers_waiting(self) -> list[int]:

@@ -413,6 +413,21 @@ def test_append_brings_the_next_round_forward_when_the_peer_differed() -> None:
     assert a.ledger.root() == b.ledger.root()
 
 
+def test_frames_that_commit_nothing_do_not_hold_back_the_idle_summary_store() -> None:
+    """Only a commit (an append, a received update staged) moves the idle store: a peer's
+    rounds and probes, more often than SUMMARY_LAG, must not put it off for ever."""
+    net = CoreNet(22)
+    a = net.add(A, seeds=(B,), gossip_interval=SUMMARY_LAG / 5)
+    net.add(B, gossip_interval=SUMMARY_LAG / 5)
+    net.run_until(1.0)
+    a.ledger.summary_lag_ns = 10**15  # (no later commit stores them: only the idle store)
+    a.append([a.ledger.prepare("ctx", "k", b"x")], now=1.0)
+    net.flush()
+    net.run_until(1.0 + 3 * SUMMARY_LAG)
+    assert [t for t, s, d, _ in net.sent if s == B and d == A and t > 1.0]  # (frames came)
+    assert not a.ledger.lags()
+
+
 def test_an_append_with_a_peer_linked_computes_no_lagging_summary(monkeypatch) -> None:
     """Summaries lag their rows (``summary_lag_ns``) with peers linked too: an append reads
     the node root only when no summary lags, and otherwise counts as a change."""
