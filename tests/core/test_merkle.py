@@ -431,6 +431,42 @@ def test_add_packed_makes_the_tree_add_keys_makes(n: int, repeats: int, max_leaf
     assert packed.root() == plain.root() and shape(packed) == shape(plain)
 
 
+@HYP
+@given(seed=st.integers(0, 2**32 - 1), held=st.sampled_from([0, 40, 300, 1_500, 4_000]),
+       max_leaf=st.sampled_from([4, 16]), sizes=st.lists(st.sampled_from([1, 2, 7, 60, 700]),
+                                                         min_size=1, max_size=6),
+       clustered=st.booleans(), read_root=st.booleans())
+def test_leaves_rehashed_in_the_walk_give_the_spec_digests(
+    seed: int, held: int, max_leaf: int, sizes: list[int], clustered: bool, read_root: bool
+) -> None:
+    """add_keys computes a changed leaf's digest in its walk (kept in the inner node above it)
+    and leaves only inner nodes to root(): through every kind of leaf (a small bucket, one
+    keeping its item hashes, one growing into a two-level leaf from its kept hashes, a
+    two-level leaf with and without them, a bucket in one splitting into an inner node,
+    clusters of keys sharing many nibbles), the root and every node view after each batch are
+    the spec's for the same keys, and every kept child digest is current."""
+    r = random.Random(seed)
+    heads = [r.randbytes(r.choice([1, 2, 3])) for _ in range(3)]
+
+    def fresh() -> bytes:
+        head = r.choice(heads) if clustered and r.random() < 0.5 else b""
+        return head + r.randbytes(32 - len(head))
+
+    keys = [fresh() for _ in range(held)]
+    t = MerkleTree(max_leaf)
+    t.add_keys(keys)
+    if read_root:
+        t.root()
+    current = set(keys)
+    for size in sizes:
+        batch = [fresh() for _ in range(size)] + r.sample(keys, min(len(keys), 2))
+        assert t.add_keys(batch) == len(set(batch) - current)
+        current.update(batch)
+        assert t.root() == root_of_keys(current, max_leaf)
+    items = dict.fromkeys(current, b"")
+    assert {v.prefix: v for v in walk(t)} == ref_views(items, max_leaf)
+
+
 def test_add_keys_checks_every_key_before_it_changes_anything() -> None:
     t = build(entry_keys(40))
     root = t.root()
