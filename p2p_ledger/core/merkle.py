@@ -377,6 +377,8 @@ def _digest(node: _Node, depth: int) -> bytes:
                     slots[at : at + 32] = sha256(_TAG_BUCKET + b"".join([
                         sha256(_TAG_ITEM + keys[i : i + DIGEST_SIZE] + _EMPTY_VALUE).digest()
                         for i in range(lo << 5, hi << 5, DIGEST_SIZE)])).digest()
+                elif values is None and hashed is not None:
+                    slots[at : at + 32] = sha256(_TAG_BUCKET + hashed[lo << 5 : hi << 5]).digest()
                 else:
                     slots[at : at + 32] = _bucket_of(keys, values, hashed, lo, hi)
         node.stale = 0
@@ -961,9 +963,11 @@ class MerkleTree:
     def _add_to_leaf(self, leaf: bytes | _Leaf, keys: list[bytes], lo: int, hi: int,
                      depth: int) -> _Node:
         """``leaf`` (at ``depth``) with ``keys[lo:hi]`` added (empty values for the new)."""
-        held, values, _ = _leaf_parts(leaf)
+        held, values, two_level = _leaf_parts(leaf)
         n = len(held) >> 5
         if hi - lo <= n:
+            if two_level and values is None and self._merge(leaf, keys, lo, hi, depth):
+                return leaf
             node: _Node = leaf
             for j in range(lo, hi):
                 node = self._add_run(node, keys, j, j + 1, depth)
@@ -982,6 +986,50 @@ class MerkleTree:
         self._count += len(items) - n
         ordered = sorted(items)
         return self._build(b"".join(ordered), [items[k] for k in ordered], depth)
+
+    def _merge(self, leaf: bytes | _Leaf, keys: list[bytes], lo: int, hi: int, depth: int
+               ) -> bool:
+        """Add ``keys[lo:hi]`` to ``leaf``, a two-level leaf at ``depth`` with no values, in one
+        piece, their buckets marked stale; False (nothing changed) if a bucket would grow past
+        ``max_leaf``.
+
+        why: a tree of 200k-700k ids is mostly two-level leaves of 50-170 keys keeping their
+        item hashes, and a second's ids bring ~5-10 to each: one insert per key copied the
+        leaf's keys and hashes once per key"""
+        assert type(leaf) is _Leaf
+        held, hashed, max_leaf = leaf.keys, leaf.hashed, self._max_leaf
+        new_keys: list[bytes] = []
+        new_hashes: list[bytes] = []
+        at, odd = depth >> 1, depth & 1
+        prev = stale = count = 0
+        for j in range(lo, hi):
+            key = keys[j]
+            i, found, blo, bhi = _find_grouped(held, key, depth)
+            if found:
+                continue
+            bit = 1 << (key[at] & 0x0F if odd else key[at] >> 4)
+            count = count + 1 if stale & bit else 1
+            if bhi - blo + count > max_leaf:
+                return False
+            stale |= bit
+            new_keys += (held[prev << 5 : i << 5], key)
+            if hashed is not None:
+                new_hashes += (hashed[prev << 5 : i << 5],
+                               sha256(_TAG_ITEM + key + _EMPTY_VALUE).digest())
+            prev = i
+        if not stale:
+            return True
+        new_keys.append(held[prev << 5 :])
+        held = b"".join(new_keys)
+        if hashed is not None:
+            new_hashes.append(hashed[prev << 5 :])
+            hashed = b"".join(new_hashes)
+        elif len(held) > _HASHED_ABOVE << 9:
+            hashed = _hashes(held, None, 0, len(held) >> 5)
+        self._count += (len(held) - len(leaf.keys)) >> 5
+        leaf.keys, leaf.hashed = held, hashed
+        leaf.stale |= stale
+        return True
 
     def _insert(self, key: bytes, value: bytes) -> bool:
         node = self._root
