@@ -17,7 +17,7 @@ import pytest
 from p2p_ledger.core.context_log import ANCHOR_EVERY
 from p2p_ledger.core.identity import Head, Identity
 from p2p_ledger.core.ledger import Ledger
-from p2p_ledger.core.storage import MemoryStorage
+from p2p_ledger.core.storage import MemoryStorage, Summary
 from p2p_ledger.trio import store as store_module
 from p2p_ledger.trio.repair import repair
 from p2p_ledger.trio.store import (
@@ -283,5 +283,47 @@ def test_crowns_survive_a_reopen_a_head_stored_again_and_a_compaction(tmp_path: 
         kept = list(model["c10"].items())
         store.replace_context("c10", b"state", kept)  # one that keeps them all
         _assert_heads(store, model)
+    finally:
+        store.close()
+
+
+def test_crowns_counted_without_a_trigger_survive_a_rolled_back_commit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store counts crowns down itself, knowing the crowns of the heads it stored: only
+    those of committed transactions (a rolled-back crown's id is handed out again). A commit
+    that fails after storing heads and deleting others changes nothing it knows; deleting the
+    heads it had stored (none: a tool might) counts no crown down."""
+    alice = Identity.from_seed("alice")
+    changes = _commits(alice)
+    model = _model_heads(changes)
+    store = SqliteStore(tmp_path)
+    try:
+        assert store.db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'trigger'"
+                                ).fetchone()[0] == 0
+        store.commit([(c, b"row") for c in NAMES], heads=changes)
+        failed = _signed(alice, NAMES[20:36], 9)
+        with monkeypatch.context() as patch:
+            def broken(*_: object) -> None:
+                raise sqlite3.OperationalError("disk I/O error")
+            patch.setattr(store, "_put", broken)
+            with pytest.raises(sqlite3.OperationalError):
+                store.commit([], {"c00": Summary(bytes(32), 1, b"\x00", 1, 0, 3)},
+                             heads=failed + [(c, raw, None) for c, raw, _ in changes[:10]])
+        _assert_heads(store, model)
+        later = _signed(alice, NAMES[4:20], 10)  # (crowns with the ids the failed one took)
+        store.commit([], heads=later)
+        for context, raw, head in later:
+            model[context][raw] = head
+        store.commit([], heads=[(c, raw, None) for c, raw, _ in failed])
+        _assert_heads(store, model)
+        held = [(c, raw) for c, kept in model.items() for raw in kept]
+        random.Random(3).shuffle(held)
+        while held:
+            gone, held = held[:7], held[7:]
+            store.commit([], heads=[(c, raw, None) for c, raw in gone])
+            for c, raw in gone:
+                del model[c][raw]
+            _assert_heads(store, model)
+        assert _crowns(store) == {}
     finally:
         store.close()
