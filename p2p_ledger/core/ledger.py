@@ -41,7 +41,7 @@ import functools
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping, Sequence
 from itertools import chain
 from typing import NamedTuple, Protocol
 
@@ -145,6 +145,16 @@ EVEN_FLOOR = 0.35
 # appends per commit into one context that was ~15% of an append's CPU (py-spy, 100k x 100 B),
 # and a context touched by several commits within the lag gets one summary instead of several.
 SUMMARY_LAG = 1.0  # seconds
+# ...unless fewer than SUMMARY_SHARE rows were committed since per summary to store (each a
+# context's row of one commit: spread over many contexts, a summary per row), up to
+# SUMMARY_LAG_MOST x SUMMARY_LAG (meanwhile a lagging context is never evicted: what a
+# second's commits touch stays loaded up to 4 s).
+# why: spread over 10,000 contexts at ~10k entries/s each second's commits touch most
+# contexts once, so the summaries cost as much as if none lagged: ~15 us per entry of ~75
+# (root, state vector, node tree, the row; in-process ingest of 100k, 128 per commit). One
+# context is unchanged (one summary for ~80 rows a second).
+SUMMARY_SHARE = 4
+SUMMARY_LAG_MOST = 4
 # Rows a settling context reads per query (``Ledger._rows_in_batches``).
 SETTLE_ROWS = 64
 
@@ -285,6 +295,7 @@ class Ledger:
         self._lagging: dict[str, tuple[int, int]] = {}
         self._unsaved: set[str] = set()  # summaries computed, not stored yet
         self._lag_since = 0  # now_ns of the oldest commit whose summaries are not stored
+        self._lag_rows = 0  # rows committed since then
         # contexts whose stored summary lags rows a crash left, or that have none (``open``),
         # not loaded: in the node tree at their stored root until settled (``settle_step``)
         self._stale: OrderedDict[str, None] = OrderedDict()  # (its oldest found in O(1))
@@ -834,13 +845,13 @@ class Ledger:
             after[name] = (was[0] + size, was[1])
         now = self.now_ns() if self.summary_lag_ns else 0
         if not self.lags():
-            self._lag_since = now
+            self._lag_since, self._lag_rows = now, 0
+        self._lag_rows += len(rows)
         summaries: dict[str, Summary] | None = None
         computed: dict[str, Summary] = {}
         # (none while a context settles: stored summaries describe every row up to the last
         # commit that stores any, and its stored one does not)
-        if not self._stale and (not self.summary_lag_ns
-                                or now - self._lag_since >= self.summary_lag_ns):
+        if not self._stale and self._summaries_due(now, after):
             computed = {name: summarize(live[name], stored)
                         for name, (stored, _) in {**self._lagging, **after}.items()}
             # (the summaries _settle computed are current in memory, their contexts perhaps
@@ -867,6 +878,24 @@ class Ledger:
             self._unsaved = set()
         for context, entries in held:
             self._notify(context, entries)
+
+    def _summaries_due(self, now: int, touched: Collection[str]) -> bool:
+        """Whether this commit (touching ``touched``) stores the lagging summaries with its
+        rows: always without ``summary_lag_ns``; else once the oldest lags by that much and
+        there were SUMMARY_SHARE rows since per summary to store, or it lags by
+        SUMMARY_LAG_MOST times that. Never by what is loaded: answers, and so the simulator's
+        traces, do not depend on the memory budget."""
+        lag = self.summary_lag_ns
+        if not lag:
+            return True
+        waited = now - self._lag_since
+        if waited < lag:
+            return False
+        if waited >= SUMMARY_LAG_MOST * lag:
+            return True
+        lagging = self._lagging
+        due = len(lagging) + len(self._unsaved) + sum(1 for n in touched if n not in lagging)
+        return due * SUMMARY_SHARE <= self._lag_rows
 
     def _stored_counted(self, name: str) -> tuple[int, int]:
         """The stored bytes of ``name`` and its entries counted in ``_entries``."""

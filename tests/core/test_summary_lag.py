@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from p2p_ledger.core.ledger import Ledger
+from p2p_ledger.core.ledger import SUMMARY_LAG_MOST, SUMMARY_SHARE, Ledger
 from p2p_ledger.core.storage import MemoryStorage
 from p2p_ledger.trio.store import SqliteStore
 
@@ -234,7 +234,7 @@ def test_summaries_lagging_at_a_sigkill_are_settled_after_the_next_open(tmp_path
 
 _KILLED_WRITER = """
 import sys
-from p2p_ledger.core.ledger import Ledger
+from p2p_ledger.core.ledger import SUMMARY_LAG_MOST, SUMMARY_SHARE, Ledger
 from p2p_ledger.trio.store import SqliteStore
 store = SqliteStore(sys.argv[1])
 ledger = Ledger.open(store, "x", "x-1")
@@ -324,3 +324,59 @@ def test_verify_after_a_crash_audits_each_settling_context_once(storage, monkeyp
     assert (b.settling(), b.root(), b.entry_count()) == (0, root, count)
     assert storage.lagging_summaries()[1] == []  # (stored by verify, as before)
     _assert_summaries_current(storage)
+
+
+class _Clock:
+    """A clock the test moves (ns)."""
+
+    def __init__(self) -> None:
+        self.now = 0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def _spread_ledger(storage, budget: int | None = None) -> tuple[Ledger, _Clock]:
+    clock = _Clock()
+    ledger = _lagging(open_ledger(storage, "a", now_ns=clock, memory_budget=budget), 1000)
+    return ledger, clock
+
+
+@pytest.mark.parametrize("budget", [None, 1])  # (whatever is loaded)
+def test_summaries_spread_over_many_contexts_wait_for_rows_to_share_them(storage, budget):
+    """Past the lag, a commit stores the lagging summaries only once SUMMARY_SHARE rows were
+    committed per summary to store, or once they lag SUMMARY_LAG_MOST times the lag: spread
+    over many contexts (a row each) a summary per row is not stored; in one context it is
+    stored by the first commit past the lag. Reads stay current meanwhile; what is stored is."""
+    names = [f"s{i:02d}" for i in range(40)]
+    a, clock = _spread_ledger(storage, budget)
+    for name in names:  # 40 rows, 40 summaries to store
+        append(a, name, "x")
+    clock.now += 1000  # (the lag has passed)
+    append(a, names[0], "x")
+    assert storage.lagging_summaries()[1], "a summary per row was stored"
+    assert a.entry_count() == 41 and a.context_entries(names[3]) == 1
+    for i in range(4 * len(names) - len(names) - 2):  # (one row short of 4 per summary)
+        append(a, names[i % len(names)], "y")
+    assert storage.lagging_summaries()[1]
+    append(a, names[0], "z")
+    assert storage.lagging_summaries()[1] == []
+    _assert_summaries_current(storage)
+    # the longest lag: the rows never reach 4 per summary
+    for name in names:
+        append(a, name, "w")
+    clock.now += 1000 * SUMMARY_LAG_MOST - 1
+    append(a, names[0], "v")
+    assert storage.lagging_summaries()[1]
+    clock.now += 1
+    append(a, names[1], "u")
+    assert storage.lagging_summaries()[1] == []
+    _assert_summaries_current(storage)
+    # one context: stored by the first commit past the lag (commits of a second: ~80 rows)
+    one, clock = _spread_ledger(MemoryStorage(), budget)
+    for i in range(SUMMARY_SHARE - 1):
+        append(one, "only", f"{i}")
+    clock.now += 1000
+    append(one, "only", "last")
+    assert not one.lags()
+
