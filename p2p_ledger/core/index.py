@@ -64,7 +64,9 @@ Reader = Callable[[Sequence[Span]], list[bytes]]
 # 100 B into one context: the index held 92.8 B per entry with 8-byte Lamport times, seqs and
 # offsets, 4-byte writers, rows and sizes, the order and the writer's seqs as arrays and an id
 # table at most half full (tracemalloc); 65.1 B like this (with the order and seqs as ranges
-# and the table at most 2/3 full, below), 34.7 of it the ids.
+# and the table at most 2/3 full, below), 34.7 of it the ids. Seqs, rows and offsets start one
+# byte wide: spread over 10,000 contexts a context's 100 entries sit in 100 rows of one entry
+# (offsets ~30) and a writer's seqs stay below 256, ~0.5 KB of each context's ~24 KB of RSS.
 _WIDER = {"B": "H", "H": "I", "I": "Q"}
 
 
@@ -102,22 +104,24 @@ class EntryIndex:
         self.ids = bytearray()
         # (each column as narrow as its values so far: ``_widened`` when one does not fit)
         self.lamport = array("I")
-        self.seq = array("I")
+        self.seq = array("B")
         self.writer = array("B")
         self.key_hash = array("I")
         # why: slots are mostly in causal order already (our appends, a catch-up in order): the
         # order is then the range of the slots, 4 B per entry less, until a slot sorts earlier
         self.order: array[int] | range = range(0)
-        self.row = array("H")
-        self.offset = array("I")
+        self.row = array("B")
+        self.offset = array("B")
         self.size = array("H")
         self.unstored: dict[int, bytes] = {}  # slot → its record, until ``stored``
         # why: ids are found through this open-addressing table of slot + 1 (0 = empty), kept
-        # at most 2/3 full: 6-12 B per entry, against ~140 B for a dict of 32-byte id objects
-        # to boxed slot numbers. The probe starts at Python's hash of the id, which is keyed per
-        # process (SipHash), so a peer cannot grind ids that collide here (nor keys that
-        # collide in ``key_hash``, which a read by key then checks against the record anyway).
-        self._table = array("I", bytes(4 * 16))
+        # at most 2/3 full (2-byte places while it has at most 2^16: a context of 100 entries
+        # has 256, 1.2 KB of its ~24 KB of RSS with 4-byte ones): 6-12 B per entry, against
+        # ~140 B for a dict of 32-byte id objects to boxed slot numbers. The probe starts at
+        # Python's hash of the id, which is keyed per process (SipHash), so a peer cannot grind
+        # ids that collide here (nor keys that collide in ``key_hash``, which a read by key
+        # then checks against the record anyway).
+        self._table = array("H", bytes(2 * 16))
         self.writers: list[str] = []  # writer index → cursor key
         self._writer_of: dict[str, int] = {}
         self._writer_raw: dict[bytes, int] = {}
@@ -423,7 +427,10 @@ class EntryIndex:
 
     def _grow(self, size: int = 0) -> array[int]:
         """Double the id table (or make it ``size`` slots), placing every held slot again."""
-        table = self._table = array("I", bytes(4 * (size or 2 * len(self._table))))
+        size = size or 2 * len(self._table)
+        # (2-byte slots while every slot + 1 fits: a table of 2^16 places holds < 2^16 * 2/3)
+        code = "H" if size <= 1 << 16 else "I"
+        table = self._table = array(code, bytes(array(code).itemsize * size))
         mask = len(table) - 1
         ids = self.ids
         for held in range(len(self)):

@@ -38,7 +38,8 @@ digests, views and proofs are those of the nodes above, whatever the pieces):
   inner; it keeps its 16 children and their digests.
 
 Child digests are kept, item hashes only in leaves whose buckets are big
-enough (``_HASHED_ABOVE``): a changed bucket of a few keys is rehashed from
+enough (``_HASHED_ABOVE``), and not in a root that is a two-level leaf (a
+tree of at most 256 keys): a changed bucket of a few keys is rehashed from
 them.  Every kept digest has a stale bit in its holder (``stale``); an
 insert walks one path (O(depth) = O(log16 n)) setting them, and ``root()``
 recomputes only what is stale.  A bucket that grows past ``max_leaf``
@@ -285,11 +286,22 @@ def _bucket_of(keys: bytes, values: list[bytes] | None, hashed: bytes | None, lo
 # A leaf with values (the node-level tree: a context's root changes on every commit touching
 # it) always keeps them: with none kept, setting 128 of 10k contexts' roots then root() cost
 # 1.72x main's CPU.
+# The root's two-level leaf (a whole tree of 17 to 256 keys: a context of ~100 entries) keeps
+# none either.
+# why: a node holds thousands of such trees (`bench --scale` spreads 1M entries over 10,000
+# contexts of 100), whose item hashes were 3.2 KB of each context's ~24 KB of RSS; without
+# them a key added to a tree of ~100 and its root cost 11.0-11.5 us against 8.2-8.4 (3,000
+# trees, one key each, 3 alternated runs at load ~2.5), the ~6 other keys of its bucket hashed
+# again: ~3 us per entry at most, where a spread append costs ~120.
 _HASHED_ABOVE = 3
 
 
-def _keeps_hashes(n: int, two_level: bool, values: list[bytes] | None) -> bool:
-    return values is not None or n > (_HASHED_ABOVE << 4 if two_level else _HASHED_ABOVE)
+def _keeps_hashes(n: int, two_level: bool, values: list[bytes] | None, depth: int = 1) -> bool:
+    """Whether a leaf of ``n`` keys (a two-level one at ``depth`` if ``two_level``) keeps the
+    item hashes of its keys (see _HASHED_ABOVE)."""
+    if values is not None:
+        return True
+    return n > _HASHED_ABOVE << 4 and depth > 0 if two_level else n > _HASHED_ABOVE
 
 
 class _Leaf:
@@ -905,7 +917,7 @@ class MerkleTree:
                     hashed[at:]
                 bucket = sha256(_TAG_BUCKET + hashed[lo << 5 : hi << 5]).digest()
             else:
-                if len(held) > _HASHED_ABOVE << 9:
+                if _keeps_hashes(len(held) >> 5, True, None, depth):
                     hashed = _hashes(held, None, 0, len(held) >> 5)
                 bucket = sha256(_TAG_BUCKET + b"".join([
                     sha256(_TAG_ITEM + held[j : j + DIGEST_SIZE] + _EMPTY_VALUE).digest()
@@ -953,8 +965,7 @@ class MerkleTree:
         self._count += 1
         held = held[:at] + key + held[at:]
         if leaf.slots is not None and hi - lo < self._max_leaf and (
-                hashed is not None or len(held) <= _HASHED_ABOVE << 9):  # (not _keeps_hashes:
-            # a leaf with values keeps them)
+                hashed is not None or not _keeps_hashes(len(held) >> 5, True, values, depth)):
             leaf.keys, leaf.hashed = held, hashed
             leaf.stale |= stale
             return leaf
@@ -1024,7 +1035,7 @@ class MerkleTree:
         if hashed is not None:
             new_hashes.append(hashed[prev << 5 :])
             hashed = b"".join(new_hashes)
-        elif len(held) > _HASHED_ABOVE << 9:
+        elif _keeps_hashes(len(held) >> 5, True, None, depth):
             hashed = _hashes(held, None, 0, len(held) >> 5)
         self._count += (len(held) - len(leaf.keys)) >> 5
         leaf.keys, leaf.hashed = held, hashed
@@ -1112,7 +1123,7 @@ class MerkleTree:
                 return leaf
             return _bucket(keys, values, hashed)
         assert type(leaf) is _Leaf
-        if hashed is None and _keeps_hashes(len(keys) >> 5, True, values):
+        if hashed is None and _keeps_hashes(len(keys) >> 5, True, values, depth):
             hashed = _hashes(keys, values, 0, len(keys) >> 5)
         leaf.keys, leaf.values, leaf.hashed = keys, values, hashed
         leaf.stale |= stale
@@ -1144,7 +1155,7 @@ class MerkleTree:
         if not split and values is None:
             # (with values, the node-level tree's roots of contexts that change on every commit,
             # an _Inner of buckets: a change then splices one small bucket, not the whole leaf)
-            if hashed is not None and not _keeps_hashes(n, True, values):
+            if hashed is not None and not _keeps_hashes(n, True, values, depth):
                 # why: a bucket of 16 that takes a 17th key (~1 key in 15 at 1M keys) becomes
                 # a two-level leaf of 16 buckets that keeps no item hashes: its buckets'
                 # digests from the hashes it had, not rehashed from their keys later
@@ -1152,7 +1163,7 @@ class MerkleTree:
                     sha256(_TAG_BUCKET + hashed[lo << 5 : hi << 5]).digest() if lo != hi
                     else _ZERO for lo, hi in zip(bounds, bounds[1:], strict=False)])), 0,
                     None)
-            if not _keeps_hashes(n, True, values):
+            if not _keeps_hashes(n, True, values, depth):
                 hashed = None
             elif hashed is None:
                 hashed = _hashes(keys, values, 0, n)
