@@ -1307,8 +1307,10 @@ class Ledger:
 
     def _read(self, name: str, verify: bool = False, doc: bool = False,
               ) -> tuple[ContextLog, int]:
-        """A context rebuilt from its stored rows (each content id re-hashed; with ``verify``
-        every record fully decoded and checked) and the stored bytes; not kept.
+        """A context rebuilt from its stored rows (each content id re-hashed, but for runs of
+        one writer's records read as columns, ``ContextLog.load_run``, whose records are
+        checked when read back; with ``verify`` every record fully decoded and checked) and
+        the stored bytes; not kept.
 
         Without a Doc, unless ``verify`` or ``doc``: the rows' structs are integrated by
         reading them (``yjs.integrate``), and a Doc is made only when something needs one
@@ -1333,8 +1335,11 @@ class Ledger:
             for blob in self.storage.iter_context(name):
                 stored += len(blob)
                 bundle = decode_bundle(blob)
+                update_at = len(blob) - len(bundle.update)
+                if lazy and ctx.load_run(blob, update_at, bundle.heads):
+                    continue  # (a run of one writer's records, read as columns)
                 ctx.load_stored(bundle.update, bundle.heads, verify=verify)
-                ctx.stored_row(blob, len(blob) - len(bundle.update))
+                ctx.stored_row(blob, update_at)
         except LedgerError as exc:
             raise IntegrityError(f"context {name}: {exc}") from None
         if not ctx.loaded():

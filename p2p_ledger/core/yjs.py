@@ -70,7 +70,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from .errors import ForbiddenUpdate, RemoteProtocolError
 
@@ -715,6 +715,62 @@ def integrate_usual(match: re.Match[bytes], state: dict[int, int],
         return None
     state[by] = at + 1
     return value
+
+
+# One client's one ContentAny struct placed by its origin alone (or, a client's first, in the
+# root array "entries" by its name), its first value a buffer: the head of a row ``even_run``
+# reads (client, clock, origin's client and clock, values, the first value's size).
+_RUN_HEAD = re.compile(rb"\x01\x01" + _V64 + _V32 + rb"(?:\x88" + _V64 + _V32 +
+                       rb"|\x08\x01\x07entries)" + _V32 + rb"\x74" + _V32)
+
+
+class EvenRun(NamedTuple):
+    """A stored update ``even_run`` read: ``length`` buffers of ``size`` bytes, the first at
+    ``at`` in the blob and each ``stride`` bytes after the one before, items ``clock`` on of
+    ``client`` placed after item ``origin_clock`` of ``origin`` (None: in the root array)."""
+
+    client: int
+    clock: int
+    origin: int | None
+    origin_clock: int
+    length: int
+    at: int
+    stride: int
+    size: int
+
+
+def even_run(blob: bytes, start: int) -> EvenRun | None:
+    """The update at ``start`` of ``blob`` (a stored row: it passed the gate when it came)
+    when it is one client's one ContentAny struct of buffers all of one size, placed by its
+    origin alone (or in the root array ``entries`` by its name), with an empty delete set:
+    where its values lie, without reading them one by one. None for any other update (items
+    of several clients, of several sizes, with a right origin), which ``gate_structs`` reads.
+
+    why: nearly every row of a context appended by one node is such a run (128 records a row
+    at 128 appends per commit), and a load read each value and its fields in Python: ~4 us
+    per entry, 4.1 CPU-s for the first read of a cold context of 1M (``EntryIndex.add_run``
+    slices the run's columns out instead)."""
+    head = _RUN_HEAD.match(blob, start)
+    if head is None:
+        return None
+    client, clock, origin, below, count, size = head.groups()
+    by = _client(client)
+    of = None if origin is None else _client(origin)
+    origin_clock = 0 if below is None else _number(below)
+    at, n, length = _number(clock), _number(count), _number(size)
+    prefix = 1 + len(size)  # (the buffer's tag and its size)
+    first = head.end() - prefix
+    stride = prefix + length
+    end = first + n * stride
+    if by < 0 or (of is not None and of < 0) or at + n > _U32 or origin_clock >= _U32 or \
+            not n or (of is None and at) or \
+            end + 1 != len(blob) or blob[end] != 0:
+        return None
+    tag = blob[first : first + prefix]
+    for j in range(prefix):  # (every value: a buffer of the first one's size)
+        if blob[first + j : end : stride] != tag[j : j + 1] * n:
+            return None
+    return EvenRun(by, at, of, origin_clock, n, first + prefix, stride, length)
 
 
 def _gate_general(update: bytes, array_name: str) -> list[GatedStruct]:

@@ -252,3 +252,97 @@ def test_columns_start_narrow_and_widen_for_values_that_do_not_fit() -> None:
     assert [index.entry(slot) for slot in slots + more] == everything
     assert index.entry_at(big[0].writer, 2**33) == big[0] and index.max_seq(big[0].writer) == 2**33
     assert index.get("j")[0] == [big[1]] and index.unstored == {}
+
+
+def _chain(origin: str, first_seq: int, lamports: list[int], keys: list[str],
+           size: int = 40) -> list[Entry]:
+    """Entries of one writer at seqs ``first_seq`` on, each naming the one before (records
+    of one size when the keys are)."""
+    out, prev = [], NO_PREV if first_seq == 1 else bytes(range(32))
+    for i, (lamport, key) in enumerate(zip(lamports, keys, strict=True)):
+        entry = make_entry(CONTEXT, key, bytes([i % 256]) * size, {}, lamport, origin, 3,
+                           first_seq + i, 10 + i, prev)
+        out.append(entry)
+        prev = bytes.fromhex(entry.id)
+    return out
+
+
+def _run_row(entries: list[Entry], clock: int) -> tuple[bytes, object]:
+    """A stored row holding ``entries`` as one run of our client's items (a few bytes of
+    bundle framing first), and where ``yjs.even_run`` finds them."""
+    from p2p_ledger.core.yjs import encode_appended, even_run
+
+    blob = b"\x00\x07" + encode_appended(99, clock, [e.record for e in entries])
+    run = even_run(blob, 2)
+    assert run is not None and run.length == len(entries)
+    return blob, run
+
+
+def _snapshot(index: EntryIndex) -> tuple:
+    """Every column and every answer of an index."""
+    return (bytes(index.ids), list(index.lamport), list(index.seq), list(index.writer),
+            list(index.key_hash), list(index.order), list(index.row), list(index.offset),
+            list(index.size), index.writers, index.contiguous, {w: index.max_seq(w) for w in
+            index.writers}, index.max_lamport, index.forks,
+            [index.find(index.raw_id(s)) for s in range(len(index))],
+            index.get(), index.get("a"), index.get(limit=3),
+            [index.slot_at(w, q) for w in range(len(index.writers)) for q in range(0, 40)])
+
+
+@pytest.mark.parametrize("keys", ["same", "several", "sizes"])
+def test_a_run_read_as_columns_is_indexed_as_its_records_are(keys: str) -> None:
+    """``add_run`` of records stored as an even run gives the index ``add_records`` and
+    ``stored`` give (columns, lookups, reads), for runs of two writers continuing their
+    seqs, keys equal, differing, or of different sizes; the ids join the table on use."""
+    rows: dict[int, bytes] = {}
+
+    def read(spans):
+        return [rows[row][offset : offset + size] for row, offset, size in spans]
+
+    key_of = {"same": lambda i: "k", "several": lambda i: "ab"[i % 2],
+              "sizes": lambda i: "a" * (1 + i % 2)}[keys]
+    a, b = "aa" * 32, "bb" * 32
+    runs = [_chain(a, 1, list(range(1, 21)), [key_of(i) for i in range(20)], 41),
+            _chain(b, 1, list(range(30, 50)), [key_of(i) for i in range(20)], 41),
+            _chain(a, 21, list(range(60, 90)), [key_of(i + 1) for i in range(30)], 41)]
+    if keys == "sizes":  # (one size of record per run: the payload makes up for the key)
+        runs = [[make_entry(CONTEXT, e.key, bytes(41 - len(e.key)), {}, e.lamport, e.origin, 3,
+                            e.seq, e.appended_at_ns, e.prev) for e in run] for run in runs]
+    by_columns, by_records = EntryIndex(CONTEXT, read), EntryIndex(CONTEXT, read)
+    clock = 0
+    for row, run in enumerate(runs):
+        blob, found = _run_row(run, clock + 1)
+        clock += len(run)
+        rows[row] = blob
+        assert by_columns.add_run(blob, found.at, found.length, found.stride, found.size, row)
+        slots = by_records.add_records([e.record for e in run], [_fields(e) for e in run])
+        for i, slot in enumerate(slots):
+            by_records.stored(slot, row, found.at + i * found.stride, found.size)
+    assert by_columns._placed == 0  # (nothing looked up yet)
+    assert _snapshot(by_columns) == _snapshot(by_records)
+    more = _chain(b, 21, [95, 96], ["k", "k"])
+    assert by_columns.add_records([e.record for e in more], [_fields(e) for e in more]) == \
+        by_records.add_records([e.record for e in more], [_fields(e) for e in more])
+    assert _snapshot(by_columns) == _snapshot(by_records)
+
+
+def test_records_that_are_not_a_run_after_the_held_ones_are_left_to_add_records() -> None:
+    """``add_run`` takes nothing when the records are of two writers, do not continue their
+    writer's seqs, or are not each after the last held in causal order: False, the index
+    unchanged."""
+    a, b = "aa" * 32, "bb" * 32
+    blob, run = _run_row(_chain(a, 1, list(range(10, 30)), ["k"] * 20), 1)
+    first = blob
+    index = EntryIndex(CONTEXT, lambda spans: [first[o : o + n] for _, o, n in spans])
+    assert index.add_run(blob, run.at, run.length, run.stride, run.size, 0)
+    before = _snapshot(index)
+    mixed = _chain(a, 21, list(range(40, 50)), ["k"] * 10) + \
+        _chain(b, 1, list(range(50, 60)), ["k"] * 10)
+    refused = [mixed,
+               _chain(a, 22, list(range(40, 60)), ["k"] * 20),  # (seq 21 missing)
+               _chain(a, 21, list(range(29, 49)), ["k"] * 20),  # (not after Lamport 29)
+               _chain(a, 21, [40, 41, 43, 42] * 5, ["k"] * 20)]  # (falling within the run)
+    for entries in refused:
+        blob, run = _run_row(entries, 21)
+        assert not index.add_run(blob, run.at, run.length, run.stride, run.size, 1)
+        assert _snapshot(index) == before

@@ -1360,3 +1360,32 @@ def test_the_usual_row_is_read_from_the_stored_row() -> None:
             PREFIX + usual_update(7, 3, 9, origin_known, b"v"))
         assert match is not None and yjs.integrate_usual(match, state, {}) is None
         assert state == {7: held, 9: 1}
+
+
+def test_an_even_run_is_read_from_its_header_and_anything_else_is_left_to_the_gate() -> None:
+    """``even_run`` finds the values of one client's struct of buffers of one size placed by
+    its origin or, a client's first, in the array by its name (our appends), as the gate reads
+    them; values of two sizes, a trailing byte, a value that is not a buffer and two clients'
+    structs are not such runs."""
+    from p2p_ledger.core.yjs import encode_appended, even_run, gate_structs
+
+    values = [bytes([i]) * 200 for i in range(130)]
+    update = encode_appended(2**40 + 7, 300, values)
+    run = even_run(b"xyz" + update, 3)
+    assert run is not None
+    assert (run.client, run.clock, run.origin, run.origin_clock, run.length, run.size) == \
+        (2**40 + 7, 300, 2**40 + 7, 299, 130, 200)
+    blob = b"xyz" + update
+    assert [blob[run.at + i * run.stride : run.at + i * run.stride + run.size]
+            for i in range(run.length)] == values
+    (struct,) = gate_structs(update, "entries")
+    assert list(struct[-1]) == values
+    first = even_run(encode_appended(5, 0, values), 0)  # (a client's first: in the array)
+    assert first is not None and (first.origin, first.clock, first.length) == (None, 0, 130)
+    assert even_run(encode_appended(5, 1, values[:3] + [b"x" * 199]), 0) is None
+    assert even_run(encode_appended(5, 1, values) + b"\x00", 0) is None
+    with_int = bytearray(encode_appended(5, 1, [b"ab", b"cd"]))
+    with_int[with_int.index(b"cd") - 2] = 0x7D  # (a varint, not a buffer)
+    assert even_run(bytes(with_int), 0) is None
+    two = pycrdt.merge_updates(encode_appended(5, 1, [b"ab"]), encode_appended(6, 1, [b"cd"]))
+    assert even_run(two, 0) is None
