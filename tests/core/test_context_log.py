@@ -261,3 +261,15 @@ def test_compacted_state_rebuilds_the_same_log():
     assert rebuilt.root() == ctx.root()
     assert ids(rebuilt.get()[0]) == ids(ctx.get()[0])
     assert rebuilt.contiguous == ctx.contiguous and rebuilt.max_lamport == ctx.max_lamport
+
+
+def test_a_context_log_and_its_index_keep_their_dicts_small() -> None:
+    """A ContextLog and its index keep at most MAX_ATTRIBUTES attributes: one more made every
+    loaded context's instance dict ~1.3 KB larger (CPython shares the keys of at most 30)."""
+    import sys
+
+    from p2p_ledger.core.context_log import MAX_ATTRIBUTES
+
+    ctx = ContextLog("small", 1)
+    assert len(vars(ctx)) <= MAX_ATTRIBUTES and len(vars(ctx.index)) <= MAX_ATTRIBUTES
+    assert sys.getsizeof(vars(ctx)) < 600 and sys.getsizeof(vars(ctx.index)) < 600
