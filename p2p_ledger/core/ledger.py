@@ -96,10 +96,11 @@ ROWS_ONLY = 1
 # more per entry plus its stored bytes (the Doc's copy of every record and its Yjs items).
 # Fitted on contexts loaded in a fresh process from an SQLite store, each with its tree built
 # (a root taken) and its id table (a lookup), RSS growth: 10,000 contexts of 10 x 100 B entries
-# 7.2 KB each, 3,000 of 98 16.1 KB, 1,000 of 300 47.9 KB, 300 of 1,000 151 KB, one of 200k
-# 171 B per entry. A context of up to SMALL_ENTRIES costs CONTEXT_COST + SMALL_ENTRY_COST per
-# entry (its tree one leaf keeping no item hashes, 2-byte id table: see merkle._HASHED_ABOVE),
-# a larger one ENTRY_COST per entry (300: 51 KB, 1,000: 170 KB). The fit before (6 KB + 170 B
+# 7.2 KB each, 3,000 of 98 16.1 KB, 1,500 of 200 35.7 KB, 1,000 of 300 47.9 KB, 300 of 1,000
+# 151 KB, one of 200k 171 B per entry. A context of up to SMALL_ENTRIES costs CONTEXT_COST +
+# SMALL_ENTRY_COST per entry (its tree mostly one leaf keeping no item hashes, a 2-byte id
+# table: see merkle._HASHED_ABOVE), a larger one ENTRY_COST per entry (200: 34 KB, 300: 51 KB,
+# 1,000: 170 KB). The fit before (6 KB + 170 B
 # per entry) held before the root leaf dropped its item hashes (98 entries: 20.4 KB, now 16.1;
 # it estimated 22.7). Loaded with a Doc, 100k x 100 B (258 stored B
 # each) and 20k x 2 KB (2,158) grew by ~314 and ~2,240 B per entry more: ~50 + 1.0 x stored.
@@ -110,12 +111,12 @@ ROWS_ONLY = 1
 # round-robin over the contexts: the LRU order is the worst one), ~1.6 ms of CPU each.
 CONTEXT_COST = 6200
 SMALL_ENTRY_COST = 100
-SMALL_ENTRIES = 256
+SMALL_ENTRIES = 128
 ENTRY_COST = 170
 DOC_ENTRY_COST = 50
 DOC_STORED_FACTOR = 1.0
 # The runtime's default budget (open_node, --memory-budget): ~1.6M loaded entries of 100 B in
-# a few contexts, ~2M over 10,000 (~500k with their Docs).
+# a few contexts, ~1.6M over 10,000 (~500k with their Docs).
 DEFAULT_MEMORY_BUDGET = 256 * 1024 * 1024
 # With defer_commits, a driver gathers received updates while they keep coming, GATHER_WAIT at
 # a time and at most GATHER_PASSES times, then commits them in one transaction (the runtime's

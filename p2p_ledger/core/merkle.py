@@ -39,7 +39,7 @@ digests, views and proofs are those of the nodes above, whatever the pieces):
 
 Child digests are kept, item hashes only in leaves whose buckets are big
 enough (``_HASHED_ABOVE``), and not in a root that is a two-level leaf (a
-tree of at most 256 keys): a changed bucket of a few keys is rehashed from
+tree of up to ~130 keys, at most 256): a changed bucket of a few keys is rehashed from
 them.  Every kept digest has a stale bit in its holder (``stale``); an
 insert walks one path (O(depth) = O(log16 n)) setting them, and ``root()``
 recomputes only what is stale.  A bucket that grows past ``max_leaf``
@@ -286,7 +286,8 @@ def _bucket_of(keys: bytes, values: list[bytes] | None, hashed: bytes | None, lo
 # A leaf with values (the node-level tree: a context's root changes on every commit touching
 # it) always keeps them: with none kept, setting 128 of 10k contexts' roots then root() cost
 # 1.72x main's CPU.
-# The root's two-level leaf (a whole tree of 17 to 256 keys: a context of ~100 entries) keeps
+# The root's two-level leaf (a whole tree of 17 to ~130 keys, 256 at most, while no first
+# nibble has more than 16: a context of ~100 entries) keeps
 # none either.
 # why: a node holds thousands of such trees (`bench --scale` spreads 1M entries over 10,000
 # contexts of 100), whose item hashes were 3.2 KB of each context's ~24 KB of RSS; without
