@@ -291,9 +291,10 @@ def _bucket_of(keys: bytes, values: list[bytes] | None, hashed: bytes | None, lo
 # none either.
 # why: a node holds thousands of such trees (`bench --scale` spreads 1M entries over 10,000
 # contexts of 100), whose item hashes were 3.2 KB of each context's ~24 KB of RSS; without
-# them a key added to a tree of ~100 and its root cost 11.0-11.5 us against 8.2-8.4 (3,000
-# trees, one key each, 3 alternated runs at load ~2.5), the ~6 other keys of its bucket hashed
-# again: ~3 us per entry at most, where a spread append costs ~120.
+# them a key added to a tree of ~100 and its root cost 11.2-11.9 us against 8.7-9.5 (3,000
+# trees, one key each, 3 alternated runs at load ~4), the ~6 other keys of its bucket hashed
+# again: ~3 us per entry at most, where a spread append costs ~120 (bench --scale's spread
+# ingest: the same CPU within 1%, RSS 296.3 -> 245.6 MiB).
 _HASHED_ABOVE = 3
 
 
