@@ -326,6 +326,43 @@ def test_a_run_read_as_columns_is_indexed_as_its_records_are(keys: str) -> None:
     assert _snapshot(by_columns) == _snapshot(by_records)
 
 
+def test_records_added_before_a_loads_ids_are_placed_are_indexed_as_after() -> None:
+    """``add_records`` right after ``add_run`` (no lookup yet) answers as once every id is
+    placed: records at free positions (a held writer's next ones, a new writer's) leave the
+    ids unplaced; a record held already is skipped, one repeated in its batch indexed once,
+    a fork at a held position kept, each as by an index whose ids were all placed."""
+    a, b = "aa" * 32, "bb" * 32
+    blob, run = _run_row(_chain(a, 1, list(range(10, 30)), ["k"] * 20), 1)
+    held = _chain(a, 1, list(range(10, 30)), ["k"] * 20)
+    nxt = _chain(a, 21, [30, 31], ["k", "k"])
+    nxt[0] = make_entry(CONTEXT, "k", b"n", {}, 30, a, 3, 21, 0, bytes.fromhex(held[-1].id))
+    nxt[1] = make_entry(CONTEXT, "k", b"m", {}, 31, a, 3, 22, 0, bytes.fromhex(nxt[0].id))
+    other = _chain(b, 1, [32], ["j"])
+    fork = make_entry(CONTEXT, "k", b"f", {}, 33, a, 3, 5, 0, bytes.fromhex(held[3].id))
+    probes = [([held[7]], 0), ([*_chain(b, 2, [40], ["j"])] * 2, 1), ([fork], 1),
+              ([nxt[1], held[0]], 0), (_chain(b, 2, [40], ["j"]), 1)]
+    for probe, added in probes:
+        for placed_first in (False, True):
+            lazy, eager = (EntryIndex(CONTEXT, lambda spans: [blob[o : o + n]
+                                                              for _, o, n in spans])
+                           for _ in range(2))
+            for index in (lazy, eager):
+                assert index.add_run(blob, run.at, run.length, run.stride, run.size, 0)
+            eager.find(bytes(32))  # (every id placed)
+            for i, batch in enumerate([nxt, other, probe]):
+                if placed_first and i == 1:
+                    lazy.find(bytes(32))
+                records, fields = [e.record for e in batch], [_fields(e) for e in batch]
+                got = lazy.add_records(records, fields)
+                assert got == eager.add_records(records, fields)
+                assert len(got) == (added if i == 2 else len(batch))
+                if i < 2 and not placed_first:
+                    assert lazy._placed == 0  # (free positions: nothing placed yet)
+            assert _snapshot(lazy) == _snapshot(eager)
+            if probe[0] is fork:
+                assert lazy.forks == {(fork.writer, 5): sorted([held[4].id, fork.id])}
+
+
 def test_records_that_are_not_a_run_after_the_held_ones_are_left_to_add_records() -> None:
     """``add_run`` takes nothing when the records are of two writers, do not continue their
     writer's seqs, or are not each after the last held in causal order: False, the index

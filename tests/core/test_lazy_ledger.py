@@ -674,3 +674,37 @@ def test_a_damaged_record_of_a_run_is_refused_when_read() -> None:
     assert reopened._live["c1"].index._placed == 0, "both rows were read as columns"
     with pytest.raises(IntegrityError, match="c1"):
         reopened.get("c1")
+
+
+def test_a_first_append_after_a_load_of_runs_answers_as_after_a_lookup(storage) -> None:
+    """Appended right after a load of runs (no lookup: the loaded ids not in the id table
+    yet, nor in the tree), entries are indexed as after one: reads, roots, proofs and the
+    entries found by id equal a peer's that received everything; the peer's copy of what is
+    held already is deduplicated; our new entries join the tree."""
+    names = ["r1", "r2"]
+    rng = random.Random(7)
+    a = open_ledger(storage, "a")
+    peer = open_ledger(MemoryStorage(), "b")
+    _fill_runs(a, rng, names, 10)
+    sync_all([a, peer])
+    first = open_ledger(storage, "a", "a-2")
+    for name in names:
+        before = a.get(name)[0]
+        appended = first.append([first.prepare(name, "k", b"first %d" % i) for i in range(3)])
+        index = first._live[name].index
+        assert index._placed < len(index), "the loaded ids wait to be placed"
+        assert first.get(name)[0] == before + appended.entries
+        assert first.apply_remote(name, peer.bundle_diff(name, None)) == []
+        assert first.get(name)[0] == before + appended.entries
+    sync_all([first, peer])
+    for name in names:
+        assert first.get(name) == peer.get(name)
+        assert first.context_root(name) == peer.context_root(name)
+        held = first.get(name)[0]
+        assert all(e.id in first.contexts[name].by_id for e in held)
+        for entry in held[::17] + held[-3:]:
+            proof = make_proof(first, name, entry.id)
+            assert check_proof(proof)
+            assert proof["signed_root"]["root"] == make_proof(peer, name, entry.id)[
+                "signed_root"]["root"]
+    assert first.verify() == []
