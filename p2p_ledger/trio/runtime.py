@@ -28,6 +28,7 @@ from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from random import Random
+from time import perf_counter
 from typing import Any
 
 import trio
@@ -72,16 +73,47 @@ WATCH_PAGE = 256
 
 
 class _Batch:
-    """The appends waiting for the next commit; every caller in it waits on one event."""
+    """The appends waiting for the next commit; every caller in it is parked (``wait``) until
+    the committer calls ``finish``.
 
-    __slots__ = ("done", "entries", "error", "requests", "starts")
+    why: one task switch per append is the floor of group commit (each appender is a task).
+    What trio.Event adds to it (a set of tasks, its abort closure), and trio.current_time()
+    per call for the latency histogram, cost ~0.45 us per entry of ~3.4: 128 tasks that only
+    join a batch and wait for it, 200k appends, 3 alternated runs: 3.43-3.47 against 2.98-3.03
+    us of CPU per entry parked in a list with time.perf_counter()."""
+
+    __slots__ = ("done", "entries", "error", "requests", "starts", "waiting")
 
     def __init__(self) -> None:
         self.requests: list[AppendRequest] = []
-        self.starts: list[float] = []  # when each call joined (the append latency histogram)
-        self.done = trio.Event()
+        # when each call joined, on time.perf_counter() (the append latency histogram)
+        self.starts: list[float] = []
+        self.done = False
+        self.waiting: list[trio.lowlevel.Task] = []
         self.entries: list[Entry] = []
         self.error: BaseException | None = None
+
+    async def wait(self) -> None:
+        """Until ``finish`` (a checkpoint if it was called already); cancellable."""
+        if self.done:
+            await trio.lowlevel.checkpoint()
+            return
+        task = trio.lowlevel.current_task()
+        self.waiting.append(task)
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self.waiting.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def finish(self) -> None:
+        """Wake every caller waiting; later ``wait`` calls return at once."""
+        self.done = True
+        reschedule = trio.lowlevel.reschedule
+        for task in self.waiting:
+            reschedule(task)
+        self.waiting.clear()
 
 
 @dataclass
@@ -155,7 +187,7 @@ class Node:
         (``OSError``, ``sqlite3.Error``) if the commit failed: then nothing was acknowledged.
         """
         batch, start = self._join((self.ledger.prepare(context, key, payload, meta),))
-        await batch.done.wait()
+        await batch.wait()
         if batch.error is not None:
             raise batch.error
         return batch.entries[start]
@@ -174,7 +206,7 @@ class Node:
         if not requests:
             return []
         batch, start = self._join(requests)
-        await batch.done.wait()
+        await batch.wait()
         if batch.error is not None:
             raise batch.error
         return batch.entries[start : start + len(requests)]
@@ -187,7 +219,7 @@ class Node:
             self._pending_ready.set()
         start = len(batch.requests)
         batch.requests.extend(requests)
-        batch.starts.append(trio.current_time())
+        batch.starts.append(perf_counter())
         return batch, start
 
     def get(
@@ -434,8 +466,8 @@ class Node:
             else:
                 batch.entries = appended.entries
                 self.metrics.commit_batch.observe(len(batch.requests))
-                self.metrics.append_latency.observe_since(batch.starts, self._now())
-            batch.done.set()
+                self.metrics.append_latency.observe_since(batch.starts, perf_counter())
+            batch.finish()
             self._flush()
 
     def _write_summaries(self) -> None:

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import trio
+import trio.testing
 
-from p2p_ledger.trio.runtime import open_node
+from p2p_ledger.trio.runtime import _Batch, open_node
 
 
 async def test_concurrent_appends_share_commits(tmp_path: Path) -> None:
@@ -36,6 +37,33 @@ async def test_concurrent_appends_share_commits(tmp_path: Path) -> None:
         assert len({e.seq for e in results.values()}) == 100
         entries, _ = node.get("ctx")
         assert len(entries) == 100
+        latency = node.metrics.append_latency  # (one observation per call, none negative)
+        assert sum(latency.counts) == 100 and latency.sum >= 0
+
+
+async def test_a_caller_cancelled_while_its_batch_waits_leaves_the_others_waiting() -> None:
+    """Appenders park in their batch until the committer finishes it: a cancelled one leaves
+    (and is not woken later), the others are all woken by one finish, and a wait on a batch
+    already finished returns at once."""
+    batch = _Batch()
+    woken: list[int] = []
+
+    async def waiter(i: int, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.CancelScope() as scope:
+            task_status.started(scope)
+            await batch.wait()
+            woken.append(i)
+
+    async with trio.open_nursery() as nursery:
+        scopes = [await nursery.start(waiter, i) for i in range(3)]
+        await trio.testing.wait_all_tasks_blocked()
+        scopes[1].cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(batch.waiting) == 2 and woken == []
+        batch.finish()
+    assert sorted(woken) == [0, 2]
+    with trio.fail_after(1):
+        await batch.wait()
 
 
 async def test_append_many_returns_its_own_entries_in_order(tmp_path: Path) -> None:
