@@ -751,8 +751,16 @@ class MerkleTree:
         why: a cold catch-up sets ~1,000 ids per context in one go; one walk from the root per
         key was ~23% of the receiver's time (cProfile, 100k entries in 100 contexts).
         """
-        ordered = sorted({k if type(k) is bytes and len(k) == DIGEST_SIZE else _check_key(k)
-                          for k in keys})
+        return self._add_list([k if type(k) is bytes and len(k) == DIGEST_SIZE else _check_key(k)
+                               for k in keys])
+
+    def _add_list(self, keys: list[bytes]) -> int:
+        """:meth:`add_keys` of ``keys``, checked.
+
+        why: sorting the list itself when its keys are distinct (a set only to check that) is
+        cheaper than sorting a set: 0.23 against 0.30 us a key for 35k keys"""
+        unique = set(keys)
+        ordered = sorted(keys if len(unique) == len(keys) else unique)
         if not ordered:
             return 0
         before = self._count
@@ -775,11 +783,13 @@ class MerkleTree:
         with memoryview(packed) as view:
             n = len(view) >> 5
             if self._count or n <= self._max_leaf * FANOUT * FANOUT:
-                return sum(self.add_keys([view[i : i + DIGEST_SIZE].tobytes()
-                                          for i in range(start << 5,
-                                                         min(start + _PACKED_BATCH, n) << 5,
-                                                         DIGEST_SIZE)])
-                           for start in range(0, n, _PACKED_BATCH))
+                added = 0
+                for start in range(0, n, _PACKED_BATCH):
+                    # (a part as bytes, sliced: 0.10 us a key, 0.22 sliced from the view)
+                    part = view[start << 5 : min(start + _PACKED_BATCH, n) << 5].tobytes()
+                    added += self._add_list([part[i : i + DIGEST_SIZE]
+                                             for i in range(0, len(part), DIGEST_SIZE)])
+                return added
             # (each key's first nibble, one byte each: a nibble's keys are found by bytes.find)
             nibs = view[::DIGEST_SIZE].tobytes().translate(_FIRST_NIBBLE)
             kids: list[_Node | None] = [None] * FANOUT
