@@ -369,20 +369,41 @@ def make_chain(
     start = _MAGIC_VERSION + _pack_u32(len(raw_context)) + raw_context
     raw_origin = _raw_origin(origin)
     raw_writer = raw_origin + _U64.pack(chain)
-    pack_tail, sha, join = _TAIL.pack, hashlib.sha256, b"".join
+    writer = _writers.get((origin, chain))
+    if writer is None:
+        writer = _shared(_writers, (origin, chain), f"{origin}.{chain:016x}")
+    pack_tail, pack_u32, sha, join = _TAIL.pack, _pack_u32, hashlib.sha256, b"".join
     entries: list[Entry] = []
     records: list[bytes] = []
     fields: list[RecordFields] = []
+    add_entry, add_record, add_fields = entries.append, records.append, fields.append
     for key, payload, meta, lamport, at_ns in items:
         seq += 1
         raw_key = key.encode("utf-8")
-        body = join((start, _pack_u32(len(raw_key)), raw_key, _pack_u32(len(payload)), payload,
-                     _meta_bytes(meta), pack_tail(lamport, raw_origin, chain, seq, at_ns, prev)))
+        body = join((start, pack_u32(len(raw_key)), raw_key, pack_u32(len(payload)), payload,
+                     _meta_bytes(meta) if meta else _NO_META,
+                     pack_tail(lamport, raw_origin, chain, seq, at_ns, prev)))
         raw_id = sha(body).digest()
-        entries.append(_new_entry(context, key, payload, meta, lamport, origin, chain, seq,
-                                  at_ns, prev, raw_id.hex(), body))
-        records.append(raw_id + body)
-        fields.append((raw_id, lamport, seq, prev, raw_writer))
+        # (_new_entry inlined, with the writer looked up once: 128 entries of one chain, 3
+        # alternated runs, 1.66-1.72 -> 1.39-1.43 us per entry)
+        entry = _Unfrozen()
+        entry.context = context
+        entry.key = key
+        entry.payload = payload
+        entry.meta = meta
+        entry.lamport = lamport
+        entry.origin = origin
+        entry.chain = chain
+        entry.seq = seq
+        entry.appended_at_ns = at_ns
+        entry.prev = prev
+        entry.id = raw_id.hex()
+        entry.body = body
+        entry.writer = writer
+        entry.__class__ = Entry  # type: ignore[assignment]
+        add_entry(cast(Entry, entry))
+        add_record(raw_id + body)
+        add_fields((raw_id, lamport, seq, prev, raw_writer))
         prev = raw_id
     return entries, records, fields
 
