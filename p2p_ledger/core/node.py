@@ -813,6 +813,12 @@ class NodeCore:
                 # 0.25 s of hops)
                 link.session.ask_missing(event.context)
 
+    def commit_ended(self, now: float) -> None:
+        """The driver's ``append`` returned at ``now``: the node is idle from then on, not from
+        the ``now`` the append was given (which its commit may be long past: the first append
+        into a cold context of 1M entries loads it, ~1 s)."""
+        self._committed(now)
+
     def _committed(self, now: float) -> None:
         """Something was (or is staged to be) committed at ``now``: summaries that lag their
         rows (``Ledger.summary_lag_ns``) are stored by a later commit, or by ``tick`` once the

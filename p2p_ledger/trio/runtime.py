@@ -460,6 +460,7 @@ class Node:
                 continue
             try:
                 appended = self.core.append(batch.requests, self._now())
+                self.core.commit_ended(self._now())
             except (LedgerError, OSError, Exception) as exc:  # noqa: B014 - storage can fail
                 log.error("append of %d entries failed: %s", len(batch.requests), exc)
                 batch.error = exc

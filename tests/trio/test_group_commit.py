@@ -142,3 +142,29 @@ async def test_summaries_are_stored_once_the_node_has_been_idle_for_the_lag(
             while store.lagging_summaries()[1]:
                 await trio.sleep(SUMMARY_LAG / 10)
         assert not node.ledger.lags()
+
+
+async def test_the_idle_summary_store_waits_the_lag_after_a_slow_commit_ends(
+        tmp_path: Path) -> None:
+    """The node is idle from when its last commit ended, not from when it began: a commit
+    that takes longer than SUMMARY_LAG (the first append into a cold context of 1M entries
+    loads it, ~1 s) left the summary store due at once, and the timer often ran it (~2.5 s
+    at 1M, the context's Merkle tree built) before the appender was woken."""
+    import time
+
+    from p2p_ledger.core.ledger import SUMMARY_LAG
+
+    async with open_node(tmp_path / "n", node_id="node-a") as node:
+        inner = node.ledger.append
+        ended: list[float] = []
+
+        def slow_append(*args: Any, **kwargs: Any) -> Any:
+            appended = inner(*args, **kwargs)
+            time.sleep(1.2 * SUMMARY_LAG)  # (a commit that took that long)
+            ended.append(trio.current_time())
+            return appended
+
+        node.ledger.append = slow_append  # type: ignore[method-assign]
+        await node.append("ctx", "one")
+        assert node.ledger.lags()  # (stored by no commit: the idle store waits)
+        assert node.core._summaries_at >= ended[0] + SUMMARY_LAG
