@@ -279,9 +279,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    metavar="SIZE",
                    help="memory for contexts loaded from the store, e.g. 256MB or 1GiB (default "
                         "256MiB): beyond it the least recently used are unloaded and reload "
-                        "from disk when next needed; the estimate counts 6 KB per context and "
-                        "170 B per entry, plus 50 B per entry and 1x its stored bytes for a "
-                        "context that needed its Yjs Doc")
+                        "from disk when next needed; the estimate counts a context of up to 128 "
+                        "entries 6.2 KB + 100 B per entry, a larger one 170 B per entry, plus "
+                        "50 B per entry and 1x its stored bytes for a context that needed its "
+                        "Yjs Doc")
     p.add_argument("--verify-in-background", action="store_true",
                    help="run the full integrity check (content ids, signatures, stored roots) a "
                         "context at a time while serving; `status` shows its progress (a start "
