@@ -584,20 +584,14 @@ class EntryIndex:
         size = size or 2 * len(self._table)
         # (2-byte slots while every slot + 1 fits: a table of 2^16 places holds < 2^16 * 2/3)
         code = "H" if size <= 1 << 16 else "I"
-        table = self._table = array(code, bytes(array(code).itemsize * size))
-        mask = len(table) - 1
-        ids = self.ids
-        for held in range(len(self)):
-            start = ID_SIZE * held
-            i = hash(bytes(ids[start : start + ID_SIZE])) & mask
-            while table[i]:
-                i = (i + 1) & mask
-            table[i] = held + 1
-        self._placed = len(self)
-        return table
+        self._table = array(code, bytes(array(code).itemsize * size))
+        self._placed = 0
+        self._place_ids()
+        return self._table
 
     def _place_ids(self) -> None:
-        """Put the ids of the slots ``add_run`` added into the id table."""
+        """Put the ids of the slots not placed yet (``add_run``'s, or all after ``_grow``)
+        into the id table, growing it first if they would fill it past 2/3."""
         size = len(self._table)
         while 3 * len(self) > 2 * size:
             size *= 2

@@ -333,6 +333,7 @@ class Cluster:
         ledger = node.ledger
         requests = [ledger.prepare(context, key, payload) for key, payload in items]
         appended = node.core.append(requests, self.loop.now / NS)
+        node.core.commit_ended(self.loop.now / NS)  # (as the runtime; no time passes here)
         for entry in appended.entries:
             self.acked[entry.id] = (name, context)
         self.loop.record("append", f"{name} {context} {len(appended.entries)} "

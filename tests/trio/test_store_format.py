@@ -10,6 +10,7 @@ import hashlib
 import logging
 import random
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -231,6 +232,22 @@ def _assert_heads(store: SqliteStore, model: dict[str, dict[bytes, bytes]]) -> N
     assert all(live == used > 0 for live, used in _crowns(store).values())
 
 
+def _delete_every_head(store: SqliteStore, model: dict[str, dict[bytes, bytes]],
+                       rng: random.Random, size: Callable[[], int]) -> None:
+    """Delete the heads of ``model`` in a shuffled order, ``size()`` per commit, checking the
+    heads and crowns after each; no crown is left."""
+    held = [(c, raw) for c, kept in model.items() for raw in kept]
+    rng.shuffle(held)
+    while held:
+        n = size()
+        gone, held = held[:n], held[n:]
+        store.commit([], heads=[(c, raw, None) for c, raw in gone])
+        for c, raw in gone:
+            del model[c][raw]
+        _assert_heads(store, model)
+    assert _crowns(store) == {}
+
+
 def test_heads_of_one_commit_share_crowns_and_come_back_as_signed(tmp_path: Path) -> None:
     """Head changes in a seeded random order: every read gives back the heads as encoded, each
     crown counts exactly the heads that use it, and the last head gone takes it along."""
@@ -243,16 +260,7 @@ def test_heads_of_one_commit_share_crowns_and_come_back_as_signed(tmp_path: Path
         store.commit([(c, b"row") for c in NAMES], heads=changes)
         assert 0 < len(_crowns(store)) <= 40 // 8 + 1  # the 40-context commit: groups of 8
         _assert_heads(store, model)
-        held = [(c, raw) for c, kept in model.items() for raw in kept]
-        rng.shuffle(held)
-        while held:
-            n = rng.randint(1, 9)
-            gone, held = held[:n], held[n:]
-            store.commit([], heads=[(c, raw, None) for c, raw in gone])
-            for c, raw in gone:
-                del model[c][raw]
-            _assert_heads(store, model)
-        assert _crowns(store) == {}
+        _delete_every_head(store, model, rng, lambda: rng.randint(1, 9))
     finally:
         store.close()
 
@@ -316,14 +324,6 @@ def test_crowns_counted_without_a_trigger_survive_a_rolled_back_commit(
             model[context][raw] = head
         store.commit([], heads=[(c, raw, None) for c, raw, _ in failed])
         _assert_heads(store, model)
-        held = [(c, raw) for c, kept in model.items() for raw in kept]
-        random.Random(3).shuffle(held)
-        while held:
-            gone, held = held[:7], held[7:]
-            store.commit([], heads=[(c, raw, None) for c, raw in gone])
-            for c, raw in gone:
-                del model[c][raw]
-            _assert_heads(store, model)
-        assert _crowns(store) == {}
+        _delete_every_head(store, model, random.Random(3), lambda: 7)
     finally:
         store.close()
