@@ -9,6 +9,7 @@ nothing is stored. Stores and snapshots of format 1 (a signature per head) still
 
 from __future__ import annotations
 
+import hashlib
 import struct
 
 import pytest
@@ -163,6 +164,38 @@ def test_commit_statements_keep_their_format():
         "ae34e5a9721b30d162af0ea2dc14e2cfc1a3fe63fd772b7b5b34d878c8d9cd01")
     assert [len(h.path) // 32 for h in heads] == [2, 1, 2]  # three leaves: one rises unpaired
     assert heads[0].encode()[HEAD_SIZE] == 2
+
+
+@pytest.mark.parametrize(("n", "root", "encoded"), [
+    (2, "83b3c3919ef1eab5d39e286a5eee9a9e793479db53fba66935a668033c8b4c18",
+     "c6b3fc2c4ca7a3558571f542ce8be5408f038f41fe40c549c8f1019bfd1ea55c"),
+    (7, "9c637a0330287756c3ac3a471600c9f622196735e6e793c2672ba7aba2e7c3b8",
+     "c04fc9ab58e6094e4a797eff605a4e6fc7efd369f02a495b7ee5cca8b0f796b6"),
+    (128, "6ce59c613f71a4d6b67cb96bf73077ec1ca995ca47e3f4aa77a76fe33ebc6a1c",
+     "8092c701b303fb8684bb8a27e0000eea34f52c0131a7ec7c936a4e3b9870e40c"),
+    (129, "9d0b4fa7a518b0b354163ae2286b304c5306c0dc7d577171f14e602b5fdd59b0",
+     "141acc8461f452c4d9926adf419f87993eda011b3083f5a4d1ad0679d15ca1e4"),
+])
+def test_commit_trees_of_every_shape_keep_their_format(n, root, encoded):
+    """Golden vectors of larger commits (full levels, odd nodes rising at several levels): the
+    root every head's path leads to, and every head's bytes (sha256 of them all)."""
+    me = Identity.from_seed("vector")
+    heads = me.sign_heads([(f"c{i}", i, i + 1, hashlib.sha256(b"%d" % i).digest())
+                           for i in range(n)])
+    assert {h.root(f"c{i}").hex() for i, h in enumerate(heads)} == {root}
+    assert hashlib.sha256(b"".join(h.encode() for h in heads)).hexdigest() == encoded
+    assert heads == [Head(*(getattr(h, f) for f in ("origin", "chain", "seq", "entry_id",
+                                                    "signature", "path"))) for h in heads]
+    for h, i in zip(heads, range(n), strict=True):
+        h.verify(f"c{i}")
+
+
+def test_a_commit_signs_each_chain_once():
+    me = Identity.from_seed("vector")
+    with pytest.raises(ValueError, match="once"):
+        me.sign_heads([("c", 1, 1, bytes(32)), ("c", 1, 1, bytes(32))])
+    with pytest.raises(ValueError, match="at least one"):
+        me.sign_heads([])
 
 
 def test_a_fork_across_contexts_is_proven_with_paths():
