@@ -857,7 +857,7 @@ class Ledger:
             if was is None:
                 for raw, head in live[name].take_head_changes():
                     add_head((name, raw, head))
-                was = lagging.get(name)  # (_stored_counted, inline)
+                was = lagging.get(name)  # (entries counted in _entries: lagging, or stored)
                 if was is None:
                     summary = known.get(name)
                     was = (summary.stored, summary.entries) if summary else (0, 0)
@@ -896,8 +896,7 @@ class Ledger:
         else:
             for name, blob in rows:
                 live[name].stored_row(blob, update_start(blob))
-            for name, summary in computed.items():
-                self._summarized(name, summary)
+            self._summarized(computed)
             self._unsaved = set()
         for context, entries in held:
             self._notify(context, entries)
@@ -920,31 +919,45 @@ class Ledger:
         due = len(lagging) + len(self._unsaved) + sum(1 for n in touched if n not in lagging)
         return due * SUMMARY_SHARE <= self._lag_rows
 
-    def _stored_counted(self, name: str) -> tuple[int, int]:
-        """The stored bytes of ``name`` and its entries counted in ``_entries``."""
-        lagging = self._lagging.get(name)
-        if lagging is not None:
-            return lagging
-        summary = self.summaries.get(name)
-        return (summary.stored, summary.entries) if summary else (0, 0)
+    def _summarized(self, computed: Mapping[str, Summary]) -> None:
+        """Each of ``computed`` is now the current summary of its context (loaded): counts,
+        memory cost and the node tree follow it.
 
-    def _summarized(self, name: str, summary: Summary) -> None:
-        """``summary`` is now the current summary of ``name`` (loaded): counts, memory cost
-        and the node tree follow it."""
-        self._entries += summary.entries - self._stored_counted(name)[1]
-        self._lagging.pop(name, None)
-        self.summaries[name] = summary
-        self._account(name)
-        self._refresh(self._live[name])
+        why: spread over 10,000 contexts a commit that stores the summaries computes ~10,000
+        (one per ~4 rows); one loop with the steps inline instead of five calls per context
+        (counts, accounting, forks, node tree): 3.6-3.9 -> 2.8 us per summary (10,000
+        contexts of 4-24 entries, 2 alternated runs)"""
+        lagging, known, live, costs, due = (self._lagging, self.summaries, self._live,
+                                            self._costs, self._due)
+        observe = self.clock.observe
+        for name, summary in computed.items():
+            was = lagging.pop(name, None)  # (entries counted in _entries: lagging, or stored)
+            if was is not None:
+                counted = was[1]
+            else:
+                held = known.get(name)
+                counted = held.entries if held else 0
+            self._entries += summary.entries - counted
+            known[name] = summary
+            ctx = live[name]
+            cost = memory_cost(summary, ctx.has_doc)  # (_account, inline)
+            self._live_cost += cost - costs.get(name, 0)
+            costs[name] = cost
+            if ctx.new_forks:
+                self._refresh(ctx)
+            elif summary.entries:  # (_refresh_summary, inline)
+                due[name] = summary.root
+                observe(summary.max_lamport)
 
     def _settle(self) -> None:
         """Compute the summaries of the lagging contexts (their roots: what a read of the node
         tree, a count of forks, a diff or a check needs), to be stored later; not those
         holding staged rows, whose entries are not durable yet (their commit comes first)."""
-        for name, (stored, _) in list(self._lagging.items()):
-            if name not in self._dirty:
-                self._summarized(name, summarize(self._live[name], stored))
-                self._unsaved.add(name)
+        live, dirty = self._live, self._dirty
+        computed = {name: summarize(live[name], stored)
+                    for name, (stored, _) in self._lagging.items() if name not in dirty}
+        self._summarized(computed)
+        self._unsaved.update(computed)
 
     def write_summaries(self) -> None:
         """Store every summary that lags its rows (``summary_lag_ns``), in one transaction: the
