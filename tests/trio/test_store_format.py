@@ -327,3 +327,75 @@ def test_crowns_counted_without_a_trigger_survive_a_rolled_back_commit(
         _delete_every_head(store, model, random.Random(3), lambda: 7)
     finally:
         store.close()
+
+
+def test_heads_superseded_in_the_commit_that_stores_the_next_count_their_crowns_exactly(
+        tmp_path: Path) -> None:
+    """As a spread ingest does: each commit deletes the heads of some contexts and stores their
+    next ones (the store renames a deleted head's row for the head stored in its context),
+    before and after a reopen (crowns it does not know), with a context that deletes more
+    heads than it stores, one that stores more than it deletes, and one that stores again a
+    head it holds while it deletes another (the general way). After each commit every head
+    reads back as encoded and each crown counts exactly the heads that use it."""
+    alice = Identity.from_seed("alice")
+    rng = random.Random(11)
+    print("seed", 11)
+    model: dict[str, dict[bytes, bytes]] = {}
+    store = SqliteStore(tmp_path)
+
+    def commit(changes: list[tuple[str, bytes, bytes | None]]) -> None:
+        store.commit([(c, b"row") for c in dict.fromkeys(c for c, _, _ in changes)],
+                     heads=changes)
+        for context, raw, head in changes:
+            if head is None:
+                model[context].pop(raw, None)
+        for context, raw, head in changes:
+            if head is not None:
+                model.setdefault(context, {})[raw] = head
+        _assert_heads(store, model)
+
+    try:
+        commit(list(_signed(alice, NAMES, 1)))
+        for seq in range(2, 12):
+            if seq == 6:  # (crowns read as their heads go)
+                store.close()
+                store = SqliteStore(tmp_path)
+            touched = sorted(rng.sample(NAMES, rng.randint(1, 30)))
+            changes: list[tuple[str, bytes, bytes | None]] = []
+            for (context, raw, head) in _signed(alice, touched, seq):
+                gone = [(context, old, None) for old in model[context]]
+                if context == touched[0]:
+                    gone += [(context, b"never stored".ljust(32), None)]  # (deletes more)
+                news: list[tuple[str, bytes, bytes | None]] = [(context, raw, head)]
+                if context == touched[-1] and len(touched) > 1:  # (stores more)
+                    extra = _signed(alice, [context], 100 + seq)[0]
+                    news.append(extra)
+                changes += (gone + news) if seq % 2 else (news + gone)
+            commit(changes)
+        # a context that deletes a head it holds and stores again one it holds
+        c = NAMES[0]
+        held = list(model[c].items())
+        again = _signed(alice, [c], 200)[0]
+        commit([again])
+        commit([(c, held[0][0], None), again])
+        _delete_every_head(store, model, rng, lambda: rng.randint(1, 9))
+    finally:
+        store.close()
+
+
+def test_a_head_deleted_and_stored_again_in_a_commit_that_stores_another_again(
+        tmp_path: Path) -> None:
+    """A commit (a tool's: the ledger does not store a head twice) that deletes a head and
+    stores it again, and stores again another head it holds, counts each crown down once."""
+    alice = Identity.from_seed("alice")
+    changes = _signed(alice, NAMES[:16], 1)  # (a crown for each 8)
+    model = _model_heads(changes)
+    store = SqliteStore(tmp_path)
+    try:
+        store.commit([], heads=changes)
+        (c0, raw0, head0), (c1, raw1, head1) = changes[:2]
+        store.commit([], heads=[(c0, raw0, None), (c0, raw0, head0), (c1, raw1, head1)])
+        _assert_heads(store, model)
+        _delete_every_head(store, model, random.Random(5), lambda: 3)
+    finally:
+        store.close()
