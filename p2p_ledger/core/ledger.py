@@ -355,8 +355,11 @@ class Ledger:
             ledger._refresh_summary(name, summary)
         if lagging:
             ledger._stale = OrderedDict.fromkeys(lagging)
-            # (our next entry must come after every one stored: the tail's times too)
-            for _, blob in storage.rows_after_summaries():
+            # (our next entry must come after every one stored: the tail's times too, stored
+            # with its rows or read from those committed without them)
+            lamport, rows = storage.lagging_lamport()
+            ledger.clock.observe(lamport)
+            for _, blob in rows:
                 for record in appended_values(decode_bundle(blob).update, ARRAY_NAME):
                     ledger.clock.observe(known_record_fields(record)[1])
         return ledger
@@ -876,8 +879,11 @@ class Ledger:
             # (the summaries _settle computed are current in memory, their contexts perhaps
             # evicted since: stored as they are; one committed since is computed anew above)
             summaries = {**{name: self.summaries[name] for name in self._unsaved}, **computed}
+        # (what an open after a crash takes for the clock instead of reading lagging rows)
+        lamport = None if summaries is not None else max(
+            (live[name].max_lamport for name in after), default=None)
         try:
-            self.storage.commit(rows, summaries, heads)
+            self.storage.commit(rows, summaries, heads, lamport)
         except BaseException:
             # The docs now hold entries that are not durable: forget them, reload what is.
             for name in after:

@@ -89,11 +89,12 @@ class Storage(Protocol):
         summary lags or is missing: the ledger settles those, ``Ledger.settle_step``)."""
         ...
 
-    def rows_after_summaries(self) -> Iterator[tuple[str, bytes]]:
-        """(context, bundle) of the rows the stored summaries do not describe (every row when
-        they were never written), in commit order, read as they are consumed: what a crash
-        left lagging (``Ledger.open`` reads their Lamport times). Consume it before the next
-        commit."""
+    def lagging_lamport(self) -> tuple[int, Iterator[tuple[str, bytes]]]:
+        """What the Lamport times of the rows the stored summaries do not describe (every row
+        when they were never written: what a crash left lagging) come to, for ``Ledger.open``'s
+        clock: the highest time committed with them (``commit``'s ``lamport``; 0 if none),
+        and (context, bundle) of those committed without it, in commit order, read as they
+        are consumed (may include rows the time covers). Consume it before the next commit."""
         ...
 
     def read_spans(self, context: str, spans: Sequence[Span]) -> list[bytes]:
@@ -118,12 +119,16 @@ class Storage(Protocol):
 
     def commit(self, updates: Sequence[tuple[str, bytes]],
                summaries: Mapping[str, Summary] | None = None,
-               heads: Sequence[HeadChange] = ()) -> None:
+               heads: Sequence[HeadChange] = (), lamport: int | None = None) -> None:
         """Append (context, update) pairs, replace those contexts' summaries and apply the
         head changes, in one durable transaction. ``summaries`` None leaves the summaries of
         those contexts lagging (tools that write rows only; the ledger with
         ``summary_lag_ns``): the next open recomputes them. Summaries describe every row
-        committed up to the last commit that wrote any (it must write all that lag)."""
+        committed up to the last commit that wrote any (it must write all that lag).
+        ``lamport``: with lagging summaries, a Lamport time at or above every entry in
+        ``updates`` and no higher than a stored entry's (the ledger gives its touched contexts'
+        highest), kept so that an open after a crash need not read the rows for it (None:
+        not given, the open reads them; see ``lagging_lamport``)."""
         ...
 
     def put_summaries(self, summaries: Mapping[str, Summary]) -> None:
@@ -195,14 +200,16 @@ class MemoryStorage:
         return dict(self.summary), [name for name in self.updates
                                     if name in self.lagging or name not in self.summary]
 
-    def rows_after_summaries(self) -> Iterator[tuple[str, bytes]]:
-        # (every row of a lagging context: those the summaries describe too, which is allowed)
+    def lagging_lamport(self) -> tuple[int, Iterator[tuple[str, bytes]]]:
+        # No time is kept (reading the rows in memory costs nothing), so a simulated crash and
+        # tail loss need no more than the rows. Every row of a lagging context: those the
+        # summaries describe too, which is allowed.
         lagging = self.lagging_summaries()[1]
-        return iter([(name, blob) for name in lagging for blob in self.updates[name]])
+        return 0, iter([(name, blob) for name in lagging for blob in self.updates[name]])
 
     def commit(self, updates: Sequence[tuple[str, bytes]],
                summaries: Mapping[str, Summary] | None = None,
-               heads: Sequence[HeadChange] = ()) -> None:
+               heads: Sequence[HeadChange] = (), lamport: int | None = None) -> None:
         for context, blob in updates:
             self.updates.setdefault(context, []).append(blob)
         for context, raw, head in heads:

@@ -80,10 +80,10 @@ class CheckedStorage(MemoryStorage):
 
     def commit(self, updates: Sequence[tuple[str, bytes]],
                summaries: Mapping[str, Summary] | None = None,
-               heads: Sequence[HeadChange] = ()) -> None:
+               heads: Sequence[HeadChange] = (), lamport: int | None = None) -> None:
         self.heads_undo.append([(context, raw, self.stored_heads.get(context, {}).get(raw))
                                 for context, raw, _ in heads])
-        super().commit(updates, summaries, heads)
+        super().commit(updates, summaries, heads, lamport)
         self.commit_log.append([context for context, _ in updates])
         for context, blob in updates:
             doc = (self.rebuilt.get(context) or self.fresh_doc(context))[0]

@@ -141,6 +141,15 @@ SUMMARIES_UPTO = "summaries_upto"
 # A context's integer id, in a statement that names the context (the scalar subquery is read
 # once per statement, and the index lookups use its value).
 CTX = "(SELECT id FROM contexts WHERE name = ?)"
+# "TIME ROW": a Lamport time at or above every entry of the rows after SUMMARIES_UPTO up to row
+# id ROW, written with the rows by each commit that leaves summaries lagging
+# (``Storage.commit``'s ``lamport``): an open after a crash takes TIME instead of reading
+# those rows, and reads only the rows after ROW (committed without a time: by a tool, or an
+# older version).
+# why: spread over 10,000 contexts summaries may lag their rows by up to SUMMARY_LAG_MOST x
+# SUMMARY_LAG (4 s, ``Ledger._summaries_due``), and the open after a crash read every row
+# of those 4 s to decode its records' times.
+LAMPORT_UPTO = "lamport_upto"
 SUMMARY_COLUMNS = "root, entries, state_vector, max_lamport, forks, stored"
 _first, _second = itemgetter(0), itemgetter(1)
 
@@ -178,6 +187,7 @@ class SqliteStore:
             check_format(self.db, db)
             _migrate(self.db, db)
             self.db.executescript(SCHEMA + MARK)
+            self._lamport = self._covered()
         except BaseException as exc:
             # Not a database (or unreadable): release the lock so the caller can report it.
             os.close(self._lock_fd)
@@ -302,12 +312,25 @@ class SqliteStore:
         return ({str(row[0]): _summary(row) for row in self.db.execute(
             f"SELECT name, {SUMMARY_COLUMNS} FROM contexts WHERE root IS NOT NULL")}, lagging)
 
-    def rows_after_summaries(self) -> Iterator[tuple[str, bytes]]:
+    def _covered(self) -> int | None:
+        """The Lamport time the rows after SUMMARIES_UPTO come to, if LAMPORT_UPTO covers
+        them all (0: there are none); None if some were committed without one."""
+        last = self.db.execute("SELECT max(id) FROM updates").fetchone()[0] or 0
+        if last <= int(self.get_meta(SUMMARIES_UPTO) or 0):
+            return 0
+        time, row = _time_upto(self.get_meta(LAMPORT_UPTO))
+        return time if row == last else None
+
+    def lagging_lamport(self) -> tuple[int, Iterator[tuple[str, bytes]]]:
+        time, row = _time_upto(self.get_meta(LAMPORT_UPTO))
+        return time, self._rows_after(max(row, int(self.get_meta(SUMMARIES_UPTO) or 0)))
+
+    def _rows_after(self, after: int) -> Iterator[tuple[str, bytes]]:
         try:
             names = {ctx: str(name) for ctx, name in self.db.execute(
                 "SELECT id, name FROM contexts")}
             cursor = self.db.execute("SELECT ctx, blob, bare FROM updates WHERE id > ? "
-                                     "ORDER BY id", (int(self.get_meta(SUMMARIES_UPTO) or 0),))
+                                     "ORDER BY id", (after,))
             while rows := cursor.fetchmany(8):  # (a row may hold a commit of large entries)
                 for ctx, blob, bare in rows:
                     yield names[ctx], _bundle(blob, bare)
@@ -321,9 +344,10 @@ class SqliteStore:
 
     def commit(self, updates: Sequence[tuple[str, bytes]],
                summaries: Mapping[str, Summary] | None = None,
-               heads: Sequence[HeadChange] = ()) -> None:
+               heads: Sequence[HeadChange] = (), lamport: int | None = None) -> None:
         if not updates and not summaries and not heads:
             return
+        covered = self._lamport
         self.db.execute("BEGIN")
         try:
             ids, new = self._context_ids(chain(summaries or (), map(_first, updates),
@@ -332,10 +356,14 @@ class SqliteStore:
             if summaries is not None:
                 self._put(summaries, ids)
                 self._mark_current()
+                covered = 0
+            elif updates:
+                covered = self._cover(lamport)
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+        self._lamport = covered
         if new:
             self._known_ids(new)
         self._known_crowns(crowns)
@@ -375,6 +403,18 @@ class SqliteStore:
             known.pop(key, None)
         known.update(stored)
 
+    def _cover(self, lamport: int | None) -> int | None:
+        """Inside a transaction that leaves rows after SUMMARIES_UPTO: LAMPORT_UPTO covers
+        them all, ``lamport`` its new rows (None: not given), if it covered those before;
+        returns the time they come to (None: not covered, an open reads them)."""
+        if lamport is None or self._lamport is None:
+            return None
+        time = max(self._lamport, lamport)
+        self.db.execute("INSERT INTO meta (name, value) SELECT ?, ? || ' ' || max(id) FROM "
+                        "updates WHERE true ON CONFLICT (name) DO UPDATE SET value = "
+                        "excluded.value", (LAMPORT_UPTO, time))
+        return time
+
     def _committed(self, size: int) -> None:
         """After a commit of ``size`` bytes of rows: wake the checkpoint thread every
         CHECKPOINT_EVERY bytes (started at the first: most stores in tests never get there)."""
@@ -396,6 +436,7 @@ class SqliteStore:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+        self._lamport = 0  # (nothing lags)
 
     def _put(self, summaries: Mapping[str, Summary], ids: Mapping[str, int] | None = None
              ) -> None:
@@ -434,6 +475,8 @@ class SqliteStore:
                             (len(state), context))
             if current:
                 self._mark_current()  # the content is unchanged: the summaries still hold
+            else:  # (and so are its Lamport times)
+                self._cover(self._lamport)
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
@@ -506,6 +549,14 @@ class StoreReader:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _time_upto(value: str | None) -> tuple[int, int]:
+    """LAMPORT_UPTO's (time, row); (0, 0) if there is none."""
+    if value is None:
+        return 0, 0
+    time, row = value.split()
+    return int(time), int(row)
 
 
 def _summary(row: Sequence[Any]) -> Summary:

@@ -109,10 +109,10 @@ class _FailingSqlite(SqliteStore):
 class _FailingMemory(MemoryStorage):
     fail = False
 
-    def commit(self, updates, summaries=None, heads=()):
+    def commit(self, updates, summaries=None, heads=(), lamport=None):
         if self.fail:
             raise OSError("disk full")
-        super().commit(updates, summaries, heads)
+        super().commit(updates, summaries, heads, lamport)
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])

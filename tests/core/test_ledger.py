@@ -590,10 +590,10 @@ class FlakyStorage(MemoryStorage):
         super().__init__()
         self.fail = False
 
-    def commit(self, updates, summaries=None, heads=()) -> None:
+    def commit(self, updates, summaries=None, heads=(), lamport=None) -> None:
         if self.fail:
             raise OSError("disk full")
-        super().commit(updates, summaries, heads)
+        super().commit(updates, summaries, heads, lamport)
 
 
 def _durable_view(ledger):
@@ -823,11 +823,11 @@ def test_context_logs_made_by_verify_and_rollback_are_freed():
     class FailOnce(MemoryStorage):
         fail = False
 
-        def commit(self, updates, summaries=None, heads=()):
+        def commit(self, updates, summaries=None, heads=(), lamport=None):
             if self.fail:
                 self.fail = False
                 raise OSError("disk full")
-            super().commit(updates, summaries, heads)
+            super().commit(updates, summaries, heads, lamport)
 
     storage = FailOnce()
     ledger = open_ledger(storage, "a")

@@ -174,10 +174,10 @@ def test_received_updates_and_diffs_while_summaries_lag(storage):
 class _FailingSqlite(SqliteStore):
     fail = False
 
-    def commit(self, updates, summaries=None, heads=()):
+    def commit(self, updates, summaries=None, heads=(), lamport=None):
         if self.fail:
             raise OSError("disk full")
-        super().commit(updates, summaries, heads)
+        super().commit(updates, summaries, heads, lamport)
 
 
 def test_a_failed_commit_while_summaries_lag_keeps_counts_and_roots_durable(tmp_path):
@@ -204,7 +204,9 @@ def test_a_failed_commit_while_summaries_lag_keeps_counts_and_roots_durable(tmp_
 def test_summaries_lagging_at_a_sigkill_are_settled_after_the_next_open(tmp_path):
     """A real crash: a child appends with summaries that never come due and is SIGKILLed
     mid-stream; the next open settles the lagging ones, every finished commit is there
-    and checks, and the stored summaries equal recomputed ones."""
+    and checks, and the stored summaries equal recomputed ones. The clock after the crash is
+    never below an acknowledged entry's Lamport time, and the open takes it from what the
+    commits stored with their rows, reading none of them."""
     data = tmp_path / "node"
     child = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(data)],
                              stdout=subprocess.PIPE, text=True)
@@ -213,15 +215,18 @@ def test_summaries_lagging_at_a_sigkill_are_settled_after_the_next_open(tmp_path
     for _ in range(40):  # 40 finished commits, then kill it wherever it is
         line = child.stdout.readline()
         assert line.startswith("committed"), line
-        committed = int(line.split()[2])
+        committed, acknowledged = int(line.split()[2]), int(line.split()[3])
     child.kill()
     child.wait(timeout=30)
     store = SqliteStore(data)
     try:
         summaries, lagging = store.lagging_summaries()
         assert lagging, "the child stored its summaries: the crash tested nothing"
+        lamport, rows = store.lagging_lamport()
+        assert lamport >= acknowledged and list(rows) == []
         again = open_ledger(store, "x", "x-2")
         assert again.settling() and again.loads == 0
+        assert again.clock.time >= acknowledged
         again.settle()
         assert again.entry_count() >= committed
         again.write_summaries()
@@ -231,6 +236,38 @@ def test_summaries_lagging_at_a_sigkill_are_settled_after_the_next_open(tmp_path
     finally:
         store.close()
 
+
+
+class _Older(SqliteStore):
+    """A store as an older version writes it: rows without their Lamport time."""
+
+    def commit(self, updates, summaries=None, heads=(), lamport=None):
+        super().commit(updates, summaries, heads)
+
+
+def test_rows_committed_without_their_lamport_time_are_read_by_the_open(tmp_path):
+    """After a crash, rows that an older version (or a tool) committed without their Lamport
+    time, after rows with one, are read: the clock orders a new entry after theirs too."""
+    data = tmp_path / "n"
+    store = SqliteStore(data)
+    a = _lagging(open_ledger(store, "a"), 10**15)
+    append(a, CONTEXTS[0], "with its time")
+    store.close()  # (a crash: no summary stored)
+    older = _Older(data)
+    b = _lagging(open_ledger(older, "a", "a-2"), 10**15)
+    for i in range(5):
+        append(b, CONTEXTS[1], f"without {i}")
+    last = b.clock.time
+    older.close()
+    store = SqliteStore(data)
+    try:
+        assert store.lagging_lamport()[0] < last
+        c = open_ledger(store, "a", "a-3")
+        assert c.clock.time >= last
+        (entry,) = append(c, CONTEXTS[2], "after the crash").entries
+        assert entry.lamport > last
+    finally:
+        store.close()
 
 _KILLED_WRITER = """
 import sys
@@ -244,7 +281,7 @@ for i in range(100000):
     appended = ledger.append([ledger.prepare(f"c{i % 7}", "k", b"p" * (i % 50))
                               for _ in range(1 + i % 5)])
     total += len(appended.entries)
-    print("committed", i, total, flush=True)
+    print("committed", i, total, max(e.lamport for e in appended.entries), flush=True)
 """
 
 

@@ -89,8 +89,8 @@ def test_heads_left_unstored_fail_durable_at_every_commit(monkeypatch: pytest.Mo
     original = CheckedStorage.commit
 
     def commit_without_heads(self: CheckedStorage, updates: Any, summaries: Any = None,
-                             heads: Any = ()) -> None:
-        original(self, updates, summaries, ())
+                             heads: Any = (), lamport: Any = None) -> None:
+        original(self, updates, summaries, (), lamport)
 
     monkeypatch.setattr(CheckedStorage, "commit", commit_without_heads)
     report = run_scenario(small_scenario())

@@ -17,9 +17,10 @@ async def test_concurrent_appends_share_commits(tmp_path: Path) -> None:
         store: Any = node.ledger.storage
         inner = store.commit
 
-        def counting_commit(updates: Any, summaries: Any = None, heads: Any = ()) -> None:
+        def counting_commit(updates: Any, summaries: Any = None, heads: Any = (),
+                            lamport: Any = None) -> None:
             commits.append(len(updates))
-            inner(updates, summaries, heads)
+            inner(updates, summaries, heads, lamport)
 
         store.commit = counting_commit
         results: dict[int, Any] = {}
@@ -89,7 +90,8 @@ async def test_failed_commit_fails_every_caller_in_it(tmp_path: Path) -> None:
         store: Any = node.ledger.storage
         inner = store.commit
 
-        def broken(updates: Any, summaries: Any = None, heads: Any = ()) -> None:
+        def broken(updates: Any, summaries: Any = None, heads: Any = (),
+                   lamport: Any = None) -> None:
             raise OSError("disk full")
 
         store.commit = broken

@@ -32,9 +32,10 @@ async def test_a_watcher_and_a_forward_see_only_committed_received_entries(
         rows: list[int] = []
         inner = store.commit
 
-        def counting(updates: Any, summaries: Any = None, heads: Any = ()) -> None:
+        def counting(updates: Any, summaries: Any = None, heads: Any = (),
+                     lamport: Any = None) -> None:
             rows.append(len(updates))
-            inner(updates, summaries, heads)
+            inner(updates, summaries, heads, lamport)
 
         store.commit = counting
         with trio.fail_after(60):

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from p2p_ledger.core.errors import LedgerError, StoreDamagedError, StoreError, StoreLockedError
-from p2p_ledger.core.storage import MemoryStorage
+from p2p_ledger.core.storage import MemoryStorage, Summary
 from p2p_ledger.trio.store import (
     APPLICATION_ID,
     CHECKPOINT_EVERY,
@@ -340,3 +340,43 @@ def test_a_new_store_has_16_kib_pages_and_an_old_one_keeps_its_own(tmp_path):
         assert list(old.iter_context("c")) == [b"x" * 1000]
     finally:
         old.close()
+
+
+def _lagging(store):
+    time_, rows = store.lagging_lamport()
+    return time_, list(rows)
+
+
+def test_the_lamport_time_committed_with_lagging_rows_spares_an_open_reading_them(tmp_path):
+    """A commit that leaves summaries lagging stores the highest Lamport time of its entries
+    with its rows (the highest so far): an open after a crash takes it instead of reading
+    them. Rows committed without one (a tool, an older version) are read, and so is every
+    row after them until summaries are stored again; a compaction changes no Lamport time."""
+    summary = Summary(bytes(32), 1, b"\x00", 1, 0, 3)
+    store = SqliteStore(tmp_path)
+    try:
+        store.commit([("a", b"r1")], {"a": summary})
+        assert _lagging(store) == (0, [])
+        store.commit([("a", b"r2")], lamport=5)
+        store.commit([("b", b"r3")], lamport=3)
+        assert _lagging(store) == (5, [])
+    finally:
+        store.close()
+    store = SqliteStore(tmp_path)  # (as after a crash)
+    try:
+        assert _lagging(store) == (5, [])
+        store.commit([("b", b"r4")], lamport=6)
+        store.replace_context("a", b"state", [])  # (its entries' times are counted already)
+        assert _lagging(store) == (6, [])
+        store.commit([("b", b"r5")])  # (without a time)
+        store.commit([("a", b"r6")], lamport=9)
+        assert _lagging(store) == (6, [("b", b"r5"), ("a", b"r6")])
+        store.commit([], {"a": summary, "b": summary})  # (nothing lags)
+        assert _lagging(store)[1] == []
+        store.commit([("b", b"r7")], lamport=2)
+        assert _lagging(store) == (2, [])
+    finally:
+        store.close()
+    memory = MemoryStorage()  # (keeps no time: it reads its rows, which cost nothing)
+    memory.commit([("a", b"r1")], lamport=5)
+    assert _lagging(memory) == (0, [("a", b"r1")])
