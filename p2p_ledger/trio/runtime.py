@@ -23,7 +23,7 @@ import os
 import secrets
 import ssl
 import tempfile
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,7 +80,10 @@ class _Batch:
     What trio.Event adds to it (a set of tasks, its abort closure), and trio.current_time()
     per call for the latency histogram, cost ~0.45 us per entry of ~3.4: 128 tasks that only
     join a batch and wait for it, 200k appends, 3 alternated runs: 3.43-3.47 against 2.98-3.03
-    us of CPU per entry parked in a list with time.perf_counter()."""
+    us of CPU per entry parked in a list with time.perf_counter(). ``append`` parks through
+    ``park`` (no coroutine of ``wait`` between it and trio), joins the batch inline and calls
+    the trio functions bound once: 34.0k -> 31.2k instructions per append (callgrind, the same
+    128 tasks against a stub ledger, 50k appends less 10k)."""
 
     __slots__ = ("done", "entries", "error", "requests", "starts", "waiting")
 
@@ -98,22 +101,34 @@ class _Batch:
         if self.done:
             await trio.lowlevel.checkpoint()
             return
-        task = trio.lowlevel.current_task()
-        self.waiting.append(task)
+        await _wait_task_rescheduled(self.park())
+
+    def park(self) -> Callable[[Any], trio.lowlevel.Abort]:
+        """Count the calling task among those ``finish`` wakes; returns the abort function
+        that takes it out again, for ``trio.lowlevel.wait_task_rescheduled``."""
+        task = _current_task()
+        waiting = self.waiting
+        waiting.append(task)
 
         def abort(_: Any) -> trio.lowlevel.Abort:
-            self.waiting.remove(task)
-            return trio.lowlevel.Abort.SUCCEEDED
+            waiting.remove(task)
+            return _ABORTED
 
-        await trio.lowlevel.wait_task_rescheduled(abort)
+        return abort
 
     def finish(self) -> None:
         """Wake every caller waiting; later ``wait`` calls return at once."""
         self.done = True
-        reschedule = trio.lowlevel.reschedule
         for task in self.waiting:
-            reschedule(task)
+            _reschedule(task)
         self.waiting.clear()
+
+
+# (bound once: each append parks and is woken through them)
+_current_task = trio.lowlevel.current_task
+_wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
+_reschedule = trio.lowlevel.reschedule
+_ABORTED = trio.lowlevel.Abort.SUCCEEDED
 
 
 @dataclass
@@ -186,8 +201,18 @@ class Node:
         ``KeyTooLarge``, ``MetaTooLarge``, ...) before anything is stored; a storage error
         (``OSError``, ``sqlite3.Error``) if the commit failed: then nothing was acknowledged.
         """
-        batch, start = self._join((self.ledger.prepare(context, key, payload, meta),))
-        await batch.wait()
+        request = self.ledger.prepare(context, key, payload, meta)
+        batch = self._batch  # (_join, inlined: one call fewer per append)
+        if batch is None:
+            batch = self._batch = _Batch()
+            self._pending_ready.set()
+        requests = batch.requests
+        start = len(requests)
+        requests.append(request)
+        batch.starts.append(perf_counter())
+        # (parked without ``batch.wait()``'s coroutine: the batch taking appends is never
+        # finished, the committer takes it before it commits)
+        await _wait_task_rescheduled(batch.park())
         if batch.error is not None:
             raise batch.error
         return batch.entries[start]
