@@ -62,7 +62,7 @@ from .entry import (
 from .errors import ForbiddenUpdate, IntegrityError, RemoteProtocolError
 from .identity import Head
 from .index import EntriesAt, EntriesById, EntriesInOrder, EntryIndex, Reader, writer_name
-from .merkle import MerkleTree
+from .merkle import BUILD_STEP, MerkleTree
 from .yjs import (
     GatedStruct,
     appended_values,
@@ -777,10 +777,24 @@ class ContextLog:
         ``Ledger.append`` (alternated, load ~6.5)."""
         first, self._loading = self._loading, None
         tree = self._tree
+        tree.finish_steps()  # (a build in steps: the steps left, at once)
         if first is not None:
             with memoryview(self.index.ids) as ids:
                 tree.add_packed(ids[ID_SIZE * first :])
         return tree
+
+    def tree_step(self) -> bool:
+        """A step of building the tree (``MerkleTree.start_steps``) while it is empty and more
+        than ``BUILD_STEP`` ids wait for it (a load's); True while steps are left. The ids
+        appended meanwhile wait for the next use, and a use takes the steps left at once."""
+        tree = self._tree
+        if not tree.building:
+            first, end = self._loading, len(self.index.ids) // ID_SIZE
+            if first is None or len(tree) or end - first <= BUILD_STEP:
+                return False
+            tree.start_steps(lambda: self.index.ids, first, end)
+            self._loading = end  # (from it on, ids wait for the next use as before)
+        return tree.step()
 
     def _settle(self, update: bytes, ends: dict[int, int] | None = None) -> None:
         """Keep the applied updates whose structs yrs still holds pending (an origin missing):

@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import struct
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from hashlib import sha256
 from typing import TypeAlias
@@ -676,7 +676,10 @@ def _sorted_digest(keys: list[bytes], lo: int, hi: int, depth: int, max_leaf: in
 
 
 _PACKED_BATCH = 65536  # keys per add_keys call of add_packed into a tree that is not empty
-_FIRST_NIBBLE = bytes(b >> 4 for b in range(256))  # a byte → its high nibble (bytes.translate)
+# Keys a step of ``add_packed_steps`` builds at most (and gathers, at ~1M keys: a first byte's).
+# why: ~5 us a key, so a step holds the caller ~20 ms; the tree of a context of 1M loaded after
+# a start, built at once by its first summary, held the trio loop ~2.5 CPU-s
+BUILD_STEP = 4096
 
 
 class MerkleTree:
@@ -689,6 +692,7 @@ class MerkleTree:
         self._root: _Node = b""
         self._root_digest: bytes | None = EMPTY_ROOT
         self._count = 0
+        self._steps: Iterator[None] | None = None  # a build in steps (start_steps)
 
     @property
     def max_leaf(self) -> int:
@@ -759,6 +763,7 @@ class MerkleTree:
 
         why: sorting the list itself when its keys are distinct (a set only to check that) is
         cheaper than sorting a set: 0.23 against 0.30 us a key for 35k keys"""
+        assert self._steps is None, "a build in steps is not finished"
         unique = set(keys)
         ordered = sorted(keys if len(unique) == len(keys) else unique)
         if not ordered:
@@ -771,18 +776,12 @@ class MerkleTree:
 
     def add_packed(self, packed: bytes | bytearray | memoryview) -> int:
         """:meth:`add_keys` of every 32-byte key of ``packed`` (keys back to back: an index's
-        id column); returns how many were new. Into an empty tree, each first nibble's keys
-        are gathered, sorted and built at once, so at most about a 16th of the keys are
-        objects at a time; else they go in batches of ``_PACKED_BATCH``.
-
-        why: a loaded context's tree is made on first use from every id at once. Added 65,536
-        at a time, a batch's keys mostly went one by one into leaves already built by the
-        batches before, and a first batch into the empty root was sorted twice: 1M ids took
-        9.5 and 12.0 CPU-s with the root, against 5.2 and 4.8 like this (alternated in one
-        process, load ~5-9)."""
+        id column); returns how many were new. Into an empty tree, as
+        :meth:`add_packed_steps` builds it, all at once; else in batches of
+        ``_PACKED_BATCH``."""
         with memoryview(packed) as view:
             n = len(view) >> 5
-            if self._count or n <= self._max_leaf * FANOUT * FANOUT:
+            if self._count or n <= BUILD_STEP:
                 added = 0
                 for start in range(0, n, _PACKED_BATCH):
                     # (a part as bytes, sliced: 0.10 us a key, 0.22 sliced from the view)
@@ -790,30 +789,130 @@ class MerkleTree:
                     added += self._add_list([part[i : i + DIGEST_SIZE]
                                              for i in range(0, len(part), DIGEST_SIZE)])
                 return added
-            # (each key's first nibble, one byte each: a nibble's keys are found by bytes.find)
-            nibs = view[::DIGEST_SIZE].tobytes().translate(_FIRST_NIBBLE)
-            kids: list[_Node | None] = [None] * FANOUT
-            present = biggest = 0
-            for nib in range(FANOUT):
+        for _ in self.add_packed_steps(lambda: packed, 0, n):
+            pass
+        return self._count
+
+    def add_packed_steps(self, source: Callable[[], bytes | bytearray | memoryview],
+                         first: int, end: int) -> Iterator[None]:
+        """:meth:`add_packed` of keys ``first`` to ``end`` of ``source()`` into this tree,
+        which is empty, a bounded step at a time: each step gathers the keys of one first byte
+        (``source()`` asked again: a buffer the caller may grow between steps) or builds and
+        digests a subtree of at most ``BUILD_STEP`` keys. The tree stays empty until the last
+        step; nothing may change it meanwhile (``ContextLog.tree`` finishes the steps first).
+        A tree that is not empty, or up to ``BUILD_STEP`` keys, takes them in one step.
+
+        why: a loaded context's tree is made on first use from every id at once. Added 65,536
+        at a time, a batch's keys mostly went one by one into leaves already built by the
+        batches before, and a first batch into the empty root was sorted twice: 1M ids took
+        9.5 and 12.0 CPU-s with the root, against 5.2 and 4.8 a first nibble at a time
+        (alternated in one process, load ~5-9); a first byte at a time, each subtree digested
+        as it is built, 2.16-2.28 against 2.59-2.83 (4 alternated rounds, load ~5). In steps,
+        the first summary of a context of 1M loaded after a start no longer holds the node
+        for all of it (``NodeCore.tick``)."""
+        if self._count or end - first <= BUILD_STEP:
+            with memoryview(source()) as view, view[first << 5 : end << 5] as keys:
+                self.add_packed(keys)
+            yield
+            return
+        max_leaf = self._max_leaf
+        with memoryview(source()) as view:
+            firsts = view[first << 5 : end << 5 : DIGEST_SIZE].tobytes()  # each key's first byte
+        kids: list[_Node | None] = [None] * FANOUT
+        slots = bytearray(FANOUT * DIGEST_SIZE)
+        count = biggest = 0
+        for nib in range(FANOUT):
+            groups: list[bytes] = []  # the keys of each first byte of this nibble, sorted
+            built: dict[int, tuple[_Node, bytes]] = {}  # (those past max_leaf, with digests)
+            for low in range(FANOUT):
+                byte = nib << 4 | low
                 group = set()
-                at = nibs.find(nib)
-                while at >= 0:
-                    group.add(view[at << 5 : (at + 1) << 5].tobytes())
-                    at = nibs.find(nib, at + 1)
-                if group:
-                    kids[nib] = self._build(b"".join(sorted(group)), None, 1)
-                    present |= 1 << nib
-                    self._count += len(group)
-                    biggest = max(biggest, len(group))
-        if biggest > self._max_leaf:  # (a child is inner: the root is an _Inner, as _build
-            # would make it; else the keys were repeats and fit a leaf)
-            self._root = _Inner(kids, bytearray(FANOUT * DIGEST_SIZE), present)
+                # (no view kept past the step: the buffer could not grow while one is)
+                with memoryview(source()) as view, view[first << 5 : end << 5] as keys:
+                    at = firsts.find(byte)
+                    while at >= 0:
+                        group.add(keys[at << 5 : (at + 1) << 5].tobytes())
+                        at = firsts.find(byte, at + 1)
+                groups.append(b"".join(sorted(group)))
+                yield
+                if len(group) > max_leaf:
+                    built[low] = yield from self._build_steps(groups[low], 2)
+            size = sum(map(len, groups)) >> 5
+            if not size:
+                continue
+            count += size
+            biggest = max(biggest, size)
+            if built:  # (the node of this nibble is inner, its kids what _build would make)
+                grand: list[_Node | None] = [None] * FANOUT
+                grand_slots = bytearray(FANOUT * DIGEST_SIZE)
+                stale = 0
+                for low, keys_of in enumerate(groups):
+                    if low in built:
+                        grand[low], grand_slots[low << 5 : (low + 1) << 5] = built[low]
+                    elif keys_of:
+                        grand[low] = _bucket(keys_of, None, None)
+                        stale |= 1 << low
+                kid: _Node = _Inner(grand, grand_slots, stale)
+            else:
+                kid = self._build(b"".join(groups), None, 1)
+            kids[nib] = kid
+            slots[nib << 5 : (nib + 1) << 5] = _digest(kid, 1)
+        assert not self._count, "the tree changed while it was built in steps"
+        self._count = count
+        if biggest > max_leaf:  # (a child is inner: the root is an _Inner, as _build would
+            # make it; else the keys were repeats and fit a leaf)
+            self._root = _Inner(kids, slots, 0)
         else:
             self._root = self._build(b"".join(_leaf_parts(kid)[0] for kid in kids
                                               if type(kid) is bytes or type(kid) is _Leaf),
                                      None, 0)
         self._root_digest = None
-        return self._count
+
+    @property
+    def building(self) -> bool:
+        """A build started by :meth:`start_steps` has steps left."""
+        return self._steps is not None
+
+    def start_steps(self, source: Callable[[], bytes | bytearray | memoryview], first: int,
+                    end: int) -> None:
+        """Begin :meth:`add_packed_steps` into this tree, which is empty: :meth:`step` takes
+        a step, :meth:`finish_steps` the steps left; the tree must not be used otherwise
+        until none is left."""
+        assert self._steps is None and not self._count
+        self._steps = self.add_packed_steps(source, first, end)
+
+    def step(self) -> bool:
+        """A step of the build :meth:`start_steps` began; True while steps are left."""
+        if self._steps is None or next(self._steps, False) is False:
+            self._steps = None
+            return False
+        return True
+
+    def finish_steps(self) -> None:
+        """The steps left of the build :meth:`start_steps` began, if any, at once."""
+        if self._steps is not None:
+            for _ in self._steps:
+                pass
+            self._steps = None
+
+    def _build_steps(self, keys: bytes, depth: int) -> Generator[None, None, tuple[_Node, bytes]]:
+        """:meth:`_build` of ``keys`` (sorted, no values) at ``depth`` with every digest
+        computed, in steps of at most ``BUILD_STEP`` keys; returns the node and its digest."""
+        if len(keys) <= max(BUILD_STEP, self._max_leaf * FANOUT) << 5:
+            node = self._build(keys, None, depth)
+            digest = _digest(node, depth)
+            yield
+            return node, digest
+        # (more keys than 16 buckets hold: an inner node whatever they are)
+        bounds = _bounds(keys, depth)
+        kids: list[_Node | None] = [None] * FANOUT
+        slots = bytearray(FANOUT * DIGEST_SIZE)
+        for nib in range(FANOUT):
+            lo, hi = bounds[nib], bounds[nib + 1]
+            if lo != hi:
+                kids[nib], slots[nib << 5 : (nib + 1) << 5] = yield from self._build_steps(
+                    keys[lo << 5 : hi << 5], depth + 1)
+        return _Inner(kids, slots, 0), sha256(_TAG_INNER + slots).digest()
 
     def _add_run(self, node: _Node, keys: list[bytes], lo: int, hi: int, depth: int) -> _Node:
         """``node`` (at ``depth``) with ``keys[lo:hi]`` added: itself or what replaces it. The
@@ -1211,6 +1310,7 @@ class MerkleTree:
         return _Inner(kids, leaf.slots, stale)
 
     def root(self) -> bytes:
+        assert self._steps is None, "a build in steps is not finished"
         d = self._root_digest
         if d is None:
             d = self._root_digest = _digest(self._root, 0)

@@ -428,7 +428,9 @@ class NodeCore:
             self._settle_at = now + SETTLE_PAUSE
             if not self.ledger.settling():
                 self._committed(now)  # (what settled is stored once the node is idle)
-        if now >= self._summaries_at:
+        if now >= self._summaries_at and self.ledger.tree_step():
+            self._summaries_at = now + SETTLE_PAUSE  # (a big tree in steps, served between)
+        elif now >= self._summaries_at:
             self._summaries_at = float("inf")
             try:
                 self.ledger.write_summaries()

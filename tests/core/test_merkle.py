@@ -405,8 +405,8 @@ def test_add_keys_is_one_set_per_new_key(
     (6_000, 0, 3, 0), (30_000, 500, 16, 2_000)])
 def test_add_packed_makes_the_tree_add_keys_makes(n: int, repeats: int, max_leaf: int,
                                                   held: int) -> None:
-    """Keys back to back (an index's id column), into an empty tree (built a nibble at a
-    time past max_leaf * 256 keys) or one holding keys already (in batches), repeats
+    """Keys back to back (an index's id column), into an empty tree (built a first byte at a
+    time past BUILD_STEP keys) or one holding keys already (in batches), repeats
     included: the same root, shape, count, proofs and views as add_keys, and later keys go
     in the same way."""
     r = rng(f"packed-{n}-{repeats}-{max_leaf}-{held}")
@@ -429,6 +429,49 @@ def test_add_packed_makes_the_tree_add_keys_makes(n: int, repeats: int, max_leaf
         packed.set(key)
         plain.set(key)
     assert packed.root() == plain.root() and shape(packed) == shape(plain)
+
+
+@pytest.mark.parametrize("max_leaf", [1, 16])
+def test_a_tree_built_in_steps_is_the_tree_built_at_once(max_leaf: int,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``add_packed_steps``: the keys first..end of a buffer asked for again at each step (it
+    grows between steps, as an index's id column does), no step building more than BUILD_STEP
+    keys (a first byte holding more is built a subtree at a time), the tree empty until the
+    last step; then the same root, shape and proofs as add_keys, and keys added later go in
+    as they would."""
+    r = rng(f"steps-{max_leaf}")
+    step = merkle.BUILD_STEP
+    keys = [r.randbytes(32) for _ in range(6 * step)]
+    keys += [b"\x7a" + r.randbytes(31) for _ in range(2 * step + 5)]  # (one first byte's)
+    keys += [r.choice(keys) for _ in range(300)]  # (repeats)
+    before = [r.randbytes(32) for _ in range(7)]  # (in the buffer, not taken)
+    buffer = bytearray(b"".join(before + keys))
+    built: list[int] = []
+    real = MerkleTree._build
+
+    def counted(self: MerkleTree, keys: bytes, *args: Any) -> Any:
+        built.append(len(keys) >> 5)
+        return real(self, keys, *args)
+
+    monkeypatch.setattr(MerkleTree, "_build", counted)
+    tree = MerkleTree(max_leaf)
+    steps = 0
+    for _ in tree.add_packed_steps(lambda: buffer, len(before), len(before) + len(keys)):
+        steps += 1
+        assert len(tree) == 0 and tree.root() == EMPTY_ROOT
+        buffer.extend(r.randbytes(32))  # (grows; not taken)
+    assert steps >= len(keys) / step and max(built) <= step
+    plain = MerkleTree(max_leaf)
+    plain.add_keys(keys)
+    assert len(tree) == len(set(keys)) and tree.root() == plain.root() == root_of_keys(keys,
+                                                                                      max_leaf)
+    assert shape(tree) == shape(plain)
+    for key in r.sample(keys, 20):
+        assert tree.prove(key) == plain.prove(key)
+    later = [r.randbytes(32) for _ in range(300)]
+    tree.add_keys(later)
+    plain.add_keys(later)
+    assert tree.root() == plain.root() and shape(tree) == shape(plain)
 
 
 @HYP

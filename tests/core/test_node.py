@@ -598,6 +598,52 @@ def test_settling_contexts_are_settled_by_ticks_a_few_steps_at_a_time() -> None:
     assert ledger.root() == writer.root() and ledger.entry_count() == 1600
 
 
+def test_a_big_tree_is_built_by_ticks_a_step_at_a_time_and_the_node_answers_between() -> None:
+    """After a start, the first summary of a big context needs its Merkle tree from every id:
+    built by ticks a step at a time (``MerkleTree.add_packed_steps``: at most BUILD_STEP ids
+    each; at 1M ~2.5 CPU-s in one piece), one every SETTLE_PAUSE, the node served between
+    them (pages read and appends committed leave the steps where they are; an append puts
+    them SUMMARY_LAG later, as it does the store); the root stored is the one built at once."""
+    from p2p_ledger.core.merkle import BUILD_STEP, MerkleTree, root_of_keys
+    from p2p_ledger.core.node import SETTLE_PAUSE
+    from p2p_ledger.core.storage import MemoryStorage
+
+    from .helpers import append, open_ledger
+
+    storage = MemoryStorage()
+    writer = open_ledger(storage, "a")
+    for i in range(0, 3 * BUILD_STEP, 128):
+        append(writer, "big", *(f"entry {j}" for j in range(i, i + 128)))
+    ledger = open_ledger(storage, "a", "a-2")  # (a start: nothing loaded)
+    ledger.summary_lag_ns = 10**15  # (only the idle store)
+    core = NodeCore(ledger, NodeConfig("a"), random.Random(1))
+    core.append([ledger.prepare("big", payload="after the start")], now=1.0)  # (loads it)
+    steps: list[bool] = []
+    real = ledger.tree_step
+    ledger.tree_step = lambda: steps.append(real()) or steps[-1]  # type: ignore[method-assign]
+    now, ticks = core.next_deadline(), 0
+    assert now == 1.0 + SUMMARY_LAG
+    while storage.lagging_summaries()[1]:
+        core.tick(now)
+        ticks += 1
+        assert ticks < 10_000
+        assert len(ledger.get("big", limit=10)[0]) == 10  # (answered between steps)
+        if ticks == 5:
+            core.append([ledger.prepare("big", payload="meanwhile")], now=now)
+            assert core.next_deadline() == now + SUMMARY_LAG
+        elif storage.lagging_summaries()[1]:
+            assert core.next_deadline() == now + SETTLE_PAUSE  # (the core's own float sum)
+        now = core.next_deadline()
+    # (the reads and the append between ticks left steps to take: none finished them at once)
+    assert steps[:6] == [True] * 6 and steps[-1] is False and steps.count(True) >= 3
+    entries, _ = ledger.get("big")
+    ids = [bytes.fromhex(entry.id) for entry in entries]
+    at_once = MerkleTree()
+    at_once.add_keys(ids)
+    assert len(ids) == 3 * BUILD_STEP + 2
+    assert ledger.summaries["big"].root == at_once.root() == root_of_keys(ids)
+
+
 def test_summaries_that_lag_are_stored_by_a_tick_once_nothing_was_committed_for_the_lag():
     """With ``summary_lag_ns`` a commit leaves its contexts' summaries lagging; every commit
     (an append, a received update) puts the idle store SUMMARY_LAG after it, and a storage
