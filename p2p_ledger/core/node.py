@@ -56,7 +56,9 @@ connection runs one ``PeerSession``; this class adds the node-wide policy:
   recomputed ``SETTLE_STEPS`` audit steps a tick, a tick every ``SETTLE_PAUSE``, while the
   node serves (a read or a peer's question about one settles it at once);
 * idle summaries: summaries that lag their rows (``Ledger.summary_lag_ns``) are stored by a
-  tick once the node has committed nothing for ``SUMMARY_LAG`` (``_committed``).
+  tick once the node has committed nothing for ``SUMMARY_LAG`` (``_committed``); the Merkle
+  tree of a big context loaded since (a load's ids) is built first, a step a tick, a tick every
+  ``SETTLE_PAUSE`` (``Ledger.tree_step``).
 """
 
 from __future__ import annotations
