@@ -1103,11 +1103,14 @@ _ANY_AFTER_ORIGIN = bytes((ANY_REF | HAS_ORIGIN,))  # a ContentAny item with an 
 _ANY_IN_ROOT = bytes((ANY_REF, 1))  # one without: parent_info 1, a root type named next
 
 
-@lru_cache(maxsize=1024)
-def _varuint_bytes(n: int) -> bytes:
+def varuint_bytes(n: int) -> bytes:
+    """``n`` as a lib0 varuint (7 bits a byte, the low ones first)."""
     out = bytearray()
     _write_varuint(out, n)
     return bytes(out)
+
+
+_varuint_bytes = lru_cache(maxsize=1024)(varuint_bytes)
 
 
 @lru_cache(maxsize=1024)
@@ -1117,7 +1120,7 @@ def _buffer_prefix(size: int) -> bytes:
 
 
 def encode_appended(client: int, clock: int, values: Sequence[bytes],
-                    array_name: str = "entries") -> bytes:
+                    array_name: str = "entries", who: bytes = b"") -> bytes:
     """The Yjs v1 update in which ``client`` appends ``values`` (each a buffer) to the root array
     ``array_name`` as its items ``clock, clock + 1, ...``: one ContentAny struct whose origin is
     the client's item ``clock - 1`` (none for clock 0: then the struct names its parent).
@@ -1125,14 +1128,15 @@ def encode_appended(client: int, clock: int, values: Sequence[bytes],
     It is what yrs writes for a transaction appending to an array whose last item is the
     client's own previous one (tests/core/test_yjs.py compares the bytes); after other clients'
     items it differs only in the origin, which places the item in the array but changes nothing
-    the ledger reads (reads follow the index, not the array order).
+    the ledger reads (reads follow the index, not the array order). ``who``: ``client`` as a
+    varuint (``varuint_bytes``), when the caller keeps it.
     why: an append through a pycrdt Doc cost ~6 pycrdt transactions per context touched (state
     before, insert, update since, state after), the largest single part of an ingest spread
     over 10,000 contexts; this writes the same struct in one pass with no Doc at all.
     """
     if not values:
         raise ValueError("nothing to append")
-    who = _varuint_bytes(client)
+    who = who or _varuint_bytes(client)
     if clock:  # our previous item is the origin
         head = [b"\x01\x01", who, _varuint_bytes(clock), _ANY_AFTER_ORIGIN, who,
                 _varuint_bytes(clock - 1)]

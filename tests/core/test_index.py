@@ -383,3 +383,116 @@ def test_records_that_are_not_a_run_after_the_held_ones_are_left_to_add_records(
         blob, run = _run_row(entries, 21)
         assert not index.add_run(blob, run.at, run.length, run.stride, run.size, 1)
         assert _snapshot(index) == before
+
+
+def _next_of(index: EntryIndex, origin: str, chain: int, lamports: list[int],
+             key: str = "k") -> list[Entry]:
+    """The next entries of writer ``origin.chain`` after what ``index`` holds of it."""
+    writer = f"{origin}.{chain:016x}"
+    seq = index.max_seq(writer)
+    slot = None if index.writer_index(writer) is None else \
+        index.slot_at(index.writer_index(writer), seq)  # type: ignore[arg-type]
+    prev = NO_PREV if slot is None else index.raw_id(slot)
+    out = []
+    for i, lamport in enumerate(lamports):
+        entry = make_entry(CONTEXT, key, b"%d" % (seq + i), {}, lamport, origin, chain,
+                           seq + i + 1, 7, prev)
+        out.append(entry)
+        prev = bytes.fromhex(entry.id)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_the_next_entries_of_a_writer_are_indexed_as_add_records_indexes_them(
+        seed: int) -> None:
+    """``add_next`` (our appends' path) leaves the index ``add_records`` leaves (columns,
+    table, order, seqs, contiguity, answers) or takes nothing: twins fed the same seeded
+    batches — our next entries (one or many), a peer's entries between them, forks and a far
+    seq at our next positions, falling and equal Lamport times, 2^40 ones, 256 writers before ours —
+    after a cold load whose ids wait to be placed (``add_run``), looked up at random."""
+    rng = random.Random(seed)
+    rows: dict[int, bytes] = {}
+
+    def read(spans):
+        return [rows[row][offset : offset + size] for row, offset, size in spans]
+
+    ours, peer = "aa" * 32, "bb" * 32
+    fast, twin = EntryIndex(CONTEXT, read), EntryIndex(CONTEXT, read)
+    if rng.random() < 0.7:  # a cold load: a run of ours, its ids not placed yet
+        blob, run = _run_row(_chain(ours, 1, list(range(1, 21)), ["k"] * 20), 1)
+        rows[0] = blob
+        for index in (fast, twin):
+            assert index.add_run(blob, run.at, run.length, run.stride, run.size, 0)
+    if rng.random() < 0.3:  # 256 writers before ours: its index widens the writer column
+        others = [make_entry(CONTEXT, "o", b"", {}, 25, f"{w:064x}", 1, 1, 0)
+                  for w in range(256)]
+        for index in (fast, twin):
+            index.add_records([e.record for e in others], [_fields(e) for e in others])
+    lamport, taken = 30, 0
+    for step in range(60):
+        style = rng.random()
+        if style < 0.55:  # our next entries
+            count = rng.choice((1, 1, 1, 2, 5, 128))
+            step = rng.choice((1, 1, 1, 0, -1)) if rng.random() < 0.1 else 1
+            lamports = [lamport + 1 + max(i * step, -lamport) for i in range(count)]
+            if rng.random() < 0.05:
+                lamports = [2**40 + i for i in range(count)]
+            lamport = max(lamport, *lamports)
+            batch = _next_of(fast, ours, 3, lamports)
+        elif style < 0.75:  # a peer's next entries, perhaps sorting before ours
+            lamport += 1
+            batch = _next_of(fast, peer, rng.randint(0, 300) if rng.random() < 0.2 else 1,
+                             [lamport - rng.choice((0, 0, 5))])
+        elif style < 0.85:  # a fork at our next position, or of an entry we hold
+            batch = _next_of(fast, ours, 3, [lamport + 1], key="fork")
+            if rng.random() < 0.5 and len(fast):
+                mine = fast.writer_index(f"{ours}.{3:016x}")
+                if mine is not None and fast.max_seq(f"{ours}.{3:016x}") > 1:
+                    at = rng.randint(1, fast.max_seq(f"{ours}.{3:016x}"))
+                    batch = [make_entry(CONTEXT, "fork", b"f", {}, lamport + 1, ours, 3, at,
+                                        9, b"\x02" * 32)]
+        elif style < 0.9 and step > 45:  # a hostile far seq of ours (none taken after it)
+            batch = [make_entry(CONTEXT, "far", b"", {}, lamport + 1, ours, 3,
+                                fast.max_seq(f"{ours}.{3:016x}") + rng.choice((2, 5000)),
+                                0, b"\x01" * 32)]
+        else:  # what we hold already, offered again
+            held = [fast.entry(s) for s in rng.sample(range(len(fast)), min(len(fast), 2))]
+            batch = held or _next_of(fast, ours, 3, [lamport + 1])
+        records, fields = [e.record for e in batch], [_fields(e) for e in batch]
+        got = fast.add_next(records, fields)
+        if got is None:
+            got = fast.add_records(records, fields)
+        else:
+            taken += 1
+        assert got == twin.add_records(records, fields)
+        if rng.random() < 0.2:  # lookups (placing every id)
+            probes = [bytes(32), bytes(fast.ids[16:48]),
+                      *map(fast.raw_id, rng.sample(range(len(fast)), min(8, len(fast))))]
+            assert [fast.find(p) for p in probes] == [twin.find(p) for p in probes]
+        assert fast._placed == twin._placed
+        assert _snapshot(fast) == _snapshot(twin) and fast.new_forks == twin.new_forks
+        assert fast.unstored == twin.unstored and bytes(fast._table) == bytes(twin._table)
+    assert taken > 10
+
+
+def test_add_next_takes_nothing_that_is_not_a_writers_next_entries() -> None:
+    """None, and the index unchanged, for records of two writers, seqs that skip or repeat,
+    a position held (a fork), Lamport times not after the last held or falling in the batch,
+    or any far seq held."""
+    a, b = "aa" * 32, "bb" * 32
+    index = EntryIndex(CONTEXT)
+    first = _next_of(index, a, 3, [10, 11])
+    assert index.add_next([e.record for e in first], [_fields(e) for e in first]) == [0, 1]
+    before = _snapshot(index)
+    nxt = _next_of(index, a, 3, [12, 13, 14])
+    refused = [nxt[:1] + _next_of(index, b, 1, [13]), nxt[1:], [nxt[0], nxt[0]],
+               [nxt[0], nxt[2]], first[1:], _next_of(index, a, 3, [11]),
+               _next_of(index, a, 3, [12, 14, 13]), _next_of(index, a, 3, [12, 12])]
+    for batch in refused:
+        assert index.add_next([e.record for e in batch], [_fields(e) for e in batch]) is None
+        assert _snapshot(index) == before
+    far = make_entry(CONTEXT, "far", b"", {}, 20, b, 1, 2**60, 0,
+                     b"\x01" * 32)
+    index.add_records([far.record], [_fields(far)])
+    assert index.add_next([nxt[0].record], [_fields(nxt[0])]) is None
+
