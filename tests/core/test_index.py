@@ -348,10 +348,10 @@ def test_records_added_before_a_loads_ids_are_placed_are_indexed_as_after() -> N
                            for _ in range(2))
             for index in (lazy, eager):
                 assert index.add_run(blob, run.at, run.length, run.stride, run.size, 0)
-            eager.find(bytes(32))  # (every id placed)
+            eager._place_ids()  # (every id placed)
             for i, batch in enumerate([nxt, other, probe]):
                 if placed_first and i == 1:
-                    lazy.find(bytes(32))
+                    lazy._place_ids()
                 records, fields = [e.record for e in batch], [_fields(e) for e in batch]
                 got = lazy.add_records(records, fields)
                 assert got == eager.add_records(records, fields)
@@ -465,10 +465,13 @@ def test_the_next_entries_of_a_writer_are_indexed_as_add_records_indexes_them(
         else:
             taken += 1
         assert got == twin.add_records(records, fields)
-        if rng.random() < 0.2:  # lookups (placing every id)
+        if rng.random() < 0.2:  # lookups (searches while ids wait), or every id placed
             probes = [bytes(32), bytes(fast.ids[16:48]),
                       *map(fast.raw_id, rng.sample(range(len(fast)), min(8, len(fast))))]
             assert [fast.find(p) for p in probes] == [twin.find(p) for p in probes]
+        if rng.random() < 0.05:
+            for index in (fast, twin):
+                index._place_ids()
         assert fast._placed == twin._placed
         assert _snapshot(fast) == _snapshot(twin) and fast.new_forks == twin.new_forks
         assert fast.unstored == twin.unstored and bytes(fast._table) == bytes(twin._table)
@@ -496,3 +499,24 @@ def test_add_next_takes_nothing_that_is_not_a_writers_next_entries() -> None:
     index.add_records([far.record], [_fields(far)])
     assert index.add_next([nxt[0].record], [_fields(nxt[0])]) is None
 
+
+def test_lookups_while_a_loads_ids_wait_answer_as_once_they_are_placed() -> None:
+    """While a load's ids wait to be placed, the first lookups search them (``_SCANS``):
+    each held id is found at its slot, bytes across two ids or an id not held are not;
+    the next lookup places every id, and the answers stay the same."""
+    from p2p_ledger.core.index import _SCANS
+
+    a = "aa" * 32
+    held = _chain(a, 1, list(range(10, 30)), ["k"] * 20)
+    blob, run = _run_row(held, 1)
+    index = EntryIndex(CONTEXT, lambda spans: [blob[o : o + n] for _, o, n in spans])
+    index.reserve(20)  # (as a load does: the table sized, nothing in it)
+    assert index.add_run(blob, run.at, run.length, run.stride, run.size, 0)
+    more = _next_of(index, a, 3, [40, 41])
+    assert index.add_next([e.record for e in more], [_fields(e) for e in more]) == [20, 21]
+    raw = [bytes.fromhex(e.id) for e in held + more]
+    probes = [*raw, bytes(index.ids[16:48]), bytes(32)]
+    expected = [*range(22), None, None]
+    assert _SCANS < 2 * len(probes)
+    assert [index.find(p) for p in probes] == expected and index._placed == 0
+    assert [index.find(p) for p in probes] == expected and index._placed == 22
