@@ -9,6 +9,7 @@ import pytest
 from pycrdt import Array, Doc, get_update
 
 from p2p_ledger.core import ledger as ledger_module
+from p2p_ledger.core.context_log import ContextLog
 from p2p_ledger.core.cursor import Cursor
 from p2p_ledger.core.entry import Limits, decode_record
 from p2p_ledger.core.errors import (
@@ -841,3 +842,28 @@ def test_context_logs_made_by_verify_and_rollback_are_freed():
     assert _live_context_logs() == before + 1
     del ledger
     assert _live_context_logs() == before
+
+
+def test_an_append_failing_before_its_commit_leaves_our_chains_where_the_index_says(
+        monkeypatch):
+    """The ledger remembers each chain's tip from its last commit; an append that fails
+    before its commit (here c2's insert, after c1's) may have left our entry in c1's index,
+    so the next append there asks the index again, as it did before the tip was kept: no
+    position of our chain is signed twice."""
+    a = open_ledger(MemoryStorage(), "a")
+    a.append([a.prepare("c1", "", b"1"), a.prepare("c2", "", b"1")])
+    original = ContextLog.append_local
+
+    def failing(ctx, *args, **kwargs):
+        if ctx.name == "c2":
+            raise RuntimeError("a bug")
+        return original(ctx, *args, **kwargs)
+
+    monkeypatch.setattr(ContextLog, "append_local", failing)
+    with pytest.raises(RuntimeError):
+        a.append([a.prepare("c1", "", b"lost"), a.prepare("c2", "", b"lost")])
+    monkeypatch.setattr(ContextLog, "append_local", original)
+    held = max(e.seq for e in a.get("c1")[0] if e.writer == a.writer("c1"))
+    (entry,) = a.append([a.prepare("c1", "", b"2")]).entries
+    assert entry.seq == held + 1
+    assert a.forks() == []
