@@ -741,7 +741,8 @@ class Ledger:
                 if seq < 0:
                     seq = ctx.max_seq(writer)
                     prev = ctx.raw_id_at(writer, seq) or NO_PREV
-                entries, records, fields = make_chain(name, origin, chain, seq, prev, items)
+                entries, records, fields = make_chain(name, origin, chain, seq, prev, items,
+                                                      writer)
                 built.append((name, ctx, entries, records, fields))
                 signing.append((name, chain, seq + len(items), fields[-1][0]))
             # One signature for the whole commit: a head per context, each with its path to
@@ -763,8 +764,8 @@ class Ledger:
             raise
         # why: asking the context's index for our chain's tip (``max_seq``, ``raw_id_at``)
         # cost ~1.2-1.5 us per context per commit (~2.7% of a spread ingest's samples)
-        for (name, chain, seq, last), (_, _, entries, _, _) in zip(signing, built, strict=True):
-            chains[name] = (chain, entries[-1].writer, seq, last)
+        for name, chain, seq, last in signing:
+            chains[name] = (chain, chains[name][1], seq, last)
         if self.listeners:
             for name, _, entries, _, _ in built:
                 self._notify(name, entries)

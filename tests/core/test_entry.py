@@ -111,7 +111,7 @@ def test_make_chain_builds_what_make_entry_builds(context, origin, chain, seq, i
     """The append path's builder gives, entry for entry, what ``make_entry`` gives for the
     same fields with each entry naming the one before, and each record's fields as a check of
     the record reads them."""
-    prev = bytes(32) if seq == 0 else hashlib.sha256(b"before").digest()  # (a chain's start)
+    prev = prev_at_start = bytes(32) if seq == 0 else hashlib.sha256(b"before").digest()
     entries, records, fields = make_chain(context, origin, chain, seq, prev, items)
     expected = []
     for n, (key, payload, meta, lamport, at_ns) in enumerate(items, start=seq + 1):
@@ -123,6 +123,10 @@ def test_make_chain_builds_what_make_entry_builds(context, origin, chain, seq, i
     assert records == [e.record for e in expected]
     assert fields == [known_record_fields(r) for r in records]
     assert [decode_record(r) for r in records] == expected
+    named = make_chain(context, origin, chain, seq, prev_at_start, items,
+                       f"{origin}.{chain:016x}")  # (the writer's name given: the same)
+    assert named == (entries, records, fields)
+    assert [e.writer for e in named[0]] == [e.writer for e in expected]
 
 
 # ---- golden vectors ----------------------------------------------------------------------------
