@@ -870,11 +870,15 @@ class Ledger:
         add_head = heads.append
         live, lagging, known = self._live, self._lagging, self.summaries
         after: dict[str, tuple[int, int]] = {}  # (stored bytes, entries counted in _entries)
+        top = 0  # the highest Lamport time of the contexts touched
         for name, blob in rows:
             was = after.get(name)
             if was is None:
-                for raw, head in live[name].take_head_changes():
+                ctx = live[name]
+                for raw, head in ctx.take_head_changes():
                     add_head((name, raw, head))
+                if ctx.max_lamport > top:
+                    top = ctx.max_lamport
                 was = lagging.get(name)  # (entries counted in _entries: lagging, or stored)
                 if was is None:
                     summary = known.get(name)
@@ -895,8 +899,7 @@ class Ledger:
             # evicted since: stored as they are; one committed since is computed anew above)
             summaries = {**{name: self.summaries[name] for name in self._unsaved}, **computed}
         # (what an open after a crash takes for the clock instead of reading lagging rows)
-        lamport = None if summaries is not None else max(
-            (live[name].max_lamport for name in after), default=None)
+        lamport = None if summaries is not None or not after else top
         try:
             self.storage.commit(rows, summaries, heads, lamport)
         except BaseException:
@@ -905,7 +908,6 @@ class Ledger:
                 self._forget(name)
             raise
         if summaries is None:
-            observe = self.clock.observe
             for name, blob in rows:
                 ctx = live[name]
                 ctx.stored_row(blob, update_start(blob))  # (its records are read from it now)
@@ -913,7 +915,7 @@ class Ledger:
                 stored, counted = after[name]
                 self._entries += count - counted
                 lagging[name] = after[name] = (stored, count)  # (counted now: its next row)
-                observe(ctx.max_lamport)
+            self.clock.observe(top)
         else:
             for name, blob in rows:
                 live[name].stored_row(blob, update_start(blob))
