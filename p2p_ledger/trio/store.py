@@ -804,8 +804,10 @@ def _put_heads(db: sqlite3.Connection, heads: Sequence[HeadChange], ids: Mapping
         if crown is None:  # (unknown: read as it goes)
             found = db.execute(DELETE_HEAD + " RETURNING crown", key).fetchone()
             crown = found[0] if found is not None else 0
-        elif free.setdefault(key[0], key[1]) is not key[1]:
+        elif key[0] in free:  # (one row per context is taken: a second one goes)
             plain.append(key)
+        else:
+            free[key[0]] = key[1]
         if crown:
             down[crown] = down.get(crown, 0) + 1
     rows: list[tuple[int, bytes, bytes, int | None]] = []
