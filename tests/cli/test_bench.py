@@ -11,6 +11,7 @@ import io
 import json
 import math
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -114,10 +115,41 @@ def test_the_scale_bench_runs_every_phase_with_real_processes() -> None:
     assert rows["cold catch-up"]["met"] is True  # it finished
     assert rows["contexts loaded when ready"]["ours"] == 0
     assert rows["… contexts reloaded (evicted, then appended to)"]["ours"] == 0
-    assert rows["… CPU per entry (the machine is shared)"]["ours"] > 0
+    cpu = rows["… CPU per entry, ours / the floor's (the machine is shared)"]
+    assert cpu["ours"] > 0 and cpu["baseline"] > 0
+    assert rows["… the floor: the mandated work alone (see notes)"]["ours"] > 0
     crash = rows["start after kill -9"]
     assert crash["ours"] > 0 and rows["… until every one settled"]["ours"] >= crash["ours"]
     assert rows["… contexts settling when ready"]["ours"] <= 1  # (0 if the last commit stored them)
+
+
+def test_the_ingest_floor_writes_real_rows_heads_and_yjs_updates(tmp_path: Path) -> None:
+    """The floor's phase (``bench_scale._Floor``) is a lower bound only if it does the work
+    it claims: per commit a Yjs update row per context holding that context's records, a
+    head row per context rewritten in place, and one crown."""
+    from pycrdt import Array, Doc
+
+    from p2p_ledger.core.entry import decode_record
+
+    data = tmp_path / "floor"
+    result = subprocess.run(
+        [sys.executable, "-m", "p2p_ledger.cli.bench_scale", "floor", str(data), "2000", "100"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    commits = json.loads(result.stdout.splitlines()[-1])["commits"]
+    db = sqlite3.connect(data / "floor.sqlite3")
+    assert db.execute("SELECT count(*) FROM crowns").fetchone()[0] == commits
+    assert db.execute("SELECT count(DISTINCT ctx), count(*) FROM heads").fetchone() == (100, 100)
+    assert db.execute("SELECT count(DISTINCT ctx) FROM updates").fetchone()[0] == 100
+    doc = Doc()
+    for (blob,) in db.execute("SELECT blob FROM updates WHERE ctx = 1 ORDER BY id"):
+        doc.apply_update(blob)
+    records = list(doc.get("entries", type=Array))
+    assert len(records) == 20  # (2,000 appends round-robin over 100 contexts)
+    entries = [decode_record(bytes(record)) for record in records]  # (each id checked)
+    assert len({entry.context for entry in entries}) == 1
+    assert [entry.seq for entry in entries] == list(range(1, 21))
+    db.close()
 
 
 def test_a_failed_scale_phase_is_a_row_and_a_note_not_a_lost_run(
@@ -133,6 +165,8 @@ def test_a_failed_scale_phase_is_a_row_and_a_note_not_a_lost_run(
             Path(args[0]).write_bytes(bytes(100))  # the raw baseline's file
         return {"ingest": {"seconds": 2.0, "cpu_seconds": 1.5, "rss_kib": 1024, "hwm_kib": 1024,
                            "commits": 1, "loads": 0},
+                "floor": {"seconds": 1.0, "cpu_seconds": 0.5, "rss_kib": 1024, "hwm_kib": 1024,
+                          "commits": 1, "loads": 0},
                 "raw": {"seconds": 1.0, "entries": 10},
                 "raw-read": {"open_seconds": 0.1, "verify_seconds": 0.1, "entries": 10,
                              "bad": 0, "hwm_kib": 1024},
