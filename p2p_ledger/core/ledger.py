@@ -309,6 +309,9 @@ class Ledger:
         # not loaded: in the node tree at their stored root until settled (``settle_step``)
         self._stale: OrderedDict[str, None] = OrderedDict()  # (its oldest found in O(1))
         self._settling: tuple[str, Generator[int, None, Summary]] | None = None
+        # lagging contexts whose Merkle tree is built a step at a time (``builds_trees``):
+        # their summaries are not due until it is
+        self._building: dict[str, None] = {}
         self.listeners: list[Listener] = []
         self.fork_log: list[str] = []  # one line per fork found, for the node to log
         self._chains: dict[str, tuple[int, str, int, bytes]] = {}  # see _writer_of
@@ -928,19 +931,21 @@ class Ledger:
         """Whether this commit (touching ``touched``) stores the lagging summaries with its
         rows: always without ``summary_lag_ns``; else once the oldest lags by that much and
         there were SUMMARY_SHARE rows since per summary to store, or it lags by
-        SUMMARY_LAG_MOST times that. Never by what is loaded: answers, and so the simulator's
-        traces, do not depend on the memory budget."""
+        SUMMARY_LAG_MOST times that; and not while a context's tree is built a step at a time
+        (``builds_trees``: the summaries keep lagging meanwhile). Never by what is loaded:
+        answers, and so the simulator's traces, do not depend on the memory budget."""
         lag = self.summary_lag_ns
         if not lag:
             return True
         waited = now - self._lag_since
         if waited < lag:
             return False
-        if waited >= SUMMARY_LAG_MOST * lag:
-            return True
-        lagging = self._lagging
-        due = len(lagging) + len(self._unsaved) + sum(1 for n in touched if n not in lagging)
-        return due * SUMMARY_SHARE <= self._lag_rows
+        if waited < SUMMARY_LAG_MOST * lag:
+            lagging = self._lagging
+            due = len(lagging) + len(self._unsaved) + sum(1 for n in touched if n not in lagging)
+            if due * SUMMARY_SHARE > self._lag_rows:
+                return False
+        return not self.builds_trees()
 
     def _summarized(self, computed: Mapping[str, Summary]) -> None:
         """Each of ``computed`` is now the current summary of its context (loaded): counts,
@@ -993,13 +998,42 @@ class Ledger:
         self.storage.commit([], {name: self.summaries[name] for name in self._unsaved})
         self._unsaved = set()
 
+    def builds_trees(self) -> bool:
+        """Whether the Merkle tree of a lagging context is built a step at a time; if none is,
+        start (with a first step) the build of each that would take every id at once
+        (``ContextLog.tree_step``: an empty tree, more than BUILD_STEP ids waiting, as after
+        the load of a context after a start). Its summary is not due until its tree is built
+        (``_summaries_due``; the idle store waits too): ``NodeCore.tick`` takes the steps, one
+        every SETTLE_PAUSE while ``building``, and the node serves and commits between them.
+        A read of its root meanwhile takes the steps left at once, as every use of the tree.
+
+        why: a commit that stored the summaries built the tree at once: at 1M ~2.2 CPU-s in
+        which every append waited, when appends kept coming after a start (only the idle
+        store took steps)."""
+        building = self._building
+        if not building:
+            live = self._live
+            for name in self._lagging:
+                if live[name].tree_step():
+                    building[name] = None
+        return bool(building)
+
+    def building(self) -> bool:
+        """Whether a tree is built a step at a time (``builds_trees``; ``tree_step``)."""
+        return bool(self._building)
+
     def tree_step(self) -> bool:
-        """A step of building the Merkle tree of a lagging context that takes every id at once
-        (``ContextLog.tree_step``: a context of 1M loaded after a start, ~2.5 CPU-s in one
-        piece); True while one was taken. ``NodeCore.tick`` takes them before it stores the
-        summaries, so the node serves between steps."""
-        live = self._live
-        return any(live[name].tree_step() for name in self._lagging)
+        """A step of building a tree ``builds_trees`` started; True while some are left."""
+        building, live = self._building, self._live
+        while building:
+            name = next(iter(building))
+            ctx = live.get(name)
+            if ctx is not None and ctx.tree_step():
+                return True
+            del building[name]  # (built; or used, so built at once, or dropped)
+            if ctx is not None:
+                break  # (its last step was taken)
+        return bool(building)
 
     def lags(self) -> bool:
         """Whether some summary is not stored yet (``write_summaries`` would store it, once

@@ -56,9 +56,12 @@ connection runs one ``PeerSession``; this class adds the node-wide policy:
   recomputed ``SETTLE_STEPS`` audit steps a tick, a tick every ``SETTLE_PAUSE``, while the
   node serves (a read or a peer's question about one settles it at once);
 * idle summaries: summaries that lag their rows (``Ledger.summary_lag_ns``) are stored by a
-  tick once the node has committed nothing for ``SUMMARY_LAG`` (``_committed``); the Merkle
-  tree of a big context loaded since (a load's ids) is built first, a step a tick, a tick every
-  ``SETTLE_PAUSE`` (``Ledger.tree_step``).
+  tick once the node has committed nothing for ``SUMMARY_LAG`` (``_committed``);
+* trees in steps: the Merkle tree of a big context loaded since a start (a load's ids), which
+  the summary store needs, is built a step a tick, a tick every ``SETTLE_PAUSE``
+  (``Ledger.builds_trees``, ``Ledger.tree_step``), whether appends keep coming (a commit that
+  finds the summaries due starts it, and leaves them lagging until it is built) or the node is
+  idle (the idle store starts it, and stores once it is built).
 """
 
 from __future__ import annotations
@@ -313,6 +316,7 @@ class NodeCore:
         self._next_round = float("inf")  # the node's gossip timer (one round per interval)
         self._settle_at = 0.0  # the next settle steps (while ``ledger.settling()``)
         self._summaries_at = float("inf")  # see _committed
+        self._build_at = 0.0  # the next step of a tree built in steps (``ledger.building()``)
         self._last_round = float("-inf")  # when we last took part in a round (either end)
         self._after_push: float | None = None  # a local append at this time brought the
         # next round forward
@@ -430,8 +434,12 @@ class NodeCore:
             self._settle_at = now + SETTLE_PAUSE
             if not self.ledger.settling():
                 self._committed(now)  # (what settled is stored once the node is idle)
-        if now >= self._summaries_at and self.ledger.tree_step():
-            self._summaries_at = now + SETTLE_PAUSE  # (a big tree in steps, served between)
+        if now >= self._build_at and self.ledger.building():
+            self.ledger.tree_step()  # (a big tree in steps, served and committed between)
+            self._build_at = now + SETTLE_PAUSE
+        if now >= self._summaries_at and self.ledger.builds_trees():
+            # (stored once the trees are built; a first step taken)
+            self._summaries_at = self._build_at = now + SETTLE_PAUSE
         elif now >= self._summaries_at:
             self._summaries_at = float("inf")
             try:
@@ -503,6 +511,8 @@ class NodeCore:
         deadlines += [m.deadline for m in self._missing.values()]
         if self.ledger.settling():
             deadlines.append(self._settle_at)
+        if self.ledger.building():
+            deadlines.append(self._build_at)
         deadlines.append(self._summaries_at)
         return min(deadlines)
 

@@ -602,8 +602,9 @@ def test_a_big_tree_is_built_by_ticks_a_step_at_a_time_and_the_node_answers_betw
     """After a start, the first summary of a big context needs its Merkle tree from every id:
     built by ticks a step at a time (``MerkleTree.add_packed_steps``: at most BUILD_STEP ids
     each; at 1M ~2.5 CPU-s in one piece), one every SETTLE_PAUSE, the node served between
-    them (pages read and appends committed leave the steps where they are; an append puts
-    them SUMMARY_LAG later, as it does the store); the root stored is the one built at once."""
+    them (pages read and appends committed leave the steps where they are; after an append
+    the steps go on, and the store waits SUMMARY_LAG after it); the root stored is the one
+    built at once."""
     from p2p_ledger.core.merkle import BUILD_STEP, MerkleTree, root_of_keys
     from p2p_ledger.core.node import SETTLE_PAUSE
     from p2p_ledger.core.storage import MemoryStorage
@@ -625,23 +626,89 @@ def test_a_big_tree_is_built_by_ticks_a_step_at_a_time_and_the_node_answers_betw
     assert now == 1.0 + SUMMARY_LAG
     while storage.lagging_summaries()[1]:
         core.tick(now)
-        ticks += 1
+        ticks, ticked = ticks + 1, now
         assert ticks < 10_000
         assert len(ledger.get("big", limit=10)[0]) == 10  # (answered between steps)
         if ticks == 5:
             core.append([ledger.prepare("big", payload="meanwhile")], now=now)
-            assert core.next_deadline() == now + SUMMARY_LAG
-        elif storage.lagging_summaries()[1]:
+            appended_at = now
+        if ledger.building():
             assert core.next_deadline() == now + SETTLE_PAUSE  # (the core's own float sum)
         now = core.next_deadline()
+    assert ticked == appended_at + SUMMARY_LAG  # (stored once idle for the lag after it)
     # (the reads and the append between ticks left steps to take: none finished them at once)
-    assert steps[:6] == [True] * 6 and steps[-1] is False and steps.count(True) >= 3
+    assert steps[:6] == [True] * 6 and steps.count(False) == 1 and steps.count(True) >= 3
     entries, _ = ledger.get("big")
     ids = [bytes.fromhex(entry.id) for entry in entries]
     at_once = MerkleTree()
     at_once.add_keys(ids)
     assert len(ids) == 3 * BUILD_STEP + 2
     assert ledger.summaries["big"].root == at_once.root() == root_of_keys(ids)
+
+
+def test_a_big_tree_after_a_start_is_built_by_ticks_while_appends_keep_coming(monkeypatch) -> None:
+    """After a start, appends that keep coming into a big stored context never build its tree
+    in a commit: the commit that finds its summary due (SUMMARY_LAG after the first) takes
+    the first step of the build and leaves the summary lagging while ticks take the others,
+    one step a tick between the appends; the first commit due once the tree is built stores
+    the summary, whose root is the one built at once.
+
+    why: only the idle store waited for the steps; with appends every few ms the commit that
+    stored the lagging summaries built the whole tree (~2.2 CPU-s at 1M) while every append
+    waited."""
+    from p2p_ledger.core.merkle import BUILD_STEP, MerkleTree, root_of_keys
+    from p2p_ledger.core.storage import MemoryStorage
+
+    from .helpers import append, open_ledger
+
+    storage = MemoryStorage()
+    writer = open_ledger(storage, "a")
+    for i in range(0, 4 * BUILD_STEP, 128):
+        append(writer, "big", *(f"entry {j}" for j in range(i, i + 128)))
+    clock = [0.0]
+    ledger = open_ledger(storage, "a", "a-2", now_ns=lambda: int(clock[0] * 1e9))
+    ledger.summary_lag_ns = int(SUMMARY_LAG * 1e9)  # (as the runtime sets it)
+    core = NodeCore(ledger, NodeConfig("a"), random.Random(1))
+    where = ["append"]
+    keys: list[tuple[str, int]] = []  # (where, keys taken into a tree in one piece)
+    steps: list[str] = []  # where each step of a build from empty was taken
+
+    real_add, real_steps = MerkleTree.add_packed, MerkleTree.add_packed_steps
+
+    def add_packed(self: MerkleTree, packed: bytes | bytearray | memoryview) -> int:
+        keys.append((where[0], len(packed) // 32))
+        return real_add(self, packed)
+
+    def add_packed_steps(self: MerkleTree, source, first: int, end: int):  # type: ignore[no-untyped-def]
+        for _ in real_steps(self, source, first, end):
+            steps.append(where[0])
+            yield
+
+    monkeypatch.setattr(MerkleTree, "add_packed", add_packed)
+    monkeypatch.setattr(MerkleTree, "add_packed_steps", add_packed_steps)
+    now, appends, ticks, lagged_past_due = 1.0, 0, 0, False
+    while True:
+        where[0], clock[0] = "append", now
+        core.append([ledger.prepare("big", payload=f"after the start {appends}")], now=now)
+        appends += 1
+        assert appends < 2_000
+        if not storage.lagging_summaries()[1]:
+            break  # (stored by that commit)
+        lagged_past_due |= now >= 1.0 + SUMMARY_LAG
+        if core.next_deadline() <= now:  # (a tick between two appends, as a loop runs one)
+            where[0] = f"tick {ticks}"
+            core.tick(now)
+            ticks += 1
+        now += 0.005
+    assert all(n <= BUILD_STEP for at, n in keys if at == "append")  # (no commit built it)
+    assert lagged_past_due and now >= 1.0 + SUMMARY_LAG  # (a due commit left it lagging)
+    # (the commit that found the summary due took the first step, the ticks the others)
+    assert steps[0] == "append" and steps.count("append") == 1 and len(steps) > 3
+    assert max(steps.count(at) for at in set(steps)) == 1  # (one step a tick)
+    ledger.write_summaries()
+    entries, _ = ledger.get("big")
+    assert len(entries) == 4 * BUILD_STEP + appends
+    assert ledger.summaries["big"].root == root_of_keys([bytes.fromhex(e.id) for e in entries])
 
 
 def test_summaries_that_lag_are_stored_by_a_tick_once_nothing_was_committed_for_the_lag():
