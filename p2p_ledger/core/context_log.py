@@ -788,17 +788,25 @@ class ContextLog:
                 tree.add_packed(ids[ID_SIZE * first :])
         return tree
 
-    def tree_step(self) -> bool:
+    def tree_step(self, more: bool = False) -> bool:
         """A step of building the tree (``MerkleTree.start_steps``) while it is empty and more
-        than ``BUILD_STEP`` ids wait for it (a load's); True while steps are left. The ids
-        appended meanwhile wait for the next use, and a use takes the steps left at once."""
+        than ``BUILD_STEP`` ids wait for it (a load's); with ``more``, then BUILD_STEP of the
+        ids appended meanwhile a step while more than that wait. True while steps may be left.
+        The ids appended meanwhile wait for the next use, and a use takes the steps left at
+        once."""
         tree = self._tree
-        if not tree.building:
-            first, end = self._loading, len(self.index.ids) // ID_SIZE
-            if first is None or len(tree) or end - first <= BUILD_STEP:
-                return False
-            tree.start_steps(lambda: self.index.ids, first, end)
-            self._loading = end  # (from it on, ids wait for the next use as before)
+        if tree.building and tree.step():
+            return True
+        first, end = self._loading, len(self.index.ids) // ID_SIZE
+        if first is None or end - first <= BUILD_STEP or len(tree) and not more:
+            return False
+        if len(tree):
+            with memoryview(self.index.ids) as ids:
+                tree.add_packed(ids[ID_SIZE * first : ID_SIZE * (first + BUILD_STEP)])
+            self._loading = first + BUILD_STEP
+            return True
+        tree.start_steps(lambda: self.index.ids, first, end)
+        self._loading = end  # (from it on, ids wait for the next use as before)
         return tree.step()
 
     def _settle(self, update: bytes, ends: dict[int, int] | None = None) -> None:

@@ -1023,12 +1023,17 @@ class Ledger:
         return bool(self._building)
 
     def tree_step(self) -> bool:
-        """A step of building a tree ``builds_trees`` started; True while some are left."""
+        """A step of building a tree ``builds_trees`` started, then of adding to it the ids
+        appended meanwhile, BUILD_STEP a step while more wait; True while some are left.
+
+        why: the commit that stored the summaries after a build took those ids at once, ~8 s
+        of them at load ~6.5 (0.37-0.69 s of the trio loop at 1M, against 0.22-0.34 s for a
+        second's)."""
         building, live = self._building, self._live
         while building:
             name = next(iter(building))
             ctx = live.get(name)
-            if ctx is not None and ctx.tree_step():
+            if ctx is not None and ctx.tree_step(more=True):
                 return True
             del building[name]  # (built; or used, so built at once, or dropped)
             if ctx is not None:

@@ -650,8 +650,9 @@ def test_a_big_tree_after_a_start_is_built_by_ticks_while_appends_keep_coming(mo
     """After a start, appends that keep coming into a big stored context never build its tree
     in a commit: the commit that finds its summary due (SUMMARY_LAG after the first) takes
     the first step of the build and leaves the summary lagging while ticks take the others,
-    one step a tick between the appends; the first commit due once the tree is built stores
-    the summary, whose root is the one built at once.
+    one step a tick between the appends, then BUILD_STEP at a time the ids appended meanwhile
+    (more than BUILD_STEP); the first commit due once the tree is built stores the summary,
+    whose root is the one built at once.
 
     why: only the idle store waited for the steps; with appends every few ms the commit that
     stored the lagging summaries built the whole tree (~2.2 CPU-s at 1M) while every append
@@ -689,7 +690,8 @@ def test_a_big_tree_after_a_start_is_built_by_ticks_while_appends_keep_coming(mo
     now, appends, ticks, lagged_past_due = 1.0, 0, 0, False
     while True:
         where[0], clock[0] = "append", now
-        core.append([ledger.prepare("big", payload=f"after the start {appends}")], now=now)
+        core.append([ledger.prepare("big", payload=f"after the start {appends}.{j}")
+                     for j in range(32)], now=now)
         appends += 1
         assert appends < 2_000
         if not storage.lagging_summaries()[1]:
@@ -705,9 +707,10 @@ def test_a_big_tree_after_a_start_is_built_by_ticks_while_appends_keep_coming(mo
     # (the commit that found the summary due took the first step, the ticks the others)
     assert steps[0] == "append" and steps.count("append") == 1 and len(steps) > 3
     assert max(steps.count(at) for at in set(steps)) == 1  # (one step a tick)
+    assert [n for at, n in keys if at.startswith("tick")].count(BUILD_STEP) >= 2  # (then ids)
     ledger.write_summaries()
     entries, _ = ledger.get("big")
-    assert len(entries) == 4 * BUILD_STEP + appends
+    assert len(entries) == 4 * BUILD_STEP + 32 * appends
     assert ledger.summaries["big"].root == root_of_keys([bytes.fromhex(e.id) for e in entries])
 
 
