@@ -381,16 +381,18 @@ class SqliteStore:
     # why: a commit over 128 contexts looked each up 3 times by name (its row, its heads'
     # deletion and insertion): +5-10 µs per entry spread over 10,000 contexts, against 21-26 µs
     # for all of format 2's store writes. The ids known are kept (``_known_ids``), but only
-    # once their transaction committed: a rolled-back id may name another context later.
+    # once their transaction committed: a rolled-back id may name another context later. When
+    # every name is known, the ids known are the answer (a dict comprehension over a spread
+    # commit's ~384 names was 9.5% of the store's Python: 3.35 -> 3.24 us per entry, medians
+    # of 9 replays of 1,563 commits against a no-op connection).
     def _context_ids(self, contexts: Iterable[str]) -> tuple[dict[str, int], dict[str, int]]:
         """Inside a transaction: the integer id of each context, and of those not known
         before (named now if they had none)."""
-        get = self._ids.get
-        ids = {c: get(c, 0) for c in contexts}  # (0: not known; SQLite's ids start at 1)
-        new = [c for c, at in ids.items() if not at]
-        if not new:
-            return ids, {}
-        named = context_ids(self.db, new)
+        known, names = self._ids, dict.fromkeys(contexts)
+        if names.keys() <= known.keys():  # (the usual commit: every id known, no dict built)
+            return known, {}
+        named = context_ids(self.db, [c for c in names if c not in known])
+        ids = {c: known[c] for c in names if c in known}
         ids.update(named)
         return ids, named
 
