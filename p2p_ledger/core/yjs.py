@@ -1137,6 +1137,11 @@ def encode_appended(client: int, clock: int, values: Sequence[bytes],
     if not values:
         raise ValueError("nothing to append")
     who = who or _varuint_bytes(client)
+    if clock and len(values) == 1:  # (a spread commit's one append to a context: no lists)
+        value = values[0]
+        return b"".join((b"\x01\x01", who, _varuint_bytes(clock), _ANY_AFTER_ORIGIN, who,
+                         _varuint_bytes(clock - 1), b"\x01", _buffer_prefix(len(value)), value,
+                         b"\x00"))
     if clock:  # our previous item is the origin
         head = [b"\x01\x01", who, _varuint_bytes(clock), _ANY_AFTER_ORIGIN, who,
                 _varuint_bytes(clock - 1)]

@@ -64,6 +64,7 @@ def _same(lazy: Ledger, eager: Ledger) -> None:
             a, b = lazy.contexts[name], eager.contexts[name]
             assert a.item_count() == b.item_count()
             assert a.contiguous == b.contiguous and a.max_lamport == b.max_lamport
+            assert a.heads == b.heads
 
 
 def _answer(ledger: Ledger, name: str, state_vector: bytes | None) -> object:
@@ -94,6 +95,23 @@ def _records_only(ledger: Ledger) -> Ledger:
     def general(name: str, lazy: bool = True) -> ContextLog:
         ctx = new_log(name, lazy=lazy)
         ctx.index.add_next = lambda records, fields: None  # type: ignore[method-assign]
+        ctx.index.add_next_one = lambda record, fields: None  # type: ignore[method-assign]
+        return ctx
+
+    ledger._new_log = general  # type: ignore[method-assign]
+    return ledger
+
+
+def _batch_steps(ledger: Ledger) -> Ledger:
+    """``ledger`` with every context inserting our one-entry appends through the steps of
+    any batch (``ContextLog._insert_many``), not ``_insert_one``: what ``append_local`` did
+    before."""
+    new_log = ledger._new_log
+
+    def general(name: str, lazy: bool = True) -> ContextLog:
+        ctx = new_log(name, lazy=lazy)
+        ctx._insert_one = lambda record, fields, heads: ctx._insert_many(  # type: ignore
+            (), heads, ([record], [fields]))
         return ctx
 
     ledger._new_log = general  # type: ignore[method-assign]
@@ -111,6 +129,15 @@ def test_our_appends_as_a_writers_next_entries_answer_as_any_records(seed: int) 
     placed, after peers' entries, forks and hostile updates) leaves every context as
     ``add_records`` does: the same rows, reads, roots, state vectors and answers."""
     _fed_the_same(seed, _records_only)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_our_one_entry_appends_answer_as_a_batch_of_one(seed: int) -> None:
+    """``_insert_one`` (a commit's one entry in a context without a Doc, as spread appends
+    are) leaves every context as the steps of any batch leave it: the same rows, heads,
+    reads, roots, state vectors and answers, across reopens, peers' entries, forks and
+    hostile updates."""
+    _fed_the_same(seed, _batch_steps)
 
 
 def _fed_the_same(seed: int, twin_of: Callable[[Ledger], Ledger]) -> None:

@@ -125,7 +125,7 @@ def test_crafted_encoder_matches_pycrdt() -> None:
     assert doc.get_update() == build([(7, 0, [root_item(8, any_bytes([b"hello", b"x"]))])])
 
 
-@pytest.mark.parametrize("chunks", [[1], [100], [3, 50, 1, 46], [128, 128, 1]])
+@pytest.mark.parametrize("chunks", [[1], [100], [3, 50, 1, 46], [128, 128, 1], [1, 1, 1, 1]])
 def test_own_appends_encode_as_pycrdt_writes_them(chunks: list[int]) -> None:
     """An append written without a Doc is, byte for byte, what pycrdt writes for the same
     transaction (the update since the state before it), and a Doc given them holds the values
