@@ -14,7 +14,8 @@ need, in flat arrays (65 B per entry at 1M, whatever the size: see ``_WIDER``):
 - ``row``, ``offset`` and ``size`` say where the record lies in the context's stored rows (a
   ``storage.Span``: the row's number in the context, the offset in it, the record's size);
 - an open-addressing table of slot numbers finds a slot by id (the ids ``add_run`` added join
-  it after ``_SCANS`` lookups that search them: a load's first page needs none); a writer's
+  it after ``_SCANS`` lookups that search them: a load's first page needs none; so do those
+  of our one-record appends, at most ``_WAITING_MAX`` at a time); a writer's
   seqs map to slots through one array per writer (a ``range`` while its slots follow one
   another; a dict for seqs far beyond a writer's run, so a hostile seq of 2^60 costs one dict
   item, not an array that long).
@@ -64,6 +65,9 @@ _FAR = 4096  # a seq this far beyond its writer's array goes to the far dict ins
 _U32 = struct.Struct(">I")
 _HASH_MASK = 0xFFFFFFFF
 _PLACE_PIECE = 4096  # ids hashed at a time by _place_ids (their copies: 4096 x 65 B)
+# Ids of our one-record appends that may wait to be placed (``add_next_one``): placing them
+# then takes ~2 ms, and a lookup's search of them (``find``) ~10 us.
+_WAITING_MAX = 4096
 # why: lookups by id while a load's ids wait search their buffer, up to this many, before
 # placing them all: at 1M ids a search takes ~2-4 ms (in C) against ~0.43 CPU-s to place
 # them, so a cold context's first lookups (a peer's question, a proof) cost a few ms, and a
@@ -170,6 +174,7 @@ class EntryIndex:
         self._table = array("H", bytes(2 * 16))
         self._placed = 0  # slots whose ids are in the table: the rest are placed on next use
         self._scans = 0  # lookups that searched the ids not placed (see find)
+        self._own_waiting = 0  # of them, the last ones: our one-record appends' (add_next_one)
         self.writers: list[str] = []  # writer index → cursor key
         self._writer_of: dict[str, int] = {}
         self._writer_raw: dict[bytes, int] = {}
@@ -497,7 +502,8 @@ class EntryIndex:
 
         An id names its writer and seq, so none of them can be held (nor be a fork, nor
         repeat in the batch): an id is only placed, never looked for, and not even placed
-        while a load's ids wait (``add_run``); the writer, its seqs, contiguity and the
+        while a load's ids wait (``add_run``; ids of our one-record appends waiting alone are
+        placed first: ``add_next_one``); the writer, its seqs, contiguity and the
         causal order are settled once for the batch.
 
         why: ``add_records`` was 13% of ``bench --scale``'s ingest into one context (128
@@ -523,6 +529,8 @@ class EntryIndex:
             writer = self._writer_for(writer_name(raw_writer), raw_writer)
         name = self.writers[writer]
         end = n + count
+        if self._own_waiting and n - self._placed == self._own_waiting:
+            self._place_ids()  # (only our one-record appends' ids wait: placed with these)
         if self._placed == n:  # (else they join the load's ids, placed later: find)
             self.reserve(count)
             table = self._table
@@ -595,16 +603,17 @@ class EntryIndex:
         self.max_lamport = lamport
         lamports = self.lamport
         n = len(lamports)
-        if self._placed == n:  # (else it joins the load's ids, placed later: find)
-            table = self._table
-            if 3 * n + 3 > 2 * len(table):
-                self.reserve(1)
-                table = self._table
-            mask = len(table) - 1
-            i = hash(raw_id) & mask
-            while table[i]:
-                i = (i + 1) & mask
-            table[i] = self._placed = n + 1
+        # why: its id waits to be placed in the table, as a load's ids do (``find`` searches
+        # the ids waiting, ``_place_ids`` places them): spread over 10,000 contexts nothing
+        # looks our appends up by id while they come, and placing each one touched the
+        # context's table, cold by then (``append_local`` in-process, 200k appends over
+        # 10,000 contexts: 11.2-13.4 -> 10.2-11.4 us, 3 alternated runs). While none of a
+        # load's ids wait, ours are placed once ``_WAITING_MAX`` of them wait (with a
+        # load's, they wait for lookups as those do).
+        if n - self._placed == self._own_waiting:
+            if self._own_waiting == _WAITING_MAX:
+                self._place_ids()
+            self._own_waiting += 1
         self.ids += raw_id
         record = bytes(record)  # (pycrdt hands out bytearrays)
         self.unstored[n] = record
@@ -801,6 +810,7 @@ class EntryIndex:
                     i = (i + 1) & mask
                 table[i] = slot
         self._placed = len(self)
+        self._own_waiting = 0
 
     # ---- reads -------------------------------------------------------------------------------
 
