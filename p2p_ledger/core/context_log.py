@@ -839,23 +839,29 @@ class ContextLog:
                 tree.add_packed(ids[ID_SIZE * first :])
         return tree
 
-    def tree_step(self, more: bool = False) -> bool:
+    def tree_step(self, upto: int = 0) -> bool:
         """A step of building the tree (``MerkleTree.start_steps``) while it is empty and more
-        than ``BUILD_STEP`` ids wait for it (a load's); with ``more``, then BUILD_STEP of the
-        ids appended meanwhile a step while more than that wait. True while steps may be left.
-        The ids appended meanwhile wait for the next use, and a use takes the steps left at
-        once."""
+        than ``BUILD_STEP`` ids wait for it (a load's); once it is built, up to BUILD_STEP of
+        the ids that wait below slot ``upto`` (the ids appended during the build: the caller
+        says how far). True while steps may be left. The ids appended meanwhile wait for the
+        next use, and a use takes the steps left at once."""
         tree = self._tree
-        if tree.building and tree.step():
-            return True
-        first, end = self._loading, len(self.index.ids) // ID_SIZE
-        if first is None or end - first <= BUILD_STEP or len(tree) and not more:
+        if tree.building:
+            return tree.step()
+        first = self._loading
+        if first is None:
             return False
         if len(tree):
+            end = min(upto, first + BUILD_STEP)
+            if end <= first:
+                return False
             with memoryview(self.index.ids) as ids:
-                tree.add_packed(ids[ID_SIZE * first : ID_SIZE * (first + BUILD_STEP)])
-            self._loading = first + BUILD_STEP
+                tree.add_packed(ids[ID_SIZE * first : ID_SIZE * end])
+            self._loading = end
             return True
+        end = len(self.index.ids) // ID_SIZE
+        if end - first <= BUILD_STEP:
+            return False
         tree.start_steps(lambda: self.index.ids, first, end)
         self._loading = end  # (from it on, ids wait for the next use as before)
         return tree.step()

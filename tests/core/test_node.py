@@ -714,6 +714,43 @@ def test_a_big_tree_after_a_start_is_built_by_ticks_while_appends_keep_coming(mo
     assert ledger.summaries["big"].root == root_of_keys([bytes.fromhex(e.id) for e in entries])
 
 
+def test_appends_faster_than_a_trees_steps_do_not_hold_its_summary_back(monkeypatch) -> None:
+    """The ids appended while a tree was built in steps join it a piece a tick, but only
+    those: commits of more ids than a tick takes (here 100 against 64) still let the summary
+    be stored by the first commit due after them, as under any ingest.
+
+    why: catching up while more than a piece waited never ended under such commits, and the
+    summaries lagged for as long as the appends went on."""
+    from p2p_ledger.core import context_log, merkle
+    from p2p_ledger.core.storage import MemoryStorage
+
+    from .helpers import append, open_ledger
+
+    for module in (context_log, merkle):
+        monkeypatch.setattr(module, "BUILD_STEP", 64)  # (pieces of 64 ids a tick)
+    storage = MemoryStorage()
+    writer = open_ledger(storage, "a")
+    for i in range(0, 1024, 128):
+        append(writer, "big", *(f"entry {j}" for j in range(i, i + 128)))
+    clock = [0.0]
+    ledger = open_ledger(storage, "a", "a-2", now_ns=lambda: int(clock[0] * 1e9))
+    ledger.summary_lag_ns = int(SUMMARY_LAG * 1e9)
+    core = NodeCore(ledger, NodeConfig("a"), random.Random(1))
+    now, appends, built = 1.0, 0, False
+    while storage.lagging_summaries()[1] or not appends:
+        clock[0] = now
+        core.append([ledger.prepare("big", payload=f"{appends}.{j}") for j in range(100)],
+                    now=now)
+        appends += 1
+        built |= ledger.building()
+        assert appends < 2_000  # (~260 steps and ~400 pieces: stored after ~700)
+        if core.next_deadline() <= now:
+            core.tick(now)
+        now += 0.05
+    assert built
+    assert ledger.context_entries("big") == 1024 + 100 * appends
+
+
 def test_summaries_that_lag_are_stored_by_a_tick_once_nothing_was_committed_for_the_lag():
     """With ``summary_lag_ns`` a commit leaves its contexts' summaries lagging; every commit
     (an append, a received update) puts the idle store SUMMARY_LAG after it, and a storage
