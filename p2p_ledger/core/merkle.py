@@ -953,6 +953,7 @@ class MerkleTree:
             node.stale &= ~(1 << nib)
             return node
         slots = node.slots
+        kat = (depth + 1) >> 1  # (the byte of a key's nibble at the kids' depth)
         for nib, start, end in _nibble_runs(keys, lo, hi, depth):
             kid = kids[nib]
             if type(kid) is _Inner:
@@ -962,6 +963,41 @@ class MerkleTree:
                     node.stale |= 1 << nib
                 continue
             at = nib << 5
+            if type(kid) is _Leaf and kid.slots is None and kid.values is None:
+                # why: most leaves of a tree of ~1M ids are buckets of ~15 keeping their item
+                # hashes, and a batch brings each 1-3 ids: spliced in here, each found by two
+                # bisections of its bucket's column of bytes, the digest from the hashes once
+                held, hashed = kid.keys, kid.hashed
+                assert hashed is not None
+                count = len(held)
+                for j in range(start, end):
+                    key = keys[j]
+                    col = held[kat::DIGEST_SIZE]
+                    byte = key[kat]
+                    i = bisect_left(col, byte)
+                    top = bisect_left(col, byte + 1, i)
+                    while i < top and held[i << 5 : (i + 1) << 5] < key:
+                        i += 1
+                    if i < top and held[i << 5 : (i + 1) << 5] == key:
+                        continue
+                    i <<= 5
+                    held = held[:i] + key + held[i:]
+                    hashed = hashed[:i] + sha256(_TAG_ITEM + key + _EMPTY_VALUE).digest() + \
+                        hashed[i:]
+                if len(held) == count:
+                    continue
+                self._count += (len(held) - count) >> 5
+                if len(held) > self._max_leaf << 5 and depth + 1 < KEY_NIBBLES:
+                    kid = kids[nib] = self._build(held, None, depth + 1, hashed)
+                    if type(kid) is _Inner:
+                        node.stale |= 1 << nib
+                        continue
+                    slots[at : at + 32] = _digest(kid, depth + 1)
+                else:
+                    kid.keys, kid.hashed = held, hashed
+                    slots[at : at + 32] = sha256(_TAG_BUCKET + hashed).digest()
+                node.stale &= ~(1 << nib)
+                continue
             if kid is None:
                 kid = kids[nib] = self._build(b"".join(keys[start:end]), None, depth + 1)
                 self._count += end - start

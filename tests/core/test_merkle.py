@@ -574,6 +574,38 @@ def test_a_bucket_keeping_its_item_hashes_splits_deep_correctly(max_leaf: int, b
     assert {v.prefix: v for v in walk(t)} == ref_views(current, max_leaf)
 
 
+@pytest.mark.parametrize("max_leaf", [4, 16])
+def test_runs_of_keys_into_buckets_keeping_item_hashes(max_leaf: int) -> None:
+    """Batches bring 1-6 keys each to buckets that keep their item hashes under an inner node
+    (a tree of ~1M ids: 1-3 each), some keys held already, some taking a bucket past max_leaf
+    at once, into a two-level leaf or, when they share the next nibbles, inner nodes several
+    levels down: after every batch, the spec's root and views."""
+    r = rng(f"bucket-runs-{max_leaf}")
+    # (first nibble 0 holds more than 16 buckets do, so the root is an inner node whose other
+    # children are buckets of max_leaf - 1 keys: big enough to keep their item hashes)
+    keys = [bytes([r.randrange(16)]) + r.randbytes(31) for _ in range(20 * max_leaf)]
+    for first in range(1, 16):
+        keys += [bytes([first << 4]) + r.randbytes(31) for _ in range(max_leaf - 1)]
+    t = MerkleTree(max_leaf)
+    t.add_keys(keys)
+    current = dict.fromkeys(keys, b"")
+    assert t.root() == root_of_keys(current, max_leaf)
+    for round_ in range(12):
+        batch = []
+        for first in range(1, 16):
+            shared = bytes([first << 4 | (round_ % 3), r.randrange(2)])  # (clusters deep)
+            batch += [shared + r.randbytes(30) if r.random() < 0.4
+                      else bytes([first << 4 | r.randrange(16)]) + r.randbytes(31)
+                      for _ in range(r.choice([1, 2, 3, 6]))]
+            batch += r.sample([k for k in current if k[0] >> 4 == first], 1)  # held
+        fresh = {k for k in batch if k not in current}
+        assert t.add_keys(batch) == len(fresh)
+        current.update(dict.fromkeys(fresh, b""))
+        assert len(t) == len(current)
+        assert t.root() == root_of_keys(current, max_leaf)
+        assert {v.prefix: v for v in walk(t)} == ref_views(current, max_leaf)
+
+
 @pytest.mark.parametrize("max_leaf", [1, 2, 3, 16])
 def test_random_growth_matches_the_spec_at_every_size(max_leaf: int) -> None:
     """The tree is kept in pieces bigger than its nodes (buckets as one byte string, two-level
