@@ -62,6 +62,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from hashlib import sha256
+from operator import sub
 from typing import TypeAlias
 
 from .errors import LocalInputError, RemoteProtocolError
@@ -248,6 +249,11 @@ def _group(keys: bytes, depth: int, nib: int) -> tuple[int, int]:
         return lo, bisect_left(col, first + 1, lo)
     lo = bisect_left(col, nib << 4)
     return lo, bisect_left(col, (nib + 1) << 4, lo)
+
+
+def _present(sizes: list[int]) -> int:
+    """The bits of the nibbles whose ``sizes`` (16 counts of keys) are not 0."""
+    return sum(1 << nib for nib, size in enumerate(sizes) if size)
 
 
 def _items(keys: bytes, values: list[bytes] | None, lo: int, hi: int
@@ -1159,13 +1165,21 @@ class MerkleTree:
         new_keys: list[bytes] = []
         new_hashes: list[bytes] = []
         at, odd = depth >> 1, depth & 1
+        # (_find_grouped, inlined: the column of bytes taken once, not once per key)
+        col = held[at::DIGEST_SIZE]
+        mask, step = (0xFF, 1) if odd else (0xF0, 16)
         prev = stale = count = 0
         for j in range(lo, hi):
             key = keys[j]
-            i, found, blo, bhi = _find_grouped(held, key, depth)
-            if found:
+            byte = key[at]
+            blo = bisect_left(col, byte & mask)
+            bhi = bisect_left(col, (byte & mask) + step, blo)
+            i = blo
+            while i < bhi and held[i << 5 : (i + 1) << 5] < key:
+                i += 1
+            if i < bhi and held[i << 5 : (i + 1) << 5] == key:
                 continue
-            bit = 1 << (key[at] & 0x0F if odd else key[at] >> 4)
+            bit = 1 << (byte & 0x0F if odd else byte >> 4)
             count = count + 1 if stale & bit else 1
             if bhi - blo + count > max_leaf:
                 return False
@@ -1292,14 +1306,9 @@ class MerkleTree:
         if n <= max_leaf or depth >= KEY_NIBBLES:
             return _bucket(keys, values, hashed)
         bounds = _bounds(keys, depth)
-        present = 0
-        split = False
-        for nib in range(FANOUT):
-            size = bounds[nib + 1] - bounds[nib]
-            if size:
-                present |= 1 << nib
-                split = split or size > max_leaf
-        if not split and values is None:
+        # (the sizes in C: a bucket of 16 taking a 17th key comes here, ~1 key in 15 at 1M)
+        sizes = list(map(sub, bounds[1:], bounds))
+        if max(sizes) <= max_leaf and values is None:
             # (with values, the node-level tree's roots of contexts that change on every commit,
             # an _Inner of buckets: a change then splices one small bucket, not the whole leaf)
             if hashed is not None and not _keeps_hashes(n, True, values, depth):
@@ -1314,7 +1323,7 @@ class MerkleTree:
                 hashed = None
             elif hashed is None:
                 hashed = _hashes(keys, values, 0, n)
-            return _Leaf(keys, values, bytearray(FANOUT * DIGEST_SIZE), present, hashed)
+            return _Leaf(keys, values, bytearray(FANOUT * DIGEST_SIZE), _present(sizes), hashed)
         kids: list[_Node | None] = [None] * FANOUT
         for nib in range(FANOUT):
             lo, hi = bounds[nib], bounds[nib + 1]
@@ -1322,7 +1331,7 @@ class MerkleTree:
                 kids[nib] = self._build(keys[lo << 5 : hi << 5],
                                         None if values is None else values[lo:hi], depth + 1,
                                         None if hashed is None else hashed[lo << 5 : hi << 5])
-        return _Inner(kids, bytearray(FANOUT * DIGEST_SIZE), present)
+        return _Inner(kids, bytearray(FANOUT * DIGEST_SIZE), _present(sizes))
 
     def _split(self, leaf: _Leaf, depth: int) -> _Inner:
         """The ``_Inner`` replacing a two-level leaf one of whose buckets grew past
