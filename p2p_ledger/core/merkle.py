@@ -38,7 +38,8 @@ digests, views and proofs are those of the nodes above, whatever the pieces):
   inner; it keeps its 16 children and their digests.
 
 Child digests are kept, item hashes only in leaves whose buckets are big
-enough (``_HASHED_ABOVE``), and not in a root that is a two-level leaf (a
+enough (``_HASHED_ABOVE``) and in two-level leaves at depths 2-3 (``_HASHED_DEPTHS``),
+and not in a root that is a two-level leaf (a
 tree of up to ~130 keys, at most 256): a changed bucket of a few keys is rehashed from
 them.  Every kept digest has a stale bit in its holder (``stale``); an
 insert walks one path (O(depth) = O(log16 n)) setting them, and ``root()``
@@ -301,7 +302,16 @@ def _bucket_of(keys: bytes, values: list[bytes] | None, hashed: bytes | None, lo
 # trees, one key each, 3 alternated runs at load ~4), the ~6 other keys of its bucket hashed
 # again: ~3 us per entry at most, where a spread append costs ~120 (bench --scale's spread
 # ingest: the same CPU within 1%, RSS 296.3 -> 245.6 MiB).
+# A two-level leaf at depth 2 or 3 (a tree of ~4k to ~200k keys: one context growing towards
+# 1M passes there) keeps them whatever its size.
+# why: from 65k to 200k keys the tree is mostly such leaves at depth 3 of 17-48 keys, whose
+# changed buckets of 1-3 were rehashed from their keys, and every key hashed again when a leaf
+# passed 48: 0 -> 300k ids, 40k a batch with the root after each, 14.27G -> 12.05G instructions
+# (callgrind), 0 -> 400k 0.93x the CPU (2 alternated rounds in one process, load ~6), 65 -> 80 B
+# a key at 200k and the same at 400k and 1M (tracemalloc). Not at depth 4 (trees of ~1M: 37% of
+# its nodes are such leaves, ~15 MB more) nor 0-1 (small contexts).
 _HASHED_ABOVE = 3
+_HASHED_DEPTHS = (2, 3)
 
 
 def _keeps_hashes(n: int, two_level: bool, values: list[bytes] | None, depth: int = 1) -> bool:
@@ -309,7 +319,9 @@ def _keeps_hashes(n: int, two_level: bool, values: list[bytes] | None, depth: in
     item hashes of its keys (see _HASHED_ABOVE)."""
     if values is not None:
         return True
-    return n > _HASHED_ABOVE << 4 and depth > 0 if two_level else n > _HASHED_ABOVE
+    if two_level:
+        return depth in _HASHED_DEPTHS or (n > _HASHED_ABOVE << 4 and depth > 0)
+    return n > _HASHED_ABOVE
 
 
 class _Leaf:
