@@ -818,7 +818,7 @@ class MerkleTree:
         (``source()`` asked again: a buffer the caller may grow between steps) or builds and
         digests a subtree of at most ``BUILD_STEP`` keys. The tree stays empty until the last
         step; nothing may change it meanwhile (``ContextLog.tree`` finishes the steps first).
-        A tree that is not empty, or up to ``BUILD_STEP`` keys, takes them in one step.
+        More than ``BUILD_STEP`` keys (fewer are one step: ``add_packed`` takes them).
 
         why: a loaded context's tree is made on first use from every id at once. Added 65,536
         at a time, a batch's keys mostly went one by one into leaves already built by the
@@ -828,11 +828,7 @@ class MerkleTree:
         as it is built, 2.16-2.28 against 2.59-2.83 (4 alternated rounds, load ~5). In steps,
         the first summary of a context of 1M loaded after a start no longer holds the node
         for all of it (``NodeCore.tick``)."""
-        if self._count or end - first <= BUILD_STEP:
-            with memoryview(source()) as view, view[first << 5 : end << 5] as keys:
-                self.add_packed(keys)
-            yield
-            return
+        assert not self._count and end - first > BUILD_STEP, "add_packed takes these at once"
         max_leaf = self._max_leaf
         with memoryview(source()) as view:
             firsts = view[first << 5 : end << 5 : DIGEST_SIZE].tobytes()  # each key's first byte
@@ -897,6 +893,10 @@ class MerkleTree:
         a step, :meth:`finish_steps` the steps left; the tree must not be used otherwise
         until none is left."""
         assert self._steps is None and not self._count
+        if end - first <= BUILD_STEP:  # (one step's worth: taken now)
+            with memoryview(source()) as view, view[first << 5 : end << 5] as keys:
+                self.add_packed(keys)
+            return
         self._steps = self.add_packed_steps(source, first, end)
 
     def step(self) -> bool:
