@@ -35,6 +35,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..core.context_log import client_id_for
+from ..core.entry import NO_PREV, make_chain, make_entry
+from ..core.identity import chain_for, writer_key
+from ..core.ledger import Appended
+from ..core.yjs import encode_appended, varuint_bytes
 from .bench_common import Table
 
 PAYLOAD = 100
@@ -91,13 +96,7 @@ class _Floor:
         # context → [context id, chain, writer, seq, last entry id, Yjs client, its varuint]
         self.chains: dict[str, list[Any]] = {}
 
-    def append(self, requests: Sequence[Any]) -> Any:
-        from ..core.context_log import client_id_for
-        from ..core.entry import NO_PREV, make_chain
-        from ..core.identity import chain_for, writer_key
-        from ..core.ledger import Appended
-        from ..core.yjs import encode_appended, varuint_bytes
-
+    def append(self, requests: Sequence[Any]) -> Appended:
         groups: dict[str, list[tuple[str, bytes, Any, int, int]]] = {}
         for req in requests:
             groups.setdefault(req.context, []).append(
@@ -257,8 +256,6 @@ async def _start_crashed(data: Path) -> dict[str, Any]:
 
 def _raw(path: Path, batches: Sequence[int], contexts: int) -> dict[str, Any]:
     """The baseline: the same records, one row each, the same commit batch sizes."""
-    from ..core.entry import NO_PREV, make_entry
-
     names = _context_names(contexts)
     rng = random.Random(1)
     db = sqlite3.connect(path, isolation_level=None)

@@ -985,6 +985,7 @@ class MerkleTree:
                 # why: most leaves of a tree of ~1M ids are buckets of ~15 keeping their item
                 # hashes, and a batch brings each 1-3 ids: spliced in here, each found by two
                 # bisections of its bucket's column of bytes, the digest from the hashes once
+                # per run (not one _add_key per id)
                 held, hashed = kid.keys, kid.hashed
                 assert hashed is not None
                 count = len(held)
